@@ -1,0 +1,183 @@
+//! The RPCs of Raft (Figure 2 and Figure 13 of the paper) and their replies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Entry, LogId, LogIndex, NodeId, Snapshot, Term};
+
+/// RequestVote: a candidate asks for a vote (§5.2).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVote {
+    /// The candidate's term.
+    pub term: Term,
+    /// The candidate asking for the vote.
+    pub candidate: NodeId,
+    /// The id of the candidate's last log entry, for the up-to-date check (§5.4.1).
+    pub last_log: LogId,
+}
+
+/// The reply to [`RequestVote`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoteReply {
+    /// The voter's current term, for the candidate to update itself.
+    pub term: Term,
+    /// Whether the vote was granted.
+    pub granted: bool,
+}
+
+/// AppendEntries: the leader replicates entries, or sends a heartbeat when `entries` is
+/// empty (§5.3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntries<C> {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader, so followers can redirect clients.
+    pub leader: NodeId,
+    /// The id of the entry just before `entries`; the follower accepts only if its log
+    /// holds it.
+    pub prev_log: LogId,
+    /// Entries to store, in index order, starting at `prev_log.index + 1`.
+    pub entries: Vec<Entry<C>>,
+    /// The leader's commit index.
+    pub leader_commit: LogIndex,
+}
+
+/// The reply to [`AppendEntries`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendReply {
+    /// The follower's current term, for the leader to update itself.
+    pub term: Term,
+    /// What the follower did with the request.
+    pub outcome: AppendOutcome,
+}
+
+/// What a follower did with an [`AppendEntries`] request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendOutcome {
+    /// The request's term is older than the follower's; nothing was done.
+    StaleTerm,
+    /// The follower's log now matches the leader's up to `match_index`, which is
+    /// `prev_log.index + entries.len()` of the request. It is never the follower's last
+    /// index when that holds entries the request did not vouch for.
+    Success {
+        /// The last index known to match the leader's log.
+        match_index: LogIndex,
+    },
+    /// The follower's log does not hold `prev_log`; the hint lets the leader skip back a
+    /// whole term per round trip instead of one entry.
+    Conflict {
+        /// The `prev_log.index` of the rejected request, so that the leader can tell a
+        /// fresh rejection from a late one.
+        prev_log_index: LogIndex,
+        /// Where the follower's log diverges.
+        hint: ConflictHint,
+    },
+}
+
+/// Why a follower's log did not match, in the form of the classic lab's fast back-off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConflictHint {
+    /// The term of the follower's entry at the requested `prev_log.index`, or `None` if
+    /// the follower's log is shorter than that.
+    pub conflict_term: Option<Term>,
+    /// The first index the follower holds with `conflict_term` (meaningless when
+    /// `conflict_term` is `None`).
+    pub first_index: LogIndex,
+    /// The length of the follower's log: the index of its last entry.
+    pub last_log_index: LogIndex,
+}
+
+/// InstallSnapshot: the leader sends its snapshot to a follower that needs entries the
+/// leader has already discarded (§7).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshot {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader, so followers can redirect clients.
+    pub leader: NodeId,
+    /// The snapshot: what it covers and the application's bytes.
+    pub snapshot: Snapshot,
+}
+
+/// The reply to [`InstallSnapshot`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotReply {
+    /// The follower's current term, for the leader to update itself.
+    pub term: Term,
+    /// What the follower did with the snapshot.
+    pub outcome: InstallOutcome,
+}
+
+/// What a follower did with an [`InstallSnapshot`] request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstallOutcome {
+    /// The request's term is older than the follower's; nothing was done.
+    StaleTerm,
+    /// The follower's log now matches the leader's up to `match_index`: the snapshot was
+    /// installed, or the follower already held everything it covers.
+    Installed {
+        /// The last index known to match the leader's log.
+        match_index: LogIndex,
+    },
+}
+
+/// Any request one Raft server sends to another.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<C> {
+    /// A vote request.
+    Vote(RequestVote),
+    /// Entries or a heartbeat.
+    Append(AppendEntries<C>),
+    /// A snapshot.
+    InstallSnapshot(InstallSnapshot),
+}
+
+impl<C> Request<C> {
+    /// The term of the sender.
+    pub fn term(&self) -> Term {
+        match self {
+            Request::Vote(r) => r.term,
+            Request::Append(r) => r.term,
+            Request::InstallSnapshot(r) => r.term,
+        }
+    }
+
+    /// The server that sent the request.
+    pub fn from(&self) -> NodeId {
+        match self {
+            Request::Vote(r) => r.candidate,
+            Request::Append(r) => r.leader,
+            Request::InstallSnapshot(r) => r.leader,
+        }
+    }
+
+    /// A short name of the request kind, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Vote(_) => "RequestVote",
+            Request::Append(_) => "AppendEntries",
+            Request::InstallSnapshot(_) => "InstallSnapshot",
+        }
+    }
+}
+
+/// Any reply to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The reply to a vote request.
+    Vote(VoteReply),
+    /// The reply to AppendEntries.
+    Append(AppendReply),
+    /// The reply to InstallSnapshot.
+    InstallSnapshot(InstallSnapshotReply),
+}
+
+impl Response {
+    /// The term of the replying server.
+    pub fn term(&self) -> Term {
+        match self {
+            Response::Vote(r) => r.term,
+            Response::Append(r) => r.term,
+            Response::InstallSnapshot(r) => r.term,
+        }
+    }
+}

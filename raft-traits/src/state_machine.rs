@@ -1,0 +1,58 @@
+//! The application that Raft replicates.
+
+use async_trait::async_trait;
+
+use crate::types::{Command, LogId, Snapshot};
+
+/// The replicated application: a deterministic state machine fed with committed commands.
+///
+/// Raft calls it from one dedicated task, strictly in log order, and never while holding
+/// a lock of its own, so `apply` may call back into the Raft handle (for example to hand
+/// Raft a snapshot with `Raft::snapshot`) without deadlocking.
+///
+/// # Implementing
+///
+/// * `apply` must be deterministic: the same commands in the same order give the same
+///   state and responses on every server. Errors of the application (a missing key, a
+///   failed precondition) belong in the response, not in a panic.
+/// * `snapshot` captures everything applied so far; its `meta.last_included` is the id of
+///   the last applied command.
+/// * `restore` replaces the state with a snapshot's. A snapshot that is not newer than
+///   the state already applied must be refused with [`StateMachineError::Stale`] or
+///   ignored: a state machine never moves backwards.
+///
+/// The conformance suite in the `raft-tests` crate
+/// (`raft_tests::conformance::state_machine`) checks these rules.
+#[async_trait]
+pub trait StateMachine<C: Command>: Send + 'static {
+    /// What applying a command returns to the client that proposed it.
+    type Response: Send + 'static;
+
+    /// Applies one committed command, the one at `log_id`.
+    async fn apply(&mut self, log_id: LogId, command: C) -> Self::Response;
+
+    /// Serializes the current state.
+    async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError>;
+
+    /// Replaces the current state with the snapshot's.
+    async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError>;
+}
+
+/// Why a state machine could not take or restore a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum StateMachineError {
+    /// The snapshot is not newer than the state already applied.
+    #[error("snapshot at {offered} is not newer than the applied state at {applied}")]
+    Stale {
+        /// The last applied entry.
+        applied: LogId,
+        /// What the refused snapshot covers.
+        offered: LogId,
+    },
+    /// The snapshot's bytes are not a valid state.
+    #[error("invalid snapshot: {0}")]
+    InvalidSnapshot(String),
+    /// Any other failure.
+    #[error("state machine failed: {0}")]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,83 @@
+//! Moving RPCs between servers.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::message::{Request, Response};
+use crate::types::{Command, NodeId};
+
+/// The sending side of a network: delivers a request to a peer and returns its reply.
+///
+/// Raft sends every RPC from its own task, so a call may take as long as the network
+/// needs; it must, however, always end: with the reply, or with an error once the
+/// implementation's timeout has passed. Requests to different peers, and concurrent
+/// requests to the same peer, must not wait for one another.
+///
+/// The receiving side is not part of this trait: a transport's server hands incoming
+/// requests to an [`RpcHandler`] (the Raft handle implements it) and sends back what it
+/// returns.
+///
+/// The conformance suite in the `raft-tests` crate (`raft_tests::conformance::transport`)
+/// checks these rules.
+#[async_trait]
+pub trait Transport<C: Command>: Send + Sync + 'static {
+    /// Sends `request` to `to` and waits for the reply.
+    async fn send(&self, to: NodeId, request: Request<C>) -> Result<Response, TransportError>;
+}
+
+/// The receiving side of Raft: something that answers RPCs.
+#[async_trait]
+pub trait RpcHandler<C: Command>: Send + Sync + 'static {
+    /// Handles one request and returns the reply to send back.
+    async fn handle(&self, request: Request<C>) -> Result<Response, HandlerError>;
+}
+
+/// Why a request could not be answered by the receiving server.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HandlerError {
+    /// The server has shut down and answers nothing.
+    #[error("the server has stopped")]
+    Stopped,
+}
+
+/// Why an RPC did not return a reply.
+///
+/// Raft treats every error the same way (the request may or may not have been handled;
+/// it retries later), but the variants tell operators what happened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The peer could not be reached at all: no route, connection refused, or the link is
+    /// down. The request was not handled.
+    #[error("peer {peer} is unreachable: {reason}")]
+    Unreachable {
+        /// The peer.
+        peer: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// No reply arrived in time. The request may have been handled.
+    #[error("no reply from {peer} within {after:?}")]
+    Timeout {
+        /// The peer.
+        peer: NodeId,
+        /// How long the transport waited.
+        after: Duration,
+    },
+    /// The peer was reached but the call failed: the connection broke, the reply was lost
+    /// or malformed, or the remote server refused the request. The request may have been
+    /// handled.
+    #[error("call to {peer} failed: {reason}")]
+    Failed {
+        /// The peer.
+        peer: NodeId,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The peer is not known to this transport.
+    #[error("unknown peer {0}")]
+    UnknownPeer(NodeId),
+    /// This transport has been shut down.
+    #[error("the transport is closed")]
+    Closed,
+}

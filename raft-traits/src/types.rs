@@ -1,0 +1,184 @@
+//! Identifiers and the log's building blocks.
+
+use std::fmt;
+use std::fmt::Debug;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The identity of one server in the cluster.
+///
+/// Ids are chosen by the application; they only need to be unique within a cluster.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u64);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+impl From<u64> for NodeId {
+    fn from(id: u64) -> Self {
+        NodeId(id)
+    }
+}
+
+/// A Raft term: a logical clock that only moves forward.
+///
+/// Term 0 is the term every server starts in; the first election is for term 1.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Term(pub u64);
+
+impl Term {
+    /// The term after this one.
+    #[must_use]
+    pub fn next(self) -> Term {
+        Term(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Term {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "t{}", self.0)
+    }
+}
+
+/// A position in the replicated log.
+///
+/// The first entry has index 1; index 0 stands for "before the first entry" and is where
+/// an empty log ends. Indices are *real* indices: they do not restart after a snapshot.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogIndex(pub u64);
+
+impl LogIndex {
+    /// The index that precedes every entry.
+    pub const ZERO: LogIndex = LogIndex(0);
+
+    /// The index after this one.
+    #[must_use]
+    pub fn next(self) -> LogIndex {
+        LogIndex(self.0 + 1)
+    }
+
+    /// The index before this one, saturating at zero.
+    #[must_use]
+    pub fn prev(self) -> LogIndex {
+        LogIndex(self.0.saturating_sub(1))
+    }
+
+    /// This index moved forward by `n` positions.
+    #[must_use]
+    pub fn plus(self, n: u64) -> LogIndex {
+        LogIndex(self.0 + n)
+    }
+}
+
+impl fmt::Display for LogIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "i{}", self.0)
+    }
+}
+
+/// The identity of a log position: its term and its index.
+///
+/// Ordering is Raft's "more up-to-date" order (§5.4.1): the later term wins, and within the
+/// same term the longer log wins. Because of the Log Matching Property, two logs that hold
+/// the same `LogId` are identical up to it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct LogId {
+    /// The term in which the entry was created. Compared first.
+    pub term: Term,
+    /// The index of the entry.
+    pub index: LogIndex,
+}
+
+impl LogId {
+    /// Builds a log id.
+    pub fn new(term: Term, index: LogIndex) -> LogId {
+        LogId { term, index }
+    }
+}
+
+impl fmt::Display for LogId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.term, self.index)
+    }
+}
+
+/// What a replicated command must be able to do.
+///
+/// Implemented automatically for every type with these bounds. Commands are cloned when
+/// they are sent to several peers, so a command that carries a large payload should hold
+/// it in a cheaply cloned buffer such as [`Bytes`] or an `Arc`.
+pub trait Command: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
+
+impl<T> Command for T where T: Clone + Debug + Send + Sync + Serialize + DeserializeOwned + 'static {}
+
+/// The content of a log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload<C> {
+    /// An entry with no command. A leader may append one when it takes office so that it
+    /// can commit entries of earlier terms (§5.4.2); the state machine never sees it.
+    Blank,
+    /// A client command, handed to the state machine once committed.
+    Command(C),
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry<C> {
+    /// The term of the leader that created the entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: LogIndex,
+    /// What the entry carries.
+    pub payload: Payload<C>,
+}
+
+impl<C> Entry<C> {
+    /// The entry's log id.
+    pub fn log_id(&self) -> LogId {
+        LogId::new(self.term, self.index)
+    }
+}
+
+/// The state Raft must keep on stable storage besides the log (Figure 2).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardState {
+    /// The latest term this server has seen.
+    pub term: Term,
+    /// The candidate that received this server's vote in `term`, if any.
+    pub voted_for: Option<NodeId>,
+}
+
+/// Describes a snapshot: the last log entry it replaces.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct SnapshotMeta {
+    /// The id of the last entry the snapshot covers. Entries up to and including it may
+    /// be discarded from the log.
+    pub last_included: LogId,
+}
+
+/// A snapshot of the state machine, as produced by the application.
+///
+/// Raft treats the data as opaque bytes: it stores them, sends them to followers that
+/// need them, and hands exactly the same bytes back to the state machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The application's serialized state.
+    pub data: Bytes,
+}
