@@ -1,0 +1,80 @@
+//! The candidate: counts votes, and becomes leader with a majority.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use raft_traits::{Command, NodeId, Payload};
+
+use super::Leader;
+use super::effects::{Effects, Timer};
+use super::follower::campaign;
+use super::node::Node;
+use super::progress::Progress;
+
+/// The candidate role's own state.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub(super) votes: BTreeSet<NodeId>,
+}
+
+impl Candidate {
+    /// The servers that granted their vote in this term, this one included.
+    pub fn votes(&self) -> &BTreeSet<NodeId> {
+        &self.votes
+    }
+}
+
+impl<C: Command> Node<Candidate, C> {
+    /// Records a peer's answer to this term's RequestVote. Answers from non-members are
+    /// ignored. Returns whether the votes now form a majority.
+    pub fn record_vote(&mut self, from: NodeId, granted: bool) -> bool {
+        if granted && self.shared.peers.contains(&from) {
+            self.role.votes.insert(from);
+        }
+        self.has_quorum()
+    }
+
+    /// Whether a majority of the cluster voted for this candidate.
+    pub fn has_quorum(&self) -> bool {
+        self.role.votes.len() >= self.shared.quorum()
+    }
+
+    /// The election failed to conclude: start another one in the next term.
+    pub fn into_candidate(self, out: &mut Effects<C>) -> Node<Candidate, C> {
+        campaign(self.shared, out)
+    }
+
+    /// Takes office, if a majority voted for this candidate; otherwise hands the
+    /// candidate back unchanged.
+    ///
+    /// The new leader starts every follower in probe mode at its own last index + 1,
+    /// sends each an AppendEntries at once to assert its leadership (§5.2), and then
+    /// repeats it every heartbeat interval. With [`Config::leader_noop`](crate::Config)
+    /// it first appends a blank entry of its term, so that earlier entries commit.
+    // The error hands the candidate back unchanged; boxing it would only add an allocation.
+    #[allow(clippy::result_large_err)]
+    pub fn into_leader(self, out: &mut Effects<C>) -> Result<Node<Leader, C>, Self> {
+        if !self.has_quorum() {
+            return Err(self);
+        }
+        let next_index = self.shared.log.last_index().next();
+        let progress: BTreeMap<NodeId, Progress> = self
+            .shared
+            .peers
+            .iter()
+            .map(|&peer| (peer, Progress::new(next_index)))
+            .collect();
+        out.stop_timer(Timer::Election);
+        let mut leader = Node {
+            shared: self.shared,
+            role: Leader { progress, ticks: 0 },
+        };
+        tracing::debug!(node = %leader.shared.id, term = %leader.shared.term(), "became leader");
+        if leader.shared.config.leader_noop {
+            leader.append(Payload::Blank, out);
+        }
+        leader.broadcast(out);
+        out.set_timer(Timer::Heartbeat, leader.shared.config.heartbeat_interval);
+        leader.maybe_commit(out);
+        Ok(leader)
+    }
+}

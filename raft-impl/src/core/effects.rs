@@ -1,0 +1,179 @@
+//! What the core asks its driver to do, in order.
+
+use std::time::Duration;
+
+use raft_traits::{Entry, HardState, LogIndex, NodeId, Request, Response, Snapshot, Term};
+
+/// Identifies an incoming request whose reply the core will emit as [`Effect::Reply`].
+///
+/// Chosen by the driver; the core only hands it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// Identifies an outgoing request, so that its reply (or failure) can be matched to it.
+///
+/// The driver must hand the tag back unchanged with the request's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SendTag {
+    /// The sender's term when the request was sent. A reply to a request of an earlier
+    /// term is dropped (Figure 2: "term changed since the request was sent").
+    pub term: Term,
+    /// Unique among the requests this node sent in `term`.
+    pub seq: u64,
+}
+
+/// The two timers a node uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Followers and candidates start an election when it fires.
+    Election,
+    /// Leaders send heartbeats when it fires.
+    Heartbeat,
+}
+
+/// A write to stable storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Persist<C> {
+    /// Replace the hard state.
+    HardState(HardState),
+    /// Append entries right after the current last entry.
+    Entries(Vec<Entry<C>>),
+    /// Remove every entry at or after this index.
+    TruncateFrom(LogIndex),
+    /// Store the snapshot and compact the log it covers, atomically.
+    Snapshot(Snapshot),
+}
+
+/// Something to hand to the state machine, in this order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Apply<C> {
+    /// Committed entries, consecutive, starting right after the last applied one.
+    Entries(Vec<Entry<C>>),
+    /// A snapshot that replaces the state machine's state; the next entries start right
+    /// after its last included index.
+    Snapshot(Snapshot),
+}
+
+/// One thing the driver must do.
+///
+/// Effects are emitted in the order they must take effect. In particular every
+/// [`Effect::Persist`] must be durable before any later [`Effect::Send`] or
+/// [`Effect::Reply`] leaves the node (Figure 2: "respond to RPCs only after updating
+/// stable storage").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect<C> {
+    /// Write to stable storage.
+    Persist(Persist<C>),
+    /// Send a request to a peer; report its reply or failure back with `tag`.
+    Send {
+        /// The peer.
+        to: NodeId,
+        /// Hand back with the outcome.
+        tag: SendTag,
+        /// The request.
+        request: Request<C>,
+    },
+    /// Answer the incoming request `id`.
+    Reply {
+        /// The request being answered.
+        id: RequestId,
+        /// The answer.
+        response: Response,
+    },
+    /// Hand committed entries or a snapshot to the state machine.
+    Apply(Apply<C>),
+    /// (Re)arm a timer to fire `after` from now, replacing any pending one.
+    SetTimer {
+        /// Which timer.
+        timer: Timer,
+        /// When it fires, from now.
+        after: Duration,
+    },
+    /// Disarm a timer.
+    StopTimer(Timer),
+}
+
+/// The ordered batch of effects produced by stepping the core.
+#[derive(Debug)]
+pub struct Effects<C> {
+    items: Vec<Effect<C>>,
+}
+
+impl<C> Default for Effects<C> {
+    fn default() -> Self {
+        Effects { items: Vec::new() }
+    }
+}
+
+impl<C> Effects<C> {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends an effect.
+    pub fn push(&mut self, effect: Effect<C>) {
+        self.items.push(effect);
+    }
+
+    /// The effects emitted so far.
+    pub fn as_slice(&self) -> &[Effect<C>] {
+        &self.items
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Takes every effect out, leaving the batch empty.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect<C>> {
+        self.items.drain(..)
+    }
+
+    /// Takes every effect out as a vector.
+    pub fn take(&mut self) -> Vec<Effect<C>> {
+        std::mem::take(&mut self.items)
+    }
+
+    pub(crate) fn persist(&mut self, write: Persist<C>) {
+        // A hard state written right after another replaces it: adopting a term and then
+        // voting in it is one write, not two.
+        if let Persist::HardState(next) = &write
+            && let Some(Effect::Persist(Persist::HardState(last))) = self.items.last_mut()
+        {
+            *last = *next;
+            return;
+        }
+        self.push(Effect::Persist(write));
+    }
+
+    pub(crate) fn send(&mut self, to: NodeId, tag: SendTag, request: Request<C>) {
+        self.push(Effect::Send { to, tag, request });
+    }
+
+    pub(crate) fn reply(&mut self, id: RequestId, response: Response) {
+        self.push(Effect::Reply { id, response });
+    }
+
+    pub(crate) fn apply(&mut self, apply: Apply<C>) {
+        self.push(Effect::Apply(apply));
+    }
+
+    pub(crate) fn set_timer(&mut self, timer: Timer, after: Duration) {
+        self.push(Effect::SetTimer { timer, after });
+    }
+
+    pub(crate) fn stop_timer(&mut self, timer: Timer) {
+        self.push(Effect::StopTimer(timer));
+    }
+}
+
+impl<C> IntoIterator for Effects<C> {
+    type Item = Effect<C>;
+    type IntoIter = std::vec::IntoIter<Effect<C>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}

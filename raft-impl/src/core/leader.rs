@@ -1,0 +1,322 @@
+//! The leader: accepts commands, replicates them, and commits by majority.
+
+use std::collections::BTreeMap;
+
+use raft_traits::{
+    AppendEntries, AppendOutcome, Command, Entry, InstallOutcome, InstallSnapshot, LogId, LogIndex,
+    NodeId, Payload, Request,
+};
+
+use super::RpcKind;
+use super::effects::{Effects, Persist, SendTag, Timer};
+use super::node::{Node, Shared};
+use super::progress::{Progress, ReplicationMode};
+
+/// The leader role's own state.
+#[derive(Clone, Debug)]
+pub struct Leader {
+    pub(super) progress: BTreeMap<NodeId, Progress>,
+    /// Heartbeats sent in this term: the leader's only notion of elapsed time.
+    pub(super) ticks: u64,
+}
+
+impl Leader {
+    /// What the leader knows about `peer`'s log.
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+}
+
+impl<C: Command> Node<Leader, C> {
+    /// Appends a client command to the log and starts replicating it. Returns where it
+    /// went: the index it will commit at, if it commits, and the current term.
+    ///
+    /// The entry is persisted (the first effect) before any AppendEntries carrying it is
+    /// sent.
+    pub fn propose(&mut self, command: C, out: &mut Effects<C>) -> LogId {
+        let id = self.append(Payload::Command(command), out);
+        self.replicate(out);
+        self.maybe_commit(out);
+        id
+    }
+
+    /// Sends every follower what it is missing, or a heartbeat if it is missing nothing.
+    /// Called on every heartbeat tick, whatever is in flight: that is how lost requests
+    /// are retried.
+    pub fn heartbeat(&mut self, out: &mut Effects<C>) {
+        self.role.ticks += 1;
+        self.broadcast(out);
+        out.set_timer(Timer::Heartbeat, self.shared.config.heartbeat_interval);
+    }
+
+    pub(super) fn append(&mut self, payload: Payload<C>, out: &mut Effects<C>) -> LogId {
+        let entry = Entry {
+            term: self.shared.term(),
+            index: self.shared.log.last_index().next(),
+            payload,
+        };
+        let id = entry.log_id();
+        self.shared.log.push(entry.clone());
+        out.persist(Persist::Entries(vec![entry]));
+        id
+    }
+
+    /// One AppendEntries (or InstallSnapshot) to every follower.
+    pub(super) fn broadcast(&mut self, out: &mut Effects<C>) {
+        let resend_after = self.shared.config.install_snapshot_heartbeats();
+        let ticks = self.role.ticks;
+        let last_index = self.shared.log.last_index();
+        for (&peer, progress) in &mut self.role.progress {
+            match progress.mode {
+                ReplicationMode::Snapshot { sent_at_tick, .. }
+                    if ticks.saturating_sub(sent_at_tick) < resend_after =>
+                {
+                    send_heartbeat(&mut self.shared, peer, progress, out);
+                }
+                ReplicationMode::Replicate if progress.next_index > last_index => {
+                    send_heartbeat(&mut self.shared, peer, progress, out);
+                }
+                _ => send_entries(&mut self.shared, peer, progress, ticks, out),
+            }
+        }
+    }
+
+    /// Sends entries to every follower that can take more now.
+    fn replicate(&mut self, out: &mut Effects<C>) {
+        let peers: Vec<NodeId> = self.role.progress.keys().copied().collect();
+        for peer in peers {
+            self.replicate_to(peer, out);
+        }
+    }
+
+    fn replicate_to(&mut self, peer: NodeId, out: &mut Effects<C>) {
+        let max_inflight = self.shared.config.max_inflight_appends;
+        let ticks = self.role.ticks;
+        let Some(progress) = self.role.progress.get_mut(&peer) else {
+            return;
+        };
+        // Each send in replicate mode advances next_index, so this ends when the window
+        // is full or the follower has been sent everything.
+        while progress.can_send_entries(self.shared.log.last_index(), max_inflight) {
+            let before = progress.next_index;
+            send_entries(&mut self.shared, peer, progress, ticks, out);
+            if progress.next_index == before {
+                break;
+            }
+        }
+    }
+
+    /// Handles a follower's answer to AppendEntries of this term.
+    pub(super) fn handle_append_reply(
+        &mut self,
+        from: NodeId,
+        tag: SendTag,
+        outcome: AppendOutcome,
+        out: &mut Effects<C>,
+    ) {
+        let last_index = self.shared.log.last_index();
+        let ticks = self.role.ticks;
+        let Some(progress) = self.role.progress.get_mut(&from) else {
+            return;
+        };
+        progress.inflight.remove(&tag.seq);
+        match outcome {
+            AppendOutcome::StaleTerm => {}
+            AppendOutcome::Success { match_index } => {
+                if match_index > last_index {
+                    tracing::warn!(peer = %from, %match_index, "follower claims entries the leader never sent");
+                    return;
+                }
+                progress.matched(match_index);
+                self.maybe_commit(out);
+                self.replicate_to(from, out);
+            }
+            AppendOutcome::Conflict {
+                prev_log_index,
+                hint,
+            } => {
+                // Late rejections describe a log the follower has since fixed.
+                let fresh = match progress.mode {
+                    ReplicationMode::Replicate => prev_log_index > progress.match_index,
+                    ReplicationMode::Probe => prev_log_index.next() == progress.next_index,
+                    ReplicationMode::Snapshot { .. } => false,
+                };
+                if !fresh {
+                    return;
+                }
+                // Fast back-off (the lab's XTerm/XIndex/XLen): skip the follower's whole
+                // conflicting term, or jump to the end of its shorter log.
+                let hinted = match hint.conflict_term {
+                    Some(term) => self
+                        .shared
+                        .log
+                        .last_index_of_term(term)
+                        .map_or(hint.first_index, LogIndex::next),
+                    None => hint.last_log_index.next(),
+                };
+                let next_index = hinted
+                    .min(prev_log_index)
+                    .min(last_index.next())
+                    .max(progress.match_index.next());
+                let moved = next_index < progress.next_index;
+                progress.next_index = next_index;
+                progress.enter(ReplicationMode::Probe);
+                if moved {
+                    send_entries(&mut self.shared, from, progress, ticks, out);
+                }
+            }
+        }
+    }
+
+    /// Handles a follower's answer to InstallSnapshot of this term.
+    pub(super) fn handle_install_reply(
+        &mut self,
+        from: NodeId,
+        outcome: InstallOutcome,
+        out: &mut Effects<C>,
+    ) {
+        let last_index = self.shared.log.last_index();
+        let Some(progress) = self.role.progress.get_mut(&from) else {
+            return;
+        };
+        match outcome {
+            InstallOutcome::StaleTerm => {}
+            InstallOutcome::Installed { match_index } => {
+                if match_index > last_index {
+                    tracing::warn!(peer = %from, %match_index, "follower claims entries the leader never sent");
+                    return;
+                }
+                progress.matched(match_index);
+                self.maybe_commit(out);
+                self.replicate_to(from, out);
+            }
+        }
+    }
+
+    /// Handles a request of this term that got no reply.
+    pub(super) fn handle_send_failure(&mut self, to: NodeId, tag: SendTag, rpc: RpcKind) {
+        let Some(progress) = self.role.progress.get_mut(&to) else {
+            return;
+        };
+        let tracked = progress.inflight.remove(&tag.seq);
+        match (rpc, progress.mode) {
+            // Entries may be missing on the follower now; fall back to probing from what
+            // it confirmed, at the next heartbeat (an unreachable peer must not make the
+            // leader spin).
+            (RpcKind::Append, ReplicationMode::Replicate) if tracked => {
+                progress.next_index = progress.match_index.next();
+                progress.enter(ReplicationMode::Probe);
+            }
+            (RpcKind::InstallSnapshot, ReplicationMode::Snapshot { seq, .. }) if seq == tag.seq => {
+                progress.enter(ReplicationMode::Probe);
+            }
+            _ => {}
+        }
+    }
+
+    /// Commits the highest index stored on a majority, if it is of the current term.
+    ///
+    /// Entries of earlier terms are never committed by counting replicas (Figure 8): they
+    /// commit indirectly, when an entry of the current term after them does.
+    pub(super) fn maybe_commit(&mut self, out: &mut Effects<C>) {
+        let mut matched: Vec<LogIndex> =
+            self.role.progress.values().map(|p| p.match_index).collect();
+        matched.push(self.shared.log.last_index());
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&majority_index) = matched.get(self.shared.quorum() - 1) else {
+            return;
+        };
+        if majority_index > self.shared.commit_index
+            && self.shared.log.term_at(majority_index) == Some(self.shared.term())
+        {
+            self.shared.commit_to(majority_index, out);
+        }
+    }
+}
+
+/// Sends AppendEntries from the follower's `next_index`, or the snapshot if those
+/// entries are compacted.
+fn send_entries<C: Command>(
+    shared: &mut Shared<C>,
+    peer: NodeId,
+    progress: &mut Progress,
+    ticks: u64,
+    out: &mut Effects<C>,
+) {
+    let last_included = shared.log.last_included();
+    if progress.next_index <= last_included.index {
+        send_snapshot(shared, peer, progress, ticks, out);
+        return;
+    }
+    let prev_index = progress.next_index.prev();
+    let Some(prev_term) = shared.log.term_at(prev_index) else {
+        // next_index never passes the end of the log; reset it if it somehow did.
+        tracing::error!(peer = %peer, next = %progress.next_index, "next_index past the end of the log");
+        progress.next_index = shared.log.last_index().next();
+        return;
+    };
+    let entries = shared
+        .log
+        .entries_from(progress.next_index, shared.config.max_append_entries);
+    let count = entries.len() as u64;
+    let request = AppendEntries {
+        term: shared.term(),
+        leader: shared.id,
+        prev_log: LogId::new(prev_term, prev_index),
+        entries,
+        leader_commit: shared.commit_index,
+    };
+    let tag = shared.send(peer, Request::Append(request), out);
+    if count > 0 {
+        progress.inflight.insert(tag.seq);
+        if progress.mode == ReplicationMode::Replicate {
+            progress.next_index = prev_index.plus(count + 1);
+        }
+    }
+}
+
+/// An AppendEntries without entries, anchored where the follower is known to match, so it
+/// keeps the follower's timer from firing and carries the commit index without causing a
+/// rejection.
+fn send_heartbeat<C: Command>(
+    shared: &mut Shared<C>,
+    peer: NodeId,
+    progress: &Progress,
+    out: &mut Effects<C>,
+) {
+    let anchor = progress.match_index.max(shared.log.last_included().index);
+    let prev_term = shared.log.term_at(anchor).unwrap_or_default();
+    let request = AppendEntries {
+        term: shared.term(),
+        leader: shared.id,
+        prev_log: LogId::new(prev_term, anchor),
+        entries: Vec::new(),
+        leader_commit: shared.commit_index,
+    };
+    shared.send(peer, Request::Append(request), out);
+}
+
+fn send_snapshot<C: Command>(
+    shared: &mut Shared<C>,
+    peer: NodeId,
+    progress: &mut Progress,
+    ticks: u64,
+    out: &mut Effects<C>,
+) {
+    let Some(snapshot) = shared.snapshot.clone() else {
+        tracing::error!(peer = %peer, "the log is compacted but no snapshot is held");
+        return;
+    };
+    let last_included = snapshot.meta.last_included.index;
+    let request = InstallSnapshot {
+        term: shared.term(),
+        leader: shared.id,
+        snapshot,
+    };
+    let tag = shared.send(peer, Request::InstallSnapshot(request), out);
+    progress.enter(ReplicationMode::Snapshot {
+        last_included,
+        sent_at_tick: ticks,
+        seq: tag.seq,
+    });
+}

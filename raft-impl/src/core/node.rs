@@ -1,0 +1,435 @@
+//! `Node<R>`: the state every role shares, the sealed `Role`, and the rules that do not
+//! depend on the role (terms, votes, commit and apply, stepping down).
+
+use std::fmt;
+use std::time::Duration;
+
+use raft_traits::{
+    Command, HardState, LogId, LogIndex, NodeId, RecoveredState, Request, RequestVote, Response,
+    Snapshot, Term, VoteReply,
+};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+
+use super::effects::{Apply, Effects, Persist, RequestId, SendTag, Timer};
+use super::log::{LogError, RaftLog};
+use super::{Candidate, Follower, Leader};
+use crate::config::{Config, ConfigError};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Follower {}
+    impl Sealed for super::Candidate {}
+    impl Sealed for super::Leader {}
+}
+
+/// A Raft role: [`Follower`], [`Candidate`] or [`Leader`]. Sealed: no other role exists.
+pub trait Role: sealed::Sealed + fmt::Debug + Send + 'static {
+    /// The role's name, for status reports.
+    const KIND: RoleKind;
+}
+
+impl Role for Follower {
+    const KIND: RoleKind = RoleKind::Follower;
+}
+impl Role for Candidate {
+    const KIND: RoleKind = RoleKind::Candidate;
+}
+impl Role for Leader {
+    const KIND: RoleKind = RoleKind::Leader;
+}
+
+/// The name of a role, as a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RoleKind {
+    /// Follows a leader and votes.
+    Follower,
+    /// Asks for votes.
+    Candidate,
+    /// Accepts commands and replicates them.
+    Leader,
+}
+
+impl fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            RoleKind::Follower => "follower",
+            RoleKind::Candidate => "candidate",
+            RoleKind::Leader => "leader",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A Raft server in role `R`, replicating commands of type `C`.
+///
+/// The node is a pure state machine: it never awaits, never reads a clock and draws
+/// randomness only from its own seeded generator. Every method that changes it writes
+/// what must happen next (persist, send, apply, timers) into an [`Effects`] batch.
+///
+/// Operations that belong to one role exist only on `Node` of that role, and transitions
+/// consume the node, so a stale handle to the old role cannot be used:
+///
+/// ```
+/// use raft_impl::Config;
+/// use raft_impl::core::{Effects, Follower, Node};
+/// use raft_traits::{NodeId, RecoveredState};
+///
+/// let mut out = Effects::new();
+/// let follower: Node<Follower, String> = Node::boot(
+///     NodeId(1),
+///     [NodeId(1)],
+///     Config::default(),
+///     7,
+///     RecoveredState::default(),
+///     None,
+///     &mut out,
+/// )
+/// .unwrap();
+/// let candidate = follower.into_candidate(&mut out);
+/// let mut leader = candidate.into_leader(&mut out).expect("a single node is a majority");
+/// let id = leader.propose("hello".to_string(), &mut out);
+/// assert_eq!(id.index.0, 2, "index 1 holds the new leader's blank entry");
+/// ```
+#[derive(Debug)]
+pub struct Node<R: Role, C> {
+    pub(super) shared: Shared<C>,
+    pub(super) role: R,
+}
+
+/// The state every role has.
+#[derive(Debug)]
+pub(super) struct Shared<C> {
+    pub(super) id: NodeId,
+    /// Every other member, sorted.
+    pub(super) peers: Vec<NodeId>,
+    pub(super) config: Config,
+    pub(super) rng: Xoshiro256PlusPlus,
+    pub(super) hard_state: HardState,
+    pub(super) log: RaftLog<C>,
+    /// The latest snapshot, kept to send to followers that need it.
+    pub(super) snapshot: Option<Snapshot>,
+    pub(super) commit_index: LogIndex,
+    /// The last index handed to the state machine (as an [`Apply`] effect).
+    pub(super) last_applied: LogIndex,
+    pub(super) next_seq: u64,
+}
+
+/// Why a node could not boot.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// The configuration or membership is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The recovered log is malformed.
+    #[error("recovered log is malformed: {0}")]
+    Log(#[from] LogError),
+    /// The recovered snapshot data does not match the recovered snapshot metadata.
+    #[error("stored snapshot covers {data} but the log's metadata says {meta}")]
+    SnapshotMismatch {
+        /// What the log's metadata says.
+        meta: LogId,
+        /// What the snapshot data covers.
+        data: LogId,
+    },
+}
+
+impl<C: Command> Node<Follower, C> {
+    /// Boots a server as a follower from what storage recovered.
+    ///
+    /// `members` lists every server of the cluster, this one included. `snapshot` is the
+    /// stored snapshot, if `recovered` says there is one; it is handed to the state
+    /// machine once, as the first [`Apply`] effect, and the next entry applied will be the
+    /// one right after it.
+    pub fn boot(
+        id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        seed: u64,
+        recovered: RecoveredState<C>,
+        snapshot: Option<Snapshot>,
+        out: &mut Effects<C>,
+    ) -> Result<Self, BootError> {
+        config.validate()?;
+        let mut members: Vec<NodeId> = members.into_iter().collect();
+        members.sort_unstable();
+        members.dedup();
+        if !members.contains(&id) {
+            return Err(ConfigError::NotAMember(id).into());
+        }
+        let peers = members.into_iter().filter(|&m| m != id).collect();
+
+        let last_included = recovered
+            .snapshot
+            .map(|m| m.last_included)
+            .unwrap_or_default();
+        let data_covers = snapshot
+            .as_ref()
+            .map(|s| s.meta.last_included)
+            .unwrap_or_default();
+        if data_covers != last_included {
+            return Err(BootError::SnapshotMismatch {
+                meta: last_included,
+                data: data_covers,
+            });
+        }
+        let log = RaftLog::recover(last_included, recovered.entries)?;
+
+        // Mix the id in so that nodes sharing a configured seed still draw different
+        // timeouts.
+        let seed = seed ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut shared = Shared {
+            id,
+            peers,
+            config,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            hard_state: recovered.hard_state,
+            log,
+            snapshot: snapshot.filter(|s| s.meta.last_included.index > LogIndex::ZERO),
+            // Everything in the snapshot is committed and will be applied by restoring it.
+            commit_index: last_included.index,
+            last_applied: last_included.index,
+            next_seq: 0,
+        };
+        if let Some(snapshot) = &shared.snapshot {
+            out.apply(Apply::Snapshot(snapshot.clone()));
+        }
+        shared.reset_election_timer(out);
+        Ok(Node {
+            shared,
+            role: Follower { leader: None },
+        })
+    }
+}
+
+/// Read access shared by every role.
+impl<R: Role, C: Command> Node<R, C> {
+    /// This server's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// The other members of the cluster.
+    pub fn peers(&self) -> &[NodeId] {
+        &self.shared.peers
+    }
+
+    /// The current term.
+    pub fn term(&self) -> Term {
+        self.shared.hard_state.term
+    }
+
+    /// The current term and vote, as persisted.
+    pub fn hard_state(&self) -> HardState {
+        self.shared.hard_state
+    }
+
+    /// The highest index known to be committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.shared.commit_index
+    }
+
+    /// The highest index handed to the state machine.
+    pub fn last_applied(&self) -> LogIndex {
+        self.shared.last_applied
+    }
+
+    /// The log.
+    pub fn log(&self) -> &RaftLog<C> {
+        &self.shared.log
+    }
+
+    /// The role's own state.
+    pub fn role(&self) -> &R {
+        &self.role
+    }
+
+    /// The role's name.
+    pub fn role_kind(&self) -> RoleKind {
+        R::KIND
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Steps down to follower in `term` (or stays in the current term if `term` is not
+    /// newer), remembering `leader` if known.
+    ///
+    /// Adopting a newer term clears the vote and is persisted. A leader that steps down
+    /// stops its heartbeats and starts an election timer; a candidate keeps the timer it
+    /// has, and so does a follower: the timer is reset only by the events of Figure 2, so
+    /// merely hearing of a newer term does not postpone an election.
+    pub fn into_follower(
+        mut self,
+        term: Term,
+        leader: Option<NodeId>,
+        out: &mut Effects<C>,
+    ) -> Node<Follower, C> {
+        if term > self.shared.hard_state.term {
+            self.shared.set_hard_state(term, None, out);
+        }
+        if R::KIND == RoleKind::Leader {
+            out.stop_timer(Timer::Heartbeat);
+            self.shared.reset_election_timer(out);
+        }
+        Node {
+            shared: self.shared,
+            role: Follower { leader },
+        }
+    }
+
+    /// Answers a RequestVote (§5.2, §5.4.1). The caller has already stepped down if the
+    /// candidate's term is newer.
+    pub(super) fn handle_vote_request(
+        &mut self,
+        id: RequestId,
+        request: &RequestVote,
+        out: &mut Effects<C>,
+    ) {
+        let shared = &mut self.shared;
+        let term = shared.hard_state.term;
+        let granted = request.term == term
+            && shared
+                .hard_state
+                .voted_for
+                .is_none_or(|v| v == request.candidate)
+            && request.last_log >= shared.log.last_log_id();
+        if granted {
+            shared.set_hard_state(term, Some(request.candidate), out);
+            // Only a granted vote resets the timer: a server that keeps postponing its own
+            // election for every candidate it turns down can keep the most up-to-date
+            // server from ever winning.
+            shared.reset_election_timer(out);
+        }
+        out.reply(id, Response::Vote(VoteReply { term, granted }));
+    }
+
+    /// Takes a snapshot the service made of everything up to `index`, and discards the
+    /// log it covers (the lab's `Snapshot(index, data)`).
+    pub fn snapshot(
+        &mut self,
+        index: LogIndex,
+        data: bytes::Bytes,
+        out: &mut Effects<C>,
+    ) -> Result<LogId, SnapshotRefused> {
+        let shared = &mut self.shared;
+        let current = shared.log.last_included();
+        if index <= current.index {
+            return Err(SnapshotRefused::NotNewer { current });
+        }
+        if index > shared.last_applied {
+            return Err(SnapshotRefused::NotApplied {
+                index,
+                last_applied: shared.last_applied,
+            });
+        }
+        let term = shared
+            .log
+            .term_at(index)
+            .ok_or(SnapshotRefused::NotApplied {
+                index,
+                last_applied: shared.last_applied,
+            })?;
+        let last_included = LogId::new(term, index);
+        let snapshot = Snapshot {
+            meta: raft_traits::SnapshotMeta { last_included },
+            data,
+        };
+        shared.log.compact_to(last_included);
+        shared.snapshot = Some(snapshot.clone());
+        out.persist(Persist::Snapshot(snapshot));
+        Ok(last_included)
+    }
+}
+
+/// Why [`Node::snapshot`] did not take a snapshot. Neither is fatal: the log is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotRefused {
+    /// The node already has a snapshot at least this recent.
+    #[error("a snapshot covering {current} already exists")]
+    NotNewer {
+        /// What the existing snapshot covers.
+        current: LogId,
+    },
+    /// The index has not been applied yet, so the service cannot have captured it.
+    #[error("index {index} has not been applied (last applied: {last_applied})")]
+    NotApplied {
+        /// The requested index.
+        index: LogIndex,
+        /// The last index handed to the state machine.
+        last_applied: LogIndex,
+    },
+}
+
+impl<C: Command> Shared<C> {
+    pub(super) fn quorum(&self) -> usize {
+        let members = self.peers.len() + 1;
+        members / 2 + 1
+    }
+
+    pub(super) fn term(&self) -> Term {
+        self.hard_state.term
+    }
+
+    /// Changes term and vote, persisting them if they changed.
+    pub(super) fn set_hard_state(
+        &mut self,
+        term: Term,
+        voted_for: Option<NodeId>,
+        out: &mut Effects<C>,
+    ) {
+        let next = HardState { term, voted_for };
+        if next != self.hard_state {
+            self.hard_state = next;
+            out.persist(Persist::HardState(next));
+        }
+    }
+
+    pub(super) fn reset_election_timer(&mut self, out: &mut Effects<C>) {
+        let min = self.config.election_timeout_min;
+        let max = self.config.election_timeout_max;
+        let spread = u64::try_from((max - min).as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let after = min + Duration::from_micros(self.rng.random_range(0..spread));
+        out.set_timer(Timer::Election, after);
+    }
+
+    pub(super) fn next_tag(&mut self) -> SendTag {
+        self.next_seq += 1;
+        SendTag {
+            term: self.hard_state.term,
+            seq: self.next_seq,
+        }
+    }
+
+    pub(super) fn send(
+        &mut self,
+        to: NodeId,
+        request: Request<C>,
+        out: &mut Effects<C>,
+    ) -> SendTag {
+        let tag = self.next_tag();
+        out.send(to, tag, request);
+        tag
+    }
+
+    /// Raises the commit index (never lowers it) and hands newly committed entries to the
+    /// state machine, in order.
+    pub(super) fn commit_to(&mut self, index: LogIndex, out: &mut Effects<C>) {
+        if index <= self.commit_index {
+            return;
+        }
+        debug_assert!(index <= self.log.last_index());
+        self.commit_index = index.min(self.log.last_index());
+        if self.commit_index > self.last_applied {
+            let entries = self
+                .log
+                .entries_between(self.last_applied.next(), self.commit_index);
+            self.last_applied = self.commit_index;
+            out.apply(Apply::Entries(entries));
+        }
+    }
+}

@@ -1,0 +1,1173 @@
+//! Core unit tests: feed one input, assert the exact effects. No tasks, no timers, no
+//! network. Named after the rules of the paper they check.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_traits::{
+    AppendEntries, AppendOutcome, AppendReply, ConflictHint, Entry, HardState, InstallOutcome,
+    InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, NodeId, Payload, RecoveredState,
+    Request, RequestVote, Response, Snapshot, SnapshotMeta, Term, VoteReply,
+};
+
+use super::*;
+use crate::config::Config;
+
+type Cmd = u64;
+
+fn n(id: u64) -> NodeId {
+    NodeId(id)
+}
+
+fn t(term: u64) -> Term {
+    Term(term)
+}
+
+fn i(index: u64) -> LogIndex {
+    LogIndex(index)
+}
+
+fn id(term: u64, index: u64) -> LogId {
+    LogId::new(t(term), i(index))
+}
+
+fn entry(index: u64, term: u64) -> Entry<Cmd> {
+    Entry {
+        term: t(term),
+        index: i(index),
+        payload: Payload::Command(index * 100 + term),
+    }
+}
+
+/// Entries 1.. with the given terms.
+fn log_of(terms: &[u64]) -> Vec<Entry<Cmd>> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(p, &term)| entry(p as u64 + 1, term))
+        .collect()
+}
+
+struct Boot {
+    id: u64,
+    members: u64,
+    term: u64,
+    voted_for: Option<u64>,
+    log: Vec<Entry<Cmd>>,
+    snapshot: Option<Snapshot>,
+    config: Config,
+}
+
+impl Boot {
+    fn new(id: u64, members: u64) -> Self {
+        Boot {
+            id,
+            members,
+            term: 0,
+            voted_for: None,
+            log: Vec::new(),
+            snapshot: None,
+            config: Config {
+                seed: Some(7),
+                ..Config::lab()
+            },
+        }
+    }
+
+    fn term(mut self, term: u64) -> Self {
+        self.term = term;
+        self
+    }
+
+    fn log(mut self, terms: &[u64]) -> Self {
+        self.log = log_of(terms);
+        self
+    }
+
+    fn entries(mut self, entries: Vec<Entry<Cmd>>) -> Self {
+        self.log = entries;
+        self
+    }
+
+    fn snapshot(mut self, index: u64, term: u64) -> Self {
+        self.snapshot = Some(snapshot(index, term));
+        self
+    }
+
+    fn config(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    fn run(self) -> (AnyNode<Cmd>, Vec<Effect<Cmd>>) {
+        let mut out = Effects::new();
+        let recovered = RecoveredState {
+            hard_state: HardState {
+                term: t(self.term),
+                voted_for: self.voted_for.map(n),
+            },
+            snapshot: self.snapshot.as_ref().map(|s| s.meta),
+            entries: self.log,
+        };
+        let seed = self.config.seed.unwrap_or(1);
+        let node = Node::boot(
+            n(self.id),
+            (1..=self.members).map(n),
+            self.config,
+            seed,
+            recovered,
+            self.snapshot,
+            &mut out,
+        )
+        .expect("valid boot state");
+        (node.into(), out.take())
+    }
+
+    fn node(self) -> AnyNode<Cmd> {
+        self.run().0
+    }
+}
+
+fn snapshot(index: u64, term: u64) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_included: id(term, index),
+        },
+        data: Bytes::from(format!("state@{index}")),
+    }
+}
+
+fn step(node: AnyNode<Cmd>, input: Input<Cmd>) -> (AnyNode<Cmd>, Vec<Effect<Cmd>>) {
+    let mut out = Effects::new();
+    let node = node.step(input, &mut out);
+    (node, out.take())
+}
+
+fn request(request: Request<Cmd>) -> Input<Cmd> {
+    Input::Request {
+        id: RequestId(1),
+        request,
+    }
+}
+
+fn vote_request(term: u64, candidate: u64, last_log: LogId) -> Input<Cmd> {
+    request(Request::Vote(RequestVote {
+        term: t(term),
+        candidate: n(candidate),
+        last_log,
+    }))
+}
+
+fn append(
+    term: u64,
+    leader: u64,
+    prev: LogId,
+    entries: Vec<Entry<Cmd>>,
+    commit: u64,
+) -> Input<Cmd> {
+    request(Request::Append(AppendEntries {
+        term: t(term),
+        leader: n(leader),
+        prev_log: prev,
+        entries,
+        leader_commit: i(commit),
+    }))
+}
+
+fn the_reply(effects: &[Effect<Cmd>]) -> Response {
+    let replies: Vec<&Response> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Reply { response, .. } => Some(response),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replies.len(), 1, "exactly one reply in {effects:#?}");
+    replies[0].clone()
+}
+
+fn append_outcome(effects: &[Effect<Cmd>]) -> AppendOutcome {
+    match the_reply(effects) {
+        Response::Append(reply) => reply.outcome,
+        other => panic!("not an append reply: {other:?}"),
+    }
+}
+
+fn vote_granted(effects: &[Effect<Cmd>]) -> bool {
+    match the_reply(effects) {
+        Response::Vote(reply) => reply.granted,
+        other => panic!("not a vote reply: {other:?}"),
+    }
+}
+
+fn sends(effects: &[Effect<Cmd>]) -> Vec<(NodeId, SendTag, Request<Cmd>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, tag, request } => Some((*to, *tag, request.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn appends_to(effects: &[Effect<Cmd>], peer: u64) -> Vec<(SendTag, AppendEntries<Cmd>)> {
+    sends(effects)
+        .into_iter()
+        .filter_map(|(to, tag, r)| match r {
+            Request::Append(a) if to == n(peer) => Some((tag, a)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn persists(effects: &[Effect<Cmd>]) -> Vec<Persist<Cmd>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Persist(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn applied(effects: &[Effect<Cmd>]) -> Vec<u64> {
+    effects
+        .iter()
+        .flat_map(|e| match e {
+            Effect::Apply(Apply::Entries(entries)) => entries.iter().map(|e| e.index.0).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn sets_election_timer(effects: &[Effect<Cmd>]) -> bool {
+    effects.iter().any(|e| {
+        matches!(
+            e,
+            Effect::SetTimer {
+                timer: Timer::Election,
+                ..
+            }
+        )
+    })
+}
+
+fn position(effects: &[Effect<Cmd>], pred: impl Fn(&Effect<Cmd>) -> bool) -> usize {
+    effects.iter().position(pred).expect("effect present")
+}
+
+fn reply_to(from: u64, tag: SendTag, response: Response) -> Input<Cmd> {
+    Input::Response {
+        from: n(from),
+        tag,
+        response,
+    }
+}
+
+fn success(term: u64, match_index: u64) -> Response {
+    Response::Append(AppendReply {
+        term: t(term),
+        outcome: AppendOutcome::Success {
+            match_index: i(match_index),
+        },
+    })
+}
+
+/// Boots node 1 with `boot`, times out, collects every vote: a leader of term + 1.
+fn elect(boot: Boot) -> (AnyNode<Cmd>, Vec<Effect<Cmd>>) {
+    let members = boot.members;
+    let node = boot.node();
+    let (mut node, effects) = step(node, Input::ElectionTimeout);
+    let term = node.term().0;
+    let mut last = effects;
+    for (to, tag, _) in sends(&last.clone()) {
+        if node.is_leader() {
+            break;
+        }
+        let (next, effects) = step(
+            node,
+            reply_to(
+                to.0,
+                tag,
+                Response::Vote(VoteReply {
+                    term: t(term),
+                    granted: true,
+                }),
+            ),
+        );
+        node = next;
+        last = effects;
+    }
+    assert!(node.is_leader(), "elected with {members} members");
+    (node, last)
+}
+
+// ---- §5.2 Leader election ----------------------------------------------------------
+
+#[test]
+fn boot_arms_the_election_timer_and_nothing_else() {
+    let (node, effects) = Boot::new(1, 3).run();
+    assert!(matches!(node, AnyNode::Follower(_)));
+    assert_eq!(effects.len(), 1);
+    let Effect::SetTimer {
+        timer: Timer::Election,
+        after,
+    } = effects[0]
+    else {
+        panic!("unexpected {effects:?}");
+    };
+    assert!(after >= Duration::from_millis(350) && after < Duration::from_millis(700));
+}
+
+#[test]
+fn election_timeout_persists_term_and_vote_before_asking_for_votes() {
+    let node = Boot::new(1, 3).log(&[1, 1]).term(1).node();
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    assert!(node.is_candidate());
+    assert_eq!(
+        node.hard_state(),
+        HardState {
+            term: t(2),
+            voted_for: Some(n(1))
+        }
+    );
+    let persisted = position(&effects, |e| {
+        matches!(e, Effect::Persist(Persist::HardState(_)))
+    });
+    let first_send = position(&effects, |e| matches!(e, Effect::Send { .. }));
+    assert!(
+        persisted < first_send,
+        "term and vote persisted before RequestVote leaves"
+    );
+    let votes = sends(&effects);
+    assert_eq!(votes.len(), 2);
+    for (_, tag, request) in votes {
+        assert_eq!(tag.term, t(2));
+        assert_eq!(
+            request,
+            Request::Vote(RequestVote {
+                term: t(2),
+                candidate: n(1),
+                last_log: id(1, 2)
+            })
+        );
+    }
+    assert!(
+        sets_election_timer(&effects),
+        "a new election timer for this election"
+    );
+}
+
+#[test]
+fn timeouts_are_random_but_reproducible_from_the_seed() {
+    let timeouts = |seed: u64| {
+        let (node, _) = Boot::new(1, 3).config(|c| c.seed = Some(seed)).run();
+        let mut node = node;
+        let mut drawn = Vec::new();
+        for _ in 0..5 {
+            let (next, effects) = step(node, Input::ElectionTimeout);
+            node = next;
+            drawn.extend(effects.iter().filter_map(|e| match e {
+                Effect::SetTimer { after, .. } => Some(*after),
+                _ => None,
+            }));
+        }
+        drawn
+    };
+    assert_eq!(timeouts(3), timeouts(3));
+    assert_ne!(timeouts(3), timeouts(4));
+    let distinct: std::collections::BTreeSet<_> = timeouts(3).into_iter().collect();
+    assert!(distinct.len() > 1, "timeouts vary between elections");
+}
+
+#[test]
+fn candidate_with_a_majority_becomes_leader_and_asserts_itself() {
+    let (node, effects) = elect(Boot::new(1, 3).term(1).log(&[1]));
+    assert_eq!(node.term(), t(2));
+    assert!(effects.contains(&Effect::StopTimer(Timer::Election)));
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::SetTimer {
+            timer: Timer::Heartbeat,
+            after
+        } if *after == Duration::from_millis(100)
+    )));
+    for peer in [2, 3] {
+        let appends = appends_to(&effects, peer);
+        assert_eq!(appends.len(), 1, "one AppendEntries to each peer at once");
+        assert_eq!(appends[0].1.prev_log, id(1, 1));
+        assert!(
+            appends[0].1.entries.is_empty(),
+            "no blank entry in lab mode"
+        );
+    }
+}
+
+#[test]
+fn a_single_vote_is_not_a_majority_of_five() {
+    let node = Boot::new(1, 5).node();
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    let (_, tag, _) = sends(&effects)[0].clone();
+    let granted = Response::Vote(VoteReply {
+        term: t(1),
+        granted: true,
+    });
+    let (node, _) = step(node, reply_to(2, tag, granted.clone()));
+    assert!(node.is_candidate(), "2 of 5");
+    let (node, _) = step(node, reply_to(2, tag, granted.clone()));
+    assert!(node.is_candidate(), "a duplicated vote counts once");
+    let (node, _) = step(node, reply_to(3, tag, granted));
+    assert!(node.is_leader(), "3 of 5");
+}
+
+#[test]
+fn single_node_cluster_elects_itself_and_commits_alone() {
+    let node = Boot::new(1, 1).node();
+    let (mut node, effects) = step(node, Input::ElectionTimeout);
+    assert!(node.is_leader());
+    assert!(sends(&effects).is_empty());
+    let mut out = Effects::new();
+    let at = node.propose(42, &mut out).expect("leader");
+    assert_eq!(at, id(1, 1));
+    assert_eq!(applied(out.as_slice()), [1]);
+}
+
+#[test]
+fn vote_granted_once_per_term_and_again_to_the_same_candidate() {
+    let node = Boot::new(1, 3).term(1).node();
+    let (node, effects) = step(node, vote_request(2, 2, id(0, 0)));
+    assert!(vote_granted(&effects));
+    assert_eq!(
+        persists(&effects),
+        [Persist::HardState(HardState {
+            term: t(2),
+            voted_for: Some(n(2))
+        })]
+    );
+    let persisted = position(&effects, |e| matches!(e, Effect::Persist(_)));
+    let replied = position(&effects, |e| matches!(e, Effect::Reply { .. }));
+    assert!(
+        persisted < replied,
+        "the vote is durable before it is announced"
+    );
+    assert!(
+        sets_election_timer(&effects),
+        "granting a vote resets the timer"
+    );
+
+    let (node, effects) = step(node, vote_request(2, 3, id(0, 0)));
+    assert!(!vote_granted(&effects), "already voted for 2 in term 2");
+    assert!(persists(&effects).is_empty());
+    assert!(!sets_election_timer(&effects));
+
+    let (_, effects) = step(node, vote_request(2, 2, id(0, 0)));
+    assert!(
+        vote_granted(&effects),
+        "a repeated request gets the same answer"
+    );
+    assert!(persists(&effects).is_empty(), "nothing new to persist");
+}
+
+#[test]
+fn up_to_date_check_compares_last_term_then_length() {
+    // Our log ends at term 2, index 3.
+    let cases = [
+        (id(1, 9), false, "older last term, longer log"),
+        (id(2, 2), false, "same last term, shorter log"),
+        (id(2, 3), true, "identical"),
+        (id(2, 4), true, "same last term, longer"),
+        (id(3, 1), true, "newer last term, shorter"),
+    ];
+    for (last_log, expected, why) in cases {
+        let node = Boot::new(1, 3).term(2).log(&[1, 2, 2]).node();
+        let (_, effects) = step(node, vote_request(3, 2, last_log));
+        assert_eq!(vote_granted(&effects), expected, "{why}");
+    }
+}
+
+#[test]
+fn turning_down_a_stale_candidate_adopts_its_term_without_resetting_the_timer() {
+    // The TestBackup pitfall: postponing our own election for every candidate we reject
+    // keeps the most up-to-date server from winning.
+    let node = Boot::new(1, 3).term(2).log(&[1, 2, 2]).node();
+    let (node, effects) = step(node, vote_request(5, 2, id(1, 1)));
+    assert!(!vote_granted(&effects));
+    assert_eq!(node.term(), t(5));
+    assert_eq!(
+        persists(&effects),
+        [Persist::HardState(HardState {
+            term: t(5),
+            voted_for: None
+        })]
+    );
+    assert!(!sets_election_timer(&effects));
+}
+
+#[test]
+fn stale_vote_request_is_refused_with_our_term() {
+    let node = Boot::new(1, 3).term(4).node();
+    let (node, effects) = step(node, vote_request(3, 2, id(9, 9)));
+    assert_eq!(
+        the_reply(&effects),
+        Response::Vote(VoteReply {
+            term: t(4),
+            granted: false
+        })
+    );
+    assert!(persists(&effects).is_empty());
+    assert_eq!(node.term(), t(4));
+}
+
+#[test]
+fn leader_steps_down_on_a_newer_term_in_a_request() {
+    let (leader, _) = elect(Boot::new(1, 3).term(1));
+    let (node, effects) = step(leader, vote_request(7, 2, id(0, 0)));
+    assert!(matches!(node, AnyNode::Follower(_)));
+    assert_eq!(node.term(), t(7));
+    assert!(effects.contains(&Effect::StopTimer(Timer::Heartbeat)));
+    assert!(
+        sets_election_timer(&effects),
+        "a former leader needs an election timer"
+    );
+    assert!(
+        vote_granted(&effects),
+        "then handles the request as a follower"
+    );
+}
+
+#[test]
+fn newer_term_in_a_reply_steps_down_and_nothing_else() {
+    let (leader, effects) = elect(Boot::new(1, 3).term(1));
+    let (_, tag, _) = sends(&effects)[0].clone();
+    let (node, effects) = step(
+        leader,
+        reply_to(
+            2,
+            tag,
+            Response::Append(AppendReply {
+                term: t(9),
+                outcome: AppendOutcome::StaleTerm,
+            }),
+        ),
+    );
+    assert!(matches!(node, AnyNode::Follower(_)));
+    assert_eq!(
+        node.hard_state(),
+        HardState {
+            term: t(9),
+            voted_for: None
+        }
+    );
+    assert_eq!(persists(&effects).len(), 1);
+    assert!(sends(&effects).is_empty());
+}
+
+#[test]
+fn reply_to_a_request_of_an_earlier_term_is_dropped() {
+    let node = Boot::new(1, 3).node();
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    let (_, old_tag, _) = sends(&effects)[0].clone();
+    let (node, _) = step(node, Input::ElectionTimeout); // a new election, term 2
+    let (node, effects) = step(
+        node,
+        reply_to(
+            2,
+            old_tag,
+            Response::Vote(VoteReply {
+                term: t(2),
+                granted: true,
+            }),
+        ),
+    );
+    assert!(
+        node.is_candidate(),
+        "a vote granted in term 1 does not count in term 2"
+    );
+    assert!(effects.is_empty());
+}
+
+#[test]
+fn candidate_yields_to_a_leader_of_its_own_term() {
+    let node = Boot::new(1, 3).node();
+    let (node, _) = step(node, Input::ElectionTimeout);
+    let (node, effects) = step(node, append(1, 2, id(0, 0), vec![], 0));
+    let AnyNode::Follower(follower) = &node else {
+        panic!("expected a follower");
+    };
+    assert_eq!(follower.role().leader(), Some(n(2)));
+    assert_eq!(
+        append_outcome(&effects),
+        AppendOutcome::Success { match_index: i(0) }
+    );
+}
+
+// ---- §5.3 Log replication -------------------------------------------------------------
+
+#[test]
+fn append_from_a_stale_leader_is_refused_without_side_effects() {
+    let node = Boot::new(1, 3).term(3).log(&[1]).node();
+    let (node, effects) = step(node, append(2, 2, id(1, 1), vec![entry(2, 2)], 2));
+    assert_eq!(append_outcome(&effects), AppendOutcome::StaleTerm);
+    assert_eq!(effects.len(), 1, "no persist, no timer reset: {effects:?}");
+    assert_eq!(node.log().last_index(), i(1));
+}
+
+#[test]
+fn accepted_entries_are_persisted_before_the_reply() {
+    let node = Boot::new(1, 3).term(1).node();
+    let (node, effects) = step(node, append(1, 2, id(0, 0), log_of(&[1, 1]), 0));
+    assert_eq!(persists(&effects), [Persist::Entries(log_of(&[1, 1]))]);
+    let persisted = position(&effects, |e| matches!(e, Effect::Persist(_)));
+    let replied = position(&effects, |e| matches!(e, Effect::Reply { .. }));
+    assert!(persisted < replied);
+    assert!(
+        sets_election_timer(&effects),
+        "a valid AppendEntries resets the timer"
+    );
+    assert_eq!(
+        append_outcome(&effects),
+        AppendOutcome::Success { match_index: i(2) }
+    );
+    assert_eq!(node.log().last_log_id(), id(1, 2));
+}
+
+#[test]
+fn duplicated_append_is_idempotent() {
+    let node = Boot::new(1, 3).term(1).node();
+    let request = append(1, 2, id(0, 0), log_of(&[1, 1]), 1);
+    let (node, first) = step(node, request.clone());
+    assert_eq!(applied(&first), [1]);
+    let (node, second) = step(node, request);
+    assert!(persists(&second).is_empty(), "nothing new: {second:?}");
+    assert!(applied(&second).is_empty(), "nothing applied twice");
+    assert_eq!(append_outcome(&first), append_outcome(&second));
+    assert_eq!(node.log().last_index(), i(2));
+}
+
+#[test]
+fn a_late_shorter_append_does_not_truncate_what_a_later_one_added() {
+    let node = Boot::new(1, 3).term(1).node();
+    let (node, _) = step(node, append(1, 2, id(0, 0), log_of(&[1, 1, 1]), 0));
+    let (node, effects) = step(node, append(1, 2, id(0, 0), log_of(&[1]), 0));
+    assert!(persists(&effects).is_empty());
+    assert_eq!(node.log().last_index(), i(3));
+    assert_eq!(
+        append_outcome(&effects),
+        AppendOutcome::Success { match_index: i(1) },
+        "match_index is what this request vouched for, not our last index"
+    );
+}
+
+#[test]
+fn conflicting_suffix_is_truncated_then_replaced() {
+    let node = Boot::new(1, 3).term(2).log(&[1, 1, 2, 2]).node();
+    let (node, effects) = step(node, append(3, 2, id(1, 1), vec![entry(2, 3)], 0));
+    assert_eq!(
+        persists(&effects),
+        [
+            Persist::HardState(HardState {
+                term: t(3),
+                voted_for: None
+            }),
+            Persist::TruncateFrom(i(2)),
+            Persist::Entries(vec![entry(2, 3)]),
+        ]
+    );
+    assert_eq!(node.log().last_log_id(), id(3, 2));
+}
+
+#[test]
+fn follower_commits_only_what_the_request_vouched_for() {
+    // 3D pitfall 1: entries past prev + len may be stale leftovers of an old leader.
+    let node = Boot::new(1, 3).term(2).log(&[1, 1, 1, 1]).node();
+    let (node, effects) = step(node, append(2, 2, id(1, 2), vec![], 4));
+    assert_eq!(
+        applied(&effects),
+        [1, 2],
+        "commit is min(leader_commit, prev + len)"
+    );
+    assert_eq!(node.commit_index(), i(2));
+}
+
+#[test]
+fn conflict_hint_for_a_short_log() {
+    let node = Boot::new(1, 3).term(1).log(&[1, 1]).node();
+    let (_, effects) = step(node, append(1, 2, id(1, 5), vec![entry(6, 1)], 0));
+    assert_eq!(
+        append_outcome(&effects),
+        AppendOutcome::Conflict {
+            prev_log_index: i(5),
+            hint: ConflictHint {
+                conflict_term: None,
+                first_index: i(3),
+                last_log_index: i(2)
+            }
+        }
+    );
+}
+
+#[test]
+fn conflict_hint_names_the_conflicting_term_and_where_it_starts() {
+    let node = Boot::new(1, 3).term(3).log(&[1, 1, 2, 2, 2]).node();
+    let (node, effects) = step(node, append(3, 2, id(3, 5), vec![], 0));
+    assert_eq!(
+        append_outcome(&effects),
+        AppendOutcome::Conflict {
+            prev_log_index: i(5),
+            hint: ConflictHint {
+                conflict_term: Some(t(2)),
+                first_index: i(3),
+                last_log_index: i(5)
+            }
+        }
+    );
+    assert_eq!(node.log().last_index(), i(5), "a rejection changes nothing");
+}
+
+#[test]
+fn malformed_append_is_rejected_not_applied() {
+    let node = Boot::new(1, 3).term(1).node();
+    let gap = vec![entry(1, 1), entry(3, 1)];
+    let (node, effects) = step(node, append(1, 2, id(0, 0), gap, 3));
+    assert!(matches!(
+        append_outcome(&effects),
+        AppendOutcome::Conflict { .. }
+    ));
+    assert!(persists(&effects).is_empty());
+    assert_eq!(node.log().last_index(), i(0));
+}
+
+/// A leader in term 7 whose log has terms `leader_log`, with peer 2 answering the initial
+/// probe with `hint`; returns where the leader probes next.
+fn next_probe_after(leader_log: &[u64], hint: ConflictHint) -> LogId {
+    let (leader, effects) = elect(Boot::new(1, 3).term(6).log(leader_log));
+    let (tag, probe) = appends_to(&effects, 2)[0].clone();
+    let conflict = Response::Append(AppendReply {
+        term: t(7),
+        outcome: AppendOutcome::Conflict {
+            prev_log_index: probe.prev_log.index,
+            hint,
+        },
+    });
+    let (_, effects) = step(leader, reply_to(2, tag, conflict));
+    let next = appends_to(&effects, 2);
+    assert_eq!(next.len(), 1, "the leader probes again at once");
+    next[0].1.prev_log
+}
+
+#[test]
+fn fast_backoff_skips_a_term_the_leader_lacks() {
+    let prev = next_probe_after(
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6],
+        ConflictHint {
+            conflict_term: Some(t(2)),
+            first_index: i(4),
+            last_log_index: i(9),
+        },
+    );
+    assert_eq!(prev.index, i(3), "next = XIndex");
+}
+
+#[test]
+fn fast_backoff_resumes_after_the_leaders_last_entry_of_the_term() {
+    let prev = next_probe_after(
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6],
+        ConflictHint {
+            conflict_term: Some(t(4)),
+            first_index: i(4),
+            last_log_index: i(7),
+        },
+    );
+    assert_eq!(prev, id(4, 5), "next = leader's last index of XTerm + 1");
+}
+
+#[test]
+fn fast_backoff_jumps_to_the_end_of_a_short_log() {
+    let prev = next_probe_after(
+        &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6],
+        ConflictHint {
+            conflict_term: None,
+            first_index: i(3),
+            last_log_index: i(2),
+        },
+    );
+    assert_eq!(prev, id(1, 2), "next = XLen + 1");
+}
+
+#[test]
+fn first_command_gets_index_one_without_a_blank_entry() {
+    let (mut leader, _) = elect(Boot::new(1, 3));
+    let mut out = Effects::new();
+    assert_eq!(leader.propose(5, &mut out), Ok(id(1, 1)));
+}
+
+#[test]
+fn leader_noop_appends_a_blank_entry_of_the_new_term() {
+    let (mut leader, effects) = elect(
+        Boot::new(1, 3)
+            .log(&[1, 1])
+            .term(1)
+            .config(|c| c.leader_noop = true),
+    );
+    let blank = Entry {
+        term: t(2),
+        index: i(3),
+        payload: Payload::Blank,
+    };
+    assert_eq!(persists(&effects), [Persist::Entries(vec![blank.clone()])]);
+    assert_eq!(appends_to(&effects, 2)[0].1.entries, [blank]);
+    let mut out = Effects::new();
+    assert_eq!(leader.propose(5, &mut out), Ok(id(2, 4)));
+}
+
+#[test]
+fn proposal_is_persisted_before_it_is_sent() {
+    let (leader, effects) = elect(Boot::new(1, 3));
+    let (tag2, _) = appends_to(&effects, 2)[0];
+    let (tag3, _) = appends_to(&effects, 3)[0];
+    let (leader, _) = step(leader, reply_to(2, tag2, success(1, 0)));
+    let (mut leader, _) = step(leader, reply_to(3, tag3, success(1, 0)));
+    let mut out = Effects::new();
+    leader.propose(9, &mut out).expect("leader");
+    let effects = out.take();
+    let persisted = position(&effects, |e| {
+        matches!(e, Effect::Persist(Persist::Entries(_)))
+    });
+    let sent = position(&effects, |e| matches!(e, Effect::Send { .. }));
+    assert!(persisted < sent);
+    assert_eq!(appends_to(&effects, 2)[0].1.entries.len(), 1);
+}
+
+#[test]
+fn not_leader_carries_the_leader_hint() {
+    let node = Boot::new(1, 3).node();
+    let (mut node, _) = step(node, append(1, 3, id(0, 0), vec![], 0));
+    let mut out = Effects::new();
+    assert_eq!(
+        node.propose(1, &mut out),
+        Err(NotLeader {
+            leader_hint: Some(n(3))
+        })
+    );
+    assert!(out.is_empty());
+}
+
+/// A leader of term `term + 1` over 3 nodes whose followers both matched its whole log.
+fn settled_leader(boot: Boot) -> AnyNode<Cmd> {
+    let (mut leader, effects) = elect(boot);
+    let term = leader.term().0;
+    let last = leader.log().last_index().0;
+    for peer in [2, 3] {
+        let (tag, _) = appends_to(&effects, peer)[0];
+        leader = step(leader, reply_to(peer, tag, success(term, last))).0;
+    }
+    leader
+}
+
+#[test]
+fn leader_commits_an_entry_of_its_term_once_a_majority_has_it() {
+    let mut leader = settled_leader(Boot::new(1, 3));
+    let mut out = Effects::new();
+    leader.propose(1, &mut out).expect("leader");
+    let (tag, _) = appends_to(out.as_slice(), 2)[0];
+    let (leader, effects) = step(leader, reply_to(2, tag, success(1, 1)));
+    assert_eq!(applied(&effects), [1]);
+    assert_eq!(leader.commit_index(), i(1));
+}
+
+#[test]
+fn figure_8_an_entry_of_an_earlier_term_is_not_committed_by_counting_replicas() {
+    // Five servers; the new leader of term 4 holds entry 2 of term 2, uncommitted.
+    let (leader, effects) = elect(Boot::new(1, 5).term(3).log(&[1, 2]));
+    assert_eq!(leader.term(), t(4));
+    let mut leader = leader;
+    for peer in [2, 3] {
+        let (tag, _) = appends_to(&effects, peer)[0];
+        let (next, effects) = step(leader, reply_to(peer, tag, success(4, 2)));
+        leader = next;
+        assert!(
+            applied(&effects).is_empty(),
+            "index 2 is on a majority but of term 2"
+        );
+    }
+    assert_eq!(leader.commit_index(), i(0));
+
+    let mut out = Effects::new();
+    leader.propose(3, &mut out).expect("leader");
+    let effects = out.take();
+    let mut committed = Vec::new();
+    for peer in [2, 3] {
+        let (tag, _) = appends_to(&effects, peer)[0];
+        let (next, effects) = step(leader, reply_to(peer, tag, success(4, 3)));
+        leader = next;
+        committed.extend(applied(&effects));
+    }
+    assert_eq!(
+        committed,
+        [1, 2, 3],
+        "the term-4 entry commits, and the earlier ones with it"
+    );
+}
+
+#[test]
+fn heartbeat_retries_a_lost_probe_and_carries_the_commit_index() {
+    let (leader, effects) = elect(Boot::new(1, 3).log(&[1, 1]).term(1));
+    let (tag, _) = appends_to(&effects, 3)[0];
+    let (leader, _) = step(
+        leader,
+        Input::SendFailed {
+            to: n(3),
+            tag,
+            rpc: RpcKind::Append,
+        },
+    );
+    let (_, effects) = step(leader, Input::HeartbeatTimeout);
+    let again = appends_to(&effects, 3);
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].1.prev_log,
+        id(1, 2),
+        "probes where it probed before"
+    );
+    assert!(effects.iter().any(|e| matches!(
+        e,
+        Effect::SetTimer {
+            timer: Timer::Heartbeat,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn pipelined_appends_tolerate_out_of_order_replies() {
+    let mut leader = settled_leader(Boot::new(1, 3).config(|c| {
+        c.max_inflight_appends = 3;
+        c.max_append_entries = 1;
+    }));
+    let mut out = Effects::new();
+    for cmd in 0..4 {
+        leader.propose(cmd, &mut out).expect("leader");
+    }
+    let effects = out.take();
+    let to2 = appends_to(&effects, 2);
+    assert_eq!(to2.len(), 3, "three batches in flight, the fourth waits");
+    let (leader, _) = step(leader, reply_to(2, to2[2].0, success(1, 3)));
+    let AnyNode::Leader(l) = &leader else {
+        panic!()
+    };
+    let progress = l.role().progress(n(2)).expect("peer");
+    assert_eq!(progress.match_index(), i(3));
+    let (leader, effects) = step(leader, reply_to(2, to2[0].0, success(1, 1)));
+    let AnyNode::Leader(l) = &leader else {
+        panic!()
+    };
+    assert_eq!(
+        l.role().progress(n(2)).expect("peer").match_index(),
+        i(3),
+        "match never goes back"
+    );
+    assert!(appends_to(&effects, 2).len() <= 1);
+    // A late rejection of something already matched is ignored.
+    let late = Response::Append(AppendReply {
+        term: t(1),
+        outcome: AppendOutcome::Conflict {
+            prev_log_index: i(1),
+            hint: ConflictHint {
+                conflict_term: None,
+                first_index: i(1),
+                last_log_index: i(0),
+            },
+        },
+    });
+    let (leader, effects) = step(leader, reply_to(2, to2[1].0, late));
+    assert!(sends(&effects).is_empty());
+    let AnyNode::Leader(l) = &leader else {
+        panic!()
+    };
+    assert_eq!(
+        l.role().progress(n(2)).expect("peer").mode(),
+        ReplicationMode::Replicate
+    );
+}
+
+// ---- §7 Log compaction ------------------------------------------------------------------
+
+#[test]
+fn service_snapshot_compacts_the_log_and_persists_atomically() {
+    let node = Boot::new(1, 3).term(1).node();
+    let (mut node, _) = step(node, append(1, 2, id(0, 0), log_of(&[1, 1, 1, 1]), 3));
+    let mut out = Effects::new();
+    let data = Bytes::from_static(b"upto3");
+    assert_eq!(node.snapshot(i(3), data.clone(), &mut out), Ok(id(1, 3)));
+    assert_eq!(
+        persists(out.as_slice()),
+        [Persist::Snapshot(Snapshot {
+            meta: SnapshotMeta {
+                last_included: id(1, 3)
+            },
+            data
+        })]
+    );
+    assert_eq!(node.log().len(), 1);
+    assert_eq!(node.log().last_index(), i(4));
+    let mut out = Effects::new();
+    assert!(matches!(
+        node.snapshot(i(2), Bytes::new(), &mut out),
+        Err(SnapshotRefused::NotNewer { .. })
+    ));
+    assert!(matches!(
+        node.snapshot(i(4), Bytes::new(), &mut out),
+        Err(SnapshotRefused::NotApplied { .. })
+    ));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn restart_from_a_snapshot_delivers_it_once_and_resumes_after_it() {
+    let (node, effects) = Boot::new(1, 3)
+        .term(2)
+        .snapshot(5, 2)
+        .entries(vec![entry(6, 2), entry(7, 2)])
+        .run();
+    assert!(
+        matches!(&effects[0], Effect::Apply(Apply::Snapshot(s)) if s.meta.last_included == id(2, 5))
+    );
+    assert_eq!(
+        effects
+            .iter()
+            .filter(|e| matches!(e, Effect::Apply(_)))
+            .count(),
+        1
+    );
+    assert_eq!(node.last_applied(), i(5));
+    assert_eq!(node.commit_index(), i(5));
+    let (_, effects) = step(node, append(2, 2, id(2, 7), vec![], 7));
+    assert_eq!(
+        applied(&effects),
+        [6, 7],
+        "the next command applied is last included + 1"
+    );
+}
+
+#[test]
+fn append_reaching_into_the_snapshot_uses_real_indices() {
+    let node = Boot::new(1, 3).term(2).snapshot(5, 2).node();
+    // The leader still thinks we need 4..=7.
+    let entries = vec![entry(4, 1), entry(5, 2), entry(6, 2), entry(7, 2)];
+    let (node, effects) = step(node, append(2, 2, id(1, 3), entries, 7));
+    assert_eq!(
+        append_outcome(&effects),
+        AppendOutcome::Success { match_index: i(7) }
+    );
+    assert_eq!(
+        persists(&effects),
+        [Persist::Entries(vec![entry(6, 2), entry(7, 2)])]
+    );
+    assert_eq!(applied(&effects), [6, 7]);
+    assert_eq!(node.log().last_index(), i(7));
+}
+
+fn install(term: u64, leader: u64, snapshot: Snapshot) -> Input<Cmd> {
+    request(Request::InstallSnapshot(InstallSnapshot {
+        term: t(term),
+        leader: n(leader),
+        snapshot,
+    }))
+}
+
+fn installed(effects: &[Effect<Cmd>]) -> InstallOutcome {
+    match the_reply(effects) {
+        Response::InstallSnapshot(InstallSnapshotReply { outcome, .. }) => outcome,
+        other => panic!("not an install reply: {other:?}"),
+    }
+}
+
+#[test]
+fn install_snapshot_keeps_a_matching_suffix_and_moves_forward() {
+    let node = Boot::new(1, 3).term(2).log(&[1, 1, 2, 2, 2]).node();
+    let (node, effects) = step(node, install(2, 2, snapshot(3, 2)));
+    assert_eq!(
+        installed(&effects),
+        InstallOutcome::Installed { match_index: i(3) }
+    );
+    let persisted = position(&effects, |e| {
+        matches!(e, Effect::Persist(Persist::Snapshot(_)))
+    });
+    let handed = position(&effects, |e| matches!(e, Effect::Apply(Apply::Snapshot(_))));
+    let replied = position(&effects, |e| matches!(e, Effect::Reply { .. }));
+    assert!(persisted < handed && handed < replied);
+    assert_eq!(
+        node.log().last_index(),
+        i(5),
+        "entries after a matching entry are kept"
+    );
+    assert_eq!(node.last_applied(), i(3));
+}
+
+#[test]
+fn install_snapshot_drops_a_conflicting_log() {
+    let node = Boot::new(1, 3).term(3).log(&[1, 1, 2, 2, 2]).node();
+    let (node, _) = step(node, install(3, 2, snapshot(4, 3)));
+    assert_eq!(node.log().last_log_id(), id(3, 4));
+    assert!(node.log().is_empty());
+}
+
+#[test]
+fn an_older_snapshot_never_moves_the_state_machine_back() {
+    // 3D pitfall 3: committed entries are already on their way to the state machine.
+    let node = Boot::new(1, 3).term(1).node();
+    let (node, _) = step(node, append(1, 2, id(0, 0), log_of(&[1, 1, 1, 1, 1, 1]), 6));
+    let (node, effects) = step(node, install(1, 2, snapshot(4, 1)));
+    assert_eq!(
+        installed(&effects),
+        InstallOutcome::Installed { match_index: i(6) }
+    );
+    assert!(persists(&effects).is_empty());
+    assert!(!effects.iter().any(|e| matches!(e, Effect::Apply(_))));
+    assert_eq!(node.last_applied(), i(6));
+}
+
+#[test]
+fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
+    let (mut leader, effects) = elect(Boot::new(1, 3).term(1).snapshot(10, 1));
+    let (tag, probe) = appends_to(&effects, 2)[0].clone();
+    assert_eq!(
+        probe.prev_log,
+        id(1, 10),
+        "real index of the snapshot boundary"
+    );
+    let short = Response::Append(AppendReply {
+        term: t(2),
+        outcome: AppendOutcome::Conflict {
+            prev_log_index: i(10),
+            hint: ConflictHint {
+                conflict_term: None,
+                first_index: i(4),
+                last_log_index: i(3),
+            },
+        },
+    });
+    let mut out = Effects::new();
+    leader = leader.step(reply_to(2, tag, short), &mut out);
+    let snapshots: Vec<_> = sends(out.as_slice())
+        .into_iter()
+        .filter(|(to, _, r)| *to == n(2) && matches!(r, Request::InstallSnapshot(_)))
+        .collect();
+    assert_eq!(snapshots.len(), 1);
+    let (_, snap_tag, _) = snapshots[0].clone();
+    let done = Response::InstallSnapshot(InstallSnapshotReply {
+        term: t(2),
+        outcome: InstallOutcome::Installed { match_index: i(10) },
+    });
+    let (leader, _) = step(leader, reply_to(2, snap_tag, done));
+    let AnyNode::Leader(l) = &leader else {
+        panic!()
+    };
+    let progress = l.role().progress(n(2)).expect("peer");
+    assert_eq!(progress.match_index(), i(10));
+    assert_eq!(
+        progress.next_index(),
+        i(11),
+        "next index after a snapshot is last included + 1"
+    );
+}
