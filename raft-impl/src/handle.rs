@@ -1,0 +1,319 @@
+//! [`Raft`]: the handle applications hold.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use futures::channel::{mpsc, oneshot};
+use raft_traits::{
+    Command, HandlerError, LogId, LogIndex, NodeId, Request, Response, RpcHandler, Runtime,
+    StateMachine, Storage, Term, Transport, async_trait,
+};
+
+use crate::config::Config;
+use crate::core::{AnyNode, Effects, Node, RoleKind};
+use crate::driver::{Driver, Event, run_apply};
+use crate::error::{ProposeError, SnapshotError, StartError};
+
+/// The pluggable parts of a node.
+#[derive(Debug)]
+pub struct Parts<Rt, S, M, T> {
+    /// Runs the node's tasks and timers.
+    pub runtime: Rt,
+    /// Keeps the node's hard state, log and snapshot.
+    pub storage: S,
+    /// The replicated application.
+    pub state_machine: M,
+    /// Sends the node's requests to its peers.
+    pub transport: T,
+}
+
+/// A snapshot of a node's state, for monitoring and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: RoleKind,
+    /// Its current term.
+    pub term: Term,
+    /// The candidate it voted for in `term`.
+    pub voted_for: Option<NodeId>,
+    /// The leader as far as it knows.
+    pub leader: Option<NodeId>,
+    /// The id of its last log entry.
+    pub last_log: LogId,
+    /// The last entry its snapshot covers.
+    pub snapshot: LogId,
+    /// The highest index it knows to be committed.
+    pub commit_index: LogIndex,
+    /// The highest index its state machine has applied.
+    pub last_applied: LogIndex,
+    /// The number of entries in its in-memory log.
+    pub log_entries: usize,
+    /// Whether it has stopped.
+    pub stopped: bool,
+    /// Why it stopped, if it stopped on its own after a fatal error.
+    pub fatal: Option<String>,
+}
+
+/// What the handle and the node's tasks share.
+pub(crate) struct Shared {
+    pub(crate) id: NodeId,
+    stopped: AtomicBool,
+    pub(crate) last_applied: AtomicU64,
+    status: Mutex<Status>,
+}
+
+impl Shared {
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.status().stopped = true;
+    }
+
+    pub(crate) fn set_fatal(&self, reason: &str) {
+        self.status().fatal = Some(reason.to_string());
+    }
+
+    fn status(&self) -> MutexGuard<'_, Status> {
+        // The lock only guards plain data; a panic elsewhere cannot leave it torn.
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn publish<C: Command>(&self, node: &AnyNode<C>) {
+        let hard_state = node.hard_state();
+        let mut status = self.status();
+        status.role = node.role_kind();
+        status.term = hard_state.term;
+        status.voted_for = hard_state.voted_for;
+        status.leader = node.leader_hint();
+        status.last_log = node.log().last_log_id();
+        status.snapshot = node.log().last_included();
+        status.commit_index = node.commit_index();
+        status.log_entries = node.log().len();
+    }
+}
+
+/// A running Raft node.
+///
+/// Cheap to clone; every clone drives the same node. The node runs on its runtime's
+/// tasks until [`shutdown`](Raft::shutdown). Incoming RPCs reach it through its
+/// [`RpcHandler`] implementation, which a transport's server calls.
+///
+/// `C` is the command type, `R` the state machine's response.
+pub struct Raft<C, R> {
+    shared: Arc<Shared>,
+    events: mpsc::UnboundedSender<Event<C, R>>,
+}
+
+impl<C, R> Clone for Raft<C, R> {
+    fn clone(&self) -> Self {
+        Raft {
+            shared: Arc::clone(&self.shared),
+            events: self.events.clone(),
+        }
+    }
+}
+
+impl<C, R> fmt::Debug for Raft<C, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Raft")
+            .field("id", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Command, R: Send + 'static> Raft<C, R> {
+    /// Recovers a node from `parts.storage` and starts it as a follower.
+    ///
+    /// `members` lists every server of the cluster, `id` included. If storage holds a
+    /// snapshot, the state machine restores it before it applies anything else.
+    pub async fn spawn<Rt, S, M, T>(
+        id: NodeId,
+        members: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        parts: Parts<Rt, S, M, T>,
+    ) -> Result<Self, StartError>
+    where
+        Rt: Runtime,
+        S: Storage<C>,
+        M: StateMachine<C, Response = R>,
+        T: Transport<C>,
+    {
+        config.validate()?;
+        let Parts {
+            runtime,
+            mut storage,
+            state_machine,
+            transport,
+        } = parts;
+        let recovered = storage.recover().await?;
+        let snapshot = match recovered.snapshot {
+            Some(_) => storage.snapshot().await?,
+            None => None,
+        };
+        let seed = config.seed.unwrap_or_else(|| runtime.random_seed());
+        let mut effects = Effects::new();
+        let node = Node::boot(id, members, config, seed, recovered, snapshot, &mut effects)?;
+        let node = AnyNode::from(node);
+
+        let shared = Arc::new(Shared {
+            id,
+            stopped: AtomicBool::new(false),
+            last_applied: AtomicU64::new(node.last_applied().0),
+            status: Mutex::new(Status {
+                id,
+                role: RoleKind::Follower,
+                term: Term::default(),
+                voted_for: None,
+                leader: None,
+                last_log: LogId::default(),
+                snapshot: LogId::default(),
+                commit_index: LogIndex::ZERO,
+                last_applied: LogIndex::ZERO,
+                log_entries: 0,
+                stopped: false,
+                fatal: None,
+            }),
+        });
+        shared.publish(&node);
+
+        let (events_tx, events) = mpsc::unbounded();
+        let (apply_tx, apply_rx) = mpsc::unbounded();
+        let apply_task = runtime.spawn(run_apply(
+            state_machine,
+            apply_rx,
+            events_tx.clone(),
+            Arc::clone(&shared),
+        ));
+        let driver = Driver {
+            node: Some(node),
+            runtime: runtime.clone(),
+            storage,
+            transport: Arc::new(transport),
+            events,
+            events_tx: events_tx.clone(),
+            apply_tx,
+            shared: Arc::clone(&shared),
+            effects,
+            pending_replies: BTreeMap::new(),
+            next_request_id: 0,
+            election_deadline: None,
+            heartbeat_deadline: None,
+        };
+        let _detached = runtime.spawn(driver.run(apply_task));
+        tracing::debug!(node = %id, "started");
+        Ok(Raft {
+            shared,
+            events: events_tx,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.shared.id
+    }
+
+    /// Appends `command` to the log if this node is the leader, and returns at once with
+    /// the index it will have if it commits and the current term; it does not wait for
+    /// replication. There is no guarantee that the command will ever be committed.
+    ///
+    /// This is the classic lab's `Start`. Use [`propose`](Raft::propose) to wait for the
+    /// command's result instead.
+    pub async fn start(&self, command: C) -> Result<(LogIndex, Term), ProposeError> {
+        let (ack, acked) = oneshot::channel();
+        self.send(Event::Propose {
+            command,
+            ack: Some(ack),
+            waiter: None,
+        })?;
+        match acked.await {
+            Ok(Ok(id)) => Ok((id.index, id.term)),
+            Ok(Err(not_leader)) => Err(ProposeError::NotLeader {
+                leader_hint: not_leader.leader_hint,
+            }),
+            Err(_) => Err(ProposeError::Stopped),
+        }
+    }
+
+    /// Replicates `command` and resolves with the state machine's response once this
+    /// node has applied it.
+    ///
+    /// Must not be awaited from inside the state machine's `apply`: it would wait for
+    /// itself.
+    pub async fn propose(&self, command: C) -> Result<R, ProposeError> {
+        let (waiter, result) = oneshot::channel();
+        self.send(Event::Propose {
+            command,
+            ack: None,
+            waiter: Some(waiter),
+        })?;
+        result.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// The current term and whether this node believes it is the leader (the lab's
+    /// `GetState`).
+    pub fn state(&self) -> (Term, bool) {
+        let status = self.shared.status();
+        (status.term, status.role == RoleKind::Leader)
+    }
+
+    /// A snapshot of the node's state.
+    pub fn status(&self) -> Status {
+        let mut status = self.shared.status().clone();
+        status.last_applied = LogIndex(self.shared.last_applied.load(Ordering::Acquire));
+        status
+    }
+
+    /// Hands Raft the service's snapshot of its state up to and including `index`; Raft
+    /// saves it together with its own state, atomically, and discards the log it covers
+    /// (the lab's `Snapshot`).
+    ///
+    /// Returns at once, without waiting for the write, so it may be called from inside
+    /// the state machine's `apply`. A snapshot that is not newer than the current one, or
+    /// of an index not yet applied, is ignored.
+    pub fn snapshot(&self, index: LogIndex, data: Bytes) -> Result<(), SnapshotError> {
+        self.send(Event::Snapshot { index, data })
+            .map_err(|_| SnapshotError::Stopped)
+    }
+
+    /// Stops the node: it sends nothing afterwards, answers no request, and its state
+    /// machine is not called again once this returns. Idempotent.
+    pub async fn shutdown(&self) {
+        let (done, stopped) = oneshot::channel();
+        if self.events.unbounded_send(Event::Shutdown { done }).is_ok() {
+            let _ = stopped.await;
+        }
+        self.shared.stop();
+    }
+
+    /// Whether the node has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.is_stopped()
+    }
+
+    fn send(&self, event: Event<C, R>) -> Result<(), ProposeError> {
+        if self.shared.is_stopped() {
+            return Err(ProposeError::Stopped);
+        }
+        self.events
+            .unbounded_send(event)
+            .map_err(|_| ProposeError::Stopped)
+    }
+}
+
+#[async_trait]
+impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
+    async fn handle(&self, request: Request<C>) -> Result<Response, HandlerError> {
+        let (reply, replied) = oneshot::channel();
+        self.send(Event::Request { request, reply })
+            .map_err(|_| HandlerError::Stopped)?;
+        replied.await.map_err(|_| HandlerError::Stopped)
+    }
+}
