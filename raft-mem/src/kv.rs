@@ -1,0 +1,318 @@
+//! [`KvStateMachine`]: a string key-value store as a replicated [`StateMachine`].
+
+use std::collections::BTreeMap;
+
+use raft_traits::{
+    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
+    async_trait,
+};
+use serde::{Deserialize, Serialize};
+
+/// A command of the key-value store.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvCommand {
+    /// Sets `key` to `value`. Answered with [`KvResponse::Replaced`].
+    Put {
+        /// The key to set.
+        key: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Reads `key`. Answered with [`KvResponse::Value`]. Reading through the log makes the
+    /// read linearizable.
+    Get {
+        /// The key to read.
+        key: String,
+    },
+    /// Removes `key`. Answered with [`KvResponse::Removed`].
+    Delete {
+        /// The key to remove.
+        key: String,
+    },
+}
+
+/// What applying a [`KvCommand`] returns.
+///
+/// Every variant carries the value the key held *before* the command, so a client can tell
+/// a create from an overwrite, and a delete of a missing key from a real one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KvResponse {
+    /// The answer to [`KvCommand::Get`]: the key's value, `None` if it is not set.
+    Value(Option<String>),
+    /// The answer to [`KvCommand::Put`]: the value it overwrote, `None` if the key was new.
+    Replaced(Option<String>),
+    /// The answer to [`KvCommand::Delete`]: the value it removed, `None` if the key was not
+    /// set.
+    Removed(Option<String>),
+    /// The command's log position is not after the last applied one, so it was not applied
+    /// again (the state already includes it). Raft never does this; the state machine
+    /// guards against it so that it never moves backwards.
+    AlreadyApplied {
+        /// The last applied command when this one arrived.
+        last_applied: LogId,
+    },
+}
+
+/// A key-value store of strings, replicated by Raft.
+///
+/// It keeps the data in a [`BTreeMap`] (so snapshots are deterministic) and remembers the
+/// log id of the last command it applied. A snapshot is the postcard encoding of the map,
+/// with `meta.last_included` set to that log id.
+///
+/// ```
+/// use raft_mem::{KvCommand, KvResponse, KvStateMachine};
+/// use raft_traits::{LogId, LogIndex, StateMachine, Term};
+///
+/// let mut kv = KvStateMachine::new();
+/// let at = |index| LogId::new(Term(1), LogIndex(index));
+/// futures::executor::block_on(async {
+///     let put = KvCommand::Put { key: "x".into(), value: "1".into() };
+///     assert_eq!(kv.apply(at(1), put).await, KvResponse::Replaced(None));
+///     let get = KvCommand::Get { key: "x".into() };
+///     assert_eq!(kv.apply(at(2), get).await, KvResponse::Value(Some("1".into())));
+/// });
+/// assert_eq!(kv.get("x"), Some("1"));
+/// assert_eq!(kv.last_applied(), at(2));
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStateMachine {
+    data: BTreeMap<String, String>,
+    last_applied: LogId,
+}
+
+impl KvStateMachine {
+    /// An empty store that has applied nothing.
+    pub fn new() -> Self {
+        KvStateMachine::default()
+    }
+
+    /// The value of `key`, if it is set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.data.get(key).map(String::as_str)
+    }
+
+    /// How many keys are set.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// The log id of the last applied command, or of the restored snapshot if no command
+    /// was applied since; the default id if neither.
+    pub fn last_applied(&self) -> LogId {
+        self.last_applied
+    }
+}
+
+#[async_trait]
+impl StateMachine<KvCommand> for KvStateMachine {
+    type Response = KvResponse;
+
+    async fn apply(&mut self, log_id: LogId, command: KvCommand) -> KvResponse {
+        if log_id.index <= self.last_applied.index {
+            tracing::warn!(%log_id, last_applied = %self.last_applied, "command already applied");
+            return KvResponse::AlreadyApplied {
+                last_applied: self.last_applied,
+            };
+        }
+        self.last_applied = log_id;
+        match command {
+            KvCommand::Put { key, value } => KvResponse::Replaced(self.data.insert(key, value)),
+            KvCommand::Get { key } => KvResponse::Value(self.data.get(&key).cloned()),
+            KvCommand::Delete { key } => KvResponse::Removed(self.data.remove(&key)),
+        }
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
+        let data = Postcard
+            .encode(&self.data)
+            .map_err(|e| StateMachineError::Other(Box::new(e)))?;
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_included: self.last_applied,
+            },
+            data: Bytes::from(data),
+        })
+    }
+
+    async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
+        let offered = snapshot.meta.last_included;
+        if offered.index <= self.last_applied.index {
+            return Err(StateMachineError::Stale {
+                applied: self.last_applied,
+                offered,
+            });
+        }
+        let data = Postcard
+            .decode(&snapshot.data)
+            .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))?;
+        self.data = data;
+        self.last_applied = offered;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::executor::block_on;
+    use raft_traits::{LogIndex, Term};
+
+    use super::*;
+
+    fn at(term: u64, index: u64) -> LogId {
+        LogId::new(Term(term), LogIndex(index))
+    }
+
+    fn put(key: &str, value: &str) -> KvCommand {
+        KvCommand::Put {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        }
+    }
+
+    fn get(key: &str) -> KvCommand {
+        KvCommand::Get {
+            key: key.to_owned(),
+        }
+    }
+
+    fn delete(key: &str) -> KvCommand {
+        KvCommand::Delete {
+            key: key.to_owned(),
+        }
+    }
+
+    fn some(value: &str) -> Option<String> {
+        Some(value.to_owned())
+    }
+
+    #[test]
+    fn commands_answer_with_the_previous_value() {
+        let mut kv = KvStateMachine::new();
+        block_on(async {
+            assert_eq!(kv.apply(at(1, 1), get("a")).await, KvResponse::Value(None));
+            assert_eq!(
+                kv.apply(at(1, 2), put("a", "1")).await,
+                KvResponse::Replaced(None)
+            );
+            assert_eq!(
+                kv.apply(at(1, 3), put("a", "2")).await,
+                KvResponse::Replaced(some("1"))
+            );
+            assert_eq!(
+                kv.apply(at(1, 4), get("a")).await,
+                KvResponse::Value(some("2"))
+            );
+            assert_eq!(
+                kv.apply(at(2, 5), delete("a")).await,
+                KvResponse::Removed(some("2"))
+            );
+            assert_eq!(
+                kv.apply(at(2, 6), delete("a")).await,
+                KvResponse::Removed(None)
+            );
+        });
+        assert!(kv.is_empty());
+        assert_eq!(kv.last_applied(), at(2, 6));
+    }
+
+    #[test]
+    fn accessors_see_the_applied_state() {
+        let mut kv = KvStateMachine::new();
+        block_on(async {
+            kv.apply(at(1, 1), put("a", "1")).await;
+            kv.apply(at(1, 2), put("b", "2")).await;
+        });
+        assert_eq!(kv.get("a"), Some("1"));
+        assert_eq!(kv.get("c"), None);
+        assert_eq!(kv.len(), 2);
+        assert_eq!(kv.last_applied(), at(1, 2));
+    }
+
+    #[test]
+    fn a_command_at_or_before_the_applied_state_is_not_applied_again() {
+        let mut kv = KvStateMachine::new();
+        block_on(async {
+            kv.apply(at(1, 2), put("a", "1")).await;
+            let again = kv.apply(at(1, 2), put("a", "2")).await;
+            assert_eq!(
+                again,
+                KvResponse::AlreadyApplied {
+                    last_applied: at(1, 2)
+                }
+            );
+            let older = kv.apply(at(1, 1), delete("a")).await;
+            assert!(matches!(older, KvResponse::AlreadyApplied { .. }));
+        });
+        assert_eq!(kv.get("a"), Some("1"));
+        assert_eq!(kv.last_applied(), at(1, 2));
+    }
+
+    #[test]
+    fn a_snapshot_restores_into_an_equal_state() {
+        let mut kv = KvStateMachine::new();
+        let snapshot = block_on(async {
+            kv.apply(at(1, 1), put("a", "1")).await;
+            kv.apply(at(1, 2), put("b", "2")).await;
+            kv.apply(at(2, 3), delete("a")).await;
+            kv.snapshot().await.unwrap()
+        });
+        assert_eq!(snapshot.meta.last_included, at(2, 3));
+
+        let mut restored = KvStateMachine::new();
+        block_on(restored.restore(snapshot)).unwrap();
+        assert_eq!(restored, kv);
+        // Applying continues after the snapshot.
+        let reply = block_on(restored.apply(at(2, 4), get("b")));
+        assert_eq!(reply, KvResponse::Value(some("2")));
+    }
+
+    #[test]
+    fn a_snapshot_not_newer_than_the_state_is_stale() {
+        let mut kv = KvStateMachine::new();
+        let old = block_on(async {
+            kv.apply(at(1, 1), put("a", "1")).await;
+            let old = kv.snapshot().await.unwrap();
+            kv.apply(at(1, 2), put("a", "2")).await;
+            old
+        });
+        let same = block_on(kv.snapshot()).unwrap();
+        for stale in [old, same] {
+            let err = block_on(kv.restore(stale)).unwrap_err();
+            assert!(matches!(err, StateMachineError::Stale { applied, .. } if applied == at(1, 2)));
+        }
+        assert_eq!(kv.get("a"), Some("2"));
+    }
+
+    #[test]
+    fn an_empty_snapshot_at_index_zero_is_stale_for_a_fresh_store() {
+        let mut kv = KvStateMachine::new();
+        let err = block_on(kv.restore(Snapshot::default())).unwrap_err();
+        assert!(matches!(err, StateMachineError::Stale { .. }));
+    }
+
+    #[test]
+    fn undecodable_snapshot_bytes_are_rejected_and_change_nothing() {
+        let mut kv = KvStateMachine::new();
+        block_on(kv.apply(at(1, 1), put("a", "1")));
+        for data in [&[0xff, 0xff, 0xff][..], &[1, 1, b'a'][..], &[0, 0][..]] {
+            let snapshot = Snapshot {
+                meta: SnapshotMeta {
+                    last_included: at(3, 9),
+                },
+                data: Bytes::copy_from_slice(data),
+            };
+            let err = block_on(kv.restore(snapshot)).unwrap_err();
+            assert!(
+                matches!(err, StateMachineError::InvalidSnapshot(_)),
+                "{data:?}"
+            );
+        }
+        assert_eq!(kv.get("a"), Some("1"));
+        assert_eq!(kv.last_applied(), at(1, 1));
+    }
+}
