@@ -1,0 +1,164 @@
+//! [`Runtime`] on smol.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::BoxFuture;
+use rand::RngExt;
+use raft_traits::{JoinError, JoinHandle, Runtime};
+use smol::Executor;
+use smol::channel::{Receiver, Sender};
+
+/// The smol runtime: real time, OS threads, the system's randomness.
+///
+/// Two flavours:
+/// * [`SmolRuntime::global`] spawns onto smol's global executor (set its thread count with
+///   the `SMOL_THREADS` environment variable); right for a binary that runs one node or a
+///   whole cluster for its lifetime.
+/// * [`SmolRuntime::with_threads`] owns a private executor on `n` threads, stopped by
+///   [`SmolRuntime::stop`]; right for tests that build and tear down many clusters.
+///
+/// ```
+/// use std::time::Duration;
+/// use raft_net_smol::SmolRuntime;
+/// use raft_traits::Runtime;
+///
+/// let rt = SmolRuntime::with_threads(1);
+/// let answer = rt.block_on(async {
+///     let task = rt.spawn(async { 40 + 2 });
+///     rt.sleep(Duration::from_millis(1)).await;
+///     task.await
+/// });
+/// assert_eq!(answer, Ok(42));
+/// rt.stop();
+/// ```
+#[derive(Clone)]
+pub struct SmolRuntime {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    epoch: Instant,
+    executor: Flavour,
+}
+
+enum Flavour {
+    Global,
+    /// The worker threads own the executor; the handle only borrows it, so that stopping
+    /// the threads drops the executor and every task still on it, even while tasks hold
+    /// clones of the runtime.
+    Owned {
+        executor: Weak<Executor<'static>>,
+        stop: Sender<()>,
+    },
+}
+
+impl SmolRuntime {
+    /// A runtime on smol's global executor.
+    pub fn global() -> Self {
+        SmolRuntime {
+            shared: Arc::new(Shared {
+                epoch: Instant::now(),
+                executor: Flavour::Global,
+            }),
+        }
+    }
+
+    /// A runtime with its own executor running on `threads` new OS threads (at least one).
+    pub fn with_threads(threads: usize) -> Self {
+        let executor = Arc::new(Executor::new());
+        let (stop, stopped): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
+        for n in 0..threads.max(1) {
+            let executor = Arc::clone(&executor);
+            let stopped = stopped.clone();
+            thread::Builder::new()
+                .name(format!("raft-smol-{n}"))
+                .spawn(move || {
+                    // Runs tasks until `stop` is closed; `recv` then returns an error.
+                    smol::block_on(executor.run(async { stopped.recv().await.ok() }));
+                })
+                .map_err(|e| tracing::error!("cannot start a runtime thread: {e}"))
+                .ok();
+        }
+        SmolRuntime {
+            shared: Arc::new(Shared {
+                epoch: Instant::now(),
+                executor: Flavour::Owned {
+                    executor: Arc::downgrade(&executor),
+                    stop,
+                },
+            }),
+        }
+    }
+
+    /// Runs `future` to completion on the current thread. Tasks spawned meanwhile run on
+    /// the runtime's threads.
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        smol::block_on(future)
+    }
+
+    /// Stops the threads of a runtime made by [`with_threads`](Self::with_threads) and
+    /// drops every task still on it. Later spawns end at once with [`JoinError`]. Does
+    /// nothing on the global runtime.
+    pub fn stop(&self) {
+        if let Flavour::Owned { stop, .. } = &self.shared.executor {
+            stop.close();
+        }
+    }
+}
+
+impl Runtime for SmolRuntime {
+    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (done, output) = oneshot::channel();
+        let task = async move {
+            // The receiver may be gone: the JoinHandle was dropped, which detaches.
+            let _ = done.send(future.await);
+        };
+        match &self.shared.executor {
+            Flavour::Global => smol::spawn(task).detach(),
+            Flavour::Owned { executor, .. } => {
+                if let Some(executor) = executor.upgrade() {
+                    executor.spawn(task).detach();
+                }
+            }
+        }
+        JoinHandle::new(output.map(|result| result.map_err(|_| JoinError)))
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        let timer = smol::Timer::after(duration);
+        async move {
+            timer.await;
+        }
+        .boxed()
+    }
+
+    fn now(&self) -> Duration {
+        self.shared.epoch.elapsed()
+    }
+
+    fn random_seed(&self) -> u64 {
+        rand::rng().random()
+    }
+}
+
+impl fmt::Debug for SmolRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flavour = match self.shared.executor {
+            Flavour::Global => "global",
+            Flavour::Owned { .. } => "owned",
+        };
+        f.debug_struct("SmolRuntime")
+            .field("executor", &flavour)
+            .finish_non_exhaustive()
+    }
+}
