@@ -1,0 +1,498 @@
+//! A durable [`Storage`] for raft on plain files, built only on the public `raft-traits`
+//! API: the "bring your own storage" example.
+//!
+//! A store is a directory holding three files:
+//!
+//! * `log`: an append-only sequence of checksummed records, one per entry. An append is
+//!   one `write` and one `fsync`, however many entries it carries (group commit).
+//!   Truncating a suffix cuts the file and fsyncs it.
+//! * `hard_state`: term and vote, replaced atomically (write a temporary file, fsync,
+//!   rename, fsync the directory).
+//! * `snapshot`: the snapshot's metadata and data, replaced atomically the same way.
+//!
+//! Saving a snapshot is atomic with compacting the log because the rename of the
+//! snapshot file is the commit point: recovery applies the compaction rule again (drop
+//! the entries the snapshot covers; drop the whole log if it conflicts with the
+//! snapshot), so a crash before the log file itself is cut changes nothing. The log
+//! file is rewritten without its dead prefix only once that prefix grows large.
+//!
+//! Recovery cuts off a torn tail (an incomplete last record, or a zero-filled one) and
+//! refuses a corrupt record before the end with [`StorageError::Corrupt`].
+//!
+//! File I/O runs on the `blocking` thread pool, so an fsync never stalls the caller's
+//! executor.
+//!
+//! ```
+//! use raft_file_store::FileStorage;
+//! use raft_traits::{Entry, HardState, LogIndex, NodeId, Payload, Storage, Term};
+//!
+//! # futures::executor::block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut store: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+//! store.save_hard_state(HardState { term: Term(2), voted_for: Some(NodeId(1)) }).await.unwrap();
+//! let entry = Entry { term: Term(2), index: LogIndex(1), payload: Payload::Command("x".to_string()) };
+//! store.append(&[entry.clone()]).await.unwrap();
+//! drop(store);
+//!
+//! let mut reopened: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+//! let state = reopened.recover().await.unwrap();
+//! assert_eq!(state.hard_state.term, Term(2));
+//! assert_eq!(state.entries, [entry]);
+//! # });
+//! ```
+
+mod files;
+mod record;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use raft_traits::{
+    Bytes, Codec, Command, Entry, HardState, LogId, LogIndex, Postcard, RecoveredState, Snapshot,
+    SnapshotMeta, Storage, StorageError, async_trait,
+};
+
+const LOG: &str = "log";
+const HARD_STATE: &str = "hard_state";
+const SNAPSHOT: &str = "snapshot";
+
+/// Rewrite the log file once its dead prefix is at least this large and larger than the
+/// live part.
+const REWRITE_THRESHOLD: u64 = 4 << 20;
+
+/// A durable store in one directory. See the [crate documentation](crate).
+///
+/// `C` is the command type, `K` the codec entries and state are encoded with.
+pub struct FileStorage<C, K = Postcard> {
+    store: Arc<Mutex<Store>>,
+    codec: K,
+    _command: PhantomData<fn() -> C>,
+}
+
+impl<C, K> fmt::Debug for FileStorage<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStorage")
+            .field("dir", &lock(&self.store).dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The mutable state behind a store: open files and an index of the log.
+struct Store {
+    dir: PathBuf,
+    log: File,
+    log_len: u64,
+    hard_state: HardState,
+    snapshot: Option<SnapshotMeta>,
+    /// Where each live entry's record starts, and its id; contiguous indices.
+    live: VecDeque<(u64, LogId)>,
+}
+
+fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    // The state is only mutated by complete operations; a panic in one cannot be
+    // observed half done by the next because every failure is returned before mutating.
+    store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<C: Command> FileStorage<C, Postcard> {
+    /// Opens (or creates) the store in `dir` with the default codec, recovering from a
+    /// crash: a torn last record is cut off; corruption is an error.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_with(dir, Postcard)
+    }
+}
+
+impl<C: Command, K: Codec> FileStorage<C, K> {
+    /// Opens (or creates) the store in `dir`, encoding with `codec`.
+    pub fn open_with(dir: impl AsRef<Path>, codec: K) -> Result<Self, StorageError> {
+        let store = Store::open::<C, K>(dir.as_ref(), &codec)?;
+        Ok(FileStorage {
+            store: Arc::new(Mutex::new(store)),
+            codec,
+            _command: PhantomData,
+        })
+    }
+
+    /// The directory this store lives in.
+    pub fn dir(&self) -> PathBuf {
+        lock(&self.store).dir.clone()
+    }
+
+    /// Runs `operation` on the blocking thread pool with the store locked.
+    async fn run<T, F>(&self, operation: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store, &K) -> Result<T, StorageError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        let codec = self.codec.clone();
+        blocking::unblock(move || operation(&mut lock(&store), &codec)).await
+    }
+}
+
+impl Store {
+    fn open<C: Command, K: Codec>(dir: &Path, codec: &K) -> Result<Store, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        for name in [HARD_STATE, SNAPSHOT, LOG] {
+            files::remove_leftover(dir, name)?;
+        }
+        let hard_state = match files::read_checked(dir, HARD_STATE)? {
+            Some(bytes) => codec.decode(&bytes)?,
+            None => HardState::default(),
+        };
+        let snapshot = match files::read_checked(dir, SNAPSHOT)? {
+            Some(bytes) => Some(decode_snapshot(&bytes, codec)?.meta),
+            None => None,
+        };
+
+        let mut log = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join(LOG))?;
+        files::sync_dir(dir)?;
+        let mut contents = Vec::new();
+        log.read_to_end(&mut contents)?;
+        let scan = record::scan(&contents).map_err(|c| {
+            StorageError::Corrupt(format!("{}: {} at offset {}", LOG, c.reason, c.offset))
+        })?;
+        let mut log_len = contents.len() as u64;
+        if scan.valid_len < log_len {
+            tracing::warn!(
+                dir = %dir.display(),
+                torn_bytes = log_len - scan.valid_len,
+                "cutting off a torn tail of the log"
+            );
+            log.set_len(scan.valid_len)?;
+            log.sync_all()?;
+            log_len = scan.valid_len;
+        }
+
+        let mut all = VecDeque::with_capacity(scan.records.len());
+        for (offset, body) in scan.records {
+            let entry: Entry<C> = codec.decode(&contents[body])?;
+            if let Some(&(_, previous)) = all.back() {
+                let previous: LogId = previous;
+                if entry.index != previous.index.next() || entry.term < previous.term {
+                    return Err(StorageError::Corrupt(format!(
+                        "{LOG}: entry {} follows entry {}",
+                        entry.log_id(),
+                        previous
+                    )));
+                }
+            }
+            all.push_back((offset, entry.log_id()));
+        }
+
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            log,
+            log_len,
+            hard_state,
+            snapshot,
+            live: all,
+        };
+        // Re-apply the compaction of the last snapshot: it may have been saved just
+        // before a crash that left the log file untouched.
+        store.compact_to_snapshot()?;
+        let expected_first = store.snapshot_id().index.next();
+        if let Some(&(_, first)) = store.live.front()
+            && first.index != expected_first
+        {
+            return Err(StorageError::Corrupt(format!(
+                "{LOG}: first entry {} does not follow the snapshot at {}",
+                first,
+                store.snapshot_id()
+            )));
+        }
+        Ok(store)
+    }
+
+    fn snapshot_id(&self) -> LogId {
+        self.snapshot.map(|m| m.last_included).unwrap_or_default()
+    }
+
+    fn last_index(&self) -> LogIndex {
+        self.live
+            .back()
+            .map_or(self.snapshot_id().index, |&(_, id)| id.index)
+    }
+
+    fn first_index(&self) -> LogIndex {
+        self.snapshot_id().index.next()
+    }
+
+    fn position(&self, index: LogIndex) -> Option<usize> {
+        let offset = index.0.checked_sub(self.first_index().0)?;
+        let position = usize::try_from(offset).ok()?;
+        (position < self.live.len()).then_some(position)
+    }
+
+    /// Drops the entries the snapshot covers from the live index, or the whole log if it
+    /// conflicts with the snapshot (Figure 13, steps 6–7).
+    fn compact_to_snapshot(&mut self) -> Result<(), StorageError> {
+        let covered = self.snapshot_id();
+        let conflicts = self
+            .live
+            .iter()
+            .any(|&(_, id)| id.index == covered.index && id.term != covered.term);
+        let ends_before = self
+            .live
+            .back()
+            .is_some_and(|&(_, id)| id.index < covered.index);
+        if conflicts || ends_before {
+            self.live.clear();
+            self.cut_log_at(0)?;
+            return Ok(());
+        }
+        while self
+            .live
+            .front()
+            .is_some_and(|&(_, id)| id.index <= covered.index)
+        {
+            self.live.pop_front();
+        }
+        self.maybe_rewrite()
+    }
+
+    fn cut_log_at(&mut self, offset: u64) -> Result<(), StorageError> {
+        if offset < self.log_len {
+            self.log.set_len(offset)?;
+            self.log.sync_all()?;
+            self.log_len = offset;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the log file without the prefix the snapshot made dead, once that prefix
+    /// is large. Old and new files are both valid for the current snapshot, so the rename
+    /// needs no other coordination.
+    fn maybe_rewrite(&mut self) -> Result<(), StorageError> {
+        let dead = self
+            .live
+            .front()
+            .map_or(self.log_len, |&(offset, _)| offset);
+        if dead < REWRITE_THRESHOLD || dead < self.log_len - dead {
+            return Ok(());
+        }
+        let mut tail = Vec::with_capacity(usize::try_from(self.log_len - dead).unwrap_or(0));
+        self.log.seek(SeekFrom::Start(dead))?;
+        (&mut self.log)
+            .take(self.log_len - dead)
+            .read_to_end(&mut tail)?;
+        files::replace(&self.dir, LOG, &[&tail])?;
+        self.log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(LOG))?;
+        self.log_len = tail.len() as u64;
+        for (offset, _) in &mut self.live {
+            *offset -= dead;
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, records: &[u8], ids: Vec<LogId>) -> Result<(), StorageError> {
+        let mut expected = self.last_index().next();
+        for id in &ids {
+            if id.index != expected {
+                return Err(StorageError::NotContiguous {
+                    expected,
+                    found: id.index,
+                });
+            }
+            expected = expected.next();
+        }
+        let start = self.log_len;
+        self.log.seek(SeekFrom::Start(start))?;
+        if let Err(e) = self
+            .log
+            .write_all(records)
+            .and_then(|()| self.log.sync_data())
+        {
+            // Leave no partial records behind a failed append.
+            let _ = self.log.set_len(start);
+            return Err(e.into());
+        }
+        self.log_len += records.len() as u64;
+        let mut offset = start;
+        let mut bodies = records;
+        for id in ids {
+            let len = record_len(bodies);
+            self.live.push_back((offset, id));
+            offset += len as u64;
+            bodies = &bodies[len..];
+        }
+        Ok(())
+    }
+
+    fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        if index < self.first_index() {
+            return Err(StorageError::Compacted { index });
+        }
+        if let Some(position) = self.position(index) {
+            let offset = self.live[position].0;
+            self.cut_log_at(offset)?;
+            self.live.truncate(position);
+        }
+        Ok(())
+    }
+
+    fn read_entries<C: Command, K: Codec>(
+        &mut self,
+        from: LogIndex,
+        to: LogIndex,
+        codec: &K,
+    ) -> Result<Vec<Entry<C>>, StorageError> {
+        if from < self.first_index() {
+            return Err(StorageError::Compacted { index: from });
+        }
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let last = self.last_index();
+        if to.prev() > last {
+            return Err(StorageError::Unavailable {
+                index: from.max(last.next()),
+            });
+        }
+        let (Some(start), Some(end)) = (self.position(from), self.position(to.prev())) else {
+            return Ok(Vec::new());
+        };
+        let begin = self.live[start].0;
+        let finish = self
+            .live
+            .get(end + 1)
+            .map_or(self.log_len, |&(offset, _)| offset);
+        let mut bytes = vec![0u8; usize::try_from(finish - begin).unwrap_or(0)];
+        self.log.seek(SeekFrom::Start(begin))?;
+        self.log.read_exact(&mut bytes)?;
+        let scan = record::scan(&bytes)
+            .map_err(|c| StorageError::Corrupt(format!("{LOG}: {} while reading", c.reason)))?;
+        let entries = scan
+            .records
+            .into_iter()
+            .map(|(_, body)| codec.decode::<Entry<C>>(&bytes[body]))
+            .collect::<Result<Vec<_>, _>>()?;
+        if entries.len() != end - start + 1 {
+            return Err(StorageError::Corrupt(format!(
+                "{LOG}: records changed under the store"
+            )));
+        }
+        Ok(entries)
+    }
+}
+
+fn record_len(records: &[u8]) -> usize {
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&records[0..4]);
+    record::HEADER_LEN + u32::from_le_bytes(len) as usize
+}
+
+fn encode_snapshot<K: Codec>(snapshot: &Snapshot, codec: &K) -> Result<Vec<u8>, StorageError> {
+    let meta = codec.encode(&snapshot.meta)?;
+    let mut header = Vec::with_capacity(4 + meta.len());
+    header.extend_from_slice(&u32::try_from(meta.len()).unwrap_or(u32::MAX).to_le_bytes());
+    header.extend_from_slice(&meta);
+    Ok(header)
+}
+
+fn decode_snapshot<K: Codec>(bytes: &[u8], codec: &K) -> Result<Snapshot, StorageError> {
+    let corrupt = || StorageError::Corrupt(format!("{SNAPSHOT}: truncated header"));
+    let len_bytes = bytes.get(0..4).ok_or_else(corrupt)?;
+    let mut len = [0u8; 4];
+    len.copy_from_slice(len_bytes);
+    let meta_end = 4 + u32::from_le_bytes(len) as usize;
+    let meta: SnapshotMeta = codec.decode(bytes.get(4..meta_end).ok_or_else(corrupt)?)?;
+    Ok(Snapshot {
+        meta,
+        data: Bytes::copy_from_slice(&bytes[meta_end..]),
+    })
+}
+
+#[async_trait]
+impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
+    async fn recover(&mut self) -> Result<RecoveredState<C>, StorageError> {
+        self.run(|store, codec| {
+            let entries = if store.live.is_empty() {
+                Vec::new()
+            } else {
+                let (from, to) = (store.first_index(), store.last_index().next());
+                store.read_entries(from, to, codec)?
+            };
+            Ok(RecoveredState {
+                hard_state: store.hard_state,
+                snapshot: store.snapshot,
+                entries,
+            })
+        })
+        .await
+    }
+
+    async fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        let bytes = self.codec.encode(&hard_state)?;
+        self.run(move |store, _| {
+            files::write_atomically(&store.dir, HARD_STATE, &[&bytes])?;
+            store.hard_state = hard_state;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn append(&mut self, entries: &[Entry<C>]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::new();
+        for entry in entries {
+            record::encode(&self.codec.encode(entry)?, &mut records);
+        }
+        let ids: Vec<LogId> = entries.iter().map(Entry::log_id).collect();
+        self.run(move |store, _| store.append(&records, ids)).await
+    }
+
+    async fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.run(move |store, _| store.truncate_from(index)).await
+    }
+
+    async fn entries(
+        &mut self,
+        from: LogIndex,
+        to: LogIndex,
+    ) -> Result<Vec<Entry<C>>, StorageError> {
+        self.run(move |store, codec| store.read_entries(from, to, codec))
+            .await
+    }
+
+    async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        let header = encode_snapshot(&snapshot, &self.codec)?;
+        self.run(move |store, _| {
+            let stored = store.snapshot_id();
+            let offered = snapshot.meta.last_included;
+            if offered.index <= stored.index {
+                return Err(StorageError::StaleSnapshot { stored, offered });
+            }
+            // The rename inside is the commit point of snapshot and compaction together.
+            files::write_atomically(&store.dir, SNAPSHOT, &[&header, &snapshot.data])?;
+            store.snapshot = Some(snapshot.meta);
+            store.compact_to_snapshot()
+        })
+        .await
+    }
+
+    async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        self.run(
+            |store, codec| match files::read_checked(&store.dir, SNAPSHOT)? {
+                Some(bytes) => decode_snapshot(&bytes, codec).map(Some),
+                None => Ok(None),
+            },
+        )
+        .await
+    }
+}

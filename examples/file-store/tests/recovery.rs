@@ -1,0 +1,125 @@
+//! Recovery from damaged files: a torn tail is cut off, anything else is refused with a
+//! clear error, and a snapshot's compaction holds even if the log file was never cut.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is how it fails
+
+use std::fs::OpenOptions;
+use std::io::Write;
+
+use futures::executor::block_on;
+use raft_file_store::FileStorage;
+use raft_traits::{
+    Bytes, Entry, LogId, LogIndex, Payload, Snapshot, SnapshotMeta, Storage, StorageError, Term,
+};
+
+fn entry(index: u64, term: u64) -> Entry<String> {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: Payload::Command(format!("command {index}")),
+    }
+}
+
+fn store_with(dir: &std::path::Path, count: u64) {
+    let mut store: FileStorage<String> = FileStorage::open(dir).unwrap();
+    let entries: Vec<_> = (1..=count).map(|i| entry(i, 1)).collect();
+    block_on(store.append(&entries)).unwrap();
+}
+
+fn indices(dir: &std::path::Path) -> Vec<u64> {
+    let mut store: FileStorage<String> = FileStorage::open(dir).unwrap();
+    let state = block_on(store.recover()).unwrap();
+    state.entries.iter().map(|e| e.index.0).collect()
+}
+
+#[test]
+fn a_torn_last_record_is_cut_off_and_the_rest_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 5);
+    let log = dir.path().join("log");
+    let len = std::fs::metadata(&log).unwrap().len();
+    let file = OpenOptions::new().write(true).open(&log).unwrap();
+    file.set_len(len - 3).unwrap();
+    assert_eq!(indices(dir.path()), [1, 2, 3, 4]);
+    // The cut is durable: appending continues where the intact log ends.
+    let mut store: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+    block_on(store.append(&[entry(5, 2)])).unwrap();
+    assert_eq!(indices(dir.path()), [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn zeroes_after_the_last_record_are_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 3);
+    let mut file = OpenOptions::new()
+        .append(true)
+        .open(dir.path().join("log"))
+        .unwrap();
+    file.write_all(&[0; 64]).unwrap();
+    assert_eq!(indices(dir.path()), [1, 2, 3]);
+}
+
+#[test]
+fn a_corrupt_record_in_the_middle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 5);
+    let log = dir.path().join("log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&log, &bytes).unwrap();
+    let error = FileStorage::<String>::open(dir.path()).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
+    assert!(error.to_string().contains("checksum"), "{error}");
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes,
+        "a refused log is left untouched"
+    );
+}
+
+#[test]
+fn a_corrupt_hard_state_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+    block_on(store.save_hard_state(raft_traits::HardState {
+        term: Term(3),
+        voted_for: None,
+    }))
+    .unwrap();
+    drop(store);
+    let path = dir.path().join("hard_state");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let error = FileStorage::<String>::open(dir.path()).unwrap_err();
+    assert!(matches!(error, StorageError::Corrupt(_)), "{error}");
+}
+
+#[test]
+fn snapshot_compaction_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 10);
+    let mut store: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            last_included: LogId::new(Term(1), LogIndex(6)),
+        },
+        data: Bytes::from_static(b"state up to 6"),
+    };
+    block_on(store.save_snapshot(snapshot.clone())).unwrap();
+    drop(store);
+    let mut reopened: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+    let state = block_on(reopened.recover()).unwrap();
+    assert_eq!(state.snapshot, Some(snapshot.meta));
+    assert_eq!(
+        state.entries.iter().map(|e| e.index.0).collect::<Vec<_>>(),
+        [7, 8, 9, 10]
+    );
+    assert_eq!(block_on(reopened.snapshot()).unwrap(), Some(snapshot));
+    assert!(matches!(
+        block_on(reopened.entries(LogIndex(5), LogIndex(8))),
+        Err(StorageError::Compacted { .. })
+    ));
+}
