@@ -16,7 +16,7 @@
 //! All waiting goes through the [`Runtime`], and all chance through one seeded generator,
 //! so a run is reproducible given the seed and the order of the calls.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -109,12 +109,12 @@ struct NetState<C> {
     long_delays: bool,
     /// Source of generation numbers for servers and for sets of ends, never reused.
     next_generation: u64,
-    servers: HashMap<NodeId, Server<C>>,
+    servers: BTreeMap<NodeId, Server<C>>,
     /// The current generation of each node's outgoing ends; older ones are disabled.
-    ends: HashMap<NodeId, u64>,
+    ends: BTreeMap<NodeId, u64>,
     /// The enabled ends `(from, to)` of the current generations.
-    links: HashSet<(NodeId, NodeId)>,
-    rpc_counts: HashMap<NodeId, u64>,
+    links: BTreeSet<(NodeId, NodeId)>,
+    rpc_counts: BTreeMap<NodeId, u64>,
     total_rpcs: u64,
     total_bytes: u64,
 }
@@ -191,10 +191,10 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
                 long_reordering: false,
                 long_delays: false,
                 next_generation: 0,
-                servers: HashMap::new(),
-                ends: HashMap::new(),
-                links: HashSet::new(),
-                rpc_counts: HashMap::new(),
+                servers: BTreeMap::new(),
+                ends: BTreeMap::new(),
+                links: BTreeSet::new(),
+                rpc_counts: BTreeMap::new(),
                 total_rpcs: 0,
                 total_bytes: 0,
             })),
