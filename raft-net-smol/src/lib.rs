@@ -1,6 +1,71 @@
 //! The real network for raft: the smol [`Runtime`](raft_traits::Runtime) implementation
-//! ([`SmolRuntime`]) and, built on it, a TCP transport.
+//! ([`SmolRuntime`]) and, on smol too, a TCP transport.
+//!
+//! * [`TcpTransport`] implements [`Transport`](raft_traits::Transport): the sending side,
+//!   one lazily opened connection per peer, shared by concurrent requests.
+//! * [`TcpServer`] is the receiving side: it hands each incoming request to an
+//!   [`RpcHandler`](raft_traits::RpcHandler) (the Raft handle) and sends its reply back.
+//! * [`TcpConfig`] holds the limits and timeouts of both.
+//! * [`frame`] documents and implements the wire format.
+//!
+//! Messages are encoded with a [`Codec`](raft_traits::Codec) ([`Postcard`] by default)
+//! and travel in frames of bounded size; a message larger than
+//! [`TcpConfig::chunk_size`] is split into several frames, and frames of different
+//! messages on one connection interleave, so that a heartbeat does not wait for a
+//! snapshot transfer to end.
+//!
+//! # Example: one request over loopback
+//!
+//! ```
+//! use std::sync::Arc;
+//! use raft_net_smol::{TcpConfig, TcpServer, TcpTransport};
+//! use raft_traits::{
+//!     HandlerError, LogId, NodeId, Request, RequestVote, Response, RpcHandler, Term,
+//!     Transport, VoteReply, async_trait,
+//! };
+//!
+//! /// Grants every vote.
+//! struct Voter;
+//!
+//! #[async_trait]
+//! impl RpcHandler<u64> for Voter {
+//!     async fn handle(&self, request: Request<u64>) -> Result<Response, HandlerError> {
+//!         Ok(Response::Vote(VoteReply { term: request.term(), granted: true }))
+//!     }
+//! }
+//!
+//! // Node 2 listens on a port of the system's choosing...
+//! let server = TcpServer::bind(([127, 0, 0, 1], 0), TcpConfig::default()).unwrap();
+//! server.serve::<u64>(Arc::new(Voter)).unwrap();
+//!
+//! // ...and node 1 knows it by that address.
+//! let transport: TcpTransport<u64> =
+//!     TcpTransport::new(TcpConfig::default(), [(NodeId(2), server.local_addr())]).unwrap();
+//! let vote = Request::Vote(RequestVote {
+//!     term: Term(3),
+//!     candidate: NodeId(1),
+//!     last_log: LogId::default(),
+//! });
+//! let reply = smol::block_on(transport.send(NodeId(2), vote)).unwrap();
+//! assert_eq!(reply, Response::Vote(VoteReply { term: Term(3), granted: true }));
+//!
+//! transport.shutdown();
+//! smol::block_on(server.shutdown());
+//! ```
+//!
+//! [`Postcard`]: raft_traits::Postcard
 
+mod client;
+mod config;
+mod error;
+pub mod frame;
+mod outbox;
+mod reassembly;
 mod runtime;
+mod server;
 
+pub use client::TcpTransport;
+pub use config::TcpConfig;
+pub use error::{ConfigError, ConnectionError, FrameError, ServerError};
 pub use runtime::SmolRuntime;
+pub use server::TcpServer;

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::BoxFuture;
-use rand::RngExt;
 use raft_traits::{JoinError, JoinHandle, Runtime};
+use rand::RngExt;
 use smol::Executor;
 use smol::channel::{Receiver, Sender};
 

@@ -1,0 +1,561 @@
+//! [`TcpTransport`]: the sending side, one lazily opened, multiplexed connection per
+//! peer.
+
+mod connection;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use raft_traits::{
+    Codec, Command, NodeId, Postcard, Request, Response, Transport, TransportError, async_trait,
+};
+use rand::RngExt;
+use smol::Timer;
+use smol::channel::{Receiver, Sender};
+use smol::net::TcpStream;
+
+use self::connection::{Call, Connection, Reply};
+use crate::config::TcpConfig;
+use crate::error::{ConfigError, FrameError};
+use crate::frame::FrameKind;
+
+/// A [`Transport`] over TCP: sends each request to its peer over a connection of its own
+/// and waits for the reply.
+///
+/// * **One connection per peer**, opened by the first request to it and reused by every
+///   later one. Concurrent requests share it: each carries a request id and the reply
+///   with the same id goes back to it, in whatever order replies come.
+/// * **Large messages** (longer than [`TcpConfig::chunk_size`]) are sent in chunks, and
+///   chunks of different requests interleave, so a heartbeat is not held up by a
+///   snapshot being sent on the same connection. A message may be larger than the
+///   maximum frame size, up to [`TcpConfig::max_message_size`].
+/// * **Failures**: a connection that breaks fails the requests waiting on it; the next
+///   request opens a new one. After a failed connection attempt the transport waits
+///   (exponentially longer, between [`TcpConfig::backoff_min`] and
+///   [`TcpConfig::backoff_max`]) before trying that peer again, and fails requests
+///   meanwhile at once.
+///
+/// | situation | error |
+/// |---|---|
+/// | `to` is not a known peer | [`TransportError::UnknownPeer`] |
+/// | no connection could be made: refused, no route, connect timeout, backing off | [`TransportError::Unreachable`] (the request was not sent) |
+/// | no reply within [`TcpConfig::request_timeout`] | [`TransportError::Timeout`] |
+/// | the connection broke or the peer broke the protocol while the request was in flight, the peer answered with an error, the message could not be encoded or is too large | [`TransportError::Failed`] |
+/// | after [`shutdown`](Self::shutdown), including requests in flight at that moment | [`TransportError::Closed`] |
+///
+/// A request waits at most `connect_timeout` for a connection and then at most
+/// `request_timeout` for its reply.
+///
+/// The transport is a handle: clones share the same peers and connections. Its
+/// connections run as tasks on smol's global executor (see `smol::spawn`; the number of
+/// its threads is set by the `SMOL_THREADS` environment variable); they end when the
+/// transport is shut down or its last handle is dropped.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use raft_net_smol::{TcpConfig, TcpTransport};
+/// use raft_traits::{LogId, NodeId, Request, RequestVote, Term, Transport, TransportError};
+///
+/// let addr: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+/// let transport: TcpTransport<u64> =
+///     TcpTransport::new(TcpConfig::default(), [(NodeId(2), addr)]).unwrap();
+/// assert_eq!(transport.peer_addr(NodeId(2)), Some(addr));
+///
+/// let vote = Request::Vote(RequestVote {
+///     term: Term(1),
+///     candidate: NodeId(1),
+///     last_log: LogId::default(),
+/// });
+/// let reply = smol::block_on(transport.send(NodeId(3), vote.clone()));
+/// assert_eq!(reply, Err(TransportError::UnknownPeer(NodeId(3))));
+///
+/// transport.shutdown();
+/// assert_eq!(smol::block_on(transport.send(NodeId(2), vote)), Err(TransportError::Closed));
+/// ```
+pub struct TcpTransport<C, K = Postcard> {
+    inner: Arc<Inner<K>>,
+    _command: PhantomData<fn(C) -> C>,
+}
+
+/// The state shared by the handles of one transport.
+struct Inner<K> {
+    config: TcpConfig,
+    codec: K,
+    peers: Mutex<HashMap<NodeId, Arc<PeerSlot>>>,
+    shut_down: AtomicBool,
+    /// Closed by [`TcpTransport::shutdown`]; never carries a message. Closing it wakes
+    /// every request in flight through `on_shutdown`.
+    shutdown_signal: Sender<()>,
+    on_shutdown: Receiver<()>,
+}
+
+/// One peer: its address and its connection.
+struct PeerSlot {
+    peer: NodeId,
+    link: Mutex<Link>,
+    /// Held while connecting, so that concurrent requests to a peer without a
+    /// connection wait for one attempt instead of each making their own.
+    connecting: smol::lock::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Link {
+    addr: SocketAddr,
+    connection: Option<Arc<Connection>>,
+    /// Failed connection attempts since the last success.
+    failures: u32,
+    /// No new attempt before this instant.
+    retry_at: Option<Instant>,
+}
+
+impl<C: Command> TcpTransport<C, Postcard> {
+    /// A transport that encodes messages with [`Postcard`] and knows the peers in
+    /// `peers`, a map (or any sequence) from node id to address.
+    ///
+    /// No connection is made until the first request to a peer.
+    pub fn new(
+        config: TcpConfig,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_codec(config, Postcard, peers)
+    }
+}
+
+impl<C: Command, K: Codec> TcpTransport<C, K> {
+    /// A transport like [`new`](TcpTransport::new) that encodes messages with `codec`;
+    /// the peers' servers must use the same codec.
+    pub fn with_codec(
+        config: TcpConfig,
+        codec: K,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let peers = peers
+            .into_iter()
+            .map(|(peer, addr)| (peer, Arc::new(PeerSlot::new(peer, addr))))
+            .collect();
+        let (shutdown_signal, on_shutdown) = smol::channel::bounded(1);
+        Ok(TcpTransport {
+            inner: Arc::new(Inner {
+                config,
+                codec,
+                peers: Mutex::new(peers),
+                shut_down: AtomicBool::new(false),
+                shutdown_signal,
+                on_shutdown,
+            }),
+            _command: PhantomData,
+        })
+    }
+
+    /// Adds peer `peer` at `addr`, or moves it there.
+    ///
+    /// Moving a peer closes its current connection (requests in flight on it fail) and
+    /// forgets its backoff, so the next request connects to the new address at once.
+    pub fn set_peer(&self, peer: NodeId, addr: SocketAddr) {
+        let slot = {
+            let mut peers = self.inner.lock_peers();
+            match peers.get(&peer) {
+                Some(slot) => Arc::clone(slot),
+                None => {
+                    peers.insert(peer, Arc::new(PeerSlot::new(peer, addr)));
+                    return;
+                }
+            }
+        };
+        let old = {
+            let mut link = slot.lock();
+            if link.addr == addr {
+                return;
+            }
+            link.addr = addr;
+            link.failures = 0;
+            link.retry_at = None;
+            link.connection.take()
+        };
+        tracing::debug!(%peer, %addr, "peer moved");
+        if let Some(connection) = old {
+            connection.close("the peer's address changed");
+        }
+    }
+
+    /// Forgets peer `peer`, closing its connection; returns its address if it was known.
+    pub fn remove_peer(&self, peer: NodeId) -> Option<SocketAddr> {
+        let slot = self.inner.lock_peers().remove(&peer)?;
+        let (addr, connection) = {
+            let mut link = slot.lock();
+            (link.addr, link.connection.take())
+        };
+        if let Some(connection) = connection {
+            connection.close("the peer was removed");
+        }
+        Some(addr)
+    }
+
+    /// The address of peer `peer`, if it is known.
+    pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
+        let slot = self.inner.lock_peers().get(&peer).map(Arc::clone)?;
+        let addr = slot.lock().addr;
+        Some(addr)
+    }
+
+    /// The configuration the transport runs with.
+    pub fn config(&self) -> &TcpConfig {
+        &self.inner.config
+    }
+
+    /// Shuts the transport down, for every handle: requests in flight end at once with
+    /// [`TransportError::Closed`], as does every later request, and every connection is
+    /// closed. Calling it again does nothing.
+    pub fn shutdown(&self) {
+        if self.inner.shut_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.inner.shutdown_signal.close();
+        let slots: Vec<Arc<PeerSlot>> = self.inner.lock_peers().values().cloned().collect();
+        for slot in slots {
+            let connection = slot.lock().connection.take();
+            if let Some(connection) = connection {
+                connection.close("the transport was shut down");
+            }
+        }
+        tracing::debug!("transport shut down");
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.is_shut_down()
+    }
+}
+
+#[async_trait]
+impl<C: Command, K: Codec> Transport<C> for TcpTransport<C, K> {
+    async fn send(&self, to: NodeId, request: Request<C>) -> Result<Response, TransportError> {
+        let inner = &self.inner;
+        if inner.is_shut_down() {
+            return Err(TransportError::Closed);
+        }
+        let on_shutdown = inner.on_shutdown.clone();
+        let shut_down = async move {
+            // Nothing is ever sent: this returns when the channel is closed.
+            let _ = on_shutdown.recv().await;
+            Err(TransportError::Closed)
+        };
+        // `or` polls the shutdown first, so a request in flight at shutdown ends `Closed`
+        // even if the closing of its connection woke it too.
+        let result = smol::future::or(shut_down, inner.call(to, request)).await;
+        match result {
+            Err(_) if inner.is_shut_down() => Err(TransportError::Closed),
+            result => result,
+        }
+    }
+}
+
+impl<K: Codec> Inner<K> {
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::SeqCst)
+    }
+
+    /// Every update of the map is a single insertion or removal: a poisoned lock is
+    /// still consistent.
+    fn lock_peers(&self) -> MutexGuard<'_, HashMap<NodeId, Arc<PeerSlot>>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn call<C: Command>(
+        &self,
+        to: NodeId,
+        request: Request<C>,
+    ) -> Result<Response, TransportError> {
+        let slot = self
+            .lock_peers()
+            .get(&to)
+            .map(Arc::clone)
+            .ok_or(TransportError::UnknownPeer(to))?;
+        let mut body = self
+            .codec
+            .encode(&request)
+            .map_err(|e| failed(to, format!("cannot encode the request: {e}")))?;
+        drop(request);
+        if body.len() > self.config.max_message_len() {
+            let too_large = FrameError::MessageTooLarge {
+                len: u64::try_from(body.len()).unwrap_or(u64::MAX),
+                max: self.config.max_message_size,
+            };
+            return Err(failed(to, format!("cannot send the request: {too_large}")));
+        }
+        // A connection may end between being handed out and taking the request; the
+        // request was not sent then, so it is safe to try once more on a new one.
+        for _ in 0..2 {
+            let connection = slot.connection(self).await?;
+            match connection.start(body) {
+                Ok(call) => return self.finish(to, call).await,
+                Err(returned) => body = returned,
+            }
+        }
+        Err(failed(
+            to,
+            "the connection closed before the request could be sent".to_owned(),
+        ))
+    }
+
+    /// Waits for the reply to `call` and decodes it.
+    async fn finish(&self, to: NodeId, mut call: Call) -> Result<Response, TransportError> {
+        let after = self.config.request_timeout;
+        let reply = {
+            let reply = call.reply();
+            let expired = async {
+                Timer::after(after).await;
+                None
+            };
+            smol::future::or(async { Some(reply.await) }, expired).await
+        };
+        let reply = match reply {
+            None => {
+                tracing::debug!(peer = %to, ?after, "request timed out");
+                // Dropping `call` abandons the request.
+                return Err(TransportError::Timeout { peer: to, after });
+            }
+            Some(Err(reason)) => return Err(failed(to, reason)),
+            Some(Ok(reply)) => reply,
+        };
+        let Reply { kind, body } = reply;
+        if kind == FrameKind::Response {
+            return self.codec.decode::<Response>(&body).map_err(|source| {
+                let e = FrameError::UndecodableBody { kind, source };
+                call.connection().close(&e.to_string());
+                failed(to, e.to_string())
+            });
+        }
+        match self.codec.decode::<String>(&body) {
+            Ok(reason) => Err(failed(
+                to,
+                format!("the peer refused the request: {reason}"),
+            )),
+            Err(source) => {
+                let e = FrameError::UndecodableBody { kind, source };
+                call.connection().close(&e.to_string());
+                Err(failed(to, e.to_string()))
+            }
+        }
+    }
+}
+
+fn failed(peer: NodeId, reason: String) -> TransportError {
+    TransportError::Failed { peer, reason }
+}
+
+impl PeerSlot {
+    fn new(peer: NodeId, addr: SocketAddr) -> Self {
+        PeerSlot {
+            peer,
+            link: Mutex::new(Link {
+                addr,
+                connection: None,
+                failures: 0,
+                retry_at: None,
+            }),
+            connecting: smol::lock::Mutex::new(()),
+        }
+    }
+
+    /// Every update of the link is a few assignments that cannot panic halfway: a
+    /// poisoned lock is still consistent.
+    fn lock(&self) -> MutexGuard<'_, Link> {
+        self.link.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open connection, if there is one; forgets one that has ended.
+    fn live(&self) -> Option<Arc<Connection>> {
+        let mut link = self.lock();
+        match &link.connection {
+            Some(connection) if connection.is_open() => Some(Arc::clone(connection)),
+            Some(_) => {
+                link.connection = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The open connection to the peer, made now if needed.
+    async fn connection<K: Codec>(
+        &self,
+        inner: &Inner<K>,
+    ) -> Result<Arc<Connection>, TransportError> {
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        // Waits at most for the attempt under way, which is bounded by the connect
+        // timeout (or abandoned, which releases the lock).
+        let _turn = self.connecting.lock().await;
+        if let Some(connection) = self.live() {
+            return Ok(connection);
+        }
+        let addr = {
+            let link = self.lock();
+            if let Some(retry_at) = link.retry_at {
+                let now = Instant::now();
+                if now < retry_at {
+                    return Err(TransportError::Unreachable {
+                        peer: self.peer,
+                        reason: format!(
+                            "backing off after {} failed connection attempts; next in {:?}",
+                            link.failures,
+                            retry_at - now
+                        ),
+                    });
+                }
+            }
+            link.addr
+        };
+
+        let timeout = inner.config.connect_timeout;
+        let expired = async {
+            Timer::after(timeout).await;
+            None
+        };
+        let attempt = smol::future::or(async { Some(TcpStream::connect(addr).await) }, expired);
+        let stream = match attempt.await {
+            Some(Ok(stream)) => stream,
+            Some(Err(e)) => return Err(self.failed_attempt(&inner.config, addr, &e.to_string())),
+            None => {
+                let reason = format!("no connection within {timeout:?}");
+                return Err(self.failed_attempt(&inner.config, addr, &reason));
+            }
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %self.peer, error = %e, "cannot disable Nagle's algorithm");
+        }
+        let connection = Connection::open(self.peer, stream, &inner.config);
+
+        let refusal = {
+            let mut link = self.lock();
+            // Checked under the link's lock, which `shutdown` and `set_peer` also take:
+            // either they see the new connection, or it sees their change.
+            if inner.is_shut_down() {
+                Some(TransportError::Closed)
+            } else if link.addr != addr {
+                Some(TransportError::Unreachable {
+                    peer: self.peer,
+                    reason: "the peer's address changed while connecting".to_owned(),
+                })
+            } else {
+                link.failures = 0;
+                link.retry_at = None;
+                link.connection = Some(Arc::clone(&connection));
+                None
+            }
+        };
+        if let Some(error) = refusal {
+            connection.close(&error.to_string());
+            return Err(error);
+        }
+        tracing::debug!(peer = %self.peer, %addr, "connected");
+        Ok(connection)
+    }
+
+    /// Records a failed connection attempt and schedules the next one.
+    fn failed_attempt(&self, config: &TcpConfig, addr: SocketAddr, reason: &str) -> TransportError {
+        let delay = {
+            let mut link = self.lock();
+            link.failures = link.failures.saturating_add(1);
+            let delay = backoff(config, link.failures);
+            let now = Instant::now();
+            link.retry_at = Some(now.checked_add(delay).unwrap_or(now));
+            delay
+        };
+        tracing::debug!(peer = %self.peer, %addr, reason, ?delay, "connection attempt failed");
+        TransportError::Unreachable {
+            peer: self.peer,
+            reason: format!("cannot connect to {addr}: {reason}; next attempt in {delay:?}"),
+        }
+    }
+}
+
+/// The wait after the `failures`-th failed attempt in a row: `backoff_min` doubled for
+/// each earlier failure, capped at `backoff_max`, then drawn from its upper half so that
+/// clients that lost a server together do not come back in lockstep.
+fn backoff(config: &TcpConfig, failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(31);
+    let ceiling = config
+        .backoff_min
+        .saturating_mul(1u32 << doublings)
+        .min(config.backoff_max);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos))
+}
+
+impl<C, K> Clone for TcpTransport<C, K> {
+    /// Another handle on the same transport.
+    fn clone(&self) -> Self {
+        TcpTransport {
+            inner: Arc::clone(&self.inner),
+            _command: PhantomData,
+        }
+    }
+}
+
+impl<C, K> fmt::Debug for TcpTransport<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut peers: Vec<(NodeId, SocketAddr)> = {
+            let slots = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
+            slots
+                .iter()
+                .map(|(&peer, slot)| {
+                    let link = slot.link.lock().unwrap_or_else(|e| e.into_inner());
+                    (peer, link.addr)
+                })
+                .collect()
+        };
+        peers.sort();
+        f.debug_struct("TcpTransport")
+            .field("peers", &peers)
+            .field("shut_down", &self.inner.shut_down.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let config = TcpConfig {
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_millis(1000),
+            ..TcpConfig::default()
+        };
+        for (failures, ceiling) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1000),
+            (60, 1000),
+        ] {
+            let delay = backoff(&config, failures);
+            let ceiling = Duration::from_millis(ceiling);
+            assert!(
+                delay <= ceiling && delay >= ceiling / 2,
+                "{failures}: {delay:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_invalid_config_is_refused() {
+        let config = TcpConfig {
+            chunk_size: 0,
+            ..TcpConfig::default()
+        };
+        let transport = TcpTransport::<u64>::new(config, []);
+        assert!(matches!(transport, Err(ConfigError::Zero { .. })));
+    }
+}

@@ -1,0 +1,264 @@
+//! One multiplexed client connection to a peer.
+//!
+//! Requests are numbered; each waits on its own one-shot channel for the reply with its
+//! number. One task per connection runs a reader, which reassembles replies and hands
+//! each to the request waiting for it, next to the [writer](crate::outbox), which sends
+//! requests interleaved chunk by chunk.
+
+use std::collections::HashMap;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::channel::oneshot;
+use raft_traits::NodeId;
+use smol::Task;
+use smol::channel::Sender;
+use smol::io::BufReader;
+use smol::net::TcpStream;
+
+use crate::config::TcpConfig;
+use crate::error::{ConnectionError, FrameError};
+use crate::frame::{FrameKind, read_frame};
+use crate::outbox::{Outgoing, write_frames};
+use crate::reassembly::Reassembler;
+
+/// The size of the read buffer that lets small frames arrive in one system call.
+const READ_BUFFER: usize = 64 << 10;
+
+/// A complete reply: a response or an error message, still encoded.
+#[derive(Debug)]
+pub(crate) struct Reply {
+    /// [`FrameKind::Response`] or [`FrameKind::Error`].
+    pub(crate) kind: FrameKind,
+    pub(crate) body: Vec<u8>,
+}
+
+/// What a waiting request receives: its reply, or why the connection ended first.
+type ReplySender = oneshot::Sender<Result<Reply, String>>;
+
+/// The requests waiting for a reply on a connection; `None` once the connection has
+/// ended, so that no request can start waiting on a dead connection.
+#[derive(Debug)]
+struct Waiting {
+    calls: Mutex<Option<HashMap<u64, ReplySender>>>,
+}
+
+impl Waiting {
+    fn new() -> Self {
+        Waiting {
+            calls: Mutex::new(Some(HashMap::new())),
+        }
+    }
+
+    /// The map is only ever changed by single insertions and removals, which cannot
+    /// leave it half-updated: a poisoned lock is still consistent.
+    fn lock(&self) -> MutexGuard<'_, Option<HashMap<u64, ReplySender>>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_waiting(&self, request_id: u64) -> bool {
+        self.lock()
+            .as_ref()
+            .is_some_and(|calls| calls.contains_key(&request_id))
+    }
+
+    fn take(&self, request_id: u64) -> Option<ReplySender> {
+        self.lock()
+            .as_mut()
+            .and_then(|calls| calls.remove(&request_id))
+    }
+
+    /// Ends the connection's bookkeeping: every waiting request fails with `reason`.
+    fn fail_all(&self, reason: &str) {
+        let calls = self.lock().take();
+        for (_, reply) in calls.into_iter().flatten() {
+            // The request may have stopped waiting; then nobody needs to know.
+            let _ = reply.send(Err(reason.to_owned()));
+        }
+    }
+}
+
+/// An open connection to one peer, shared by every request to it.
+///
+/// Dropping the last reference closes the socket and cancels the connection's task.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    peer: NodeId,
+    waiting: Arc<Waiting>,
+    outbox: Sender<Outgoing>,
+    stream: TcpStream,
+    next_request_id: AtomicU64,
+    _task: Task<()>,
+}
+
+impl Connection {
+    /// Starts serving `stream`, a fresh connection to `peer`.
+    pub(crate) fn open(peer: NodeId, stream: TcpStream, config: &TcpConfig) -> Arc<Connection> {
+        let waiting = Arc::new(Waiting::new());
+        let (outbox, outgoing) = smol::channel::unbounded();
+        let task = {
+            let waiting = Arc::clone(&waiting);
+            let stream = stream.clone();
+            let config = config.clone();
+            smol::spawn(async move {
+                let reading = read_replies(stream.clone(), &waiting, &config);
+                let writing = write_frames(stream.clone(), outgoing, config.chunk_size);
+                let reason = match smol::future::or(reading, writing).await {
+                    Ok(()) => "the peer closed the connection".to_owned(),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "connection failed");
+                        format!("the connection failed: {e}")
+                    }
+                };
+                waiting.fail_all(&reason);
+                // Also wakes up anything still blocked on the socket.
+                let _ = stream.shutdown(Shutdown::Both);
+            })
+        };
+        Arc::new(Connection {
+            peer,
+            waiting,
+            outbox,
+            stream,
+            next_request_id: AtomicU64::new(1),
+            _task: task,
+        })
+    }
+
+    /// Whether the connection can still carry requests.
+    pub(crate) fn is_open(&self) -> bool {
+        self.waiting.lock().is_some()
+    }
+
+    /// Queues a request with the encoded body `body`. Gives the body back if the
+    /// connection has already ended, in which case nothing was sent.
+    pub(crate) fn start(self: &Arc<Self>, body: Vec<u8>) -> Result<Call, Vec<u8>> {
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_sender, reply) = oneshot::channel();
+        {
+            let mut calls = self.waiting.lock();
+            let Some(calls) = calls.as_mut() else {
+                return Err(body);
+            };
+            calls.insert(request_id, reply_sender);
+        }
+        let message = Outgoing::Message {
+            kind: FrameKind::Request,
+            request_id,
+            body,
+        };
+        if let Err(e) = self.outbox.try_send(message) {
+            // The writer is gone, so the connection is ending; take the body back.
+            self.waiting.take(request_id);
+            return match e.into_inner() {
+                Outgoing::Message { body, .. } => Err(body),
+                Outgoing::Abandon(_) => Err(Vec::new()),
+            };
+        }
+        Ok(Call {
+            connection: Arc::clone(self),
+            request_id,
+            reply: Some(reply),
+        })
+    }
+
+    /// Ends the connection: every waiting request fails with `reason` and the socket is
+    /// shut down, which stops the connection's task.
+    pub(crate) fn close(&self, reason: &str) {
+        tracing::debug!(peer = %self.peer, reason, "closing connection");
+        self.waiting.fail_all(reason);
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.waiting.fail_all("the connection was dropped");
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// One request in flight. Dropping it before its reply arrived (a timeout, or the
+/// caller giving up) abandons the request: its reply will be ignored, and if its body is
+/// still being sent the rest is not.
+#[derive(Debug)]
+pub(crate) struct Call {
+    connection: Arc<Connection>,
+    request_id: u64,
+    reply: Option<oneshot::Receiver<Result<Reply, String>>>,
+}
+
+impl Call {
+    /// Waits for the reply, or for the reason the connection ended first.
+    pub(crate) async fn reply(&mut self) -> Result<Reply, String> {
+        let Some(reply) = self.reply.as_mut() else {
+            return Err("the reply was already taken".to_owned());
+        };
+        let result = match reply.await {
+            Ok(result) => result,
+            Err(oneshot::Canceled) => Err("the connection closed".to_owned()),
+        };
+        self.reply = None;
+        result
+    }
+
+    /// The connection the request travels on.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if self.reply.is_some() && self.connection.waiting.take(self.request_id).is_some() {
+            let _ = self
+                .connection
+                .outbox
+                .try_send(Outgoing::Abandon(self.request_id));
+        }
+    }
+}
+
+/// Reads replies and hands each complete one to the request waiting for it, until the
+/// peer closes the connection (`Ok`) or breaks the protocol.
+async fn read_replies(
+    stream: TcpStream,
+    waiting: &Waiting,
+    config: &TcpConfig,
+) -> Result<(), ConnectionError> {
+    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
+    let mut reassembler = Reassembler::new(config.max_message_len());
+    loop {
+        let Some(frame) = read_frame(&mut reader, config.max_frame_size).await? else {
+            return Ok(());
+        };
+        let header = frame.header;
+        match header.kind {
+            FrameKind::Response | FrameKind::Error => {
+                if !waiting.is_waiting(header.request_id) {
+                    // The request timed out or was abandoned: its reply is of no use.
+                    reassembler.discard(header.request_id);
+                    continue;
+                }
+                if let Some(message) = reassembler.push(&header, frame.body)?
+                    && let Some(reply) = waiting.take(message.request_id)
+                {
+                    let _ = reply.send(Ok(Reply {
+                        kind: message.kind,
+                        body: message.body,
+                    }));
+                }
+            }
+            FrameKind::Cancel => {
+                reassembler.discard(header.request_id);
+                if let Some(reply) = waiting.take(header.request_id) {
+                    let _ = reply.send(Err("the peer abandoned its reply".to_owned()));
+                }
+            }
+            FrameKind::Request => {
+                return Err(FrameError::UnexpectedKind { kind: header.kind }.into());
+            }
+        }
+    }
+}

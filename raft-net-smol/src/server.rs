@@ -1,0 +1,294 @@
+//! [`TcpServer`]: the receiving side, which hands incoming requests to an
+//! [`RpcHandler`] and sends back its replies.
+
+mod connection;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use raft_traits::{Codec, Command, Postcard, RpcHandler};
+use smol::Task;
+use smol::net::{TcpListener, TcpStream};
+
+use crate::config::TcpConfig;
+use crate::error::{ConnectionError, ServerError};
+
+/// How long the accept loop pauses after a failed `accept`. Failures such as running
+/// out of file descriptors persist for a while; retrying at once would spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// A TCP server for Raft RPCs: accepts connections from [`TcpTransport`]s and answers
+/// their requests with an [`RpcHandler`].
+///
+/// Starting takes two steps, so that the address is known before the handler exists:
+/// [`bind`](TcpServer::bind) opens the listening socket (connections wait in its
+/// backlog), then [`serve`](TcpServer::serve) starts answering.
+///
+/// For each connection, the server reads frames, reassembles chunked requests and runs
+/// every request on a task of its own, so a slow request never holds up the others on
+/// the connection. A reply goes back with its request's id, chunked if large. A
+/// [`HandlerError`](raft_traits::HandlerError) goes back as an error frame, which the
+/// client reports as [`TransportError::Failed`](raft_traits::TransportError::Failed).
+///
+/// **Bad input** (bytes that are not this protocol, a truncated frame, a frame or message
+/// above the configured maximum, a body that does not decode) closes the connection it
+/// arrived on and is logged with its [`FrameError`](crate::FrameError) at `warn` level
+/// ("closing connection: bad input", with the client's address as `peer`); every other
+/// connection is served as before. A connection that fails at the socket level is
+/// logged at `debug` level.
+///
+/// The server's tasks run on smol's global executor. [`shutdown`](TcpServer::shutdown)
+/// closes the listening socket and every connection; dropping the server does the same
+/// without waiting.
+///
+/// [`TcpTransport`]: crate::TcpTransport
+///
+/// ```
+/// use std::sync::Arc;
+/// use raft_net_smol::{TcpConfig, TcpServer};
+/// use raft_traits::{HandlerError, Request, Response, RpcHandler, VoteReply, async_trait};
+///
+/// struct Voter;
+///
+/// #[async_trait]
+/// impl RpcHandler<u64> for Voter {
+///     async fn handle(&self, request: Request<u64>) -> Result<Response, HandlerError> {
+///         Ok(Response::Vote(VoteReply { term: request.term(), granted: true }))
+///     }
+/// }
+///
+/// let server = TcpServer::bind(([127, 0, 0, 1], 0), TcpConfig::default()).unwrap();
+/// let addr = server.local_addr();
+/// assert_ne!(addr.port(), 0);
+/// server.serve::<u64>(Arc::new(Voter)).unwrap();
+/// assert!(server.serve::<u64>(Arc::new(Voter)).is_err());
+/// smol::block_on(server.shutdown());
+/// assert!(std::net::TcpStream::connect(addr).is_err());
+/// ```
+pub struct TcpServer<K = Postcard> {
+    shared: Arc<Shared<K>>,
+}
+
+struct Shared<K> {
+    local_addr: SocketAddr,
+    config: TcpConfig,
+    codec: K,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The listening socket until [`TcpServer::serve`] hands it to the accept loop.
+    listener: Option<TcpListener>,
+    accept_loop: Option<Task<()>>,
+    connections: HashMap<u64, Served>,
+    next_connection: u64,
+    shut_down: bool,
+}
+
+/// A connection being served.
+struct Served {
+    stream: TcpStream,
+    task: Option<Task<()>>,
+}
+
+impl Drop for Served {
+    /// Closing the socket ends the connection's task promptly even where the task is
+    /// merely detached.
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+impl TcpServer<Postcard> {
+    /// Opens a listening socket on `addr` for a server whose messages are encoded with
+    /// [`Postcard`]. Use port 0 for a port chosen by the system, and
+    /// [`local_addr`](Self::local_addr) to learn it.
+    pub fn bind(addr: impl Into<SocketAddr>, config: TcpConfig) -> Result<Self, ServerError> {
+        Self::bind_with_codec(addr, config, Postcard)
+    }
+}
+
+impl<K: Codec> TcpServer<K> {
+    /// Like [`bind`](TcpServer::bind), for messages encoded with `codec`; the clients
+    /// must use the same codec.
+    pub fn bind_with_codec(
+        addr: impl Into<SocketAddr>,
+        config: TcpConfig,
+        codec: K,
+    ) -> Result<Self, ServerError> {
+        config.validate()?;
+        let addr = addr.into();
+        let bind_error = |source| ServerError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let listener = TcpListener::try_from(listener).map_err(bind_error)?;
+        tracing::debug!(%local_addr, "listening");
+        Ok(TcpServer {
+            shared: Arc::new(Shared {
+                local_addr,
+                config,
+                codec,
+                state: Mutex::new(State {
+                    listener: Some(listener),
+                    ..State::default()
+                }),
+            }),
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// How many connections the server is serving right now.
+    pub fn connection_count(&self) -> usize {
+        self.shared.lock().connections.len()
+    }
+
+    /// Starts accepting connections and answering their requests with `handler`, in
+    /// the background; returns at once.
+    ///
+    /// Fails with [`ServerError::AlreadyServing`] if called twice, and with
+    /// [`ServerError::ShutDown`] after [`shutdown`](Self::shutdown).
+    pub fn serve<C: Command>(&self, handler: Arc<dyn RpcHandler<C>>) -> Result<(), ServerError> {
+        let mut state = self.shared.lock();
+        if state.shut_down {
+            return Err(ServerError::ShutDown);
+        }
+        let listener = state.listener.take().ok_or(ServerError::AlreadyServing)?;
+        let accepting = accept_loop(Arc::downgrade(&self.shared), listener, handler);
+        state.accept_loop = Some(smol::spawn(accepting));
+        Ok(())
+    }
+
+    /// Stops the server: closes the listening socket, so that no new connection is
+    /// accepted, and every open connection. Requests being handled complete, but their
+    /// replies are dropped. Returns once the accept loop and every connection task have
+    /// ended.
+    pub async fn shutdown(&self) {
+        let (accept_loop, connections) = {
+            let mut state = self.shared.lock();
+            state.shut_down = true;
+            state.listener = None;
+            (
+                state.accept_loop.take(),
+                std::mem::take(&mut state.connections),
+            )
+        };
+        if let Some(accept_loop) = accept_loop {
+            // The listener lives in the loop's future: cancelling drops it.
+            accept_loop.cancel().await;
+        }
+        for (_, mut served) in connections {
+            let _ = served.stream.shutdown(Shutdown::Both);
+            if let Some(task) = served.task.take() {
+                task.cancel().await;
+            }
+        }
+        tracing::debug!(addr = %self.shared.local_addr, "server shut down");
+    }
+}
+
+impl<K> Shared<K> {
+    /// Every update of the state is a few assignments that cannot panic halfway: a
+    /// poisoned lock is still consistent.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Accepts connections until cancelled or until the server is dropped. It holds the
+/// server only weakly, so that dropping the server drops its tasks.
+async fn accept_loop<C: Command, K: Codec>(
+    shared: Weak<Shared<K>>,
+    listener: TcpListener,
+    handler: Arc<dyn RpcHandler<C>>,
+) {
+    loop {
+        let accepted = listener.accept().await;
+        let Some(server) = shared.upgrade() else {
+            return;
+        };
+        match accepted {
+            Ok((stream, peer)) => server.start_serving(&shared, stream, peer, &handler),
+            Err(e) => {
+                tracing::warn!(addr = %server.local_addr, error = %e, "accept failed");
+                drop(server);
+                smol::Timer::after(ACCEPT_RETRY).await;
+            }
+        }
+    }
+}
+
+impl<K: Codec> Shared<K> {
+    fn start_serving<C: Command>(
+        &self,
+        weak: &Weak<Shared<K>>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handler: &Arc<dyn RpcHandler<C>>,
+    ) {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%peer, error = %e, "cannot disable Nagle's algorithm");
+        }
+        let mut state = self.lock();
+        if state.shut_down {
+            return;
+        }
+        let id = state.next_connection;
+        state.next_connection += 1;
+        let serving = connection::serve(
+            stream.clone(),
+            Arc::clone(handler),
+            self.config.clone(),
+            self.codec.clone(),
+        );
+        let weak = Weak::clone(weak);
+        // Registered before the task can finish: it deregisters under the same lock.
+        let task = smol::spawn(async move {
+            match serving.await {
+                Ok(()) => tracing::debug!(%peer, "connection closed by the client"),
+                Err(ConnectionError::Frame(error)) => {
+                    tracing::warn!(%peer, %error, "closing connection: bad input");
+                }
+                Err(ConnectionError::Io(error)) => {
+                    tracing::debug!(%peer, %error, "connection failed");
+                }
+            }
+            if let Some(server) = weak.upgrade() {
+                let served = server.lock().connections.remove(&id);
+                if let Some(mut served) = served {
+                    // This very task: let it finish rather than cancel it.
+                    if let Some(task) = served.task.take() {
+                        task.detach();
+                    }
+                }
+            }
+        });
+        tracing::debug!(%peer, "connection accepted");
+        state.connections.insert(
+            id,
+            Served {
+                stream,
+                task: Some(task),
+            },
+        );
+    }
+}
+
+impl<K> fmt::Debug for TcpServer<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("TcpServer")
+            .field("local_addr", &self.shared.local_addr)
+            .field("serving", &state.accept_loop.is_some())
+            .field("connections", &state.connections.len())
+            .field("shut_down", &state.shut_down)
+            .finish_non_exhaustive()
+    }
+}

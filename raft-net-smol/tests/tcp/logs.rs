@@ -1,0 +1,88 @@
+//! Captures what the server logs when it closes a connection over bad input, so that
+//! tests can check the typed error behind each closing.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+/// The message of the server's event for a connection closed over bad input.
+const CLOSING: &str = "closing connection: bad input";
+
+/// Closings seen so far: the client's address and the error, as logged.
+#[derive(Debug, Default)]
+struct Closings(Mutex<Vec<(String, String)>>);
+
+/// A subscriber that only keeps the server's closings.
+struct Capture(Arc<Closings>);
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    peer: String,
+    error: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let value = format!("{value:?}");
+        match field.name() {
+            "message" => self.message = value,
+            "peer" => self.peer = value,
+            "error" => self.error = value,
+            _ => {}
+        }
+    }
+}
+
+impl Subscriber for Capture {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.target().starts_with("raft_net_smol")
+    }
+
+    fn new_span(&self, _: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _: &Id, _: &Record<'_>) {}
+
+    fn record_follows_from(&self, _: &Id, _: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        if fields.message == CLOSING {
+            let mut closings = self.0.0.lock().unwrap();
+            closings.push((fields.peer, fields.error));
+        }
+    }
+
+    fn enter(&self, _: &Id) {}
+
+    fn exit(&self, _: &Id) {}
+}
+
+static CLOSINGS: OnceLock<Arc<Closings>> = OnceLock::new();
+
+/// Starts capturing, for the whole test binary, if not done yet.
+pub(crate) fn capture() {
+    CLOSINGS.get_or_init(|| {
+        let closings = Arc::new(Closings::default());
+        tracing::subscriber::set_global_default(Capture(Arc::clone(&closings))).unwrap();
+        closings
+    });
+}
+
+/// The error logged when the server closed the connection from `client`, if it did
+/// over bad input.
+pub(crate) fn closing_of(client: SocketAddr) -> Option<String> {
+    let closings = CLOSINGS.get()?.0.lock().unwrap();
+    let client = client.to_string();
+    closings
+        .iter()
+        .find(|(peer, _)| *peer == client)
+        .map(|(_, error)| error.clone())
+}
