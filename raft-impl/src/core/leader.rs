@@ -81,7 +81,7 @@ impl<C: Command> Node<Leader, C> {
         }
     }
 
-    /// Sends entries to every follower that can take more now.
+    /// Brings every follower up to date as far as flow control allows.
     fn replicate(&mut self, out: &mut Effects<C>) {
         let peers: Vec<NodeId> = self.role.progress.keys().copied().collect();
         for peer in peers {
@@ -89,9 +89,13 @@ impl<C: Command> Node<Leader, C> {
         }
     }
 
+    /// Sends `peer` the entries it can take now; then, if it is idle but has not heard of
+    /// the current commit index, a heartbeat carrying it, so that followers apply as soon
+    /// as the leader does rather than a heartbeat interval later.
     fn replicate_to(&mut self, peer: NodeId, out: &mut Effects<C>) {
         let max_inflight = self.shared.config.max_inflight_appends;
         let ticks = self.role.ticks;
+        let commit = self.shared.commit_index;
         let Some(progress) = self.role.progress.get_mut(&peer) else {
             return;
         };
@@ -103,6 +107,10 @@ impl<C: Command> Node<Leader, C> {
             if progress.next_index == before {
                 break;
             }
+        }
+        let idle = progress.inflight.is_empty() && progress.mode == ReplicationMode::Replicate;
+        if idle && progress.commit_sent < commit {
+            send_heartbeat(&mut self.shared, peer, progress, out);
         }
     }
 
@@ -230,6 +238,7 @@ impl<C: Command> Node<Leader, C> {
             && self.shared.log.term_at(majority_index) == Some(self.shared.term())
         {
             self.shared.commit_to(majority_index, out);
+            self.replicate(out);
         }
     }
 }
@@ -266,6 +275,7 @@ fn send_entries<C: Command>(
         entries,
         leader_commit: shared.commit_index,
     };
+    progress.commit_sent = shared.commit_index;
     let tag = shared.send(peer, Request::Append(request), out);
     if count > 0 {
         progress.inflight.insert(tag.seq);
@@ -281,9 +291,10 @@ fn send_entries<C: Command>(
 fn send_heartbeat<C: Command>(
     shared: &mut Shared<C>,
     peer: NodeId,
-    progress: &Progress,
+    progress: &mut Progress,
     out: &mut Effects<C>,
 ) {
+    progress.commit_sent = shared.commit_index;
     let anchor = progress.match_index.max(shared.log.last_included().index);
     let prev_term = shared.log.term_at(anchor).unwrap_or_default();
     let request = AppendEntries {

@@ -37,6 +37,8 @@ pub struct Progress {
     /// Sequence numbers of AppendEntries with entries sent in the current mode and not
     /// yet answered.
     pub(super) inflight: BTreeSet<u64>,
+    /// The commit index carried by the last AppendEntries sent to the follower.
+    pub(super) commit_sent: LogIndex,
 }
 
 impl Progress {
@@ -46,6 +48,7 @@ impl Progress {
             match_index: LogIndex::ZERO,
             mode: ReplicationMode::Probe,
             inflight: BTreeSet::new(),
+            commit_sent: LogIndex::ZERO,
         }
     }
 

@@ -1171,3 +1171,28 @@ fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
         "next index after a snapshot is last included + 1"
     );
 }
+
+#[test]
+fn idle_followers_hear_of_a_new_commit_index_at_once() {
+    let mut leader = settled_leader(Boot::new(1, 3));
+    let mut out = Effects::new();
+    leader.propose(1, &mut out).expect("leader");
+    let effects = out.take();
+    let (tag2, _) = appends_to(&effects, 2)[0];
+    let (tag3, _) = appends_to(&effects, 3)[0];
+    // Peer 2's reply makes a majority: the entry commits, and peer 2, idle now, is told.
+    let (leader, effects) = step(leader, reply_to(2, tag2, success(1, 1)));
+    assert_eq!(applied(&effects), [1]);
+    let to2 = appends_to(&effects, 2);
+    assert_eq!(to2.len(), 1);
+    assert!(to2[0].1.entries.is_empty());
+    assert_eq!(to2[0].1.leader_commit, i(1));
+    assert!(
+        appends_to(&effects, 3).is_empty(),
+        "peer 3 still has a request in flight; its reply will bring it up to date"
+    );
+    let (_, effects) = step(leader, reply_to(3, tag3, success(1, 1)));
+    let to3 = appends_to(&effects, 3);
+    assert_eq!(to3.len(), 1);
+    assert_eq!(to3[0].1.leader_commit, i(1));
+}
