@@ -8,4 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod conformance;
 pub mod lab;
+pub mod sim;

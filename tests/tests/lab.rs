@@ -1,7 +1,8 @@
-//! The classic Raft lab's scenario suite: the 28 scenarios of parts 3A (election), 3B (log),
-//! 3C (persistence) and 3D (snapshots), with the lab's numbers and thresholds
-//! (`/work/shared/lab/LAB-SUITE.md` §4, stricter 2025/2026 variants), driven through the
-//! [`raft_tests::lab`] harness. All parts compile into this one test binary.
+//! The classic Raft lab's scenario suite in real time: the 28 scenarios of parts 3A
+//! (election), 3B (log), 3C (persistence) and 3D (snapshots), with the lab's numbers and
+//! thresholds (`/work/shared/lab/LAB-SUITE.md` §4, stricter 2025/2026 variants), on smol
+//! and the in-memory network. The scenarios themselves live in
+//! `raft_tests::lab::scenarios`; `tests/sim.rs` runs the same ones in virtual time.
 //!
 //! ```text
 //! cargo test --release -p raft-tests --test lab -- --nocapture        # everything
@@ -10,41 +11,16 @@
 //! ```
 //!
 //! The scenarios run one at a time (the harness serialises them); each prints one
-//! "Passed" line with its time, peers, RPCs, bytes, commits and seed.
+//! "Passed" line with its time, peers, RPCs, bytes, commits and seed. The test runner's
+//! closing line ("finished in ...") is the suite's wall time.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout)]
-
-// The crate root of a test target looks for modules beside it; the parts live in `lab/`.
-#[path = "lab/part_3a.rs"]
-mod part_3a;
-#[path = "lab/part_3b.rs"]
-mod part_3b;
-#[path = "lab/part_3c.rs"]
-mod part_3c;
-#[path = "lab/part_3d.rs"]
-mod part_3d;
-
-use raft_tests::lab::ClusterSpec;
-
-/// A cluster of `n` servers with the plain applier.
-fn plain(n: usize, reliable: bool) -> ClusterSpec {
-    ClusterSpec {
-        n,
-        reliable,
-        snapshot: false,
-    }
+macro_rules! real_time {
+    ($part:ident, $name:ident) => {
+        #[test]
+        fn $name() {
+            raft_tests::lab::scenarios::$part::$name::<raft_tests::lab::RealTime>();
+        }
+    };
 }
 
-/// A cluster of `n` servers with the snapshot applier.
-fn snapshots(n: usize, reliable: bool) -> ClusterSpec {
-    ClusterSpec {
-        n,
-        reliable,
-        snapshot: true,
-    }
-}
-
-/// Reliable, as the catalogue's default.
-const RELIABLE: bool = true;
-/// Unreliable: delays and losses.
-const UNRELIABLE: bool = false;
+raft_tests::lab_scenarios!(real_time);

@@ -6,11 +6,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use raft_impl::{Config, Parts, Raft};
 use raft_mem::{MemNetwork, MemStorage};
-use raft_net_smol::SmolRuntime;
 use raft_traits::{JoinHandle, NodeId, Runtime};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -39,25 +38,33 @@ const NODE_SALT: u64 = 1 << 32;
 /// concurrent tasks ([`spawn`](Self::spawn)).
 ///
 /// Build one with [`run`](super::run), which also cleans it up.
-#[derive(Clone)]
-pub struct Cluster {
-    inner: Arc<Inner>,
+pub struct Cluster<Rt: Runtime> {
+    inner: Arc<Inner<Rt>>,
 }
 
-struct Inner {
+impl<Rt: Runtime> Clone for Cluster<Rt> {
+    fn clone(&self) -> Self {
+        Cluster {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct Inner<Rt: Runtime> {
     n: usize,
     seed: u64,
     snapshots: bool,
     /// Whether the cluster was made with a reliable network.
     reliable: bool,
-    runtime: SmolRuntime,
-    net: MemNetwork<Value, SmolRuntime>,
+    runtime: Rt,
+    net: MemNetwork<Value, Rt>,
     record: AppliedRecord,
     servers: Mutex<Vec<Server>>,
     /// Serialises crashes and restarts, which await between their steps.
     lifecycle: futures::lock::Mutex<()>,
     rng: Mutex<StdRng>,
-    created: Instant,
+    /// When the cluster was made, on its runtime's clock.
+    created: Duration,
     begun: Mutex<Option<Begun>>,
     finished: AtomicBool,
     next_instance: AtomicU64,
@@ -76,7 +83,7 @@ struct Server {
 /// What [`Cluster::begin`] recorded.
 struct Begun {
     description: String,
-    at: Instant,
+    at: Duration,
     rpcs: u64,
     bytes: u64,
     max_index: u64,
@@ -95,10 +102,11 @@ pub(crate) fn mix(seed: u64, salt: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-impl Cluster {
+impl<Rt: Runtime> Cluster<Rt> {
     /// Builds the cluster of `spec` on `runtime`: the network (long delays on, reliable as
     /// the spec says), then every server started and connected, as the lab's setup does.
-    pub(crate) async fn build(spec: ClusterSpec, seed: u64, runtime: SmolRuntime) -> Cluster {
+    pub(crate) async fn build(spec: ClusterSpec, seed: u64, runtime: Rt) -> Cluster<Rt> {
+        let created = runtime.now();
         let net = MemNetwork::new(runtime.clone(), mix(seed, NETWORK_SALT));
         net.set_reliable(spec.reliable);
         net.set_long_delays(true);
@@ -121,7 +129,7 @@ impl Cluster {
                 servers: Mutex::new(servers),
                 lifecycle: futures::lock::Mutex::new(()),
                 rng: Mutex::new(StdRng::seed_from_u64(mix(seed, TEST_RNG_SALT))),
-                created: Instant::now(),
+                created,
                 begun: Mutex::new(None),
                 finished: AtomicBool::new(false),
                 next_instance: AtomicU64::new(1),
@@ -153,7 +161,7 @@ impl Cluster {
     }
 
     /// The runtime the cluster runs on.
-    pub fn runtime(&self) -> &SmolRuntime {
+    pub fn runtime(&self) -> &Rt {
         &self.inner.runtime
     }
 
@@ -189,7 +197,7 @@ impl Cluster {
             .map_or(description, |(_, name)| name);
         *self.inner.begun.lock().unwrap_or_else(|e| e.into_inner()) = Some(Begun {
             description: name.to_owned(),
-            at: Instant::now(),
+            at: self.now(),
             rpcs: self.rpc_total(),
             bytes: self.bytes_total(),
             max_index: self.inner.record.max_index(),
@@ -211,7 +219,7 @@ impl Cluster {
         let Some(begun) = begun.as_ref() else {
             panic!("end() without begin()");
         };
-        let seconds = begun.at.elapsed().as_secs_f64();
+        let seconds = (self.now() - begun.at).as_secs_f64();
         let rpcs = self.rpc_total() - begun.rpcs;
         let bytes = self.bytes_total() - begun.bytes;
         let commits = self.inner.record.max_index() - begun.max_index;
@@ -231,7 +239,7 @@ impl Cluster {
     ///
     /// If more than 120 s passed since the cluster was made.
     pub fn check_timeout(&self) {
-        let elapsed = self.inner.created.elapsed();
+        let elapsed = self.now() - self.inner.created;
         assert!(
             elapsed <= TEST_TIME_LIMIT,
             "test took longer than 120 seconds ({:.1}s)",
@@ -256,7 +264,12 @@ impl Cluster {
 
     // ---- time, randomness, tasks ----------------------------------------------------
 
-    /// Sleeps for `duration` of real time.
+    /// The time on the cluster's runtime: real time, or virtual time in a simulation.
+    pub fn now(&self) -> Duration {
+        self.inner.runtime.now()
+    }
+
+    /// Sleeps for `duration` on the cluster's runtime.
     pub async fn sleep(&self, duration: Duration) {
         self.inner.runtime.sleep(duration).await;
     }
@@ -606,9 +619,9 @@ impl Cluster {
     /// If no agreement is reached in time.
     pub async fn one(&self, command: impl Into<Value>, expected: usize, retry: bool) -> u64 {
         let command = command.into();
-        let started = Instant::now();
+        let started = self.now();
         let mut starts = 0;
-        while started.elapsed() < Duration::from_secs(10) && !self.is_finished() {
+        while self.now() - started < Duration::from_secs(10) && !self.is_finished() {
             let mut index = None;
             for _ in 0..self.inner.n {
                 starts = (starts + 1) % self.inner.n;
@@ -621,8 +634,8 @@ impl Cluster {
                 }
             }
             if let Some(index) = index {
-                let submitted = Instant::now();
-                while submitted.elapsed() < Duration::from_secs(2) {
+                let submitted = self.now();
+                while self.now() - submitted < Duration::from_secs(2) {
                     let (count, committed) = self.n_committed(index);
                     if count > 0 && count >= expected && committed.as_ref() == Some(&command) {
                         return index;
@@ -707,7 +720,7 @@ impl Cluster {
     }
 }
 
-impl fmt::Debug for Cluster {
+impl<Rt: Runtime> fmt::Debug for Cluster<Rt> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let servers = self.servers();
         let alive: Vec<bool> = servers.iter().map(|s| s.raft.is_some()).collect();

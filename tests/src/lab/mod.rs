@@ -33,6 +33,7 @@
 
 mod applier;
 mod cluster;
+pub mod scenarios;
 mod value;
 
 use std::future::Future;
@@ -41,6 +42,7 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use raft_net_smol::SmolRuntime;
+use raft_traits::Runtime;
 use rand::RngExt;
 
 pub use applier::{AppliedRecord, LabApplier, LabRaft, SNAPSHOT_INTERVAL};
@@ -51,15 +53,13 @@ pub use value::Value;
 /// used for its sleeps.
 pub const ELECTION_TIMEOUT: Duration = Duration::from_millis(1000);
 
-/// The real-time limit of one test, counted from the making of its cluster.
+/// The time limit of one test, counted from the making of its cluster on its runtime's
+/// clock (real time, or virtual time in a simulation).
 pub const TEST_TIME_LIMIT: Duration = Duration::from_secs(120);
 
 /// The lab's `MAXLOGSIZE`: log-compaction scenarios fail once the largest persisted Raft
 /// state (snapshot excluded) reaches this many bytes.
 pub const MAX_LOG_SIZE: usize = 2000;
-
-/// The runtime's worker threads per cluster.
-const RUNTIME_THREADS: usize = 2;
 
 /// What cluster a scenario runs on (the lab's `makeTest(t, n, reliable, snapshot)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,65 +73,125 @@ pub struct ClusterSpec {
     pub snapshot: bool,
 }
 
-/// Lab scenarios run one at a time, as the lab's `go test` runs them: they measure time
-/// and RPC rates, and several clusters sharing two cores would distort both.
+/// Where a scenario runs: [`RealTime`] on smol threads, or virtual time in a
+/// deterministic simulation (`raft_tests::sim::VirtualTime`).
+pub trait World: Sized {
+    /// The runtime everything in this world runs on.
+    type Runtime: Runtime;
+
+    /// Whether runs must not overlap: they measure real time and RPC rates, which several
+    /// clusters sharing the machine's cores would distort.
+    const EXCLUSIVE: bool;
+
+    /// The environment variable that fixes the seed of a run.
+    const SEED_VARIABLE: &'static str;
+
+    /// A fresh world for one run, its randomness derived from `seed`.
+    fn create(seed: u64) -> Self;
+
+    /// The runtime handle of this world.
+    fn runtime(&self) -> Self::Runtime;
+
+    /// Runs `future` (and everything it spawns) until it completes.
+    fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static;
+
+    /// Ends the world: stops its threads and drops its remaining tasks.
+    fn finish(self);
+}
+
+/// Real time: a private smol executor on two threads per run.
+#[derive(Debug)]
+pub struct RealTime {
+    runtime: SmolRuntime,
+}
+
+/// The runtime's worker threads per real-time cluster.
+const RUNTIME_THREADS: usize = 2;
+
+impl World for RealTime {
+    type Runtime = SmolRuntime;
+    const EXCLUSIVE: bool = true;
+    const SEED_VARIABLE: &'static str = "LAB_SEED";
+
+    fn create(_seed: u64) -> Self {
+        RealTime {
+            runtime: SmolRuntime::with_threads(RUNTIME_THREADS),
+        }
+    }
+
+    fn runtime(&self) -> SmolRuntime {
+        self.runtime.clone()
+    }
+
+    fn block_on<F>(&self, future: F) -> F::Output
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime.block_on(future)
+    }
+
+    fn finish(self) {
+        self.runtime.stop();
+    }
+}
+
+/// Real-time scenarios run one at a time, as the lab's `go test` runs them.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Runs the scenario `body` against a fresh cluster made to `spec`, on a runtime of its
-/// own, and always cleans up afterwards: every node is shut down and the runtime stopped,
-/// whether the body returns or panics. A panic of the body (a failed check) is then
-/// resumed, which fails the calling test; the seed is printed to reproduce it.
-///
-/// Scenarios run one at a time: a call waits for any other running in the process.
+/// Runs the scenario `body` against a fresh cluster made to `spec`, in a fresh world of
+/// kind `W`, and always cleans up afterwards: every node is shut down and the world
+/// ended, whether the body returns or panics. A panic of the body (a failed check) is
+/// then resumed, which fails the calling test; the seed is printed to replay it.
 ///
 /// # Panics
 ///
 /// If the body panics, or after it returns: if an apply error was recorded or the test
 /// took longer than [`TEST_TIME_LIMIT`].
-pub fn run<F, Fut>(spec: ClusterSpec, body: F)
+pub fn run<W, F, Fut>(spec: ClusterSpec, body: F)
 where
-    F: FnOnce(Cluster) -> Fut,
-    Fut: Future<Output = ()>,
+    W: World,
+    F: FnOnce(Cluster<W::Runtime>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let _one_at_a_time = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time =
+        W::EXCLUSIVE.then(|| ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
     init_tracing();
-    let seed = choose_seed();
-    let runtime = SmolRuntime::with_threads(RUNTIME_THREADS);
-    let _stop = StopOnDrop(runtime.clone());
+    let seed = choose_seed(W::SEED_VARIABLE);
+    let world = W::create(seed);
+    let runtime = world.runtime();
 
-    let cluster = runtime.block_on(Cluster::build(spec, seed, runtime.clone()));
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        runtime.block_on(body(cluster.clone()));
-    }));
-    let cleanup = catch_unwind(AssertUnwindSafe(|| {
-        runtime.block_on(cluster.cleanup());
-    }));
+    let cluster = world.block_on(Cluster::build(spec, seed, runtime));
+    let outcome = catch_unwind(AssertUnwindSafe(|| world.block_on(body(cluster.clone()))));
+    let cleanup = {
+        let cluster = cluster.clone();
+        catch_unwind(AssertUnwindSafe(|| {
+            world.block_on(async move { cluster.cleanup().await })
+        }))
+    };
+    world.finish();
     let outcome = outcome
         .and(cleanup)
         .and_then(|()| catch_unwind(AssertUnwindSafe(|| cluster.final_checks())));
     if let Err(panic) = outcome {
-        eprintln!("lab: FAILED with seed {seed}; rerun with LAB_SEED={seed}");
+        eprintln!(
+            "lab: FAILED with seed {seed}; rerun with {}={seed}",
+            W::SEED_VARIABLE
+        );
         resume_unwind(panic);
     }
 }
 
-/// Stops the runtime when dropped, so that a panic anywhere in [`run`] still ends its
-/// threads and tasks.
-struct StopOnDrop(SmolRuntime);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.stop();
-    }
-}
-
-/// The seed of this run: `LAB_SEED` if set, otherwise a fresh random one.
-fn choose_seed() -> u64 {
-    match std::env::var("LAB_SEED") {
+/// The seed of this run: from the environment variable if set, else a fresh random one.
+fn choose_seed(variable: &str) -> u64 {
+    match std::env::var(variable) {
         Ok(text) => text
             .trim()
             .parse()
-            .unwrap_or_else(|e| panic!("LAB_SEED={text:?} is not a u64: {e}")),
+            .unwrap_or_else(|e| panic!("{variable}={text:?} is not a u64: {e}")),
         Err(_) => rand::rng().random(),
     }
 }
@@ -174,7 +234,7 @@ mod tests {
     #[test]
     fn a_failed_check_fails_the_run_and_the_next_run_still_works() {
         let failed = catch_unwind(|| {
-            run(THREE, |t| async move {
+            run::<RealTime, _, _>(THREE, |t| async move {
                 t.check_one_leader().await;
                 // There is a leader: this check must fail.
                 t.check_no_leader();
@@ -182,7 +242,7 @@ mod tests {
         });
         assert!(failed.is_err());
 
-        run(THREE, |t| async move {
+        run::<RealTime, _, _>(THREE, |t| async move {
             t.begin("Test (harness): agreement after a failed run");
             assert_eq!(t.one(7, 3, false).await, 1);
             t.end();

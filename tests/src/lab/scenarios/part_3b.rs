@@ -1,13 +1,14 @@
 //! Part 3B: log replication (LAB-SUITE.md §4.2).
 
 use futures::future::join_all;
-use raft_tests::lab::{self, ELECTION_TIMEOUT, Value};
+
+use crate::lab::{self, ELECTION_TIMEOUT, Value, World};
 
 use super::{RELIABLE, plain};
 
-#[test]
-fn basic_agree_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `basic_agree_3b`: see LAB-SUITE.md §4.
+pub fn basic_agree_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): basic agreement");
 
@@ -24,9 +25,8 @@ fn basic_agree_3b() {
 }
 
 /// Checks that each command is sent to each peer just once.
-#[test]
-fn rpc_bytes_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+pub fn rpc_bytes_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): RPC byte count");
 
@@ -52,9 +52,9 @@ fn rpc_bytes_3b() {
     });
 }
 
-#[test]
-fn follower_failure_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `follower_failure_3b`: see LAB-SUITE.md §4.
+pub fn follower_failure_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): test progressive failure of followers");
 
@@ -90,9 +90,9 @@ fn follower_failure_3b() {
     });
 }
 
-#[test]
-fn leader_failure_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `leader_failure_3b`: see LAB-SUITE.md §4.
+pub fn leader_failure_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): test failure of leaders");
 
@@ -126,9 +126,8 @@ fn leader_failure_3b() {
 }
 
 /// A follower participates first, then disconnects and reconnects.
-#[test]
-fn fail_agree_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+pub fn fail_agree_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): agreement after follower reconnects");
 
@@ -159,9 +158,9 @@ fn fail_agree_3b() {
     });
 }
 
-#[test]
-fn fail_no_agree_3b() {
-    lab::run(plain(5, RELIABLE), |t| async move {
+/// The lab scenario `fail_no_agree_3b`: see LAB-SUITE.md §4.
+pub fn fail_no_agree_3b<W: World>() {
+    lab::run::<W, _, _>(plain(5, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): no agreement if too many followers disconnect");
 
@@ -201,9 +200,9 @@ fn fail_no_agree_3b() {
     });
 }
 
-#[test]
-fn concurrent_starts_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `concurrent_starts_3b`: see LAB-SUITE.md §4.
+pub fn concurrent_starts_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): concurrent Start()s");
 
@@ -263,9 +262,9 @@ fn concurrent_starts_3b() {
     });
 }
 
-#[test]
-fn rejoin_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `rejoin_3b`: see LAB-SUITE.md §4.
+pub fn rejoin_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): rejoin of partitioned leader");
 
@@ -301,9 +300,9 @@ fn rejoin_3b() {
     });
 }
 
-#[test]
-fn backup_3b() {
-    lab::run(plain(5, RELIABLE), |t| async move {
+/// The lab scenario `backup_3b`: see LAB-SUITE.md §4.
+pub fn backup_3b<W: World>() {
+    lab::run::<W, _, _>(plain(5, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): leader backs up quickly over incorrect follower logs");
 
@@ -373,9 +372,9 @@ fn backup_3b() {
     });
 }
 
-#[test]
-fn count_3b() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `count_3b`: see LAB-SUITE.md §4.
+pub fn count_3b<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3B): RPC counts aren't too high");
 

@@ -1,12 +1,12 @@
 //! Part 3A: leader election (LAB-SUITE.md §4.1).
 
-use raft_tests::lab::{self, ELECTION_TIMEOUT};
+use crate::lab::{self, ELECTION_TIMEOUT, World};
 
 use super::{RELIABLE, plain};
 
-#[test]
-fn initial_election_3a() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `initial_election_3a`: see LAB-SUITE.md §4.
+pub fn initial_election_3a<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         t.begin("Test (3A): initial election");
 
         // Is there a leader?
@@ -32,9 +32,9 @@ fn initial_election_3a() {
     });
 }
 
-#[test]
-fn re_election_3a() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `re_election_3a`: see LAB-SUITE.md §4.
+pub fn re_election_3a<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3A): election after network failure");
 
@@ -67,9 +67,9 @@ fn re_election_3a() {
     });
 }
 
-#[test]
-fn many_elections_3a() {
-    lab::run(plain(7, RELIABLE), |t| async move {
+/// The lab scenario `many_elections_3a`: see LAB-SUITE.md §4.
+pub fn many_elections_3a<W: World>() {
+    lab::run::<W, _, _>(plain(7, RELIABLE), |t| async move {
         t.begin("Test (3A): multiple elections");
 
         t.check_one_leader().await;

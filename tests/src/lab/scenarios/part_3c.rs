@@ -5,19 +5,21 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use raft_tests::lab::{self, Cluster, ELECTION_TIMEOUT, Value};
+use raft_traits::Runtime;
+
+use crate::lab::{self, Cluster, ELECTION_TIMEOUT, Value, World};
 
 use super::{RELIABLE, UNRELIABLE, plain};
 
 /// Restarts server `i` and connects it.
-async fn restart(t: &Cluster, i: usize) {
+async fn restart<Rt: Runtime>(t: &Cluster<Rt>, i: usize) {
     t.restart(i).await;
     t.connect(i);
 }
 
-#[test]
-fn persist1_3c() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `persist1_3c`: see LAB-SUITE.md §4.
+pub fn persist1_3c<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3C): basic persistence");
 
@@ -57,9 +59,9 @@ fn persist1_3c() {
     });
 }
 
-#[test]
-fn persist2_3c() {
-    lab::run(plain(5, RELIABLE), |t| async move {
+/// The lab scenario `persist2_3c`: see LAB-SUITE.md §4.
+pub fn persist2_3c<W: World>() {
+    lab::run::<W, _, _>(plain(5, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3C): more persistence");
 
@@ -101,9 +103,9 @@ fn persist2_3c() {
     });
 }
 
-#[test]
-fn persist3_3c() {
-    lab::run(plain(3, RELIABLE), |t| async move {
+/// The lab scenario `persist3_3c`: see LAB-SUITE.md §4.
+pub fn persist3_3c<W: World>() {
+    lab::run::<W, _, _>(plain(3, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3C): partitioned leader and one follower crash, leader restarts");
 
@@ -133,7 +135,7 @@ fn persist3_3c() {
 
 /// The pause after each round of Figure 8: with probability 0.1 up to half an election
 /// timeout, otherwise up to 12 ms.
-async fn figure8_pause(t: &Cluster) {
+async fn figure8_pause<Rt: Runtime>(t: &Cluster<Rt>) {
     let ms = if t.rand_below(1000) < 100 {
         let half = u64::try_from(ELECTION_TIMEOUT.as_millis() / 2).unwrap();
         t.rand_below(half)
@@ -145,9 +147,8 @@ async fn figure8_pause(t: &Cluster) {
 
 /// Figure 8 of the paper, with persistence: a new leader must not commit an entry of an
 /// old term by counting replicas.
-#[test]
-fn figure8_3c() {
-    lab::run(plain(5, RELIABLE), |t| async move {
+pub fn figure8_3c<W: World>() {
+    lab::run::<W, _, _>(plain(5, RELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3C): Figure 8");
 
@@ -190,9 +191,9 @@ fn figure8_3c() {
     });
 }
 
-#[test]
-fn unreliable_agree_3c() {
-    lab::run(plain(5, UNRELIABLE), |t| async move {
+/// The lab scenario `unreliable_agree_3c`: see LAB-SUITE.md §4.
+pub fn unreliable_agree_3c<W: World>() {
+    lab::run::<W, _, _>(plain(5, UNRELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3C): unreliable agreement");
 
@@ -219,9 +220,9 @@ fn unreliable_agree_3c() {
     });
 }
 
-#[test]
-fn figure8_unreliable_3c() {
-    lab::run(plain(5, UNRELIABLE), |t| async move {
+/// The lab scenario `figure8_unreliable_3c`: see LAB-SUITE.md §4.
+pub fn figure8_unreliable_3c<W: World>() {
+    lab::run::<W, _, _>(plain(5, UNRELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3C): Figure 8 (unreliable)");
 
@@ -273,7 +274,7 @@ fn figure8_unreliable_3c() {
 
 /// One churn client: submits random commands to every live server and records those it
 /// sees committed, until `stop`.
-async fn churn_client(t: Cluster, me: u64, stop: Arc<AtomicBool>) -> Vec<u64> {
+async fn churn_client<Rt: Runtime>(t: Cluster<Rt>, me: u64, stop: Arc<AtomicBool>) -> Vec<u64> {
     let mut values = Vec::new();
     while !stop.load(Ordering::Acquire) {
         let x = t.rand_int();
@@ -308,7 +309,7 @@ async fn churn_client(t: Cluster, me: u64, stop: Arc<AtomicBool>) -> Vec<u64> {
     values
 }
 
-async fn churn(t: Cluster) {
+async fn churn<Rt: Runtime>(t: Cluster<Rt>) {
     let n = t.n();
     let stop = Arc::new(AtomicBool::new(false));
 
@@ -378,18 +379,18 @@ async fn churn(t: Cluster) {
     }
 }
 
-#[test]
-fn reliable_churn_3c() {
-    lab::run(plain(5, RELIABLE), |t| async move {
+/// The lab scenario `reliable_churn_3c`: see LAB-SUITE.md §4.
+pub fn reliable_churn_3c<W: World>() {
+    lab::run::<W, _, _>(plain(5, RELIABLE), |t| async move {
         t.begin("Test (3C): churn");
         churn(t.clone()).await;
         t.end();
     });
 }
 
-#[test]
-fn unreliable_churn_3c() {
-    lab::run(plain(5, UNRELIABLE), |t| async move {
+/// The lab scenario `unreliable_churn_3c`: see LAB-SUITE.md §4.
+pub fn unreliable_churn_3c<W: World>() {
+    lab::run::<W, _, _>(plain(5, UNRELIABLE), |t| async move {
         t.begin("Test (3C): unreliable churn");
         churn(t.clone()).await;
         t.end();

@@ -2,7 +2,9 @@
 //! snapshot applier, which hands Raft a snapshot after each index `k` with
 //! `(k + 1) % 10 == 0`.
 
-use raft_tests::lab::{self, Cluster, MAX_LOG_SIZE, SNAPSHOT_INTERVAL};
+use raft_traits::Runtime;
+
+use crate::lab::{self, Cluster, MAX_LOG_SIZE, SNAPSHOT_INTERVAL, World};
 
 use super::{RELIABLE, UNRELIABLE, snapshots};
 
@@ -20,7 +22,7 @@ enum Victim {
 /// The lab's `snapcommon`: 30 iterations of taking a victim away, submitting 5–14
 /// commands (enough for a snapshot), catching up, checking that the log was really
 /// trimmed, and bringing the victim back.
-async fn snapcommon(t: Cluster, name: &str, victim_fate: Victim) {
+async fn snapcommon<Rt: Runtime>(t: Cluster<Rt>, name: &str, victim_fate: Victim) {
     let n = t.n();
     t.begin(name);
 
@@ -89,16 +91,16 @@ async fn snapcommon(t: Cluster, name: &str, victim_fate: Victim) {
     t.end();
 }
 
-#[test]
-fn snapshot_basic_3d() {
-    lab::run(snapshots(3, RELIABLE), |t| {
+/// The lab scenario `snapshot_basic_3d`: see LAB-SUITE.md §4.
+pub fn snapshot_basic_3d<W: World>() {
+    lab::run::<W, _, _>(snapshots(3, RELIABLE), |t| {
         snapcommon(t, "Test (3D): snapshots basic", Victim::Spared)
     });
 }
 
-#[test]
-fn snapshot_install_3d() {
-    lab::run(snapshots(3, RELIABLE), |t| {
+/// The lab scenario `snapshot_install_3d`: see LAB-SUITE.md §4.
+pub fn snapshot_install_3d<W: World>() {
+    lab::run::<W, _, _>(snapshots(3, RELIABLE), |t| {
         snapcommon(
             t,
             "Test (3D): install snapshots (disconnect)",
@@ -107,9 +109,9 @@ fn snapshot_install_3d() {
     });
 }
 
-#[test]
-fn snapshot_install_unreliable_3d() {
-    lab::run(snapshots(3, UNRELIABLE), |t| {
+/// The lab scenario `snapshot_install_unreliable_3d`: see LAB-SUITE.md §4.
+pub fn snapshot_install_unreliable_3d<W: World>() {
+    lab::run::<W, _, _>(snapshots(3, UNRELIABLE), |t| {
         snapcommon(
             t,
             "Test (3D): install snapshots (disconnect)",
@@ -118,25 +120,24 @@ fn snapshot_install_unreliable_3d() {
     });
 }
 
-#[test]
-fn snapshot_install_crash_3d() {
-    lab::run(snapshots(3, RELIABLE), |t| {
+/// The lab scenario `snapshot_install_crash_3d`: see LAB-SUITE.md §4.
+pub fn snapshot_install_crash_3d<W: World>() {
+    lab::run::<W, _, _>(snapshots(3, RELIABLE), |t| {
         snapcommon(t, "Test (3D): install snapshots (crash)", Victim::Crashed)
     });
 }
 
-#[test]
-fn snapshot_install_uncrash_3d() {
-    lab::run(snapshots(3, UNRELIABLE), |t| {
+/// The lab scenario `snapshot_install_uncrash_3d`: see LAB-SUITE.md §4.
+pub fn snapshot_install_uncrash_3d<W: World>() {
+    lab::run::<W, _, _>(snapshots(3, UNRELIABLE), |t| {
         snapcommon(t, "Test (3D): install snapshots (crash)", Victim::Crashed)
     });
 }
 
 /// Crash and restart all servers: the snapshot and the log tail must both survive.
 /// Unreliable, as in 2025.
-#[test]
-fn snapshot_all_crash_3d() {
-    lab::run(snapshots(3, UNRELIABLE), |t| async move {
+pub fn snapshot_all_crash_3d<W: World>() {
+    lab::run::<W, _, _>(snapshots(3, UNRELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3D): crash and restart all servers");
 
@@ -165,9 +166,8 @@ fn snapshot_all_crash_3d() {
 
 /// A Raft that forgets to load its snapshot at startup and then persists its state
 /// without it (or with a stale one) loses the snapshot. Unreliable, as in 2025.
-#[test]
-fn snapshot_init_3d() {
-    lab::run(snapshots(3, UNRELIABLE), |t| async move {
+pub fn snapshot_init_3d<W: World>() {
+    lab::run::<W, _, _>(snapshots(3, UNRELIABLE), |t| async move {
         let n = t.n();
         t.begin("Test (3D): snapshot initialization after crash");
 
