@@ -1,0 +1,597 @@
+//! The [`Storage`] suite: the log model, hard state, snapshots, and that everything
+//! survives a reopen.
+//!
+//! Every case starts from [`StorageFactory::create`]; cases that check durability close
+//! the store and open it again with [`StorageFactory::reopen`]. A final case runs random
+//! sequences of operations against a simple reference model, reopening at random points.
+
+use raft_traits::{
+    Bytes, Entry, HardState, LogId, LogIndex, NodeId, Payload, RecoveredState, Snapshot,
+    SnapshotMeta, Storage, StorageError, Term,
+};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+use super::{CaseError, CaseResult, Cmd, Report, ensure, ensure_eq, ok};
+
+/// Makes the stores the suite checks.
+pub trait StorageFactory {
+    /// The store under test.
+    type Store: Storage<Cmd>;
+
+    /// A store over fresh, empty backing data.
+    fn create(&mut self) -> Result<Self::Store, StorageError>;
+
+    /// Closes `store` and opens its backing data again, as a restarted server would.
+    fn reopen(&mut self, store: Self::Store) -> Result<Self::Store, StorageError>;
+}
+
+/// How many random operation sequences the model case runs.
+pub const MODEL_SEQUENCES: u64 = 40;
+
+/// Runs every case against stores from `factory`.
+pub async fn run<F: StorageFactory>(factory: &mut F) -> Report {
+    let mut report = Report::new("Storage");
+    report
+        .case(
+            "empty_store_recovers_the_default_state",
+            empty_store(factory),
+        )
+        .await;
+    report
+        .case("hard_state_round_trips", hard_state_round_trip(factory))
+        .await;
+    report
+        .case("hard_state_survives_reopen", hard_state_reopen(factory))
+        .await;
+    report
+        .case("append_then_read_ranges", append_and_read(factory))
+        .await;
+    report
+        .case("append_must_continue_the_log", append_contiguous(factory))
+        .await;
+    report
+        .case("truncate_removes_a_suffix", truncate_suffix(factory))
+        .await;
+    report
+        .case("truncate_survives_reopen", truncate_reopen(factory))
+        .await;
+    report
+        .case(
+            "reads_past_either_end_are_typed_errors",
+            out_of_range(factory),
+        )
+        .await;
+    report
+        .case(
+            "snapshot_compacts_the_prefix_and_keeps_a_matching_suffix",
+            snapshot_keeps_suffix(factory),
+        )
+        .await;
+    report
+        .case(
+            "snapshot_drops_a_conflicting_log",
+            snapshot_drops_conflict(factory),
+        )
+        .await;
+    report
+        .case(
+            "stale_snapshot_is_refused_and_changes_nothing",
+            stale_snapshot(factory),
+        )
+        .await;
+    report
+        .case(
+            "snapshot_and_compaction_survive_reopen",
+            snapshot_reopen(factory),
+        )
+        .await;
+    report
+        .case(
+            "append_continues_after_the_snapshot",
+            append_after_snapshot(factory),
+        )
+        .await;
+    report
+        .case(
+            "operation_sequences_match_the_reference_model",
+            model_sequences(factory),
+        )
+        .await;
+    report
+}
+
+fn entry(index: u64, term: u64) -> Entry<Cmd> {
+    Entry {
+        term: Term(term),
+        index: LogIndex(index),
+        payload: Payload::Command(format!("entry {index} of term {term}").into_bytes()),
+    }
+}
+
+fn entries(from: u64, terms: &[u64]) -> Vec<Entry<Cmd>> {
+    terms
+        .iter()
+        .enumerate()
+        .map(|(offset, &term)| entry(from + offset as u64, term))
+        .collect()
+}
+
+fn snapshot(index: u64, term: u64) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_included: LogId::new(Term(term), LogIndex(index)),
+        },
+        data: Bytes::from(format!("state up to {index}").into_bytes()),
+    }
+}
+
+fn indices(entries: &[Entry<Cmd>]) -> Vec<u64> {
+    entries.iter().map(|e| e.index.0).collect()
+}
+
+fn fresh<F: StorageFactory>(factory: &mut F) -> Result<F::Store, CaseError> {
+    factory
+        .create()
+        .map_err(|e| CaseError::Failed(format!("create failed: {e}")))
+}
+
+fn reopen<F: StorageFactory>(factory: &mut F, store: F::Store) -> Result<F::Store, CaseError> {
+    factory
+        .reopen(store)
+        .map_err(|e| CaseError::Failed(format!("reopen failed: {e}")))
+}
+
+/// A store holding entries 1..=`count`, all of term 1.
+async fn filled<F: StorageFactory>(factory: &mut F, count: u64) -> Result<F::Store, CaseError> {
+    let mut store = fresh(factory)?;
+    let terms = vec![1; count as usize];
+    ok!(store.append(&entries(1, &terms)).await, "append");
+    Ok(store)
+}
+
+async fn empty_store<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = fresh(factory)?;
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(state, RecoveredState::default(), "state of a new store");
+    ensure_eq!(
+        ok!(store.snapshot().await, "snapshot"),
+        None,
+        "snapshot of a new store"
+    );
+    Ok(())
+}
+
+async fn hard_state_round_trip<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = fresh(factory)?;
+    for hard_state in [
+        HardState {
+            term: Term(1),
+            voted_for: Some(NodeId(2)),
+        },
+        HardState {
+            term: Term(1),
+            voted_for: Some(NodeId(2)),
+        },
+        HardState {
+            term: Term(4),
+            voted_for: None,
+        },
+    ] {
+        ok!(store.save_hard_state(hard_state).await, "save_hard_state");
+        let state = ok!(store.recover().await, "recover");
+        ensure_eq!(state.hard_state, hard_state, "hard state just saved");
+    }
+    Ok(())
+}
+
+async fn hard_state_reopen<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = fresh(factory)?;
+    let voted = HardState {
+        term: Term(7),
+        voted_for: Some(NodeId(3)),
+    };
+    ok!(store.save_hard_state(voted).await, "save_hard_state");
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover after reopen");
+    ensure_eq!(state.hard_state, voted, "term and vote after reopen");
+    Ok(())
+}
+
+async fn append_and_read<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = fresh(factory)?;
+    ok!(store.append(&[]).await, "appending nothing");
+    ok!(store.append(&entries(1, &[1, 1, 2])).await, "append 1..=3");
+    ok!(store.append(&entries(4, &[2, 3])).await, "append 4..=5");
+    let all = ok!(
+        store.entries(LogIndex(1), LogIndex(6)).await,
+        "entries(1, 6)"
+    );
+    ensure_eq!(all, entries(1, &[1, 1, 2, 2, 3]), "entries 1..6");
+    let middle = ok!(
+        store.entries(LogIndex(2), LogIndex(4)).await,
+        "entries(2, 4)"
+    );
+    ensure_eq!(indices(&middle), vec![2, 3], "entries 2..4");
+    let empty = ok!(
+        store.entries(LogIndex(3), LogIndex(3)).await,
+        "entries(3, 3)"
+    );
+    ensure!(
+        empty.is_empty(),
+        "an empty range reads nothing, got {empty:?}"
+    );
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(state.entries, all, "recovered entries");
+    Ok(())
+}
+
+async fn append_contiguous<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 3).await?;
+    for (bad, why) in [
+        (vec![entry(5, 1)], "a gap after the last entry"),
+        (vec![entry(3, 1)], "an index already held"),
+        (vec![entry(4, 1), entry(6, 1)], "a gap inside the batch"),
+    ] {
+        let result = store.append(&bad).await;
+        ensure!(
+            matches!(result, Err(StorageError::NotContiguous { .. })),
+            "{why}: expected NotContiguous, got {result:?}"
+        );
+    }
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(
+        indices(&state.entries),
+        vec![1, 2, 3],
+        "log after refused appends"
+    );
+    Ok(())
+}
+
+async fn truncate_suffix<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 5).await?;
+    ok!(
+        store.truncate_from(LogIndex(9)).await,
+        "truncating past the end"
+    );
+    ok!(store.truncate_from(LogIndex(4)).await, "truncate_from(4)");
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(
+        indices(&state.entries),
+        vec![1, 2, 3],
+        "log after truncate_from(4)"
+    );
+    ok!(
+        store.append(&entries(4, &[2])).await,
+        "append at 4 after the truncation"
+    );
+    let read = ok!(
+        store.entries(LogIndex(3), LogIndex(5)).await,
+        "entries(3, 5)"
+    );
+    ensure_eq!(
+        read,
+        vec![entry(3, 1), entry(4, 2)],
+        "entries around the truncation"
+    );
+    Ok(())
+}
+
+async fn truncate_reopen<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 6).await?;
+    ok!(store.truncate_from(LogIndex(3)).await, "truncate_from(3)");
+    ok!(
+        store.append(&entries(3, &[5])).await,
+        "append a replacement"
+    );
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover after reopen");
+    ensure_eq!(
+        state.entries,
+        vec![entry(1, 1), entry(2, 1), entry(3, 5)],
+        "the truncated suffix stays gone after reopen"
+    );
+    Ok(())
+}
+
+async fn out_of_range<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 5).await?;
+    let past = store.entries(LogIndex(4), LogIndex(8)).await;
+    ensure!(
+        matches!(past, Err(StorageError::Unavailable { .. })),
+        "reading past the end: expected Unavailable, got {past:?}"
+    );
+    ok!(
+        store.save_snapshot(snapshot(3, 1)).await,
+        "save_snapshot(3)"
+    );
+    let inside = store.entries(LogIndex(2), LogIndex(5)).await;
+    ensure!(
+        matches!(inside, Err(StorageError::Compacted { .. })),
+        "reading inside the compacted prefix: expected Compacted, got {inside:?}"
+    );
+    let truncate = store.truncate_from(LogIndex(3)).await;
+    ensure!(
+        matches!(truncate, Err(StorageError::Compacted { .. })),
+        "truncating inside the compacted prefix: expected Compacted, got {truncate:?}"
+    );
+    let after = ok!(
+        store.entries(LogIndex(4), LogIndex(6)).await,
+        "entries(4, 6)"
+    );
+    ensure_eq!(indices(&after), vec![4, 5], "entries after the snapshot");
+    Ok(())
+}
+
+async fn snapshot_keeps_suffix<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 6).await?;
+    ok!(
+        store.save_snapshot(snapshot(4, 1)).await,
+        "save_snapshot(4)"
+    );
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(
+        state.snapshot,
+        Some(snapshot(4, 1).meta),
+        "snapshot metadata"
+    );
+    ensure_eq!(
+        indices(&state.entries),
+        vec![5, 6],
+        "entries after a matching snapshot"
+    );
+    ensure_eq!(
+        ok!(store.snapshot().await, "snapshot"),
+        Some(snapshot(4, 1)),
+        "stored snapshot"
+    );
+    Ok(())
+}
+
+async fn snapshot_drops_conflict<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 6).await?;
+    ok!(
+        store.save_snapshot(snapshot(4, 2)).await,
+        "save_snapshot(4, term 2)"
+    );
+    let state = ok!(store.recover().await, "recover");
+    ensure!(
+        state.entries.is_empty(),
+        "a log holding index 4 with another term conflicts with the snapshot and must go, got {:?}",
+        indices(&state.entries)
+    );
+    let mut store = filled(factory, 2).await?;
+    ok!(
+        store.save_snapshot(snapshot(9, 3)).await,
+        "save_snapshot past the end"
+    );
+    let state = ok!(store.recover().await, "recover");
+    ensure!(
+        state.entries.is_empty(),
+        "a shorter log is replaced by the snapshot"
+    );
+    ok!(
+        store.append(&entries(10, &[3])).await,
+        "append right after the snapshot"
+    );
+    Ok(())
+}
+
+async fn stale_snapshot<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 8).await?;
+    ok!(
+        store.save_snapshot(snapshot(5, 1)).await,
+        "save_snapshot(5)"
+    );
+    for older in [snapshot(5, 1), snapshot(3, 1)] {
+        let result = store.save_snapshot(older.clone()).await;
+        ensure!(
+            matches!(result, Err(StorageError::StaleSnapshot { .. })),
+            "a snapshot at {} after one at 5: expected StaleSnapshot, got {result:?}",
+            older.meta.last_included
+        );
+    }
+    ensure_eq!(
+        ok!(store.snapshot().await, "snapshot"),
+        Some(snapshot(5, 1)),
+        "snapshot kept"
+    );
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(indices(&state.entries), vec![6, 7, 8], "log kept");
+    Ok(())
+}
+
+async fn snapshot_reopen<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 7).await?;
+    ok!(
+        store
+            .save_hard_state(HardState {
+                term: Term(2),
+                voted_for: Some(NodeId(1))
+            })
+            .await,
+        "save_hard_state"
+    );
+    ok!(
+        store.save_snapshot(snapshot(5, 1)).await,
+        "save_snapshot(5)"
+    );
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover after reopen");
+    ensure_eq!(
+        state.snapshot,
+        Some(snapshot(5, 1).meta),
+        "snapshot metadata after reopen"
+    );
+    ensure_eq!(
+        indices(&state.entries),
+        vec![6, 7],
+        "compacted log after reopen"
+    );
+    ensure_eq!(
+        state.hard_state,
+        HardState {
+            term: Term(2),
+            voted_for: Some(NodeId(1))
+        },
+        "hard state after reopen"
+    );
+    ensure_eq!(
+        ok!(store.snapshot().await, "snapshot"),
+        Some(snapshot(5, 1)),
+        "snapshot data after reopen"
+    );
+    Ok(())
+}
+
+async fn append_after_snapshot<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = fresh(factory)?;
+    ok!(
+        store.save_snapshot(snapshot(10, 2)).await,
+        "save_snapshot(10) on an empty store"
+    );
+    let early = store.append(&entries(5, &[2])).await;
+    ensure!(
+        matches!(early, Err(StorageError::NotContiguous { .. })),
+        "appending inside the snapshot: expected NotContiguous, got {early:?}"
+    );
+    ok!(store.append(&entries(11, &[2, 3])).await, "append 11..=12");
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover after reopen");
+    ensure_eq!(
+        indices(&state.entries),
+        vec![11, 12],
+        "entries after the snapshot"
+    );
+    Ok(())
+}
+
+/// The reference model: what a store must hold after a sequence of operations.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Model {
+    hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    entries: Vec<Entry<Cmd>>,
+}
+
+impl Model {
+    fn last_included(&self) -> LogId {
+        self.snapshot
+            .as_ref()
+            .map(|s| s.meta.last_included)
+            .unwrap_or_default()
+    }
+
+    fn last_index(&self) -> LogIndex {
+        self.entries
+            .last()
+            .map_or(self.last_included().index, |e| e.index)
+    }
+
+    fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.entries
+            .iter()
+            .find(|e| e.index == index)
+            .map(|e| e.term)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    HardState(HardState),
+    Append(Vec<Entry<Cmd>>),
+    Truncate(LogIndex),
+    Snapshot(Snapshot),
+    Reopen,
+}
+
+fn next_op(rng: &mut StdRng, model: &Model, term: &mut u64) -> Op {
+    let first = model.last_included().index.next();
+    let last = model.last_index();
+    match rng.random_range(0..100) {
+        0..=44 => {
+            let count = rng.random_range(1..6u64);
+            Op::Append((1..=count).map(|k| entry(last.0 + k, *term)).collect())
+        }
+        45..=59 => {
+            *term += 1;
+            Op::HardState(HardState {
+                term: Term(*term),
+                voted_for: rng.random_bool(0.5).then(|| NodeId(rng.random_range(1..4))),
+            })
+        }
+        60..=74 if last >= first => {
+            *term += 1;
+            Op::Truncate(LogIndex(rng.random_range(first.0..=last.0)))
+        }
+        75..=89 if last >= first => {
+            let index = LogIndex(rng.random_range(first.0..=last.0 + 2));
+            // Usually the term the log holds there; sometimes another, a conflict.
+            let term = match model.term_at(index) {
+                Some(held) if rng.random_bool(0.8) => held.0,
+                _ => *term,
+            };
+            Op::Snapshot(snapshot(index.0, term))
+        }
+        _ => Op::Reopen,
+    }
+}
+
+fn apply_to_model(model: &mut Model, op: &Op) {
+    match op {
+        Op::HardState(hard_state) => model.hard_state = *hard_state,
+        Op::Append(entries) => model.entries.extend(entries.iter().cloned()),
+        Op::Truncate(index) => model.entries.retain(|e| e.index < *index),
+        Op::Snapshot(snapshot) => {
+            let covered = snapshot.meta.last_included;
+            if model.term_at(covered.index) == Some(covered.term) {
+                model.entries.retain(|e| e.index > covered.index);
+            } else {
+                model.entries.clear();
+            }
+            model.snapshot = Some(snapshot.clone());
+        }
+        Op::Reopen => {}
+    }
+}
+
+async fn model_sequences<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    for seed in 0..MODEL_SEQUENCES {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut store = fresh(factory)?;
+        let mut model = Model::default();
+        let mut term = 1;
+        let mut history = Vec::new();
+        for _ in 0..60 {
+            let op = next_op(&mut rng, &model, &mut term);
+            history.push(op.clone());
+            let context = || format!("sequence {seed}, after {history:?}");
+            match &op {
+                Op::HardState(hard_state) => {
+                    ok!(store.save_hard_state(*hard_state).await, context())
+                }
+                Op::Append(entries) => ok!(store.append(entries).await, context()),
+                Op::Truncate(index) => ok!(store.truncate_from(*index).await, context()),
+                Op::Snapshot(snapshot) => {
+                    ok!(store.save_snapshot(snapshot.clone()).await, context())
+                }
+                Op::Reopen => store = reopen(factory, store)?,
+            }
+            apply_to_model(&mut model, &op);
+            let state = ok!(store.recover().await, context());
+            let expected = RecoveredState {
+                hard_state: model.hard_state,
+                snapshot: model.snapshot.as_ref().map(|s| s.meta),
+                entries: model.entries.clone(),
+            };
+            ensure_eq!(state, expected, context());
+        }
+        let stored = ok!(store.snapshot().await, "snapshot at the end");
+        ensure_eq!(
+            stored,
+            model.snapshot,
+            format!("sequence {seed}: stored snapshot")
+        );
+    }
+    Ok(())
+}
