@@ -44,6 +44,12 @@ pub trait TransportFactory: Send {
     /// How long a call to an unreachable or stopped peer may take to fail.
     fn failure_deadline(&self) -> Duration;
 
+    /// How long a call to a live server may take before the suite calls it lost
+    /// (default 20 s).
+    fn reply_deadline(&self) -> Duration {
+        Duration::from_secs(20)
+    }
+
     /// The size of the large request (default 4 MiB).
     fn large_payload_bytes(&self) -> usize {
         4 << 20
@@ -138,8 +144,6 @@ fn append_of(entries: Vec<Entry<Cmd>>) -> Request<Cmd> {
 
 const SERVER: NodeId = NodeId(2);
 const CLIENT: NodeId = NodeId(1);
-/// How long any single call to a live server may take before the suite calls it a hang.
-const REPLY_DEADLINE: Duration = Duration::from_secs(20);
 
 async fn call<F: TransportFactory>(
     factory: &F,
@@ -148,11 +152,12 @@ async fn call<F: TransportFactory>(
     request: Request<Cmd>,
 ) -> Result<Response, CaseError> {
     let kind = request.kind();
-    match timeout(&factory.runtime(), REPLY_DEADLINE, client.send(to, request)).await {
+    let deadline = factory.reply_deadline();
+    match timeout(&factory.runtime(), deadline, client.send(to, request)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(error)) => Err(CaseError::Failed(format!("{kind} to {to} failed: {error}"))),
         Err(_) => Err(CaseError::Failed(format!(
-            "{kind} to {to}: no reply within {REPLY_DEADLINE:?} (dropped silently?)"
+            "{kind} to {to}: no reply within {deadline:?} (dropped silently?)"
         ))),
     }
 }
@@ -180,11 +185,12 @@ async fn concurrent<F: TransportFactory>(factory: &mut F) -> CaseResult {
     factory.serve(SERVER, oracle()).await;
     let client = factory.client(CLIENT).await;
     let runtime = factory.runtime();
+    let deadline = factory.reply_deadline();
     let calls = (1..=64u64).map(|term| {
         let client = &client;
         let runtime = &runtime;
         async move {
-            let reply = timeout(runtime, REPLY_DEADLINE, client.send(SERVER, vote(term))).await;
+            let reply = timeout(runtime, deadline, client.send(SERVER, vote(term))).await;
             (term, reply)
         }
     });
