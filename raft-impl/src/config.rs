@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::testing::PlantedBug;
+
 /// How a node times its elections and heartbeats and how much it sends at once.
 ///
 /// [`Config::default`] suits a cluster on a local network. [`Config::lab`] matches the
@@ -44,6 +46,10 @@ pub struct Config {
     /// Seeds the node's random election timeouts. `None` takes a seed from the runtime.
     /// Either way the node id is mixed in, so one seed serves a whole cluster.
     pub seed: Option<u64>,
+    /// Test-only: a known protocol bug to switch on, so that a test can show its checks
+    /// catch it. Exists only with the `planted-bugs` feature.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Default for Config {
@@ -57,6 +63,8 @@ impl Default for Config {
             install_snapshot_timeout: Duration::from_secs(10),
             leader_noop: true,
             seed: None,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 }
@@ -74,6 +82,8 @@ impl Config {
             install_snapshot_timeout: Duration::from_millis(400),
             leader_noop: false,
             seed: None,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 
@@ -104,6 +114,20 @@ impl Config {
             return Err(ConfigError::Zero("install_snapshot_timeout"));
         }
         Ok(())
+    }
+
+    /// Whether the test-only `bug` is switched on; always `false` without the
+    /// `planted-bugs` feature.
+    #[allow(unused_variables)]
+    pub(crate) fn planted(&self, bug: PlantedBug) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.planted_bug == Some(bug)
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
     }
 
     /// The snapshot timeout counted in heartbeats, at least one.

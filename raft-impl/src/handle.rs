@@ -49,6 +49,8 @@ pub struct Status {
     pub snapshot: LogId,
     /// The highest index it knows to be committed.
     pub commit_index: LogIndex,
+    /// The highest index handed to its state machine: applied, or queued to be.
+    pub last_queued: LogIndex,
     /// The highest index its state machine has applied.
     pub last_applied: LogIndex,
     /// The number of entries in its in-memory log.
@@ -96,6 +98,7 @@ impl Shared {
         status.last_log = node.log().last_log_id();
         status.snapshot = node.log().last_included();
         status.commit_index = node.commit_index();
+        status.last_queued = node.last_applied();
         status.log_entries = node.log().len();
     }
 }
@@ -176,6 +179,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
                 last_log: LogId::default(),
                 snapshot: LogId::default(),
                 commit_index: LogIndex::ZERO,
+                last_queued: LogIndex::ZERO,
                 last_applied: LogIndex::ZERO,
                 log_entries: 0,
                 stopped: false,

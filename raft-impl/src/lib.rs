@@ -33,6 +33,7 @@ pub mod core;
 mod driver;
 mod error;
 mod handle;
+pub mod testing;
 
 pub use config::{Config, ConfigError};
 pub use error::{ProposeError, SnapshotError, StartError};

@@ -107,6 +107,8 @@ struct NetState<C> {
     reliable: bool,
     long_reordering: bool,
     long_delays: bool,
+    /// Chance, per thousand, that a delivered request is handled twice.
+    duplicate_per_mille: u32,
     /// Source of generation numbers for servers and for sets of ends, never reused.
     next_generation: u64,
     servers: BTreeMap<NodeId, Server<C>>,
@@ -190,6 +192,7 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
                 reliable: true,
                 long_reordering: false,
                 long_delays: false,
+                duplicate_per_mille: 0,
                 next_generation: 0,
                 servers: BTreeMap::new(),
                 ends: BTreeMap::new(),
@@ -224,6 +227,13 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
     /// 0–6999 ms instead of 0–99 ms. Off by default; the lab's Raft tests turn it on.
     pub fn set_long_delays(&self, long_delays: bool) {
         self.lock().long_delays = long_delays;
+    }
+
+    /// Delivers each request a second time with probability `per_mille / 1000` (the
+    /// second handling's reply is discarded), as a network that retransmits might. Not
+    /// part of the lab's model; off by default. Raft's handlers must be idempotent.
+    pub fn set_duplication(&self, per_mille: u32) {
+        self.lock().duplicate_per_mille = per_mille.min(1000);
     }
 
     /// Registers `handler` as server `id`, replacing any previous registration: calls in
@@ -346,11 +356,24 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
             }
         }
 
-        *self.lock().rpc_counts.entry(end.to).or_insert(0) += 1;
+        let duplicate = {
+            let mut state = self.lock();
+            *state.rpc_counts.entry(end.to).or_insert(0) += 1;
+            let per_mille = state.duplicate_per_mille;
+            per_mille > 0 && state.rng.random_range(0..1000) < per_mille
+        };
         let request: Request<C> = self
             .codec
             .decode(&request_bytes)
             .map_err(|e| failed(&format!("the server cannot decode the request: {e}")))?;
+        if duplicate {
+            *self.lock().rpc_counts.entry(end.to).or_insert(0) += 1;
+            let copy = request.clone();
+            let handler = Arc::clone(&handler);
+            let _detached = self.runtime.spawn(async move {
+                let _ = handler.handle(copy).await;
+            });
+        }
 
         // The handler runs as a task of its own, like labrpc's goroutine: once dispatched
         // it completes even if the caller stops waiting for it.

@@ -8,6 +8,7 @@ use raft_traits::{
 };
 
 use super::RpcKind;
+use crate::testing::PlantedBug;
 use super::effects::{Effects, Persist, SendTag, Timer};
 use super::node::{Node, Shared};
 use super::progress::{Progress, ReplicationMode};
@@ -234,9 +235,9 @@ impl<C: Command> Node<Leader, C> {
         let Some(&majority_index) = matched.get(self.shared.quorum() - 1) else {
             return;
         };
-        if majority_index > self.shared.commit_index
-            && self.shared.log.term_at(majority_index) == Some(self.shared.term())
-        {
+        let of_this_term = self.shared.log.term_at(majority_index) == Some(self.shared.term());
+        let bug = self.shared.config.planted(PlantedBug::CommitEarlierTermByCounting);
+        if majority_index > self.shared.commit_index && (of_this_term || bug) {
             self.shared.commit_to(majority_index, out);
             self.replicate(out);
         }

@@ -15,6 +15,7 @@ use super::effects::{Apply, Effects, Persist, RequestId, SendTag, Timer};
 use super::log::{LogError, RaftLog};
 use super::{Candidate, Follower, Leader};
 use crate::config::{Config, ConfigError};
+use crate::testing::PlantedBug;
 
 mod sealed {
     pub trait Sealed {}
@@ -296,8 +297,12 @@ impl<R: Role, C: Command> Node<R, C> {
                 .voted_for
                 .is_none_or(|v| v == request.candidate)
             && request.last_log >= shared.log.last_log_id();
-        if granted {
+        if granted && shared.config.planted(PlantedBug::ForgetVoteOnRestart) {
+            shared.hard_state.voted_for = Some(request.candidate);
+        } else if granted {
             shared.set_hard_state(term, Some(request.candidate), out);
+        }
+        if granted {
             // Only a granted vote resets the timer: a server that keeps postponing its own
             // election for every candidate it turns down can keep the most up-to-date
             // server from ever winning.
