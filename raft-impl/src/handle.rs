@@ -13,7 +13,7 @@ use raft_traits::{
 };
 
 use crate::config::Config;
-use crate::core::{AnyNode, Effects, Node, RoleKind};
+use crate::core::{AnyNode, Effects, Node, ReplicationMode, RoleKind};
 use crate::driver::{Driver, Event, run_apply};
 use crate::error::{ProposeError, SnapshotError, StartError};
 
@@ -55,10 +55,25 @@ pub struct Status {
     pub last_applied: LogIndex,
     /// The number of entries in its in-memory log.
     pub log_entries: usize,
+    /// If it is the leader: what it knows of each follower's log.
+    pub followers: BTreeMap<NodeId, FollowerProgress>,
     /// Whether it has stopped.
     pub stopped: bool,
     /// Why it stopped, if it stopped on its own after a fatal error.
     pub fatal: Option<String>,
+}
+
+/// A leader's view of one follower, as reported in [`Status::followers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The highest index known to match the leader's log.
+    pub match_index: LogIndex,
+    /// The next index the leader will send.
+    pub next_index: LogIndex,
+    /// How the leader replicates to it.
+    pub mode: ReplicationMode,
+    /// AppendEntries with entries awaiting an answer.
+    pub inflight: usize,
 }
 
 /// What the handle and the node's tasks share.
@@ -100,6 +115,25 @@ impl Shared {
         status.commit_index = node.commit_index();
         status.last_queued = node.last_applied();
         status.log_entries = node.log().len();
+        status.followers = match node {
+            AnyNode::Leader(leader) => leader
+                .peers()
+                .iter()
+                .filter_map(|&peer| {
+                    let progress = leader.role().progress(peer)?;
+                    Some((
+                        peer,
+                        FollowerProgress {
+                            match_index: progress.match_index(),
+                            next_index: progress.next_index(),
+                            mode: progress.mode(),
+                            inflight: progress.inflight(),
+                        },
+                    ))
+                })
+                .collect(),
+            _ => BTreeMap::new(),
+        };
     }
 }
 
@@ -182,6 +216,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
                 last_queued: LogIndex::ZERO,
                 last_applied: LogIndex::ZERO,
                 log_entries: 0,
+                followers: BTreeMap::new(),
                 stopped: false,
                 fatal: None,
             }),

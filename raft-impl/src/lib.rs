@@ -37,4 +37,4 @@ pub mod testing;
 
 pub use config::{Config, ConfigError};
 pub use error::{ProposeError, SnapshotError, StartError};
-pub use handle::{Parts, Raft, Status};
+pub use handle::{FollowerProgress, Parts, Raft, Status};

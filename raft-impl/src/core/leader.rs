@@ -8,10 +8,10 @@ use raft_traits::{
 };
 
 use super::RpcKind;
-use crate::testing::PlantedBug;
 use super::effects::{Effects, Persist, SendTag, Timer};
 use super::node::{Node, Shared};
 use super::progress::{Progress, ReplicationMode};
+use crate::testing::PlantedBug;
 
 /// The leader role's own state.
 #[derive(Clone, Debug)]
@@ -128,7 +128,7 @@ impl<C: Command> Node<Leader, C> {
         let Some(progress) = self.role.progress.get_mut(&from) else {
             return;
         };
-        progress.inflight.remove(&tag.seq);
+        let carried_up_to = progress.inflight.remove(&tag.seq);
         match outcome {
             AppendOutcome::StaleTerm => {}
             AppendOutcome::Success { match_index } => {
@@ -151,6 +151,18 @@ impl<C: Command> Node<Leader, C> {
                     ReplicationMode::Snapshot { .. } => false,
                 };
                 if !fresh {
+                    // Stale as a hint, but not as news: when requests overtake each other
+                    // on the network, a pipelined request can be refused (its predecessor
+                    // had not arrived yet) and still be answered after that predecessor's
+                    // success. Its entries are missing all the same; resend from the
+                    // confirmed point, or the follower stalls behind an optimistic
+                    // next_index.
+                    let missing = carried_up_to.is_some_and(|last| last > progress.match_index);
+                    if missing && progress.mode == ReplicationMode::Replicate {
+                        progress.next_index = progress.match_index.next();
+                        progress.enter(ReplicationMode::Probe);
+                        send_entries(&mut self.shared, from, progress, ticks, out);
+                    }
                     return;
                 }
                 // Fast back-off (the lab's XTerm/XIndex/XLen): skip the follower's whole
@@ -207,7 +219,7 @@ impl<C: Command> Node<Leader, C> {
         let Some(progress) = self.role.progress.get_mut(&to) else {
             return;
         };
-        let tracked = progress.inflight.remove(&tag.seq);
+        let tracked = progress.inflight.remove(&tag.seq).is_some();
         match (rpc, progress.mode) {
             // Entries may be missing on the follower now; fall back to probing from what
             // it confirmed, at the next heartbeat (an unreachable peer must not make the
@@ -236,7 +248,10 @@ impl<C: Command> Node<Leader, C> {
             return;
         };
         let of_this_term = self.shared.log.term_at(majority_index) == Some(self.shared.term());
-        let bug = self.shared.config.planted(PlantedBug::CommitEarlierTermByCounting);
+        let bug = self
+            .shared
+            .config
+            .planted(PlantedBug::CommitEarlierTermByCounting);
         if majority_index > self.shared.commit_index && (of_this_term || bug) {
             self.shared.commit_to(majority_index, out);
             self.replicate(out);
@@ -279,7 +294,7 @@ fn send_entries<C: Command>(
     progress.commit_sent = shared.commit_index;
     let tag = shared.send(peer, Request::Append(request), out);
     if count > 0 {
-        progress.inflight.insert(tag.seq);
+        progress.inflight.insert(tag.seq, prev_index.plus(count));
         if progress.mode == ReplicationMode::Replicate {
             progress.next_index = prev_index.plus(count + 1);
         }

@@ -1,6 +1,6 @@
 //! What a leader knows about one follower's log, and how it replicates to it.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use raft_traits::LogIndex;
 
@@ -34,9 +34,9 @@ pub struct Progress {
     pub(super) next_index: LogIndex,
     pub(super) match_index: LogIndex,
     pub(super) mode: ReplicationMode,
-    /// Sequence numbers of AppendEntries with entries sent in the current mode and not
-    /// yet answered.
-    pub(super) inflight: BTreeSet<u64>,
+    /// AppendEntries with entries sent in the current mode and not yet answered: their
+    /// sequence numbers, and the last index each carried.
+    pub(super) inflight: BTreeMap<u64, LogIndex>,
     /// The commit index carried by the last AppendEntries sent to the follower.
     pub(super) commit_sent: LogIndex,
 }
@@ -47,7 +47,7 @@ impl Progress {
             next_index,
             match_index: LogIndex::ZERO,
             mode: ReplicationMode::Probe,
-            inflight: BTreeSet::new(),
+            inflight: BTreeMap::new(),
             commit_sent: LogIndex::ZERO,
         }
     }

@@ -1196,3 +1196,51 @@ fn idle_followers_hear_of_a_new_commit_index_at_once() {
     assert_eq!(to3.len(), 1);
     assert_eq!(to3[0].1.leader_commit, i(1));
 }
+
+#[test]
+fn a_pipelined_request_refused_before_its_predecessor_arrived_is_resent() {
+    // Found by the simulator (seed 35): A2 overtakes A1 on the network, is refused, and
+    // the refusal is processed after A1's success. Ignoring it as stale left the
+    // follower behind an optimistic next_index forever.
+    let mut leader = settled_leader(Boot::new(1, 3).config(|c| {
+        c.max_inflight_appends = 4;
+        c.max_append_entries = 2;
+    }));
+    let mut out = Effects::new();
+    for cmd in 0..4 {
+        leader.propose(cmd, &mut out).expect("leader");
+    }
+    let effects = out.take();
+    let to2 = appends_to(&effects, 2);
+    let (a1, a2) = (to2[0].clone(), to2[1].clone());
+    assert_eq!(a2.1.prev_log.index, i(1), "A1 carries entry 1, A2 entry 2");
+
+    let (leader, _) = step(leader, reply_to(2, a1.0, success(1, 1)));
+    let refused = Response::Append(AppendReply {
+        term: t(1),
+        outcome: AppendOutcome::Conflict {
+            prev_log_index: i(1),
+            hint: ConflictHint {
+                conflict_term: None,
+                first_index: i(1),
+                last_log_index: i(0),
+            },
+        },
+    });
+    let (leader, effects) = step(leader, reply_to(2, a2.0, refused));
+    let resent = appends_to(&effects, 2);
+    assert_eq!(resent.len(), 1, "the refused entries go out again at once");
+    assert_eq!(resent[0].1.prev_log, id(1, 1));
+    assert_eq!(indices_of(&resent[0].1.entries), [2, 3]);
+    let AnyNode::Leader(l) = &leader else {
+        panic!()
+    };
+    assert_eq!(
+        l.role().progress(n(2)).expect("peer").mode(),
+        ReplicationMode::Probe
+    );
+}
+
+fn indices_of(entries: &[Entry<Cmd>]) -> Vec<u64> {
+    entries.iter().map(|e| e.index.0).collect()
+}
