@@ -1,5 +1,7 @@
 //! The in-memory backends pass the conformance suites of `raft-tests`.
 
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // test code: it prints reports and panics to fail
+
 use std::sync::Arc;
 use std::time::Duration;
 

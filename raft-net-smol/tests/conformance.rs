@@ -1,6 +1,6 @@
 //! The TCP transport and the smol runtime pass the conformance suites of `raft-tests`.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is how it fails
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // test code: it prints reports and panics to fail
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

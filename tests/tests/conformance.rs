@@ -2,6 +2,8 @@
 //! each must be reported, by the case that catches it. The simulator's runtime, which
 //! lives in this crate, also runs its suite here.
 
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // test code: it prints reports and panics to fail
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,7 +27,10 @@ use raft_traits::{
 fn assert_reported(report: &Report, cases: &[&str]) {
     println!("{report}");
     for case in cases {
-        assert!(report.failed(case), "the suite did not report `{case}`:\n{report}");
+        assert!(
+            report.failed(case),
+            "the suite did not report `{case}`:\n{report}"
+        );
     }
 }
 
@@ -48,7 +53,11 @@ impl Storage<Cmd> for ForgetsTruncation {
     async fn truncate_from(&mut self, _index: LogIndex) -> Result<(), StorageError> {
         Ok(())
     }
-    async fn entries(&mut self, from: LogIndex, to: LogIndex) -> Result<Vec<Entry<Cmd>>, StorageError> {
+    async fn entries(
+        &mut self,
+        from: LogIndex,
+        to: LogIndex,
+    ) -> Result<Vec<Entry<Cmd>>, StorageError> {
         self.0.entries(from, to).await
     }
     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
@@ -106,7 +115,13 @@ impl StorageFactory for LosesVoteFactory {
 #[test]
 fn storage_suite_reports_a_store_that_loses_the_vote_on_reopen() {
     let report = block_on(conformance::storage::run(&mut LosesVoteFactory));
-    assert_reported(&report, &["hard_state_survives_reopen", "snapshot_and_compaction_survive_reopen"]);
+    assert_reported(
+        &report,
+        &[
+            "hard_state_survives_reopen",
+            "snapshot_and_compaction_survive_reopen",
+        ],
+    );
 }
 
 // ---- StateMachine ---------------------------------------------------------------------
@@ -146,7 +161,10 @@ impl StateMachineFactory for GoesBackFactory {
                 if i % 3 == 2 {
                     KvCommand::Get { key }
                 } else {
-                    KvCommand::Put { key, value: format!("{seed}.{i}") }
+                    KvCommand::Put {
+                        key,
+                        value: format!("{seed}.{i}"),
+                    }
                 }
             })
             .collect()
@@ -233,7 +251,10 @@ fn transport_suite_reports_a_transport_that_drops_replies_silently() {
     runtime.stop();
     assert_reported(
         &report,
-        &["request_gets_its_reply", "concurrent_requests_get_their_own_replies"],
+        &[
+            "request_gets_its_reply",
+            "concurrent_requests_get_their_own_replies",
+        ],
     );
 }
 
@@ -277,7 +298,10 @@ fn runtime_suite_reports_sleeps_that_end_early() {
     let mut factory = ImpatientFactory(Impatient(smol.clone()));
     let report = smol.block_on(conformance::runtime::run(&mut factory));
     smol.stop();
-    assert_reported(&report, &["sleeps_end_in_deadline_order", "sleep_never_ends_early"]);
+    assert_reported(
+        &report,
+        &["sleeps_end_in_deadline_order", "sleep_never_ends_early"],
+    );
 }
 
 struct Simulated(SimRuntime);
@@ -301,7 +325,10 @@ fn the_simulated_runtime_passes_the_runtime_suite() {
     println!("{report}");
     report.assert_passed();
     assert!(
-        report.cases.iter().all(|(_, outcome)| *outcome == conformance::Outcome::Passed),
+        report
+            .cases
+            .iter()
+            .all(|(_, outcome)| *outcome == conformance::Outcome::Passed),
         "the simulator has a seeded mode, so nothing is skipped:\n{report}"
     );
 }

@@ -1,13 +1,23 @@
-//! Deterministic simulation: the 28 lab scenarios in virtual time, on the same
-//! definitions as the real-time suite (`tests/lab.rs`).
+//! Deterministic simulation, in virtual time:
+//!
+//! * the 28 lab scenarios, on the same definitions as the real-time suite (`tests/lab.rs`);
+//! * the random fault explorer over 240 fresh seeds per run, with every safety check and
+//!   a linearizability check of the clients' history;
+//! * replay: the same seed gives the same run (asserted by trace hash);
+//! * planted bugs are caught within a bounded number of seeds, and replay.
 //!
 //! ```text
 //! cargo test --release -p raft-tests --test sim
 //! SIM_SEED=7 cargo test --release -p raft-tests --test sim -- figure8_3c --nocapture
+//! SIM_SEED=7 cargo test --release -p raft-tests --test sim -- explorer_replay --nocapture
+//! cargo run --release -p raft-tests --example sweep -- --seeds 10000   # a long sweep
 //! ```
 //!
-//! Each run draws a seed (printed on failure; `SIM_SEED` fixes it). Everything in a
-//! simulated run derives from its seed, so a failing seed replays the same run.
+//! Each run draws its seeds (printed on failure, with the command that replays them).
+//! Everything in a simulated run derives from its seed, so a failing seed replays the
+//! same run.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // test code: it prints reports and panics to fail
 
 mod lab_in_virtual_time {
     macro_rules! virtual_time {
@@ -20,4 +30,114 @@ mod lab_in_virtual_time {
     }
 
     raft_tests::lab_scenarios!(virtual_time);
+}
+
+mod explorer {
+    use raft_impl::testing::PlantedBug;
+    use raft_tests::sim::explorer::{Options, explore};
+
+    /// Seeds per explorer test; eight tests make 240 seeds per run.
+    const SEEDS_PER_TEST: u64 = 30;
+
+    fn seed_from_env(variable: &str) -> Option<u64> {
+        std::env::var(variable).ok().map(|text| {
+            text.trim()
+                .parse()
+                .unwrap_or_else(|e| panic!("{variable}={text:?} is not a u64: {e}"))
+        })
+    }
+
+    /// Explores `SEEDS_PER_TEST` fresh seeds from a random base (`SIM_EXPLORE_BASE` fixes
+    /// it); a failure names its seed and the command that replays it.
+    fn explore_batch(batch: u64) {
+        let base = seed_from_env("SIM_EXPLORE_BASE").unwrap_or_else(rand::random);
+        let first = base.wrapping_add(batch * SEEDS_PER_TEST);
+        for seed in first..first + SEEDS_PER_TEST {
+            if let Err(failure) = explore(seed, &Options::default()) {
+                panic!("{failure}");
+            }
+        }
+    }
+
+    macro_rules! batches {
+        ($($name:ident = $batch:expr),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    explore_batch($batch);
+                }
+            )*
+        };
+    }
+
+    batches!(
+        explorer_seeds_0 = 0,
+        explorer_seeds_1 = 1,
+        explorer_seeds_2 = 2,
+        explorer_seeds_3 = 3,
+        explorer_seeds_4 = 4,
+        explorer_seeds_5 = 5,
+        explorer_seeds_6 = 6,
+        explorer_seeds_7 = 7,
+    );
+
+    /// Replays one seed (`SIM_SEED`, default 1) and prints what it exercised.
+    #[test]
+    fn explorer_replay() {
+        let seed = seed_from_env("SIM_SEED").unwrap_or(1);
+        match explore(seed, &Options::default()) {
+            Ok(run) => println!(
+                "seed {seed}: passed, {:?} virtual, trace {:#x}\n{}",
+                run.virtual_time, run.trace_hash, run.stats
+            ),
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    #[test]
+    fn the_same_seed_replays_the_same_run() {
+        for seed in [3, 1267, 424_242] {
+            let first = explore(seed, &Options::default()).expect("a clean seed");
+            let second = explore(seed, &Options::default()).expect("a clean seed");
+            assert_eq!(first, second, "seed {seed} replayed differently");
+        }
+        let a = explore(3, &Options::default()).expect("a clean seed");
+        let b = explore(4, &Options::default()).expect("a clean seed");
+        assert_ne!(
+            a.trace_hash, b.trace_hash,
+            "different seeds, different runs"
+        );
+    }
+
+    /// How many seeds a planted bug may take to be caught.
+    const CATCH_WITHIN: u64 = 40;
+
+    fn planted_bug_is_caught(bug: PlantedBug) {
+        let options = Options {
+            planted_bug: Some(bug),
+            ..Options::default()
+        };
+        let failure = (0..CATCH_WITHIN)
+            .find_map(|seed| explore(seed, &options).err())
+            .unwrap_or_else(|| panic!("{bug:?} went unnoticed for {CATCH_WITHIN} seeds"));
+        println!(
+            "{bug:?} caught at seed {}: {}",
+            failure.seed, failure.reason
+        );
+        let replayed = explore(failure.seed, &options).expect_err("the failing seed fails again");
+        assert_eq!(
+            replayed, failure,
+            "the failing seed replays to the same failure"
+        );
+    }
+
+    #[test]
+    fn committing_an_earlier_term_entry_by_counting_is_caught() {
+        planted_bug_is_caught(PlantedBug::CommitEarlierTermByCounting);
+    }
+
+    #[test]
+    fn forgetting_the_vote_on_restart_is_caught() {
+        planted_bug_is_caught(PlantedBug::ForgetVoteOnRestart);
+    }
 }

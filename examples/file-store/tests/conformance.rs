@@ -1,7 +1,7 @@
 //! The file store passes the `Storage` conformance suite of `raft-tests`, reopening its
 //! directory for every restart.
 
-#![allow(clippy::unwrap_used)] // test code: a panic is how it fails
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // test code: it prints reports and panics to fail
 
 use raft_file_store::FileStorage;
 use raft_tests::conformance::storage::StorageFactory;

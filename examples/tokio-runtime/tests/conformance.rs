@@ -1,5 +1,7 @@
 //! The tokio runtime passes the `Runtime` conformance suite of `raft-tests`.
 
+#![allow(clippy::print_stdout, clippy::unwrap_used)] // test code: it prints reports and panics to fail
+
 use raft_tests::conformance::{self, runtime::RuntimeFactory};
 use raft_tokio::TokioRuntime;
 

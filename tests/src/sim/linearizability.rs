@@ -45,8 +45,11 @@ pub struct Operation {
     pub event: Event,
     /// When it was invoked.
     pub invoked: u64,
-    /// When it returned, and what a read returned; `None` while pending.
+    /// When it returned, and the value it observed: what a `Get` read, or what a `Put`
+    /// or `Delete` replaced. `None` while pending.
     pub completed: Option<(u64, Option<String>)>,
+    /// Whether it certainly had no effect and is left out of the check.
+    pub discarded: bool,
 }
 
 /// A recorded history of client operations.
@@ -68,14 +71,24 @@ impl History {
             event,
             invoked: at,
             completed: None,
+            discarded: false,
         });
         Ticket(self.operations.len() - 1)
     }
 
-    /// Records that the operation returned at time `at`; `read` is what a Get returned.
-    pub fn complete(&mut self, ticket: Ticket, read: Option<String>, at: u64) {
+    /// Records that the operation returned at time `at`, having observed `seen`: the
+    /// value a `Get` read, or the value a `Put` or `Delete` replaced.
+    pub fn complete(&mut self, ticket: Ticket, seen: Option<String>, at: u64) {
         if let Some(op) = self.operations.get_mut(ticket.0) {
-            op.completed = Some((at, read));
+            op.completed = Some((at, seen));
+        }
+    }
+
+    /// Forgets an operation that certainly had no effect (it was refused before being
+    /// applied anywhere).
+    pub fn discard(&mut self, ticket: Ticket) {
+        if let Some(op) = self.operations.get_mut(ticket.0) {
+            op.discarded = true;
         }
     }
 
@@ -129,7 +142,7 @@ pub fn check(history: &History) -> Result<(), Violation> {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in &history.operations {
         let unknown_read = op.event == Event::Get && op.completed.is_none();
-        if !unknown_read {
+        if !unknown_read && !op.discarded {
             by_key.entry(op.key.as_str()).or_default().push(op);
         }
     }
@@ -187,13 +200,17 @@ fn search(
         if done.contains(&i) || op.invoked > earliest_return {
             continue;
         }
-        let next = match (&op.event, &op.completed) {
-            (Event::Put(written), _) => Some(Some(written.clone())),
-            (Event::Delete, _) => Some(None),
-            (Event::Get, Some((_, read))) if *read == value => Some(value.clone()),
-            (Event::Get, _) => None,
+        // A completed operation must have seen the value at its place in the order.
+        if let Some((_, seen)) = &op.completed
+            && *seen != value
+        {
+            continue;
+        }
+        let next = match &op.event {
+            Event::Put(written) => Some(written.clone()),
+            Event::Delete => None,
+            Event::Get => value.clone(),
         };
-        let Some(next) = next else { continue };
         done.insert(i);
         if search(operations, must_place, done, next, seen) {
             return true;
@@ -217,8 +234,28 @@ mod tests {
         let mut h = History::default();
         op(&mut h, 1, Event::Put("a".into()), (0, 1), None);
         op(&mut h, 1, Event::Get, (2, 3), Some("a"));
-        op(&mut h, 1, Event::Delete, (4, 5), None);
+        op(&mut h, 1, Event::Delete, (4, 5), Some("a"));
         op(&mut h, 1, Event::Get, (6, 7), None);
+        assert!(check(&h).is_ok());
+    }
+
+    #[test]
+    fn a_write_must_replace_the_value_before_it() {
+        let mut h = History::default();
+        op(&mut h, 1, Event::Put("a".into()), (0, 1), None);
+        op(&mut h, 2, Event::Put("b".into()), (2, 3), None);
+        assert!(
+            check(&h).is_err(),
+            "the second put replaced \"a\", not nothing"
+        );
+    }
+
+    #[test]
+    fn discarded_operations_are_left_out() {
+        let mut h = History::default();
+        let refused = h.invoke(1, "k", Event::Put("x".into()), 0);
+        h.discard(refused);
+        op(&mut h, 2, Event::Get, (5, 6), None);
         assert!(check(&h).is_ok());
     }
 
@@ -226,7 +263,7 @@ mod tests {
     fn a_stale_read_after_a_completed_write_is_caught() {
         let mut h = History::default();
         op(&mut h, 1, Event::Put("a".into()), (0, 1), None);
-        op(&mut h, 1, Event::Put("b".into()), (2, 3), None);
+        op(&mut h, 1, Event::Put("b".into()), (2, 3), Some("a"));
         op(&mut h, 2, Event::Get, (4, 5), Some("a"));
         assert!(check(&h).is_err());
     }
@@ -245,8 +282,8 @@ mod tests {
         // Both writes overlap both reads, but once a read saw "b", a later read cannot
         // see "a" again unless "a" was written after "b".
         let mut h = History::default();
-        op(&mut h, 1, Event::Put("a".into()), (0, 100), None);
-        op(&mut h, 2, Event::Put("b".into()), (0, 100), None);
+        h.invoke(1, "k", Event::Put("a".into()), 0);
+        h.invoke(2, "k", Event::Put("b".into()), 0);
         op(&mut h, 3, Event::Get, (10, 20), Some("a"));
         op(&mut h, 3, Event::Get, (30, 40), Some("b"));
         op(&mut h, 3, Event::Get, (50, 60), Some("a"));
@@ -277,6 +314,8 @@ mod tests {
         let mut h = History::default();
         let a = h.invoke(1, "x", Event::Put("1".into()), 0);
         h.complete(a, None, 1);
+        let c = h.invoke(1, "x", Event::Get, 4);
+        h.complete(c, Some("1".into()), 5);
         let b = h.invoke(1, "y", Event::Get, 2);
         h.complete(b, None, 3);
         assert!(check(&h).is_ok());

@@ -6,6 +6,8 @@
 //! election timeouts, network faults, the scenario's own choices. The same seed replays
 //! the same run.
 
+pub mod explorer;
+mod invariants;
 pub mod linearizability;
 mod runtime;
 

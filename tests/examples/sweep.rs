@@ -1,0 +1,97 @@
+//! A long sweep of the random fault explorer: many seeds, a progress line, and a summary
+//! of what was exercised. Failing seeds are printed with the command that replays them.
+//!
+//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T]`
+
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use raft_tests::sim::explorer::{Failure, Options, Stats, explore};
+
+fn argument(args: &[String], name: &str, default: u64) -> u64 {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|at| args.get(at + 1))
+        .map(|value| {
+            value.parse().unwrap_or_else(|e| {
+                eprintln!("{name} {value}: {e}");
+                std::process::exit(2)
+            })
+        })
+        .unwrap_or(default)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let seeds = argument(&args, "--seeds", 10_000);
+    let start = argument(&args, "--start", 0);
+    let threads = argument(&args, "--threads", 2).max(1);
+
+    let next = Arc::new(AtomicU64::new(start));
+    let done = Arc::new(AtomicU64::new(0));
+    let totals = Arc::new(Mutex::new((
+        Stats::default(),
+        Duration::ZERO,
+        Vec::<Failure>::new(),
+    )));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (next, done, totals) = (Arc::clone(&next), Arc::clone(&done), Arc::clone(&totals));
+            std::thread::spawn(move || {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= start + seeds {
+                        return;
+                    }
+                    let outcome = explore(seed, &Options::default());
+                    let mut totals = totals.lock().unwrap();
+                    match outcome {
+                        Ok(run) => {
+                            totals.0.add(&run.stats);
+                            totals.1 += run.virtual_time;
+                        }
+                        Err(failure) => totals.2.push(failure),
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+
+    while done.load(Ordering::Relaxed) < seeds {
+        std::thread::sleep(Duration::from_millis(500));
+        let finished = done.load(Ordering::Relaxed);
+        let failed = totals.lock().unwrap().2.len();
+        let rate = finished as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        eprint!(
+            "\r{finished}/{seeds} seeds, {failed} failed, {rate:.0} seeds/s, {:.0?} elapsed   ",
+            started.elapsed()
+        );
+        let _ = std::io::stderr().flush();
+    }
+    for worker in workers {
+        worker.join().unwrap();
+    }
+    eprintln!();
+
+    let (stats, virtual_time, failures) = &*totals.lock().unwrap();
+    println!(
+        "swept seeds {start}..{} in {:.1?} ({:.1} h of virtual time), {} failed",
+        start + seeds,
+        started.elapsed(),
+        virtual_time.as_secs_f64() / 3600.0,
+        failures.len()
+    );
+    println!("{stats}");
+    for failure in failures {
+        println!("\n{failure}");
+    }
+    if !failures.is_empty() {
+        std::process::exit(1);
+    }
+}
