@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | [`MemStorage`] | [`Storage`](raft_traits::Storage) | a shared in-memory store, the lab's persister |
 //! | [`MemNetwork`], [`MemTransport`] | [`Transport`](raft_traits::Transport) | a network with the lab's fault model: disabled links, lost and delayed messages, restarts |
+//! | [`LocalNetwork`], [`LocalTransport`] | [`Transport`](raft_traits::Transport) | direct calls between nodes of one process: no encoding, no faults |
 //! | [`KvStateMachine`] | [`StateMachine`](raft_traits::StateMachine) | a string key-value store |
 //!
 //! Nothing here touches a disk, a socket, the wall clock or the system's randomness: time
@@ -37,9 +38,11 @@
 #![forbid(unsafe_code)]
 
 mod kv;
+mod local;
 mod network;
 mod storage;
 
 pub use kv::{KvCommand, KvResponse, KvStateMachine};
+pub use local::{LocalNetwork, LocalTransport};
 pub use network::{MemNetwork, MemTransport};
 pub use storage::MemStorage;
