@@ -1,1 +1,61 @@
-//! placeholder
+//! Runnable programs built only on the public raft API, and the library behind them: a
+//! replicated key-value service over TCP.
+//!
+//! * [`KvNode`]: one node of the service. A Raft node (`raft-impl`) on the TCP transport
+//!   and the smol runtime (`raft-net-smol`), with durable files (`raft-file-store`) or
+//!   memory for storage, and [`SnapshottingKv`] (the `raft-mem` KV store, snapshotting
+//!   itself every N entries) as its state machine. It listens on two ports: Raft RPCs
+//!   from its peers, and clients.
+//! * [`KvClient`]: a client that finds the leader by itself (leader hints, failover,
+//!   backoff through elections) and runs `put`, `get` and `delete` through the log.
+//! * [`protocol`]: the messages between them.
+//! * Test utilities for clusters on real sockets: [`FaultProxy`], a TCP proxy that
+//!   passes, delays, drops or cuts a link; [`free_loopback_addrs`] and [`PortHolder`] to
+//!   choose ports ahead of time and keep a stopped node's ports for its restart
+//!   ([`KvNode::bind`] makes both unnecessary for nodes in one process).
+//!
+//! The `raft-kv` binary (`src/bin/raft-kv.rs`) runs a node (`raft-kv serve`) or a
+//! client command (`raft-kv put/get/delete/status`); the `kv_cluster` example runs a
+//! whole cluster in one process and shows elections, failover and catch-up.
+//!
+//! # Reads are linearizable
+//!
+//! A `get` is a command in the log like a `put`: the leader appends it, commits it with
+//! a majority, applies it in log order and answers with the value at that point of the
+//! log. A leader that has been deposed without knowing it cannot commit, so it cannot
+//! answer a stale read. The price is a log entry (a replication round and an fsync) per
+//! read.
+//!
+//! # Example: a one-node cluster
+//!
+//! ```
+//! use raft_examples::{ClientConfig, KvClient, KvNode, NodeConfig};
+//! use raft_traits::NodeId;
+//!
+//! smol::block_on(async {
+//!     let any = "127.0.0.1:0".parse().unwrap();
+//!     let node = KvNode::start(NodeConfig::new(NodeId(1), any, any, [])).await.unwrap();
+//!     let client = KvClient::new([(NodeId(1), node.client_addr())], ClientConfig::default())
+//!         .unwrap();
+//!     assert_eq!(client.put("color", "blue").await.unwrap(), None);
+//!     assert_eq!(client.get("color").await.unwrap().as_deref(), Some("blue"));
+//!     client.shutdown();
+//!     node.shutdown().await;
+//! });
+//! ```
+
+mod client;
+mod members;
+mod node;
+mod ports;
+pub mod protocol;
+mod proxy;
+mod state_machine;
+
+pub use client::{ClientConfig, ClientError, KvClient};
+pub use members::{MembersError, parse_members, resolve};
+pub use node::{BoundNode, DEFAULT_SNAPSHOT_ENTRIES, KvNode, NodeConfig, NodeError};
+pub use ports::{PortHolder, free_loopback_addrs};
+pub use protocol::{ClientRequest, ClientResponse, NodeStatus, Role};
+pub use proxy::{FaultProxy, LinkMode};
+pub use state_machine::{KvRaft, KvView, SnapshotStats, SnapshottingKv};

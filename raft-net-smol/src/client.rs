@@ -1,5 +1,6 @@
-//! [`TcpTransport`]: the sending side, one lazily opened, multiplexed connection per
-//! peer.
+//! [`TcpClient`]: the calling side of any [`Service`](crate::Service), one lazily
+//! opened, multiplexed connection per server. [`TcpTransport`](crate::TcpTransport) is
+//! the instance for Raft's RPCs.
 
 mod connection;
 
@@ -11,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use raft_traits::{
-    Codec, Command, NodeId, Postcard, Request, Response, Transport, TransportError, async_trait,
-};
+use raft_traits::{Codec, NodeId, Postcard, TransportError};
 use rand::RngExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use smol::Timer;
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
@@ -24,62 +25,44 @@ use crate::config::TcpConfig;
 use crate::error::{ConfigError, FrameError};
 use crate::frame::FrameKind;
 
-/// A [`Transport`] over TCP: sends each request to its peer over a connection of its own
-/// and waits for the reply.
+/// A client of a request/response [`Service`](crate::Service) over TCP: sends each
+/// request to the server it names and waits for the response. Servers are named by
+/// [`NodeId`] and known by address.
 ///
-/// * **One connection per peer**, opened by the first request to it and reused by every
-///   later one. Concurrent requests share it: each carries a request id and the reply
-///   with the same id goes back to it, in whatever order replies come.
+/// * **One connection per server**, opened by the first request to it and reused by
+///   every later one. Concurrent requests share it: each carries a request id and the
+///   reply with the same id goes back to it, in whatever order replies come.
 /// * **Large messages** (longer than [`TcpConfig::chunk_size`]) are sent in chunks, and
-///   chunks of different requests interleave, so a heartbeat is not held up by a
-///   snapshot being sent on the same connection. A message may be larger than the
+///   chunks of different requests interleave, so a small request is not held up by a
+///   large one being sent on the same connection. A message may be larger than the
 ///   maximum frame size, up to [`TcpConfig::max_message_size`].
 /// * **Failures**: a connection that breaks fails the requests waiting on it; the next
-///   request opens a new one. After a failed connection attempt the transport waits
+///   request opens a new one. After a failed connection attempt the client waits
 ///   (exponentially longer, between [`TcpConfig::backoff_min`] and
-///   [`TcpConfig::backoff_max`]) before trying that peer again, and fails requests
+///   [`TcpConfig::backoff_max`]) before trying that server again, and fails requests
 ///   meanwhile at once.
 ///
 /// | situation | error |
 /// |---|---|
-/// | `to` is not a known peer | [`TransportError::UnknownPeer`] |
+/// | `to` is not a known server | [`TransportError::UnknownPeer`] |
 /// | no connection could be made: refused, no route, connect timeout, backing off | [`TransportError::Unreachable`] (the request was not sent) |
 /// | no reply within [`TcpConfig::request_timeout`] | [`TransportError::Timeout`] |
-/// | the connection broke or the peer broke the protocol while the request was in flight, the peer answered with an error, the message could not be encoded or is too large | [`TransportError::Failed`] |
+/// | the connection broke or the server broke the protocol while the request was in flight, the service answered with an error, the message could not be encoded or is too large | [`TransportError::Failed`] |
 /// | after [`shutdown`](Self::shutdown), including requests in flight at that moment | [`TransportError::Closed`] |
 ///
 /// A request waits at most `connect_timeout` for a connection and then at most
 /// `request_timeout` for its reply.
 ///
-/// The transport is a handle: clones share the same peers and connections. Its
+/// The client is a handle: clones share the same servers and connections. Its
 /// connections run as tasks on smol's global executor (see `smol::spawn`; the number of
 /// its threads is set by the `SMOL_THREADS` environment variable); they end when the
-/// transport is shut down or its last handle is dropped.
+/// client is shut down or its last handle is dropped.
 ///
-/// ```
-/// use std::net::SocketAddr;
-/// use raft_net_smol::{TcpConfig, TcpTransport};
-/// use raft_traits::{LogId, NodeId, Request, RequestVote, Term, Transport, TransportError};
-///
-/// let addr: SocketAddr = "127.0.0.1:7002".parse().unwrap();
-/// let transport: TcpTransport<u64> =
-///     TcpTransport::new(TcpConfig::default(), [(NodeId(2), addr)]).unwrap();
-/// assert_eq!(transport.peer_addr(NodeId(2)), Some(addr));
-///
-/// let vote = Request::Vote(RequestVote {
-///     term: Term(1),
-///     candidate: NodeId(1),
-///     last_log: LogId::default(),
-/// });
-/// let reply = smol::block_on(transport.send(NodeId(3), vote.clone()));
-/// assert_eq!(reply, Err(TransportError::UnknownPeer(NodeId(3))));
-///
-/// transport.shutdown();
-/// assert_eq!(smol::block_on(transport.send(NodeId(2), vote)), Err(TransportError::Closed));
-/// ```
-pub struct TcpTransport<C, K = Postcard> {
+/// `Req` is the request type, `Resp` the response type and `K` the codec, which the
+/// server must share. See [`Service`](crate::Service) for an example.
+pub struct TcpClient<Req, Resp, K = Postcard> {
     inner: Arc<Inner<K>>,
-    _command: PhantomData<fn(C) -> C>,
+    _messages: PhantomData<fn(Req) -> Resp>,
 }
 
 /// The state shared by the handles of one transport.
@@ -88,7 +71,7 @@ struct Inner<K> {
     codec: K,
     peers: Mutex<HashMap<NodeId, Arc<PeerSlot>>>,
     shut_down: AtomicBool,
-    /// Closed by [`TcpTransport::shutdown`]; never carries a message. Closing it wakes
+    /// Closed by [`TcpClient::shutdown`]; never carries a message. Closing it wakes
     /// every request in flight through `on_shutdown`.
     shutdown_signal: Sender<()>,
     on_shutdown: Receiver<()>,
@@ -113,11 +96,11 @@ struct Link {
     retry_at: Option<Instant>,
 }
 
-impl<C: Command> TcpTransport<C, Postcard> {
-    /// A transport that encodes messages with [`Postcard`] and knows the peers in
+impl<Req: Serialize, Resp: DeserializeOwned> TcpClient<Req, Resp, Postcard> {
+    /// A client that encodes messages with [`Postcard`] and knows the servers in
     /// `peers`, a map (or any sequence) from node id to address.
     ///
-    /// No connection is made until the first request to a peer.
+    /// No connection is made until the first request to a server.
     pub fn new(
         config: TcpConfig,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
@@ -126,9 +109,9 @@ impl<C: Command> TcpTransport<C, Postcard> {
     }
 }
 
-impl<C: Command, K: Codec> TcpTransport<C, K> {
-    /// A transport like [`new`](TcpTransport::new) that encodes messages with `codec`;
-    /// the peers' servers must use the same codec.
+impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
+    /// A client like [`new`](TcpClient::new) that encodes messages with `codec`; the
+    /// servers must use the same codec.
     pub fn with_codec(
         config: TcpConfig,
         codec: K,
@@ -140,7 +123,7 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
             .map(|(peer, addr)| (peer, Arc::new(PeerSlot::new(peer, addr))))
             .collect();
         let (shutdown_signal, on_shutdown) = smol::channel::bounded(1);
-        Ok(TcpTransport {
+        Ok(TcpClient {
             inner: Arc::new(Inner {
                 config,
                 codec,
@@ -149,11 +132,11 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
                 shutdown_signal,
                 on_shutdown,
             }),
-            _command: PhantomData,
+            _messages: PhantomData,
         })
     }
 
-    /// Adds peer `peer` at `addr`, or moves it there.
+    /// Adds server `peer` at `addr`, or moves it there.
     ///
     /// Moving a peer closes its current connection (requests in flight on it fail) and
     /// forgets its backoff, so the next request connects to the new address at once.
@@ -184,7 +167,8 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
         }
     }
 
-    /// Forgets peer `peer`, closing its connection; returns its address if it was known.
+    /// Forgets server `peer`, closing its connection; returns its address if it was
+    /// known.
     pub fn remove_peer(&self, peer: NodeId) -> Option<SocketAddr> {
         let slot = self.inner.lock_peers().remove(&peer)?;
         let (addr, connection) = {
@@ -197,19 +181,19 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
         Some(addr)
     }
 
-    /// The address of peer `peer`, if it is known.
+    /// The address of server `peer`, if it is known.
     pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
         let slot = self.inner.lock_peers().get(&peer).map(Arc::clone)?;
         let addr = slot.lock().addr;
         Some(addr)
     }
 
-    /// The configuration the transport runs with.
+    /// The configuration the client runs with.
     pub fn config(&self) -> &TcpConfig {
         &self.inner.config
     }
 
-    /// Shuts the transport down, for every handle: requests in flight end at once with
+    /// Shuts the client down, for every handle: requests in flight end at once with
     /// [`TransportError::Closed`], as does every later request, and every connection is
     /// closed. Calling it again does nothing.
     pub fn shutdown(&self) {
@@ -224,18 +208,20 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
                 connection.close("the transport was shut down");
             }
         }
-        tracing::debug!("transport shut down");
+        tracing::debug!("client shut down");
     }
 
     /// Whether [`shutdown`](Self::shutdown) was called.
     pub fn is_shut_down(&self) -> bool {
         self.inner.is_shut_down()
     }
-}
 
-#[async_trait]
-impl<C: Command, K: Codec> Transport<C> for TcpTransport<C, K> {
-    async fn send(&self, to: NodeId, request: Request<C>) -> Result<Response, TransportError> {
+    /// Sends `request` to server `to` and waits for its response.
+    ///
+    /// The request is encoded (and dropped) before anything is sent, so a large request
+    /// is not held twice while the call waits. See the type's documentation for the
+    /// errors.
+    pub async fn call(&self, to: NodeId, request: Req) -> Result<Resp, TransportError> {
         let inner = &self.inner;
         if inner.is_shut_down() {
             return Err(TransportError::Closed);
@@ -267,11 +253,11 @@ impl<K: Codec> Inner<K> {
         self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn call<C: Command>(
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         to: NodeId,
-        request: Request<C>,
-    ) -> Result<Response, TransportError> {
+        request: Req,
+    ) -> Result<Resp, TransportError> {
         let slot = self
             .lock_peers()
             .get(&to)
@@ -305,7 +291,11 @@ impl<K: Codec> Inner<K> {
     }
 
     /// Waits for the reply to `call` and decodes it.
-    async fn finish(&self, to: NodeId, mut call: Call) -> Result<Response, TransportError> {
+    async fn finish<Resp: DeserializeOwned>(
+        &self,
+        to: NodeId,
+        mut call: Call,
+    ) -> Result<Resp, TransportError> {
         let after = self.config.request_timeout;
         let reply = {
             let reply = call.reply();
@@ -326,7 +316,7 @@ impl<K: Codec> Inner<K> {
         };
         let Reply { kind, body } = reply;
         if kind == FrameKind::Response {
-            return self.codec.decode::<Response>(&body).map_err(|source| {
+            return self.codec.decode::<Resp>(&body).map_err(|source| {
                 let e = FrameError::UndecodableBody { kind, source };
                 call.connection().close(&e.to_string());
                 failed(to, e.to_string())
@@ -491,17 +481,17 @@ fn backoff(config: &TcpConfig, failures: u32) -> Duration {
     Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos))
 }
 
-impl<C, K> Clone for TcpTransport<C, K> {
-    /// Another handle on the same transport.
+impl<Req, Resp, K> Clone for TcpClient<Req, Resp, K> {
+    /// Another handle on the same client.
     fn clone(&self) -> Self {
-        TcpTransport {
+        TcpClient {
             inner: Arc::clone(&self.inner),
-            _command: PhantomData,
+            _messages: PhantomData,
         }
     }
 }
 
-impl<C, K> fmt::Debug for TcpTransport<C, K> {
+impl<Req, Resp, K> fmt::Debug for TcpClient<Req, Resp, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut peers: Vec<(NodeId, SocketAddr)> = {
             let slots = self.inner.peers.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,7 +504,7 @@ impl<C, K> fmt::Debug for TcpTransport<C, K> {
                 .collect()
         };
         peers.sort();
-        f.debug_struct("TcpTransport")
+        f.debug_struct("TcpClient")
             .field("peers", &peers)
             .field("shut_down", &self.inner.shut_down.load(Ordering::SeqCst))
             .finish_non_exhaustive()
@@ -555,7 +545,7 @@ mod tests {
             chunk_size: 0,
             ..TcpConfig::default()
         };
-        let transport = TcpTransport::<u64>::new(config, []);
-        assert!(matches!(transport, Err(ConfigError::Zero { .. })));
+        let client = TcpClient::<u64, u64>::new(config, []);
+        assert!(matches!(client, Err(ConfigError::Zero { .. })));
     }
 }

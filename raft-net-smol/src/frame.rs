@@ -17,9 +17,10 @@
 //! frames with the same kind and request id; all but the last carry the "more" flag, and
 //! the receiver concatenates their bodies. Frames of different messages may interleave.
 //! The concatenated body is the message encoded by the connection's
-//! [`Codec`](raft_traits::Codec): a [`Request`](raft_traits::Request) for a request, a
-//! [`Response`](raft_traits::Response) for a response, and a `String` saying why for an
-//! error. A cancel frame (empty body, no flags) tells the receiver to drop what it has
+//! [`Codec`](raft_traits::Codec): the [`Service`](crate::Service)'s request type for a
+//! request and its response type for a response (for Raft: a
+//! [`Request`](raft_traits::Request) and a [`Response`](raft_traits::Response)), and a
+//! `String` saying why for an error. A cancel frame (empty body, no flags) tells the receiver to drop what it has
 //! of the partially sent message with that id.
 //!
 //! A receiver validates each header as soon as its 20 bytes have arrived, before reading
@@ -59,9 +60,11 @@ const FLAG_MORE: u16 = 1;
 /// What a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FrameKind {
-    /// (A chunk of) an encoded [`Request`](raft_traits::Request), client to server.
+    /// (A chunk of) an encoded request (for Raft a [`Request`](raft_traits::Request)),
+    /// client to server.
     Request,
-    /// (A chunk of) an encoded [`Response`](raft_traits::Response), server to client.
+    /// (A chunk of) an encoded response (for Raft a [`Response`](raft_traits::Response)),
+    /// server to client.
     Response,
     /// (A chunk of) an encoded `String`: why the server did not answer the request with
     /// this id. Server to client.

@@ -6,6 +6,9 @@
 //! * [`TcpServer`] is the receiving side: it hands each incoming request to an
 //!   [`RpcHandler`](raft_traits::RpcHandler) (the Raft handle) and sends its reply back.
 //! * [`TcpConfig`] holds the limits and timeouts of both.
+//! * The same machinery carries any other request/response protocol: implement
+//!   [`Service`] for the server side and call it with a [`TcpClient`]. Raft's RPCs are one
+//!   such protocol ([`RaftService`]); a key-value service's clients are another.
 //! * [`frame`] documents and implements the wire format.
 //!
 //! Messages are encoded with a [`Codec`](raft_traits::Codec) ([`Postcard`] by default)
@@ -63,9 +66,13 @@ mod outbox;
 mod reassembly;
 mod runtime;
 mod server;
+mod service;
+mod transport;
 
-pub use client::TcpTransport;
+pub use client::TcpClient;
 pub use config::TcpConfig;
 pub use error::{ConfigError, ConnectionError, FrameError, ServerError};
 pub use runtime::SmolRuntime;
 pub use server::TcpServer;
+pub use service::{RaftService, Service};
+pub use transport::TcpTransport;

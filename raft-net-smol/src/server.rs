@@ -1,5 +1,5 @@
-//! [`TcpServer`]: the receiving side, which hands incoming requests to an
-//! [`RpcHandler`] and sends back its replies.
+//! [`TcpServer`]: the receiving side, which hands incoming requests to a [`Service`] (for
+//! Raft: an [`RpcHandler`]) and sends back its replies.
 
 mod connection;
 
@@ -15,23 +15,27 @@ use smol::net::{TcpListener, TcpStream};
 
 use crate::config::TcpConfig;
 use crate::error::{ConnectionError, ServerError};
+use crate::service::{RaftService, Service};
 
 /// How long the accept loop pauses after a failed `accept`. Failures such as running
 /// out of file descriptors persist for a while; retrying at once would spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
-/// A TCP server for Raft RPCs: accepts connections from [`TcpTransport`]s and answers
-/// their requests with an [`RpcHandler`].
+/// A TCP server: accepts connections from [`TcpTransport`]s and answers their Raft RPCs
+/// with an [`RpcHandler`] ([`serve`](TcpServer::serve)), or from [`TcpClient`]s and
+/// answers their requests with any [`Service`] ([`serve_service`](TcpServer::serve_service)).
 ///
 /// Starting takes two steps, so that the address is known before the handler exists:
 /// [`bind`](TcpServer::bind) opens the listening socket (connections wait in its
-/// backlog), then [`serve`](TcpServer::serve) starts answering.
+/// backlog), then [`serve`](TcpServer::serve) or
+/// [`serve_service`](TcpServer::serve_service) starts answering.
 ///
 /// For each connection, the server reads frames, reassembles chunked requests and runs
 /// every request on a task of its own, so a slow request never holds up the others on
 /// the connection. A reply goes back with its request's id, chunked if large. A
-/// [`HandlerError`](raft_traits::HandlerError) goes back as an error frame, which the
-/// client reports as [`TransportError::Failed`](raft_traits::TransportError::Failed).
+/// [`HandlerError`](raft_traits::HandlerError) (an `Err` of the service) goes back as an
+/// error frame, which the client reports as
+/// [`TransportError::Failed`](raft_traits::TransportError::Failed).
 ///
 /// **Bad input** (bytes that are not this protocol, a truncated frame, a frame or message
 /// above the configured maximum, a body that does not decode) closes the connection it
@@ -45,6 +49,7 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// without waiting.
 ///
 /// [`TcpTransport`]: crate::TcpTransport
+/// [`TcpClient`]: crate::TcpClient
 ///
 /// ```
 /// use std::sync::Arc;
@@ -150,18 +155,28 @@ impl<K: Codec> TcpServer<K> {
         self.shared.lock().connections.len()
     }
 
-    /// Starts accepting connections and answering their requests with `handler`, in
+    /// Starts accepting connections and answering their Raft RPCs with `handler`, in
     /// the background; returns at once.
     ///
     /// Fails with [`ServerError::AlreadyServing`] if called twice, and with
     /// [`ServerError::ShutDown`] after [`shutdown`](Self::shutdown).
     pub fn serve<C: Command>(&self, handler: Arc<dyn RpcHandler<C>>) -> Result<(), ServerError> {
+        self.serve_service(Arc::new(RaftService::new(handler)))
+    }
+
+    /// Starts accepting connections and answering their requests with `service`, in the
+    /// background; returns at once.
+    ///
+    /// Fails with [`ServerError::AlreadyServing`] if called twice (or after
+    /// [`serve`](Self::serve)), and with [`ServerError::ShutDown`] after
+    /// [`shutdown`](Self::shutdown).
+    pub fn serve_service<S: Service>(&self, service: Arc<S>) -> Result<(), ServerError> {
         let mut state = self.shared.lock();
         if state.shut_down {
             return Err(ServerError::ShutDown);
         }
         let listener = state.listener.take().ok_or(ServerError::AlreadyServing)?;
-        let accepting = accept_loop(Arc::downgrade(&self.shared), listener, handler);
+        let accepting = accept_loop(Arc::downgrade(&self.shared), listener, service);
         state.accept_loop = Some(smol::spawn(accepting));
         Ok(())
     }
@@ -204,10 +219,10 @@ impl<K> Shared<K> {
 
 /// Accepts connections until cancelled or until the server is dropped. It holds the
 /// server only weakly, so that dropping the server drops its tasks.
-async fn accept_loop<C: Command, K: Codec>(
+async fn accept_loop<S: Service, K: Codec>(
     shared: Weak<Shared<K>>,
     listener: TcpListener,
-    handler: Arc<dyn RpcHandler<C>>,
+    service: Arc<S>,
 ) {
     loop {
         let accepted = listener.accept().await;
@@ -215,7 +230,7 @@ async fn accept_loop<C: Command, K: Codec>(
             return;
         };
         match accepted {
-            Ok((stream, peer)) => server.start_serving(&shared, stream, peer, &handler),
+            Ok((stream, peer)) => server.start_serving(&shared, stream, peer, &service),
             Err(e) => {
                 tracing::warn!(addr = %server.local_addr, error = %e, "accept failed");
                 drop(server);
@@ -226,12 +241,12 @@ async fn accept_loop<C: Command, K: Codec>(
 }
 
 impl<K: Codec> Shared<K> {
-    fn start_serving<C: Command>(
+    fn start_serving<S: Service>(
         &self,
         weak: &Weak<Shared<K>>,
         stream: TcpStream,
         peer: SocketAddr,
-        handler: &Arc<dyn RpcHandler<C>>,
+        service: &Arc<S>,
     ) {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%peer, error = %e, "cannot disable Nagle's algorithm");
@@ -244,7 +259,7 @@ impl<K: Codec> Shared<K> {
         state.next_connection += 1;
         let serving = connection::serve(
             stream.clone(),
-            Arc::clone(handler),
+            Arc::clone(service),
             self.config.clone(),
             self.codec.clone(),
         );

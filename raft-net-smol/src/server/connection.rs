@@ -5,7 +5,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use raft_traits::{Codec, Command, Request, Response, RpcHandler};
+use raft_traits::Codec;
+use serde::Serialize;
 use smol::channel::Sender;
 use smol::io::BufReader;
 use smol::net::TcpStream;
@@ -15,6 +16,7 @@ use crate::error::{ConnectionError, FrameError};
 use crate::frame::{FrameKind, read_frame};
 use crate::outbox::{Outgoing, write_frames};
 use crate::reassembly::Reassembler;
+use crate::service::Service;
 
 /// The size of the read buffer that lets small frames arrive in one system call.
 const READ_BUFFER: usize = 64 << 10;
@@ -26,9 +28,9 @@ const READ_BUFFER: usize = 64 << 10;
 /// the others on the connection; its reply goes back through the connection's
 /// interleaving writer with the request's id. A handler that is still running when the
 /// connection ends completes, and its reply is dropped.
-pub(super) async fn serve<C: Command, K: Codec>(
+pub(super) async fn serve<S: Service, K: Codec>(
     stream: TcpStream,
-    handler: Arc<dyn RpcHandler<C>>,
+    service: Arc<S>,
     config: TcpConfig,
     codec: K,
 ) -> Result<(), ConnectionError> {
@@ -37,7 +39,7 @@ pub(super) async fn serve<C: Command, K: Codec>(
     // reports it here to close the connection.
     let (fatal, fatal_errors) = smol::channel::bounded::<ConnectionError>(1);
     let writing = write_frames(stream.clone(), outgoing, config.chunk_size);
-    let reading = read_requests(stream, handler, &config, codec, outbox, fatal);
+    let reading = read_requests(stream, service, &config, codec, outbox, fatal);
     let failing = async {
         match fatal_errors.recv().await {
             Ok(error) => Err(error),
@@ -49,9 +51,9 @@ pub(super) async fn serve<C: Command, K: Codec>(
     smol::future::or(failing, smol::future::or(reading, writing)).await
 }
 
-async fn read_requests<C: Command, K: Codec>(
+async fn read_requests<S: Service, K: Codec>(
     stream: TcpStream,
-    handler: Arc<dyn RpcHandler<C>>,
+    service: Arc<S>,
     config: &TcpConfig,
     codec: K,
     outbox: Sender<Outgoing>,
@@ -70,7 +72,7 @@ async fn read_requests<C: Command, K: Codec>(
                     let answering = answer(
                         message.request_id,
                         message.body,
-                        Arc::clone(&handler),
+                        Arc::clone(&service),
                         codec.clone(),
                         config.max_message_len(),
                         outbox.clone(),
@@ -91,17 +93,17 @@ async fn read_requests<C: Command, K: Codec>(
     }
 }
 
-/// Decodes one request, runs the handler and queues the reply.
-async fn answer<C: Command, K: Codec>(
+/// Decodes one request, runs the service and queues the reply.
+async fn answer<S: Service, K: Codec>(
     request_id: u64,
     body: Vec<u8>,
-    handler: Arc<dyn RpcHandler<C>>,
+    service: Arc<S>,
     codec: K,
     max_message_len: usize,
     outbox: Sender<Outgoing>,
     fatal: Sender<ConnectionError>,
 ) {
-    let request: Request<C> = match codec.decode(&body) {
+    let request: S::Request = match codec.decode(&body) {
         Ok(request) => request,
         Err(source) => {
             let error = FrameError::UndecodableBody {
@@ -113,17 +115,15 @@ async fn answer<C: Command, K: Codec>(
         }
     };
     drop(body);
-    let kind = request.kind();
-    // A panicking handler is a bug in the application, but the client should learn of
+    let kind = S::describe(&request);
+    // A panicking service is a bug in the application, but the client should learn of
     // it now rather than at its timeout.
-    let handled = AssertUnwindSafe(handler.handle(request))
-        .catch_unwind()
-        .await;
+    let handled = AssertUnwindSafe(service.call(request)).catch_unwind().await;
     let (kind, body) = match handled {
         Ok(Ok(response)) => encode_response(&codec, &response, max_message_len),
         Ok(Err(e)) => {
             tracing::debug!(request_id, request = kind, error = %e, "handler refused a request");
-            (FrameKind::Error, encode_reason(&codec, &e.to_string()))
+            (FrameKind::Error, encode_reason(&codec, &e))
         }
         Err(_) => {
             tracing::error!(request_id, request = kind, "the handler panicked");
@@ -142,9 +142,9 @@ async fn answer<C: Command, K: Codec>(
 }
 
 /// The frame kind and body that carry `response`, or an error if it cannot be sent.
-fn encode_response<K: Codec>(
+fn encode_response<K: Codec, R: Serialize>(
     codec: &K,
-    response: &Response,
+    response: &R,
     max_message_len: usize,
 ) -> (FrameKind, Vec<u8>) {
     match codec.encode(response) {

@@ -18,3 +18,4 @@ mod bad_input;
 mod chunking;
 mod failures;
 mod request_reply;
+mod service;

@@ -1,0 +1,334 @@
+//! `raft-kv`: run a node of the replicated key-value service, or talk to a cluster.
+//!
+//! ```text
+//! raft-kv serve --id 1 --listen 127.0.0.1:7001 \
+//!     --peers 1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003 --data-dir /tmp/kv1
+//! raft-kv put color blue --cluster 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003
+//! raft-kv get color      --cluster 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003
+//! raft-kv status         --cluster 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003
+//! ```
+//!
+//! A node listens on two ports: `--listen` for Raft RPCs from its peers (the addresses
+//! in `--peers`), and `--client-listen` for clients (the addresses in `--cluster`),
+//! which defaults to the Raft port + 1000 on the same IP.
+//!
+//! Exit codes: 0 success; 1 failure (a one-line reason on stderr); 2 bad arguments;
+//! 3 `get` of a key that is not set. Logs go to stderr, filtered by `RUST_LOG`
+//! (`warn` by default, `info` for `serve`; e.g. `RUST_LOG=debug` or
+//! `RUST_LOG=raft_impl=debug,info`).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool prints
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use raft_examples::{
+    ClientConfig, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, parse_members, resolve,
+};
+use raft_traits::{NodeId, TransportError};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// A replicated key-value store on Raft.
+#[derive(Debug, Parser)]
+#[command(name = "raft-kv", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one node of the cluster until the process is killed.
+    Serve {
+        /// This node's id (a member of --peers).
+        #[arg(long)]
+        id: u64,
+        /// Where to listen for Raft RPCs from the other nodes.
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// Every node's Raft address, as ID=ADDR,ID=ADDR,... (this node's own entry is
+        /// optional).
+        #[arg(long, value_name = "ID=ADDR,...")]
+        peers: String,
+        /// Where to listen for clients [default: the --listen IP, port + 1000].
+        #[arg(long, value_name = "ADDR")]
+        client_listen: Option<String>,
+        /// Keep the log, vote and snapshots in this directory (created if missing);
+        /// without it, the node keeps them in memory and forgets them when it exits.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Snapshot the state (and discard the log it covers) every N applied commands;
+        /// 0 never.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_SNAPSHOT_ENTRIES)]
+        snapshot_entries: u64,
+    },
+    /// Set KEY to VALUE.
+    Put {
+        /// The key.
+        key: String,
+        /// Its new value.
+        value: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print the value of KEY (linearizable: read through the log).
+    Get {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove KEY.
+    Delete {
+        /// The key.
+        key: String,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print every node's role, term, leader, commit and applied indices.
+    Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Every node's client address, as ID=ADDR,ID=ADDR,...
+    #[arg(long, value_name = "ID=ADDR,...")]
+    cluster: String,
+    /// Give up after this many seconds of retrying.
+    #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
+    timeout: f64,
+}
+
+/// A failure: the one line printed on stderr.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure(error.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    init_logging(default_level);
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(Failure(reason)) => {
+            eprintln!("error: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(default_level: &str) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .or_else(|| default_level.parse::<Targets>().ok())
+        .unwrap_or_default();
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(true),
+        )
+        .with(filter)
+        .try_init();
+}
+
+fn run(command: Command) -> Result<ExitCode, Failure> {
+    match command {
+        Command::Serve {
+            id,
+            listen,
+            peers,
+            client_listen,
+            data_dir,
+            snapshot_entries,
+        } => serve(
+            NodeId(id),
+            &listen,
+            &peers,
+            client_listen.as_deref(),
+            data_dir,
+            snapshot_entries,
+        ),
+        Command::Put {
+            key,
+            value,
+            cluster,
+        } => {
+            let client = client(&cluster)?;
+            let previous = smol::block_on(client.put(key, value))?;
+            match previous {
+                Some(previous) => println!("OK (replaced {previous:?})"),
+                None => println!("OK"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get { key, cluster } => {
+            let client = client(&cluster)?;
+            match smol::block_on(client.get(key.as_str()))? {
+                Some(value) => {
+                    println!("{value}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("not found: {key:?} is not set");
+                    Ok(ExitCode::from(3))
+                }
+            }
+        }
+        Command::Delete { key, cluster } => {
+            let client = client(&cluster)?;
+            match smol::block_on(client.delete(key.as_str()))? {
+                Some(previous) => println!("deleted (was {previous:?})"),
+                None => println!("not found: nothing to delete"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { cluster } => status(&cluster),
+    }
+}
+
+fn serve(
+    id: NodeId,
+    listen: &str,
+    peers: &str,
+    client_listen: Option<&str>,
+    data_dir: Option<PathBuf>,
+    snapshot_entries: u64,
+) -> Result<ExitCode, Failure> {
+    let listen = resolve(listen).map_err(|e| Failure(format!("--listen: {e}")))?;
+    let peers = parse_members(peers).map_err(|e| Failure(format!("--peers: {e}")))?;
+    let client_listen = match client_listen {
+        Some(addr) => resolve(addr).map_err(|e| Failure(format!("--client-listen: {e}")))?,
+        None => default_client_addr(listen)?,
+    };
+    // A listen address may differ from the one peers use (0.0.0.0 against a host's
+    // address), but a different port is almost surely a wrong --id.
+    if let Some(own) = peers.get(&id)
+        && own.port() != listen.port()
+    {
+        return Err(Failure(format!(
+            "--peers gives node {} the address {own}, but --listen is {listen}",
+            id.0
+        )));
+    }
+    let mut config = NodeConfig::new(id, listen, client_listen, peers);
+    config.data_dir = data_dir;
+    config.snapshot_entries = snapshot_entries;
+    let storage = match &config.data_dir {
+        Some(dir) => format!("files in {}", dir.display()),
+        None => "memory (lost on exit)".to_owned(),
+    };
+    smol::block_on(async {
+        let node = KvNode::start(config).await?;
+        println!(
+            "raft-kv node {} serving: raft {}, clients {}, storage {storage}",
+            id.0,
+            node.raft_addr(),
+            node.client_addr()
+        );
+        // Runs until the process is killed. Every write is on disk before it is
+        // acknowledged, so killing it (even with SIGKILL) loses nothing acknowledged.
+        std::future::pending::<()>().await;
+        Ok::<(), Failure>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The client address a node takes when none is given: the Raft IP, port + 1000 (or an
+/// ephemeral port if the Raft port is).
+fn default_client_addr(listen: SocketAddr) -> Result<SocketAddr, Failure> {
+    let port = match listen.port() {
+        0 => 0,
+        port => port.checked_add(1000).ok_or_else(|| {
+            Failure(format!(
+                "--listen port {port} leaves no room for the default client port (+1000); give --client-listen"
+            ))
+        })?,
+    };
+    Ok(SocketAddr::new(listen.ip(), port))
+}
+
+fn client(args: &ClusterArgs) -> Result<KvClient, Failure> {
+    let cluster = parse_members(&args.cluster).map_err(|e| Failure(format!("--cluster: {e}")))?;
+    let deadline = Duration::try_from_secs_f64(args.timeout)
+        .map_err(|_| Failure(format!("--timeout {} is not a duration", args.timeout)))?;
+    let config = ClientConfig {
+        deadline,
+        ..ClientConfig::default()
+    };
+    Ok(KvClient::new(cluster, config)?)
+}
+
+fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
+    let cluster: BTreeMap<NodeId, SocketAddr> =
+        parse_members(&args.cluster).map_err(|e| Failure(format!("--cluster: {e}")))?;
+    let client = client(args)?;
+    let statuses = smol::block_on(client.statuses());
+    println!(
+        "{:<6} {:<22} {:<10} {:>6} {:<7} {:>8} {:>8}",
+        "node", "address", "role", "term", "leader", "commit", "applied"
+    );
+    let mut reachable = 0;
+    for (node, status) in statuses {
+        let addr = cluster
+            .get(&node)
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        match status {
+            Ok(status) => {
+                reachable += 1;
+                let leader = status
+                    .leader
+                    .map(|leader| leader.to_string())
+                    .unwrap_or_else(|| "-".to_owned());
+                println!(
+                    "{:<6} {:<22} {:<10} {:>6} {:<7} {:>8} {:>8}",
+                    node.to_string(),
+                    addr,
+                    status.role,
+                    status.term.0,
+                    leader,
+                    status.commit_index.0,
+                    status.last_applied.0
+                );
+            }
+            Err(error) => println!("{:<6} {:<22} {}", node.to_string(), addr, describe(&error)),
+        }
+    }
+    client.shutdown();
+    if reachable == 0 {
+        return Err(Failure("no node answered".to_owned()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A short account of why a node did not answer.
+fn describe(error: &TransportError) -> String {
+    match error {
+        TransportError::Unreachable { reason, .. } => {
+            // The transport's reason ends with its reconnection schedule, of no interest here.
+            let reason = reason.split("; next attempt").next().unwrap_or(reason);
+            format!("unreachable: {reason}")
+        }
+        TransportError::Timeout { after, .. } => format!("no answer within {after:?}"),
+        TransportError::Failed { reason, .. } => format!("failed: {reason}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,379 @@
+//! [`KvNode`]: one node of the KV service: a Raft node on TCP with a client port.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_file_store::FileStorage;
+use raft_impl::{Config, Parts, ProposeError, StartError};
+use raft_mem::{KvCommand, MemStorage};
+use raft_net_smol::{
+    ConfigError, ServerError, Service, SmolRuntime, TcpConfig, TcpServer, TcpTransport,
+};
+use raft_traits::{NodeId, Storage, StorageError, async_trait};
+
+use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::state_machine::{KvRaft, KvView, SnapshotStats, SnapshottingKv};
+
+/// How many applied commands a node lets pass between two snapshots by default.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+
+/// Everything a [`KvNode`] needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's id.
+    pub id: NodeId,
+    /// Where this node listens for Raft RPCs from its peers.
+    pub listen: SocketAddr,
+    /// Where this node listens for clients.
+    pub client_listen: SocketAddr,
+    /// The Raft addresses of the cluster's members. The entry for `id` itself, if any,
+    /// is ignored, so every node may be given the same list.
+    pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// Where the node keeps its log, hard state and snapshot; `None` keeps them in memory
+    /// (lost when the process ends).
+    pub data_dir: Option<PathBuf>,
+    /// Snapshot every this many applied commands; 0 never.
+    pub snapshot_entries: u64,
+    /// Raft's timing.
+    pub raft: Config,
+    /// Limits and timeouts of the Raft transport and of both listeners
+    /// ([`default_tcp`](Self::default_tcp) by default).
+    pub tcp: TcpConfig,
+}
+
+impl NodeConfig {
+    /// A node `id` listening on `listen` (Raft) and `client_listen` (clients), with
+    /// `peers`, in-memory storage and the default settings.
+    pub fn new(
+        id: NodeId,
+        listen: SocketAddr,
+        client_listen: SocketAddr,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Self {
+        NodeConfig {
+            id,
+            listen,
+            client_listen,
+            peers: peers.into_iter().collect(),
+            data_dir: None,
+            snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            raft: Config::default(),
+            tcp: Self::default_tcp(),
+        }
+    }
+
+    /// The TCP settings of [`new`](Self::new): [`TcpConfig::default`] with a
+    /// `backoff_max` of 250 ms, below the shortest election timeout. A leader then
+    /// reconnects to a restarted follower before that follower gives up on hearing from
+    /// it and starts an election that would depose the leader.
+    pub fn default_tcp() -> TcpConfig {
+        TcpConfig {
+            backoff_max: Duration::from_millis(250),
+            ..TcpConfig::default()
+        }
+    }
+
+    /// Every member of the cluster, this node included.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut members: Vec<NodeId> = self.peers.keys().copied().collect();
+        if !members.contains(&self.id) {
+            members.push(self.id);
+        }
+        members.sort();
+        members
+    }
+}
+
+/// Why a [`KvNode`] could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The TCP settings are invalid.
+    #[error("invalid TCP settings: {0}")]
+    Tcp(#[from] ConfigError),
+    /// A listener could not be opened or started.
+    #[error("{0}")]
+    Listen(#[from] ServerError),
+    /// The storage directory could not be opened or is corrupt.
+    #[error("cannot open storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Raft refused to start.
+    #[error("cannot start raft: {0}")]
+    Start(#[from] StartError),
+}
+
+/// One running node of the KV service.
+///
+/// It listens on two ports: one for Raft RPCs from its peers, one for clients (the
+/// [`protocol`](crate::protocol) served to a [`KvClient`](crate::KvClient)). Clients'
+/// commands go through [`Raft::propose`](raft_impl::Raft::propose) on the leader, so
+/// every command, reads included, is ordered by the log: reads are linearizable.
+///
+/// Everything runs on smol's global executor ([`SmolRuntime::global`]).
+pub struct KvNode {
+    id: NodeId,
+    raft: KvRaft,
+    raft_server: TcpServer,
+    client_server: TcpServer,
+    transport: TcpTransport<KvCommand>,
+    view: KvView,
+}
+
+impl KvNode {
+    /// Opens both listening sockets of a node, without starting it; see [`BoundNode`].
+    pub fn bind(config: NodeConfig) -> Result<BoundNode, NodeError> {
+        config.tcp.validate()?;
+        let raft_server = TcpServer::bind(config.listen, config.tcp.clone())?;
+        let client_server = TcpServer::bind(config.client_listen, config.tcp.clone())?;
+        Ok(BoundNode {
+            config,
+            raft_server,
+            client_server,
+        })
+    }
+
+    /// Starts a node with the storage `config` asks for: files in `data_dir`, or memory.
+    pub async fn start(config: NodeConfig) -> Result<KvNode, NodeError> {
+        Self::bind(config)?.start().await
+    }
+
+    /// Starts a node on `storage`, ignoring `config.data_dir`. Handing a node the storage
+    /// of an earlier one restarts that node.
+    pub async fn start_with_storage<S: Storage<KvCommand>>(
+        config: NodeConfig,
+        storage: S,
+    ) -> Result<KvNode, NodeError> {
+        Self::bind(config)?.start_with_storage(storage).await
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The Raft handle.
+    pub fn raft(&self) -> &KvRaft {
+        &self.raft
+    }
+
+    /// Where the node listens for Raft RPCs.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.raft_server.local_addr()
+    }
+
+    /// Where the node listens for clients.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_server.local_addr()
+    }
+
+    /// The node's view of itself and the cluster.
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus::from(&self.raft.status())
+    }
+
+    /// Reads this node's applied state directly: fast, but not linearizable (a follower
+    /// may lag). For checks and debugging; clients read through the log.
+    pub fn local(&self) -> &KvView {
+        &self.view
+    }
+
+    /// What the node's state machine did with snapshots so far.
+    pub fn snapshot_stats(&self) -> SnapshotStats {
+        self.view.snapshot_stats()
+    }
+
+    /// Stops the node as a crash would, minus the lost writes (every write acknowledged
+    /// by storage stays): stops Raft, closes both listeners and every connection.
+    /// Another node may then be started on the same storage and addresses.
+    pub async fn shutdown(&self) {
+        self.raft.shutdown().await;
+        self.client_server.shutdown().await;
+        self.raft_server.shutdown().await;
+        self.transport.shutdown();
+        tracing::info!(node = %self.id, "node stopped");
+    }
+}
+
+impl fmt::Debug for KvNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KvNode")
+            .field("id", &self.id)
+            .field("raft_addr", &self.raft_addr())
+            .field("client_addr", &self.client_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A node whose listening sockets are open but which does not run yet.
+///
+/// Binding first lets a cluster in one process take ports chosen by the system (port 0
+/// in [`NodeConfig::listen`] and [`NodeConfig::client_listen`]): bind every node, learn
+/// their addresses, give each node its peers' addresses with
+/// [`set_peer`](Self::set_peer), then start them. Connections that arrive meanwhile wait
+/// in the sockets' backlogs.
+pub struct BoundNode {
+    config: NodeConfig,
+    raft_server: TcpServer,
+    client_server: TcpServer,
+}
+
+impl BoundNode {
+    /// Where the node will listen for Raft RPCs.
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.raft_server.local_addr()
+    }
+
+    /// Where the node will listen for clients.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_server.local_addr()
+    }
+
+    /// The node's configuration, with the addresses it is bound to.
+    pub fn config(&self) -> NodeConfig {
+        NodeConfig {
+            listen: self.raft_addr(),
+            client_listen: self.client_addr(),
+            ..self.config.clone()
+        }
+    }
+
+    /// Sets the Raft address of member `id` (a peer, or this node itself).
+    pub fn set_peer(&mut self, id: NodeId, addr: SocketAddr) {
+        self.config.peers.insert(id, addr);
+    }
+
+    /// Starts the node with the storage its configuration asks for: files in `data_dir`,
+    /// or memory.
+    pub async fn start(self) -> Result<KvNode, NodeError> {
+        match &self.config.data_dir {
+            Some(dir) => {
+                let storage: FileStorage<KvCommand> = FileStorage::open(dir)?;
+                self.start_with_storage(storage).await
+            }
+            None => self.start_with_storage(MemStorage::new()).await,
+        }
+    }
+
+    /// Starts the node on `storage`, ignoring `data_dir`.
+    pub async fn start_with_storage<S: Storage<KvCommand>>(
+        self,
+        storage: S,
+    ) -> Result<KvNode, NodeError> {
+        let BoundNode {
+            config,
+            raft_server,
+            client_server,
+        } = self;
+        let peers: Vec<(NodeId, SocketAddr)> = config
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != config.id)
+            .map(|(id, addr)| (*id, *addr))
+            .collect();
+        let transport = TcpTransport::new(config.tcp.clone(), peers)?;
+
+        let state_machine = SnapshottingKv::new(config.snapshot_entries);
+        let raft_slot = state_machine.raft_slot();
+        let view = state_machine.view();
+        let parts = Parts {
+            runtime: SmolRuntime::global(),
+            storage,
+            state_machine,
+            transport: transport.clone(),
+        };
+        let raft: KvRaft =
+            match KvRaft::spawn(config.id, config.members(), config.raft.clone(), parts).await {
+                Ok(raft) => raft,
+                Err(error) => {
+                    transport.shutdown();
+                    return Err(error.into());
+                }
+            };
+        // Snapshots start now that the state machine can reach Raft.
+        let _ = raft_slot.set(raft.clone());
+
+        let node = KvNode {
+            id: config.id,
+            raft: raft.clone(),
+            raft_server,
+            client_server,
+            transport,
+            view,
+        };
+        let started = node
+            .raft_server
+            .serve::<KvCommand>(Arc::new(raft.clone()))
+            .and_then(|()| {
+                node.client_server
+                    .serve_service(Arc::new(ClientService { raft }))
+            });
+        if let Err(error) = started {
+            node.shutdown().await;
+            return Err(error.into());
+        }
+        tracing::info!(
+            node = %node.id,
+            raft = %node.raft_addr(),
+            clients = %node.client_addr(),
+            "node started"
+        );
+        Ok(node)
+    }
+}
+
+impl fmt::Debug for BoundNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundNode")
+            .field("id", &self.config.id)
+            .field("raft_addr", &self.raft_addr())
+            .field("client_addr", &self.client_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The client port's [`Service`]: commands go to Raft, status comes from it.
+struct ClientService {
+    raft: KvRaft,
+}
+
+#[async_trait]
+impl Service for ClientService {
+    type Request = ClientRequest;
+    type Response = ClientResponse;
+
+    async fn call(&self, request: ClientRequest) -> Result<ClientResponse, String> {
+        let command = match request {
+            ClientRequest::Status => {
+                return Ok(ClientResponse::Status(NodeStatus::from(
+                    &self.raft.status(),
+                )));
+            }
+            ClientRequest::Execute(command) => command,
+        };
+        match self.raft.propose(command).await {
+            Ok(response) => Ok(ClientResponse::Applied(response)),
+            Err(ProposeError::NotLeader { leader_hint }) => {
+                Ok(ClientResponse::NotLeader { leader_hint })
+            }
+            Err(error @ ProposeError::Lost { .. }) => Ok(ClientResponse::NotApplied {
+                reason: error.to_string(),
+            }),
+            Err(error @ ProposeError::OutcomeUnknown { .. }) => {
+                Ok(ClientResponse::OutcomeUnknown {
+                    reason: error.to_string(),
+                })
+            }
+            Err(error @ ProposeError::Stopped) => Err(error.to_string()),
+        }
+    }
+
+    fn describe(request: &ClientRequest) -> &'static str {
+        match request {
+            ClientRequest::Execute(_) => "Execute",
+            ClientRequest::Status => "Status",
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The client protocol of the KV service: what a [`KvClient`](crate::KvClient) sends to a
+//! node's client port and what the node answers.
+//!
+//! The messages travel in `raft-net-smol` frames (the same framing, chunking and
+//! validation as Raft's RPCs), encoded with postcard. Each request gets exactly one
+//! response with its request id; many requests may be in flight on one connection.
+
+use std::fmt;
+
+use raft_impl::Status;
+use raft_impl::core::RoleKind;
+use raft_mem::{KvCommand, KvResponse};
+use raft_traits::{LogId, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// What a client asks a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Replicate `command` through the log and answer with its result. Only the leader
+    /// accepts it; the others answer [`ClientResponse::NotLeader`].
+    Execute(KvCommand),
+    /// Report this node's view of the cluster. Any node answers.
+    Status,
+}
+
+/// What a node answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    /// The command was committed and applied; this is its result.
+    Applied(KvResponse),
+    /// This node is not the leader. `leader_hint` names the leader it last heard from in
+    /// its current term, if any; the client should ask that node.
+    NotLeader {
+        /// The leader as far as this node knows.
+        leader_hint: Option<NodeId>,
+    },
+    /// The command was not applied (another leader's entry replaced it before it
+    /// committed). It is safe to send it again.
+    NotApplied {
+        /// Why.
+        reason: String,
+    },
+    /// The command may or may not have been applied: this node installed a snapshot
+    /// covering its log position before it could see the result.
+    OutcomeUnknown {
+        /// Why.
+        reason: String,
+    },
+    /// The answer to [`ClientRequest::Status`].
+    Status(NodeStatus),
+}
+
+/// The role of a node, as reported to clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Follows a leader.
+    Follower,
+    /// Campaigns for leadership.
+    Candidate,
+    /// Leads the cluster and accepts commands.
+    Leader,
+}
+
+impl From<RoleKind> for Role {
+    fn from(role: RoleKind) -> Self {
+        match role {
+            RoleKind::Follower => Role::Follower,
+            RoleKind::Candidate => Role::Candidate,
+            RoleKind::Leader => Role::Leader,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Leader => "leader",
+        })
+    }
+}
+
+/// One node's view of itself and the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// The leader as far as it knows.
+    pub leader: Option<NodeId>,
+    /// The highest log index it knows to be committed.
+    pub commit_index: LogIndex,
+    /// The highest log index its state machine has applied.
+    pub last_applied: LogIndex,
+    /// Its last log entry.
+    pub last_log: LogId,
+    /// The last entry its snapshot covers (index 0: no snapshot).
+    pub snapshot: LogId,
+    /// How many entries its log holds in memory (after the snapshot).
+    pub log_entries: u64,
+}
+
+impl From<&Status> for NodeStatus {
+    fn from(status: &Status) -> Self {
+        NodeStatus {
+            id: status.id,
+            role: status.role.into(),
+            term: status.term,
+            leader: status.leader,
+            commit_index: status.commit_index,
+            last_applied: status.last_applied,
+            last_log: status.last_log,
+            snapshot: status.snapshot,
+            log_entries: u64::try_from(status.log_entries).unwrap_or(u64::MAX),
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Three `raft-kv serve` processes with durable storage: the command-line client, and
+//! SIGKILL of the leader's process losing no acknowledged write.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::net::{Shutdown, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use raft_examples::{KvClient, NodeStatus, PortHolder, Role, free_loopback_addrs};
+use raft_traits::NodeId;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+
+use crate::support::{FORK_LOCK, PATIENCE, client_config, run};
+
+const BIN: &str = env!("CARGO_BIN_EXE_raft-kv");
+
+/// One `raft-kv serve` process, killed when dropped.
+struct Server {
+    id: NodeId,
+    /// Its Raft and client addresses.
+    addrs: [SocketAddr; 2],
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// Its addresses while it is down, kept for its restart.
+    held: Option<PortHolder>,
+}
+
+impl Server {
+    async fn start(&mut self) {
+        assert!(self.child.is_none(), "{} is running", self.id);
+        let _no_fork = FORK_LOCK.lock().await;
+        if let Some(held) = self.held.take() {
+            held.release().await;
+        }
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no chance to flush or close anything. With `hold_ports`, its addresses
+    /// are kept for its restart (connections to them are then closed at once rather
+    /// than refused).
+    fn kill(&mut self, hold_ports: bool) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{} exited by itself: {status}", self.id);
+        if hold_ports {
+            self.held = Some(PortHolder::hold(&self.addrs).unwrap());
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            println!("--- last lines of {}'s log:", self.id);
+            for line in tail.iter().rev() {
+                println!("{line}");
+            }
+        }
+    }
+}
+
+fn members(addrs: &BTreeMap<NodeId, SocketAddr>) -> String {
+    addrs
+        .iter()
+        .map(|(id, addr)| format!("{}={addr}", id.0))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn cli(args: &[&str]) -> Output {
+    let child = {
+        let _no_fork = FORK_LOCK.lock_blocking();
+        Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    child.wait_with_output().unwrap()
+}
+
+/// [`free_loopback_addrs`], while no child is being spawned: the listeners it closes
+/// must not live on in one.
+fn free_addrs(n: usize) -> Vec<SocketAddr> {
+    let _no_fork = FORK_LOCK.lock_blocking();
+    free_loopback_addrs(n).unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Polls every node's status until one leads and every other reachable node follows
+/// it, skipping `down`.
+async fn wait_for_leader(client: &KvClient, down: &[NodeId]) -> NodeStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let statuses: Vec<NodeStatus> = client
+            .statuses()
+            .await
+            .into_iter()
+            .filter(|(id, _)| !down.contains(id))
+            .filter_map(|(_, status)| status.ok())
+            .collect();
+        let leader = statuses.iter().find(|s| s.role == Role::Leader);
+        if let Some(leader) = leader
+            && statuses.len() == client.nodes().len() - down.len()
+            && statuses
+                .iter()
+                .all(|s| s.term == leader.term && s.leader == Some(leader.id))
+        {
+            return leader.clone();
+        }
+        assert!(Instant::now() < deadline, "no leader among the processes");
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls node `id` until it has applied `index`.
+async fn wait_applied(client: &KvClient, id: NodeId, index: raft_traits::LogIndex) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Ok(status) = client.status(id).await
+            && status.last_applied >= index
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} did not apply {index}");
+        smol::Timer::after(Duration::from_millis(50)).await;
+    }
+}
+
+async fn put_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>) {
+    for i in range {
+        client
+            .put(format!("{prefix}{i}"), format!("value-{i}"))
+            .await
+            .unwrap_or_else(|e| panic!("put {prefix}{i}: {e}"));
+    }
+}
+
+async fn check_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>) {
+    for i in range {
+        let value = client.get(format!("{prefix}{i}")).await.unwrap();
+        assert_eq!(value, Some(format!("value-{i}")), "{prefix}{i}");
+    }
+}
+
+/// Garbage on a port: the process must close the connection and live on.
+async fn garbage(addr: SocketAddr) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream
+        .write_all(b"RAFT\x01\x01\x00\x00garbage that is no frame")
+        .await;
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut buffer = [0u8; 256];
+    while let Ok(n) = stream.read(&mut buffer).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+fn servers(
+    dir: &Path,
+    raft: &BTreeMap<NodeId, SocketAddr>,
+    clients: &BTreeMap<NodeId, SocketAddr>,
+) -> BTreeMap<NodeId, Server> {
+    let peers = members(raft);
+    raft.keys()
+        .map(|&id| {
+            let args = vec![
+                "serve".to_owned(),
+                "--id".to_owned(),
+                id.0.to_string(),
+                "--listen".to_owned(),
+                raft[&id].to_string(),
+                "--client-listen".to_owned(),
+                clients[&id].to_string(),
+                "--peers".to_owned(),
+                peers.clone(),
+                "--data-dir".to_owned(),
+                dir.join(format!("node-{}", id.0)).display().to_string(),
+                // Small, so that restarts recover from a snapshot plus a log.
+                "--snapshot-entries".to_owned(),
+                "50".to_owned(),
+            ];
+            let server = Server {
+                id,
+                addrs: [raft[&id], clients[&id]],
+                args,
+                log: dir.join(format!("node-{}.log", id.0)),
+                child: None,
+                held: None,
+            };
+            (id, server)
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = free_addrs(6);
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let raft: BTreeMap<NodeId, SocketAddr> =
+        ids.into_iter().zip(addrs[..3].iter().copied()).collect();
+    let clients: BTreeMap<NodeId, SocketAddr> =
+        ids.into_iter().zip(addrs[3..].iter().copied()).collect();
+    let mut servers = servers(dir.path(), &raft, &clients);
+    for server in servers.values_mut() {
+        run(server.start());
+    }
+    let client = KvClient::new(clients.clone(), client_config()).unwrap();
+
+    run(async {
+        let first = wait_for_leader(&client, &[]).await;
+        put_range(&client, "a", 0..100).await;
+
+        // SIGKILL the leader's process, and keep writing.
+        servers.get_mut(&first.id).unwrap().kill(true);
+        put_range(&client, "b", 0..100).await;
+        let second = wait_for_leader(&client, &[first.id]).await;
+        assert_ne!(second.id, first.id);
+
+        // It comes back from its files and catches up.
+        servers.get_mut(&first.id).unwrap().start().await;
+        let committed = client.status(second.id).await.unwrap().commit_index;
+        wait_applied(&client, first.id, committed).await;
+
+        // Now the second leader dies too: the restarted node and the third hold every
+        // acknowledged write between them.
+        servers.get_mut(&second.id).unwrap().kill(true);
+        put_range(&client, "c", 0..20).await;
+        check_range(&client, "a", 0..100).await;
+        check_range(&client, "b", 0..100).await;
+        check_range(&client, "c", 0..20).await;
+
+        // Garbage on every port of the live processes: they close those connections
+        // and live on.
+        for id in ids.into_iter().filter(|&id| id != second.id) {
+            garbage(raft[&id]).await;
+            garbage(clients[&id]).await;
+            assert!(
+                servers.get_mut(&id).unwrap().is_running(),
+                "{id} died on bad input"
+            );
+        }
+        put_range(&client, "d", 0..5).await;
+
+        servers.get_mut(&second.id).unwrap().start().await;
+        let committed = wait_for_leader(&client, &[]).await.commit_index;
+        wait_applied(&client, second.id, committed).await;
+        check_range(&client, "d", 0..5).await;
+    });
+    client.shutdown();
+}
+
+#[test]
+fn the_command_line_client_works_and_fails_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs = free_addrs(7);
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let raft: BTreeMap<NodeId, SocketAddr> =
+        ids.into_iter().zip(addrs[..3].iter().copied()).collect();
+    let clients: BTreeMap<NodeId, SocketAddr> =
+        ids.into_iter().zip(addrs[3..6].iter().copied()).collect();
+    let nobody = addrs[6];
+    let mut servers = servers(dir.path(), &raft, &clients);
+    for server in servers.values_mut() {
+        run(server.start());
+    }
+    let cluster = members(&clients);
+    let library = KvClient::new(clients.clone(), client_config()).unwrap();
+    run(wait_for_leader(&library, &[]));
+
+    let put = cli(&["put", "color", "blue", "--cluster", &cluster]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    assert_eq!(stdout(&put), "OK\n");
+    let put = cli(&["put", "color", "green", "--cluster", &cluster]);
+    assert_eq!(stdout(&put), "OK (replaced \"blue\")\n");
+
+    let get = cli(&["get", "color", "--cluster", &cluster]);
+    assert!(get.status.success(), "{}", stderr(&get));
+    assert_eq!(stdout(&get), "green\n");
+
+    let missing = cli(&["get", "shape", "--cluster", &cluster]);
+    assert_eq!(missing.status.code(), Some(3));
+    assert_eq!(stdout(&missing), "");
+    assert!(
+        stderr(&missing).contains("not found"),
+        "{}",
+        stderr(&missing)
+    );
+
+    let delete = cli(&["delete", "color", "--cluster", &cluster]);
+    assert!(delete.status.success());
+    assert_eq!(stdout(&delete), "deleted (was \"green\")\n");
+    let again = cli(&["delete", "color", "--cluster", &cluster]);
+    assert!(again.status.success());
+    assert!(stdout(&again).starts_with("not found"));
+
+    // One leader and two followers, once no election is under way.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = cli(&["status", "--cluster", &cluster]);
+        assert!(status.status.success(), "{}", stderr(&status));
+        let table = stdout(&status);
+        assert_eq!(table.lines().count(), 4, "{table}");
+        let rows = |role: &str| {
+            let role = format!(" {role} ");
+            table.lines().skip(1).filter(|l| l.contains(&role)).count()
+        };
+        if rows("leader") == 1 && rows("follower") == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{table}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // One node down: status says so, and commands still work.
+    let down = NodeId(1);
+    servers.get_mut(&down).unwrap().kill(false);
+    let put = cli(&["put", "size", "large", "--cluster", &cluster]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let status = cli(&["status", "--cluster", &cluster]);
+    assert!(status.status.success());
+    let table = stdout(&status);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("n1 ") && l.contains("unreachable")),
+        "{table}"
+    );
+
+    // Failures: one line on stderr, a non-zero exit code.
+    let unreachable = format!("1={nobody}");
+    let failed = cli(&["get", "color", "--cluster", &unreachable, "--timeout", "1"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let message = stderr(&failed);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.starts_with("error: "), "{message}");
+    let failed = cli(&["status", "--cluster", &unreachable]);
+    assert_eq!(failed.status.code(), Some(1));
+    let bad = cli(&["get", "color", "--cluster", "one=somewhere"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("--cluster"), "{}", stderr(&bad));
+    let usage = cli(&["put", "only-a-key"]);
+    assert_eq!(usage.status.code(), Some(2));
+    library.shutdown();
+}

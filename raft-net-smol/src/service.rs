@@ -1,0 +1,110 @@
+//! [`Service`]: what a [`TcpServer`](crate::TcpServer) answers requests with, for any pair
+//! of request and response types. Raft's RPCs are one instance ([`RaftService`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use raft_traits::{Command, Request, Response, RpcHandler, async_trait};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A request/response protocol served over TCP by a [`TcpServer`](crate::TcpServer) and
+/// called with a [`TcpClient`](crate::TcpClient).
+///
+/// The server decodes each complete request with its codec, runs
+/// [`call`](Service::call) on a task of its own (so a slow call never holds up the others
+/// on the connection) and sends the response back with the request's id. An `Err`
+/// travels back as an error frame carrying the string; the client reports it as
+/// [`TransportError::Failed`](raft_traits::TransportError::Failed). A request body that
+/// does not decode as [`Request`](Service::Request) is bad input: the server closes the
+/// connection it came on.
+///
+/// Application-level refusals ("not the leader", "key not found") belong in the response
+/// type; `Err` is for "this server cannot answer at all".
+///
+/// ```
+/// use std::sync::Arc;
+/// use raft_net_smol::{Service, TcpClient, TcpConfig, TcpServer};
+/// use raft_traits::{NodeId, async_trait};
+///
+/// /// Doubles numbers, refuses negative ones.
+/// struct Doubler;
+///
+/// #[async_trait]
+/// impl Service for Doubler {
+///     type Request = i64;
+///     type Response = i64;
+///
+///     async fn call(&self, request: i64) -> Result<i64, String> {
+///         if request < 0 { Err("negative".to_owned()) } else { Ok(request * 2) }
+///     }
+/// }
+///
+/// let server = TcpServer::bind(([127, 0, 0, 1], 0), TcpConfig::default()).unwrap();
+/// server.serve_service(Arc::new(Doubler)).unwrap();
+/// let client: TcpClient<i64, i64> =
+///     TcpClient::new(TcpConfig::default(), [(NodeId(1), server.local_addr())]).unwrap();
+/// smol::block_on(async {
+///     assert_eq!(client.call(NodeId(1), 21).await, Ok(42));
+///     assert!(client.call(NodeId(1), -1).await.is_err());
+/// });
+/// client.shutdown();
+/// smol::block_on(server.shutdown());
+/// ```
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    /// What clients send.
+    type Request: DeserializeOwned + Send + 'static;
+    /// What the service answers.
+    type Response: Serialize + Send + 'static;
+
+    /// Answers one request, or says why it cannot.
+    async fn call(&self, request: Self::Request) -> Result<Self::Response, String>;
+
+    /// A short name of the request's kind, for logs.
+    fn describe(_request: &Self::Request) -> &'static str
+    where
+        Self: Sized,
+    {
+        "request"
+    }
+}
+
+/// Raft's RPCs as a [`Service`]: hands each [`Request`] to an [`RpcHandler`] (the Raft
+/// handle) and sends back its [`Response`].
+///
+/// [`TcpServer::serve`](crate::TcpServer::serve) wraps its handler in one; build one
+/// yourself to serve Raft next to other services.
+pub struct RaftService<C> {
+    handler: Arc<dyn RpcHandler<C>>,
+}
+
+impl<C: Command> RaftService<C> {
+    /// Serves `handler`.
+    pub fn new(handler: Arc<dyn RpcHandler<C>>) -> Self {
+        RaftService { handler }
+    }
+}
+
+impl<C> fmt::Debug for RaftService<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RaftService").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<C: Command> Service for RaftService<C> {
+    type Request = Request<C>;
+    type Response = Response;
+
+    async fn call(&self, request: Request<C>) -> Result<Response, String> {
+        self.handler
+            .handle(request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn describe(request: &Request<C>) -> &'static str {
+        request.kind()
+    }
+}

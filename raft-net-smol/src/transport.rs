@@ -1,0 +1,158 @@
+//! [`TcpTransport`]: Raft's [`Transport`] over TCP, a [`TcpClient`] of Raft's RPCs.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use raft_traits::{
+    Codec, Command, NodeId, Postcard, Request, Response, Transport, TransportError, async_trait,
+};
+
+use crate::client::TcpClient;
+use crate::config::TcpConfig;
+use crate::error::ConfigError;
+
+/// A [`Transport`] over TCP: sends each request to its peer over a connection of its own
+/// and waits for the reply.
+///
+/// It is a [`TcpClient`] of [`Request`]s and [`Response`]s, talking to the peers'
+/// [`TcpServer`](crate::TcpServer)s, and behaves exactly like one:
+///
+/// * **One connection per peer**, opened by the first request to it and reused by every
+///   later one. Concurrent requests share it: each carries a request id and the reply
+///   with the same id goes back to it, in whatever order replies come.
+/// * **Large messages** (longer than [`TcpConfig::chunk_size`]) are sent in chunks, and
+///   chunks of different requests interleave, so a heartbeat is not held up by a
+///   snapshot being sent on the same connection. A message may be larger than the
+///   maximum frame size, up to [`TcpConfig::max_message_size`].
+/// * **Failures**: a connection that breaks fails the requests waiting on it; the next
+///   request opens a new one. After a failed connection attempt the transport waits
+///   (exponentially longer, between [`TcpConfig::backoff_min`] and
+///   [`TcpConfig::backoff_max`]) before trying that peer again, and fails requests
+///   meanwhile at once.
+///
+/// | situation | error |
+/// |---|---|
+/// | `to` is not a known peer | [`TransportError::UnknownPeer`] |
+/// | no connection could be made: refused, no route, connect timeout, backing off | [`TransportError::Unreachable`] (the request was not sent) |
+/// | no reply within [`TcpConfig::request_timeout`] | [`TransportError::Timeout`] |
+/// | the connection broke or the peer broke the protocol while the request was in flight, the peer answered with an error, the message could not be encoded or is too large | [`TransportError::Failed`] |
+/// | after [`shutdown`](Self::shutdown), including requests in flight at that moment | [`TransportError::Closed`] |
+///
+/// A request waits at most `connect_timeout` for a connection and then at most
+/// `request_timeout` for its reply.
+///
+/// The transport is a handle: clones share the same peers and connections. Its
+/// connections run as tasks on smol's global executor (see `smol::spawn`; the number of
+/// its threads is set by the `SMOL_THREADS` environment variable); they end when the
+/// transport is shut down or its last handle is dropped.
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use raft_net_smol::{TcpConfig, TcpTransport};
+/// use raft_traits::{LogId, NodeId, Request, RequestVote, Term, Transport, TransportError};
+///
+/// let addr: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+/// let transport: TcpTransport<u64> =
+///     TcpTransport::new(TcpConfig::default(), [(NodeId(2), addr)]).unwrap();
+/// assert_eq!(transport.peer_addr(NodeId(2)), Some(addr));
+///
+/// let vote = Request::Vote(RequestVote {
+///     term: Term(1),
+///     candidate: NodeId(1),
+///     last_log: LogId::default(),
+/// });
+/// let reply = smol::block_on(transport.send(NodeId(3), vote.clone()));
+/// assert_eq!(reply, Err(TransportError::UnknownPeer(NodeId(3))));
+///
+/// transport.shutdown();
+/// assert_eq!(smol::block_on(transport.send(NodeId(2), vote)), Err(TransportError::Closed));
+/// ```
+pub struct TcpTransport<C, K = Postcard> {
+    client: TcpClient<Request<C>, Response, K>,
+}
+
+impl<C: Command> TcpTransport<C, Postcard> {
+    /// A transport that encodes messages with [`Postcard`] and knows the peers in
+    /// `peers`, a map (or any sequence) from node id to address.
+    ///
+    /// No connection is made until the first request to a peer.
+    pub fn new(
+        config: TcpConfig,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Result<Self, ConfigError> {
+        Self::with_codec(config, Postcard, peers)
+    }
+}
+
+impl<C: Command, K: Codec> TcpTransport<C, K> {
+    /// A transport like [`new`](TcpTransport::new) that encodes messages with `codec`;
+    /// the peers' servers must use the same codec.
+    pub fn with_codec(
+        config: TcpConfig,
+        codec: K,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Result<Self, ConfigError> {
+        Ok(TcpTransport {
+            client: TcpClient::with_codec(config, codec, peers)?,
+        })
+    }
+
+    /// Adds peer `peer` at `addr`, or moves it there.
+    ///
+    /// Moving a peer closes its current connection (requests in flight on it fail) and
+    /// forgets its backoff, so the next request connects to the new address at once.
+    pub fn set_peer(&self, peer: NodeId, addr: SocketAddr) {
+        self.client.set_peer(peer, addr);
+    }
+
+    /// Forgets peer `peer`, closing its connection; returns its address if it was known.
+    pub fn remove_peer(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.client.remove_peer(peer)
+    }
+
+    /// The address of peer `peer`, if it is known.
+    pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
+        self.client.peer_addr(peer)
+    }
+
+    /// The configuration the transport runs with.
+    pub fn config(&self) -> &TcpConfig {
+        self.client.config()
+    }
+
+    /// Shuts the transport down, for every handle: requests in flight end at once with
+    /// [`TransportError::Closed`], as does every later request, and every connection is
+    /// closed. Calling it again does nothing.
+    pub fn shutdown(&self) {
+        self.client.shutdown();
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.client.is_shut_down()
+    }
+}
+
+#[async_trait]
+impl<C: Command, K: Codec> Transport<C> for TcpTransport<C, K> {
+    async fn send(&self, to: NodeId, request: Request<C>) -> Result<Response, TransportError> {
+        self.client.call(to, request).await
+    }
+}
+
+impl<C, K> Clone for TcpTransport<C, K> {
+    /// Another handle on the same transport.
+    fn clone(&self) -> Self {
+        TcpTransport {
+            client: self.client.clone(),
+        }
+    }
+}
+
+impl<C, K> fmt::Debug for TcpTransport<C, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("client", &self.client)
+            .finish()
+    }
+}
