@@ -136,7 +136,7 @@ impl<C: Command> Node<Leader, C> {
                     tracing::warn!(peer = %from, %match_index, "follower claims entries the leader never sent");
                     return;
                 }
-                progress.matched(match_index);
+                progress.matched(match_index, self.shared.next_seq);
                 self.maybe_commit(out);
                 self.replicate_to(from, out);
             }
@@ -144,6 +144,10 @@ impl<C: Command> Node<Leader, C> {
                 prev_log_index,
                 hint,
             } => {
+                if progress.regressed(tag.seq, hint.last_log_index) {
+                    tracing::warn!(peer = %from, "follower lost entries it had confirmed; replicating from scratch");
+                    progress.enter(ReplicationMode::Probe);
+                }
                 // Late rejections describe a log the follower has since fixed.
                 let fresh = match progress.mode {
                     ReplicationMode::Replicate => prev_log_index > progress.match_index,
@@ -207,7 +211,7 @@ impl<C: Command> Node<Leader, C> {
                     tracing::warn!(peer = %from, %match_index, "follower claims entries the leader never sent");
                     return;
                 }
-                progress.matched(match_index);
+                progress.matched(match_index, self.shared.next_seq);
                 self.maybe_commit(out);
                 self.replicate_to(from, out);
             }

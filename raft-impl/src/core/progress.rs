@@ -39,6 +39,9 @@ pub struct Progress {
     pub(super) inflight: BTreeMap<u64, LogIndex>,
     /// The commit index carried by the last AppendEntries sent to the follower.
     pub(super) commit_sent: LogIndex,
+    /// The leader's last sequence number when it learned `match_index`: requests with a
+    /// higher number were sent knowing the follower held it.
+    pub(super) match_known_at: u64,
 }
 
 impl Progress {
@@ -49,6 +52,7 @@ impl Progress {
             mode: ReplicationMode::Probe,
             inflight: BTreeMap::new(),
             commit_sent: LogIndex::ZERO,
+            match_known_at: 0,
         }
     }
 
@@ -82,13 +86,31 @@ impl Progress {
             }
     }
 
+    /// The follower refused request `seq`, sent after the leader learned `match_index`,
+    /// saying its log ends before that: it lost entries it had confirmed (its storage
+    /// was wiped or replaced). Raft assumes this never happens, but an operator can make
+    /// it happen; start over rather than wait forever. (A request sent before the match
+    /// was learned can be refused legitimately: it may have overtaken the one that
+    /// established the match.)
+    pub(super) fn regressed(&mut self, seq: u64, last_log_index: LogIndex) -> bool {
+        if seq > self.match_known_at && last_log_index < self.match_index {
+            self.match_index = LogIndex::ZERO;
+            return true;
+        }
+        false
+    }
+
     pub(super) fn enter(&mut self, mode: ReplicationMode) {
         self.mode = mode;
         self.inflight.clear();
     }
 
-    /// Records that the follower's log matches up to `index`.
-    pub(super) fn matched(&mut self, index: LogIndex) {
+    /// Records that the follower's log matches up to `index`; `now` is the leader's last
+    /// sequence number.
+    pub(super) fn matched(&mut self, index: LogIndex, now: u64) {
+        if index > self.match_index {
+            self.match_known_at = now;
+        }
         self.match_index = self.match_index.max(index);
         self.next_index = self.next_index.max(self.match_index.next());
         let caught_up = match self.mode {

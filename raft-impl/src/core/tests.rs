@@ -1244,3 +1244,42 @@ fn a_pipelined_request_refused_before_its_predecessor_arrived_is_resent() {
 fn indices_of(entries: &[Entry<Cmd>]) -> Vec<u64> {
     entries.iter().map(|e| e.index.0).collect()
 }
+
+#[test]
+fn a_follower_that_lost_its_log_is_replicated_from_scratch() {
+    // Raft assumes storage survives; an operator who wipes a follower's disk breaks that.
+    // The leader learns of it when a heartbeat anchored at the confirmed index is refused
+    // and must start over instead of stalling.
+    let mut leader = settled_leader(Boot::new(1, 3));
+    let mut out = Effects::new();
+    leader.propose(1, &mut out).expect("leader");
+    let (tag, _) = appends_to(out.as_slice(), 2)[0];
+    let (leader, _) = step(leader, reply_to(2, tag, success(1, 1)));
+    let (leader, effects) = step(leader, Input::HeartbeatTimeout);
+    let (heartbeat, request) = appends_to(&effects, 2)[0].clone();
+    assert_eq!(
+        request.prev_log,
+        id(1, 1),
+        "anchored at the confirmed index"
+    );
+    let wiped = Response::Append(AppendReply {
+        term: t(1),
+        outcome: AppendOutcome::Conflict {
+            prev_log_index: i(1),
+            hint: ConflictHint {
+                conflict_term: None,
+                first_index: i(1),
+                last_log_index: i(0),
+            },
+        },
+    });
+    let (leader, effects) = step(leader, reply_to(2, heartbeat, wiped));
+    let resent = appends_to(&effects, 2);
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].1.prev_log, id(0, 0), "from the very beginning");
+    assert_eq!(indices_of(&resent[0].1.entries), [1]);
+    let AnyNode::Leader(l) = &leader else {
+        panic!()
+    };
+    assert_eq!(l.role().progress(n(2)).expect("peer").match_index(), i(0));
+}

@@ -1,0 +1,251 @@
+//! `raft-bench`: throughput, latency, failover, snapshot transfer and memory figures of a
+//! three-node cluster, each verified before it is printed.
+//!
+//! Run: `cargo run --release -p raft-examples --bin raft-bench -- [SCENARIO...] [--json]`
+//! where SCENARIO is `inprocess`, `tcp`, `durable`, `election`, `snapshot`, `memory` or
+//! `all` (the default). See `--help`.
+
+#![allow(clippy::print_stdout)]
+
+mod cluster;
+mod measure;
+mod scenarios;
+
+use std::fmt::Write as _;
+
+use clap::{Parser, ValueEnum};
+use raft_net_smol::{SmolRuntime, TcpConfig};
+
+use crate::cluster::{Durability, Wiring};
+use crate::measure::Latency;
+
+/// Benchmarks of the raft library on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "raft-bench")]
+struct Args {
+    /// Scenarios to run.
+    #[arg(value_enum, default_values_t = [Scenario::All])]
+    scenarios: Vec<Scenario>,
+    /// Concurrent closed-loop clients, for the throughput scenarios.
+    #[arg(long, value_delimiter = ',')]
+    clients: Option<Vec<usize>>,
+    /// Writes per run (default: 200 000 with one client, 2 000 000 with more, in
+    /// process; a tenth of that over TCP; 20 000 / 200 000 when durable).
+    #[arg(long)]
+    writes: Option<u64>,
+    /// Runs every scenario at a tenth of its size: a quick check, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// Prints the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads of the runtime shared by the nodes and the clients.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// 3 voters in one process, direct in-process calls, memory storage.
+    Inprocess,
+    /// 3 voters in one process talking over real loopback TCP.
+    Tcp,
+    /// The TCP scenario with the durable file store (fsync on).
+    Durable,
+    /// Kill the leader 50 times; time until a new leader serves writes.
+    Election,
+    /// Bring a wiped follower back with a 256 MiB snapshot over TCP.
+    Snapshot,
+    /// 1 000 000 key-value writes with snapshots; memory at the end.
+    Memory,
+    /// Everything above.
+    All,
+}
+
+/// A failed benchmark: it prints no figure.
+#[derive(Debug)]
+pub(crate) struct BenchError(pub String);
+
+/// One line of the results table.
+#[derive(Clone, Debug)]
+pub(crate) struct Row {
+    pub(crate) scenario: &'static str,
+    pub(crate) clients: usize,
+    pub(crate) writes: u64,
+    pub(crate) writes_per_sec: f64,
+    pub(crate) latency: Latency,
+    pub(crate) cpu_us_per_write: f64,
+    pub(crate) peak_rss_mib: f64,
+    pub(crate) note: String,
+}
+
+fn main() {
+    let args = Args::parse();
+    let runtime = SmolRuntime::with_threads(args.threads.max(1));
+    let mut scenarios = args.scenarios.clone();
+    if scenarios.contains(&Scenario::All) {
+        scenarios = vec![
+            Scenario::Inprocess,
+            Scenario::Tcp,
+            Scenario::Durable,
+            Scenario::Election,
+            Scenario::Snapshot,
+            Scenario::Memory,
+        ];
+    }
+    let scale = if args.quick { 10 } else { 1 };
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for scenario in scenarios {
+        let result = runtime.block_on(run(scenario, &args, scale, &runtime, &mut rows));
+        if let Err(BenchError(reason)) = result {
+            eprintln!("{scenario:?}: FAILED: {reason}");
+            failed = true;
+        }
+    }
+    runtime.stop();
+    if args.json {
+        println!("{}", json(&rows));
+    } else {
+        print!("{}", table(&rows));
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+async fn run(
+    scenario: Scenario,
+    args: &Args,
+    scale: u64,
+    runtime: &SmolRuntime,
+    rows: &mut Vec<Row>,
+) -> Result<(), BenchError> {
+    let writes_for = |clients: usize, one: u64, many: u64| {
+        args.writes.unwrap_or(if clients == 1 { one } else { many }) / scale
+    };
+    match scenario {
+        Scenario::Inprocess => {
+            for &c in args.clients.as_deref().unwrap_or(&[1, 16, 64, 256, 1024]) {
+                let writes = writes_for(c, 200_000, 2_000_000);
+                rows.push(
+                    scenarios::throughput(
+                        "in-process",
+                        runtime,
+                        Wiring::local(),
+                        Durability::Memory,
+                        c,
+                        writes,
+                    )
+                    .await?,
+                );
+            }
+        }
+        Scenario::Tcp => {
+            for &c in args.clients.as_deref().unwrap_or(&[1, 16, 64, 256]) {
+                let writes = writes_for(c, 20_000, 200_000);
+                let wiring = Wiring::tcp(TcpConfig::default())?;
+                rows.push(
+                    scenarios::throughput("tcp", runtime, wiring, Durability::Memory, c, writes)
+                        .await?,
+                );
+            }
+        }
+        Scenario::Durable => {
+            for &c in args.clients.as_deref().unwrap_or(&[1, 64]) {
+                let writes = writes_for(c, 2_000, 200_000);
+                let wiring = Wiring::tcp(TcpConfig::default())?;
+                rows.push(
+                    scenarios::throughput("durable", runtime, wiring, Durability::Files, c, writes)
+                        .await?,
+                );
+            }
+        }
+        Scenario::Election => {
+            rows.push(scenarios::election(runtime, (50 / scale as usize).max(5)).await?)
+        }
+        Scenario::Snapshot => {
+            rows.push(scenarios::snapshot_install(runtime, 256 / scale as usize).await?)
+        }
+        Scenario::Memory => rows.push(scenarios::memory(runtime, 1_000_000 / scale).await?),
+        Scenario::All => {}
+    }
+    Ok(())
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<17} {:>7} {:>9} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "scenario",
+        "clients",
+        "writes",
+        "writes/s",
+        "mean µs",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "CPU µs/w",
+        "peak MiB"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:<17} {:>7} {:>9} {:>11.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>9.1}",
+            row.scenario,
+            row.clients,
+            row.writes,
+            row.writes_per_sec,
+            row.latency.mean_us,
+            row.latency.p50_us,
+            row.latency.p99_us,
+            row.latency.max_us,
+            row.cpu_us_per_write,
+            row.peak_rss_mib
+        );
+        if !row.note.is_empty() {
+            let _ = writeln!(out, "{:<17} {}", "", row.note);
+        }
+    }
+    out
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn json(rows: &[Row]) -> String {
+    let objects: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{{\"scenario\":{},\"clients\":{},\"writes\":{},\"writes_per_sec\":{:.1},\"mean_us\":{:.2},\"p50_us\":{:.2},\"p99_us\":{:.2},\"max_us\":{:.2},\"cpu_us_per_write\":{:.3},\"peak_rss_mib\":{:.1},\"note\":{}}}",
+                json_string(row.scenario),
+                row.clients,
+                row.writes,
+                row.writes_per_sec,
+                row.latency.mean_us,
+                row.latency.p50_us,
+                row.latency.p99_us,
+                row.latency.max_us,
+                row.cpu_us_per_write,
+                row.peak_rss_mib,
+                json_string(&row.note)
+            )
+        })
+        .collect();
+    format!("[{}]", objects.join(","))
+}

@@ -1,0 +1,119 @@
+//! Measuring: latencies, process CPU time and peak memory, and the progress line.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Latency percentiles of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Latency {
+    pub(crate) mean_us: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) max_us: f64,
+}
+
+impl Latency {
+    /// Summarizes latencies given in nanoseconds.
+    pub(crate) fn of(mut nanos: Vec<u64>) -> Latency {
+        if nanos.is_empty() {
+            return Latency::default();
+        }
+        nanos.sort_unstable();
+        let at = |q: f64| nanos[((nanos.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+        Latency {
+            mean_us: nanos.iter().sum::<u64>() as f64 / nanos.len() as f64 / 1000.0,
+            p50_us: at(0.50),
+            p99_us: at(0.99),
+            max_us: at(1.0),
+        }
+    }
+}
+
+/// User plus system CPU time of this process so far, from `/proc/self/stat`.
+pub(crate) fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 2..]) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    // The kernel reports clock ticks; USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
+}
+
+/// The peak resident set size of this process, in MiB, from `/proc/self/status`.
+pub(crate) fn peak_rss_mib() -> f64 {
+    status_kib("VmHWM:") / 1024.0
+}
+
+/// The current resident set size of this process, in MiB.
+pub(crate) fn rss_mib() -> f64 {
+    status_kib("VmRSS:") / 1024.0
+}
+
+fn status_kib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with(field))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// Prints `label: done/total` with the current rate on one line, twice a second, until
+/// dropped.
+pub(crate) struct Progress {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    pub(crate) fn start(label: String, done: Arc<AtomicU64>, total: u64) -> Progress {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut last = (Instant::now(), 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let now = done.load(Ordering::Relaxed);
+                    let rate = (now - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
+                    last = (Instant::now(), now);
+                    eprint!(
+                        "\r  {label}: {now}/{total} ({rate:>9.0}/s, {:>5.1}s)   ",
+                        started.elapsed().as_secs_f64()
+                    );
+                    let _ = std::io::stderr().flush();
+                }
+                eprint!("\r{:80}\r", "");
+            })
+        };
+        Progress {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
