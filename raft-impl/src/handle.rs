@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use futures::channel::{mpsc, oneshot};
+use futures::channel::oneshot;
 use raft_traits::{
     Command, HandlerError, LogId, LogIndex, NodeId, Request, Response, RpcHandler, Runtime,
     StateMachine, Storage, Term, Transport, async_trait,
@@ -146,7 +146,7 @@ impl Shared {
 /// `C` is the command type, `R` the state machine's response.
 pub struct Raft<C, R> {
     shared: Arc<Shared>,
-    events: mpsc::UnboundedSender<Event<C, R>>,
+    events: async_channel::Sender<Event<C, R>>,
 }
 
 impl<C, R> Clone for Raft<C, R> {
@@ -223,8 +223,8 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         });
         shared.publish(&node);
 
-        let (events_tx, events) = mpsc::unbounded();
-        let (apply_tx, apply_rx) = mpsc::unbounded();
+        let (events_tx, events) = async_channel::unbounded();
+        let (apply_tx, apply_rx) = async_channel::unbounded();
         let apply_task = runtime.spawn(run_apply(
             state_machine,
             apply_rx,
@@ -245,6 +245,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             next_request_id: 0,
             election_deadline: None,
             heartbeat_deadline: None,
+            alarm: None,
         };
         let _detached = runtime.spawn(driver.run(apply_task));
         tracing::debug!(node = %id, "started");
@@ -326,7 +327,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// machine is not called again once this returns. Idempotent.
     pub async fn shutdown(&self) {
         let (done, stopped) = oneshot::channel();
-        if self.events.unbounded_send(Event::Shutdown { done }).is_ok() {
+        if self.events.try_send(Event::Shutdown { done }).is_ok() {
             let _ = stopped.await;
         }
         self.shared.stop();
@@ -342,7 +343,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             return Err(ProposeError::Stopped);
         }
         self.events
-            .unbounded_send(event)
+            .try_send(event)
             .map_err(|_| ProposeError::Stopped)
     }
 }

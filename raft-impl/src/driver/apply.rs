@@ -5,11 +5,11 @@
 //! so `apply` may call back into the Raft handle (the lab's `Snapshot` from inside the
 //! applier) without deadlock.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use futures::StreamExt;
-use futures::channel::{mpsc, oneshot};
+use async_channel::{Receiver, Sender};
+use futures::channel::oneshot;
 use raft_traits::{
     Command, Entry, LogId, LogIndex, Payload, Snapshot, StateMachine, StateMachineError, Term,
 };
@@ -45,16 +45,16 @@ impl<C, R> From<Apply<C>> for ApplyMsg<C, R> {
 
 pub(crate) async fn run_apply<C, M>(
     mut state_machine: M,
-    mut inbox: mpsc::UnboundedReceiver<ApplyMsg<C, M::Response>>,
-    events: mpsc::UnboundedSender<Event<C, M::Response>>,
+    inbox: Receiver<ApplyMsg<C, M::Response>>,
+    events: Sender<Event<C, M::Response>>,
     shared: Arc<Shared>,
 ) -> M
 where
     C: Command,
     M: StateMachine<C>,
 {
-    let mut waiters: BTreeMap<LogIndex, (Term, Waiter<M::Response>)> = BTreeMap::new();
-    while let Some(msg) = inbox.next().await {
+    let mut waiters = Waiters::default();
+    while let Ok(msg) = inbox.recv().await {
         match msg {
             ApplyMsg::Entries(entries) => {
                 for entry in entries {
@@ -64,7 +64,7 @@ where
                         Payload::Blank => None,
                     };
                     store_applied(&shared, id.index);
-                    if let Some((term, waiter)) = waiters.remove(&id.index) {
+                    if let Some((term, waiter)) = waiters.take(id.index) {
                         let result = match response {
                             Some(response) if term == id.term => Ok(response),
                             _ => Err(ProposeError::Lost {
@@ -86,18 +86,17 @@ where
                     Err(error) => {
                         let reason =
                             format!("the state machine cannot restore a snapshot: {error}");
-                        let _ = events.unbounded_send(Event::Fatal(reason));
+                        let _ = events.try_send(Event::Fatal(reason));
                         break;
                     }
                 }
                 store_applied(&shared, covered);
-                let still_waiting = waiters.split_off(&covered.next());
-                for (index, (_, waiter)) in std::mem::replace(&mut waiters, still_waiting) {
+                for (index, _, waiter) in waiters.take_up_to(covered) {
                     let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
                 }
             }
             ApplyMsg::Waiter { id, waiter } => {
-                if let Some((term, replaced)) = waiters.insert(id.index, (id.term, waiter)) {
+                if let Some((term, replaced)) = waiters.insert(id, waiter) {
                     // A newer proposal took the index, so the older one was overwritten.
                     let _ = replaced.send(Err(ProposeError::Lost {
                         index: id.index,
@@ -109,4 +108,69 @@ where
         }
     }
     state_machine
+}
+
+/// Proposers waiting for their commands, in index order. Proposals arrive in index
+/// order almost always, so this is a queue: pushed at the back, taken from the front.
+struct Waiters<R> {
+    queue: VecDeque<(LogIndex, Term, Waiter<R>)>,
+}
+
+impl<R> Default for Waiters<R> {
+    fn default() -> Self {
+        Waiters {
+            queue: VecDeque::new(),
+        }
+    }
+}
+
+impl<R> Waiters<R> {
+    /// Adds a waiter; returns the one it displaces at the same index, if any.
+    fn insert(&mut self, id: LogId, waiter: Waiter<R>) -> Option<(Term, Waiter<R>)> {
+        if self
+            .queue
+            .back()
+            .is_none_or(|(index, _, _)| *index < id.index)
+        {
+            self.queue.push_back((id.index, id.term, waiter));
+            return None;
+        }
+        // A new leader reused indices of entries that were never committed.
+        match self
+            .queue
+            .binary_search_by_key(&id.index, |(index, _, _)| *index)
+        {
+            Ok(at) => {
+                let (_, term, old) =
+                    std::mem::replace(&mut self.queue[at], (id.index, id.term, waiter));
+                Some((term, old))
+            }
+            Err(at) => {
+                self.queue.insert(at, (id.index, id.term, waiter));
+                None
+            }
+        }
+    }
+
+    /// Takes the waiter for `index`. Waiters for earlier indices cannot be answered any
+    /// more (their entries went by without them) and are dropped, which tells them the
+    /// node lost track.
+    fn take(&mut self, index: LogIndex) -> Option<(Term, Waiter<R>)> {
+        while self.queue.front().is_some_and(|(at, _, _)| *at < index) {
+            self.queue.pop_front();
+        }
+        if self.queue.front().is_some_and(|(at, _, _)| *at == index) {
+            return self
+                .queue
+                .pop_front()
+                .map(|(_, term, waiter)| (term, waiter));
+        }
+        None
+    }
+
+    /// Takes every waiter up to and including `index`.
+    fn take_up_to(&mut self, index: LogIndex) -> Vec<(LogIndex, Term, Waiter<R>)> {
+        let split = self.queue.partition_point(|(at, _, _)| *at <= index);
+        self.queue.drain(..split).collect()
+    }
 }

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use async_channel::{Receiver, Sender};
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::channel::{mpsc, oneshot};
-use futures::future::{Either, select};
+use futures::channel::oneshot;
+use futures::future::{BoxFuture, Either, select};
 use raft_traits::{
     Command, Entry, LogId, LogIndex, NodeId, Request, Response, Runtime, StateMachine, Storage,
     StorageError, Transport, TransportError,
@@ -69,15 +69,17 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) runtime: Rt,
     pub(crate) storage: S,
     pub(crate) transport: Arc<T>,
-    pub(crate) events: mpsc::UnboundedReceiver<Event<C, R>>,
-    pub(crate) events_tx: mpsc::UnboundedSender<Event<C, R>>,
-    pub(crate) apply_tx: mpsc::UnboundedSender<ApplyMsg<C, R>>,
+    pub(crate) events: Receiver<Event<C, R>>,
+    pub(crate) events_tx: Sender<Event<C, R>>,
+    pub(crate) apply_tx: Sender<ApplyMsg<C, R>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) effects: Effects<C>,
     pub(crate) pending_replies: BTreeMap<RequestId, oneshot::Sender<Response>>,
     pub(crate) next_request_id: u64,
     pub(crate) election_deadline: Option<Duration>,
     pub(crate) heartbeat_deadline: Option<Duration>,
+    /// The sleep armed for the nearest deadline, and when it ends.
+    pub(crate) alarm: Option<(Duration, BoxFuture<'static, ()>)>,
 }
 
 enum Next<C, R> {
@@ -139,7 +141,7 @@ where
         // senders drop; the apply task finishes what it is doing and exits, so that once
         // shutdown returns the state machine is no longer called.
         self.pending_replies.clear();
-        let _ = self.apply_tx.unbounded_send(ApplyMsg::Shutdown);
+        let _ = self.apply_tx.try_send(ApplyMsg::Shutdown);
         let _ = apply_task.await;
         if let Some(done) = shutdown_done {
             let _ = done.send(());
@@ -148,24 +150,36 @@ where
     }
 
     async fn next(&mut self) -> Next<C, R> {
-        let deadline = [
-            self.election_deadline.map(|d| (d, Timer::Election)),
-            self.heartbeat_deadline.map(|d| (d, Timer::Heartbeat)),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let Some((at, timer)) = deadline else {
-            return self.events.next().await.map_or(Next::Closed, Next::Event);
-        };
-        let now = self.runtime.now();
-        if at <= now {
-            return Next::Timer(timer);
-        }
-        let sleep = self.runtime.sleep(at - now);
-        match select(self.events.next(), sleep).await {
-            Either::Left((event, _)) => event.map_or(Next::Closed, Next::Event),
-            Either::Right(((), _)) => Next::Timer(timer),
+        loop {
+            let deadline = [
+                self.election_deadline.map(|d| (d, Timer::Election)),
+                self.heartbeat_deadline.map(|d| (d, Timer::Heartbeat)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some((at, timer)) = deadline else {
+                self.alarm = None;
+                return self.events.recv().await.map_or(Next::Closed, Next::Event);
+            };
+            let now = self.runtime.now();
+            if at <= now {
+                return Next::Timer(timer);
+            }
+            // Arming an OS timer costs syscalls, and a follower pushes its election
+            // deadline back on every AppendEntries: keep the armed sleep unless the
+            // deadline moved earlier; if it went off early, the loop sleeps the rest.
+            if self.alarm.as_ref().is_none_or(|(armed, _)| at < *armed) {
+                self.alarm = Some((at, self.runtime.sleep(at - now)));
+            }
+            let Some((_, sleep)) = self.alarm.as_mut() else {
+                continue;
+            };
+            let received = std::pin::pin!(self.events.recv());
+            match select(received, sleep).await {
+                Either::Left((event, _)) => return event.map_or(Next::Closed, Next::Event),
+                Either::Right(((), _)) => self.alarm = None,
+            }
         }
     }
 
@@ -248,9 +262,7 @@ where
             // Registered before the entry can possibly be applied: the apply channel is
             // ordered and the entry's Apply effect is sent later.
             (Ok(id), Some(waiter)) => {
-                let _ = self
-                    .apply_tx
-                    .unbounded_send(ApplyMsg::Waiter { id: *id, waiter });
+                let _ = self.apply_tx.try_send(ApplyMsg::Waiter { id: *id, waiter });
             }
             (Err(not_leader), Some(waiter)) => {
                 let _ = waiter.send(Err(ProposeError::NotLeader {
@@ -288,7 +300,7 @@ where
                     }
                 }
                 Effect::Apply(apply) => {
-                    let _ = self.apply_tx.unbounded_send(ApplyMsg::from(apply));
+                    let _ = self.apply_tx.try_send(ApplyMsg::from(apply));
                 }
                 Effect::SetTimer { timer, after } => {
                     let at = Some(self.runtime.now() + after);
@@ -329,7 +341,7 @@ where
                 return;
             }
             let result = transport.send(to, request).await;
-            let _ = events.unbounded_send(Event::Outcome {
+            let _ = events.try_send(Event::Outcome {
                 to,
                 tag,
                 rpc,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use raft_file_store::FileStorage;
 use raft_impl::{Config, Parts, Raft};
 use raft_mem::{LocalNetwork, MemStorage};
-use raft_net_smol::{SmolRuntime, TcpConfig, TcpServer, TcpTransport};
+use raft_net_smol::{TcpConfig, TcpServer, TcpTransport};
 use raft_traits::{
     Bytes, Command, LogId, NodeId, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine,
     StateMachineError, Storage, Transport, async_trait,
@@ -138,8 +138,8 @@ impl<C: Command> Transport<C> for Boxed<C> {
 }
 
 /// Starts node `id` of the cluster and attaches it to the wiring.
-pub(crate) async fn start_node<C, S, M>(
-    runtime: &SmolRuntime,
+pub(crate) async fn start_node<Rt, C, S, M>(
+    runtime: &Rt,
     wiring: &Wiring<C>,
     id: NodeId,
     config: Config,
@@ -147,6 +147,7 @@ pub(crate) async fn start_node<C, S, M>(
     state_machine: M,
 ) -> Result<Raft<C, M::Response>, BenchError>
 where
+    Rt: Runtime,
     C: Command,
     S: Storage<C>,
     M: StateMachine<C>,
@@ -237,21 +238,21 @@ impl<C: Command> StateMachine<C> for Counter {
 }
 
 /// A started three-node cluster of counters.
-pub(crate) struct CounterCluster {
-    pub(crate) runtime: SmolRuntime,
+pub(crate) struct CounterCluster<Rt> {
+    pub(crate) runtime: Rt,
     pub(crate) wiring: Wiring<()>,
     pub(crate) nodes: Vec<Raft<(), ()>>,
     pub(crate) counters: Vec<Counter>,
     _dirs: Vec<ScratchDir>,
 }
 
-impl CounterCluster {
+impl<Rt: Runtime> CounterCluster<Rt> {
     pub(crate) async fn start(
-        runtime: &SmolRuntime,
+        runtime: &Rt,
         wiring: Wiring<()>,
         durability: Durability,
         config: &Config,
-    ) -> Result<CounterCluster, BenchError> {
+    ) -> Result<CounterCluster<Rt>, BenchError> {
         let mut nodes = Vec::new();
         let mut counters = Vec::new();
         let mut dirs = Vec::new();
@@ -331,8 +332,8 @@ impl CounterCluster {
 }
 
 /// Waits (up to 10 s) until one of `nodes` is the leader.
-pub(crate) async fn wait_for_leader<C: Command, R: Send + 'static>(
-    runtime: &SmolRuntime,
+pub(crate) async fn wait_for_leader<Rt: Runtime, C: Command, R: Send + 'static>(
+    runtime: &Rt,
     nodes: &[Raft<C, R>],
 ) -> Result<Raft<C, R>, BenchError> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -356,8 +357,8 @@ pub(crate) struct LoopRun {
 
 /// `clients` tasks each propose a command and wait for its result before the next, until
 /// `writes` have been made in total.
-pub(crate) async fn closed_loop<C, R>(
-    runtime: &SmolRuntime,
+pub(crate) async fn closed_loop<Rt, C, R>(
+    runtime: &Rt,
     leader: &Raft<C, R>,
     clients: usize,
     writes: u64,
@@ -365,6 +366,7 @@ pub(crate) async fn closed_loop<C, R>(
     done: Arc<AtomicU64>,
 ) -> Result<LoopRun, BenchError>
 where
+    Rt: Runtime,
     C: Command,
     R: Send + 'static,
 {

@@ -42,6 +42,17 @@ struct Args {
     /// Worker threads of the runtime shared by the nodes and the clients.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// The runtime the nodes and clients of the in-process scenario run on.
+    #[arg(long, value_enum, default_value_t = RuntimeChoice::Smol)]
+    runtime: RuntimeChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RuntimeChoice {
+    /// `raft_net_smol::SmolRuntime` on its own executor.
+    Smol,
+    /// `raft_tokio::TokioRuntime` on a multi-threaded tokio runtime.
+    Tokio,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -128,17 +139,31 @@ async fn run(
         Scenario::Inprocess => {
             for &c in args.clients.as_deref().unwrap_or(&[1, 16, 64, 256, 1024]) {
                 let writes = writes_for(c, 200_000, 2_000_000);
-                rows.push(
-                    scenarios::throughput(
-                        "in-process",
-                        runtime,
-                        Wiring::local(),
-                        Durability::Memory,
-                        c,
-                        writes,
-                    )
-                    .await?,
-                );
+                let row = match args.runtime {
+                    RuntimeChoice::Smol => {
+                        scenarios::throughput("in-process", runtime, Wiring::local(), Durability::Memory, c, writes)
+                            .await?
+                    }
+                    RuntimeChoice::Tokio => {
+                        let tokio = tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(args.threads.max(1))
+                            .enable_time()
+                            .build()
+                            .map_err(|e| BenchError(format!("cannot start tokio: {e}")))?;
+                        let rt = raft_tokio::TokioRuntime::new(tokio.handle().clone());
+                        let row = tokio.block_on(scenarios::throughput(
+                            "in-process tokio",
+                            &rt,
+                            Wiring::local(),
+                            Durability::Memory,
+                            c,
+                            writes,
+                        ))?;
+                        tokio.shutdown_background();
+                        row
+                    }
+                };
+                rows.push(row);
             }
         }
         Scenario::Tcp => {

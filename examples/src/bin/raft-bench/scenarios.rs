@@ -20,9 +20,9 @@ use crate::measure::{Latency, Progress, cpu_time, peak_rss_mib, rss_mib};
 use crate::{BenchError, Row};
 
 /// A closed-loop throughput run on a fresh cluster: `writes` measured after a warm-up.
-pub(crate) async fn throughput(
+pub(crate) async fn throughput<Rt: Runtime>(
     scenario: &'static str,
-    runtime: &SmolRuntime,
+    runtime: &Rt,
     wiring: Wiring<()>,
     durability: Durability,
     clients: usize,
