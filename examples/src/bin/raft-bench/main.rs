@@ -141,8 +141,15 @@ async fn run(
                 let writes = writes_for(c, 200_000, 2_000_000);
                 let row = match args.runtime {
                     RuntimeChoice::Smol => {
-                        scenarios::throughput("in-process", runtime, Wiring::local(), Durability::Memory, c, writes)
-                            .await?
+                        scenarios::throughput(
+                            "in-process",
+                            runtime,
+                            Wiring::local(),
+                            Durability::Memory,
+                            c,
+                            writes,
+                        )
+                        .await?
                     }
                     RuntimeChoice::Tokio => {
                         let tokio = tokio::runtime::Builder::new_multi_thread()
