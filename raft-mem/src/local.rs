@@ -95,7 +95,9 @@ impl<C> fmt::Debug for LocalNetwork<C> {
             .read()
             .map(|handlers| handlers.keys().copied().collect())
             .unwrap_or_default();
-        f.debug_struct("LocalNetwork").field("servers", &servers).finish()
+        f.debug_struct("LocalNetwork")
+            .field("servers", &servers)
+            .finish()
     }
 }
 
@@ -121,9 +123,12 @@ impl<C: Command> Transport<C> for LocalTransport<C> {
                 reason: "no such server in this process".to_owned(),
             });
         };
-        handler.handle(request).await.map_err(|e| TransportError::Failed {
-            peer: to,
-            reason: e.to_string(),
-        })
+        handler
+            .handle(request)
+            .await
+            .map_err(|e| TransportError::Failed {
+                peer: to,
+                reason: e.to_string(),
+            })
     }
 }
