@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft_traits::{Command, NodeId, Payload};
 
 use super::Leader;
-use super::effects::{Effects, Timer};
+use super::effects::{Effects, Persist, Timer};
 use super::follower::campaign;
 use super::node::Node;
 use super::progress::Progress;
@@ -56,7 +56,8 @@ impl<C: Command> Node<Candidate, C> {
         if !self.has_quorum() {
             return Err(self);
         }
-        let next_index = self.shared.log.last_index().next();
+        let last_index = self.shared.log.last_index();
+        let next_index = last_index.next();
         let progress: BTreeMap<NodeId, Progress> = self
             .shared
             .peers
@@ -66,13 +67,22 @@ impl<C: Command> Node<Candidate, C> {
         out.stop_timer(Timer::Election);
         let mut leader = Node {
             shared: self.shared,
-            role: Leader { progress, ticks: 0 },
+            role: Leader {
+                progress,
+                ticks: 0,
+                // Everything in the log was written before the votes were counted.
+                durable: last_index,
+            },
         };
         tracing::debug!(node = %leader.shared.id, term = %leader.shared.term(), "became leader");
         if leader.shared.config.leader_noop {
-            leader.append(Payload::Blank, out);
+            leader.push(Payload::Blank);
         }
         leader.broadcast(out);
+        if leader.shared.log.last_index() > last_index {
+            let blank = leader.shared.log.entries_from(last_index.next(), 1);
+            out.persist(Persist::Entries(blank));
+        }
         out.set_timer(Timer::Heartbeat, leader.shared.config.heartbeat_interval);
         leader.maybe_commit(out);
         Ok(leader)

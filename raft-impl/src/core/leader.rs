@@ -19,6 +19,10 @@ pub struct Leader {
     pub(super) progress: BTreeMap<NodeId, Progress>,
     /// Heartbeats sent in this term: the leader's only notion of elapsed time.
     pub(super) ticks: u64,
+    /// The last index of the leader's own log known to be on stable storage. The leader
+    /// sends new entries while it writes them (§10.2.1) and counts itself toward a
+    /// majority only up to here.
+    pub(super) durable: LogIndex,
 }
 
 impl Leader {
@@ -31,14 +35,33 @@ impl Leader {
 impl<C: Command> Node<Leader, C> {
     /// Appends a client command to the log and starts replicating it. Returns where it
     /// went: the index it will commit at, if it commits, and the current term.
-    ///
-    /// The entry is persisted (the first effect) before any AppendEntries carrying it is
-    /// sent.
     pub fn propose(&mut self, command: C, out: &mut Effects<C>) -> LogId {
-        let id = self.append(Payload::Command(command), out);
-        self.replicate(out);
-        self.maybe_commit(out);
-        id
+        let ids = self.propose_batch(std::iter::once(command), out);
+        ids.first().copied().unwrap_or_default()
+    }
+
+    /// Appends several client commands at once: one write to storage and one
+    /// AppendEntries per follower for all of them. Returns their ids, in order.
+    ///
+    /// The AppendEntries leave while the leader writes the entries (§10.2.1): the write is
+    /// emitted after the sends, and the leader counts its own copy toward a majority only
+    /// once the driver reports it durable with [`Input::Persisted`](super::Input).
+    pub fn propose_batch(
+        &mut self,
+        commands: impl IntoIterator<Item = C>,
+        out: &mut Effects<C>,
+    ) -> Vec<LogId> {
+        let first = self.shared.log.last_index().next();
+        let ids: Vec<LogId> = commands
+            .into_iter()
+            .map(|command| self.push(Payload::Command(command)))
+            .collect();
+        if let Some(last) = ids.last() {
+            self.replicate(out);
+            let written = self.shared.log.entries_between(first, last.index);
+            out.persist(Persist::Entries(written));
+        }
+        ids
     }
 
     /// Sends every follower what it is missing, or a heartbeat if it is missing nothing.
@@ -50,16 +73,27 @@ impl<C: Command> Node<Leader, C> {
         out.set_timer(Timer::Heartbeat, self.shared.config.heartbeat_interval);
     }
 
-    pub(super) fn append(&mut self, payload: Payload<C>, out: &mut Effects<C>) -> LogId {
+    /// Appends an entry of the current term to the in-memory log.
+    pub(super) fn push(&mut self, payload: Payload<C>) -> LogId {
         let entry = Entry {
             term: self.shared.term(),
             index: self.shared.log.last_index().next(),
             payload,
         };
         let id = entry.log_id();
-        self.shared.log.push(entry.clone());
-        out.persist(Persist::Entries(vec![entry]));
+        self.shared.log.push(entry);
         id
+    }
+
+    /// The driver made the leader's own log durable up to `up_to`.
+    pub(super) fn handle_persisted(&mut self, up_to: LogId, out: &mut Effects<C>) {
+        if up_to.term == self.shared.term()
+            && self.shared.log.matches(up_to)
+            && up_to.index > self.role.durable
+        {
+            self.role.durable = up_to.index;
+            self.maybe_commit(out);
+        }
     }
 
     /// One AppendEntries (or InstallSnapshot) to every follower.
@@ -246,7 +280,7 @@ impl<C: Command> Node<Leader, C> {
     pub(super) fn maybe_commit(&mut self, out: &mut Effects<C>) {
         let mut matched: Vec<LogIndex> =
             self.role.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.shared.log.last_index());
+        matched.push(self.role.durable);
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&majority_index) = matched.get(self.shared.quorum() - 1) else {
             return;

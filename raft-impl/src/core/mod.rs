@@ -108,6 +108,12 @@ pub enum Input<C> {
         /// What kind of request it was.
         rpc: RpcKind,
     },
+    /// The driver wrote entries to stable storage, up to and including `up_to`. A leader
+    /// counts its own copy toward a majority only once it is durable.
+    Persisted {
+        /// The last entry written.
+        up_to: LogId,
+    },
     /// The election timer fired.
     ElectionTimeout,
     /// The heartbeat timer fired.
@@ -182,6 +188,13 @@ impl<C: Command> AnyNode<C> {
                 }
                 node
             }
+            Input::Persisted { up_to } => match self {
+                AnyNode::Leader(mut node) => {
+                    node.handle_persisted(up_to, out);
+                    node.into()
+                }
+                other => other,
+            },
             Input::ElectionTimeout => match self {
                 AnyNode::Follower(node) => node.into_candidate(out).into_leader_if_elected(out),
                 AnyNode::Candidate(node) => node.into_candidate(out).into_leader_if_elected(out),
@@ -202,6 +215,21 @@ impl<C: Command> AnyNode<C> {
     pub fn propose(&mut self, command: C, out: &mut Effects<C>) -> Result<LogId, NotLeader> {
         match self {
             AnyNode::Leader(node) => Ok(node.propose(command, out)),
+            other => Err(NotLeader {
+                leader_hint: other.leader_hint(),
+            }),
+        }
+    }
+
+    /// Appends several client commands, if this node is the leader; see
+    /// [`Node::propose_batch`].
+    pub fn propose_batch(
+        &mut self,
+        commands: impl IntoIterator<Item = C>,
+        out: &mut Effects<C>,
+    ) -> Result<Vec<LogId>, NotLeader> {
+        match self {
+            AnyNode::Leader(node) => Ok(node.propose_batch(commands, out)),
             other => Err(NotLeader {
                 leader_hint: other.leader_hint(),
             }),

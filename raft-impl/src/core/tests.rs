@@ -429,7 +429,12 @@ fn single_node_cluster_elects_itself_and_commits_alone() {
     let mut out = Effects::new();
     let at = node.propose(42, &mut out).expect("leader");
     assert_eq!(at, id(1, 1));
-    assert_eq!(applied(out.as_slice()), [1]);
+    assert!(
+        applied(out.as_slice()).is_empty(),
+        "not before its own copy is durable"
+    );
+    let (_, effects) = step(node, Input::Persisted { up_to: at });
+    assert_eq!(applied(&effects), [1]);
 }
 
 #[test]
@@ -821,21 +826,71 @@ fn leader_noop_appends_a_blank_entry_of_the_new_term() {
 }
 
 #[test]
-fn proposal_is_persisted_before_it_is_sent() {
-    let (leader, effects) = elect(Boot::new(1, 3));
-    let (tag2, _) = appends_to(&effects, 2)[0];
-    let (tag3, _) = appends_to(&effects, 3)[0];
-    let (leader, _) = step(leader, reply_to(2, tag2, success(1, 0)));
-    let (mut leader, _) = step(leader, reply_to(3, tag3, success(1, 0)));
+fn leader_sends_new_entries_while_it_writes_them_and_counts_itself_once_durable() {
+    // §10.2.1: the leader's own write runs in parallel with replication, but its copy
+    // counts toward a majority only once durable.
+    let mut leader = settled_leader(Boot::new(1, 3));
     let mut out = Effects::new();
-    leader.propose(9, &mut out).expect("leader");
+    let at = leader.propose(9, &mut out).expect("leader");
     let effects = out.take();
-    let persisted = position(&effects, |e| {
+    let sent = position(&effects, |e| matches!(e, Effect::Send { .. }));
+    let written = position(&effects, |e| {
         matches!(e, Effect::Persist(Persist::Entries(_)))
     });
-    let sent = position(&effects, |e| matches!(e, Effect::Send { .. }));
-    assert!(persisted < sent);
-    assert_eq!(appends_to(&effects, 2)[0].1.entries.len(), 1);
+    assert!(
+        sent < written,
+        "the AppendEntries do not wait for the leader's write"
+    );
+    let (tag, request) = appends_to(&effects, 2)[0].clone();
+    assert_eq!(request.entries.len(), 1);
+
+    let (leader, effects) = step(leader, reply_to(2, tag, success(1, 1)));
+    assert!(
+        applied(&effects).is_empty(),
+        "one follower and a leader copy still being written"
+    );
+    let (_, effects) = step(leader, Input::Persisted { up_to: at });
+    assert_eq!(
+        applied(&effects),
+        [1],
+        "the leader's durable copy makes the majority"
+    );
+}
+
+#[test]
+fn a_batch_of_proposals_is_one_write_and_one_append_per_follower() {
+    let mut leader = settled_leader(Boot::new(1, 3));
+    let mut out = Effects::new();
+    let ids = leader
+        .propose_batch(vec![1, 2, 3], &mut out)
+        .expect("leader");
+    assert_eq!(ids, [id(1, 1), id(1, 2), id(1, 3)]);
+    let effects = out.take();
+    assert_eq!(
+        persists(&effects),
+        [Persist::Entries(vec![
+            Entry {
+                term: t(1),
+                index: i(1),
+                payload: Payload::Command(1)
+            },
+            Entry {
+                term: t(1),
+                index: i(2),
+                payload: Payload::Command(2)
+            },
+            Entry {
+                term: t(1),
+                index: i(3),
+                payload: Payload::Command(3)
+            },
+        ])]
+    );
+    for peer in [2, 3] {
+        let appends = appends_to(&effects, peer);
+        assert_eq!(appends.len(), 1);
+        assert_eq!(indices_of(&appends[0].1.entries), [1, 2, 3]);
+    }
 }
 
 #[test]
@@ -868,8 +923,9 @@ fn settled_leader(boot: Boot) -> AnyNode<Cmd> {
 fn leader_commits_an_entry_of_its_term_once_a_majority_has_it() {
     let mut leader = settled_leader(Boot::new(1, 3));
     let mut out = Effects::new();
-    leader.propose(1, &mut out).expect("leader");
+    let at = leader.propose(1, &mut out).expect("leader");
     let (tag, _) = appends_to(out.as_slice(), 2)[0];
+    let (leader, _) = step(leader, Input::Persisted { up_to: at });
     let (leader, effects) = step(leader, reply_to(2, tag, success(1, 1)));
     assert_eq!(applied(&effects), [1]);
     assert_eq!(leader.commit_index(), i(1));
@@ -893,8 +949,9 @@ fn figure_8_an_entry_of_an_earlier_term_is_not_committed_by_counting_replicas() 
     assert_eq!(leader.commit_index(), i(0));
 
     let mut out = Effects::new();
-    leader.propose(3, &mut out).expect("leader");
+    let at = leader.propose(3, &mut out).expect("leader");
     let effects = out.take();
+    let (mut leader, _) = step(leader, Input::Persisted { up_to: at });
     let mut committed = Vec::new();
     for peer in [2, 3] {
         let (tag, _) = appends_to(&effects, peer)[0];
@@ -1176,10 +1233,11 @@ fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
 fn idle_followers_hear_of_a_new_commit_index_at_once() {
     let mut leader = settled_leader(Boot::new(1, 3));
     let mut out = Effects::new();
-    leader.propose(1, &mut out).expect("leader");
+    let at = leader.propose(1, &mut out).expect("leader");
     let effects = out.take();
     let (tag2, _) = appends_to(&effects, 2)[0];
     let (tag3, _) = appends_to(&effects, 3)[0];
+    let (leader, _) = step(leader, Input::Persisted { up_to: at });
     // Peer 2's reply makes a majority: the entry commits, and peer 2, idle now, is told.
     let (leader, effects) = step(leader, reply_to(2, tag2, success(1, 1)));
     assert_eq!(applied(&effects), [1]);

@@ -35,6 +35,13 @@ use crate::handle::Shared;
 /// Batching is what turns many proposals into one storage write and one AppendEntries.
 const MAX_BATCH: usize = 256;
 
+/// A client command, with where to report its log position and its result.
+type Proposal<C, R> = (
+    C,
+    Option<oneshot::Sender<Result<LogId, NotLeader>>>,
+    Option<Waiter<R>>,
+);
+
 /// What reaches a node's event loop.
 pub(crate) enum Event<C, R> {
     /// A peer's request, to be answered on `reply`.
@@ -104,32 +111,24 @@ where
         let mut shutdown_done = None;
         // The effects of booting (the first election timer, a recovered snapshot to
         // restore) are carried out before anything else.
-        if let Err(e) = self.execute().await {
-            self.fail(&e.to_string());
-        }
+        self.settle().await;
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         while !self.shared.is_stopped() {
             match self.next().await {
-                Next::Event(Event::Shutdown { done }) => {
-                    shutdown_done = Some(done);
-                    break;
-                }
-                Next::Event(event) => self.handle(event),
+                Next::Event(event) => batch.push(event),
                 Next::Timer(timer) => self.fire(timer),
                 Next::Closed => break,
             }
-            for _ in 1..MAX_BATCH {
+            // Whatever else is already queued is handled with it, so that its effects
+            // are carried out together: one storage write, one AppendEntries per peer.
+            while batch.len() < MAX_BATCH {
                 match self.events.try_recv() {
-                    Ok(Event::Shutdown { done }) => {
-                        shutdown_done = Some(done);
-                        break;
-                    }
-                    Ok(event) => self.handle(event),
-                    _ => break,
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
                 }
             }
-            if let Err(e) = self.execute().await {
-                self.fail(&e.to_string());
-            }
+            shutdown_done = self.handle_batch(&mut batch);
+            self.settle().await;
             self.publish();
             if shutdown_done.is_some() {
                 break;
@@ -202,6 +201,48 @@ where
         }
     }
 
+    /// Handles a batch of events in order; consecutive proposals become one batch for the
+    /// core. Returns the shutdown signal if the batch asked to stop (what follows it is
+    /// dropped).
+    fn handle_batch(&mut self, batch: &mut Vec<Event<C, R>>) -> Option<oneshot::Sender<()>> {
+        let mut proposals = Vec::new();
+        for event in batch.drain(..) {
+            match event {
+                Event::Propose {
+                    command,
+                    ack,
+                    waiter,
+                } => proposals.push((command, ack, waiter)),
+                Event::Shutdown { done } => {
+                    self.propose(std::mem::take(&mut proposals));
+                    return Some(done);
+                }
+                other => {
+                    self.propose(std::mem::take(&mut proposals));
+                    self.handle(other);
+                }
+            }
+        }
+        self.propose(proposals);
+        None
+    }
+
+    /// Carries out the pending effects, then reports what was written to the core, which
+    /// may produce more effects (a leader commits once its own copy is durable), until
+    /// nothing is left.
+    async fn settle(&mut self) {
+        loop {
+            match self.execute().await {
+                Ok(Some(up_to)) => self.step(Input::Persisted { up_to }),
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail(&e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
     fn handle(&mut self, event: Event<C, R>) {
         match event {
             Event::Request { request, reply } => {
@@ -230,7 +271,7 @@ where
                 command,
                 ack,
                 waiter,
-            } => self.propose(command, ack, waiter),
+            } => self.propose(vec![(command, ack, waiter)]),
             Event::Snapshot { index, data } => {
                 if let Some(node) = self.node.as_mut() {
                     match node.snapshot(index, data, &mut self.effects) {
@@ -248,75 +289,115 @@ where
         }
     }
 
-    fn propose(
-        &mut self,
-        command: C,
-        ack: Option<oneshot::Sender<Result<LogId, NotLeader>>>,
-        waiter: Option<Waiter<R>>,
-    ) {
+    fn propose(&mut self, proposals: Vec<Proposal<C, R>>) {
+        if proposals.is_empty() {
+            return;
+        }
         let Some(node) = self.node.as_mut() else {
             return;
         };
-        let result = node.propose(command, &mut self.effects);
-        match (&result, waiter) {
-            // Registered before the entry can possibly be applied: the apply channel is
-            // ordered and the entry's Apply effect is sent later.
-            (Ok(id), Some(waiter)) => {
-                let _ = self.apply_tx.try_send(ApplyMsg::Waiter { id: *id, waiter });
+        let (commands, replies): (Vec<C>, Vec<_>) = proposals
+            .into_iter()
+            .map(|(command, ack, waiter)| (command, (ack, waiter)))
+            .unzip();
+        let result = node.propose_batch(commands, &mut self.effects);
+        for (at, (ack, waiter)) in replies.into_iter().enumerate() {
+            let outcome = match &result {
+                Ok(ids) => Ok(ids[at]),
+                Err(not_leader) => Err(*not_leader),
+            };
+            match (&outcome, waiter) {
+                // Registered before the entry can possibly be applied: the apply channel
+                // is ordered and the entry's Apply effect is sent later.
+                (Ok(id), Some(waiter)) => {
+                    let _ = self.apply_tx.try_send(ApplyMsg::Waiter { id: *id, waiter });
+                }
+                (Err(not_leader), Some(waiter)) => {
+                    let _ = waiter.send(Err(ProposeError::NotLeader {
+                        leader_hint: not_leader.leader_hint,
+                    }));
+                }
+                (_, None) => {}
             }
-            (Err(not_leader), Some(waiter)) => {
-                let _ = waiter.send(Err(ProposeError::NotLeader {
-                    leader_hint: not_leader.leader_hint,
-                }));
+            if let Some(ack) = ack {
+                let _ = ack.send(outcome);
             }
-            (_, None) => {}
-        }
-        if let Some(ack) = ack {
-            let _ = ack.send(result);
         }
     }
 
-    /// Carries out the accumulated effects, in order. Writes are awaited before the
-    /// next effect, so nothing that depends on them leaves the node earlier; consecutive
-    /// entry writes are merged into one append.
-    async fn execute(&mut self) -> Result<(), StorageError> {
+    /// Carries out the accumulated effects. Returns the last entry written, if any.
+    ///
+    /// The order contract is that of [`Effect`]: a write is durable before any effect
+    /// that follows it. Within that contract, effects may only be *delayed*, never moved
+    /// earlier, and the driver delays one kind to make group commit work: once an entry
+    /// write is pending, the messages, applies and timers after it wait, and further entry
+    /// writes join it, until a write of another kind or the end of the batch. A follower
+    /// handling ten AppendEntries in one batch then fsyncs once, not ten times.
+    async fn execute(&mut self) -> Result<Option<LogId>, StorageError> {
         let mut pending_entries: Vec<Entry<C>> = Vec::new();
+        let mut waiting: Vec<Effect<C>> = Vec::new();
+        let mut written = None;
         let effects = self.effects.take();
         for effect in effects {
-            if let Effect::Persist(Persist::Entries(entries)) = effect {
-                pending_entries.extend(entries);
-                continue;
-            }
-            if !pending_entries.is_empty() {
-                self.storage.append(&pending_entries).await?;
-                pending_entries.clear();
-            }
             match effect {
-                Effect::Persist(write) => self.persist(write).await?,
-                Effect::Send { to, tag, request } => self.send(to, tag, request),
-                Effect::Reply { id, response } => {
-                    if let Some(reply) = self.pending_replies.remove(&id) {
-                        let _ = reply.send(response);
-                    }
+                Effect::Persist(Persist::Entries(entries)) => pending_entries.extend(entries),
+                Effect::Persist(write) => {
+                    written = self
+                        .flush(&mut pending_entries, &mut waiting)
+                        .await?
+                        .or(written);
+                    self.persist(write).await?;
                 }
-                Effect::Apply(apply) => {
-                    let _ = self.apply_tx.try_send(ApplyMsg::from(apply));
-                }
-                Effect::SetTimer { timer, after } => {
-                    let at = Some(self.runtime.now() + after);
-                    match timer {
-                        Timer::Election => self.election_deadline = at,
-                        Timer::Heartbeat => self.heartbeat_deadline = at,
-                    }
-                }
-                Effect::StopTimer(Timer::Election) => self.election_deadline = None,
-                Effect::StopTimer(Timer::Heartbeat) => self.heartbeat_deadline = None,
+                other if pending_entries.is_empty() => self.carry_out(other),
+                other => waiting.push(other),
             }
         }
-        if !pending_entries.is_empty() {
-            self.storage.append(&pending_entries).await?;
+        Ok(self
+            .flush(&mut pending_entries, &mut waiting)
+            .await?
+            .or(written))
+    }
+
+    /// Writes the pending entries in one append, then carries out what waited for them.
+    async fn flush(
+        &mut self,
+        entries: &mut Vec<Entry<C>>,
+        waiting: &mut Vec<Effect<C>>,
+    ) -> Result<Option<LogId>, StorageError> {
+        let Some(last) = entries.last().map(Entry::log_id) else {
+            return Ok(None);
+        };
+        self.storage.append(entries).await?;
+        entries.clear();
+        for effect in waiting.drain(..) {
+            self.carry_out(effect);
         }
-        Ok(())
+        Ok(Some(last))
+    }
+
+    /// Carries out an effect that is not a write.
+    fn carry_out(&mut self, effect: Effect<C>) {
+        match effect {
+            Effect::Persist(_) => debug_assert!(false, "writes are awaited by `execute`"),
+            Effect::Send { to, tag, request } => self.send(to, tag, request),
+            Effect::Reply { id, response } => {
+                if let Some(reply) = self.pending_replies.remove(&id) {
+                    let _ = reply.send(response);
+                }
+            }
+            Effect::Apply(apply) => {
+                let _ = self.apply_tx.try_send(ApplyMsg::from(apply));
+            }
+            Effect::SetTimer { timer, after } => {
+                let at = Some(self.runtime.now() + after);
+                match timer {
+                    Timer::Election => self.election_deadline = at,
+                    Timer::Heartbeat => self.heartbeat_deadline = at,
+                }
+            }
+            Effect::StopTimer(Timer::Election) => self.election_deadline = None,
+            Effect::StopTimer(Timer::Heartbeat) => self.heartbeat_deadline = None,
+        }
     }
 
     async fn persist(&mut self, write: Persist<C>) -> Result<(), StorageError> {

@@ -42,6 +42,9 @@ struct Args {
     /// Worker threads of the runtime shared by the nodes and the clients.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// AppendEntries in flight per follower (`Config::max_inflight_appends`).
+    #[arg(long)]
+    inflight: Option<usize>,
     /// The runtime the nodes and clients of the in-process scenario run on.
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Smol)]
     runtime: RuntimeChoice,
@@ -132,6 +135,10 @@ async fn run(
     runtime: &SmolRuntime,
     rows: &mut Vec<Row>,
 ) -> Result<(), BenchError> {
+    let mut config = raft_impl::Config::default();
+    if let Some(inflight) = args.inflight {
+        config.max_inflight_appends = inflight;
+    }
     let writes_for = |clients: usize, one: u64, many: u64| {
         args.writes.unwrap_or(if clients == 1 { one } else { many }) / scale
     };
@@ -142,6 +149,7 @@ async fn run(
                 let row = match args.runtime {
                     RuntimeChoice::Smol => {
                         scenarios::throughput(
+                            &config,
                             "in-process",
                             runtime,
                             Wiring::local(),
@@ -159,6 +167,7 @@ async fn run(
                             .map_err(|e| BenchError(format!("cannot start tokio: {e}")))?;
                         let rt = raft_tokio::TokioRuntime::new(tokio.handle().clone());
                         let row = tokio.block_on(scenarios::throughput(
+                            &config,
                             "in-process tokio",
                             &rt,
                             Wiring::local(),
@@ -178,8 +187,16 @@ async fn run(
                 let writes = writes_for(c, 20_000, 200_000);
                 let wiring = Wiring::tcp(TcpConfig::default())?;
                 rows.push(
-                    scenarios::throughput("tcp", runtime, wiring, Durability::Memory, c, writes)
-                        .await?,
+                    scenarios::throughput(
+                        &config,
+                        "tcp",
+                        runtime,
+                        wiring,
+                        Durability::Memory,
+                        c,
+                        writes,
+                    )
+                    .await?,
                 );
             }
         }
@@ -188,8 +205,16 @@ async fn run(
                 let writes = writes_for(c, 2_000, 200_000);
                 let wiring = Wiring::tcp(TcpConfig::default())?;
                 rows.push(
-                    scenarios::throughput("durable", runtime, wiring, Durability::Files, c, writes)
-                        .await?,
+                    scenarios::throughput(
+                        &config,
+                        "durable",
+                        runtime,
+                        wiring,
+                        Durability::Files,
+                        c,
+                        writes,
+                    )
+                    .await?,
                 );
             }
         }

@@ -21,6 +21,7 @@ use crate::{BenchError, Row};
 
 /// A closed-loop throughput run on a fresh cluster: `writes` measured after a warm-up.
 pub(crate) async fn throughput<Rt: Runtime>(
+    config: &Config,
     scenario: &'static str,
     runtime: &Rt,
     wiring: Wiring<()>,
@@ -28,8 +29,7 @@ pub(crate) async fn throughput<Rt: Runtime>(
     clients: usize,
     writes: u64,
 ) -> Result<Row, BenchError> {
-    let config = Config::default();
-    let cluster = CounterCluster::start(runtime, wiring, durability, &config).await?;
+    let cluster = CounterCluster::start(runtime, wiring, durability, config).await?;
     let leader = cluster.leader().await?;
     let warmup = (writes / 10).clamp(1000, 100_000);
     closed_loop(
