@@ -21,6 +21,35 @@
 //! `raft-tests` crate ships a conformance suite per trait that checks an implementation
 //! against that contract; run it from your backend's tests.
 //!
+//! # Implementing the traits
+//!
+//! * **[`Storage`]**: keep the hard state, a contiguous log after an optional snapshot,
+//!   and the snapshot. Make every write durable before returning `Ok` (Raft sends
+//!   nothing that depends on a write before it returns). Appends must continue the log
+//!   exactly; `save_snapshot` stores the snapshot and compacts the log in one atomic
+//!   step; reads outside the log are typed errors; `recover` returns what was written,
+//!   and refuses corrupt data with [`StorageError::Corrupt`] rather than dropping it.
+//!   Check it with `raft_tests::conformance::storage::run`, giving it a factory that
+//!   makes a fresh store and can reopen one as after a restart.
+//! * **[`StateMachine`]**: apply commands deterministically (application errors go in
+//!   the response), take a snapshot of everything applied, restore one, and never move
+//!   backwards (refuse a snapshot older than what is applied). `apply` may call back
+//!   into the Raft handle. Check it with `raft_tests::conformance::state_machine::run`.
+//! * **[`Transport`]**: deliver a request and return the reply, never hang (time out
+//!   with [`TransportError::Timeout`]), report an unreachable peer as
+//!   [`TransportError::Unreachable`], and let concurrent requests proceed independently.
+//!   On the receiving side, hand requests to an [`RpcHandler`] (the Raft handle). Check
+//!   it with `raft_tests::conformance::transport::run`.
+//! * **[`Runtime`]**: spawn tasks (dropping the handle detaches), sleep, a monotonic
+//!   clock, seeds. Check it with `raft_tests::conformance::runtime::run`, from inside the
+//!   runtime.
+//! * **[`Codec`]**: encode and decode every message; decoding untrusted bytes returns
+//!   [`CodecError`], never panics. [`Postcard`] is the default.
+//!
+//! `raft_file_store` (in `examples/file-store`) and `raft_tokio` (in
+//! `examples/tokio-runtime`) are complete downstream implementations built on this crate
+//! alone, with their conformance tests.
+//!
 //! # Example: the up-to-date rule as an ordering
 //!
 //! ```
