@@ -17,7 +17,10 @@
 //! file is rewritten without its dead prefix only once that prefix grows large.
 //!
 //! Recovery cuts off a torn tail (an incomplete last record, or a zero-filled one) and
-//! refuses a corrupt record before the end with [`StorageError::Corrupt`].
+//! refuses a corrupt record before the end with [`StorageError::Corrupt`]. Records are
+//! checksummed one by one, so an append cut short by a crash leaves a prefix of its
+//! entries: never acknowledged, and harmless to Raft, for which any prefix of a log is a
+//! valid log.
 //!
 //! File I/O runs on the `blocking` thread pool, so an fsync never stalls the caller's
 //! executor.
