@@ -165,15 +165,7 @@ impl<C: Command> Node<Leader, C> {
         let carried_up_to = progress.inflight.remove(&tag.seq);
         match outcome {
             AppendOutcome::StaleTerm => {}
-            AppendOutcome::Success { match_index } => {
-                if match_index > last_index {
-                    tracing::warn!(peer = %from, %match_index, "follower claims entries the leader never sent");
-                    return;
-                }
-                progress.matched(match_index, self.shared.next_seq);
-                self.maybe_commit(out);
-                self.replicate_to(from, out);
-            }
+            AppendOutcome::Success { match_index } => self.acknowledged(from, match_index, out),
             AppendOutcome::Conflict {
                 prev_log_index,
                 hint,
@@ -234,22 +226,24 @@ impl<C: Command> Node<Leader, C> {
         outcome: InstallOutcome,
         out: &mut Effects<C>,
     ) {
-        let last_index = self.shared.log.last_index();
+        match outcome {
+            InstallOutcome::StaleTerm => {}
+            InstallOutcome::Installed { match_index } => self.acknowledged(from, match_index, out),
+        }
+    }
+
+    /// A follower confirmed that its log matches the leader's up to `match_index`.
+    fn acknowledged(&mut self, from: NodeId, match_index: LogIndex, out: &mut Effects<C>) {
+        if match_index > self.shared.log.last_index() {
+            tracing::warn!(peer = %from, %match_index, "follower claims entries the leader never sent");
+            return;
+        }
         let Some(progress) = self.role.progress.get_mut(&from) else {
             return;
         };
-        match outcome {
-            InstallOutcome::StaleTerm => {}
-            InstallOutcome::Installed { match_index } => {
-                if match_index > last_index {
-                    tracing::warn!(peer = %from, %match_index, "follower claims entries the leader never sent");
-                    return;
-                }
-                progress.matched(match_index, self.shared.next_seq);
-                self.maybe_commit(out);
-                self.replicate_to(from, out);
-            }
-        }
+        progress.matched(match_index, self.shared.next_seq);
+        self.maybe_commit(out);
+        self.replicate_to(from, out);
     }
 
     /// Handles a request of this term that got no reply.
