@@ -387,8 +387,10 @@ pub fn count_3b<W: World>() {
             (1..=30).contains(&total1),
             "too many or few RPCs ({total1}) to elect initial leader"
         );
+        let first_election = total1;
 
         let mut total2 = 0;
+        let mut agreement_start = 0;
         let mut success = false;
         'attempts: for attempt in 0..5 {
             if attempt > 0 {
@@ -398,6 +400,7 @@ pub fn count_3b<W: World>() {
 
             let leader = t.check_one_leader().await;
             let total1 = rpcs();
+            agreement_start = total1;
 
             let iters = 10u64;
             let Some((starti, term)) = t.start(leader, 1).await else {
@@ -466,6 +469,11 @@ pub fn count_3b<W: World>() {
             total3 - total2 <= 3 * 20,
             "too many RPCs ({}) for 1 second of idleness",
             total3 - total2
+        );
+        println!(
+            "  count: {first_election} RPCs for the first election (<= 30), {agreements} for the agreements (<= 42), {idle} in an idle second (<= 60)",
+            agreements = total2 - agreement_start,
+            idle = total3 - total2
         );
 
         t.end();
