@@ -1,12 +1,8 @@
 // A Node<Leader> exists only as the result of `into_leader` with a majority of votes:
-// neither the node nor its role state can be assembled by hand.
+// a node cannot be assembled by hand around a role, even from a real follower's state.
 use raft_impl::core::{Follower, Leader, Node};
 
-pub fn forge(follower: Node<Follower, u64>) -> Node<Leader, u64> {
-    let role = Leader {
-        progress: Default::default(),
-        ticks: 0,
-    };
+pub fn forge(follower: Node<Follower, u64>, role: Leader) -> Node<Leader, u64> {
     Node {
         shared: follower.shared,
         role,
