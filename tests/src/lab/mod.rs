@@ -3,12 +3,14 @@
 //! [`MemNetwork`](raft_mem::MemNetwork), with the lab's topology model, crash and restart,
 //! consistency-checking appliers, checkers and metrics.
 //!
-//! A scenario is an async body run by [`run`] against a fresh [`Cluster`]:
+//! A scenario is an async body run by [`run`] against a fresh [`Cluster`], in a [`World`]:
+//! [`RealTime`] on the smol runtime, or [`VirtualTime`](crate::sim::VirtualTime) under the
+//! deterministic simulator.
 //!
 //! ```no_run
-//! use raft_tests::lab::{self, ClusterSpec};
+//! use raft_tests::lab::{self, ClusterSpec, RealTime};
 //!
-//! lab::run(ClusterSpec { n: 3, reliable: true, snapshot: false }, |t| async move {
+//! lab::run::<RealTime, _, _>(ClusterSpec { n: 3, reliable: true, snapshot: false }, |t| async move {
 //!     t.begin("Test (3B): basic agreement");
 //!     let leader = t.check_one_leader().await;
 //!     t.disconnect((leader + 1) % t.n());
