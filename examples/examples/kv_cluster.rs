@@ -239,7 +239,7 @@ async fn demo() -> Result<Vec<String>, String> {
             continue;
         }
         match client.get(key.as_str()).await {
-            Ok(read) if read == *value => {}
+            Ok(read) if read.as_deref() == value.as_deref() => {}
             Ok(read) => mismatches.push(format!(
                 "{key}: read {read:?} through the leader, expected {value:?}"
             )),
@@ -454,7 +454,7 @@ async fn worker(w: usize, client: &KvClient, progress: &Progress) -> WorkerRepor
                 Ok(value) => {
                     report.get_latencies.push(started.elapsed());
                     if let Some((expected, false)) = report.expected.get(&key)
-                        && value != *expected
+                        && value.as_deref() != expected.as_deref()
                     {
                         report
                             .stale_reads

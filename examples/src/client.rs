@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use raft_mem::{KvCommand, KvResponse};
@@ -133,9 +133,9 @@ impl KvClient {
     /// Sets `key` to `value`; returns the value it replaced.
     pub async fn put(
         &self,
-        key: impl Into<String>,
-        value: impl Into<String>,
-    ) -> Result<Option<String>, ClientError> {
+        key: impl Into<Arc<str>>,
+        value: impl Into<Arc<str>>,
+    ) -> Result<Option<Arc<str>>, ClientError> {
         let command = KvCommand::Put {
             key: key.into(),
             value: value.into(),
@@ -147,7 +147,7 @@ impl KvClient {
     }
 
     /// Reads `key`, linearizably; `None` if it is not set.
-    pub async fn get(&self, key: impl Into<String>) -> Result<Option<String>, ClientError> {
+    pub async fn get(&self, key: impl Into<Arc<str>>) -> Result<Option<Arc<str>>, ClientError> {
         match self.execute(KvCommand::Get { key: key.into() }).await? {
             (_, KvResponse::Value(value)) => Ok(value),
             (node, other) => Err(unexpected(node, &other)),
@@ -155,7 +155,7 @@ impl KvClient {
     }
 
     /// Removes `key`; returns the value it held.
-    pub async fn delete(&self, key: impl Into<String>) -> Result<Option<String>, ClientError> {
+    pub async fn delete(&self, key: impl Into<Arc<str>>) -> Result<Option<Arc<str>>, ClientError> {
         match self.execute(KvCommand::Delete { key: key.into() }).await? {
             (_, KvResponse::Removed(previous)) => Ok(previous),
             (node, other) => Err(unexpected(node, &other)),

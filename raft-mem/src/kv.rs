@@ -1,6 +1,7 @@
 //! [`KvStateMachine`]: a string key-value store as a replicated [`StateMachine`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use raft_traits::{
     Bytes, Codec, LogId, Postcard, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
@@ -9,25 +10,30 @@ use raft_traits::{
 use serde::{Deserialize, Serialize};
 
 /// A command of the key-value store.
+///
+/// Keys and values are shared strings (`Arc<str>`): the leader hands the same command to
+/// its log, to every peer's AppendEntries and to the state machine, and each of those
+/// hand-offs is a reference-count increment, never a copy of the text. Build them from
+/// `&str` or `String` with `.into()`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvCommand {
     /// Sets `key` to `value`. Answered with [`KvResponse::Replaced`].
     Put {
         /// The key to set.
-        key: String,
+        key: Arc<str>,
         /// Its new value.
-        value: String,
+        value: Arc<str>,
     },
     /// Reads `key`. Answered with [`KvResponse::Value`]. Reading through the log makes the
     /// read linearizable.
     Get {
         /// The key to read.
-        key: String,
+        key: Arc<str>,
     },
     /// Removes `key`. Answered with [`KvResponse::Removed`].
     Delete {
         /// The key to remove.
-        key: String,
+        key: Arc<str>,
     },
 }
 
@@ -38,12 +44,12 @@ pub enum KvCommand {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvResponse {
     /// The answer to [`KvCommand::Get`]: the key's value, `None` if it is not set.
-    Value(Option<String>),
+    Value(Option<Arc<str>>),
     /// The answer to [`KvCommand::Put`]: the value it overwrote, `None` if the key was new.
-    Replaced(Option<String>),
+    Replaced(Option<Arc<str>>),
     /// The answer to [`KvCommand::Delete`]: the value it removed, `None` if the key was not
     /// set.
-    Removed(Option<String>),
+    Removed(Option<Arc<str>>),
     /// The command's log position is not after the last applied one, so it was not applied
     /// again (the state already includes it). Raft never does this; the state machine
     /// guards against it so that it never moves backwards.
@@ -76,7 +82,7 @@ pub enum KvResponse {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStateMachine {
-    data: BTreeMap<String, String>,
+    data: BTreeMap<Arc<str>, Arc<str>>,
     last_applied: LogId,
 }
 
@@ -88,7 +94,7 @@ impl KvStateMachine {
 
     /// The value of `key`, if it is set.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.data.get(key).map(String::as_str)
+        self.data.get(key).map(|value| &**value)
     }
 
     /// How many keys are set.
@@ -169,25 +175,21 @@ mod tests {
 
     fn put(key: &str, value: &str) -> KvCommand {
         KvCommand::Put {
-            key: key.to_owned(),
-            value: value.to_owned(),
+            key: key.into(),
+            value: value.into(),
         }
     }
 
     fn get(key: &str) -> KvCommand {
-        KvCommand::Get {
-            key: key.to_owned(),
-        }
+        KvCommand::Get { key: key.into() }
     }
 
     fn delete(key: &str) -> KvCommand {
-        KvCommand::Delete {
-            key: key.to_owned(),
-        }
+        KvCommand::Delete { key: key.into() }
     }
 
-    fn some(value: &str) -> Option<String> {
-        Some(value.to_owned())
+    fn some(value: &str) -> Option<Arc<str>> {
+        Some(value.into())
     }
 
     #[test]

@@ -51,11 +51,11 @@ impl StateMachineFactory for Kv {
         let mut rng = StdRng::seed_from_u64(seed);
         (0..count)
             .map(|_| {
-                let key = format!("key{}", rng.random_range(0..8));
+                let key: std::sync::Arc<str> = format!("key{}", rng.random_range(0..8)).into();
                 match rng.random_range(0..10) {
                     0..=4 => KvCommand::Put {
                         key,
-                        value: rng.random_range(0..1000).to_string(),
+                        value: rng.random_range(0..1000).to_string().into(),
                     },
                     5 => KvCommand::Delete { key },
                     _ => KvCommand::Get { key },

@@ -157,13 +157,13 @@ impl StateMachineFactory for GoesBackFactory {
     fn commands(&mut self, seed: u64, count: usize) -> Vec<KvCommand> {
         (0..count as u64)
             .map(|i| {
-                let key = format!("k{}", (seed + i) % 5);
+                let key: std::sync::Arc<str> = format!("k{}", (seed + i) % 5).into();
                 if i % 3 == 2 {
                     KvCommand::Get { key }
                 } else {
                     KvCommand::Put {
                         key,
-                        value: format!("{seed}.{i}"),
+                        value: format!("{seed}.{i}").into(),
                     }
                 }
             })

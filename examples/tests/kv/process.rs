@@ -180,7 +180,11 @@ async fn put_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>)
 async fn check_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>) {
     for i in range {
         let value = client.get(format!("{prefix}{i}")).await.unwrap();
-        assert_eq!(value, Some(format!("value-{i}")), "{prefix}{i}");
+        assert_eq!(
+            value.as_deref(),
+            Some(format!("value-{i}").as_str()),
+            "{prefix}{i}"
+        );
     }
 }
 

@@ -243,7 +243,11 @@ impl TestCluster {
                 .get(format!("{prefix}{i}"))
                 .await
                 .unwrap_or_else(|e| panic!("get {prefix}{i}: {e}"));
-            assert_eq!(value, Some(format!("value-{i}")), "{prefix}{i}");
+            assert_eq!(
+                value.as_deref(),
+                Some(format!("value-{i}").as_str()),
+                "{prefix}{i}"
+            );
         }
     }
 

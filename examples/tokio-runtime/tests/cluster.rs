@@ -47,8 +47,8 @@ async fn three_nodes_on_tokio_elect_and_replicate() {
     let leader = leader.expect("a leader within 5 s");
     for i in 0..20 {
         let put = KvCommand::Put {
-            key: format!("k{i}"),
-            value: i.to_string(),
+            key: format!("k{i}").into(),
+            value: i.to_string().into(),
         };
         leader.propose(put).await.unwrap();
     }

@@ -982,7 +982,7 @@ async fn heal_and_converge(
         if let Some(leader) = leader_of(world) {
             let put = KvCommand::Put {
                 key: "k0".into(),
-                value: probe.clone(),
+                value: probe.as_str().into(),
             };
             if let Some(observed) =
                 record_op(world, 99, leader, put, "k0", Event::Put(probe.clone())).await
@@ -1007,7 +1007,9 @@ async fn heal_and_converge(
                     world,
                     99,
                     leader,
-                    KvCommand::Get { key: key.clone() },
+                    KvCommand::Get {
+                        key: key.as_str().into(),
+                    },
                     &key,
                     Event::Get,
                 )
@@ -1062,7 +1064,7 @@ async fn heal_and_converge(
             let value = format!("barrier-{barrier}");
             let put = KvCommand::Put {
                 key: "k0".into(),
-                value: value.clone(),
+                value: value.as_str().into(),
             };
             record_op(world, 99, leader, put, "k0", Event::Put(value)).await;
         }
@@ -1099,7 +1101,9 @@ async fn record_op(
     match outcome {
         Ok(Ok(response)) => {
             let observed = match response {
-                KvResponse::Value(v) | KvResponse::Replaced(v) | KvResponse::Removed(v) => v,
+                KvResponse::Value(v) | KvResponse::Replaced(v) | KvResponse::Removed(v) => {
+                    v.map(|v| v.to_string())
+                }
                 KvResponse::AlreadyApplied { .. } => None,
             };
             state.history.complete(ticket, observed.clone(), at);
@@ -1130,14 +1134,24 @@ async fn client(world: Arc<World>, id: u64, stop: Arc<AtomicBool>) {
                 let value = format!("c{id}-{counter}");
                 (
                     KvCommand::Put {
-                        key: key.clone(),
-                        value: value.clone(),
+                        key: key.as_str().into(),
+                        value: value.as_str().into(),
                     },
                     Event::Put(value),
                 )
             }
-            50..=84 => (KvCommand::Get { key: key.clone() }, Event::Get),
-            _ => (KvCommand::Delete { key: key.clone() }, Event::Delete),
+            50..=84 => (
+                KvCommand::Get {
+                    key: key.as_str().into(),
+                },
+                Event::Get,
+            ),
+            _ => (
+                KvCommand::Delete {
+                    key: key.as_str().into(),
+                },
+                Event::Delete,
+            ),
         };
         let alive = world.alive();
         let target = match leader.filter(|l| alive.contains(l)) {

@@ -404,8 +404,8 @@ pub(crate) async fn memory(runtime: &SmolRuntime, writes: u64) -> Result<Row, Be
         64,
         writes,
         |n| KvCommand::Put {
-            key: format!("key-{:04}", n % 1000),
-            value: format!("value-{n:012}"),
+            key: format!("key-{:04}", n % 1000).into(),
+            value: format!("value-{n:012}").into(),
         },
         done,
     )
