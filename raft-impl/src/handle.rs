@@ -245,6 +245,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             next_request_id: 0,
             election_deadline: None,
             heartbeat_deadline: None,
+            commit_notice_deadline: None,
             alarm: None,
         };
         let _detached = runtime.spawn(driver.run(apply_task));

@@ -72,6 +72,7 @@ impl<C: Command> Node<Candidate, C> {
                 ticks: 0,
                 // Everything in the log was written before the votes were counted.
                 durable: last_index,
+                commit_notice_armed: false,
             },
         };
         tracing::debug!(node = %leader.shared.id, term = %leader.shared.term(), "became leader");

@@ -22,13 +22,15 @@ pub struct SendTag {
     pub seq: u64,
 }
 
-/// The two timers a node uses.
+/// The timers a node uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// Followers and candidates start an election when it fires.
     Election,
     /// Leaders send heartbeats when it fires.
     Heartbeat,
+    /// Leaders tell idle followers of the commit index when it fires.
+    CommitNotice,
 }
 
 /// A write to stable storage.

@@ -23,6 +23,9 @@ pub struct Leader {
     /// sends new entries while it writes them (§10.2.1) and counts itself toward a
     /// majority only up to here.
     pub(super) durable: LogIndex,
+    /// Whether the commit-notice timer is running. It is armed once and not pushed back,
+    /// so a stream of commits delays a follower's notice by at most the configured delay.
+    pub(super) commit_notice_armed: bool,
 }
 
 impl Leader {
@@ -125,10 +128,12 @@ impl<C: Command> Node<Leader, C> {
     }
 
     /// Sends `peer` the entries it can take now; then, if it is idle but has not heard of
-    /// the current commit index, a heartbeat carrying it, so that followers apply as soon
-    /// as the leader does rather than a heartbeat interval later.
+    /// the current commit index, a heartbeat carrying it (at once, or when the
+    /// commit-notice timer fires), so that followers apply soon after the leader does
+    /// rather than a heartbeat interval later.
     fn replicate_to(&mut self, peer: NodeId, out: &mut Effects<C>) {
         let max_inflight = self.shared.config.max_inflight_appends;
+        let notice_delay = self.shared.config.commit_notice_delay;
         let ticks = self.role.ticks;
         let commit = self.shared.commit_index;
         let Some(progress) = self.role.progress.get_mut(&peer) else {
@@ -143,9 +148,27 @@ impl<C: Command> Node<Leader, C> {
                 break;
             }
         }
-        let idle = progress.inflight.is_empty() && progress.mode == ReplicationMode::Replicate;
-        if idle && progress.commit_sent < commit {
+        if !progress.awaits_commit_notice(commit) {
+            return;
+        }
+        if notice_delay.is_zero() {
             send_heartbeat(&mut self.shared, peer, progress, out);
+        } else if !self.role.commit_notice_armed {
+            self.role.commit_notice_armed = true;
+            out.set_timer(Timer::CommitNotice, notice_delay);
+        }
+    }
+
+    /// The commit-notice timer fired: a heartbeat carrying the commit index to every
+    /// follower that is idle and has not heard of it (one that was sent entries since
+    /// heard of it with them).
+    pub fn notify_commit(&mut self, out: &mut Effects<C>) {
+        self.role.commit_notice_armed = false;
+        let commit = self.shared.commit_index;
+        for (&peer, progress) in self.role.progress.iter_mut() {
+            if progress.awaits_commit_notice(commit) {
+                send_heartbeat(&mut self.shared, peer, progress, out);
+            }
         }
     }
 

@@ -118,6 +118,8 @@ pub enum Input<C> {
     ElectionTimeout,
     /// The heartbeat timer fired.
     HeartbeatTimeout,
+    /// The commit-notice timer fired.
+    CommitNoticeDue,
 }
 
 /// A command was sent to a server that is not the leader.
@@ -206,6 +208,14 @@ impl<C: Command> AnyNode<C> {
                     node.heartbeat(out);
                     node.into()
                 }
+                other => other,
+            },
+            Input::CommitNoticeDue => match self {
+                AnyNode::Leader(mut node) => {
+                    node.notify_commit(out);
+                    node.into()
+                }
+                // The timer is stopped on stepping down; a late fire means nothing.
                 other => other,
             },
         }

@@ -273,6 +273,7 @@ impl<R: Role, C: Command> Node<R, C> {
         }
         if R::KIND == RoleKind::Leader {
             out.stop_timer(Timer::Heartbeat);
+            out.stop_timer(Timer::CommitNotice);
             self.shared.reset_election_timer(out);
         }
         Node {

@@ -76,6 +76,15 @@ impl Progress {
         self.inflight.len()
     }
 
+    /// Whether the follower is idle (replicating, nothing in flight) and has not been sent
+    /// the leader's commit index `commit`: an AppendEntries in flight will carry it
+    /// anyway, and a follower being probed learns it when the probe succeeds.
+    pub(super) fn awaits_commit_notice(&self, commit: LogIndex) -> bool {
+        self.inflight.is_empty()
+            && self.mode == ReplicationMode::Replicate
+            && self.commit_sent < commit
+    }
+
     /// Whether the leader may send entries now, without waiting for a heartbeat.
     pub(super) fn can_send_entries(&self, last_index: LogIndex, max_inflight: usize) -> bool {
         self.next_index <= last_index

@@ -1231,7 +1231,9 @@ fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
 
 #[test]
 fn idle_followers_hear_of_a_new_commit_index_at_once() {
-    let mut leader = settled_leader(Boot::new(1, 3));
+    let mut leader = settled_leader(Boot::new(1, 3).config(|c| {
+        c.commit_notice_delay = Duration::ZERO;
+    }));
     let mut out = Effects::new();
     let at = leader.propose(1, &mut out).expect("leader");
     let effects = out.take();
@@ -1253,6 +1255,73 @@ fn idle_followers_hear_of_a_new_commit_index_at_once() {
     let to3 = appends_to(&effects, 3);
     assert_eq!(to3.len(), 1);
     assert_eq!(to3[0].1.leader_commit, i(1));
+}
+
+#[test]
+fn commit_notices_wait_for_the_timer_and_cover_every_idle_follower_at_once() {
+    let mut leader = settled_leader(Boot::new(1, 3));
+    let delay = Config::lab().commit_notice_delay;
+    let mut out = Effects::new();
+    let at = leader.propose(1, &mut out).expect("leader");
+    let effects = out.take();
+    let (tag2, _) = appends_to(&effects, 2)[0];
+    let (tag3, _) = appends_to(&effects, 3)[0];
+    let (leader, _) = step(leader, Input::Persisted { up_to: at });
+
+    // The entry commits on peer 2's reply; nobody is told yet, the timer is armed once.
+    let (leader, effects) = step(leader, reply_to(2, tag2, success(1, 1)));
+    assert_eq!(applied(&effects), [1]);
+    assert!(sends(&effects).is_empty(), "{effects:?}");
+    let armed = Effect::SetTimer {
+        timer: Timer::CommitNotice,
+        after: delay,
+    };
+    assert!(effects.contains(&armed));
+    let (leader, effects) = step(leader, reply_to(3, tag3, success(1, 1)));
+    assert!(sends(&effects).is_empty(), "{effects:?}");
+    assert!(
+        !effects.contains(&armed),
+        "an armed notice is not pushed back by later commits"
+    );
+
+    // One notice per idle follower when it fires.
+    let (_, effects) = step(leader, Input::CommitNoticeDue);
+    for peer in [2, 3] {
+        let to = appends_to(&effects, peer);
+        assert_eq!(to.len(), 1, "{effects:?}");
+        assert!(to[0].1.entries.is_empty());
+        assert_eq!(to[0].1.leader_commit, i(1));
+    }
+}
+
+#[test]
+fn entries_sent_before_the_commit_notice_carry_the_commit_index_instead() {
+    let mut leader = settled_leader(Boot::new(1, 3));
+    let mut out = Effects::new();
+    let at = leader.propose(1, &mut out).expect("leader");
+    let effects = out.take();
+    let (tag2, _) = appends_to(&effects, 2)[0];
+    let (leader, _) = step(leader, Input::Persisted { up_to: at });
+    let (mut leader, _) = step(leader, reply_to(2, tag2, success(1, 1)));
+    leader.propose(2, &mut out).expect("leader");
+    let effects = out.take();
+    let to2 = appends_to(&effects, 2);
+    assert_eq!(to2.len(), 1);
+    assert_eq!(to2[0].1.leader_commit, i(1));
+    // Peer 2 knows; peer 3 still has its first request in flight: nothing to notify.
+    let (_, effects) = step(leader, Input::CommitNoticeDue);
+    assert!(sends(&effects).is_empty(), "{effects:?}");
+}
+
+#[test]
+fn a_leader_stepping_down_stops_its_commit_notice() {
+    let leader = settled_leader(Boot::new(1, 3));
+    let (node, effects) = step(leader, vote_request(9, 2, LogId::default()));
+    assert_eq!(node.role_kind(), RoleKind::Follower);
+    assert!(effects.contains(&Effect::StopTimer(Timer::CommitNotice)));
+    let (node, effects) = step(node, Input::CommitNoticeDue);
+    assert_eq!(node.role_kind(), RoleKind::Follower);
+    assert!(sends(&effects).is_empty());
 }
 
 #[test]

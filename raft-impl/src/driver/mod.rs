@@ -85,6 +85,7 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) next_request_id: u64,
     pub(crate) election_deadline: Option<Duration>,
     pub(crate) heartbeat_deadline: Option<Duration>,
+    pub(crate) commit_notice_deadline: Option<Duration>,
     /// The sleep armed for the nearest deadline, and when it ends.
     pub(crate) alarm: Option<(Duration, BoxFuture<'static, ()>)>,
 }
@@ -153,6 +154,8 @@ where
             let deadline = [
                 self.election_deadline.map(|d| (d, Timer::Election)),
                 self.heartbeat_deadline.map(|d| (d, Timer::Heartbeat)),
+                self.commit_notice_deadline
+                    .map(|d| (d, Timer::CommitNotice)),
             ]
             .into_iter()
             .flatten()
@@ -197,6 +200,10 @@ where
             Timer::Heartbeat => {
                 self.heartbeat_deadline = None;
                 self.step(Input::HeartbeatTimeout);
+            }
+            Timer::CommitNotice => {
+                self.commit_notice_deadline = None;
+                self.step(Input::CommitNoticeDue);
             }
         }
     }
@@ -393,10 +400,12 @@ where
                 match timer {
                     Timer::Election => self.election_deadline = at,
                     Timer::Heartbeat => self.heartbeat_deadline = at,
+                    Timer::CommitNotice => self.commit_notice_deadline = at,
                 }
             }
             Effect::StopTimer(Timer::Election) => self.election_deadline = None,
             Effect::StopTimer(Timer::Heartbeat) => self.heartbeat_deadline = None,
+            Effect::StopTimer(Timer::CommitNotice) => self.commit_notice_deadline = None,
         }
     }
 

@@ -7,6 +7,7 @@ pub fn forge() -> Leader {
         progress: Default::default(),
         ticks: 0,
         durable: Default::default(),
+        commit_notice_armed: false,
     }
 }
 
