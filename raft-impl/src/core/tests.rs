@@ -1229,17 +1229,24 @@ fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
     );
 }
 
-#[test]
-fn idle_followers_hear_of_a_new_commit_index_at_once() {
-    let mut leader = settled_leader(Boot::new(1, 3).config(|c| {
-        c.commit_notice_delay = Duration::ZERO;
-    }));
+/// A settled leader of three proposes command 1 and writes it; the tags of the
+/// AppendEntries carrying it to peers 2 and 3.
+fn first_entry_in_flight(mut leader: AnyNode<Cmd>) -> (AnyNode<Cmd>, SendTag, SendTag) {
     let mut out = Effects::new();
     let at = leader.propose(1, &mut out).expect("leader");
     let effects = out.take();
     let (tag2, _) = appends_to(&effects, 2)[0];
     let (tag3, _) = appends_to(&effects, 3)[0];
     let (leader, _) = step(leader, Input::Persisted { up_to: at });
+    (leader, tag2, tag3)
+}
+
+#[test]
+fn idle_followers_hear_of_a_new_commit_index_at_once() {
+    let leader = settled_leader(Boot::new(1, 3).config(|c| {
+        c.commit_notice_delay = Duration::ZERO;
+    }));
+    let (leader, tag2, tag3) = first_entry_in_flight(leader);
     // Peer 2's reply makes a majority: the entry commits, and peer 2, idle now, is told.
     let (leader, effects) = step(leader, reply_to(2, tag2, success(1, 1)));
     assert_eq!(applied(&effects), [1]);
@@ -1259,14 +1266,9 @@ fn idle_followers_hear_of_a_new_commit_index_at_once() {
 
 #[test]
 fn commit_notices_wait_for_the_timer_and_cover_every_idle_follower_at_once() {
-    let mut leader = settled_leader(Boot::new(1, 3));
+    let leader = settled_leader(Boot::new(1, 3));
     let delay = Config::lab().commit_notice_delay;
-    let mut out = Effects::new();
-    let at = leader.propose(1, &mut out).expect("leader");
-    let effects = out.take();
-    let (tag2, _) = appends_to(&effects, 2)[0];
-    let (tag3, _) = appends_to(&effects, 3)[0];
-    let (leader, _) = step(leader, Input::Persisted { up_to: at });
+    let (leader, tag2, tag3) = first_entry_in_flight(leader);
 
     // The entry commits on peer 2's reply; nobody is told yet, the timer is armed once.
     let (leader, effects) = step(leader, reply_to(2, tag2, success(1, 1)));
@@ -1296,13 +1298,9 @@ fn commit_notices_wait_for_the_timer_and_cover_every_idle_follower_at_once() {
 
 #[test]
 fn entries_sent_before_the_commit_notice_carry_the_commit_index_instead() {
-    let mut leader = settled_leader(Boot::new(1, 3));
-    let mut out = Effects::new();
-    let at = leader.propose(1, &mut out).expect("leader");
-    let effects = out.take();
-    let (tag2, _) = appends_to(&effects, 2)[0];
-    let (leader, _) = step(leader, Input::Persisted { up_to: at });
+    let (leader, tag2, _) = first_entry_in_flight(settled_leader(Boot::new(1, 3)));
     let (mut leader, _) = step(leader, reply_to(2, tag2, success(1, 1)));
+    let mut out = Effects::new();
     leader.propose(2, &mut out).expect("leader");
     let effects = out.take();
     let to2 = appends_to(&effects, 2);
