@@ -81,12 +81,13 @@ enum Scenario {
 pub(crate) struct BenchError(pub String);
 
 /// One line of the results table.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct Row {
     pub(crate) scenario: &'static str,
     pub(crate) clients: usize,
     pub(crate) writes: u64,
     pub(crate) writes_per_sec: f64,
+    #[serde(flatten)]
     pub(crate) latency: Latency,
     pub(crate) cpu_us_per_write: f64,
     pub(crate) peak_rss_mib: f64,
@@ -268,41 +269,7 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn json(rows: &[Row]) -> String {
-    let objects: Vec<String> = rows
-        .iter()
-        .map(|row| {
-            format!(
-                "{{\"scenario\":{},\"clients\":{},\"writes\":{},\"writes_per_sec\":{:.1},\"mean_us\":{:.2},\"p50_us\":{:.2},\"p99_us\":{:.2},\"max_us\":{:.2},\"cpu_us_per_write\":{:.3},\"peak_rss_mib\":{:.1},\"note\":{}}}",
-                json_string(row.scenario),
-                row.clients,
-                row.writes,
-                row.writes_per_sec,
-                row.latency.mean_us,
-                row.latency.p50_us,
-                row.latency.p99_us,
-                row.latency.max_us,
-                row.cpu_us_per_write,
-                row.peak_rss_mib,
-                json_string(&row.note)
-            )
-        })
-        .collect();
-    format!("[{}]", objects.join(","))
+    // Plain numbers and strings only: serializing cannot fail.
+    serde_json::to_string(rows).unwrap_or_default()
 }
