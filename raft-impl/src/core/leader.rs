@@ -160,8 +160,8 @@ impl<C: Command> Node<Leader, C> {
     }
 
     /// The commit-notice timer fired: a heartbeat carrying the commit index to every
-    /// follower that is idle and has not heard of it (one that was sent entries since
-    /// heard of it with them).
+    /// follower that is idle and has not been sent it. Followers sent entries since the
+    /// timer was armed got the index with them and are skipped.
     pub fn notify_commit(&mut self, out: &mut Effects<C>) {
         self.role.commit_notice_armed = false;
         let commit = self.shared.commit_index;

@@ -77,8 +77,9 @@ impl Progress {
     }
 
     /// Whether the follower is idle (replicating, nothing in flight) and has not been sent
-    /// the leader's commit index `commit`: an AppendEntries in flight will carry it
-    /// anyway, and a follower being probed learns it when the probe succeeds.
+    /// the leader's commit index `commit`. A follower with a request in flight is not
+    /// idle: the reply to that request makes the leader send it more, and what it sends
+    /// then carries the index; a follower being probed learns it once a probe succeeds.
     pub(super) fn awaits_commit_notice(&self, commit: LogIndex) -> bool {
         self.inflight.is_empty()
             && self.mode == ReplicationMode::Replicate
