@@ -2,7 +2,19 @@
 
 use std::time::Duration;
 
-use crate::testing::PlantedBug;
+/// Chainable setters, one per field: `with_x(self, value) -> Self`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            #[must_use]
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.$field = value;
+                self
+            }
+        )*
+    };
+}
 
 /// How a node times its elections and heartbeats and how much it sends at once.
 ///
@@ -10,18 +22,24 @@ use crate::testing::PlantedBug;
 /// classic Raft lab's limits: at most ten heartbeats per second per follower, no entry
 /// appended by a new leader, one batch in flight per follower.
 ///
+/// The struct is `#[non_exhaustive]`, so that adding a knob breaks nobody: start from
+/// [`Config::default`] or [`Config::lab`] and change what you need, with the chainable
+/// `with_*` setters or by assigning the public fields.
+///
 /// ```
 /// use std::time::Duration;
 /// use raft_impl::Config;
 ///
-/// let config = Config {
-///     heartbeat_interval: Duration::from_millis(20),
-///     ..Config::default()
-/// };
+/// let config = Config::default().with_heartbeat_interval(Duration::from_millis(20));
 /// assert!(config.validate().is_ok());
-/// assert!(Config { max_append_entries: 0, ..config }.validate().is_err());
+/// assert!(config.clone().with_max_append_entries(0).validate().is_err());
+///
+/// let mut lab = Config::lab();
+/// lab.seed = Some(42);
+/// assert!(lab.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
     /// The shortest election timeout. Each timeout is drawn uniformly from
     /// `election_timeout_min..election_timeout_max`, so that split votes resolve (§5.2).
@@ -52,10 +70,6 @@ pub struct Config {
     /// Seeds the node's random election timeouts. `None` takes a seed from the runtime.
     /// Either way the node id is mixed in, so one seed serves a whole cluster.
     pub seed: Option<u64>,
-    /// Test-only: a known protocol bug to switch on, so that a test can show its checks
-    /// catch it. Exists only with the `planted-bugs` feature.
-    #[cfg(feature = "planted-bugs")]
-    pub planted_bug: Option<PlantedBug>,
 }
 
 impl Default for Config {
@@ -70,8 +84,6 @@ impl Default for Config {
             commit_notice_delay: Duration::from_millis(2),
             leader_noop: true,
             seed: None,
-            #[cfg(feature = "planted-bugs")]
-            planted_bug: None,
         }
     }
 }
@@ -91,8 +103,6 @@ impl Config {
             commit_notice_delay: Duration::from_millis(10),
             leader_noop: false,
             seed: None,
-            #[cfg(feature = "planted-bugs")]
-            planted_bug: None,
         }
     }
 
@@ -125,18 +135,25 @@ impl Config {
         Ok(())
     }
 
-    /// Whether the test-only `bug` is switched on; always `false` without the
-    /// `planted-bugs` feature.
-    #[allow(unused_variables)]
-    pub(crate) fn planted(&self, bug: PlantedBug) -> bool {
-        #[cfg(feature = "planted-bugs")]
-        {
-            self.planted_bug == Some(bug)
-        }
-        #[cfg(not(feature = "planted-bugs"))]
-        {
-            false
-        }
+    setters! {
+        /// Sets [`election_timeout_min`](Config::election_timeout_min).
+        with_election_timeout_min: election_timeout_min: Duration;
+        /// Sets [`election_timeout_max`](Config::election_timeout_max).
+        with_election_timeout_max: election_timeout_max: Duration;
+        /// Sets [`heartbeat_interval`](Config::heartbeat_interval).
+        with_heartbeat_interval: heartbeat_interval: Duration;
+        /// Sets [`max_append_entries`](Config::max_append_entries).
+        with_max_append_entries: max_append_entries: usize;
+        /// Sets [`max_inflight_appends`](Config::max_inflight_appends).
+        with_max_inflight_appends: max_inflight_appends: usize;
+        /// Sets [`install_snapshot_timeout`](Config::install_snapshot_timeout).
+        with_install_snapshot_timeout: install_snapshot_timeout: Duration;
+        /// Sets [`commit_notice_delay`](Config::commit_notice_delay).
+        with_commit_notice_delay: commit_notice_delay: Duration;
+        /// Sets [`leader_noop`](Config::leader_noop).
+        with_leader_noop: leader_noop: bool;
+        /// Sets [`seed`](Config::seed).
+        with_seed: seed: Option<u64>;
     }
 
     /// The snapshot timeout counted in heartbeats, at least one.

@@ -2,20 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, HandlerError, LogId, LogIndex, NodeId, Request, Response, RpcHandler, Runtime,
-    StateMachine, Storage, Term, Transport, async_trait,
+    Command, HandlerError, LogIndex, NodeId, Request, Response, RpcHandler, Runtime, StateMachine,
+    Storage, Term, Transport, async_trait,
 };
 
 use crate::config::Config;
-use crate::core::{AnyNode, Effects, Node, ReplicationMode, RoleKind};
+use crate::core::{AnyNode, Effects, Node, RoleKind};
 use crate::driver::{Driver, Event, run_apply};
 use crate::error::{ProposeError, SnapshotError, StartError};
+use crate::status::{Shared, Status};
 
 /// The pluggable parts of a node.
 #[derive(Debug)]
@@ -28,113 +28,6 @@ pub struct Parts<Rt, S, M, T> {
     pub state_machine: M,
     /// Sends the node's requests to its peers.
     pub transport: T,
-}
-
-/// A snapshot of a node's state, for monitoring and tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    /// The node.
-    pub id: NodeId,
-    /// Its role.
-    pub role: RoleKind,
-    /// Its current term.
-    pub term: Term,
-    /// The candidate it voted for in `term`.
-    pub voted_for: Option<NodeId>,
-    /// The leader as far as it knows.
-    pub leader: Option<NodeId>,
-    /// The id of its last log entry.
-    pub last_log: LogId,
-    /// The last entry its snapshot covers.
-    pub snapshot: LogId,
-    /// The highest index it knows to be committed.
-    pub commit_index: LogIndex,
-    /// The highest index handed to its state machine: applied, or queued to be.
-    pub last_queued: LogIndex,
-    /// The highest index its state machine has applied.
-    pub last_applied: LogIndex,
-    /// The number of entries in its in-memory log.
-    pub log_entries: usize,
-    /// If it is the leader: what it knows of each follower's log.
-    pub followers: BTreeMap<NodeId, FollowerProgress>,
-    /// Whether it has stopped.
-    pub stopped: bool,
-    /// Why it stopped, if it stopped on its own after a fatal error.
-    pub fatal: Option<String>,
-}
-
-/// A leader's view of one follower, as reported in [`Status::followers`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FollowerProgress {
-    /// The highest index known to match the leader's log.
-    pub match_index: LogIndex,
-    /// The next index the leader will send.
-    pub next_index: LogIndex,
-    /// How the leader replicates to it.
-    pub mode: ReplicationMode,
-    /// AppendEntries with entries awaiting an answer.
-    pub inflight: usize,
-}
-
-/// What the handle and the node's tasks share.
-pub(crate) struct Shared {
-    pub(crate) id: NodeId,
-    stopped: AtomicBool,
-    pub(crate) last_applied: AtomicU64,
-    status: Mutex<Status>,
-}
-
-impl Shared {
-    pub(crate) fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn stop(&self) {
-        self.stopped.store(true, Ordering::Release);
-        self.status().stopped = true;
-    }
-
-    pub(crate) fn set_fatal(&self, reason: &str) {
-        self.status().fatal = Some(reason.to_string());
-    }
-
-    fn status(&self) -> MutexGuard<'_, Status> {
-        // The lock only guards plain data; a panic elsewhere cannot leave it torn.
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn publish<C: Command>(&self, node: &AnyNode<C>) {
-        let hard_state = node.hard_state();
-        let mut status = self.status();
-        status.role = node.role_kind();
-        status.term = hard_state.term;
-        status.voted_for = hard_state.voted_for;
-        status.leader = node.leader_hint();
-        status.last_log = node.log().last_log_id();
-        status.snapshot = node.log().last_included();
-        status.commit_index = node.commit_index();
-        status.last_queued = node.last_applied();
-        status.log_entries = node.log().len();
-        status.followers = match node {
-            AnyNode::Leader(leader) => leader
-                .peers()
-                .iter()
-                .filter_map(|&peer| {
-                    let progress = leader.role().progress(peer)?;
-                    Some((
-                        peer,
-                        FollowerProgress {
-                            match_index: progress.match_index(),
-                            next_index: progress.next_index(),
-                            mode: progress.mode(),
-                            inflight: progress.inflight(),
-                        },
-                    ))
-                })
-                .collect(),
-            _ => BTreeMap::new(),
-        };
-    }
 }
 
 /// A running Raft node.
@@ -200,27 +93,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         let node = Node::boot(id, members, config, seed, recovered, snapshot, &mut effects)?;
         let node = AnyNode::from(node);
 
-        let shared = Arc::new(Shared {
-            id,
-            stopped: AtomicBool::new(false),
-            last_applied: AtomicU64::new(node.last_applied().0),
-            status: Mutex::new(Status {
-                id,
-                role: RoleKind::Follower,
-                term: Term::default(),
-                voted_for: None,
-                leader: None,
-                last_log: LogId::default(),
-                snapshot: LogId::default(),
-                commit_index: LogIndex::ZERO,
-                last_queued: LogIndex::ZERO,
-                last_applied: LogIndex::ZERO,
-                log_entries: 0,
-                followers: BTreeMap::new(),
-                stopped: false,
-                fatal: None,
-            }),
-        });
+        let shared = Arc::new(Shared::new(id, node.last_applied()));
         shared.publish(&node);
 
         let (events_tx, events) = async_channel::unbounded();
@@ -307,9 +180,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
 
     /// A snapshot of the node's state.
     pub fn status(&self) -> Status {
-        let mut status = self.shared.status().clone();
-        status.last_applied = LogIndex(self.shared.last_applied.load(Ordering::Acquire));
-        status
+        self.shared.snapshot_status()
     }
 
     /// Hands Raft the service's snapshot of its state up to and including `index`; Raft

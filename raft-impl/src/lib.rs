@@ -33,8 +33,10 @@ pub mod core;
 mod driver;
 mod error;
 mod handle;
-pub mod testing;
+mod status;
 
 pub use config::{Config, ConfigError};
+pub use core::{ReplicationMode, RoleKind};
 pub use error::{ProposeError, SnapshotError, StartError};
-pub use handle::{FollowerProgress, Parts, Raft, Status};
+pub use handle::{Parts, Raft};
+pub use status::{FollowerProgress, Status};

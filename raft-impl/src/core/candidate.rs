@@ -4,38 +4,56 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use raft_traits::{Command, NodeId, Payload};
 
-use super::Leader;
 use super::effects::{Effects, Persist, Timer};
 use super::follower::campaign;
+use super::leader::Leader;
 use super::node::Node;
 use super::progress::Progress;
+use super::quorum::VoteResult;
 
 /// The candidate role's own state.
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    pub(super) votes: BTreeSet<NodeId>,
+    pub(super) granted: BTreeSet<NodeId>,
+    pub(super) refused: BTreeSet<NodeId>,
 }
 
 impl Candidate {
     /// The servers that granted their vote in this term, this one included.
     pub fn votes(&self) -> &BTreeSet<NodeId> {
-        &self.votes
+        &self.granted
+    }
+
+    /// The servers that refused their vote in this term.
+    pub fn refusals(&self) -> &BTreeSet<NodeId> {
+        &self.refused
     }
 }
 
 impl<C: Command> Node<Candidate, C> {
-    /// Records a peer's answer to this term's RequestVote. Answers from non-members are
-    /// ignored. Returns whether the votes now form a majority.
-    pub fn record_vote(&mut self, from: NodeId, granted: bool) -> bool {
-        if granted && self.shared.peers.contains(&from) {
-            self.role.votes.insert(from);
+    /// Records a peer's answer to this term's RequestVote and returns where the election
+    /// stands. Answers from servers that do not vote are ignored by the tally.
+    pub fn record_vote(&mut self, from: NodeId, granted: bool) -> VoteResult {
+        if self.shared.quorum.contains(from) {
+            if granted {
+                self.role.granted.insert(from);
+            } else {
+                self.role.refused.insert(from);
+            }
         }
-        self.has_quorum()
+        self.vote_result()
+    }
+
+    /// Where the election stands: won once every voter set has a majority of grants.
+    pub fn vote_result(&self) -> VoteResult {
+        self.shared
+            .quorum
+            .vote_result(&self.role.granted, &self.role.refused)
     }
 
     /// Whether a majority of the cluster voted for this candidate.
     pub fn has_quorum(&self) -> bool {
-        self.role.votes.len() >= self.shared.quorum()
+        self.vote_result() == VoteResult::Won
     }
 
     /// The election failed to conclude: start another one in the next term.

@@ -8,7 +8,7 @@ use raft_traits::{
     InstallSnapshot, InstallSnapshotReply, NodeId, Request, RequestVote, Response,
 };
 
-use super::Candidate;
+use super::candidate::Candidate;
 use super::effects::{Apply, Effects, Persist, RequestId};
 use super::node::{Node, Shared};
 
@@ -88,7 +88,8 @@ pub(super) fn campaign<C: Command>(
     Node {
         shared,
         role: Candidate {
-            votes: BTreeSet::from([id]),
+            granted: BTreeSet::from([id]),
+            refused: BTreeSet::new(),
         },
     }
 }

@@ -7,11 +7,10 @@ use raft_traits::{
     NodeId, Payload, Request,
 };
 
-use super::RpcKind;
+use super::dispatch::RpcKind;
 use super::effects::{Effects, Persist, SendTag, Timer};
 use super::node::{Node, Shared};
-use super::progress::{Progress, ReplicationMode};
-use crate::testing::PlantedBug;
+use super::progress::{Progress, Refusal, ReplicationMode};
 
 /// The leader role's own state.
 #[derive(Clone, Debug)]
@@ -185,39 +184,18 @@ impl<C: Command> Node<Leader, C> {
         let Some(progress) = self.role.progress.get_mut(&from) else {
             return;
         };
-        let carried_up_to = progress.inflight.remove(&tag.seq);
         match outcome {
-            AppendOutcome::StaleTerm => {}
-            AppendOutcome::Success { match_index } => self.acknowledged(from, match_index, out),
+            AppendOutcome::StaleTerm => {
+                progress.answered(tag.seq);
+            }
+            AppendOutcome::Success { match_index } => {
+                progress.answered(tag.seq);
+                self.acknowledged(from, match_index, out);
+            }
             AppendOutcome::Conflict {
                 prev_log_index,
                 hint,
             } => {
-                if progress.regressed(tag.seq, hint.last_log_index) {
-                    tracing::warn!(peer = %from, "follower lost entries it had confirmed; replicating from scratch");
-                    progress.enter(ReplicationMode::Probe);
-                }
-                // Late rejections describe a log the follower has since fixed.
-                let fresh = match progress.mode {
-                    ReplicationMode::Replicate => prev_log_index > progress.match_index,
-                    ReplicationMode::Probe => prev_log_index.next() == progress.next_index,
-                    ReplicationMode::Snapshot { .. } => false,
-                };
-                if !fresh {
-                    // Stale as a hint, but not as news: when requests overtake each other
-                    // on the network, a pipelined request can be refused (its predecessor
-                    // had not arrived yet) and still be answered after that predecessor's
-                    // success. Its entries are missing all the same; resend from the
-                    // confirmed point, or the follower stalls behind an optimistic
-                    // next_index.
-                    let missing = carried_up_to.is_some_and(|last| last > progress.match_index);
-                    if missing && progress.mode == ReplicationMode::Replicate {
-                        progress.next_index = progress.match_index.next();
-                        progress.enter(ReplicationMode::Probe);
-                        send_entries(&mut self.shared, from, progress, ticks, out);
-                    }
-                    return;
-                }
                 // Fast back-off (the lab's XTerm/XIndex/XLen): skip the follower's whole
                 // conflicting term, or jump to the end of its shorter log.
                 let hinted = match hint.conflict_term {
@@ -228,14 +206,13 @@ impl<C: Command> Node<Leader, C> {
                         .map_or(hint.first_index, LogIndex::next),
                     None => hint.last_log_index.next(),
                 };
-                let next_index = hinted
-                    .min(prev_log_index)
-                    .min(last_index.next())
-                    .max(progress.match_index.next());
-                let moved = next_index < progress.next_index;
-                progress.next_index = next_index;
-                progress.enter(ReplicationMode::Probe);
-                if moved {
+                let refusal = Refusal {
+                    seq: tag.seq,
+                    prev_log_index,
+                    follower_last_index: hint.last_log_index,
+                    hinted_next: hinted,
+                };
+                if progress.refused(refusal, last_index) {
                     send_entries(&mut self.shared, from, progress, ticks, out);
                 }
             }
@@ -274,20 +251,7 @@ impl<C: Command> Node<Leader, C> {
         let Some(progress) = self.role.progress.get_mut(&to) else {
             return;
         };
-        let tracked = progress.inflight.remove(&tag.seq).is_some();
-        match (rpc, progress.mode) {
-            // Entries may be missing on the follower now; fall back to probing from what
-            // it confirmed, at the next heartbeat (an unreachable peer must not make the
-            // leader spin).
-            (RpcKind::Append, ReplicationMode::Replicate) if tracked => {
-                progress.next_index = progress.match_index.next();
-                progress.enter(ReplicationMode::Probe);
-            }
-            (RpcKind::InstallSnapshot, ReplicationMode::Snapshot { seq, .. }) if seq == tag.seq => {
-                progress.enter(ReplicationMode::Probe);
-            }
-            _ => {}
-        }
+        progress.send_failed(tag.seq, rpc);
     }
 
     /// Commits the highest index stored on a majority, if it is of the current term.
@@ -295,19 +259,22 @@ impl<C: Command> Node<Leader, C> {
     /// Entries of earlier terms are never committed by counting replicas (Figure 8): they
     /// commit indirectly, when an entry of the current term after them does.
     pub(super) fn maybe_commit(&mut self, out: &mut Effects<C>) {
-        let mut matched: Vec<LogIndex> =
-            self.role.progress.values().map(|p| p.match_index).collect();
-        matched.push(self.role.durable);
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&majority_index) = matched.get(self.shared.quorum() - 1) else {
+        let me = self.shared.id;
+        let durable = self.role.durable;
+        let progress = &self.role.progress;
+        let Some(majority_index) = self.shared.quorum.agreed_value(|id| {
+            if id == me {
+                durable
+            } else {
+                progress
+                    .get(&id)
+                    .map_or(LogIndex::ZERO, Progress::match_index)
+            }
+        }) else {
             return;
         };
         let of_this_term = self.shared.log.term_at(majority_index) == Some(self.shared.term());
-        let bug = self
-            .shared
-            .config
-            .planted(PlantedBug::CommitEarlierTermByCounting);
-        if majority_index > self.shared.commit_index && (of_this_term || bug) {
+        if majority_index > self.shared.commit_index && of_this_term {
             self.shared.commit_to(majority_index, out);
             self.replicate(out);
         }
@@ -332,7 +299,7 @@ fn send_entries<C: Command>(
     let Some(prev_term) = shared.log.term_at(prev_index) else {
         // next_index never passes the end of the log; reset it if it somehow did.
         tracing::error!(peer = %peer, next = %progress.next_index, "next_index past the end of the log");
-        progress.next_index = shared.log.last_index().next();
+        progress.rewind_to(shared.log.last_index().next());
         return;
     };
     let entries = shared
@@ -346,14 +313,9 @@ fn send_entries<C: Command>(
         entries,
         leader_commit: shared.commit_index,
     };
-    progress.commit_sent = shared.commit_index;
+    let commit = shared.commit_index;
     let tag = shared.send(peer, Request::Append(request), out);
-    if count > 0 {
-        progress.inflight.insert(tag.seq, prev_index.plus(count));
-        if progress.mode == ReplicationMode::Replicate {
-            progress.next_index = prev_index.plus(count + 1);
-        }
-    }
+    progress.sent_append(tag.seq, prev_index, count, commit);
 }
 
 /// An AppendEntries without entries, anchored where the follower is known to match, so it
@@ -365,7 +327,6 @@ fn send_heartbeat<C: Command>(
     progress: &mut Progress,
     out: &mut Effects<C>,
 ) {
-    progress.commit_sent = shared.commit_index;
     let anchor = progress.match_index.max(shared.log.last_included().index);
     let prev_term = shared.log.term_at(anchor).unwrap_or_default();
     let request = AppendEntries {
@@ -375,7 +336,9 @@ fn send_heartbeat<C: Command>(
         entries: Vec::new(),
         leader_commit: shared.commit_index,
     };
-    shared.send(peer, Request::Append(request), out);
+    let commit = shared.commit_index;
+    let tag = shared.send(peer, Request::Append(request), out);
+    progress.sent_append(tag.seq, anchor, 0, commit);
 }
 
 fn send_snapshot<C: Command>(
@@ -396,9 +359,5 @@ fn send_snapshot<C: Command>(
         snapshot,
     };
     let tag = shared.send(peer, Request::InstallSnapshot(request), out);
-    progress.enter(ReplicationMode::Snapshot {
-        last_included,
-        sent_at_tick: ticks,
-        seq: tag.seq,
-    });
+    progress.sent_snapshot(tag.seq, last_included, ticks);
 }

@@ -11,11 +11,13 @@ use raft_traits::{
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 
+use super::candidate::Candidate;
 use super::effects::{Apply, Effects, Persist, RequestId, SendTag, Timer};
+use super::follower::Follower;
+use super::leader::Leader;
 use super::log::{LogError, RaftLog};
-use super::{Candidate, Follower, Leader};
+use super::quorum::Quorum;
 use crate::config::{Config, ConfigError};
-use crate::testing::PlantedBug;
 
 mod sealed {
     pub trait Sealed {}
@@ -104,6 +106,8 @@ pub(super) struct Shared<C> {
     pub(super) id: NodeId,
     /// Every other member, sorted.
     pub(super) peers: Vec<NodeId>,
+    /// The voters whose majorities decide elections and commits.
+    pub(super) quorum: Quorum,
     pub(super) config: Config,
     pub(super) rng: Xoshiro256PlusPlus,
     pub(super) hard_state: HardState,
@@ -158,6 +162,7 @@ impl<C: Command> Node<Follower, C> {
         if !members.contains(&id) {
             return Err(ConfigError::NotAMember(id).into());
         }
+        let quorum = Quorum::new(members.iter().copied());
         let peers = members.into_iter().filter(|&m| m != id).collect();
 
         let last_included = recovered
@@ -182,6 +187,7 @@ impl<C: Command> Node<Follower, C> {
         let mut shared = Shared {
             id,
             peers,
+            quorum,
             config,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             hard_state: recovered.hard_state,
@@ -298,9 +304,7 @@ impl<R: Role, C: Command> Node<R, C> {
                 .voted_for
                 .is_none_or(|v| v == request.candidate)
             && request.last_log >= shared.log.last_log_id();
-        if granted && shared.config.planted(PlantedBug::ForgetVoteOnRestart) {
-            shared.hard_state.voted_for = Some(request.candidate);
-        } else if granted {
+        if granted {
             shared.set_hard_state(term, Some(request.candidate), out);
         }
         if granted {
@@ -370,11 +374,6 @@ pub enum SnapshotRefused {
 }
 
 impl<C: Command> Shared<C> {
-    pub(super) fn quorum(&self) -> usize {
-        let members = self.peers.len() + 1;
-        members / 2 + 1
-    }
-
     pub(super) fn term(&self) -> Term {
         self.hard_state.term
     }

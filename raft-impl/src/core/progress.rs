@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use raft_traits::LogIndex;
 
+use super::dispatch::RpcKind;
+
 /// How the leader currently replicates to a follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReplicationMode {
@@ -25,6 +27,20 @@ pub enum ReplicationMode {
         /// The request's sequence number, to tell its outcome from a stale one.
         seq: u64,
     },
+}
+
+/// A follower's refusal of an AppendEntries, with what the leader made of its hint.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Refusal {
+    /// The refused request.
+    pub(super) seq: u64,
+    /// The request's `prev_log.index`.
+    pub(super) prev_log_index: LogIndex,
+    /// The follower's last index, from its hint.
+    pub(super) follower_last_index: LogIndex,
+    /// Where the hint says to resume: past the leader's last entry of the follower's
+    /// conflicting term, or the follower's log end.
+    pub(super) hinted_next: LogIndex,
 }
 
 /// The leader's view of one follower (Figure 2's `nextIndex` and `matchIndex`, plus the
@@ -96,21 +112,114 @@ impl Progress {
             }
     }
 
-    /// The follower refused request `seq`, sent after the leader learned `match_index`,
-    /// saying its log ends before that: it lost entries it had confirmed (its storage
-    /// was wiped or replaced). Raft assumes this never happens, but an operator can make
-    /// it happen; start over rather than wait forever. (A request sent before the match
-    /// was learned can be refused legitimately: it may have overtaken the one that
-    /// established the match.)
-    pub(super) fn regressed(&mut self, seq: u64, last_log_index: LogIndex) -> bool {
-        if seq > self.match_known_at && last_log_index < self.match_index {
-            self.match_index = LogIndex::ZERO;
-            return true;
-        }
-        false
+    /// Records that request `seq` was answered (whatever the answer), so it no longer
+    /// counts against the window.
+    pub(super) fn answered(&mut self, seq: u64) -> Option<LogIndex> {
+        self.inflight.remove(&seq)
     }
 
-    pub(super) fn enter(&mut self, mode: ReplicationMode) {
+    /// Records an AppendEntries sent as request `seq`: `count` entries after
+    /// `prev_index`, carrying the commit index `commit`. In replicate mode the leader
+    /// moves `next_index` past them at once (optimistic pipelining).
+    pub(super) fn sent_append(
+        &mut self,
+        seq: u64,
+        prev_index: LogIndex,
+        count: u64,
+        commit: LogIndex,
+    ) {
+        self.commit_sent = commit;
+        if count == 0 {
+            return;
+        }
+        let last = prev_index.plus(count);
+        self.inflight.insert(seq, last);
+        if self.mode == ReplicationMode::Replicate {
+            self.next_index = last.next();
+        }
+    }
+
+    /// Records an InstallSnapshot sent as request `seq`, covering up to `last_included`,
+    /// at heartbeat `tick`.
+    pub(super) fn sent_snapshot(&mut self, seq: u64, last_included: LogIndex, tick: u64) {
+        self.enter(ReplicationMode::Snapshot {
+            last_included,
+            sent_at_tick: tick,
+            seq,
+        });
+    }
+
+    /// Starts over from `next_index` in probe mode.
+    pub(super) fn rewind_to(&mut self, next_index: LogIndex) {
+        self.next_index = next_index;
+        self.enter(ReplicationMode::Probe);
+    }
+
+    /// The follower refused an AppendEntries. Returns whether the leader should send
+    /// again at once (from the new `next_index`); otherwise it waits for a heartbeat or
+    /// for replies still in flight. `last_index` is the leader's.
+    pub(super) fn refused(&mut self, refusal: Refusal, last_index: LogIndex) -> bool {
+        let carried_up_to = self.answered(refusal.seq);
+        // A request sent after the leader learned `match_index`, refused by a follower
+        // whose log now ends before it: the follower lost entries it had confirmed (its
+        // storage was wiped or replaced). Raft assumes this never happens, but an
+        // operator can make it happen; start over rather than wait forever. (A request
+        // sent before the match was learned can be refused legitimately: it may have
+        // overtaken the one that established the match.)
+        if refusal.seq > self.match_known_at && refusal.follower_last_index < self.match_index {
+            tracing::warn!("follower lost entries it had confirmed; replicating from scratch");
+            self.match_index = LogIndex::ZERO;
+            self.enter(ReplicationMode::Probe);
+        }
+        // Late rejections describe a log the follower has since fixed.
+        let fresh = match self.mode {
+            ReplicationMode::Replicate => refusal.prev_log_index > self.match_index,
+            ReplicationMode::Probe => refusal.prev_log_index.next() == self.next_index,
+            ReplicationMode::Snapshot { .. } => false,
+        };
+        if !fresh {
+            // Stale as a hint, but not as news: when requests overtake each other on the
+            // network, a pipelined request can be refused (its predecessor had not
+            // arrived yet) and still be answered after that predecessor's success. Its
+            // entries are missing all the same; resend from the confirmed point, or the
+            // follower stalls behind an optimistic next_index.
+            let missing = carried_up_to.is_some_and(|last| last > self.match_index);
+            if missing && self.mode == ReplicationMode::Replicate {
+                self.rewind_to(self.match_index.next());
+                return true;
+            }
+            return false;
+        }
+        let next_index = refusal
+            .hinted_next
+            .min(refusal.prev_log_index)
+            .min(last_index.next())
+            .max(self.match_index.next());
+        let moved = next_index < self.next_index;
+        self.rewind_to(next_index);
+        moved
+    }
+
+    /// Request `seq` of kind `rpc` got no answer.
+    pub(super) fn send_failed(&mut self, seq: u64, rpc: RpcKind) {
+        let tracked = self.answered(seq).is_some();
+        match (rpc, self.mode) {
+            // Entries may be missing on the follower now; fall back to probing from what
+            // it confirmed, at the next heartbeat (an unreachable peer must not make the
+            // leader spin).
+            (RpcKind::Append, ReplicationMode::Replicate) if tracked => {
+                self.rewind_to(self.match_index.next());
+            }
+            (RpcKind::InstallSnapshot, ReplicationMode::Snapshot { seq: sent, .. })
+                if sent == seq =>
+            {
+                self.enter(ReplicationMode::Probe);
+            }
+            _ => {}
+        }
+    }
+
+    fn enter(&mut self, mode: ReplicationMode) {
         self.mode = mode;
         self.inflight.clear();
     }

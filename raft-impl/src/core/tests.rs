@@ -67,10 +67,7 @@ impl Boot {
             voted_for: None,
             log: Vec::new(),
             snapshot: None,
-            config: Config {
-                seed: Some(7),
-                ..Config::lab()
-            },
+            config: Config::lab().with_seed(Some(7)),
         }
     }
 

@@ -14,10 +14,10 @@ use raft_traits::{
     Command, Entry, LogId, LogIndex, Payload, Snapshot, StateMachine, StateMachineError, Term,
 };
 
-use super::{Event, store_applied};
+use super::Event;
 use crate::core::Apply;
 use crate::error::ProposeError;
-use crate::handle::Shared;
+use crate::status::Shared;
 
 /// Where a proposer waits for its command's result.
 pub(crate) type Waiter<R> = oneshot::Sender<Result<R, ProposeError>>;
@@ -63,7 +63,7 @@ where
                         Payload::Command(command) => Some(state_machine.apply(id, command).await),
                         Payload::Blank => None,
                     };
-                    store_applied(&shared, id.index);
+                    shared.store_applied(id.index);
                     if let Some((term, waiter)) = waiters.take(id.index) {
                         let result = match response {
                             Some(response) if term == id.term => Ok(response),
@@ -90,7 +90,7 @@ where
                         break;
                     }
                 }
-                store_applied(&shared, covered);
+                shared.store_applied(covered);
                 for (index, _, waiter) in waiters.take_up_to(covered) {
                     let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
                 }

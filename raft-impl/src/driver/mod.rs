@@ -11,7 +11,6 @@ mod apply;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
@@ -29,7 +28,7 @@ use crate::core::{
     AnyNode, Effect, Effects, Input, NotLeader, Persist, RequestId, RpcKind, SendTag, Timer,
 };
 use crate::error::ProposeError;
-use crate::handle::Shared;
+use crate::status::Shared;
 
 /// How many queued events the loop steps before it carries out their effects together.
 /// Batching is what turns many proposals into one storage write and one AppendEntries.
@@ -456,9 +455,4 @@ where
 fn unreachable_shutdown() {
     // Shutdown events are taken out by `run` before `handle` sees them.
     debug_assert!(false, "shutdown reached the event handler");
-}
-
-/// Records the applied index for status reports.
-pub(crate) fn store_applied(shared: &Shared, index: LogIndex) {
-    shared.last_applied.store(index.0, Ordering::Release);
 }
