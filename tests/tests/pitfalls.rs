@@ -114,10 +114,7 @@ async fn start(
         state_machine: machine,
         transport: LocalNetwork::new().transport(),
     };
-    let config = Config {
-        seed: Some(7),
-        ..Config::lab()
-    };
+    let config = Config::lab().with_seed(Some(7));
     let raft = Raft::spawn(NodeId(1), [NodeId(1)], config, parts)
         .await
         .unwrap();

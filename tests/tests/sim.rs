@@ -33,7 +33,7 @@ mod lab_in_virtual_time {
 }
 
 mod explorer {
-    use raft_impl::testing::PlantedBug;
+    use raft_tests::sim::PlantedBug;
     use raft_tests::sim::explorer::{Options, explore};
 
     /// Seeds per explorer test; eight tests make 240 seeds per run.
@@ -132,8 +132,8 @@ mod explorer {
     }
 
     #[test]
-    fn committing_an_earlier_term_entry_by_counting_is_caught() {
-        planted_bug_is_caught(PlantedBug::CommitEarlierTermByCounting);
+    fn acknowledging_an_append_before_it_is_durable_is_caught() {
+        planted_bug_is_caught(PlantedBug::AckAppendBeforeWrite);
     }
 
     #[test]

@@ -437,10 +437,7 @@ impl<Rt: Runtime> Cluster<Rt> {
             self.inner.record.clone(),
             Arc::clone(&handle),
         );
-        let config = Config {
-            seed: Some(mix(self.inner.seed, NODE_SALT + instance)),
-            ..Config::lab()
-        };
+        let config = Config::lab().with_seed(Some(mix(self.inner.seed, NODE_SALT + instance)));
         let members = (0..self.inner.n).map(node_id);
         let parts = Parts {
             runtime: self.inner.runtime.clone(),

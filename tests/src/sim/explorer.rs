@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use raft_impl::core::RoleKind;
-use raft_impl::testing::PlantedBug;
 use raft_impl::{Config, Parts, ProposeError, Raft};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage, MemTransport};
 use raft_traits::{
@@ -35,6 +34,7 @@ use rand::{RngExt, SeedableRng};
 
 use super::invariants::{Observations, check_log_matching};
 use super::linearizability::{self, Event, History};
+use super::planted::{Planted, PlantedBug};
 use super::runtime::{SimRuntime, Simulation};
 
 /// What an exploration does besides what its seed decides.
@@ -292,6 +292,8 @@ struct World {
     net: MemNetwork<KvCommand, SimRuntime>,
     n: usize,
     config: Config,
+    /// The bug planted in every node's storage, if any.
+    planted_bug: Option<PlantedBug>,
     snapshot_every: u64,
     /// Set once the heal phase starts: flapping and outages stop meddling.
     healing: AtomicBool,
@@ -338,14 +340,11 @@ impl World {
     fn new(seed: u64, runtime: SimRuntime, options: &Options) -> World {
         let mut rng = StdRng::seed_from_u64(mix(seed, 1));
         let n = rng.random_range(3..=7usize);
-        let config = Config {
-            leader_noop: rng.random_bool(0.5),
-            max_inflight_appends: rng.random_range(1..=4),
-            max_append_entries: rng.random_range(1..=64),
-            install_snapshot_timeout: Duration::from_millis(rng.random_range(200..2000)),
-            planted_bug: options.planted_bug,
-            ..Config::default()
-        };
+        let config = Config::default()
+            .with_leader_noop(rng.random_bool(0.5))
+            .with_max_inflight_appends(rng.random_range(1..=4))
+            .with_max_append_entries(rng.random_range(1..=64))
+            .with_install_snapshot_timeout(Duration::from_millis(rng.random_range(200..2000)));
         let snapshot_every = rng.random_range(5..40);
         let net = MemNetwork::new(runtime.clone(), mix(seed, 2));
         net.set_long_delays(false);
@@ -365,6 +364,7 @@ impl World {
             net,
             n,
             config,
+            planted_bug: options.planted_bug,
             snapshot_every,
             healing: AtomicBool::new(false),
             state: Mutex::new(State {
@@ -497,14 +497,14 @@ impl World {
             since_snapshot: 0,
             applied_any: false,
         };
-        let config = Config {
-            seed: Some(mix(self.seed, 1000 + (i as u64) * 1000 + incarnation)),
-            ..self.config.clone()
-        };
+        let config = self
+            .config
+            .clone()
+            .with_seed(Some(mix(self.seed, 1000 + (i as u64) * 1000 + incarnation)));
         let members = (0..self.n).map(node_id);
         let parts = Parts {
             runtime: self.runtime.clone(),
-            storage,
+            storage: Planted::new(storage, self.planted_bug),
             state_machine,
             transport,
         };

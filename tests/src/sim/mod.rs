@@ -9,10 +9,12 @@
 pub mod explorer;
 mod invariants;
 pub mod linearizability;
+mod planted;
 mod runtime;
 
 use std::future::Future;
 
+pub use planted::PlantedBug;
 pub use runtime::{SimRuntime, Simulation};
 
 use crate::lab::World;
