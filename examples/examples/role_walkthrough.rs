@@ -20,6 +20,7 @@ fn show(step: &str, out: &mut Effects<String>) {
             Effect::Persist(write) => format!("persist   {write:?}"),
             Effect::Send { to, request, .. } => format!("send      {} to {to}", request.kind()),
             Effect::Reply { response, .. } => format!("reply     {response:?}"),
+            Effect::Refuse { reason, .. } => format!("refuse    {reason}"),
             Effect::Apply(apply) => format!("apply     {apply:?}"),
             Effect::SetTimer { timer, after } => format!("timer     {timer:?} in {after:?}"),
             Effect::StopTimer(timer) => format!("timer     {timer:?} stopped"),

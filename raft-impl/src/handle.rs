@@ -226,6 +226,10 @@ impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
         let (reply, replied) = oneshot::channel();
         self.send(Event::Request { request, reply })
             .map_err(|_| HandlerError::Stopped)?;
-        replied.await.map_err(|_| HandlerError::Stopped)
+        match replied.await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(refused)) => Err(HandlerError::Refused(refused)),
+            Err(_) => Err(HandlerError::Stopped),
+        }
     }
 }

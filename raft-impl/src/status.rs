@@ -37,6 +37,9 @@ pub struct Status {
     pub log_entries: usize,
     /// If it is the leader: what it knows of each follower's log.
     pub followers: BTreeMap<NodeId, FollowerProgress>,
+    /// Requests and replies it refused or ignored because no correct member could have
+    /// sent them (an unknown sender, a term or index out of range).
+    pub refused_messages: u64,
     /// Whether it has stopped.
     pub stopped: bool,
     /// Why it stopped, if it stopped on its own after a fatal error.
@@ -95,6 +98,7 @@ impl Shared {
         status.commit_index = node.commit_index();
         status.last_queued = node.last_applied();
         status.log_entries = node.log().len();
+        status.refused_messages = node.refused_messages();
         status.followers = match node {
             AnyNode::Leader(leader) => leader
                 .peers()
@@ -137,6 +141,7 @@ impl Shared {
                 last_applied: LogIndex::ZERO,
                 log_entries: 0,
                 followers: BTreeMap::new(),
+                refused_messages: 0,
                 stopped: false,
                 fatal: None,
             }),

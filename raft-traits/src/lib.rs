@@ -76,7 +76,7 @@ pub use message::{
 pub use runtime::{Elapsed, JoinError, JoinHandle, Runtime, timeout};
 pub use state_machine::{StateMachine, StateMachineError};
 pub use storage::{RecoveredState, Storage, StorageError};
-pub use transport::{HandlerError, RpcHandler, Transport, TransportError};
+pub use transport::{HandlerError, RequestRefused, RpcHandler, Transport, TransportError};
 pub use types::{
     Command, Entry, HardState, LogId, LogIndex, NodeId, Payload, Snapshot, SnapshotMeta, Term,
 };

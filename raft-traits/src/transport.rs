@@ -39,6 +39,34 @@ pub enum HandlerError {
     /// The server has shut down and answers nothing.
     #[error("the server has stopped")]
     Stopped,
+    /// The server refused the request without acting on it.
+    #[error("request refused: {0}")]
+    Refused(#[from] RequestRefused),
+}
+
+/// Why a server refused a request without acting on it: the request could not have come
+/// from a correct member of its cluster. Nothing changed on the server.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestRefused {
+    /// The sender is not a member of the server's configuration.
+    #[error("{from} is not a member of this cluster")]
+    NotAMember {
+        /// The claimed sender.
+        from: NodeId,
+    },
+    /// A term beyond [`Term::MAX_ACCEPTED`](crate::Term::MAX_ACCEPTED).
+    #[error("term {term} is beyond the highest accepted term")]
+    TermOutOfRange {
+        /// The term carried.
+        term: crate::Term,
+    },
+    /// A log index beyond [`LogIndex::MAX_ACCEPTED`](crate::LogIndex::MAX_ACCEPTED), or
+    /// entries that would run past it.
+    #[error("log index {index} is beyond the highest accepted index")]
+    IndexOutOfRange {
+        /// The index carried.
+        index: crate::LogIndex,
+    },
 }
 
 /// Why an RPC did not return a reply.

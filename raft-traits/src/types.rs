@@ -36,10 +36,30 @@ impl From<u64> for NodeId {
 pub struct Term(pub u64);
 
 impl Term {
-    /// The term after this one.
+    /// The highest term a server accepts from a message or from storage. Terms above it
+    /// are refused, so that at least 2^32 elections always remain before the counter
+    /// could overflow, whatever a faulty or hostile peer sends.
+    pub const MAX_ACCEPTED: Term = Term(u64::MAX - (1 << 32));
+
+    /// The term after this one. Saturates rather than wrap; servers never go past
+    /// [`Term::MAX_ACCEPTED`] (see [`Term::checked_next`]), so it never needs to.
     #[must_use]
     pub fn next(self) -> Term {
-        Term(self.0 + 1)
+        Term(self.0.saturating_add(1))
+    }
+
+    /// The term after this one, or `None` past [`Term::MAX_ACCEPTED`].
+    #[must_use]
+    pub fn checked_next(self) -> Option<Term> {
+        self.0
+            .checked_add(1)
+            .map(Term)
+            .filter(|t| *t <= Term::MAX_ACCEPTED)
+    }
+
+    /// Whether a server may adopt this term.
+    pub fn is_acceptable(self) -> bool {
+        self <= Term::MAX_ACCEPTED
     }
 }
 
@@ -62,10 +82,24 @@ impl LogIndex {
     /// The index that precedes every entry.
     pub const ZERO: LogIndex = LogIndex(0);
 
-    /// The index after this one.
+    /// The highest index a server accepts from a message or from storage, leaving room
+    /// for 2^32 more entries so that index arithmetic never overflows.
+    pub const MAX_ACCEPTED: LogIndex = LogIndex(u64::MAX - (1 << 32));
+
+    /// The index after this one. Saturates rather than wrap: indices above
+    /// [`LogIndex::MAX_ACCEPTED`] are refused where they enter, so it never needs to.
     #[must_use]
     pub fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.saturating_add(1))
+    }
+
+    /// This index moved forward by `n`, or `None` past [`LogIndex::MAX_ACCEPTED`].
+    #[must_use]
+    pub fn checked_plus(self, n: u64) -> Option<LogIndex> {
+        self.0
+            .checked_add(n)
+            .map(LogIndex)
+            .filter(|i| *i <= LogIndex::MAX_ACCEPTED)
     }
 
     /// The index before this one, saturating at zero.
@@ -74,10 +108,10 @@ impl LogIndex {
         LogIndex(self.0.saturating_sub(1))
     }
 
-    /// This index moved forward by `n` positions.
+    /// This index moved forward by `n` positions, saturating (see [`LogIndex::next`]).
     #[must_use]
     pub fn plus(self, n: u64) -> LogIndex {
-        LogIndex(self.0 + n)
+        LogIndex(self.0.saturating_add(n))
     }
 }
 

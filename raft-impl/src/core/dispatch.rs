@@ -11,7 +11,7 @@ use super::log::RaftLog;
 use super::node::{Node, RoleKind, SnapshotRefused};
 use raft_traits::{
     AppendOutcome, AppendReply, Command, HardState, InstallOutcome, InstallSnapshotReply, LogId,
-    LogIndex, NodeId, Request, Response, Term,
+    LogIndex, NodeId, Request, RequestRefused, Response, Term,
 };
 
 /// Which kind of RPC a request was, for reporting its failure.
@@ -153,6 +153,14 @@ impl<C: Command> AnyNode<C> {
                 }
                 other => other,
             },
+            Input::ElectionTimeout if self.term().checked_next().is_none() => {
+                // Only reachable by a term that entered before the limit existed: refuse
+                // to wrap around, and keep following.
+                tracing::error!(node = %self.id(), term = %self.term(), "the term cannot advance further; not campaigning");
+                let mut node = self;
+                with_node!(&mut node, n => n.shared.reset_election_timer(out));
+                node
+            }
             Input::ElectionTimeout => match self {
                 AnyNode::Follower(node) => node.into_candidate(out).into_leader_if_elected(out),
                 AnyNode::Candidate(node) => node.into_candidate(out).into_leader_if_elected(out),
@@ -213,11 +221,17 @@ impl<C: Command> AnyNode<C> {
     }
 
     fn handle_request(
-        self,
+        mut self,
         id: RequestId,
         request: Request<C>,
         out: &mut Effects<C>,
     ) -> AnyNode<C> {
+        if let Err(reason) = self.admit(&request) {
+            tracing::warn!(node = %self.id(), from = %request.from(), %reason, "refused a {}", request.kind());
+            with_node!(&mut self, node => node.shared.refused_messages += 1);
+            out.refuse(id, reason);
+            return self;
+        }
         // Figure 2, all servers: a newer term makes us a follower of it first; the request
         // is then handled by that follower.
         let node = if request.term() > self.term() {
@@ -272,12 +286,17 @@ impl<C: Command> AnyNode<C> {
     }
 
     fn handle_response(
-        self,
+        mut self,
         from: NodeId,
         tag: SendTag,
         response: Response,
         out: &mut Effects<C>,
     ) -> AnyNode<C> {
+        if !self.is_peer(from) || !response.term().is_acceptable() {
+            tracing::warn!(node = %self.id(), %from, term = %response.term(), "ignored a reply no member could have sent");
+            with_node!(&mut self, node => node.shared.refused_messages += 1);
+            return self;
+        }
         // The order of the lab's reply rule: a newer term wins and ends the matter; a
         // reply to a request of another term is dropped; only then act on it.
         if response.term() > self.term() {
@@ -303,6 +322,41 @@ impl<C: Command> AnyNode<C> {
             // reaching the new leader): nothing to do.
             (node, _) => node,
         }
+    }
+
+    /// Checks what a request could only carry if its sender were faulty or hostile,
+    /// before anything acts on it: a sender outside the configuration, or a term or
+    /// index so large that the node could not move past it without overflowing.
+    fn admit(&self, request: &Request<C>) -> Result<(), RequestRefused> {
+        let from = request.from();
+        if !self.is_peer(from) {
+            return Err(RequestRefused::NotAMember { from });
+        }
+        let term = request.term();
+        if !term.is_acceptable() {
+            return Err(RequestRefused::TermOutOfRange { term });
+        }
+        let (last_log, count) = match request {
+            Request::Vote(vote) => (vote.last_log, 0),
+            Request::Append(append) => (append.prev_log, append.entries.len() as u64),
+            Request::InstallSnapshot(install) => (install.snapshot.meta.last_included, 0),
+        };
+        if last_log.term > term {
+            return Err(RequestRefused::TermOutOfRange {
+                term: last_log.term,
+            });
+        }
+        if last_log.index.checked_plus(count).is_none() {
+            return Err(RequestRefused::IndexOutOfRange {
+                index: last_log.index,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether `id` is another member of this node's cluster.
+    fn is_peer(&self, id: NodeId) -> bool {
+        with_node!(self, node => node.shared.peers.binary_search(&id).is_ok())
     }
 
     fn step_down(self, term: Term, out: &mut Effects<C>) -> AnyNode<C> {
@@ -360,6 +414,17 @@ impl<C: Command> AnyNode<C> {
     /// Whether this node is a candidate.
     pub fn is_candidate(&self) -> bool {
         matches!(self, AnyNode::Candidate(_))
+    }
+
+    /// Whether this node is a follower.
+    pub fn is_follower(&self) -> bool {
+        matches!(self, AnyNode::Follower(_))
+    }
+
+    /// How many requests and replies this node refused or ignored because no correct
+    /// member could have sent them.
+    pub fn refused_messages(&self) -> u64 {
+        with_node!(self, node => node.refused_messages())
     }
 
     /// The leader as far as this node knows: itself if leader, the leader it follows in

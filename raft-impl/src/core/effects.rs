@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use raft_traits::{Entry, HardState, LogIndex, NodeId, Request, Response, Snapshot, Term};
+use raft_traits::{
+    Entry, HardState, LogIndex, NodeId, Request, RequestRefused, Response, Snapshot, Term,
+};
 
 /// Identifies an incoming request whose reply the core will emit as [`Effect::Reply`].
 ///
@@ -82,6 +84,14 @@ pub enum Effect<C> {
         /// The answer.
         response: Response,
     },
+    /// Refuse the incoming request `id` without an answer of the protocol: it could not
+    /// have come from a correct member, and the node changed nothing.
+    Refuse {
+        /// The request being refused.
+        id: RequestId,
+        /// Why.
+        reason: RequestRefused,
+    },
     /// Hand committed entries or a snapshot to the state machine.
     Apply(Apply<C>),
     /// (Re)arm a timer to fire `after` from now, replacing any pending one.
@@ -156,6 +166,10 @@ impl<C> Effects<C> {
 
     pub(crate) fn reply(&mut self, id: RequestId, response: Response) {
         self.push(Effect::Reply { id, response });
+    }
+
+    pub(crate) fn refuse(&mut self, id: RequestId, reason: RequestRefused) {
+        self.push(Effect::Refuse { id, reason });
     }
 
     pub(crate) fn apply(&mut self, apply: Apply<C>) {

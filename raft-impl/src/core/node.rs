@@ -118,6 +118,9 @@ pub(super) struct Shared<C> {
     /// The last index handed to the state machine (as an [`Apply`] effect).
     pub(super) last_applied: LogIndex,
     pub(super) next_seq: u64,
+    /// Requests and replies refused or ignored because no correct member could have
+    /// sent them (an unknown sender, a term or index out of range).
+    pub(super) refused_messages: u64,
 }
 
 /// Why a node could not boot.
@@ -129,6 +132,12 @@ pub enum BootError {
     /// The recovered log is malformed.
     #[error("recovered log is malformed: {0}")]
     Log(#[from] LogError),
+    /// The stored term is beyond [`Term::MAX_ACCEPTED`]: the node could not advance it.
+    #[error("stored term {0} is beyond the highest accepted term")]
+    TermOutOfRange(Term),
+    /// The stored log runs beyond [`LogIndex::MAX_ACCEPTED`].
+    #[error("stored log index {0} is beyond the highest accepted index")]
+    IndexOutOfRange(LogIndex),
     /// The recovered snapshot data does not match the recovered snapshot metadata.
     #[error("stored snapshot covers {data} but the log's metadata says {meta}")]
     SnapshotMismatch {
@@ -165,6 +174,9 @@ impl<C: Command> Node<Follower, C> {
         let quorum = Quorum::new(members.iter().copied());
         let peers = members.into_iter().filter(|&m| m != id).collect();
 
+        if !recovered.hard_state.term.is_acceptable() {
+            return Err(BootError::TermOutOfRange(recovered.hard_state.term));
+        }
         let last_included = recovered
             .snapshot
             .map(|m| m.last_included)
@@ -180,6 +192,13 @@ impl<C: Command> Node<Follower, C> {
             });
         }
         let log = RaftLog::recover(last_included, recovered.entries)?;
+        let last = log.last_log_id();
+        if !last.term.is_acceptable() {
+            return Err(BootError::TermOutOfRange(last.term));
+        }
+        if last.index > LogIndex::MAX_ACCEPTED {
+            return Err(BootError::IndexOutOfRange(last.index));
+        }
 
         // Mix the id in so that nodes sharing a configured seed still draw different
         // timeouts.
@@ -197,6 +216,7 @@ impl<C: Command> Node<Follower, C> {
             commit_index: last_included.index,
             last_applied: last_included.index,
             next_seq: 0,
+            refused_messages: 0,
         };
         if let Some(snapshot) = &shared.snapshot {
             out.apply(Apply::Snapshot(snapshot.clone()));
@@ -244,6 +264,12 @@ impl<R: Role, C: Command> Node<R, C> {
     /// The log.
     pub fn log(&self) -> &RaftLog<C> {
         &self.shared.log
+    }
+
+    /// How many requests and replies this node refused or ignored because no correct
+    /// member could have sent them.
+    pub fn refused_messages(&self) -> u64 {
+        self.shared.refused_messages
     }
 
     /// The role's own state.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use raft_traits::{
     AppendEntries, AppendOutcome, AppendReply, ConflictHint, Entry, HardState, InstallOutcome,
     InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, NodeId, Payload, RecoveredState,
-    Request, RequestVote, Response, Snapshot, SnapshotMeta, Term, VoteReply,
+    Request, RequestRefused, RequestVote, Response, Snapshot, SnapshotMeta, Term, VoteReply,
 };
 
 use super::*;
@@ -508,7 +508,7 @@ fn turning_down_a_stale_candidate_adopts_its_term_without_resetting_the_timer() 
 #[test]
 fn stale_vote_request_is_refused_with_our_term() {
     let node = Boot::new(1, 3).term(4).node();
-    let (node, effects) = step(node, vote_request(3, 2, id(9, 9)));
+    let (node, effects) = step(node, vote_request(3, 2, id(3, 9)));
     assert_eq!(
         the_reply(&effects),
         Response::Vote(VoteReply {
@@ -1404,4 +1404,138 @@ fn a_follower_that_lost_its_log_is_replicated_from_scratch() {
         panic!()
     };
     assert_eq!(l.role().progress(n(2)).expect("peer").match_index(), i(0));
+}
+
+// Hostile input (issue: terms that wrap, senders that are not members). Every case must
+// leave the node exactly as it was: no write, no message, no change of term or role.
+
+fn refusal(effects: &[Effect<Cmd>]) -> RequestRefused {
+    let refusals: Vec<&RequestRefused> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Refuse { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 1, "exactly one refusal in {effects:#?}");
+    assert_eq!(effects.len(), 1, "nothing but the refusal: {effects:#?}");
+    refusals[0].clone()
+}
+
+#[test]
+fn a_term_at_the_top_of_the_range_is_refused_and_changes_nothing() {
+    for term in [u64::MAX, u64::MAX - 1, Term::MAX_ACCEPTED.0 + 1] {
+        let node = Boot::new(1, 3).term(4).node();
+        let (node, effects) = step(node, vote_request(term, 2, id(term, 9)));
+        assert_eq!(
+            refusal(&effects),
+            RequestRefused::TermOutOfRange { term: t(term) }
+        );
+        assert_eq!(node.term(), t(4), "term {term} was adopted");
+        let (node, effects) = step(node, append(term, 2, id(0, 0), vec![], 0));
+        assert!(matches!(
+            refusal(&effects),
+            RequestRefused::TermOutOfRange { .. }
+        ));
+        assert_eq!(node.term(), t(4));
+        assert!(node.is_follower());
+        assert_eq!(node.refused_messages(), 2);
+    }
+}
+
+#[test]
+fn a_node_at_the_highest_accepted_term_never_wraps_around() {
+    let top = Term::MAX_ACCEPTED.0;
+    let node = Boot::new(1, 3).term(3).node();
+    let (node, effects) = step(node, vote_request(top, 2, id(0, 0)));
+    assert!(
+        vote_granted(&effects),
+        "the highest accepted term is usable"
+    );
+    assert_eq!(node.term(), t(top));
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    assert_eq!(node.term(), t(top), "no campaign past the limit");
+    assert!(node.is_follower());
+    assert!(sends(&effects).is_empty() && persists(&effects).is_empty());
+}
+
+#[test]
+fn entries_that_would_run_past_the_highest_index_are_refused() {
+    let node = Boot::new(1, 3).term(2).node();
+    let near_top = LogIndex::MAX_ACCEPTED.0;
+    let entries = vec![Entry {
+        term: t(2),
+        index: i(near_top + 1),
+        payload: Payload::Command(1),
+    }];
+    let (node, effects) = step(node, append(2, 2, id(2, near_top), entries, 0));
+    assert!(matches!(
+        refusal(&effects),
+        RequestRefused::IndexOutOfRange { .. }
+    ));
+    assert_eq!(node.log().last_index(), i(0));
+}
+
+#[test]
+fn requests_from_non_members_are_refused_and_replies_ignored() {
+    let node = Boot::new(1, 3).term(2).node();
+    let (node, effects) = step(node, append(2, 9, id(0, 0), log_of(&[2]), 1));
+    assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
+    assert_eq!(
+        node.log().last_index(),
+        i(0),
+        "a non-member's entry was appended"
+    );
+    let (node, effects) = step(node, vote_request(5, 9, id(9, 9)));
+    assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
+    assert_eq!(node.term(), t(2));
+    let install = request(Request::InstallSnapshot(InstallSnapshot {
+        term: t(2),
+        leader: n(9),
+        snapshot: snapshot(5, 2),
+    }));
+    let (node, effects) = step(node, install);
+    assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
+    assert_eq!(node.log().last_included(), LogId::default());
+
+    // A candidate ignores a grant from a non-member, and a reply of an absurd term.
+    let (candidate, effects) = step(node, Input::ElectionTimeout);
+    let tag = sends(&effects)[0].1;
+    let grant = |from: u64, term: u64| Input::Response {
+        from: n(from),
+        tag,
+        response: Response::Vote(VoteReply {
+            term: t(term),
+            granted: true,
+        }),
+    };
+    let (candidate, _) = step(candidate, grant(9, 3));
+    assert!(candidate.is_candidate(), "a non-member's vote elected it");
+    let (candidate, _) = step(candidate, grant(2, u64::MAX));
+    assert!(candidate.is_candidate());
+    assert_eq!(candidate.term(), t(3), "a reply's absurd term was adopted");
+    assert_eq!(candidate.refused_messages(), 5);
+}
+
+#[test]
+fn a_stored_term_out_of_range_is_a_typed_boot_error() {
+    let recovered = RecoveredState::<Cmd> {
+        hard_state: HardState {
+            term: t(u64::MAX),
+            voted_for: None,
+        },
+        snapshot: None,
+        entries: Vec::new(),
+    };
+    let mut out = Effects::new();
+    let booted = Node::boot(
+        n(1),
+        [n(1), n(2)],
+        Config::lab(),
+        1,
+        recovered,
+        None,
+        &mut out,
+    );
+    assert!(matches!(booted, Err(BootError::TermOutOfRange(term)) if term == t(u64::MAX)));
 }

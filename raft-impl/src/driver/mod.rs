@@ -18,8 +18,8 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Either, select};
 use raft_traits::{
-    Command, Entry, LogId, LogIndex, NodeId, Request, Response, Runtime, StateMachine, Storage,
-    StorageError, Transport, TransportError,
+    Command, Entry, LogId, LogIndex, NodeId, Request, RequestRefused, Response, Runtime,
+    StateMachine, Storage, StorageError, Transport, TransportError,
 };
 
 pub(crate) use apply::{ApplyMsg, Waiter, run_apply};
@@ -46,7 +46,7 @@ pub(crate) enum Event<C, R> {
     /// A peer's request, to be answered on `reply`.
     Request {
         request: Request<C>,
-        reply: oneshot::Sender<Response>,
+        reply: oneshot::Sender<Result<Response, RequestRefused>>,
     },
     /// The outcome of a request this node sent.
     Outcome {
@@ -80,7 +80,8 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) apply_tx: Sender<ApplyMsg<C, R>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) effects: Effects<C>,
-    pub(crate) pending_replies: BTreeMap<RequestId, oneshot::Sender<Response>>,
+    pub(crate) pending_replies:
+        BTreeMap<RequestId, oneshot::Sender<Result<Response, RequestRefused>>>,
     pub(crate) next_request_id: u64,
     pub(crate) election_deadline: Option<Duration>,
     pub(crate) heartbeat_deadline: Option<Duration>,
@@ -388,7 +389,12 @@ where
             Effect::Send { to, tag, request } => self.send(to, tag, request),
             Effect::Reply { id, response } => {
                 if let Some(reply) = self.pending_replies.remove(&id) {
-                    let _ = reply.send(response);
+                    let _ = reply.send(Ok(response));
+                }
+            }
+            Effect::Refuse { id, reason } => {
+                if let Some(reply) = self.pending_replies.remove(&id) {
+                    let _ = reply.send(Err(reason));
                 }
             }
             Effect::Apply(apply) => {
