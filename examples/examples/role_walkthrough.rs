@@ -21,6 +21,7 @@ fn show(step: &str, out: &mut Effects<String>) {
             Effect::Send { to, request, .. } => format!("send      {} to {to}", request.kind()),
             Effect::Reply { response, .. } => format!("reply     {response:?}"),
             Effect::Refuse { reason, .. } => format!("refuse    {reason}"),
+            Effect::Read { id, result } => format!("read      {id:?}: {result:?}"),
             Effect::Apply(apply) => format!("apply     {apply:?}"),
             Effect::SetTimer { timer, after } => format!("timer     {timer:?} in {after:?}"),
             Effect::StopTimer(timer) => format!("timer     {timer:?} stopped"),
@@ -74,12 +75,15 @@ fn main() {
     show(&format!("5. proposed a command at {id}"), &mut out);
 
     // The erased form is what the driver holds: it routes inputs by role and steps down
-    // on a newer term, re-handling the message as a follower.
+    // on a newer term, re-handling the message as a follower. (With check-quorum, a
+    // leader ignores an ordinary vote request of a newer term while it holds its
+    // quorum; one sent for a leadership transfer is heard.)
     let node = AnyNode::from(leader);
     let vote = Request::Vote(RequestVote {
         term: Term(9),
         candidate: NodeId(3),
         last_log: LogId::default(),
+        transfer: true,
     });
     let node = node.step(
         Input::Request {

@@ -358,6 +358,9 @@ impl Service for ClientService {
             Err(ProposeError::NotLeader { leader_hint }) => {
                 Ok(ClientResponse::NotLeader { leader_hint })
             }
+            Err(ProposeError::TransferInProgress { to }) => Ok(ClientResponse::NotLeader {
+                leader_hint: Some(to),
+            }),
             Err(error @ ProposeError::Lost { .. }) => Ok(ClientResponse::NotApplied {
                 reason: error.to_string(),
             }),
@@ -366,7 +369,7 @@ impl Service for ClientService {
                     reason: error.to_string(),
                 })
             }
-            Err(error @ ProposeError::Stopped) => Err(error.to_string()),
+            Err(error) => Err(error.to_string()),
         }
     }
 

@@ -59,12 +59,15 @@ pub enum Role {
     Candidate,
     /// Leads the cluster and accepts commands.
     Leader,
+    /// Asks whether it would win an election (pre-vote), before campaigning.
+    PreCandidate,
 }
 
 impl From<RoleKind> for Role {
     fn from(role: RoleKind) -> Self {
         match role {
             RoleKind::Follower => Role::Follower,
+            RoleKind::PreCandidate => Role::PreCandidate,
             RoleKind::Candidate => Role::Candidate,
             RoleKind::Leader => Role::Leader,
         }
@@ -75,6 +78,7 @@ impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.pad(match self {
             Role::Follower => "follower",
+            Role::PreCandidate => "pre-candidate",
             Role::Candidate => "candidate",
             Role::Leader => "leader",
         })

@@ -70,6 +70,23 @@ pub struct Config {
     /// Seeds the node's random election timeouts. `None` takes a seed from the runtime.
     /// Either way the node id is mixed in, so one seed serves a whole cluster.
     pub seed: Option<u64>,
+    /// Pre-vote (Raft thesis §9.6): before raising its term, a node whose election timer
+    /// fired asks "would you vote for me?" and campaigns only if a majority would. A node
+    /// that rejoins after a partition then cannot depose a healthy leader.
+    pub pre_vote: bool,
+    /// Check-quorum (thesis §6.2, §4.2.3): a leader that has not heard from a majority
+    /// within `election_timeout_min` steps down, and a node that heard from a leader
+    /// within `election_timeout_min` refuses votes and pre-votes (except for a
+    /// leadership transfer), so removed servers and one-way links cannot disrupt a
+    /// healthy leader.
+    pub check_quorum: bool,
+    /// Lease reads (thesis §6.4.1): a leader serves reads without a round of heartbeats
+    /// while a majority acknowledged it within `election_timeout_min - clock_drift_margin`.
+    /// Safe only if clocks advance at nearly the same rate everywhere; needs
+    /// `check_quorum`. Off by default: ReadIndex is safe without clock assumptions.
+    pub lease_reads: bool,
+    /// How much of the lease is given up to cover clock drift between servers.
+    pub clock_drift_margin: Duration,
 }
 
 impl Default for Config {
@@ -84,6 +101,10 @@ impl Default for Config {
             commit_notice_delay: Duration::from_millis(2),
             leader_noop: true,
             seed: None,
+            pre_vote: true,
+            check_quorum: true,
+            lease_reads: false,
+            clock_drift_margin: Duration::from_millis(50),
         }
     }
 }
@@ -103,6 +124,10 @@ impl Config {
             commit_notice_delay: Duration::from_millis(10),
             leader_noop: false,
             seed: None,
+            pre_vote: true,
+            check_quorum: true,
+            lease_reads: false,
+            clock_drift_margin: Duration::from_millis(50),
         }
     }
 
@@ -129,6 +154,15 @@ impl Config {
         if self.max_inflight_appends == 0 {
             return Err(ConfigError::Zero("max_inflight_appends"));
         }
+        if self.lease_reads && !self.check_quorum {
+            return Err(ConfigError::LeaseNeedsCheckQuorum);
+        }
+        if self.lease_reads && self.clock_drift_margin >= self.election_timeout_min {
+            return Err(ConfigError::DriftMarginTooLarge {
+                margin: self.clock_drift_margin,
+                election_min: self.election_timeout_min,
+            });
+        }
         if self.install_snapshot_timeout.is_zero() {
             return Err(ConfigError::Zero("install_snapshot_timeout"));
         }
@@ -154,6 +188,14 @@ impl Config {
         with_leader_noop: leader_noop: bool;
         /// Sets [`seed`](Config::seed).
         with_seed: seed: Option<u64>;
+        /// Sets [`pre_vote`](Config::pre_vote).
+        with_pre_vote: pre_vote: bool;
+        /// Sets [`check_quorum`](Config::check_quorum).
+        with_check_quorum: check_quorum: bool;
+        /// Sets [`lease_reads`](Config::lease_reads).
+        with_lease_reads: lease_reads: bool;
+        /// Sets [`clock_drift_margin`](Config::clock_drift_margin).
+        with_clock_drift_margin: clock_drift_margin: Duration;
     }
 
     /// The snapshot timeout counted in heartbeats, at least one.
@@ -185,6 +227,19 @@ pub enum ConfigError {
     HeartbeatTooSlow {
         /// The configured heartbeat interval.
         heartbeat: Duration,
+        /// The configured shortest election timeout.
+        election_min: Duration,
+    },
+    /// Lease reads are only safe when leaders step down without a quorum.
+    #[error("lease_reads needs check_quorum")]
+    LeaseNeedsCheckQuorum,
+    /// The drift margin leaves no lease.
+    #[error(
+        "clock_drift_margin {margin:?} must be shorter than election_timeout_min {election_min:?}"
+    )]
+    DriftMarginTooLarge {
+        /// The configured margin.
+        margin: Duration,
         /// The configured shortest election timeout.
         election_min: Duration,
     },

@@ -11,6 +11,7 @@ use crate::core::BootError;
 
 /// Why a command was not (or may not have been) applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProposeError {
     /// This server is not the leader; try `leader_hint` if it names one.
     #[error("not the leader (leader hint: {leader_hint:?})")]
@@ -27,9 +28,18 @@ pub enum ProposeError {
         /// The term it had been appended in.
         term: Term,
     },
-    /// A snapshot from the leader replaced the log here before the command was applied
-    /// locally: it may or may not have committed.
-    #[error("outcome unknown: a snapshot covering index {index} was installed first")]
+    /// The leader is handing over to `to` and takes no proposals meanwhile; retry at
+    /// the new leader.
+    #[error("leadership is being transferred to {to}")]
+    TransferInProgress {
+        /// The server taking over.
+        to: NodeId,
+    },
+    /// The command was appended at `index`, but this node stopped leading (or shut
+    /// down, or a snapshot from the leader replaced its log) before it saw the command
+    /// commit: it may or may not commit. Retrying may apply it twice unless the command
+    /// is deduplicated (see `raft_impl::session`, where available).
+    #[error("outcome unknown: the command at index {index} may or may not commit")]
     OutcomeUnknown {
         /// Where the command had been appended.
         index: LogIndex,
@@ -37,6 +47,30 @@ pub enum ProposeError {
     /// The node has shut down (or stopped after a fatal error) and accepts nothing.
     #[error("the node has stopped")]
     Stopped,
+}
+
+impl From<crate::core::ProposeRefused> for ProposeError {
+    fn from(refused: crate::core::ProposeRefused) -> Self {
+        match refused {
+            crate::core::ProposeRefused::NotLeader { leader_hint } => {
+                ProposeError::NotLeader { leader_hint }
+            }
+            crate::core::ProposeRefused::TransferInProgress { to } => {
+                ProposeError::TransferInProgress { to }
+            }
+        }
+    }
+}
+
+impl From<crate::core::ReadRefused> for ReadError {
+    fn from(refused: crate::core::ReadRefused) -> Self {
+        match refused {
+            crate::core::ReadRefused::NotLeader { leader_hint } => {
+                ReadError::NotLeader { leader_hint }
+            }
+            crate::core::ReadRefused::NotReady => ReadError::NotReady,
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -51,6 +85,37 @@ pub enum StartError {
     /// What storage returned is not a valid Raft state.
     #[error("recovered state is invalid: {0}")]
     Boot(#[from] BootError),
+}
+
+/// Why a linearizable read could not be served.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// This node is not the leader and could not obtain a read index from one: retry
+    /// at `leader_hint`.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader as far as this node knows.
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader has not committed an entry of its term yet; retry shortly.
+    #[error("the leader is not ready to serve reads yet")]
+    NotReady,
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Why a leadership transfer could not be started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// The core refused it.
+    #[error(transparent)]
+    Refused(#[from] crate::core::TransferRefused),
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
 }
 
 /// Why a service snapshot was not accepted.

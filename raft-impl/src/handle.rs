@@ -14,8 +14,8 @@ use raft_traits::{
 use crate::config::Config;
 use crate::core::{AnyNode, Effects, Node, RoleKind};
 use crate::driver::{Driver, Event, run_apply};
-use crate::error::{ProposeError, SnapshotError, StartError};
-use crate::status::{Shared, Status};
+use crate::error::{ProposeError, ReadError, SnapshotError, StartError, TransferError};
+use crate::status::{LeadershipWatch, Shared, Status};
 
 /// The pluggable parts of a node.
 #[derive(Debug)]
@@ -116,6 +116,8 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             effects,
             pending_replies: BTreeMap::new(),
             next_request_id: 0,
+            pending_reads: BTreeMap::new(),
+            next_read_id: 0,
             election_deadline: None,
             heartbeat_deadline: None,
             commit_notice_deadline: None,
@@ -149,15 +151,19 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         })?;
         match acked.await {
             Ok(Ok(id)) => Ok((id.index, id.term)),
-            Ok(Err(not_leader)) => Err(ProposeError::NotLeader {
-                leader_hint: not_leader.leader_hint,
-            }),
+            Ok(Err(error)) => Err(error),
             Err(_) => Err(ProposeError::Stopped),
         }
     }
 
     /// Replicates `command` and resolves with the state machine's response once this
     /// node has applied it.
+    ///
+    /// It always ends: with the response; with [`ProposeError::NotLeader`] (or
+    /// [`TransferInProgress`](ProposeError::TransferInProgress)) if the command was not
+    /// appended; or with [`ProposeError::OutcomeUnknown`] if it was appended but this
+    /// node stopped leading or shut down before seeing it commit, in which case it may
+    /// still commit.
     ///
     /// Must not be awaited from inside the state machine's `apply`: it would wait for
     /// itself.
@@ -169,6 +175,64 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             waiter: Some(waiter),
         })?;
         result.await.unwrap_or(Err(ProposeError::Stopped))
+    }
+
+    /// Obtains a read index (ReadIndex, Raft thesis §6.4): once this node's state
+    /// machine has applied up to it, a read of that state is linearizable.
+    ///
+    /// A leader confirms it still leads with one round of heartbeats to a majority (or
+    /// not at all under a valid lease, with [`Config::lease_reads`]); a follower asks its
+    /// leader. Nothing is written to the log. Fails with [`ReadError::NotReady`] until
+    /// the leader has committed an entry of its term, and with [`ReadError::NotLeader`]
+    /// when no leader could confirm. See [`read_barrier`](Raft::read_barrier) for the
+    /// wait that follows.
+    pub async fn read_index(&self) -> Result<LogIndex, ReadError> {
+        let (waiter, result) = oneshot::channel();
+        self.send(Event::ReadIndex { waiter })
+            .map_err(|_| ReadError::Stopped)?;
+        result.await.unwrap_or(Err(ReadError::Stopped))
+    }
+
+    /// Waits until this node's state machine has applied `index`.
+    pub async fn wait_applied(&self, index: LogIndex) -> Result<(), ReadError> {
+        let reached = self
+            .shared
+            .applied_reaches(index)
+            .ok_or(ReadError::Stopped)?;
+        reached.await.map_err(|_| ReadError::Stopped)
+    }
+
+    /// A linearizable read barrier: obtains a read index and waits until the state
+    /// machine has applied it. A read of the state machine made after this returns
+    /// reflects every write that completed before it was called.
+    ///
+    /// ```no_run
+    /// # async fn example(raft: raft_impl::Raft<String, String>) -> Result<(), raft_impl::ReadError> {
+    /// raft.read_barrier().await?;
+    /// // Now read the state machine's state directly.
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_barrier(&self) -> Result<LogIndex, ReadError> {
+        let index = self.read_index().await?;
+        self.wait_applied(index).await?;
+        Ok(index)
+    }
+
+    /// Hands leadership to `to` (Raft thesis §3.10): the leader brings `to` up to date,
+    /// stops taking proposals meanwhile, and tells it to campaign at once. Returns when
+    /// the transfer has started; watch [`watch_leadership`](Raft::watch_leadership) or
+    /// [`status`](Raft::status) for the outcome. The leader gives up after an election
+    /// timeout and takes proposals again.
+    pub async fn transfer_leadership(&self, to: NodeId) -> Result<(), TransferError> {
+        let (reply, result) = oneshot::channel();
+        self.send(Event::Transfer { to, reply })
+            .map_err(|_| TransferError::Stopped)?;
+        result.await.unwrap_or(Err(TransferError::Stopped))
+    }
+
+    /// Subscribes to changes of this node's role, term and leader.
+    pub fn watch_leadership(&self) -> LeadershipWatch {
+        self.shared.watch_leadership()
     }
 
     /// The current term and whether this node believes it is the leader (the lab's

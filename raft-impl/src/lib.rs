@@ -37,6 +37,6 @@ mod status;
 
 pub use config::{Config, ConfigError};
 pub use core::{ReplicationMode, RoleKind};
-pub use error::{ProposeError, SnapshotError, StartError};
+pub use error::{ProposeError, ReadError, SnapshotError, StartError, TransferError};
 pub use handle::{Parts, Raft};
-pub use status::{FollowerProgress, Status};
+pub use status::{FollowerProgress, Leadership, LeadershipWatch, Status};

@@ -59,12 +59,52 @@ pub struct FollowerProgress {
     pub inflight: usize,
 }
 
+/// Who leads, as one node sees it: what [`LeadershipWatch`] reports on every change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leadership {
+    /// The node's term.
+    pub term: Term,
+    /// The node's role.
+    pub role: RoleKind,
+    /// The leader it knows of in `term` (itself when leading).
+    pub leader: Option<NodeId>,
+}
+
+/// A subscription to a node's changes of role, term and leader, from
+/// [`Raft::watch_leadership`](crate::Raft::watch_leadership).
+///
+/// Changes are delivered in order; a slow reader misses none. It ends (`changed`
+/// returns `None`) once the node stops.
+#[derive(Debug)]
+pub struct LeadershipWatch {
+    current: Leadership,
+    changes: async_channel::Receiver<Leadership>,
+}
+
+impl LeadershipWatch {
+    /// The latest state this watch has reported.
+    pub fn current(&self) -> Leadership {
+        self.current
+    }
+
+    /// Waits for the next change; `None` once the node has stopped.
+    pub async fn changed(&mut self) -> Option<Leadership> {
+        let next = self.changes.recv().await.ok()?;
+        self.current = next;
+        Some(next)
+    }
+}
+
 /// What the handle and the node's tasks share.
 pub(crate) struct Shared {
     pub(crate) id: NodeId,
     stopped: AtomicBool,
     last_applied: AtomicU64,
     status: Mutex<Status>,
+    watchers: Mutex<Vec<async_channel::Sender<Leadership>>>,
+    /// Callers waiting until the state machine has applied an index.
+    applied_waiters: Mutex<Vec<(LogIndex, futures::channel::oneshot::Sender<()>)>>,
+    has_applied_waiters: AtomicBool,
 }
 
 impl Shared {
@@ -75,6 +115,40 @@ impl Shared {
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.status().stopped = true;
+        lock(&self.watchers).clear();
+        lock(&self.applied_waiters).clear();
+    }
+
+    /// A new subscription to leadership changes, starting from the current state.
+    pub(crate) fn watch_leadership(&self) -> LeadershipWatch {
+        let (tx, changes) = async_channel::unbounded();
+        let current = leadership_of(&self.status());
+        if !self.is_stopped() {
+            lock(&self.watchers).push(tx);
+        }
+        LeadershipWatch { current, changes }
+    }
+
+    /// Resolves once the state machine has applied `index`; fails if the node stops
+    /// first.
+    pub(crate) fn applied_reaches(
+        &self,
+        index: LogIndex,
+    ) -> Option<futures::channel::oneshot::Receiver<()>> {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        let mut waiters = lock(&self.applied_waiters);
+        // Raise the flag before looking at the applied index (both SeqCst, as in
+        // `store_applied`): either the applier sees the flag and wakes us under the
+        // lock, or we see its index here.
+        self.has_applied_waiters.store(true, Ordering::SeqCst);
+        if LogIndex(self.last_applied.load(Ordering::SeqCst)) >= index {
+            let _ = tx.send(());
+        } else if self.is_stopped() {
+            return None;
+        } else {
+            waiters.push((index, tx));
+        }
+        Some(rx)
     }
 
     pub(crate) fn set_fatal(&self, reason: &str) {
@@ -89,6 +163,7 @@ impl Shared {
     pub(crate) fn publish<C: Command>(&self, node: &AnyNode<C>) {
         let hard_state = node.hard_state();
         let mut status = self.status();
+        let before = leadership_of(&status);
         status.role = node.role_kind();
         status.term = hard_state.term;
         status.voted_for = hard_state.voted_for;
@@ -118,7 +193,25 @@ impl Shared {
                 .collect(),
             _ => BTreeMap::new(),
         };
+        let after = leadership_of(&status);
+        drop(status);
+        if after != before {
+            lock(&self.watchers).retain(|watcher| watcher.try_send(after).is_ok());
+        }
     }
+}
+
+fn leadership_of(status: &Status) -> Leadership {
+    Leadership {
+        term: status.term,
+        role: status.role,
+        leader: status.leader,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The locks only guard plain data; a panic elsewhere cannot leave it torn.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
@@ -128,6 +221,9 @@ impl Shared {
             id,
             stopped: AtomicBool::new(false),
             last_applied: AtomicU64::new(last_applied.0),
+            watchers: Mutex::new(Vec::new()),
+            applied_waiters: Mutex::new(Vec::new()),
+            has_applied_waiters: AtomicBool::new(false),
             status: Mutex::new(Status {
                 id,
                 role: RoleKind::Follower,
@@ -148,9 +244,27 @@ impl Shared {
         }
     }
 
-    /// Records the index the state machine has applied.
+    /// Records the index the state machine has applied, and wakes whoever waited for it.
     pub(crate) fn store_applied(&self, index: LogIndex) {
-        self.last_applied.store(index.0, Ordering::Release);
+        self.last_applied.store(index.0, Ordering::SeqCst);
+        if self.has_applied_waiters.load(Ordering::SeqCst) {
+            let mut waiters = lock(&self.applied_waiters);
+            let mut ready = Vec::new();
+            let mut i = 0;
+            while i < waiters.len() {
+                if waiters[i].0 <= index {
+                    ready.push(waiters.swap_remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            self.has_applied_waiters
+                .store(!waiters.is_empty(), Ordering::SeqCst);
+            drop(waiters);
+            for (_, tx) in ready {
+                let _ = tx.send(());
+            }
+        }
     }
 
     /// The index the state machine has applied.

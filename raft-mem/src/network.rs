@@ -631,6 +631,7 @@ mod tests {
             term: Term(term),
             candidate: N1,
             last_log: LogId::default(),
+            transfer: false,
         })
     }
 

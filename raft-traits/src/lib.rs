@@ -70,8 +70,9 @@ mod types;
 
 pub use codec::{Codec, CodecError, Postcard};
 pub use message::{
-    AppendEntries, AppendOutcome, AppendReply, ConflictHint, InstallOutcome, InstallSnapshot,
-    InstallSnapshotReply, Request, RequestVote, Response, VoteReply,
+    AppendEntries, AppendOutcome, AppendReply, ConflictHint, IndexReply, InstallOutcome,
+    InstallSnapshot, InstallSnapshotReply, ReadIndexRequest, Request, RequestVote, Response,
+    TimeoutNow, VoteReply,
 };
 pub use runtime::{Elapsed, JoinError, JoinHandle, Runtime, timeout};
 pub use state_machine::{StateMachine, StateMachineError};

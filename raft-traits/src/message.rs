@@ -13,6 +13,9 @@ pub struct RequestVote {
     pub candidate: NodeId,
     /// The id of the candidate's last log entry, for the up-to-date check (§5.4.1).
     pub last_log: LogId,
+    /// The current leader asked the candidate to take over (§3.10): voters grant even if
+    /// they heard from that leader within the election timeout.
+    pub transfer: bool,
 }
 
 /// The reply to [`RequestVote`].
@@ -22,6 +25,38 @@ pub struct VoteReply {
     pub term: Term,
     /// Whether the vote was granted.
     pub granted: bool,
+}
+
+/// TimeoutNow: a leader hands over leadership, telling `to` to start an election at once
+/// (Raft thesis §3.10).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNow {
+    /// The leader's term.
+    pub term: Term,
+    /// The leader handing over.
+    pub leader: NodeId,
+}
+
+/// ReadIndex: a follower asks the leader for an index that makes a read linearizable
+/// (Raft thesis §6.4): once the follower has applied up to it, it may serve the read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// The follower's term.
+    pub term: Term,
+    /// The follower asking.
+    pub from: NodeId,
+}
+
+/// The reply to [`TimeoutNow`] and to [`ReadIndexRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexReply {
+    /// The replying server's current term.
+    pub term: Term,
+    /// For a read: the index to wait for, once the leader confirmed it still leads;
+    /// `None` if it could not (not the leader, nothing of its term committed yet, or it
+    /// lost its quorum). For TimeoutNow: the candidate's last index, or `None` if it did
+    /// not campaign.
+    pub index: Option<LogIndex>,
 }
 
 /// AppendEntries: the leader replicates entries, or sends a heartbeat when `entries` is
@@ -125,6 +160,13 @@ pub enum InstallOutcome {
 pub enum Request<C> {
     /// A vote request.
     Vote(RequestVote),
+    /// A pre-vote request (Raft thesis §9.6): "would you vote for me in `term`?". It
+    /// changes nothing on the receiver: no term, no vote.
+    PreVote(RequestVote),
+    /// Start an election now: the leader hands over.
+    TimeoutNow(TimeoutNow),
+    /// A follower asks the leader for a read index.
+    ReadIndex(ReadIndexRequest),
     /// Entries or a heartbeat.
     Append(AppendEntries<C>),
     /// A snapshot.
@@ -135,7 +177,9 @@ impl<C> Request<C> {
     /// The term of the sender.
     pub fn term(&self) -> Term {
         match self {
-            Request::Vote(r) => r.term,
+            Request::Vote(r) | Request::PreVote(r) => r.term,
+            Request::TimeoutNow(r) => r.term,
+            Request::ReadIndex(r) => r.term,
             Request::Append(r) => r.term,
             Request::InstallSnapshot(r) => r.term,
         }
@@ -144,7 +188,9 @@ impl<C> Request<C> {
     /// The server that sent the request.
     pub fn from(&self) -> NodeId {
         match self {
-            Request::Vote(r) => r.candidate,
+            Request::Vote(r) | Request::PreVote(r) => r.candidate,
+            Request::TimeoutNow(r) => r.leader,
+            Request::ReadIndex(r) => r.from,
             Request::Append(r) => r.leader,
             Request::InstallSnapshot(r) => r.leader,
         }
@@ -154,6 +200,9 @@ impl<C> Request<C> {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Vote(_) => "RequestVote",
+            Request::PreVote(_) => "PreVote",
+            Request::TimeoutNow(_) => "TimeoutNow",
+            Request::ReadIndex(_) => "ReadIndex",
             Request::Append(_) => "AppendEntries",
             Request::InstallSnapshot(_) => "InstallSnapshot",
         }
@@ -165,6 +214,11 @@ impl<C> Request<C> {
 pub enum Response {
     /// The reply to a vote request.
     Vote(VoteReply),
+    /// The reply to a pre-vote request. A grant carries the term the pre-vote asked
+    /// about; a refusal carries the voter's own term.
+    PreVote(VoteReply),
+    /// The reply to TimeoutNow or ReadIndex.
+    Index(IndexReply),
     /// The reply to AppendEntries.
     Append(AppendReply),
     /// The reply to InstallSnapshot.
@@ -175,7 +229,8 @@ impl Response {
     /// The term of the replying server.
     pub fn term(&self) -> Term {
         match self {
-            Response::Vote(r) => r.term,
+            Response::Vote(r) | Response::PreVote(r) => r.term,
+            Response::Index(r) => r.term,
             Response::Append(r) => r.term,
             Response::InstallSnapshot(r) => r.term,
         }

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use raft_traits::{Command, NodeId, Payload};
 
 use super::effects::{Effects, Persist, Timer};
-use super::follower::campaign;
+use super::follower::{campaign, pre_campaign};
 use super::leader::Leader;
 use super::node::Node;
+use super::pre_candidate::PreCandidate;
 use super::progress::Progress;
 use super::quorum::VoteResult;
 
@@ -58,7 +59,13 @@ impl<C: Command> Node<Candidate, C> {
 
     /// The election failed to conclude: start another one in the next term.
     pub fn into_candidate(self, out: &mut Effects<C>) -> Node<Candidate, C> {
-        campaign(self.shared, out)
+        campaign(self.shared, false, out)
+    }
+
+    /// The election failed to conclude and pre-vote is on: ask before raising the term
+    /// again.
+    pub fn into_pre_candidate(self, out: &mut Effects<C>) -> Node<PreCandidate, C> {
+        pre_campaign(self.shared, out)
     }
 
     /// Takes office, if a majority voted for this candidate; otherwise hands the
@@ -83,17 +90,13 @@ impl<C: Command> Node<Candidate, C> {
             .map(|&peer| (peer, Progress::new(next_index)))
             .collect();
         out.stop_timer(Timer::Election);
+        let now = self.shared.now;
         let mut leader = Node {
             shared: self.shared,
-            role: Leader {
-                progress,
-                ticks: 0,
-                // Everything in the log was written before the votes were counted.
-                durable: last_index,
-                commit_notice_armed: false,
-            },
+            // Everything in the log was written before the votes were counted.
+            role: Leader::new(progress, last_index, now),
         };
-        tracing::debug!(node = %leader.shared.id, term = %leader.shared.term(), "became leader");
+        tracing::info!(node = %leader.shared.id, term = %leader.shared.term(), "became leader");
         if leader.shared.config.leader_noop {
             leader.push(Payload::Blank);
         }

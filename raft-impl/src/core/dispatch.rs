@@ -3,22 +3,34 @@
 //! role. Rules that depend on the sender's term (step down first, then handle as a
 //! follower) live here, once, instead of in every role.
 
+use std::time::Duration;
+
+use raft_traits::{
+    AppendOutcome, AppendReply, Command, HardState, IndexReply, InstallOutcome,
+    InstallSnapshotReply, LogId, LogIndex, NodeId, Request, RequestRefused, Response, Term,
+    VoteReply,
+};
+
 use super::candidate::Candidate;
-use super::effects::{Effects, RequestId, SendTag};
+use super::effects::{Effects, ReadId, ReadRefused, RequestId, SendTag};
 use super::follower::Follower;
-use super::leader::Leader;
+use super::leader::{Leader, Reader, TransferRefused};
 use super::log::RaftLog;
 use super::node::{Node, RoleKind, SnapshotRefused};
-use raft_traits::{
-    AppendOutcome, AppendReply, Command, HardState, InstallOutcome, InstallSnapshotReply, LogId,
-    LogIndex, NodeId, Request, RequestRefused, Response, Term,
-};
+use super::pre_candidate::PreCandidate;
+use super::quorum::VoteResult;
 
 /// Which kind of RPC a request was, for reporting its failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RpcKind {
     /// RequestVote.
     Vote,
+    /// PreVote.
+    PreVote,
+    /// TimeoutNow.
+    TimeoutNow,
+    /// ReadIndex.
+    ReadIndex,
     /// AppendEntries.
     Append,
     /// InstallSnapshot.
@@ -30,6 +42,9 @@ impl RpcKind {
     pub fn of<C>(request: &Request<C>) -> RpcKind {
         match request {
             Request::Vote(_) => RpcKind::Vote,
+            Request::PreVote(_) => RpcKind::PreVote,
+            Request::TimeoutNow(_) => RpcKind::TimeoutNow,
+            Request::ReadIndex(_) => RpcKind::ReadIndex,
             Request::Append(_) => RpcKind::Append,
             Request::InstallSnapshot(_) => RpcKind::InstallSnapshot,
         }
@@ -78,12 +93,21 @@ pub enum Input<C> {
     CommitNoticeDue,
 }
 
-/// A command was sent to a server that is not the leader.
+/// Why a command was not appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not the leader (leader hint: {leader_hint:?})")]
-pub struct NotLeader {
-    /// The leader this server last heard from in its current term, if any.
-    pub leader_hint: Option<NodeId>,
+pub enum ProposeRefused {
+    /// This server is not the leader.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader this server last heard from in its current term, if any.
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader is handing over to `to` and takes no proposals meanwhile.
+    #[error("leadership is being transferred to {to}")]
+    TransferInProgress {
+        /// The server taking over.
+        to: NodeId,
+    },
 }
 
 /// A node in whichever role it is in: what the driver holds.
@@ -91,6 +115,8 @@ pub struct NotLeader {
 pub enum AnyNode<C> {
     /// A follower.
     Follower(Node<Follower, C>),
+    /// A pre-candidate.
+    PreCandidate(Node<PreCandidate, C>),
     /// A candidate.
     Candidate(Node<Candidate, C>),
     /// A leader.
@@ -100,6 +126,12 @@ pub enum AnyNode<C> {
 impl<C> From<Node<Follower, C>> for AnyNode<C> {
     fn from(node: Node<Follower, C>) -> Self {
         AnyNode::Follower(node)
+    }
+}
+
+impl<C> From<Node<PreCandidate, C>> for AnyNode<C> {
+    fn from(node: Node<PreCandidate, C>) -> Self {
+        AnyNode::PreCandidate(node)
     }
 }
 
@@ -120,6 +152,7 @@ macro_rules! with_node {
     ($any:expr, $node:ident => $body:expr) => {
         match $any {
             AnyNode::Follower($node) => $body,
+            AnyNode::PreCandidate($node) => $body,
             AnyNode::Candidate($node) => $body,
             AnyNode::Leader($node) => $body,
         }
@@ -139,10 +172,14 @@ impl<C: Command> AnyNode<C> {
             } => self.handle_response(from, tag, response, out),
             Input::SendFailed { to, tag, rpc } => {
                 let mut node = self;
-                if let AnyNode::Leader(leader) = &mut node
-                    && tag.term == leader.term()
-                {
-                    leader.handle_send_failure(to, tag, rpc);
+                if tag.term == node.term() {
+                    match &mut node {
+                        AnyNode::Leader(leader) => leader.handle_send_failure(to, tag, rpc),
+                        AnyNode::Follower(follower) if rpc == RpcKind::ReadIndex => {
+                            follower.handle_read_reply(tag.seq, None, out);
+                        }
+                        _ => {}
+                    }
                 }
                 node
             }
@@ -153,22 +190,18 @@ impl<C: Command> AnyNode<C> {
                 }
                 other => other,
             },
-            Input::ElectionTimeout if self.term().checked_next().is_none() => {
-                // Only reachable by a term that entered before the limit existed: refuse
-                // to wrap around, and keep following.
-                tracing::error!(node = %self.id(), term = %self.term(), "the term cannot advance further; not campaigning");
-                let mut node = self;
-                with_node!(&mut node, n => n.shared.reset_election_timer(out));
-                node
-            }
-            Input::ElectionTimeout => match self {
-                AnyNode::Follower(node) => node.into_candidate(out).into_leader_if_elected(out),
-                AnyNode::Candidate(node) => node.into_candidate(out).into_leader_if_elected(out),
-                // A leader has no election timer; a late fire means nothing.
-                leader @ AnyNode::Leader(_) => leader,
-            },
+            Input::ElectionTimeout => self.election_timeout(out),
             Input::HeartbeatTimeout => match self {
                 AnyNode::Leader(mut node) => {
+                    if !node.has_contact_quorum() {
+                        // Check-quorum: a leader that cannot reach a majority may have
+                        // been replaced; stop taking proposals and reads it cannot
+                        // commit or confirm.
+                        tracing::info!(node = %node.id(), term = %node.term(), "stepping down: no contact with a quorum within an election timeout");
+                        node.abandon_reads(out);
+                        let term = node.term();
+                        return node.into_follower(term, None, out).into();
+                    }
                     node.heartbeat(out);
                     node.into()
                 }
@@ -185,26 +218,87 @@ impl<C: Command> AnyNode<C> {
         }
     }
 
-    /// Appends a client command, if this node is the leader.
-    pub fn propose(&mut self, command: C, out: &mut Effects<C>) -> Result<LogId, NotLeader> {
+    fn election_timeout(self, out: &mut Effects<C>) -> AnyNode<C> {
+        let stuck = self.term().checked_next().is_none();
+        let voter = with_node!(&self, node => node.is_voter());
+        if stuck || !voter {
+            if stuck {
+                // Only reachable by a term that entered before the limit existed:
+                // refuse to wrap around, and keep following.
+                tracing::error!(node = %self.id(), term = %self.term(), "the term cannot advance further; not campaigning");
+            }
+            // A node outside the voters never starts an election; it waits to hear
+            // from a leader (or to become a voter).
+            let mut node = self;
+            with_node!(&mut node, n => n.shared.reset_election_timer(out));
+            return node;
+        }
+        let pre_vote = with_node!(&self, node => node.config().pre_vote);
         match self {
-            AnyNode::Leader(node) => Ok(node.propose(command, out)),
-            other => Err(NotLeader {
+            AnyNode::Follower(node) if pre_vote => node.into_pre_candidate(out).conclude(out),
+            AnyNode::Follower(node) => node.into_candidate(out).into_leader_if_elected(out),
+            AnyNode::PreCandidate(node) => node.into_pre_candidate(out).conclude(out),
+            AnyNode::Candidate(node) if pre_vote => node.into_pre_candidate(out).conclude(out),
+            AnyNode::Candidate(node) => node.into_candidate(out).into_leader_if_elected(out),
+            // A leader has no election timer; a late fire means nothing.
+            leader @ AnyNode::Leader(_) => leader,
+        }
+    }
+
+    /// Tells the node what time it is. The driver calls it before each step; the core
+    /// uses it for leader stickiness, check-quorum and leases, never reading a clock.
+    pub fn advance_clock(&mut self, now: Duration) {
+        with_node!(self, node => node.advance_clock(now));
+    }
+
+    /// Appends a client command, if this node is the leader.
+    pub fn propose(&mut self, command: C, out: &mut Effects<C>) -> Result<LogId, ProposeRefused> {
+        let ids = self.propose_batch(std::iter::once(command), out)?;
+        Ok(ids.first().copied().unwrap_or_default())
+    }
+
+    /// Appends several client commands, if this node is the leader and is not handing
+    /// over; see [`Node::propose_batch`].
+    pub fn propose_batch(
+        &mut self,
+        commands: impl IntoIterator<Item = C>,
+        out: &mut Effects<C>,
+    ) -> Result<Vec<LogId>, ProposeRefused> {
+        match self {
+            AnyNode::Leader(node) => match node.role().transfer() {
+                Some(transfer) => Err(ProposeRefused::TransferInProgress { to: transfer.to }),
+                None => Ok(node.propose_batch(commands, out)),
+            },
+            other => Err(ProposeRefused::NotLeader {
                 leader_hint: other.leader_hint(),
             }),
         }
     }
 
-    /// Appends several client commands, if this node is the leader; see
-    /// [`Node::propose_batch`].
-    pub fn propose_batch(
-        &mut self,
-        commands: impl IntoIterator<Item = C>,
-        out: &mut Effects<C>,
-    ) -> Result<Vec<LogId>, NotLeader> {
+    /// Asks for a linearizable read: a leader confirms it still leads (ReadIndex), a
+    /// follower asks its leader. The answer comes as [`Effect::Read`](super::Effect::Read)
+    /// with `id`.
+    pub fn read_index(&mut self, id: ReadId, out: &mut Effects<C>) {
         match self {
-            AnyNode::Leader(node) => Ok(node.propose_batch(commands, out)),
-            other => Err(NotLeader {
+            AnyNode::Leader(node) => node.read_index(id, out),
+            AnyNode::Follower(node) => node.read_index(id, out),
+            other => {
+                let leader_hint = other.leader_hint();
+                out.read(id, Err(ReadRefused::NotLeader { leader_hint }));
+            }
+        }
+    }
+
+    /// Starts handing leadership to `to`, if this node is the leader; see
+    /// [`Node::transfer_leadership`].
+    pub fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+        out: &mut Effects<C>,
+    ) -> Result<(), TransferRefused> {
+        match self {
+            AnyNode::Leader(node) => node.transfer_leadership(to, out),
+            other => Err(TransferRefused::NotLeader {
                 leader_hint: other.leader_hint(),
             }),
         }
@@ -220,6 +314,23 @@ impl<C: Command> AnyNode<C> {
         with_node!(self, node => node.snapshot(index, data, out))
     }
 
+    /// Whether this node heard from a live leader within the minimum election timeout
+    /// (a leader counts itself): with check-quorum it then refuses votes and pre-votes,
+    /// so a server that lost contact cannot disrupt a leader the others still follow.
+    fn heard_leader_recently(&self) -> bool {
+        let config = with_node!(self, node => node.config());
+        if !config.check_quorum {
+            return false;
+        }
+        match self {
+            AnyNode::Leader(_) => true,
+            AnyNode::Follower(node) => node
+                .role()
+                .heard_leader_within(node.now(), config.election_timeout_min),
+            AnyNode::PreCandidate(_) | AnyNode::Candidate(_) => false,
+        }
+    }
+
     fn handle_request(
         mut self,
         id: RequestId,
@@ -232,6 +343,29 @@ impl<C: Command> AnyNode<C> {
             out.refuse(id, reason);
             return self;
         }
+        let sticky = self.heard_leader_recently();
+        match &request {
+            // A pre-vote changes nothing here, whatever its term (thesis §9.6).
+            Request::PreVote(vote) => {
+                let reply = with_node!(&self, node => node.pre_vote_reply(vote, sticky));
+                out.reply(id, Response::PreVote(reply));
+                return self;
+            }
+            // Leader stickiness (thesis §4.2.3): within the minimum election timeout of
+            // hearing from a leader, neither adopt the candidate's term nor vote.
+            Request::Vote(vote) if sticky && !vote.transfer && vote.term > self.term() => {
+                let term = self.term();
+                out.reply(
+                    id,
+                    Response::Vote(VoteReply {
+                        term,
+                        granted: false,
+                    }),
+                );
+                return self;
+            }
+            _ => {}
+        }
         // Figure 2, all servers: a newer term makes us a follower of it first; the request
         // is then handled by that follower.
         let node = if request.term() > self.term() {
@@ -241,11 +375,45 @@ impl<C: Command> AnyNode<C> {
         };
         let term = node.term();
         match request {
+            Request::PreVote(_) => node,
             Request::Vote(vote) => {
                 let mut node = node;
                 with_node!(&mut node, n => n.handle_vote_request(id, &vote, out));
                 node
             }
+            Request::TimeoutNow(timeout) => {
+                let follows_sender = match &node {
+                    AnyNode::Follower(f) => f.role().leader().is_none_or(|l| l == timeout.leader),
+                    _ => false,
+                };
+                let voter = with_node!(&node, n => n.is_voter());
+                if timeout.term < term || !follows_sender || !voter || term.checked_next().is_none()
+                {
+                    out.reply(id, Response::Index(IndexReply { term, index: None }));
+                    return node;
+                }
+                let AnyNode::Follower(follower) = node else {
+                    return node;
+                };
+                tracing::info!(node = %follower.id(), from = %timeout.leader, %term, "leader hands over: campaigning now");
+                let candidate = follower.into_transfer_candidate(out);
+                let reply = IndexReply {
+                    term: candidate.term(),
+                    index: Some(candidate.log().last_index()),
+                };
+                out.reply(id, Response::Index(reply));
+                candidate.into_leader_if_elected(out)
+            }
+            Request::ReadIndex(read) => match node {
+                AnyNode::Leader(mut leader) if read.term == term => {
+                    leader.read_for(Reader::Remote(id), out);
+                    leader.into()
+                }
+                other => {
+                    out.reply(id, Response::Index(IndexReply { term, index: None }));
+                    other
+                }
+            },
             Request::Append(append) if append.term < term => {
                 let outcome = AppendOutcome::StaleTerm;
                 out.reply(id, Response::Append(AppendReply { term, outcome }));
@@ -297,6 +465,22 @@ impl<C: Command> AnyNode<C> {
             with_node!(&mut self, node => node.shared.refused_messages += 1);
             return self;
         }
+        // A granted pre-vote carries the term asked about, which is not adopted; only a
+        // refusal's newer term is.
+        if let (AnyNode::PreCandidate(node), Response::PreVote(vote)) = (&mut self, &response) {
+            if vote.granted {
+                if tag.term == node.term() {
+                    node.record_pre_vote(from, true);
+                }
+                return self.conclude_pre_vote(out);
+            }
+            if vote.term <= node.term() {
+                if tag.term == node.term() {
+                    node.record_pre_vote(from, false);
+                }
+                return self.conclude_pre_vote(out);
+            }
+        }
         // The order of the lab's reply rule: a newer term wins and ends the matter; a
         // reply to a request of another term is dropped; only then act on it.
         if response.term() > self.term() {
@@ -315,12 +499,23 @@ impl<C: Command> AnyNode<C> {
                 node.into()
             }
             (AnyNode::Leader(mut node), Response::InstallSnapshot(reply)) => {
-                node.handle_install_reply(from, reply.outcome, out);
+                node.handle_install_reply(from, tag, reply.outcome, out);
+                node.into()
+            }
+            (AnyNode::Follower(mut node), Response::Index(reply)) => {
+                node.handle_read_reply(tag.seq, reply.index, out);
                 node.into()
             }
             // A reply meant for a role this node has left in the same term (a late vote
             // reaching the new leader): nothing to do.
             (node, _) => node,
+        }
+    }
+
+    fn conclude_pre_vote(self, out: &mut Effects<C>) -> AnyNode<C> {
+        match self {
+            AnyNode::PreCandidate(node) => node.conclude(out),
+            other => other,
         }
     }
 
@@ -337,9 +532,10 @@ impl<C: Command> AnyNode<C> {
             return Err(RequestRefused::TermOutOfRange { term });
         }
         let (last_log, count) = match request {
-            Request::Vote(vote) => (vote.last_log, 0),
+            Request::Vote(vote) | Request::PreVote(vote) => (vote.last_log, 0),
             Request::Append(append) => (append.prev_log, append.entries.len() as u64),
             Request::InstallSnapshot(install) => (install.snapshot.meta.last_included, 0),
+            Request::TimeoutNow(_) | Request::ReadIndex(_) => (LogId::default(), 0),
         };
         if last_log.term > term {
             return Err(RequestRefused::TermOutOfRange {
@@ -360,7 +556,14 @@ impl<C: Command> AnyNode<C> {
     }
 
     fn step_down(self, term: Term, out: &mut Effects<C>) -> AnyNode<C> {
-        with_node!(self, node => node.into_follower(term, None, out).into())
+        match self {
+            AnyNode::Leader(mut node) => {
+                tracing::info!(node = %node.id(), old = %node.term(), new = %term, "stepping down: a newer term");
+                node.abandon_reads(out);
+                node.into_follower(term, None, out).into()
+            }
+            other => with_node!(other, node => node.into_follower(term, None, out).into()),
+        }
     }
 
     /// A request from the leader of the current term: candidates yield to it (§5.2);
@@ -375,6 +578,10 @@ impl<C: Command> AnyNode<C> {
     ) -> Result<Node<Follower, C>, AnyNode<C>> {
         match self {
             AnyNode::Follower(node) => Ok(node),
+            AnyNode::PreCandidate(node) => {
+                let term = node.term();
+                Ok(node.into_follower(term, Some(leader), out))
+            }
             AnyNode::Candidate(node) => {
                 let term = node.term();
                 Ok(node.into_follower(term, Some(leader), out))
@@ -411,6 +618,11 @@ impl<C: Command> AnyNode<C> {
         matches!(self, AnyNode::Leader(_))
     }
 
+    /// Whether this node is a pre-candidate.
+    pub fn is_pre_candidate(&self) -> bool {
+        matches!(self, AnyNode::PreCandidate(_))
+    }
+
     /// Whether this node is a candidate.
     pub fn is_candidate(&self) -> bool {
         matches!(self, AnyNode::Candidate(_))
@@ -432,7 +644,7 @@ impl<C: Command> AnyNode<C> {
     pub fn leader_hint(&self) -> Option<NodeId> {
         match self {
             AnyNode::Follower(node) => node.role().leader(),
-            AnyNode::Candidate(_) => None,
+            AnyNode::PreCandidate(_) | AnyNode::Candidate(_) => None,
             AnyNode::Leader(node) => Some(node.id()),
         }
     }
@@ -458,6 +670,18 @@ impl<C: Command> Node<Candidate, C> {
         match self.into_leader(out) {
             Ok(leader) => leader.into(),
             Err(candidate) => candidate.into(),
+        }
+    }
+}
+
+impl<C: Command> Node<PreCandidate, C> {
+    /// Campaigns once a majority would vote for this node; follows again once a
+    /// majority would not; otherwise keeps waiting for answers.
+    fn conclude(self, out: &mut Effects<C>) -> AnyNode<C> {
+        match self.vote_result() {
+            VoteResult::Won => self.into_candidate(out).into_leader_if_elected(out),
+            VoteResult::Lost => self.into_follower_after_loss().into(),
+            VoteResult::Pending => self.into(),
         }
     }
 }

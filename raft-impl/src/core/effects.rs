@@ -24,6 +24,27 @@ pub struct SendTag {
     pub seq: u64,
 }
 
+/// Identifies a read the driver asked the core to confirm; handed back in
+/// [`Effect::Read`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReadId(pub u64);
+
+/// Why a linearizable read could not be given an index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadRefused {
+    /// This node is not the leader (and, for a follower read, the leader it asked could
+    /// not confirm): try `leader_hint`.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader as far as this node knows.
+        leader_hint: Option<NodeId>,
+    },
+    /// The leader has not yet committed an entry of its own term, so it does not know
+    /// the latest commit index (thesis §6.4, step 1). Retry shortly.
+    #[error("the leader has not yet committed an entry of its term")]
+    NotReady,
+}
+
 /// The timers a node uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
@@ -91,6 +112,14 @@ pub enum Effect<C> {
         id: RequestId,
         /// Why.
         reason: RequestRefused,
+    },
+    /// A read asked for with `id` may be served once the state machine has applied up
+    /// to the index (ReadIndex, thesis §6.4), or could not be confirmed.
+    Read {
+        /// The read.
+        id: ReadId,
+        /// The index to wait for, or why there is none.
+        result: Result<LogIndex, ReadRefused>,
     },
     /// Hand committed entries or a snapshot to the state machine.
     Apply(Apply<C>),
@@ -170,6 +199,10 @@ impl<C> Effects<C> {
 
     pub(crate) fn refuse(&mut self, id: RequestId, reason: RequestRefused) {
         self.push(Effect::Refuse { id, reason });
+    }
+
+    pub(crate) fn read(&mut self, id: ReadId, result: Result<LogIndex, ReadRefused>) {
+        self.push(Effect::Read { id, result });
     }
 
     pub(crate) fn apply(&mut self, apply: Apply<C>) {

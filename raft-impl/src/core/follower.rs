@@ -1,35 +1,101 @@
 //! The follower: accepts entries and snapshots from the leader, votes, and starts an
 //! election when the leader goes quiet.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use raft_traits::{
     AppendEntries, AppendOutcome, AppendReply, Command, ConflictHint, InstallOutcome,
-    InstallSnapshot, InstallSnapshotReply, NodeId, Request, RequestVote, Response,
+    InstallSnapshot, InstallSnapshotReply, LogIndex, NodeId, ReadIndexRequest, Request,
+    RequestVote, Response,
 };
 
 use super::candidate::Candidate;
-use super::effects::{Apply, Effects, Persist, RequestId};
+use super::effects::{Apply, Effects, Persist, ReadId, ReadRefused, RequestId};
 use super::node::{Node, Shared};
+use super::pre_candidate::PreCandidate;
 
 /// The follower role's own state.
 #[derive(Clone, Debug)]
 pub struct Follower {
     pub(super) leader: Option<NodeId>,
+    /// When the leader of the current term was last heard from.
+    pub(super) leader_seen_at: Option<Duration>,
+    /// Reads asked of the leader on behalf of the application: the request's sequence
+    /// number, and the read it answers.
+    pub(super) reads: BTreeMap<u64, ReadId>,
 }
 
 impl Follower {
+    pub(super) fn new(leader: Option<NodeId>) -> Follower {
+        Follower {
+            leader,
+            leader_seen_at: None,
+            reads: BTreeMap::new(),
+        }
+    }
+
     /// The leader of the current term, once heard from.
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
+
+    /// Whether the leader was heard from within `window` of `now` (leader stickiness).
+    pub(super) fn heard_leader_within(&self, now: Duration, window: Duration) -> bool {
+        self.leader.is_some()
+            && self
+                .leader_seen_at
+                .is_some_and(|seen| now.saturating_sub(seen) < window)
+    }
 }
 
 impl<C: Command> Node<Follower, C> {
-    /// Starts an election: a new term, a vote for itself, and RequestVote to every peer
+    /// Starts an election: a new term, a vote for itself, and RequestVote to every voter
     /// (§5.2). The term and vote are persisted before any request leaves.
     pub fn into_candidate(self, out: &mut Effects<C>) -> Node<Candidate, C> {
-        campaign(self.shared, out)
+        campaign(self.shared, false, out)
+    }
+
+    /// Starts an election at once because the leader hands over (TimeoutNow, §3.10):
+    /// the requests say so, and voters grant even though they heard from that leader.
+    pub fn into_transfer_candidate(self, out: &mut Effects<C>) -> Node<Candidate, C> {
+        campaign(self.shared, true, out)
+    }
+
+    /// Asks every voter whether it would vote for this node in the next term (pre-vote,
+    /// thesis §9.6), without raising the term.
+    pub fn into_pre_candidate(self, out: &mut Effects<C>) -> Node<PreCandidate, C> {
+        pre_campaign(self.shared, out)
+    }
+
+    /// Asks the leader for a read index on behalf of read `id`; the answer comes back as
+    /// [`Effect::Read`](super::Effect::Read).
+    pub fn read_index(&mut self, id: ReadId, out: &mut Effects<C>) {
+        let Some(leader) = self.role.leader else {
+            out.read(id, Err(ReadRefused::NotLeader { leader_hint: None }));
+            return;
+        };
+        let request = ReadIndexRequest {
+            term: self.shared.term(),
+            from: self.shared.id,
+        };
+        let tag = self.shared.send(leader, Request::ReadIndex(request), out);
+        self.role.reads.insert(tag.seq, id);
+    }
+
+    /// The leader answered (or failed to answer) read request `seq`.
+    pub(super) fn handle_read_reply(
+        &mut self,
+        seq: u64,
+        index: Option<LogIndex>,
+        out: &mut Effects<C>,
+    ) {
+        if let Some(id) = self.role.reads.remove(&seq) {
+            let result = index.ok_or(ReadRefused::NotLeader {
+                leader_hint: self.role.leader,
+            });
+            out.read(id, result);
+        }
     }
 
     /// Handles AppendEntries from the leader of the current term (Figure 2, receiver
@@ -41,8 +107,7 @@ impl<C: Command> Node<Follower, C> {
         out: &mut Effects<C>,
     ) {
         debug_assert_eq!(request.term, self.shared.term());
-        self.role.leader = Some(request.leader);
-        self.shared.reset_election_timer(out);
+        self.heard_from_leader(request.leader, out);
         let outcome = self.shared.accept_entries(request, out);
         let term = self.shared.term();
         out.reply(id, Response::Append(AppendReply { term, outcome }));
@@ -56,8 +121,7 @@ impl<C: Command> Node<Follower, C> {
         out: &mut Effects<C>,
     ) {
         debug_assert_eq!(request.term, self.shared.term());
-        self.role.leader = Some(request.leader);
-        self.shared.reset_election_timer(out);
+        self.heard_from_leader(request.leader, out);
         let outcome = self.shared.install_snapshot(request.snapshot, out);
         let term = self.shared.term();
         out.reply(
@@ -67,10 +131,19 @@ impl<C: Command> Node<Follower, C> {
     }
 }
 
-/// The step into candidacy, shared by a follower whose timer fired and a candidate whose
-/// election failed.
+impl<C: Command> Node<Follower, C> {
+    fn heard_from_leader(&mut self, leader: NodeId, out: &mut Effects<C>) {
+        self.role.leader = Some(leader);
+        self.role.leader_seen_at = Some(self.shared.now);
+        self.shared.reset_election_timer(out);
+    }
+}
+
+/// The step into candidacy, shared by a follower or pre-candidate that may campaign and
+/// a candidate whose election failed.
 pub(super) fn campaign<C: Command>(
     mut shared: Shared<C>,
+    transfer: bool,
     out: &mut Effects<C>,
 ) -> Node<Candidate, C> {
     let term = shared.term().next();
@@ -81,13 +154,42 @@ pub(super) fn campaign<C: Command>(
         term,
         candidate: id,
         last_log: shared.log.last_log_id(),
+        transfer,
     };
-    for peer in shared.peers.clone() {
+    for peer in shared.voter_peers() {
         shared.send(peer, Request::Vote(request.clone()), out);
     }
+    tracing::debug!(node = %id, %term, "campaigning");
     Node {
         shared,
         role: Candidate {
+            granted: BTreeSet::from([id]),
+            refused: BTreeSet::new(),
+        },
+    }
+}
+
+/// The step into pre-candidacy: PreVote to every voter for the next term, which is not
+/// adopted. The election timer is restarted so that a round that gets no answer is
+/// retried.
+pub(super) fn pre_campaign<C: Command>(
+    mut shared: Shared<C>,
+    out: &mut Effects<C>,
+) -> Node<PreCandidate, C> {
+    let id = shared.id;
+    shared.reset_election_timer(out);
+    let request = RequestVote {
+        term: shared.term().next(),
+        candidate: id,
+        last_log: shared.log.last_log_id(),
+        transfer: false,
+    };
+    for peer in shared.voter_peers() {
+        shared.send(peer, Request::PreVote(request.clone()), out);
+    }
+    Node {
+        shared,
+        role: PreCandidate {
             granted: BTreeSet::from([id]),
             refused: BTreeSet::new(),
         },

@@ -1,14 +1,15 @@
 //! The leader: accepts commands, replicates them, and commits by majority.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
 
 use raft_traits::{
-    AppendEntries, AppendOutcome, Command, Entry, InstallOutcome, InstallSnapshot, LogId, LogIndex,
-    NodeId, Payload, Request,
+    AppendEntries, AppendOutcome, Command, Entry, IndexReply, InstallOutcome, InstallSnapshot,
+    LogId, LogIndex, NodeId, Payload, Request, Response, TimeoutNow,
 };
 
 use super::dispatch::RpcKind;
-use super::effects::{Effects, Persist, SendTag, Timer};
+use super::effects::{Effects, Persist, ReadId, ReadRefused, RequestId, SendTag, Timer};
 use super::node::{Node, Shared};
 use super::progress::{Progress, Refusal, ReplicationMode};
 
@@ -16,6 +17,15 @@ use super::progress::{Progress, Refusal, ReplicationMode};
 #[derive(Clone, Debug)]
 pub struct Leader {
     pub(super) progress: BTreeMap<NodeId, Progress>,
+    /// When the current check-quorum window began: by the end of a window a majority
+    /// must have answered something sent in it.
+    pub(super) contact_window_start: Duration,
+    /// Reads waiting for a round of heartbeats to confirm this node still leads.
+    pub(super) reads: VecDeque<PendingRead>,
+    /// The first request of the confirmation round in flight, if any.
+    pub(super) read_round: Option<u64>,
+    /// A leadership transfer under way.
+    pub(super) transfer: Option<Transfer>,
     /// Heartbeats sent in this term: the leader's only notion of elapsed time.
     pub(super) ticks: u64,
     /// The last index of the leader's own log known to be on stable storage. The leader
@@ -27,10 +37,83 @@ pub struct Leader {
     pub(super) commit_notice_armed: bool,
 }
 
+/// A read waiting for confirmation that this node still leads.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PendingRead {
+    pub(super) reader: Reader,
+    /// The commit index when the read arrived: the read may be served once applied.
+    pub(super) index: LogIndex,
+    /// Any request from this one on, answered by a majority, confirms the read.
+    pub(super) needs_seq: u64,
+}
+
+/// Who asked for a read.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Reader {
+    /// The application, through this node's handle.
+    Local(ReadId),
+    /// A follower, whose ReadIndex request is answered with the index.
+    Remote(RequestId),
+}
+
+/// A leadership transfer under way (thesis §3.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// The server that is to take over.
+    pub to: NodeId,
+    /// When the transfer began; it is abandoned after an election timeout.
+    pub started_at: Duration,
+}
+
+/// Why a leadership transfer was not started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRefused {
+    /// The target does not vote (or is not a member).
+    #[error("{to} is not a voter of this cluster")]
+    NotAVoter {
+        /// The requested target.
+        to: NodeId,
+    },
+    /// Another transfer is under way.
+    #[error("a transfer to {to} is already under way")]
+    InProgress {
+        /// Its target.
+        to: NodeId,
+    },
+    /// This node is not the leader.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader as far as this node knows.
+        leader_hint: Option<NodeId>,
+    },
+}
+
 impl Leader {
+    pub(super) fn new(
+        progress: BTreeMap<NodeId, Progress>,
+        durable: LogIndex,
+        now: Duration,
+    ) -> Leader {
+        Leader {
+            progress,
+            contact_window_start: now,
+            reads: VecDeque::new(),
+            read_round: None,
+            transfer: None,
+            ticks: 0,
+            durable,
+            commit_notice_armed: false,
+        }
+    }
+
     /// What the leader knows about `peer`'s log.
     pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
         self.progress.get(&peer)
+    }
+
+    /// The leadership transfer under way, if any.
+    pub fn transfer(&self) -> Option<Transfer> {
+        self.transfer
     }
 }
 
@@ -71,8 +154,212 @@ impl<C: Command> Node<Leader, C> {
     /// are retried.
     pub fn heartbeat(&mut self, out: &mut Effects<C>) {
         self.role.ticks += 1;
+        if let Some(transfer) = self.role.transfer
+            && self.shared.now >= transfer.started_at + self.shared.config.election_timeout_max
+        {
+            tracing::warn!(node = %self.shared.id, to = %transfer.to, "leadership transfer timed out; taking proposals again");
+            self.role.transfer = None;
+        }
+        self.start_read_round_at(self.shared.next_seq + 1);
         self.broadcast(out);
+        self.send_timeout_now_if_caught_up(out);
         out.set_timer(Timer::Heartbeat, self.shared.config.heartbeat_interval);
+    }
+
+    /// Check-quorum (thesis §6.2): whether a majority answered within the last window
+    /// of `election_timeout_min`. Called at each heartbeat; once a window has passed it
+    /// is judged and a new one begins. Always true without `check_quorum`.
+    pub fn has_contact_quorum(&mut self) -> bool {
+        let config = &self.shared.config;
+        let now = self.shared.now;
+        let start = self.role.contact_window_start;
+        if !config.check_quorum || now < start + config.election_timeout_min {
+            return true;
+        }
+        let me = self.shared.id;
+        let progress = &self.role.progress;
+        let heard = self
+            .shared
+            .quorum
+            .is_met_by(|id| id == me || progress.get(&id).is_some_and(|p| p.heard_since(start)));
+        self.role.contact_window_start = now;
+        heard
+    }
+
+    /// Starts handing leadership to `to` (thesis §3.10): no proposals are taken while
+    /// it lasts; once `to` holds the whole log it is told to campaign at once; after an
+    /// election timeout without a new leader the transfer is abandoned.
+    pub fn transfer_leadership(
+        &mut self,
+        to: NodeId,
+        out: &mut Effects<C>,
+    ) -> Result<(), TransferRefused> {
+        if let Some(transfer) = self.role.transfer {
+            return Err(TransferRefused::InProgress { to: transfer.to });
+        }
+        if to == self.shared.id {
+            return Ok(());
+        }
+        if !self.shared.quorum.contains(to) || !self.role.progress.contains_key(&to) {
+            return Err(TransferRefused::NotAVoter { to });
+        }
+        self.role.transfer = Some(Transfer {
+            to,
+            started_at: self.shared.now,
+        });
+        tracing::info!(node = %self.shared.id, %to, term = %self.shared.term(), "transferring leadership");
+        self.replicate_to(to, out);
+        self.send_timeout_now_if_caught_up(out);
+        Ok(())
+    }
+
+    fn send_timeout_now_if_caught_up(&mut self, out: &mut Effects<C>) {
+        let Some(transfer) = self.role.transfer else {
+            return;
+        };
+        let last_index = self.shared.log.last_index();
+        let caught_up = self
+            .role
+            .progress
+            .get(&transfer.to)
+            .is_some_and(|p| p.match_index() >= last_index);
+        if caught_up {
+            let request = TimeoutNow {
+                term: self.shared.term(),
+                leader: self.shared.id,
+            };
+            self.shared
+                .send(transfer.to, Request::TimeoutNow(request), out);
+        }
+    }
+
+    /// Asks for a linearizable read (ReadIndex, thesis §6.4): the answer, an
+    /// [`Effect::Read`](super::Effect::Read) with the index to wait for, comes once a
+    /// majority has confirmed this node still leads, or at once under a valid lease.
+    pub fn read_index(&mut self, id: ReadId, out: &mut Effects<C>) {
+        self.read_for(Reader::Local(id), out);
+    }
+
+    pub(super) fn read_for(&mut self, reader: Reader, out: &mut Effects<C>) {
+        let commit = self.shared.commit_index;
+        // Until an entry of its own term commits, a new leader does not know the latest
+        // commit index: earlier leaders may have committed more than it has seen.
+        if self.shared.log.term_at(commit) != Some(self.shared.term()) {
+            self.answer_read(reader, Err(ReadRefused::NotReady), out);
+            return;
+        }
+        if self.has_lease() {
+            self.answer_read(reader, Ok(commit), out);
+            return;
+        }
+        let needs_seq = self.shared.next_seq + 1;
+        self.role.reads.push_back(PendingRead {
+            reader,
+            index: commit,
+            needs_seq,
+        });
+        if self.role.read_round.is_none() {
+            self.start_read_round_at(needs_seq);
+            self.broadcast(out);
+        }
+        self.confirm_reads(out);
+    }
+
+    /// The requests from `seq` on form a confirmation round, if reads wait for one.
+    fn start_read_round_at(&mut self, seq: u64) {
+        if self.role.read_round.is_none() && !self.role.reads.is_empty() {
+            self.role.read_round = Some(seq);
+        }
+    }
+
+    fn answer_read(
+        &mut self,
+        reader: Reader,
+        result: Result<LogIndex, ReadRefused>,
+        out: &mut Effects<C>,
+    ) {
+        match reader {
+            Reader::Local(id) => out.read(id, result),
+            Reader::Remote(request) => {
+                let reply = IndexReply {
+                    term: self.shared.term(),
+                    index: result.ok(),
+                };
+                out.reply(request, Response::Index(reply));
+            }
+        }
+    }
+
+    /// Answers every read that a majority has confirmed since it arrived.
+    fn confirm_reads(&mut self, out: &mut Effects<C>) {
+        if self.role.reads.is_empty() {
+            return;
+        }
+        let me = self.shared.id;
+        let progress = &self.role.progress;
+        let confirmed = self
+            .shared
+            .quorum
+            .agreed_value(|id| {
+                if id == me {
+                    u64::MAX
+                } else {
+                    progress.get(&id).map_or(0, Progress::acked_seq)
+                }
+            })
+            .unwrap_or(0);
+        while let Some(read) = self.role.reads.front().copied() {
+            if read.needs_seq > confirmed {
+                break;
+            }
+            self.role.reads.pop_front();
+            self.answer_read(read.reader, Ok(read.index), out);
+        }
+        if self.role.read_round.is_some_and(|round| round <= confirmed) {
+            self.role.read_round = None;
+            // Reads that arrived during the round need one of their own.
+            if !self.role.reads.is_empty() {
+                self.start_read_round_at(self.shared.next_seq + 1);
+                self.broadcast(out);
+            }
+        }
+    }
+
+    /// Whether a lease read may skip the round (thesis §6.4.1): a majority acknowledged
+    /// a request sent less than `election_timeout_min - clock_drift_margin` ago, so no
+    /// other leader can have been elected since.
+    fn has_lease(&self) -> bool {
+        let config = &self.shared.config;
+        if !(config.lease_reads && config.check_quorum) {
+            return false;
+        }
+        let me = self.shared.id;
+        let progress = &self.role.progress;
+        let Some(seq) = self.shared.quorum.agreed_value(|id| {
+            if id == me {
+                u64::MAX
+            } else {
+                progress.get(&id).map_or(0, Progress::acked_seq)
+            }
+        }) else {
+            return false;
+        };
+        let Some(sent_at) = self.shared.sent_at(seq) else {
+            return false;
+        };
+        let lease = config
+            .election_timeout_min
+            .saturating_sub(config.clock_drift_margin);
+        self.shared.now < sent_at + lease
+    }
+
+    /// Fails every waiting read: this node is about to stop leading.
+    pub(super) fn abandon_reads(&mut self, out: &mut Effects<C>) {
+        while let Some(read) = self.role.reads.pop_front() {
+            let refused = ReadRefused::NotLeader { leader_hint: None };
+            self.answer_read(read.reader, Err(refused), out);
+        }
+        self.role.read_round = None;
     }
 
     /// Appends an entry of the current term to the in-memory log.
@@ -181,9 +468,11 @@ impl<C: Command> Node<Leader, C> {
     ) {
         let last_index = self.shared.log.last_index();
         let ticks = self.role.ticks;
+        let now = self.shared.now;
         let Some(progress) = self.role.progress.get_mut(&from) else {
             return;
         };
+        progress.heard(tag.seq, now);
         match outcome {
             AppendOutcome::StaleTerm => {
                 progress.answered(tag.seq);
@@ -217,15 +506,22 @@ impl<C: Command> Node<Leader, C> {
                 }
             }
         }
+        self.confirm_reads(out);
     }
 
     /// Handles a follower's answer to InstallSnapshot of this term.
     pub(super) fn handle_install_reply(
         &mut self,
         from: NodeId,
+        tag: SendTag,
         outcome: InstallOutcome,
         out: &mut Effects<C>,
     ) {
+        let now = self.shared.now;
+        if let Some(progress) = self.role.progress.get_mut(&from) {
+            progress.heard(tag.seq, now);
+        }
+        self.confirm_reads(out);
         match outcome {
             InstallOutcome::StaleTerm => {}
             InstallOutcome::Installed { match_index } => self.acknowledged(from, match_index, out),
@@ -244,6 +540,9 @@ impl<C: Command> Node<Leader, C> {
         progress.matched(match_index, self.shared.next_seq);
         self.maybe_commit(out);
         self.replicate_to(from, out);
+        if self.role.transfer.is_some_and(|t| t.to == from) {
+            self.send_timeout_now_if_caught_up(out);
+        }
     }
 
     /// Handles a request of this term that got no reply.

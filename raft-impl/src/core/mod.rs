@@ -1,7 +1,7 @@
 //! The I/O-free Raft state machine.
 //!
-//! A server is a [`Node<R, C>`](Node) in one of three roles, [`Follower`], [`Candidate`]
-//! or [`Leader`]. Each role has its own operations and consuming transitions
+//! A server is a [`Node<R, C>`](Node) in one of four roles, [`Follower`],
+//! [`PreCandidate`], [`Candidate`] or [`Leader`]. Each role has its own operations and consuming transitions
 //! (`into_candidate`, `into_leader`, `into_follower`), so an operation on the wrong role
 //! does not compile. [`AnyNode`] erases the role for the driver: it takes an [`Input`]
 //! (a message, a reply, a timer), returns the node in its next role, and writes the
@@ -29,9 +29,9 @@
 //! .into();
 //! out.take();
 //! let node = node.step(Input::ElectionTimeout, &mut out);
-//! assert!(node.is_candidate());
+//! assert!(node.is_pre_candidate(), "pre-vote first: the term is not raised yet");
 //! let sends = out.as_slice().iter().filter(|e| matches!(e, Effect::Send { .. })).count();
-//! assert_eq!(sends, 2, "a RequestVote to each peer");
+//! assert_eq!(sends, 2, "a PreVote to each peer");
 //! ```
 
 mod candidate;
@@ -41,6 +41,7 @@ mod follower;
 mod leader;
 mod log;
 mod node;
+mod pre_candidate;
 mod progress;
 mod quorum;
 
@@ -48,11 +49,14 @@ mod quorum;
 mod tests;
 
 pub use candidate::Candidate;
-pub use dispatch::{AnyNode, Input, NotLeader, RpcKind};
-pub use effects::{Apply, Effect, Effects, Persist, RequestId, SendTag, Timer};
+pub use dispatch::{AnyNode, Input, ProposeRefused, RpcKind};
+pub use effects::{
+    Apply, Effect, Effects, Persist, ReadId, ReadRefused, RequestId, SendTag, Timer,
+};
 pub use follower::Follower;
-pub use leader::Leader;
+pub use leader::{Leader, Transfer, TransferRefused};
 pub use log::{LogError, RaftLog};
 pub use node::{BootError, Node, Role, RoleKind, SnapshotRefused};
+pub use pre_candidate::PreCandidate;
 pub use progress::{Progress, ReplicationMode};
 pub use quorum::{Quorum, VoteResult};

@@ -1,6 +1,7 @@
 //! `Node<R>`: the state every role shares, the sealed `Role`, and the rules that do not
 //! depend on the role (terms, votes, commit and apply, stepping down).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Duration;
 
@@ -16,17 +17,20 @@ use super::effects::{Apply, Effects, Persist, RequestId, SendTag, Timer};
 use super::follower::Follower;
 use super::leader::Leader;
 use super::log::{LogError, RaftLog};
+use super::pre_candidate::PreCandidate;
 use super::quorum::Quorum;
 use crate::config::{Config, ConfigError};
 
 mod sealed {
     pub trait Sealed {}
     impl Sealed for super::Follower {}
+    impl Sealed for super::PreCandidate {}
     impl Sealed for super::Candidate {}
     impl Sealed for super::Leader {}
 }
 
-/// A Raft role: [`Follower`], [`Candidate`] or [`Leader`]. Sealed: no other role exists.
+/// A Raft role: [`Follower`], [`PreCandidate`], [`Candidate`] or [`Leader`]. Sealed: no
+/// other role exists.
 pub trait Role: sealed::Sealed + fmt::Debug + Send + 'static {
     /// The role's name, for status reports.
     const KIND: RoleKind;
@@ -34,6 +38,9 @@ pub trait Role: sealed::Sealed + fmt::Debug + Send + 'static {
 
 impl Role for Follower {
     const KIND: RoleKind = RoleKind::Follower;
+}
+impl Role for PreCandidate {
+    const KIND: RoleKind = RoleKind::PreCandidate;
 }
 impl Role for Candidate {
     const KIND: RoleKind = RoleKind::Candidate;
@@ -47,6 +54,8 @@ impl Role for Leader {
 pub enum RoleKind {
     /// Follows a leader and votes.
     Follower,
+    /// Asks whether it would get votes, without raising its term (pre-vote).
+    PreCandidate,
     /// Asks for votes.
     Candidate,
     /// Accepts commands and replicates them.
@@ -57,6 +66,7 @@ impl fmt::Display for RoleKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = match self {
             RoleKind::Follower => "follower",
+            RoleKind::PreCandidate => "pre-candidate",
             RoleKind::Candidate => "candidate",
             RoleKind::Leader => "leader",
         };
@@ -121,6 +131,12 @@ pub(super) struct Shared<C> {
     /// Requests and replies refused or ignored because no correct member could have
     /// sent them (an unknown sender, a term or index out of range).
     pub(super) refused_messages: u64,
+    /// The time as the driver last told it (monotonic, from an arbitrary origin). The
+    /// core never reads a clock: time is an input like any message.
+    pub(super) now: Duration,
+    /// When requests were sent: `(first sequence number sent at that time, time)`,
+    /// oldest first, kept for two election timeouts (lease reads need no more).
+    pub(super) send_times: VecDeque<(u64, Duration)>,
 }
 
 /// Why a node could not boot.
@@ -217,6 +233,8 @@ impl<C: Command> Node<Follower, C> {
             last_applied: last_included.index,
             next_seq: 0,
             refused_messages: 0,
+            now: Duration::ZERO,
+            send_times: VecDeque::new(),
         };
         if let Some(snapshot) = &shared.snapshot {
             out.apply(Apply::Snapshot(snapshot.clone()));
@@ -224,7 +242,7 @@ impl<C: Command> Node<Follower, C> {
         shared.reset_election_timer(out);
         Ok(Node {
             shared,
-            role: Follower { leader: None },
+            role: Follower::new(None),
         })
     }
 }
@@ -244,6 +262,21 @@ impl<R: Role, C: Command> Node<R, C> {
     /// The current term.
     pub fn term(&self) -> Term {
         self.shared.hard_state.term
+    }
+
+    /// The time the driver last reported.
+    pub fn now(&self) -> Duration {
+        self.shared.now
+    }
+
+    /// Tells the node what time it is (monotonic; an earlier time is ignored).
+    pub fn advance_clock(&mut self, now: Duration) {
+        self.shared.now = self.shared.now.max(now);
+    }
+
+    /// Whether this node votes: it is in the quorum of its configuration.
+    pub fn is_voter(&self) -> bool {
+        self.shared.quorum.contains(self.shared.id)
     }
 
     /// The current term and vote, as persisted.
@@ -308,9 +341,33 @@ impl<R: Role, C: Command> Node<R, C> {
             out.stop_timer(Timer::CommitNotice);
             self.shared.reset_election_timer(out);
         }
+        let mut role = Follower::new(leader);
+        if leader.is_some() {
+            role.leader_seen_at = Some(self.shared.now);
+        }
         Node {
             shared: self.shared,
-            role: Follower { leader },
+            role,
+        }
+    }
+
+    /// Answers a PreVote (thesis §9.6) without changing anything: no term, no vote, no
+    /// timer. Granted only for a term newer than ours, to a log at least as up to date,
+    /// and when `heard_leader_recently` is false (with check-quorum, a node that hears
+    /// from a leader keeps it). A grant carries the asked term; a refusal our own, so a
+    /// pre-candidate behind us adopts it.
+    pub(super) fn pre_vote_reply(
+        &self,
+        request: &RequestVote,
+        heard_leader_recently: bool,
+    ) -> VoteReply {
+        let shared = &self.shared;
+        let granted = request.term > shared.term()
+            && request.last_log >= shared.log.last_log_id()
+            && !heard_leader_recently;
+        VoteReply {
+            term: if granted { request.term } else { shared.term() },
+            granted,
         }
     }
 
@@ -404,6 +461,17 @@ impl<C: Command> Shared<C> {
         self.hard_state.term
     }
 
+    /// The other voters: whom elections ask.
+    pub(super) fn voter_peers(&self) -> Vec<NodeId> {
+        let quorum = &self.quorum;
+        let me = self.id;
+        self.peers
+            .iter()
+            .copied()
+            .filter(|&p| p != me && quorum.contains(p))
+            .collect()
+    }
+
     /// Changes term and vote, persisting them if they changed.
     pub(super) fn set_hard_state(
         &mut self,
@@ -430,10 +498,28 @@ impl<C: Command> Shared<C> {
 
     pub(super) fn next_tag(&mut self) -> SendTag {
         self.next_seq += 1;
+        if self.send_times.back().is_none_or(|&(_, at)| at != self.now) {
+            self.send_times.push_back((self.next_seq, self.now));
+            let keep = self.config.election_timeout_max * 2;
+            while self
+                .send_times
+                .front()
+                .is_some_and(|&(_, at)| at + keep < self.now)
+            {
+                self.send_times.pop_front();
+            }
+        }
         SendTag {
             term: self.hard_state.term,
             seq: self.next_seq,
         }
+    }
+
+    /// When request `seq` was sent, if that is still remembered.
+    pub(super) fn sent_at(&self, seq: u64) -> Option<Duration> {
+        let position = self.send_times.partition_point(|&(first, _)| first <= seq);
+        let (first, at) = *self.send_times.get(position.checked_sub(1)?)?;
+        (first <= seq && seq <= self.next_seq).then_some(at)
     }
 
     pub(super) fn send(

@@ -1,6 +1,7 @@
 //! What a leader knows about one follower's log, and how it replicates to it.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use raft_traits::LogIndex;
 
@@ -58,6 +59,11 @@ pub struct Progress {
     /// The leader's last sequence number when it learned `match_index`: requests with a
     /// higher number were sent knowing the follower held it.
     pub(super) match_known_at: u64,
+    /// The newest request of the current term the follower answered (any answer shows
+    /// it still takes this node as its leader): what confirms reads.
+    pub(super) acked_seq: u64,
+    /// When the follower last answered, for check-quorum.
+    pub(super) heard_at: Option<Duration>,
 }
 
 impl Progress {
@@ -69,6 +75,8 @@ impl Progress {
             inflight: BTreeMap::new(),
             commit_sent: LogIndex::ZERO,
             match_known_at: 0,
+            acked_seq: 0,
+            heard_at: None,
         }
     }
 
@@ -110,6 +118,22 @@ impl Progress {
                 ReplicationMode::Replicate => self.inflight.len() < max_inflight,
                 ReplicationMode::Snapshot { .. } => false,
             }
+    }
+
+    /// The newest request the follower answered.
+    pub fn acked_seq(&self) -> u64 {
+        self.acked_seq
+    }
+
+    /// Records that the follower answered request `seq` at `now`.
+    pub(super) fn heard(&mut self, seq: u64, now: Duration) {
+        self.acked_seq = self.acked_seq.max(seq);
+        self.heard_at = Some(now);
+    }
+
+    /// Whether the follower answered at or after `start`.
+    pub(super) fn heard_since(&self, start: Duration) -> bool {
+        self.heard_at.is_some_and(|at| at >= start)
     }
 
     /// Records that request `seq` was answered (whatever the answer), so it no longer

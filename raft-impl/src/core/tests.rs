@@ -7,7 +7,8 @@ use bytes::Bytes;
 use raft_traits::{
     AppendEntries, AppendOutcome, AppendReply, ConflictHint, Entry, HardState, InstallOutcome,
     InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, NodeId, Payload, RecoveredState,
-    Request, RequestRefused, RequestVote, Response, Snapshot, SnapshotMeta, Term, VoteReply,
+    Request, RequestRefused, RequestVote, Response, Snapshot, SnapshotMeta, Term, TimeoutNow,
+    VoteReply,
 };
 
 use super::*;
@@ -67,7 +68,11 @@ impl Boot {
             voted_for: None,
             log: Vec::new(),
             snapshot: None,
-            config: Config::lab().with_seed(Some(7)),
+            // The classic algorithm; the tests of pre-vote and check-quorum turn them on.
+            config: Config::lab()
+                .with_seed(Some(7))
+                .with_pre_vote(false)
+                .with_check_quorum(false),
         }
     }
 
@@ -152,6 +157,7 @@ fn vote_request(term: u64, candidate: u64, last_log: LogId) -> Input<Cmd> {
         term: t(term),
         candidate: n(candidate),
         last_log,
+        transfer: false,
     }))
 }
 
@@ -345,7 +351,8 @@ fn election_timeout_persists_term_and_vote_before_asking_for_votes() {
             Request::Vote(RequestVote {
                 term: t(2),
                 candidate: n(1),
-                last_log: id(1, 2)
+                last_log: id(1, 2),
+                transfer: false,
             })
         );
     }
@@ -897,7 +904,7 @@ fn not_leader_carries_the_leader_hint() {
     let mut out = Effects::new();
     assert_eq!(
         node.propose(1, &mut out),
-        Err(NotLeader {
+        Err(ProposeRefused::NotLeader {
             leader_hint: Some(n(3))
         })
     );
@@ -1538,4 +1545,420 @@ fn a_stored_term_out_of_range_is_a_typed_boot_error() {
         &mut out,
     );
     assert!(matches!(booted, Err(BootError::TermOutOfRange(term)) if term == t(u64::MAX)));
+}
+
+// ---- Pre-vote (thesis §9.6), check-quorum and stickiness (§6.2, §4.2.3) -------------
+
+fn with_robustness(boot: Boot) -> Boot {
+    boot.config(|c| {
+        c.pre_vote = true;
+        c.check_quorum = true;
+    })
+}
+
+fn at(node: &mut AnyNode<Cmd>, millis: u64) {
+    node.advance_clock(Duration::from_millis(millis));
+}
+
+fn pre_vote_request(term: u64, candidate: u64, last_log: LogId) -> Input<Cmd> {
+    request(Request::PreVote(RequestVote {
+        term: t(term),
+        candidate: n(candidate),
+        last_log,
+        transfer: false,
+    }))
+}
+
+fn pre_vote_reply(effects: &[Effect<Cmd>]) -> VoteReply {
+    match the_reply(effects) {
+        Response::PreVote(reply) => reply,
+        other => panic!("not a pre-vote reply: {other:?}"),
+    }
+}
+
+#[test]
+fn pre_vote_does_not_raise_the_term_or_persist_anything() {
+    let node = with_robustness(Boot::new(1, 3).term(4).log(&[2, 4])).node();
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    assert!(node.is_pre_candidate());
+    assert_eq!(
+        node.term(),
+        t(4),
+        "the term is raised only by a real election"
+    );
+    assert!(
+        persists(&effects).is_empty(),
+        "nothing to persist: {effects:?}"
+    );
+    let requests = sends(&effects);
+    assert_eq!(requests.len(), 2);
+    for (_, tag, request) in requests {
+        assert_eq!(tag.term, t(4));
+        assert_eq!(
+            request,
+            Request::PreVote(RequestVote {
+                term: t(5),
+                candidate: n(1),
+                last_log: id(4, 2),
+                transfer: false,
+            })
+        );
+    }
+}
+
+#[test]
+fn a_pre_vote_majority_starts_the_real_election_and_a_refusal_majority_ends_it() {
+    let node = with_robustness(Boot::new(1, 3).term(4)).node();
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    let tag = sends(&effects)[0].1;
+    let granted = Response::PreVote(VoteReply {
+        term: t(5),
+        granted: true,
+    });
+    let (node, effects) = step(node, reply_to(2, tag, granted));
+    assert!(node.is_candidate(), "2 of 3 would vote: campaign");
+    assert_eq!(node.term(), t(5));
+    assert!(persists(&effects).contains(&Persist::HardState(HardState {
+        term: t(5),
+        voted_for: Some(n(1)),
+    })));
+
+    let node = with_robustness(Boot::new(1, 3).term(4)).node();
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    let tags: Vec<SendTag> = sends(&effects).iter().map(|s| s.1).collect();
+    let refused = Response::PreVote(VoteReply {
+        term: t(4),
+        granted: false,
+    });
+    let (node, _) = step(node, reply_to(2, tags[0], refused.clone()));
+    assert!(
+        node.is_pre_candidate(),
+        "one refusal of three decides nothing"
+    );
+    let (node, effects) = step(node, reply_to(3, tags[1], refused));
+    assert!(node.is_follower(), "two refusals: the pre-vote is lost");
+    assert_eq!(node.term(), t(4));
+    assert!(persists(&effects).is_empty());
+}
+
+#[test]
+fn a_pre_vote_is_granted_only_to_an_up_to_date_log_and_changes_nothing() {
+    let voter = || with_robustness(Boot::new(2, 3).term(3).log(&[1, 3, 3])).node();
+    let (node, effects) = step(voter(), pre_vote_request(4, 1, id(3, 3)));
+    assert_eq!(
+        pre_vote_reply(&effects),
+        VoteReply {
+            term: t(4),
+            granted: true
+        }
+    );
+    assert_eq!(node.term(), t(3), "the voter keeps its term");
+    assert_eq!(node.hard_state().voted_for, None, "and its vote");
+    assert!(persists(&effects).is_empty() && !sets_election_timer(&effects));
+
+    let (_, effects) = step(voter(), pre_vote_request(4, 1, id(3, 2)));
+    assert!(!pre_vote_reply(&effects).granted, "a shorter log");
+    let (_, effects) = step(voter(), pre_vote_request(4, 1, id(1, 9)));
+    assert!(!pre_vote_reply(&effects).granted, "an older last term");
+    let (_, effects) = step(voter(), pre_vote_request(3, 1, id(3, 3)));
+    assert_eq!(
+        pre_vote_reply(&effects),
+        VoteReply {
+            term: t(3),
+            granted: false
+        },
+        "not a newer term: refused with the voter's own"
+    );
+}
+
+#[test]
+fn a_follower_that_heard_its_leader_recently_refuses_votes_and_pre_votes() {
+    let mut node = with_robustness(Boot::new(2, 3).term(3)).node();
+    at(&mut node, 1_000);
+    let (mut node, _) = step(node, append(3, 1, id(0, 0), vec![], 0));
+    at(&mut node, 1_200); // 200 ms later: within election_timeout_min (350 ms)
+    let (node, effects) = step(node, pre_vote_request(4, 3, id(3, 5)));
+    assert!(
+        !pre_vote_reply(&effects).granted,
+        "sticky: pre-vote refused"
+    );
+    let (mut node, effects) = step(node, vote_request(4, 3, id(3, 5)));
+    assert!(!vote_granted(&effects), "sticky: vote refused");
+    assert_eq!(node.term(), t(3), "and its term not adopted");
+    assert!(persists(&effects).is_empty());
+
+    at(&mut node, 1_400); // 400 ms after the leader: no longer sticky
+    let (node, effects) = step(node, pre_vote_request(4, 3, id(3, 5)));
+    assert!(pre_vote_reply(&effects).granted);
+    let (node, effects) = step(node, vote_request(4, 3, id(3, 5)));
+    assert!(vote_granted(&effects));
+    assert_eq!(node.term(), t(4));
+}
+
+#[test]
+fn a_transfer_vote_bypasses_stickiness() {
+    let mut node = with_robustness(Boot::new(2, 3).term(3)).node();
+    at(&mut node, 1_000);
+    let (mut node, _) = step(node, append(3, 1, id(0, 0), vec![], 0));
+    at(&mut node, 1_100);
+    let vote = request(Request::Vote(RequestVote {
+        term: t(4),
+        candidate: n(3),
+        last_log: id(3, 5),
+        transfer: true,
+    }));
+    let (node, effects) = step(node, vote);
+    assert!(
+        vote_granted(&effects),
+        "the leader itself asked for the handover"
+    );
+    assert_eq!(node.term(), t(4));
+}
+
+/// Boots node 1 with pre-vote and check-quorum at time 0, and elects it through both
+/// rounds with every voter's grant.
+fn elect_robust(boot: Boot) -> (AnyNode<Cmd>, Vec<Effect<Cmd>>) {
+    let node = with_robustness(boot).node();
+    let (mut node, mut effects) = step(node, Input::ElectionTimeout);
+    for round in 0..2 {
+        let term = node.term().next().0 - round;
+        for (to, tag, request) in sends(&effects.clone()) {
+            if node.is_leader() || (round == 0 && node.is_candidate()) {
+                break;
+            }
+            let vote = VoteReply {
+                term: t(term),
+                granted: true,
+            };
+            let reply = match request {
+                Request::PreVote(_) => Response::PreVote(vote),
+                _ => Response::Vote(vote),
+            };
+            let (next, more) = step(node, reply_to(to.0, tag, reply));
+            node = next;
+            effects = more;
+        }
+    }
+    assert!(node.is_leader(), "elected through pre-vote and vote");
+    (node, effects)
+}
+
+fn heartbeat_tags(effects: &[Effect<Cmd>]) -> Vec<(u64, SendTag)> {
+    sends(effects)
+        .into_iter()
+        .filter(|(_, _, r)| matches!(r, Request::Append(_)))
+        .map(|(to, tag, _)| (to.0, tag))
+        .collect()
+}
+
+fn reads(effects: &[Effect<Cmd>]) -> Vec<(ReadId, Result<LogIndex, ReadRefused>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Read { id, result } => Some((*id, *result)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_leader_without_contact_with_a_quorum_steps_down_within_two_windows() {
+    let (mut leader, _) = elect_robust(Boot::new(1, 3).term(1));
+    let term = leader.term();
+    // Nothing answers. Heartbeats every 100 ms; the window is election_timeout_min.
+    let mut stepped_down_at = None;
+    for tick in 1..=10u64 {
+        at(&mut leader, tick * 100);
+        let (next, _) = step(leader, Input::HeartbeatTimeout);
+        leader = next;
+        if !leader.is_leader() {
+            stepped_down_at = Some(tick * 100);
+            break;
+        }
+    }
+    let when = stepped_down_at.expect("a leader cut off from its quorum steps down");
+    assert!(when <= 2 * 350 + 100, "stepped down only after {when} ms");
+    assert!(leader.is_follower());
+    assert_eq!(
+        leader.term(),
+        term,
+        "stepping down for lack of contact keeps the term"
+    );
+}
+
+#[test]
+fn a_leader_that_hears_from_a_majority_keeps_leading() {
+    let (mut leader, _) = elect_robust(Boot::new(1, 3).term(1));
+    for tick in 1..=30u64 {
+        at(&mut leader, tick * 100);
+        let (next, effects) = step(leader, Input::HeartbeatTimeout);
+        leader = next;
+        assert!(leader.is_leader(), "stepped down at {} ms", tick * 100);
+        // Only node 2 answers: with the leader, that is a majority of three.
+        let term = leader.term().0;
+        for (to, tag) in heartbeat_tags(&effects) {
+            if to == 2 {
+                leader = step(leader, reply_to(2, tag, success(term, 0))).0;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_read_index_is_refused_before_the_leader_commits_an_entry_of_its_term() {
+    let (mut leader, _) = elect_robust(Boot::new(1, 3).term(1).log(&[1]).config(|c| {
+        c.leader_noop = false;
+    }));
+    let mut out = Effects::new();
+    leader.read_index(ReadId(7), &mut out);
+    assert_eq!(
+        reads(&out.take()),
+        [(ReadId(7), Err(ReadRefused::NotReady))]
+    );
+}
+
+#[test]
+fn a_read_index_is_answered_once_a_majority_confirms_the_leadership() {
+    let (mut leader, effects) =
+        elect_robust(Boot::new(1, 3).term(1).config(|c| c.leader_noop = true));
+    // Commit the leader's blank entry (index 1, term 2).
+    let term = leader.term().0;
+    let mut out = Effects::new();
+    leader = leader.step(Input::Persisted { up_to: id(term, 1) }, &mut out);
+    for (to, tag) in heartbeat_tags(&effects) {
+        leader = step(leader, reply_to(to, tag, success(term, 1))).0;
+    }
+    assert_eq!(leader.commit_index(), i(1));
+
+    // A heartbeat goes out before the read and is answered only after it.
+    at(&mut leader, 100);
+    let (mut leader, before) = step(leader, Input::HeartbeatTimeout);
+    let before = heartbeat_tags(&before);
+
+    let mut out = Effects::new();
+    leader.read_index(ReadId(1), &mut out);
+    let effects = out.take();
+    assert!(
+        reads(&effects).is_empty(),
+        "no answer before a round of heartbeats"
+    );
+    let round = heartbeat_tags(&effects);
+    assert_eq!(round.len(), 2, "one heartbeat to each follower, at once");
+
+    let (leader, effects) = step(leader, reply_to(before[0].0, before[0].1, success(term, 1)));
+    assert!(
+        reads(&effects).is_empty(),
+        "an answer to a request sent before the read confirms nothing"
+    );
+    let (to, tag) = round[0];
+    let (leader, effects) = step(leader, reply_to(to, tag, success(term, 1)));
+    assert_eq!(
+        reads(&effects),
+        [(ReadId(1), Ok(i(1)))],
+        "leader + one follower"
+    );
+    assert!(leader.is_leader());
+}
+
+#[test]
+fn a_leader_stepping_down_fails_its_waiting_reads() {
+    let (mut leader, effects) =
+        elect_robust(Boot::new(1, 3).term(1).config(|c| c.leader_noop = true));
+    let term = leader.term().0;
+    let mut out = Effects::new();
+    leader = leader.step(Input::Persisted { up_to: id(term, 1) }, &mut out);
+    for (to, tag) in heartbeat_tags(&effects) {
+        leader = step(leader, reply_to(to, tag, success(term, 1))).0;
+    }
+    let mut out = Effects::new();
+    leader.read_index(ReadId(4), &mut out);
+    let vote = request(Request::Vote(RequestVote {
+        term: t(term + 1),
+        candidate: n(2),
+        last_log: id(term, 1),
+        transfer: true,
+    }));
+    let (node, effects) = step(leader, vote);
+    assert!(node.is_follower());
+    assert_eq!(
+        reads(&effects),
+        [(ReadId(4), Err(ReadRefused::NotLeader { leader_hint: None }))]
+    );
+}
+
+#[test]
+fn a_transfer_catches_a_lagging_target_up_before_timeout_now() {
+    let (mut leader, effects) =
+        elect_robust(Boot::new(1, 3).term(1).config(|c| c.leader_noop = true));
+    let term = leader.term().0;
+    let mut out = Effects::new();
+    leader = leader.step(Input::Persisted { up_to: id(term, 1) }, &mut out);
+    let first = heartbeat_tags(&effects);
+    // Node 2 confirms the blank entry; node 3 has not answered yet.
+    for &(to, tag) in &first {
+        if to == 2 {
+            leader = step(leader, reply_to(2, tag, success(term, 1))).0;
+        }
+    }
+    let mut out = Effects::new();
+    leader.propose(42, &mut out).expect("leader");
+    leader
+        .transfer_leadership(n(3), &mut out)
+        .expect("3 is a voter");
+    let timeouts = |effects: &[Effect<Cmd>]| {
+        sends(effects)
+            .into_iter()
+            .filter(|(_, _, r)| matches!(r, Request::TimeoutNow(_)))
+            .map(|(to, _, _)| to)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        timeouts(&out.take()).is_empty(),
+        "node 3 lacks entries: no TimeoutNow yet"
+    );
+    let mut out = Effects::new();
+    assert_eq!(
+        leader.propose(43, &mut out),
+        Err(ProposeRefused::TransferInProgress { to: n(3) })
+    );
+    // Node 3 answers the first request (up to 1): it is sent the rest, not TimeoutNow.
+    let (_, tag) = first
+        .iter()
+        .copied()
+        .find(|(to, _)| *to == 3)
+        .expect("sent to 3");
+    let (leader, effects) = step(leader, reply_to(3, tag, success(term, 1)));
+    assert!(timeouts(&effects).is_empty());
+    let (_, tag, _) = sends(&effects)
+        .into_iter()
+        .find(|(to, _, r)| *to == n(3) && matches!(r, Request::Append(a) if !a.entries.is_empty()))
+        .expect("the missing entry goes to node 3");
+    let (_leader, effects) = step(leader, reply_to(3, tag, success(term, 2)));
+    assert_eq!(timeouts(&effects), [n(3)], "caught up: TimeoutNow");
+}
+
+#[test]
+fn timeout_now_from_the_leader_starts_an_election_at_once() {
+    let mut node = with_robustness(Boot::new(2, 3).term(3)).node();
+    at(&mut node, 10);
+    let (node, _) = step(node, append(3, 1, id(0, 0), vec![], 0));
+    let timeout = request(Request::TimeoutNow(TimeoutNow {
+        term: t(3),
+        leader: n(1),
+    }));
+    let (node, effects) = step(node, timeout);
+    assert!(node.is_candidate(), "no pre-vote round for a handover");
+    assert_eq!(node.term(), t(4));
+    let votes: Vec<_> = sends(&effects)
+        .into_iter()
+        .filter_map(|(_, _, r)| match r {
+            Request::Vote(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(votes.len(), 2);
+    assert!(
+        votes.iter().all(|v| v.transfer),
+        "the votes say it is a handover"
+    );
 }

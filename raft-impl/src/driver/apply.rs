@@ -30,6 +30,9 @@ pub(crate) enum ApplyMsg<C, R> {
     Snapshot(Snapshot),
     /// Someone waits for the result of the command at `id`.
     Waiter { id: LogId, waiter: Waiter<R> },
+    /// This node stopped leading with everything after `after` uncommitted: those
+    /// proposals may still commit under the next leader, or may not.
+    Abandon { after: LogIndex },
     /// Stop after what came before.
     Shutdown,
 }
@@ -104,7 +107,17 @@ where
                     }));
                 }
             }
-            ApplyMsg::Shutdown => break,
+            ApplyMsg::Abandon { after } => {
+                for (index, _, waiter) in waiters.take_after(after) {
+                    let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
+                }
+            }
+            ApplyMsg::Shutdown => {
+                for (index, _, waiter) in waiters.take_after(LogIndex::ZERO) {
+                    let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
+                }
+                break;
+            }
         }
     }
     state_machine
@@ -166,6 +179,12 @@ impl<R> Waiters<R> {
                 .map(|(_, term, waiter)| (term, waiter));
         }
         None
+    }
+
+    /// Takes every waiter after `index`.
+    fn take_after(&mut self, index: LogIndex) -> Vec<(LogIndex, Term, Waiter<R>)> {
+        let split = self.queue.partition_point(|(at, _, _)| *at <= index);
+        self.queue.drain(split..).collect()
     }
 
     /// Takes every waiter up to and including `index`.

@@ -25,9 +25,9 @@ use raft_traits::{
 pub(crate) use apply::{ApplyMsg, Waiter, run_apply};
 
 use crate::core::{
-    AnyNode, Effect, Effects, Input, NotLeader, Persist, RequestId, RpcKind, SendTag, Timer,
+    AnyNode, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
 };
-use crate::error::ProposeError;
+use crate::error::{ProposeError, ReadError, TransferError};
 use crate::status::Shared;
 
 /// How many queued events the loop steps before it carries out their effects together.
@@ -37,9 +37,12 @@ const MAX_BATCH: usize = 256;
 /// A client command, with where to report its log position and its result.
 type Proposal<C, R> = (
     C,
-    Option<oneshot::Sender<Result<LogId, NotLeader>>>,
+    Option<oneshot::Sender<Result<LogId, ProposeError>>>,
     Option<Waiter<R>>,
 );
+
+/// Where a reader waits for its read index.
+pub(crate) type ReadWaiter = oneshot::Sender<Result<LogIndex, ReadError>>;
 
 /// What reaches a node's event loop.
 pub(crate) enum Event<C, R> {
@@ -58,8 +61,15 @@ pub(crate) enum Event<C, R> {
     /// A client command. `ack` learns where it went; `waiter`, if any, its result.
     Propose {
         command: C,
-        ack: Option<oneshot::Sender<Result<LogId, NotLeader>>>,
+        ack: Option<oneshot::Sender<Result<LogId, ProposeError>>>,
         waiter: Option<Waiter<R>>,
+    },
+    /// A linearizable read: `waiter` learns the index to wait for.
+    ReadIndex { waiter: ReadWaiter },
+    /// Hand leadership to `to`.
+    Transfer {
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), TransferError>>,
     },
     /// The service's snapshot of everything up to `index`.
     Snapshot { index: LogIndex, data: Bytes },
@@ -83,6 +93,9 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) pending_replies:
         BTreeMap<RequestId, oneshot::Sender<Result<Response, RequestRefused>>>,
     pub(crate) next_request_id: u64,
+    /// Reads waiting for their index, by the id the core hands back.
+    pub(crate) pending_reads: BTreeMap<ReadId, ReadWaiter>,
+    pub(crate) next_read_id: u64,
     pub(crate) election_deadline: Option<Duration>,
     pub(crate) heartbeat_deadline: Option<Duration>,
     pub(crate) commit_notice_deadline: Option<Duration>,
@@ -117,7 +130,12 @@ where
         while !self.shared.is_stopped() {
             match self.next().await {
                 Next::Event(event) => batch.push(event),
-                Next::Timer(timer) => self.fire(timer),
+                Next::Timer(timer) => {
+                    let was_leader = self.node.as_ref().is_some_and(AnyNode::is_leader);
+                    self.fire(timer);
+                    self.settle().await;
+                    self.note_role_change(was_leader);
+                }
                 Next::Closed => break,
             }
             // Whatever else is already queued is handled with it, so that its effects
@@ -128,8 +146,10 @@ where
                     Err(_) => break,
                 }
             }
+            let was_leader = self.node.as_ref().is_some_and(AnyNode::is_leader);
             shutdown_done = self.handle_batch(&mut batch);
             self.settle().await;
+            self.note_role_change(was_leader);
             self.publish();
             if shutdown_done.is_some() {
                 break;
@@ -186,8 +206,23 @@ where
     }
 
     fn step(&mut self, input: Input<C>) {
-        if let Some(node) = self.node.take() {
+        if let Some(mut node) = self.node.take() {
+            node.advance_clock(self.runtime.now());
             self.node = Some(node.step(input, &mut self.effects));
+        }
+    }
+
+    /// After the leader stepped down, proposals it appended but never saw commit may
+    /// still commit under the next leader, or may not: their proposers learn so now
+    /// rather than wait for an index that may never be applied here. Reads waiting on
+    /// this node's leadership were already answered by the core.
+    fn note_role_change(&mut self, was_leader: bool) {
+        let Some(node) = &self.node else {
+            return;
+        };
+        if was_leader && !node.is_leader() {
+            let after = node.commit_index();
+            let _ = self.apply_tx.try_send(ApplyMsg::Abandon { after });
         }
     }
 
@@ -291,6 +326,22 @@ where
                     }
                 }
             }
+            Event::ReadIndex { waiter } => {
+                self.next_read_id += 1;
+                let id = ReadId(self.next_read_id);
+                self.pending_reads.insert(id, waiter);
+                if let Some(node) = self.node.as_mut() {
+                    node.advance_clock(self.runtime.now());
+                    node.read_index(id, &mut self.effects);
+                }
+            }
+            Event::Transfer { to, reply } => {
+                if let Some(node) = self.node.as_mut() {
+                    node.advance_clock(self.runtime.now());
+                    let result = node.transfer_leadership(to, &mut self.effects);
+                    let _ = reply.send(result.map_err(TransferError::from));
+                }
+            }
             Event::Fatal(reason) => self.fail(&reason),
             Event::Shutdown { .. } => unreachable_shutdown(),
         }
@@ -311,7 +362,7 @@ where
         for (at, (ack, waiter)) in replies.into_iter().enumerate() {
             let outcome = match &result {
                 Ok(ids) => Ok(ids[at]),
-                Err(not_leader) => Err(*not_leader),
+                Err(refused) => Err(ProposeError::from(*refused)),
             };
             match (&outcome, waiter) {
                 // Registered before the entry can possibly be applied: the apply channel
@@ -319,10 +370,8 @@ where
                 (Ok(id), Some(waiter)) => {
                     let _ = self.apply_tx.try_send(ApplyMsg::Waiter { id: *id, waiter });
                 }
-                (Err(not_leader), Some(waiter)) => {
-                    let _ = waiter.send(Err(ProposeError::NotLeader {
-                        leader_hint: not_leader.leader_hint,
-                    }));
+                (Err(error), Some(waiter)) => {
+                    let _ = waiter.send(Err(error.clone()));
                 }
                 (_, None) => {}
             }
@@ -390,6 +439,11 @@ where
             Effect::Reply { id, response } => {
                 if let Some(reply) = self.pending_replies.remove(&id) {
                     let _ = reply.send(Ok(response));
+                }
+            }
+            Effect::Read { id, result } => {
+                if let Some(waiter) = self.pending_reads.remove(&id) {
+                    let _ = waiter.send(result.map_err(ReadError::from));
                 }
             }
             Effect::Refuse { id, reason } => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use raft_net_smol::{TcpConfig, TcpServer, TcpTransport};
 use raft_traits::{
-    AppendOutcome, AppendReply, Bytes, HandlerError, InstallOutcome, InstallSnapshot,
+    AppendOutcome, AppendReply, Bytes, HandlerError, IndexReply, InstallOutcome, InstallSnapshot,
     InstallSnapshotReply, LogId, LogIndex, NodeId, Request, RequestVote, Response, RpcHandler,
     Snapshot, SnapshotMeta, Term, Transport, TransportError, VoteReply, async_trait,
 };
@@ -51,6 +51,13 @@ pub(crate) fn reply_to(request: &Request<u64>) -> Response {
             term,
             granted: true,
         }),
+        Request::PreVote(_) => Response::PreVote(VoteReply {
+            term,
+            granted: true,
+        }),
+        Request::TimeoutNow(_) | Request::ReadIndex(_) => {
+            Response::Index(IndexReply { term, index: None })
+        }
         Request::Append(append) => Response::Append(AppendReply {
             term,
             outcome: AppendOutcome::Success {
@@ -158,6 +165,7 @@ pub(crate) fn vote(term: Term) -> Request<u64> {
         term,
         candidate: NodeId(1),
         last_log: LogId::default(),
+        transfer: false,
     })
 }
 

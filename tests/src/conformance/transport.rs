@@ -10,9 +10,9 @@ use std::time::Duration;
 use futures::future::join_all;
 use raft_traits::async_trait;
 use raft_traits::{
-    AppendEntries, AppendOutcome, AppendReply, Entry, HandlerError, LogId, LogIndex, NodeId,
-    Payload, Request, RequestVote, Response, RpcHandler, Runtime, Term, Transport, VoteReply,
-    timeout,
+    AppendEntries, AppendOutcome, AppendReply, Entry, HandlerError, IndexReply, LogId, LogIndex,
+    NodeId, Payload, Request, RequestVote, Response, RpcHandler, Runtime, Term, Transport,
+    VoteReply, timeout,
 };
 
 use super::{CaseError, CaseResult, Cmd, Report, ensure, ensure_eq};
@@ -106,6 +106,18 @@ impl RpcHandler<Cmd> for Oracle {
                 term: vote.term,
                 granted: vote.term.0 % 2 == 0,
             }),
+            Request::PreVote(vote) => Response::PreVote(VoteReply {
+                term: vote.term,
+                granted: vote.term.0 % 2 == 1,
+            }),
+            Request::TimeoutNow(timeout) => Response::Index(IndexReply {
+                term: timeout.term,
+                index: None,
+            }),
+            Request::ReadIndex(read) => Response::Index(IndexReply {
+                term: read.term,
+                index: Some(LogIndex(read.from.0)),
+            }),
             Request::Append(append) => Response::Append(AppendReply {
                 term: append.term,
                 outcome: AppendOutcome::Success {
@@ -129,6 +141,7 @@ fn vote(term: u64) -> Request<Cmd> {
         term: Term(term),
         candidate: NodeId(1),
         last_log: LogId::default(),
+        transfer: false,
     })
 }
 

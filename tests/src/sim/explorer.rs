@@ -1110,12 +1110,18 @@ async fn record_op(
             state.stats.ops_ok += 1;
             Some(observed)
         }
-        Ok(Err(ProposeError::NotLeader { .. } | ProposeError::Lost { .. })) => {
+        Ok(Err(
+            ProposeError::NotLeader { .. }
+            | ProposeError::Lost { .. }
+            | ProposeError::TransferInProgress { .. },
+        )) => {
             state.history.discard(ticket);
             state.stats.ops_refused += 1;
             None
         }
-        Ok(Err(ProposeError::OutcomeUnknown { .. } | ProposeError::Stopped)) | Err(_) => {
+        // Anything else (outcome unknown, stopped, a kind of error added later) may have
+        // been applied: the history keeps the operation open.
+        Ok(Err(_)) | Err(_) => {
             state.stats.ops_unknown += 1;
             None
         }
