@@ -116,6 +116,9 @@ struct NetState<C> {
     ends: BTreeMap<NodeId, u64>,
     /// The enabled ends `(from, to)` of the current generations.
     links: BTreeSet<(NodeId, NodeId)>,
+    /// Directed cuts `(from, to)`: nothing travels from `from` to `to`, neither requests
+    /// nor replies to `to`'s requests, whatever the links say.
+    one_way_cuts: BTreeSet<(NodeId, NodeId)>,
     rpc_counts: BTreeMap<NodeId, u64>,
     total_rpcs: u64,
     total_bytes: u64,
@@ -197,6 +200,7 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
                 servers: BTreeMap::new(),
                 ends: BTreeMap::new(),
                 links: BTreeSet::new(),
+                one_way_cuts: BTreeSet::new(),
                 rpc_counts: BTreeMap::new(),
                 total_rpcs: 0,
                 total_bytes: 0,
@@ -290,6 +294,19 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
             state.links.insert((from, to));
         } else {
             state.links.remove(&(from, to));
+        }
+    }
+
+    /// Cuts (or restores) everything that travels from `from` to `to`: `from`'s requests
+    /// to `to`, and `from`'s replies to `to`'s requests. Traffic from `to` to `from`
+    /// still arrives. (The lab's links carry a request and its reply on one end, so
+    /// disabling the end `from → to` alone is not a one-way cut.)
+    pub fn set_one_way_cut(&self, from: NodeId, to: NodeId, cut: bool) {
+        let mut state = self.lock();
+        if cut {
+            state.one_way_cuts.insert((from, to));
+        } else {
+            state.one_way_cuts.remove(&(from, to));
         }
     }
 
@@ -403,6 +420,10 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
 
         let reorder_delay = {
             let mut state = self.lock();
+            if state.one_way_cuts.contains(&(end.to, end.from)) {
+                tracing::trace!(?end, "reply cut one way");
+                return Err(failed("the reply was cut on its way back"));
+            }
             if !reliable && state.draw_drop() {
                 None
             } else if long_reordering && state.rng.random_range(0..900) < 600 {
@@ -440,6 +461,7 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
             .servers
             .get(&end.to)
             .filter(|_| state.end_enabled(end.from, end.generation, end.to))
+            .filter(|_| !state.one_way_cuts.contains(&(end.from, end.to)))
             .map(|server| (Arc::clone(&server.handler), server.generation));
         match server {
             Some((handler, server_generation)) => Route::Deliver {
@@ -667,6 +689,30 @@ mod tests {
         assert_eq!(net.rpc_count(N1), 0);
         assert_eq!(net.total_rpcs(), 1);
         assert_eq!(net.total_bytes(), size(&vote(7)) + size(&reply(7)));
+        rt.stop();
+    }
+
+    #[test]
+    fn a_one_way_cut_stops_requests_and_replies_in_one_direction_only() {
+        let rt = SmolRuntime::with_threads(2);
+        let (net, to_two, one) = connected(&rt, 4);
+        let to_one = Echo::new(&rt);
+        net.add_server(N1, to_one.clone());
+        let two = net.transport(N2);
+        net.set_link(N2, N1, true);
+        net.set_one_way_cut(N1, N2, true);
+        rt.block_on(async {
+            assert!(one.send(N2, vote(1)).await.is_err(), "request 1 -> 2 cut");
+            assert_eq!(to_two.handled(), 0);
+            assert!(
+                two.send(N1, vote(1)).await.is_err(),
+                "the request 2 -> 1 arrives but the reply 1 -> 2 is cut"
+            );
+            assert_eq!(to_one.handled(), 1, "node 1 did handle node 2's request");
+            net.set_one_way_cut(N1, N2, false);
+            assert_eq!(one.send(N2, vote(1)).await, Ok(reply(1)));
+            assert_eq!(two.send(N1, vote(1)).await, Ok(reply(1)));
+        });
         rt.stop();
     }
 

@@ -24,3 +24,20 @@ macro_rules! real_time {
 }
 
 raft_tests::lab_scenarios!(real_time);
+
+/// Beyond the lab: pre-vote, check-quorum, leadership transfer, ReadIndex and proposals
+/// that always end, in real time (`tests/sim.rs` runs them in virtual time).
+mod robustness {
+    type W = raft_tests::lab::RealTime;
+
+    macro_rules! real_time {
+        ($name:ident, $call:expr) => {
+            #[test]
+            fn $name() {
+                $call;
+            }
+        };
+    }
+
+    raft_tests::robustness_scenarios!(real_time);
+}

@@ -32,6 +32,21 @@ mod lab_in_virtual_time {
     raft_tests::lab_scenarios!(virtual_time);
 }
 
+mod robustness_in_virtual_time {
+    type W = raft_tests::sim::VirtualTime;
+
+    macro_rules! virtual_time {
+        ($name:ident, $call:expr) => {
+            #[test]
+            fn $name() {
+                $call;
+            }
+        };
+    }
+
+    raft_tests::robustness_scenarios!(virtual_time);
+}
+
 mod explorer {
     use raft_tests::sim::PlantedBug;
     use raft_tests::sim::explorer::{Options, explore};

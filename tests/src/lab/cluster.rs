@@ -54,6 +54,8 @@ struct Inner<Rt: Runtime> {
     n: usize,
     seed: u64,
     snapshots: bool,
+    /// Whether the servers run pre-vote and check-quorum.
+    robust: bool,
     /// Whether the cluster was made with a reliable network.
     reliable: bool,
     runtime: Rt,
@@ -122,6 +124,7 @@ impl<Rt: Runtime> Cluster<Rt> {
                 n: spec.n,
                 seed,
                 snapshots: spec.snapshot,
+                robust: spec.robust,
                 reliable: spec.reliable,
                 runtime,
                 net,
@@ -349,6 +352,26 @@ impl<Rt: Runtime> Cluster<Rt> {
         }
     }
 
+    /// Cuts (or restores) everything that travels from `from` to `to`: requests and
+    /// replies alike, while traffic from `to` to `from` still arrives.
+    pub fn cut_one_way(&self, from: usize, to: usize, cut: bool) {
+        self.inner
+            .net
+            .set_one_way_cut(node_id(from), node_id(to), cut);
+        tracing::debug!(from, to, cut, "lab: one-way cut");
+    }
+
+    /// The handle of server `i`, if it runs: its full API (`propose` with typed errors,
+    /// `status`, `read_index`, `transfer_leadership`, `watch_leadership`, ...).
+    pub fn raft(&self, i: usize) -> Option<LabRaft> {
+        self.alive(i)
+    }
+
+    /// The node id of server `i`.
+    pub fn node_id(&self, i: usize) -> NodeId {
+        node_id(i)
+    }
+
     /// Whether server `i` is connected.
     pub fn is_connected(&self, i: usize) -> bool {
         self.servers()[i].connected
@@ -437,7 +460,10 @@ impl<Rt: Runtime> Cluster<Rt> {
             self.inner.record.clone(),
             Arc::clone(&handle),
         );
-        let config = Config::lab().with_seed(Some(mix(self.inner.seed, NODE_SALT + instance)));
+        let config = Config::lab()
+            .with_seed(Some(mix(self.inner.seed, NODE_SALT + instance)))
+            .with_pre_vote(self.inner.robust)
+            .with_check_quorum(self.inner.robust);
         let members = (0..self.inner.n).map(node_id);
         let parts = Parts {
             runtime: self.inner.runtime.clone(),

@@ -10,7 +10,7 @@
 //! ```no_run
 //! use raft_tests::lab::{self, ClusterSpec, RealTime};
 //!
-//! lab::run::<RealTime, _, _>(ClusterSpec { n: 3, reliable: true, snapshot: false }, |t| async move {
+//! lab::run::<RealTime, _, _>(ClusterSpec { n: 3, reliable: true, snapshot: false, robust: true }, |t| async move {
 //!     t.begin("Test (3B): basic agreement");
 //!     let leader = t.check_one_leader().await;
 //!     t.disconnect((leader + 1) % t.n());
@@ -73,6 +73,11 @@ pub struct ClusterSpec {
     pub reliable: bool,
     /// Whether the servers run the snapshot applier (3D) instead of the plain one.
     pub snapshot: bool,
+    /// Whether the servers run pre-vote and check-quorum (as [`Config::lab`] does);
+    /// `false` runs the classic algorithm, for before/after comparisons.
+    ///
+    /// [`Config::lab`]: raft_impl::Config::lab
+    pub robust: bool,
 }
 
 /// Where a scenario runs: [`RealTime`] on smol threads, or virtual time in a
@@ -228,6 +233,7 @@ mod tests {
     use super::*;
 
     const THREE: ClusterSpec = ClusterSpec {
+        robust: true,
         n: 3,
         reliable: true,
         snapshot: false,

@@ -9,6 +9,7 @@ pub mod part_3a;
 pub mod part_3b;
 pub mod part_3c;
 pub mod part_3d;
+pub mod robustness;
 
 use super::ClusterSpec;
 
@@ -18,6 +19,7 @@ const fn plain(n: usize, reliable: bool) -> ClusterSpec {
         n,
         reliable,
         snapshot: false,
+        robust: true,
     }
 }
 
@@ -27,6 +29,7 @@ const fn snapshots(n: usize, reliable: bool) -> ClusterSpec {
         n,
         reliable,
         snapshot: true,
+        robust: true,
     }
 }
 
