@@ -33,6 +33,7 @@ pub mod core;
 mod driver;
 mod error;
 mod handle;
+pub mod session;
 pub mod testing;
 
 pub use config::{Config, ConfigError};
