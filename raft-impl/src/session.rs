@@ -323,6 +323,17 @@ impl<M, R> Sessions<M, R> {
         Some(session.last.as_ref().map_or(0, |last| last.sequence))
     }
 
+    /// Every session, by id, with the last sequence number applied for it (0 if none
+    /// yet).
+    pub fn sessions(&self) -> impl Iterator<Item = (ClientId, u64)> + '_ {
+        self.sessions.iter().map(|(&client, session)| {
+            (
+                client,
+                session.last.as_ref().map_or(0, |last| last.sequence),
+            )
+        })
+    }
+
     /// The log id of the last command applied (or of the restored snapshot).
     pub fn last_applied(&self) -> LogId {
         self.last_applied
