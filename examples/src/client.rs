@@ -1,4 +1,5 @@
-//! [`KvClient`]: talks to a KV cluster, finding the leader by itself.
+//! [`KvClient`]: talks to a KV cluster, finding the leader by itself, in client sessions
+//! so that a retried command is applied once.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,11 +7,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use raft_impl::session::{ClientId, SessionCommand, SessionError, SessionResponse};
 use raft_mem::{KvCommand, KvResponse};
 use raft_net_smol::{ConfigError, TcpClient, TcpConfig};
 use raft_traits::{NodeId, TransportError};
 
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::state_machine::{KvSessionCommand, KvSessionResult};
 
 /// How a [`KvClient`] times its attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,8 +59,8 @@ pub enum ClientError {
     #[error("invalid client settings: {0}")]
     Config(#[from] ConfigError),
     /// No leader applied the command before the deadline. A write may or may not have
-    /// been applied.
-    #[error("no leader answered within {after:?} ({attempts} attempts); last: {last}")]
+    /// been applied; it is not applied after the client's next command.
+    #[error("no leader answered within {after:.1?} ({attempts} attempts); last: {last}")]
     Unavailable {
         /// How long the client tried.
         after: Duration,
@@ -74,6 +77,19 @@ pub enum ClientError {
         /// What it answered.
         answer: String,
     },
+    /// The session the command ran in expired (the cluster's session table evicted it)
+    /// after an attempt that may have been applied: the command may or may not have
+    /// been applied, and sending it again in a new session could apply it twice.
+    #[error(
+        "session {client} expired while the command was in flight: it may or may not have been applied"
+    )]
+    SessionExpired {
+        /// The session.
+        client: ClientId,
+    },
+    /// The cluster's session table refused the command; it was not applied.
+    #[error("the command was refused: {0}")]
+    Rejected(SessionError),
     /// The client was shut down.
     #[error("the client was shut down")]
     Closed,
@@ -90,24 +106,59 @@ pub enum ClientError {
 /// Every operation, reads included, is a command in Raft's log, applied by the leader
 /// once committed: results are linearizable.
 ///
-/// **Retries are at-least-once.** When an attempt ends without an answer (a timeout, a
-/// broken connection, a leader that lost its entry to a snapshot), the command may have
-/// been applied, and the client sends it again. A `put` applied twice leaves the same
-/// value; but a retried write may land after another client's write of the same key.
-/// Keys written by a single client at a time are not affected: an entry that was
-/// replaced by a retry can only be applied before the retry, never after it.
+/// # Exactly once
+///
+/// When an attempt ends without an answer (a timeout, a broken connection, a leader
+/// that lost its entry to a snapshot), the command may have been applied, and the
+/// client sends it again. Commands run in client sessions
+/// ([`raft_impl::session`]), so that such a retry is not applied twice: the client
+/// registers a session (a command in the log) before its first operation, numbers the
+/// operations of each session, and retries an operation with the same session and
+/// number, wherever the leader has moved meanwhile. The cluster applies each number
+/// once and answers a retry with the response recorded at the time, so `put` returns
+/// the value that *its own* write replaced, even when the first attempt's answer was
+/// lost.
+///
+/// A session carries one operation at a time. The client keeps a pool of them and
+/// opens another when all are busy, so it may be shared by many tasks; sessions stay
+/// open until the cluster evicts them as the least recently used, which the client
+/// notices and handles (see [`ClientError::SessionExpired`]).
 pub struct KvClient {
     rpc: TcpClient<ClientRequest, ClientResponse>,
     nodes: Vec<NodeId>,
     leader: Mutex<Option<NodeId>>,
+    /// Sessions with no operation in flight, the most recently used last.
+    idle_sessions: Mutex<Vec<Session>>,
     config: ClientConfig,
+}
+
+/// One of a [`KvClient`]'s sessions.
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    client: ClientId,
+    /// The number the session's next operation gets.
+    next_sequence: u64,
 }
 
 /// What one attempt at one node came to.
 enum Attempt {
-    Done(KvResponse),
+    Done(KvSessionResult),
     Redirect(NodeId),
-    Retry { next: NodeId, reason: String },
+    Retry {
+        next: NodeId,
+        reason: String,
+        /// Whether the node may have applied the command all the same.
+        uncertain: bool,
+    },
+}
+
+/// What a command came to once a node answered.
+struct Outcome {
+    node: NodeId,
+    result: KvSessionResult,
+    /// Whether an earlier attempt ended without a definite answer, so that it may have
+    /// reached the state machine.
+    uncertain: bool,
 }
 
 impl KvClient {
@@ -126,6 +177,7 @@ impl KvClient {
             rpc,
             nodes,
             leader: Mutex::new(None),
+            idle_sessions: Mutex::new(Vec::new()),
             config,
         })
     }
@@ -162,13 +214,95 @@ impl KvClient {
         }
     }
 
-    /// Runs `command` on the leader, retrying as the type's documentation says; returns
-    /// the node that applied it and its result.
+    /// Runs `command` on the leader, once, in one of the client's sessions, retrying as
+    /// the type's documentation says; returns the node that answered and the command's
+    /// result (recorded when it was applied, if that was on an earlier attempt).
     pub async fn execute(&self, command: KvCommand) -> Result<(NodeId, KvResponse), ClientError> {
         let started = Instant::now();
+        loop {
+            let mut session = match self.take_session() {
+                Some(session) => session,
+                None => self.register(started).await?,
+            };
+            let sequence = session.next_sequence;
+            let Some(next_sequence) = sequence.checked_add(1) else {
+                // 2^64 operations in one session: leave it to expire, open another.
+                continue;
+            };
+            session.next_sequence = next_sequence;
+            let request = SessionCommand::Request {
+                client: session.client,
+                sequence,
+                command: command.clone(),
+            };
+            let outcome = match self.run(request, started).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    // The number is used up, but the session still serves: the cluster
+                    // refuses this command if it arrives after the next one.
+                    if matches!(error, ClientError::Unavailable { .. }) {
+                        self.return_session(session);
+                    }
+                    return Err(error);
+                }
+            };
+            match outcome.result {
+                Ok(SessionResponse::Applied(response) | SessionResponse::Duplicate(response)) => {
+                    self.return_session(session);
+                    return Ok((outcome.node, response));
+                }
+                Ok(SessionResponse::Registered(_)) => {
+                    return Err(ClientError::Unexpected {
+                        node: outcome.node,
+                        answer: "a session registration".to_owned(),
+                    });
+                }
+                // No attempt of this command can have been applied, in this session or
+                // any other: it is safe to send it in a new one.
+                Err(SessionError::UnknownSession { client }) if !outcome.uncertain => {
+                    tracing::debug!(%client, "session expired; sending the command in a new one");
+                }
+                Err(SessionError::UnknownSession { client }) => {
+                    return Err(ClientError::SessionExpired { client });
+                }
+                Err(error) => return Err(ClientError::Rejected(error)),
+            }
+        }
+    }
+
+    /// Opens a session, within the deadline of the operation `started` then.
+    async fn register(&self, started: Instant) -> Result<Session, ClientError> {
+        // A registration retried after a lost answer may open two sessions; the one
+        // never used expires in time.
+        let outcome = self.run(SessionCommand::Register, started).await?;
+        match outcome.result {
+            Ok(SessionResponse::Registered(client)) => {
+                tracing::debug!(%client, node = %outcome.node, "session registered");
+                Ok(Session {
+                    client,
+                    next_sequence: 1,
+                })
+            }
+            Ok(_) => Err(ClientError::Unexpected {
+                node: outcome.node,
+                answer: "a command's response to a registration".to_owned(),
+            }),
+            Err(error) => Err(ClientError::Rejected(error)),
+        }
+    }
+
+    /// Runs `command` on the leader until a node answers with its result, following
+    /// hints, moving on from nodes that fail, backing off, until the deadline of the
+    /// operation `started` then.
+    async fn run(
+        &self,
+        command: KvSessionCommand,
+        started: Instant,
+    ) -> Result<Outcome, ClientError> {
         let mut target = self.leader().unwrap_or_else(|| self.first_node());
         let mut attempts = 0u32;
         let mut failures = 0u32;
+        let mut uncertain = false;
         // Hints followed in a row without a pause: bounded, so that two nodes naming each
         // other during an election cannot make the client spin.
         let mut redirects = 0usize;
@@ -190,12 +324,17 @@ impl KvClient {
                 Ok(Attempt::Retry {
                     next: target,
                     reason: "the deadline passed during the attempt".to_owned(),
+                    uncertain: true,
                 })
             };
             match smol::future::or(attempt, expired).await? {
-                Attempt::Done(response) => {
+                Attempt::Done(result) => {
                     self.set_leader(Some(target));
-                    return Ok((target, response));
+                    return Ok(Outcome {
+                        node: target,
+                        result,
+                        uncertain,
+                    });
                 }
                 Attempt::Redirect(leader) if redirects < self.nodes.len() => {
                     tracing::debug!(from = %target, to = %leader, "following the leader hint");
@@ -209,9 +348,14 @@ impl KvClient {
                     last = format!("{target} is not the leader; it named {leader}");
                     target = leader;
                 }
-                Attempt::Retry { next, reason } => {
+                Attempt::Retry {
+                    next,
+                    reason,
+                    uncertain: maybe_applied,
+                } => {
                     tracing::debug!(node = %target, %reason, "attempt failed");
                     last = format!("{target}: {reason}");
+                    uncertain |= maybe_applied;
                     if self.leader() == Some(target) {
                         self.set_leader(None);
                     }
@@ -226,23 +370,35 @@ impl KvClient {
     }
 
     /// One attempt at `node`.
-    async fn attempt(&self, node: NodeId, command: KvCommand) -> Result<Attempt, ClientError> {
+    async fn attempt(
+        &self,
+        node: NodeId,
+        command: KvSessionCommand,
+    ) -> Result<Attempt, ClientError> {
         let next = self.node_after(node);
         let answer = self.rpc.call(node, ClientRequest::Execute(command)).await;
         let attempt = match answer {
-            Ok(ClientResponse::Applied(response)) => Attempt::Done(response),
+            Ok(ClientResponse::Applied(result)) => Attempt::Done(result),
             Ok(ClientResponse::NotLeader {
                 leader_hint: Some(leader),
             }) if leader != node && self.nodes.contains(&leader) => Attempt::Redirect(leader),
             Ok(ClientResponse::NotLeader { .. }) => Attempt::Retry {
                 next,
                 reason: "not the leader, and it knows no leader".to_owned(),
+                uncertain: false,
             },
             // Not applied: the same node may lead again in a moment, but another may
             // have taken over; moving on finds out either way.
-            Ok(
-                ClientResponse::NotApplied { reason } | ClientResponse::OutcomeUnknown { reason },
-            ) => Attempt::Retry { next, reason },
+            Ok(ClientResponse::NotApplied { reason }) => Attempt::Retry {
+                next,
+                reason,
+                uncertain: false,
+            },
+            Ok(ClientResponse::OutcomeUnknown { reason }) => Attempt::Retry {
+                next,
+                reason,
+                uncertain: true,
+            },
             Ok(ClientResponse::Status(_)) => {
                 return Err(ClientError::Unexpected {
                     node,
@@ -252,7 +408,13 @@ impl KvClient {
             Err(TransportError::Closed) => return Err(ClientError::Closed),
             Err(error) => Attempt::Retry {
                 next,
-                reason: error.to_string(),
+                reason: describe_failure(&error),
+                // An unreachable node never saw the request; any other failure may have
+                // come after the node received it.
+                uncertain: !matches!(
+                    error,
+                    TransportError::Unreachable { .. } | TransportError::UnknownPeer(_)
+                ),
             },
         };
         Ok(attempt)
@@ -308,6 +470,21 @@ impl KvClient {
         self.leader.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A session with no operation in flight, the most recently used, if any.
+    fn take_session(&self) -> Option<Session> {
+        self.lock_sessions().pop()
+    }
+
+    /// Hands back a session whose operation has ended.
+    fn return_session(&self, session: Session) {
+        self.lock_sessions().push(session);
+    }
+
+    /// Single pushes and pops: a poisoned lock is still consistent.
+    fn lock_sessions(&self) -> MutexGuard<'_, Vec<Session>> {
+        self.idle_sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn first_node(&self) -> NodeId {
         self.nodes.first().copied().unwrap_or_default()
     }
@@ -331,6 +508,27 @@ impl KvClient {
     }
 }
 
+/// Why a request to a node failed, in a few plain words for a person (the node is not
+/// named): the transport's wording without its internals, such as the schedule of its
+/// next connection attempt.
+pub fn describe_failure(error: &TransportError) -> String {
+    match error {
+        TransportError::Unreachable { reason, .. } => {
+            // `raft-net-smol` ends the reason with "; next attempt in …", or says only
+            // that it is backing off.
+            let cause = reason.split(';').next().unwrap_or(reason).trim();
+            if cause.is_empty() || cause.starts_with("backing off") {
+                "unreachable".to_owned()
+            } else {
+                format!("unreachable ({cause})")
+            }
+        }
+        TransportError::Timeout { after, .. } => format!("no answer within {after:.1?}"),
+        TransportError::Failed { reason, .. } => format!("failed: {reason}"),
+        other => other.to_string(),
+    }
+}
+
 fn unexpected(node: NodeId, response: &KvResponse) -> ClientError {
     ClientError::Unexpected {
         node,
@@ -343,6 +541,7 @@ impl fmt::Debug for KvClient {
         f.debug_struct("KvClient")
             .field("nodes", &self.nodes)
             .field("leader", &self.leader())
+            .field("idle_sessions", &self.lock_sessions().len())
             .finish_non_exhaustive()
     }
 }
@@ -373,6 +572,40 @@ mod tests {
         assert_eq!(
             (ms(1), ms(2), ms(3), ms(6), ms(100)),
             (20, 40, 80, 500, 500)
+        );
+    }
+
+    #[test]
+    fn failures_are_described_without_the_transport_schedule() {
+        let refused = TransportError::Unreachable {
+            peer: NodeId(2),
+            reason: "cannot connect to 127.0.0.1:9: Connection refused (os error 111); \
+                     next attempt in 498.245377ms"
+                .to_owned(),
+        };
+        assert_eq!(
+            describe_failure(&refused),
+            "unreachable (cannot connect to 127.0.0.1:9: Connection refused (os error 111))"
+        );
+        let backing_off = TransportError::Unreachable {
+            peer: NodeId(2),
+            reason: "backing off after 3 failed connection attempts; next in 20ms".to_owned(),
+        };
+        assert_eq!(describe_failure(&backing_off), "unreachable");
+        let timeout = TransportError::Timeout {
+            peer: NodeId(1),
+            after: Duration::from_millis(3000),
+        };
+        assert_eq!(describe_failure(&timeout), "no answer within 3.0s");
+        let unavailable = ClientError::Unavailable {
+            after: Duration::from_micros(1_234_567),
+            attempts: 4,
+            last: format!("n2: {}", describe_failure(&refused)),
+        };
+        assert_eq!(
+            unavailable.to_string(),
+            "no leader answered within 1.2s (4 attempts); last: n2: unreachable \
+             (cannot connect to 127.0.0.1:9: Connection refused (os error 111))"
         );
     }
 

@@ -3,11 +3,13 @@
 //!
 //! * [`KvNode`]: one node of the service. A Raft node (`raft-impl`) on the TCP transport
 //!   and the smol runtime (`raft-net-smol`), with durable files (`raft-file-store`) or
-//!   memory for storage, and [`SnapshottingKv`] (the `raft-mem` KV store, snapshotting
-//!   itself every N entries) as its state machine. It listens on two ports: Raft RPCs
-//!   from its peers, and clients.
+//!   memory for storage, and [`SnapshottingKv`] (the `raft-mem` KV store in a table of
+//!   client sessions, snapshotting itself every N entries) as its state machine. It
+//!   listens on two ports: Raft RPCs from its peers, and clients.
 //! * [`KvClient`]: a client that finds the leader by itself (leader hints, failover,
-//!   backoff through elections) and runs `put`, `get` and `delete` through the log.
+//!   backoff through elections) and runs `put`, `get` and `delete` through the log,
+//!   exactly once: in client sessions ([`raft_impl::session`]), so that a command
+//!   retried after a lost answer is not applied again.
 //! * [`protocol`]: the messages between them.
 //! * Test utilities for clusters on real sockets: [`FaultProxy`], a TCP proxy that
 //!   passes, delays, drops or cuts a link; [`free_loopback_addrs`] and [`PortHolder`] to
@@ -52,10 +54,14 @@ pub mod protocol;
 mod proxy;
 mod state_machine;
 
-pub use client::{ClientConfig, ClientError, KvClient};
+pub use client::{ClientConfig, ClientError, KvClient, describe_failure};
 pub use members::{MembersError, parse_members, resolve};
-pub use node::{BoundNode, DEFAULT_SNAPSHOT_ENTRIES, KvNode, NodeConfig, NodeError};
+pub use node::{
+    BoundNode, DEFAULT_MAX_SESSIONS, DEFAULT_SNAPSHOT_ENTRIES, KvNode, NodeConfig, NodeError,
+};
 pub use ports::{PortHolder, free_loopback_addrs};
 pub use protocol::{ClientRequest, ClientResponse, NodeStatus, Role};
 pub use proxy::{FaultProxy, LinkMode};
-pub use state_machine::{KvRaft, KvView, SnapshotStats, SnapshottingKv};
+pub use state_machine::{
+    KvRaft, KvSessionCommand, KvSessionResult, KvSessions, KvView, SnapshotStats, SnapshottingKv,
+};

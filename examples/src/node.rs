@@ -3,23 +3,28 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use raft_file_store::FileStorage;
+use raft_impl::session::DEFAULT_CAPACITY;
 use raft_impl::{Config, Parts, ProposeError, StartError};
-use raft_mem::{KvCommand, MemStorage};
+use raft_mem::MemStorage;
 use raft_net_smol::{
     ConfigError, ServerError, Service, SmolRuntime, TcpConfig, TcpServer, TcpTransport,
 };
 use raft_traits::{NodeId, Storage, StorageError, async_trait};
 
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
-use crate::state_machine::{KvRaft, KvView, SnapshotStats, SnapshottingKv};
+use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, SnapshottingKv};
 
 /// How many applied commands a node lets pass between two snapshots by default.
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+
+/// How many client sessions a node keeps by default (the session wrapper's default).
+pub const DEFAULT_MAX_SESSIONS: NonZeroUsize = DEFAULT_CAPACITY;
 
 /// Everything a [`KvNode`] needs to start.
 #[derive(Clone, Debug)]
@@ -38,6 +43,10 @@ pub struct NodeConfig {
     pub data_dir: Option<PathBuf>,
     /// Snapshot every this many applied commands; 0 never.
     pub snapshot_entries: u64,
+    /// How many client sessions the state machine keeps before the least recently used
+    /// one expires ([`DEFAULT_MAX_SESSIONS`] by default). Part of the replicated state's
+    /// definition: every node of a cluster must use the same number.
+    pub max_sessions: NonZeroUsize,
     /// Raft's timing.
     pub raft: Config,
     /// Limits and timeouts of the Raft transport and of both listeners
@@ -61,6 +70,7 @@ impl NodeConfig {
             peers: peers.into_iter().collect(),
             data_dir: None,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             raft: Config::default(),
             tcp: Self::default_tcp(),
         }
@@ -118,7 +128,7 @@ pub struct KvNode {
     raft: KvRaft,
     raft_server: TcpServer,
     client_server: TcpServer,
-    transport: TcpTransport<KvCommand>,
+    transport: TcpTransport<KvSessionCommand>,
     view: KvView,
 }
 
@@ -142,7 +152,7 @@ impl KvNode {
 
     /// Starts a node on `storage`, ignoring `config.data_dir`. Handing a node the storage
     /// of an earlier one restarts that node.
-    pub async fn start_with_storage<S: Storage<KvCommand>>(
+    pub async fn start_with_storage<S: Storage<KvSessionCommand>>(
         config: NodeConfig,
         storage: S,
     ) -> Result<KvNode, NodeError> {
@@ -250,7 +260,7 @@ impl BoundNode {
     pub async fn start(self) -> Result<KvNode, NodeError> {
         match &self.config.data_dir {
             Some(dir) => {
-                let storage: FileStorage<KvCommand> = FileStorage::open(dir)?;
+                let storage: FileStorage<KvSessionCommand> = FileStorage::open(dir)?;
                 self.start_with_storage(storage).await
             }
             None => self.start_with_storage(MemStorage::new()).await,
@@ -258,7 +268,7 @@ impl BoundNode {
     }
 
     /// Starts the node on `storage`, ignoring `data_dir`.
-    pub async fn start_with_storage<S: Storage<KvCommand>>(
+    pub async fn start_with_storage<S: Storage<KvSessionCommand>>(
         self,
         storage: S,
     ) -> Result<KvNode, NodeError> {
@@ -275,7 +285,7 @@ impl BoundNode {
             .collect();
         let transport = TcpTransport::new(config.tcp.clone(), peers)?;
 
-        let state_machine = SnapshottingKv::new(config.snapshot_entries);
+        let state_machine = SnapshottingKv::new(config.snapshot_entries, config.max_sessions);
         let raft_slot = state_machine.raft_slot();
         let view = state_machine.view();
         let parts = Parts {
@@ -305,7 +315,7 @@ impl BoundNode {
         };
         let started = node
             .raft_server
-            .serve::<KvCommand>(Arc::new(raft.clone()))
+            .serve::<KvSessionCommand>(Arc::new(raft.clone()))
             .and_then(|()| {
                 node.client_server
                     .serve_service(Arc::new(ClientService { raft }))

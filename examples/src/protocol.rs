@@ -9,16 +9,20 @@ use std::fmt;
 
 use raft_impl::Status;
 use raft_impl::core::RoleKind;
-use raft_mem::{KvCommand, KvResponse};
 use raft_traits::{LogId, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
+
+use crate::state_machine::{KvSessionCommand, KvSessionResult};
 
 /// What a client asks a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {
     /// Replicate `command` through the log and answer with its result. Only the leader
-    /// accepts it; the others answer [`ClientResponse::NotLeader`].
-    Execute(KvCommand),
+    /// accepts it; the others answer [`ClientResponse::NotLeader`]. A KV command travels
+    /// in a client session ([`SessionCommand::Request`](raft_impl::session::SessionCommand)),
+    /// opened first with [`SessionCommand::Register`](raft_impl::session::SessionCommand),
+    /// so that a retry is never applied twice.
+    Execute(KvSessionCommand),
     /// Report this node's view of the cluster. Any node answers.
     Status,
 }
@@ -26,8 +30,10 @@ pub enum ClientRequest {
 /// What a node answers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientResponse {
-    /// The command was committed and applied; this is its result.
-    Applied(KvResponse),
+    /// The command was committed and reached the state machine; this is its result: the
+    /// KV store's response (applied now, or recorded when a retried command was first
+    /// applied), a new session, or the session table's refusal.
+    Applied(KvSessionResult),
     /// This node is not the leader. `leader_hint` names the leader it last heard from in
     /// its current term, if any; the client should ask that node.
     NotLeader {

@@ -28,8 +28,21 @@ pub enum LinkMode {
     /// once the link passes traffic again, the ends may see garbage and close their
     /// connections (the frame checks catch it).
     Drop,
+    /// Forwards what the connecting side sends, drops what the target sends back:
+    /// requests are carried out, their answers lost, as when a server dies right after
+    /// doing the work. Counted in [`bytes_dropped`](FaultProxy::bytes_dropped).
+    DropReplies,
     /// Closes every connection, and every new one as soon as it is accepted.
     Cut,
+}
+
+/// Which way a pump moves bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Direction {
+    /// From the side that connected to the target.
+    Requests,
+    /// From the target back.
+    Replies,
 }
 
 /// A TCP proxy on an ephemeral loopback port that forwards to one target address, with
@@ -140,7 +153,7 @@ impl FaultProxy {
         self.shared.forwarded.load(Ordering::Relaxed)
     }
 
-    /// Bytes dropped so far in [`LinkMode::Drop`].
+    /// Bytes dropped so far in [`LinkMode::Drop`] and [`LinkMode::DropReplies`].
     pub fn bytes_dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -246,8 +259,8 @@ async fn open_link(client: TcpStream, shared: Arc<Shared>) {
         }
         links.insert(id, (client.clone(), server.clone()));
     }
-    let up = pump(client.clone(), server.clone(), &shared);
-    let down = pump(server.clone(), client.clone(), &shared);
+    let up = pump(client.clone(), server.clone(), &shared, Direction::Requests);
+    let down = pump(server.clone(), client.clone(), &shared, Direction::Replies);
     // The link ends with either direction.
     smol::future::or(up, down).await;
     let _ = client.shutdown(Shutdown::Both);
@@ -256,7 +269,7 @@ async fn open_link(client: TcpStream, shared: Arc<Shared>) {
 }
 
 /// Moves bytes from `from` to `to` as the mode says, until either end closes.
-async fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
+async fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, direction: Direction) {
     // Bytes with the instant they may leave; an unbounded queue keeps the reader from
     // waiting on a delay, so a delay adds latency without limiting throughput.
     let (queue, mut queued) = futures::channel::mpsc::unbounded::<(Instant, Vec<u8>)>();
@@ -271,8 +284,9 @@ async fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared) {
             let now = Instant::now();
             let leave_at = match *shared.lock_mode() {
                 LinkMode::Pass => now,
+                LinkMode::DropReplies if direction == Direction::Requests => now,
                 LinkMode::Delay(delay) => now.checked_add(delay).unwrap_or(now),
-                LinkMode::Drop => {
+                LinkMode::Drop | LinkMode::DropReplies => {
                     let n = u64::try_from(n).unwrap_or(u64::MAX);
                     shared.dropped.fetch_add(n, Ordering::Relaxed);
                     continue;

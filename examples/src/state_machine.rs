@@ -1,20 +1,34 @@
-//! [`SnapshottingKv`]: the KV store as a state machine that compacts Raft's log by itself.
+//! [`SnapshottingKv`]: the KV store, in client sessions, as a state machine that compacts
+//! Raft's log by itself.
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use raft_impl::Raft;
+use raft_impl::session::{SessionCommand, SessionResult, Sessions};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine};
 use raft_traits::{LogId, Snapshot, StateMachine, StateMachineError, async_trait};
 use smol::lock::Mutex;
 
-/// The Raft handle type of a KV node.
-pub type KvRaft = Raft<KvCommand, KvResponse>;
+/// What a KV node's log holds: a KV command in a client session, or a session's
+/// registration.
+pub type KvSessionCommand = SessionCommand<KvCommand>;
 
-/// Wraps [`KvStateMachine`] and hands Raft a snapshot of it every `snapshot_entries`
-/// applied commands, so that a long-running node's log (in memory and in storage) stays
-/// bounded.
+/// What applying a [`KvSessionCommand`] answers.
+pub type KvSessionResult = SessionResult<KvResponse>;
+
+/// The KV store wrapped in its table of client sessions.
+pub type KvSessions = Sessions<KvStateMachine, KvResponse>;
+
+/// The Raft handle type of a KV node.
+pub type KvRaft = Raft<KvSessionCommand, KvSessionResult>;
+
+/// Wraps [`KvStateMachine`] in client sessions ([`KvSessions`]: each client's command is
+/// applied once, however often it is retried) and hands Raft a snapshot of both every
+/// `snapshot_entries` applied commands, so that a long-running node's log (in memory and
+/// in storage) stays bounded.
 ///
 /// The snapshot is taken from inside [`apply`](StateMachine::apply), with
 /// [`Raft::snapshot`], which returns at once; the Raft handle is only known once the node
@@ -25,7 +39,7 @@ pub type KvRaft = Raft<KvCommand, KvResponse>;
 /// ([`KvView`]) for checks and debugging; reads through the view are local and not
 /// linearizable.
 pub struct SnapshottingKv {
-    state: Arc<Mutex<KvStateMachine>>,
+    state: Arc<Mutex<KvSessions>>,
     raft: Arc<OnceLock<KvRaft>>,
     snapshot_entries: u64,
     applied_since_snapshot: u64,
@@ -57,16 +71,19 @@ pub struct SnapshotStats {
 /// A read-only view of a [`SnapshottingKv`]'s state, shared with the state machine.
 #[derive(Clone)]
 pub struct KvView {
-    state: Arc<Mutex<KvStateMachine>>,
+    state: Arc<Mutex<KvSessions>>,
     stats: Arc<SnapshotCounters>,
 }
 
 impl SnapshottingKv {
-    /// An empty store that snapshots every `snapshot_entries` applied commands (never if
-    /// 0).
-    pub fn new(snapshot_entries: u64) -> Self {
+    /// An empty store that keeps at most `max_sessions` client sessions and snapshots
+    /// every `snapshot_entries` applied commands (never if 0).
+    pub fn new(snapshot_entries: u64, max_sessions: NonZeroUsize) -> Self {
         SnapshottingKv {
-            state: Arc::new(Mutex::new(KvStateMachine::new())),
+            state: Arc::new(Mutex::new(Sessions::with_capacity(
+                KvStateMachine::new(),
+                max_sessions,
+            ))),
             raft: Arc::new(OnceLock::new()),
             snapshot_entries,
             applied_since_snapshot: 0,
@@ -120,10 +137,10 @@ impl fmt::Debug for SnapshottingKv {
 }
 
 #[async_trait]
-impl StateMachine<KvCommand> for SnapshottingKv {
-    type Response = KvResponse;
+impl StateMachine<KvSessionCommand> for SnapshottingKv {
+    type Response = KvSessionResult;
 
-    async fn apply(&mut self, log_id: LogId, command: KvCommand) -> KvResponse {
+    async fn apply(&mut self, log_id: LogId, command: KvSessionCommand) -> KvSessionResult {
         let mut state = self.state.lock().await;
         let response = state.apply(log_id, command).await;
         self.applied_since_snapshot += 1;
@@ -152,11 +169,16 @@ impl StateMachine<KvCommand> for SnapshottingKv {
 impl KvView {
     /// The value of `key` in this node's applied state.
     pub async fn get(&self, key: &str) -> Option<String> {
-        self.state.lock().await.get(key).map(str::to_owned)
+        self.state.lock().await.inner().get(key).map(str::to_owned)
     }
 
-    /// A copy of this node's applied state.
+    /// A copy of this node's applied key-value state.
     pub async fn state(&self) -> KvStateMachine {
+        self.state.lock().await.inner().clone()
+    }
+
+    /// A copy of this node's applied state with its session table.
+    pub async fn sessions(&self) -> KvSessions {
         self.state.lock().await.clone()
     }
 

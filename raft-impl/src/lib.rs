@@ -12,6 +12,9 @@
 //!   [`propose`](Raft::propose) commands, [`state`](Raft::state) and
 //!   [`status`](Raft::status), [`snapshot`](Raft::snapshot), [`shutdown`](Raft::shutdown).
 //!
+//! Beside them, [`session`] wraps any state machine in client sessions, so that a
+//! command retried after a lost answer is applied exactly once.
+//!
 //! A node is assembled from [`Parts`] and started with [`Raft::spawn`]:
 //!
 //! ```no_run
@@ -33,6 +36,7 @@ pub mod core;
 mod driver;
 mod error;
 mod handle;
+pub mod session;
 mod status;
 
 pub use config::{Config, ConfigError};

@@ -12,8 +12,12 @@
 //! in `--peers`), and `--client-listen` for clients (the addresses in `--cluster`),
 //! which defaults to the Raft port + 1000 on the same IP.
 //!
-//! Exit codes: 0 success; 1 failure (a one-line reason on stderr); 2 bad arguments;
-//! 3 `get` of a key that is not set. Logs go to stderr, filtered by `RUST_LOG`
+//! Client commands run in a client session (`raft_impl::session`): a command retried
+//! after a lost answer (a leader killed mid-request) is applied once.
+//!
+//! Exit codes: 0 success; 1 failure (a one-line reason on stderr); 2 bad arguments (a
+//! one-line reason, or clap's usage message); 3 `get` of a key that is not set. Logs go
+//! to stderr, filtered by `RUST_LOG`
 //! (`warn` by default, `info` for `serve`; e.g. `RUST_LOG=debug` or
 //! `RUST_LOG=raft_impl=debug,info`).
 
@@ -27,9 +31,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raft_examples::{
-    ClientConfig, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, parse_members, resolve,
+    ClientConfig, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, describe_failure,
+    parse_members, resolve,
 };
-use raft_traits::{NodeId, TransportError};
+use raft_traits::NodeId;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -108,12 +113,35 @@ struct ClusterArgs {
     timeout: f64,
 }
 
-/// A failure: the one line printed on stderr.
-struct Failure(String);
+/// Exit code of a bad argument, as clap uses for its own usage errors.
+const EXIT_USAGE: u8 = 2;
 
+/// Exit code of a `get` of a key that is not set.
+const EXIT_NOT_FOUND: u8 = 3;
+
+/// A failure: the one line printed on stderr, and the exit code.
+struct Failure {
+    reason: String,
+    code: u8,
+}
+
+impl Failure {
+    /// An argument that clap accepted but that makes no sense: exit code 2.
+    fn usage(reason: String) -> Self {
+        Failure {
+            reason,
+            code: EXIT_USAGE,
+        }
+    }
+}
+
+/// Anything else that fails (no leader, a port in use, bad storage): exit code 1.
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(error: E) -> Self {
-        Failure(error.to_string())
+        Failure {
+            reason: error.to_string(),
+            code: 1,
+        }
     }
 }
 
@@ -126,9 +154,11 @@ fn main() -> ExitCode {
     init_logging(default_level);
     match run(cli.command) {
         Ok(code) => code,
-        Err(Failure(reason)) => {
+        Err(Failure { reason, code }) => {
+            // One line, whatever the reason's source put in it.
+            let reason = reason.lines().collect::<Vec<_>>().join(" ");
             eprintln!("error: {reason}");
-            ExitCode::FAILURE
+            ExitCode::from(code)
         }
     }
 }
@@ -188,7 +218,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 }
                 None => {
                     eprintln!("not found: {key:?} is not set");
-                    Ok(ExitCode::from(3))
+                    Ok(ExitCode::from(EXIT_NOT_FOUND))
                 }
             }
         }
@@ -212,10 +242,10 @@ fn serve(
     data_dir: Option<PathBuf>,
     snapshot_entries: u64,
 ) -> Result<ExitCode, Failure> {
-    let listen = resolve(listen).map_err(|e| Failure(format!("--listen: {e}")))?;
-    let peers = parse_members(peers).map_err(|e| Failure(format!("--peers: {e}")))?;
+    let listen = resolve(listen).map_err(|e| Failure::usage(format!("--listen: {e}")))?;
+    let peers = parse_members(peers).map_err(|e| Failure::usage(format!("--peers: {e}")))?;
     let client_listen = match client_listen {
-        Some(addr) => resolve(addr).map_err(|e| Failure(format!("--client-listen: {e}")))?,
+        Some(addr) => resolve(addr).map_err(|e| Failure::usage(format!("--client-listen: {e}")))?,
         None => default_client_addr(listen)?,
     };
     // A listen address may differ from the one peers use (0.0.0.0 against a host's
@@ -223,7 +253,7 @@ fn serve(
     if let Some(own) = peers.get(&id)
         && own.port() != listen.port()
     {
-        return Err(Failure(format!(
+        return Err(Failure::usage(format!(
             "--peers gives node {} the address {own}, but --listen is {listen}",
             id.0
         )));
@@ -257,7 +287,7 @@ fn default_client_addr(listen: SocketAddr) -> Result<SocketAddr, Failure> {
     let port = match listen.port() {
         0 => 0,
         port => port.checked_add(1000).ok_or_else(|| {
-            Failure(format!(
+            Failure::usage(format!(
                 "--listen port {port} leaves no room for the default client port (+1000); give --client-listen"
             ))
         })?,
@@ -265,10 +295,22 @@ fn default_client_addr(listen: SocketAddr) -> Result<SocketAddr, Failure> {
     Ok(SocketAddr::new(listen.ip(), port))
 }
 
+/// The `--cluster` list.
+fn cluster(args: &ClusterArgs) -> Result<BTreeMap<NodeId, SocketAddr>, Failure> {
+    parse_members(&args.cluster).map_err(|e| Failure::usage(format!("--cluster: {e}")))
+}
+
 fn client(args: &ClusterArgs) -> Result<KvClient, Failure> {
-    let cluster = parse_members(&args.cluster).map_err(|e| Failure(format!("--cluster: {e}")))?;
+    let cluster = cluster(args)?;
     let deadline = Duration::try_from_secs_f64(args.timeout)
-        .map_err(|_| Failure(format!("--timeout {} is not a duration", args.timeout)))?;
+        .ok()
+        .filter(|deadline| !deadline.is_zero())
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "--timeout {} is not a positive number of seconds",
+                args.timeout
+            ))
+        })?;
     let config = ClientConfig {
         deadline,
         ..ClientConfig::default()
@@ -277,8 +319,7 @@ fn client(args: &ClusterArgs) -> Result<KvClient, Failure> {
 }
 
 fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
-    let cluster: BTreeMap<NodeId, SocketAddr> =
-        parse_members(&args.cluster).map_err(|e| Failure(format!("--cluster: {e}")))?;
+    let cluster = cluster(args)?;
     let client = client(args)?;
     let statuses = smol::block_on(client.statuses());
     println!(
@@ -309,26 +350,17 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
                     status.last_applied.0
                 );
             }
-            Err(error) => println!("{:<6} {:<22} {}", node.to_string(), addr, describe(&error)),
+            Err(error) => println!(
+                "{:<6} {:<22} {}",
+                node.to_string(),
+                addr,
+                describe_failure(&error)
+            ),
         }
     }
     client.shutdown();
     if reachable == 0 {
-        return Err(Failure("no node answered".to_owned()));
+        return Err(Failure::from("no node answered"));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A short account of why a node did not answer.
-fn describe(error: &TransportError) -> String {
-    match error {
-        TransportError::Unreachable { reason, .. } => {
-            // The transport's reason ends with its reconnection schedule, of no interest here.
-            let reason = reason.split("; next attempt").next().unwrap_or(reason);
-            format!("unreachable: {reason}")
-        }
-        TransportError::Timeout { after, .. } => format!("no answer within {after:?}"),
-        TransportError::Failed { reason, .. } => format!("failed: {reason}"),
-        other => other.to_string(),
-    }
 }

@@ -21,4 +21,5 @@ mod partition;
 mod process;
 mod replication;
 mod restart;
+mod sessions;
 mod snapshot;

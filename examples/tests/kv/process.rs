@@ -316,31 +316,37 @@ fn the_command_line_client_works_and_fails_plainly() {
     let library = KvClient::new(clients.clone(), client_config()).unwrap();
     run(wait_for_leader(&library, &[]));
 
-    let put = cli(&["put", "color", "blue", "--cluster", &cluster]);
-    assert!(put.status.success(), "{}", stderr(&put));
-    assert_eq!(stdout(&put), "OK\n");
-    let put = cli(&["put", "color", "green", "--cluster", &cluster]);
-    assert_eq!(stdout(&put), "OK (replaced \"blue\")\n");
-
-    let get = cli(&["get", "color", "--cluster", &cluster]);
-    assert!(get.status.success(), "{}", stderr(&get));
-    assert_eq!(stdout(&get), "green\n");
-
-    let missing = cli(&["get", "shape", "--cluster", &cluster]);
-    assert_eq!(missing.status.code(), Some(3));
-    assert_eq!(stdout(&missing), "");
-    assert!(
-        stderr(&missing).contains("not found"),
-        "{}",
-        stderr(&missing)
-    );
-
-    let delete = cli(&["delete", "color", "--cluster", &cluster]);
-    assert!(delete.status.success());
-    assert_eq!(stdout(&delete), "deleted (was \"green\")\n");
-    let again = cli(&["delete", "color", "--cluster", &cluster]);
-    assert!(again.status.success());
-    assert!(stdout(&again).starts_with("not found"));
+    // Every client command README-kv shows, in its order, prints what its comment says.
+    let unreachable = format!("1={nobody}");
+    let examples = documented_commands();
+    let codes: Vec<i32> = examples.iter().map(|example| example.code).collect();
+    for code in [0, 1, 2, 3] {
+        assert!(codes.contains(&code), "README-kv shows no exit code {code}");
+    }
+    for example in &examples {
+        let args: Vec<String> = example
+            .args
+            .iter()
+            .map(|arg| {
+                arg.replace("$CLUSTER", &cluster)
+                    .replace(README_UNREACHABLE, &unreachable)
+            })
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        example.check(&cli(&args));
+    }
+    // And `status` prints the header it shows.
+    let status = cli(&["status", "--cluster", &cluster]);
+    let header = stdout(&status)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let documented = README
+        .lines()
+        .find(|line| line.starts_with("node "))
+        .unwrap();
+    assert_eq!(header.trim_end(), documented.trim_end());
 
     // One leader and two followers, once no election is under way.
     let deadline = Instant::now() + PATIENCE;
@@ -375,19 +381,140 @@ fn the_command_line_client_works_and_fails_plainly() {
         "{table}"
     );
 
-    // Failures: one line on stderr, a non-zero exit code.
-    let unreachable = format!("1={nobody}");
-    let failed = cli(&["get", "color", "--cluster", &unreachable, "--timeout", "1"]);
-    assert_eq!(failed.status.code(), Some(1));
-    let message = stderr(&failed);
-    assert_eq!(message.lines().count(), 1, "{message}");
-    assert!(message.starts_with("error: "), "{message}");
+    // More failures: one plain line on stderr, the documented exit code.
+    let plain_failure = |output: &Output, code: i32, words: &str| {
+        let message = stderr(output);
+        assert_eq!(output.status.code(), Some(code), "{message}");
+        assert_eq!(message.lines().count(), 1, "{message}");
+        assert!(message.starts_with("error: "), "{message}");
+        assert!(message.contains(words), "{message}");
+        assert!(!message.contains("next attempt"), "{message}");
+        assert!(!message.contains("next in"), "{message}");
+    };
+    // Nothing answers: each node's reason, then "no node answered".
     let failed = cli(&["status", "--cluster", &unreachable]);
-    assert_eq!(failed.status.code(), Some(1));
+    plain_failure(&failed, 1, "no node answered");
+    assert!(
+        stdout(&failed).contains("unreachable"),
+        "{}",
+        stdout(&failed)
+    );
     let bad = cli(&["get", "color", "--cluster", "one=somewhere"]);
-    assert_eq!(bad.status.code(), Some(1));
-    assert!(stderr(&bad).contains("--cluster"), "{}", stderr(&bad));
+    plain_failure(&bad, 2, "--cluster");
+    let bad = cli(&["status", "--cluster", "bogus"]);
+    plain_failure(&bad, 2, "--cluster");
+    let bad = cli(&["put", "k", "v", "--cluster", &cluster, "--timeout", "nan"]);
+    plain_failure(&bad, 2, "--timeout");
+    let bad = cli(&[
+        "serve",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--peers",
+        "1=127.0.0.1:0,two=127.0.0.1:1",
+    ]);
+    plain_failure(&bad, 2, "--peers");
+    // Clap's own usage errors: exit code 2 too.
     let usage = cli(&["put", "only-a-key"]);
     assert_eq!(usage.status.code(), Some(2));
     library.shutdown();
+}
+
+/// README-kv, whose examples the command-line test runs.
+const README: &str = include_str!("../../../README-kv.md");
+
+/// The unreachable address in README-kv's examples; the test uses one of its own.
+const README_UNREACHABLE: &str = "1=127.0.0.1:9";
+
+/// A client command shown in README-kv, with the output its comment promises.
+#[derive(Debug)]
+struct Documented {
+    line: String,
+    args: Vec<String>,
+    /// The one line printed; `…` stands for any text.
+    text: String,
+    on_stderr: bool,
+    code: i32,
+}
+
+/// Every line of README-kv that runs `raft-kv` with a comment, such as
+/// `./target/release/raft-kv get shape --cluster $CLUSTER  # not found: "shape" is not
+/// set (stderr, exit code 3)`.
+fn documented_commands() -> Vec<Documented> {
+    const MARK: &str = " (stderr, exit code ";
+    README
+        .lines()
+        .filter_map(|line| {
+            let command = line.trim().strip_prefix("./target/release/raft-kv ")?;
+            let (command, comment) = command.split_once('#')?;
+            let comment = comment.trim();
+            let (text, on_stderr, code) = match comment.rsplit_once(MARK) {
+                Some((text, code)) => {
+                    let code = code.strip_suffix(')').unwrap().parse().unwrap();
+                    (text, true, code)
+                }
+                None => (comment, false, 0),
+            };
+            Some(Documented {
+                line: line.to_owned(),
+                args: command.split_whitespace().map(str::to_owned).collect(),
+                text: text.to_owned(),
+                on_stderr,
+                code,
+            })
+        })
+        .collect()
+}
+
+impl Documented {
+    fn check(&self, output: &Output) {
+        let (shown, other) = if self.on_stderr {
+            (stderr(output), stdout(output))
+        } else {
+            (stdout(output), stderr(output))
+        };
+        let context = format!(
+            "README-kv: {}\nstdout: {}\nstderr: {}",
+            self.line,
+            stdout(output),
+            stderr(output)
+        );
+        assert_eq!(output.status.code(), Some(self.code), "{context}");
+        assert_eq!(other, "", "{context}");
+        assert_eq!(shown.lines().count(), 1, "{context}");
+        assert!(shown.ends_with('\n'), "{context}");
+        assert!(matches_pattern(&self.text, shown.trim_end()), "{context}");
+        assert!(!shown.contains("next attempt"), "{context}");
+    }
+}
+
+/// Whether `text` is `pattern`, each `…` in it standing for any text.
+fn matches_pattern(pattern: &str, text: &str) -> bool {
+    let mut pieces = pattern.split('…');
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let pieces: Vec<&str> = pieces.collect();
+    let Some((last, middle)) = pieces.split_last() else {
+        return rest.is_empty();
+    };
+    for piece in middle {
+        match rest.find(piece) {
+            Some(at) => rest = &rest[at + piece.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
+#[test]
+fn documented_output_patterns_match_only_what_they_say() {
+    assert!(matches_pattern("OK", "OK"));
+    assert!(!matches_pattern("OK", "OK (replaced \"v\")"));
+    assert!(matches_pattern("a (… b) …s", "a (12 b) 1.0s"));
+    assert!(!matches_pattern("a (… b) …s", "a (12 c) 1.0s"));
+    assert!(!matches_pattern("a …", "b a"));
+    assert!(matches_pattern("…", "anything"));
 }

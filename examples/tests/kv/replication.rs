@@ -4,6 +4,7 @@
 //! moment, so no check here assumes that the first leader stays the leader.
 
 use raft_examples::{ClientRequest, ClientResponse, Role};
+use raft_impl::session::{ClientId, SessionCommand};
 use raft_mem::KvCommand;
 use raft_net_smol::{TcpClient, TcpConfig};
 use raft_traits::Term;
@@ -68,7 +69,11 @@ fn a_follower_refuses_commands_and_names_the_leader() {
                 .copied()
                 .find(|&id| id != leader.id)
                 .unwrap();
-            let get = ClientRequest::Execute(KvCommand::Get { key: "x".into() });
+            let get = ClientRequest::Execute(SessionCommand::Request {
+                client: ClientId(1),
+                sequence: 1,
+                command: KvCommand::Get { key: "x".into() },
+            });
             let answer = raw.call(follower, get).await.unwrap();
             let status = match raw.call(follower, ClientRequest::Status).await.unwrap() {
                 ClientResponse::Status(status) => status,

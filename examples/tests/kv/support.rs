@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 use raft_examples::{
-    BoundNode, ClientConfig, FaultProxy, KvClient, KvNode, LinkMode, NodeConfig, NodeStatus,
-    PortHolder, Role,
+    BoundNode, ClientConfig, DEFAULT_MAX_SESSIONS, FaultProxy, KvClient, KvNode, KvSessionCommand,
+    LinkMode, NodeConfig, NodeStatus, PortHolder, Role,
 };
-use raft_mem::{KvCommand, MemStorage};
+use raft_mem::MemStorage;
 use raft_net_smol::TcpConfig;
 use raft_traits::NodeId;
 use tempfile::TempDir;
@@ -38,6 +39,7 @@ pub(crate) struct Options {
     /// A [`FaultProxy`] on every ordered pair of nodes.
     pub(crate) proxies: bool,
     pub(crate) snapshot_entries: u64,
+    pub(crate) max_sessions: NonZeroUsize,
     pub(crate) tcp: TcpConfig,
 }
 
@@ -48,6 +50,7 @@ impl Default for Options {
             durable: false,
             proxies: false,
             snapshot_entries: 1000,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             tcp: NodeConfig::default_tcp(),
         }
     }
@@ -66,7 +69,7 @@ pub(crate) struct TestCluster {
     pub(crate) configs: BTreeMap<NodeId, NodeConfig>,
     pub(crate) nodes: BTreeMap<NodeId, KvNode>,
     /// The storage of each node when in memory, so that it can be restarted.
-    memory: BTreeMap<NodeId, MemStorage<KvCommand>>,
+    memory: BTreeMap<NodeId, MemStorage<KvSessionCommand>>,
     /// The addresses of stopped nodes, kept for their restart.
     held: BTreeMap<NodeId, PortHolder>,
     /// `(from, to)`: the proxy that `from`'s Raft messages to `to` go through.
@@ -87,6 +90,7 @@ impl TestCluster {
         for &id in &ids {
             let mut config = NodeConfig::new(id, any, any, []);
             config.snapshot_entries = options.snapshot_entries;
+            config.max_sessions = options.max_sessions;
             config.tcp = options.tcp.clone();
             config.data_dir = dir
                 .as_ref()
