@@ -11,7 +11,7 @@
 
 use raft_impl::Config;
 use raft_impl::core::{AnyNode, Effect, Effects, Follower, Input, Node};
-use raft_traits::{LogId, NodeId, RecoveredState, Request, RequestVote, Term};
+use raft_traits::{LogId, Membership, NodeId, RecoveredState, Request, RequestVote, Term};
 
 fn show(step: &str, out: &mut Effects<String>) {
     println!("{step}");
@@ -38,7 +38,7 @@ fn main() {
     // `propose`: `follower.propose(..)` would not compile.
     let follower: Node<Follower, String> = Node::boot(
         NodeId(1),
-        members,
+        Membership::from_voters(members),
         Config::lab(),
         2024,
         RecoveredState::default(),

@@ -249,4 +249,7 @@ pub enum ConfigError {
     /// The node's own id is not among the cluster's members.
     #[error("node {0} is not a member of the cluster")]
     NotAMember(raft_traits::NodeId),
+    /// The bootstrap configuration is not valid.
+    #[error("invalid cluster configuration: {0}")]
+    Membership(#[from] raft_traits::MembershipError),
 }

@@ -118,6 +118,23 @@ pub enum TransferError {
     Stopped,
 }
 
+/// Why a membership change did not (or may not) complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MembershipChangeError {
+    /// The leader refused it: not the leader (with a hint), a change already in
+    /// progress, not ready, an invalid target, an unknown node.
+    #[error(transparent)]
+    Refused(#[from] crate::core::MembershipRefused),
+    /// This node stopped leading before the change committed: it may still complete
+    /// under the next leader, or not. Check the configuration in the new leader's status.
+    #[error("leadership was lost before the change committed; its outcome is unknown")]
+    OutcomeUnknown,
+    /// The node has stopped.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
 /// Why a service snapshot was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotError {

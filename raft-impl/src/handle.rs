@@ -7,14 +7,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, HandlerError, LogIndex, NodeId, Request, Response, RpcHandler, Runtime, StateMachine,
-    Storage, Term, Transport, async_trait,
+    Command, HandlerError, LogIndex, Membership, NodeId, Request, Response, RpcHandler, Runtime,
+    StateMachine, Storage, Term, Transport, async_trait,
 };
 
 use crate::config::Config;
 use crate::core::{AnyNode, Effects, Node, RoleKind};
+use crate::driver::MembershipChange;
 use crate::driver::{Driver, Event, run_apply};
-use crate::error::{ProposeError, ReadError, SnapshotError, StartError, TransferError};
+use crate::error::{
+    MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
+};
 use crate::status::{LeadershipWatch, Shared, Status};
 
 /// The pluggable parts of a node.
@@ -62,11 +65,34 @@ impl<C, R> fmt::Debug for Raft<C, R> {
 impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// Recovers a node from `parts.storage` and starts it as a follower.
     ///
-    /// `members` lists every server of the cluster, `id` included. If storage holds a
-    /// snapshot, the state machine restores it before it applies anything else.
+    /// `members` lists every server of the cluster, `id` included, for the cluster's
+    /// first start; later starts take the configuration from storage. If storage holds a
+    /// snapshot, the state machine restores it before it applies anything else. Use
+    /// [`spawn_in`](Raft::spawn_in) to give members' addresses, or to start a node that
+    /// joins a running cluster.
     pub async fn spawn<Rt, S, M, T>(
         id: NodeId,
         members: impl IntoIterator<Item = NodeId>,
+        config: Config,
+        parts: Parts<Rt, S, M, T>,
+    ) -> Result<Self, StartError>
+    where
+        Rt: Runtime,
+        S: Storage<C>,
+        M: StateMachine<C, Response = R>,
+        T: Transport<C>,
+    {
+        Self::spawn_in(id, Membership::from_voters(members), config, parts).await
+    }
+
+    /// Like [`spawn`](Raft::spawn), with the bootstrap configuration given in full
+    /// (voters, learners, addresses). An empty `membership` starts a node that joins a
+    /// running cluster: it has an empty log, never campaigns, and waits for a leader that
+    /// has added it ([`add_learner`](Raft::add_learner), [`add_voter`](Raft::add_voter))
+    /// to contact it.
+    pub async fn spawn_in<Rt, S, M, T>(
+        id: NodeId,
+        membership: Membership,
         config: Config,
         parts: Parts<Rt, S, M, T>,
     ) -> Result<Self, StartError>
@@ -90,7 +116,15 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         };
         let seed = config.seed.unwrap_or_else(|| runtime.random_seed());
         let mut effects = Effects::new();
-        let node = Node::boot(id, members, config, seed, recovered, snapshot, &mut effects)?;
+        let node = Node::boot(
+            id,
+            membership,
+            config,
+            seed,
+            recovered,
+            snapshot,
+            &mut effects,
+        )?;
         let node = AnyNode::from(node);
 
         let shared = Arc::new(Shared::new(id, node.last_applied()));
@@ -118,6 +152,8 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             next_request_id: 0,
             pending_reads: BTreeMap::new(),
             next_read_id: 0,
+            pending_changes: Vec::new(),
+            announced_membership: None,
             election_deadline: None,
             heartbeat_deadline: None,
             commit_notice_deadline: None,
@@ -228,6 +264,56 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         self.send(Event::Transfer { to, reply })
             .map_err(|_| TransferError::Stopped)?;
         result.await.unwrap_or(Err(TransferError::Stopped))
+    }
+
+    /// Adds `id` (reachable at `address`) as a learner: it receives the log and
+    /// snapshots but does not vote. Resolves once the configuration that adds it has
+    /// committed.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+    ) -> Result<(), MembershipChangeError> {
+        self.change(MembershipChange::AddLearner(id, address.into()))
+            .await
+    }
+
+    /// Adds `id` as a voter: first as a learner, promoted once it holds everything the
+    /// leader had committed, so that its vote never stalls commits while it catches up.
+    /// Resolves once the configuration that makes it a voter has committed.
+    pub async fn add_voter(
+        &self,
+        id: NodeId,
+        address: impl Into<String>,
+    ) -> Result<(), MembershipChangeError> {
+        self.change(MembershipChange::AddVoter(id, address.into()))
+            .await
+    }
+
+    /// Promotes the learner `id` to voter once it has caught up.
+    pub async fn promote_learner(&self, id: NodeId) -> Result<(), MembershipChangeError> {
+        self.change(MembershipChange::Promote(id)).await
+    }
+
+    /// Removes `id` from the cluster, voter or learner; the leader may remove itself (it
+    /// leads until the change commits, then steps down). Resolves once the
+    /// configuration without it has committed.
+    pub async fn remove_node(&self, id: NodeId) -> Result<(), MembershipChangeError> {
+        self.change(MembershipChange::Remove(id)).await
+    }
+
+    /// Moves the cluster to `target` (any voters and learners, with addresses): through
+    /// the joint configuration when more than one voter changes. Resolves once `target`
+    /// itself has committed.
+    pub async fn change_membership(&self, target: Membership) -> Result<(), MembershipChangeError> {
+        self.change(MembershipChange::Set(target)).await
+    }
+
+    async fn change(&self, change: MembershipChange) -> Result<(), MembershipChangeError> {
+        let (reply, result) = oneshot::channel();
+        self.send(Event::ChangeMembership { change, reply })
+            .map_err(|_| MembershipChangeError::Stopped)?;
+        result.await.unwrap_or(Err(MembershipChangeError::Stopped))
     }
 
     /// Subscribes to changes of this node's role, term and leader.

@@ -41,6 +41,9 @@ mod status;
 
 pub use config::{Config, ConfigError};
 pub use core::{ReplicationMode, RoleKind};
-pub use error::{ProposeError, ReadError, SnapshotError, StartError, TransferError};
+pub use driver::MembershipChange;
+pub use error::{
+    MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
+};
 pub use handle::{Parts, Raft};
 pub use status::{FollowerProgress, Leadership, LeadershipWatch, Status};

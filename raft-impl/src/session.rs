@@ -518,6 +518,7 @@ where
             // Not the inner snapshot's: registrations advance the wrapper alone.
             meta: SnapshotMeta {
                 last_included: self.last_applied,
+                membership: inner.meta.membership,
             },
             data: Bytes::from(data),
         })
@@ -605,6 +606,7 @@ mod tests {
             Ok(Snapshot {
                 meta: SnapshotMeta {
                     last_included: self.last_applied,
+                    membership: Default::default(),
                 },
                 data: Bytes::from(Postcard.encode(&(self.total, self.applied)).unwrap()),
             })
@@ -948,6 +950,7 @@ mod tests {
         Snapshot {
             meta: SnapshotMeta {
                 last_included: at(last_included),
+                membership: Default::default(),
             },
             data: Bytes::from(data),
         }
@@ -962,7 +965,7 @@ mod tests {
 
         let good = crafted(9, vec![(3, 4)]);
         let with_data = |data: Vec<u8>| Snapshot {
-            meta: good.meta,
+            meta: good.meta.clone(),
             data: Bytes::from(data),
         };
         let mut other_version = good.data.to_vec();

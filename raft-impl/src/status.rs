@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use raft_traits::{Command, LogId, LogIndex, NodeId, Term};
+use raft_traits::{Command, LogId, LogIndex, Membership, NodeId, Term};
 
 use crate::core::{AnyNode, ReplicationMode, RoleKind};
 
@@ -35,6 +35,10 @@ pub struct Status {
     pub last_applied: LogIndex,
     /// The number of entries in its in-memory log.
     pub log_entries: usize,
+    /// The configuration in effect (the latest in its log, committed or not).
+    pub membership: Membership,
+    /// The latest committed configuration.
+    pub committed_membership: Membership,
     /// If it is the leader: what it knows of each follower's log.
     pub followers: BTreeMap<NodeId, FollowerProgress>,
     /// Requests and replies it refused or ignored because no correct member could have
@@ -174,6 +178,12 @@ impl Shared {
         status.last_queued = node.last_applied();
         status.log_entries = node.log().len();
         status.refused_messages = node.refused_messages();
+        if &status.membership != node.membership() {
+            status.membership = node.membership().clone();
+        }
+        if &status.committed_membership != node.committed_membership() {
+            status.committed_membership = node.committed_membership().clone();
+        }
         status.followers = match node {
             AnyNode::Leader(leader) => leader
                 .peers()
@@ -236,6 +246,8 @@ impl Shared {
                 last_queued: LogIndex::ZERO,
                 last_applied: LogIndex::ZERO,
                 log_entries: 0,
+                membership: Membership::default(),
+                committed_membership: Membership::default(),
                 followers: BTreeMap::new(),
                 refused_messages: 0,
                 stopped: false,

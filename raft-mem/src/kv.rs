@@ -140,6 +140,7 @@ impl StateMachine<KvCommand> for KvStateMachine {
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_included: self.last_applied,
+                membership: Default::default(),
             },
             data: Bytes::from(data),
         })
@@ -305,6 +306,7 @@ mod tests {
             let snapshot = Snapshot {
                 meta: SnapshotMeta {
                     last_included: at(3, 9),
+                    membership: Default::default(),
                 },
                 data: Bytes::copy_from_slice(data),
             };

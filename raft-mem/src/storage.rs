@@ -123,7 +123,10 @@ impl<C> MemStorage<C> {
 
     /// What the stored snapshot covers, if there is one.
     pub fn snapshot_meta(&self) -> Option<SnapshotMeta> {
-        self.lock().snapshot.as_ref().map(|snapshot| snapshot.meta)
+        self.lock()
+            .snapshot
+            .as_ref()
+            .map(|snapshot| snapshot.meta.clone())
     }
 
     /// The stored snapshot, if any (its data is a cheap reference-counted clone).
@@ -209,7 +212,7 @@ impl<C> fmt::Debug for MemStorage<C> {
         let state = self.lock();
         f.debug_struct("MemStorage")
             .field("hard_state", &state.hard_state)
-            .field("snapshot", &state.snapshot.as_ref().map(|s| s.meta))
+            .field("snapshot", &state.snapshot.as_ref().map(|s| s.meta.clone()))
             .field("first_index", &state.first_index())
             .field("last_index", &state.last_index())
             .finish()
@@ -222,7 +225,10 @@ impl<C: Command> Storage<C> for MemStorage<C> {
         let state = self.lock();
         Ok(RecoveredState {
             hard_state: state.hard_state,
-            snapshot: state.snapshot.as_ref().map(|snapshot| snapshot.meta),
+            snapshot: state
+                .snapshot
+                .as_ref()
+                .map(|snapshot| snapshot.meta.clone()),
             entries: state.entries.clone(),
         })
     }
@@ -360,6 +366,7 @@ mod tests {
         Snapshot {
             meta: SnapshotMeta {
                 last_included: LogId::new(Term(term), LogIndex(index)),
+                membership: Default::default(),
             },
             data: Bytes::from_static(data),
         }

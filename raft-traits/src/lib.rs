@@ -61,6 +61,7 @@
 //! ```
 
 mod codec;
+mod membership;
 mod message;
 mod runtime;
 mod state_machine;
@@ -69,6 +70,7 @@ mod transport;
 mod types;
 
 pub use codec::{Codec, CodecError, Postcard};
+pub use membership::{Membership, MembershipError};
 pub use message::{
     AppendEntries, AppendOutcome, AppendReply, ConflictHint, IndexReply, InstallOutcome,
     InstallSnapshot, InstallSnapshotReply, ReadIndexRequest, Request, RequestVote, Response,

@@ -24,6 +24,14 @@ use crate::types::{Command, NodeId};
 pub trait Transport<C: Command>: Send + Sync + 'static {
     /// Sends `request` to `to` and waits for the reply.
     async fn send(&self, to: NodeId, request: Request<C>) -> Result<Response, TransportError>;
+
+    /// The node's configuration changed: a transport that resolves members by address
+    /// learns the addresses of members added at run time (and may forget those gone).
+    /// Called by the node whenever the configuration in effect changes, and once at
+    /// start. The default does nothing, for transports that route by id.
+    fn update_membership(&self, membership: &crate::Membership) {
+        let _ = membership;
+    }
 }
 
 /// The receiving side of Raft: something that answers RPCs.

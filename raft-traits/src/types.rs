@@ -166,6 +166,10 @@ pub enum Payload<C> {
     Blank,
     /// A client command, handed to the state machine once committed.
     Command(C),
+    /// A cluster configuration. It takes effect on every server as soon as it is in the
+    /// server's log (appended, not committed), and is undone if the entry is truncated
+    /// (Raft thesis §4.1). The state machine never sees it.
+    Membership(crate::Membership),
 }
 
 /// One entry of the replicated log.
@@ -196,13 +200,14 @@ pub struct HardState {
 }
 
 /// Describes a snapshot: the last log entry it replaces.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     /// The id of the last entry the snapshot covers. Entries up to and including it may
     /// be discarded from the log.
     pub last_included: LogId,
+    /// The configuration in force at `last_included` (the latest one at or before it),
+    /// so that a server restored from the snapshot knows its cluster.
+    pub membership: crate::Membership,
 }
 
 /// A snapshot of the state machine, as produced by the application.

@@ -77,6 +77,7 @@ impl StateMachine<u64> for Recorder {
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_included: self.last,
+                membership: Default::default(),
             },
             data: self.state(),
         })

@@ -46,6 +46,7 @@ impl StateMachine<Bytes> for AddressRecorder {
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_included: self.last_applied,
+                membership: Default::default(),
             },
             data: Bytes::new(),
         })

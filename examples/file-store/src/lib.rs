@@ -218,7 +218,10 @@ impl Store {
     }
 
     fn snapshot_id(&self) -> LogId {
-        self.snapshot.map(|m| m.last_included).unwrap_or_default()
+        self.snapshot
+            .as_ref()
+            .map(|m| m.last_included)
+            .unwrap_or_default()
     }
 
     fn last_index(&self) -> LogIndex {
@@ -431,7 +434,7 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
             };
             Ok(RecoveredState {
                 hard_state: store.hard_state,
-                snapshot: store.snapshot,
+                snapshot: store.snapshot.clone(),
                 entries,
             })
         })

@@ -92,6 +92,7 @@ impl Workload {
             Op::Snapshot(Snapshot {
                 meta: SnapshotMeta {
                     last_included: LogId::new(term, index),
+                    membership: Default::default(),
                 },
                 data: Bytes::from(vec![index.0 as u8; size]),
             })
@@ -160,7 +161,7 @@ fn describe(state: &(RecoveredState<Cmd>, Option<Snapshot>)) -> String {
     format!(
         "{:?}, snapshot {:?} ({} bytes), entries {:?}..={:?}",
         recovered.hard_state,
-        recovered.snapshot.map(|m| m.last_included),
+        recovered.snapshot.as_ref().map(|m| m.last_included),
         snapshot.as_ref().map_or(0, |s| s.data.len()),
         recovered.entries.first().map(|e| e.log_id()),
         recovered.entries.last().map(|e| e.log_id()),

@@ -105,6 +105,7 @@ fn snapshot_compaction_survives_reopen() {
     let snapshot = Snapshot {
         meta: SnapshotMeta {
             last_included: LogId::new(Term(1), LogIndex(6)),
+            membership: Default::default(),
         },
         data: Bytes::from_static(b"state up to 6"),
     };
@@ -112,7 +113,7 @@ fn snapshot_compaction_survives_reopen() {
     drop(store);
     let mut reopened: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
     let state = block_on(reopened.recover()).unwrap();
-    assert_eq!(state.snapshot, Some(snapshot.meta));
+    assert_eq!(state.snapshot, Some(snapshot.meta.clone()));
     assert_eq!(
         state.entries.iter().map(|e| e.index.0).collect::<Vec<_>>(),
         [7, 8, 9, 10]

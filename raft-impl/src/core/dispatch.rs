@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use raft_traits::{
     AppendOutcome, AppendReply, Command, HardState, IndexReply, InstallOutcome,
-    InstallSnapshotReply, LogId, LogIndex, NodeId, Request, RequestRefused, Response, Term,
-    VoteReply,
+    InstallSnapshotReply, LogId, LogIndex, Membership, NodeId, Request, RequestRefused, Response,
+    Term, VoteReply,
 };
 
 use super::candidate::Candidate;
 use super::effects::{Effects, ReadId, ReadRefused, RequestId, SendTag};
 use super::follower::Follower;
-use super::leader::{Leader, Reader, TransferRefused};
+use super::leader::{Leader, MembershipRefused, Reader, TransferRefused};
 use super::log::RaftLog;
 use super::node::{Node, RoleKind, SnapshotRefused};
 use super::pre_candidate::PreCandidate;
@@ -163,6 +163,21 @@ impl<C: Command> AnyNode<C> {
     /// Feeds one input to the node and returns it in its next role; what must happen
     /// next is appended to `out`.
     pub fn step(self, input: Input<C>, out: &mut Effects<C>) -> AnyNode<C> {
+        let node = self.step_role(input, out);
+        match node {
+            // A leader whose removal committed steps down (thesis §4.2.2): it led the
+            // change without counting itself, and now it is not a voter.
+            AnyNode::Leader(mut leader) if leader.is_removed() => {
+                tracing::info!(node = %leader.id(), term = %leader.term(), "stepping down: removed from the cluster");
+                leader.abandon_reads(out);
+                let term = leader.term();
+                leader.into_follower(term, None, out).into()
+            }
+            other => other,
+        }
+    }
+
+    fn step_role(self, input: Input<C>, out: &mut Effects<C>) -> AnyNode<C> {
         match input {
             Input::Request { id, request } => self.handle_request(id, request, out),
             Input::Response {
@@ -302,6 +317,47 @@ impl<C: Command> AnyNode<C> {
                 leader_hint: other.leader_hint(),
             }),
         }
+    }
+
+    /// Proposes a new configuration, if this node is the leader; see
+    /// [`Node::change_membership`].
+    pub fn change_membership(
+        &mut self,
+        target: Membership,
+        out: &mut Effects<C>,
+    ) -> Result<LogId, MembershipRefused> {
+        match self {
+            AnyNode::Leader(node) => node.change_membership(target, out),
+            other => Err(MembershipRefused::NotLeader {
+                leader_hint: other.leader_hint(),
+            }),
+        }
+    }
+
+    /// Adds `id` as a learner and promotes it once caught up, if this node is the leader;
+    /// see [`Node::add_voter`].
+    pub fn add_voter(
+        &mut self,
+        id: NodeId,
+        address: String,
+        out: &mut Effects<C>,
+    ) -> Result<(), MembershipRefused> {
+        match self {
+            AnyNode::Leader(node) => node.add_voter(id, address, out),
+            other => Err(MembershipRefused::NotLeader {
+                leader_hint: other.leader_hint(),
+            }),
+        }
+    }
+
+    /// The configuration in effect.
+    pub fn membership(&self) -> &Membership {
+        with_node!(self, node => node.membership())
+    }
+
+    /// The latest committed configuration.
+    pub fn committed_membership(&self) -> &Membership {
+        with_node!(self, node => node.committed_membership())
     }
 
     /// Compacts the log up to `index` with the service's snapshot of it.
@@ -550,9 +606,17 @@ impl<C: Command> AnyNode<C> {
         Ok(())
     }
 
-    /// Whether `id` is another member of this node's cluster.
+    /// Whether `id` is another member of this node's cluster. A node with no
+    /// configuration at all was started to join a running cluster and has not heard from
+    /// it yet: it takes the first leader that contacts it (whose log then tells it the
+    /// configuration). Who may reach it at all is for the transport to decide
+    /// (handshake, mutual TLS).
     fn is_peer(&self, id: NodeId) -> bool {
-        with_node!(self, node => node.shared.peers.binary_search(&id).is_ok())
+        with_node!(self, node => {
+            let membership = node.shared.configs.effective();
+            (membership.nodes.is_empty() && id != node.shared.id)
+                || node.shared.peers.binary_search(&id).is_ok()
+        })
     }
 
     fn step_down(self, term: Term, out: &mut Effects<C>) -> AnyNode<C> {

@@ -266,13 +266,13 @@ impl<C: Command> Shared<C> {
                 match self.log.term_at(entry.index) {
                     Some(held) if held == entry.term => continue,
                     Some(_) => {
-                        self.log.truncate_from(entry.index);
+                        self.truncate_log_from(entry.index);
                         out.persist(Persist::TruncateFrom(entry.index));
                     }
                     None => {}
                 }
             }
-            self.log.push(entry.clone());
+            self.append_entry(entry.clone());
             fresh.push(entry);
         }
         if !fresh.is_empty() {
@@ -296,7 +296,18 @@ impl<C: Command> Shared<C> {
                 match_index: self.commit_index,
             };
         }
+        let kept_suffix = self.log.matches(last_included);
         self.log.install_snapshot(last_included);
+        let membership = if snapshot.meta.membership.validate().is_ok() {
+            snapshot.meta.membership.clone()
+        } else {
+            // A snapshot without a configuration (from a leader that predates them):
+            // the one in force stays.
+            self.configs.committed(last_included.index).clone()
+        };
+        self.configs
+            .installed(last_included.index, membership, kept_suffix);
+        self.refresh_membership();
         self.snapshot = Some(snapshot.clone());
         out.persist(Persist::Snapshot(snapshot.clone()));
         // Every entry up to the old commit index was already handed to the state machine

@@ -1,11 +1,11 @@
 //! The leader: accepts commands, replicates them, and commits by majority.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use raft_traits::{
     AppendEntries, AppendOutcome, Command, Entry, IndexReply, InstallOutcome, InstallSnapshot,
-    LogId, LogIndex, NodeId, Payload, Request, Response, TimeoutNow,
+    LogId, LogIndex, Membership, NodeId, Payload, Request, Response, TimeoutNow,
 };
 
 use super::dispatch::RpcKind;
@@ -26,6 +26,8 @@ pub struct Leader {
     pub(super) read_round: Option<u64>,
     /// A leadership transfer under way.
     pub(super) transfer: Option<Transfer>,
+    /// Learners to promote to voters once they have caught up.
+    pub(super) promotions: BTreeSet<NodeId>,
     /// Heartbeats sent in this term: the leader's only notion of elapsed time.
     pub(super) ticks: u64,
     /// The last index of the leader's own log known to be on stable storage. The leader
@@ -65,6 +67,41 @@ pub struct Transfer {
     pub started_at: Duration,
 }
 
+/// Why a membership change was not started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipRefused {
+    /// This node is not the leader.
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader {
+        /// The leader as far as this node knows.
+        leader_hint: Option<NodeId>,
+    },
+    /// An earlier change has not finished (its entry is not committed, or the joint
+    /// phase has not ended): one change at a time (thesis §4.1).
+    #[error("a membership change is already in progress")]
+    ChangeInProgress,
+    /// The leader has not committed an entry of its term yet, so it may not know the
+    /// latest committed configuration (thesis §4.1, the bug found after the paper).
+    #[error("the leader has not yet committed an entry of its term")]
+    NotReady,
+    /// The target configuration is not valid (no voters, unlisted nodes, ...).
+    #[error("invalid target configuration: {0}")]
+    Invalid(#[from] raft_traits::MembershipError),
+    /// The node named is not a member.
+    #[error("{0} is not a member of the cluster")]
+    UnknownNode(NodeId),
+    /// A learner would become a voter before it has caught up with the leader's log.
+    #[error("{id} has not caught up (it holds up to {matched}, the leader commits {needed})")]
+    NotCaughtUp {
+        /// The learner.
+        id: NodeId,
+        /// What it holds.
+        matched: LogIndex,
+        /// What it must hold at least.
+        needed: LogIndex,
+    },
+}
+
 /// Why a leadership transfer was not started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TransferRefused {
@@ -100,6 +137,7 @@ impl Leader {
             reads: VecDeque::new(),
             read_round: None,
             transfer: None,
+            promotions: BTreeSet::new(),
             ticks: 0,
             durable,
             commit_notice_armed: false,
@@ -184,6 +222,156 @@ impl<C: Command> Node<Leader, C> {
             .is_met_by(|id| id == me || progress.get(&id).is_some_and(|p| p.heard_since(start)));
         self.role.contact_window_start = now;
         heard
+    }
+
+    /// Proposes a new configuration (thesis ch. 4). A change of at most one voter is
+    /// appended directly (a single-server change); any larger change goes through the
+    /// joint configuration C_old,new, and the leader appends the final one by itself once
+    /// the joint one commits. The new configuration takes effect as soon as it is
+    /// appended. Refused while another change is unfinished, before this leader has
+    /// committed an entry of its term, for an invalid target, and for a new voter that
+    /// has not caught up (see [`is_caught_up`](Self::is_caught_up)).
+    pub fn change_membership(
+        &mut self,
+        target: Membership,
+        out: &mut Effects<C>,
+    ) -> Result<LogId, MembershipRefused> {
+        target.validate()?;
+        if target.is_joint() {
+            return Err(MembershipRefused::ChangeInProgress);
+        }
+        self.may_change_membership()?;
+        let current = self.shared.configs.effective().clone();
+        for &id in &target.voters {
+            if id != self.shared.id && !current.is_voter(id) && !self.is_caught_up(id) {
+                let matched = self
+                    .role
+                    .progress
+                    .get(&id)
+                    .map_or(LogIndex::ZERO, Progress::match_index);
+                return Err(MembershipRefused::NotCaughtUp {
+                    id,
+                    matched,
+                    needed: self.shared.commit_index,
+                });
+            }
+        }
+        let next = if current.voter_changes(&target) <= 1 {
+            target
+        } else {
+            current.joint_to(&target)
+        };
+        tracing::info!(node = %self.shared.id, term = %self.shared.term(), voters = ?next.voters, learners = ?next.learners, joint = next.is_joint(), "membership change");
+        let id = self.push(Payload::Membership(next));
+        self.replicate(out);
+        out.persist(Persist::Entries(
+            self.shared.log.entries_between(id.index, id.index),
+        ));
+        Ok(id)
+    }
+
+    /// Adds `id` as a learner (if it is not a member yet) and promotes it to voter once
+    /// it has caught up.
+    pub fn add_voter(
+        &mut self,
+        id: NodeId,
+        address: String,
+        out: &mut Effects<C>,
+    ) -> Result<(), MembershipRefused> {
+        let current = self.shared.configs.effective().clone();
+        if current.is_voter(id) {
+            return Ok(());
+        }
+        if !current.contains(id) {
+            self.change_membership(current.with_learner(id, address), out)?;
+        }
+        self.role.promotions.insert(id);
+        self.promote_caught_up(out);
+        Ok(())
+    }
+
+    /// The rule for promoting a learner: it holds everything the leader had committed
+    /// (its match index reaches the commit index), so that adding its vote cannot stall
+    /// commits while it catches up (thesis §4.2.1).
+    pub fn is_caught_up(&self, id: NodeId) -> bool {
+        self.role
+            .progress
+            .get(&id)
+            .is_some_and(|p| p.match_index() >= self.shared.commit_index)
+    }
+
+    fn may_change_membership(&self) -> Result<(), MembershipRefused> {
+        let configs = &self.shared.configs;
+        if configs.effective_index() > self.shared.commit_index || configs.effective().is_joint() {
+            return Err(MembershipRefused::ChangeInProgress);
+        }
+        if self.shared.log.term_at(self.shared.commit_index) != Some(self.shared.term()) {
+            return Err(MembershipRefused::NotReady);
+        }
+        Ok(())
+    }
+
+    /// After a commit: ends a committed joint phase with the final configuration, and
+    /// promotes learners that have caught up.
+    fn advance_membership(&mut self, out: &mut Effects<C>) {
+        let configs = &self.shared.configs;
+        if configs.effective().is_joint() && configs.effective_index() <= self.shared.commit_index {
+            let last = configs.effective().finalized();
+            tracing::info!(node = %self.shared.id, voters = ?last.voters, "joint configuration committed; appending the final one");
+            let id = self.push(Payload::Membership(last));
+            self.replicate(out);
+            out.persist(Persist::Entries(
+                self.shared.log.entries_between(id.index, id.index),
+            ));
+            return;
+        }
+        self.promote_caught_up(out);
+    }
+
+    fn promote_caught_up(&mut self, out: &mut Effects<C>) {
+        if self.role.promotions.is_empty() || self.may_change_membership().is_err() {
+            return;
+        }
+        let current = self.shared.configs.effective().clone();
+        self.role
+            .promotions
+            .retain(|&id| current.contains(id) && !current.is_voter(id));
+        let Some(&id) = self
+            .role
+            .promotions
+            .iter()
+            .find(|&&id| self.is_caught_up(id))
+        else {
+            return;
+        };
+        let mut target = current;
+        target.learners.remove(&id);
+        target.voters.insert(id);
+        if self.change_membership(target, out).is_ok() {
+            self.role.promotions.remove(&id);
+        }
+    }
+
+    /// Whether this leader is outside the committed configuration's voters: it led the
+    /// change that removed it and must now step down (thesis §4.2.2).
+    pub fn is_removed(&self) -> bool {
+        let configs = &self.shared.configs;
+        configs.effective_index() <= self.shared.commit_index
+            && !configs.effective().is_voter(self.shared.id)
+    }
+
+    /// Follows the effective configuration: a progress for every new peer, probing from
+    /// the entry just appended (the configuration that added it), none for those gone.
+    fn sync_progress(&mut self) {
+        let next = self.shared.log.last_index();
+        let peers = &self.shared.peers;
+        self.role.progress.retain(|id, _| peers.contains(id));
+        for &peer in peers {
+            self.role
+                .progress
+                .entry(peer)
+                .or_insert_with(|| Progress::new(next));
+        }
     }
 
     /// Starts handing leadership to `to` (thesis §3.10): no proposals are taken while
@@ -370,7 +558,11 @@ impl<C: Command> Node<Leader, C> {
             payload,
         };
         let id = entry.log_id();
-        self.shared.log.push(entry);
+        let reconfigures = matches!(entry.payload, Payload::Membership(_));
+        self.shared.append_entry(entry);
+        if reconfigures {
+            self.sync_progress();
+        }
         id
     }
 
@@ -540,6 +732,9 @@ impl<C: Command> Node<Leader, C> {
         progress.matched(match_index, self.shared.next_seq);
         self.maybe_commit(out);
         self.replicate_to(from, out);
+        if self.role.promotions.contains(&from) {
+            self.promote_caught_up(out);
+        }
         if self.role.transfer.is_some_and(|t| t.to == from) {
             self.send_timeout_now_if_caught_up(out);
         }
@@ -575,6 +770,7 @@ impl<C: Command> Node<Leader, C> {
         let of_this_term = self.shared.log.term_at(majority_index) == Some(self.shared.term());
         if majority_index > self.shared.commit_index && of_this_term {
             self.shared.commit_to(majority_index, out);
+            self.advance_membership(out);
             self.replicate(out);
         }
     }

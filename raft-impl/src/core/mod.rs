@@ -40,6 +40,7 @@ mod effects;
 mod follower;
 mod leader;
 mod log;
+mod membership;
 mod node;
 mod pre_candidate;
 mod progress;
@@ -54,7 +55,7 @@ pub use effects::{
     Apply, Effect, Effects, Persist, ReadId, ReadRefused, RequestId, SendTag, Timer,
 };
 pub use follower::Follower;
-pub use leader::{Leader, Transfer, TransferRefused};
+pub use leader::{Leader, MembershipRefused, Transfer, TransferRefused};
 pub use log::{LogError, RaftLog};
 pub use node::{BootError, Node, Role, RoleKind, SnapshotRefused};
 pub use pre_candidate::PreCandidate;

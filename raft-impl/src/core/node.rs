@@ -6,8 +6,8 @@ use std::fmt;
 use std::time::Duration;
 
 use raft_traits::{
-    Command, HardState, LogId, LogIndex, NodeId, RecoveredState, Request, RequestVote, Response,
-    Snapshot, Term, VoteReply,
+    Command, Entry, HardState, LogId, LogIndex, Membership, NodeId, Payload, RecoveredState,
+    Request, RequestVote, Response, Snapshot, Term, VoteReply,
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -17,6 +17,7 @@ use super::effects::{Apply, Effects, Persist, RequestId, SendTag, Timer};
 use super::follower::Follower;
 use super::leader::Leader;
 use super::log::{LogError, RaftLog};
+use super::membership::Configs;
 use super::pre_candidate::PreCandidate;
 use super::quorum::Quorum;
 use crate::config::{Config, ConfigError};
@@ -114,10 +115,14 @@ pub struct Node<R: Role, C> {
 #[derive(Debug)]
 pub(super) struct Shared<C> {
     pub(super) id: NodeId,
-    /// Every other member, sorted.
+    /// Every other member of the effective configuration, voter or learner, sorted:
+    /// whom a leader replicates to.
     pub(super) peers: Vec<NodeId>,
-    /// The voters whose majorities decide elections and commits.
+    /// The voters of the effective configuration, whose majorities decide elections and
+    /// commits.
     pub(super) quorum: Quorum,
+    /// The configurations this node knows, from its snapshot's on.
+    pub(super) configs: Configs,
     pub(super) config: Config,
     pub(super) rng: Xoshiro256PlusPlus,
     pub(super) hard_state: HardState,
@@ -167,13 +172,16 @@ pub enum BootError {
 impl<C: Command> Node<Follower, C> {
     /// Boots a server as a follower from what storage recovered.
     ///
-    /// `members` lists every server of the cluster, this one included. `snapshot` is the
+    /// `membership` is the configuration the cluster starts from: used only while storage
+    /// holds none (the cluster's first start); later starts take it from the log or the
+    /// snapshot. An empty membership starts a node that waits to be added to a running
+    /// cluster: it never campaigns, and follows the first leader that contacts it. `snapshot` is the
     /// stored snapshot, if `recovered` says there is one; it is handed to the state
     /// machine once, as the first [`Apply`] effect, and the next entry applied will be the
     /// one right after it.
     pub fn boot(
         id: NodeId,
-        members: impl IntoIterator<Item = NodeId>,
+        membership: Membership,
         config: Config,
         seed: u64,
         recovered: RecoveredState<C>,
@@ -181,20 +189,12 @@ impl<C: Command> Node<Follower, C> {
         out: &mut Effects<C>,
     ) -> Result<Self, BootError> {
         config.validate()?;
-        let mut members: Vec<NodeId> = members.into_iter().collect();
-        members.sort_unstable();
-        members.dedup();
-        if !members.contains(&id) {
-            return Err(ConfigError::NotAMember(id).into());
-        }
-        let quorum = Quorum::new(members.iter().copied());
-        let peers = members.into_iter().filter(|&m| m != id).collect();
-
         if !recovered.hard_state.term.is_acceptable() {
             return Err(BootError::TermOutOfRange(recovered.hard_state.term));
         }
         let last_included = recovered
             .snapshot
+            .as_ref()
             .map(|m| m.last_included)
             .unwrap_or_default();
         let data_covers = snapshot
@@ -206,6 +206,31 @@ impl<C: Command> Node<Follower, C> {
                 meta: last_included,
                 data: data_covers,
             });
+        }
+        // The configuration: the latest in the log, else the snapshot's, else the one
+        // this cluster was bootstrapped with. Storage wins over the argument once it
+        // holds one, so only a cluster's first start uses the argument.
+        let stored_base = recovered
+            .snapshot
+            .as_ref()
+            .map(|m| m.membership.clone())
+            .filter(|m| m.validate().is_ok());
+        let mut configs = match stored_base {
+            Some(base) => Configs::new(last_included.index, base),
+            None => Configs::new(LogIndex::ZERO, membership.clone()),
+        };
+        for entry in &recovered.entries {
+            if let Payload::Membership(m) = &entry.payload {
+                configs.appended(entry.index, m.clone());
+            }
+        }
+        let stored_config =
+            configs.effective_index() > LogIndex::ZERO || recovered.snapshot.is_some();
+        if !stored_config && !membership.nodes.is_empty() && !membership.contains(id) {
+            return Err(ConfigError::NotAMember(id).into());
+        }
+        if !stored_config && !membership.nodes.is_empty() {
+            membership.validate().map_err(ConfigError::Membership)?;
         }
         let log = RaftLog::recover(last_included, recovered.entries)?;
         let last = log.last_log_id();
@@ -221,8 +246,9 @@ impl<C: Command> Node<Follower, C> {
         let seed = seed ^ id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut shared = Shared {
             id,
-            peers,
-            quorum,
+            peers: Vec::new(),
+            quorum: Quorum::new([]),
+            configs,
             config,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             hard_state: recovered.hard_state,
@@ -236,6 +262,7 @@ impl<C: Command> Node<Follower, C> {
             now: Duration::ZERO,
             send_times: VecDeque::new(),
         };
+        shared.refresh_membership();
         if let Some(snapshot) = &shared.snapshot {
             out.apply(Apply::Snapshot(snapshot.clone()));
         }
@@ -272,6 +299,16 @@ impl<R: Role, C: Command> Node<R, C> {
     /// Tells the node what time it is (monotonic; an earlier time is ignored).
     pub fn advance_clock(&mut self, now: Duration) {
         self.shared.now = self.shared.now.max(now);
+    }
+
+    /// The configuration in effect (the latest in the log, committed or not).
+    pub fn membership(&self) -> &Membership {
+        self.shared.configs.effective()
+    }
+
+    /// The latest committed configuration.
+    pub fn committed_membership(&self) -> &Membership {
+        self.shared.configs.committed(self.shared.commit_index)
     }
 
     /// Whether this node votes: it is in the quorum of its configuration.
@@ -426,8 +463,12 @@ impl<R: Role, C: Command> Node<R, C> {
                 last_applied: shared.last_applied,
             })?;
         let last_included = LogId::new(term, index);
+        let membership = shared.configs.compacted_to(index);
         let snapshot = Snapshot {
-            meta: raft_traits::SnapshotMeta { last_included },
+            meta: raft_traits::SnapshotMeta {
+                last_included,
+                membership,
+            },
             data,
         };
         shared.log.compact_to(last_included);
@@ -459,6 +500,44 @@ pub enum SnapshotRefused {
 impl<C: Command> Shared<C> {
     pub(super) fn term(&self) -> Term {
         self.hard_state.term
+    }
+
+    /// Appends one entry to the in-memory log; a configuration takes effect at once.
+    pub(super) fn append_entry(&mut self, entry: Entry<C>) {
+        if let Payload::Membership(membership) = &entry.payload {
+            self.configs.appended(entry.index, membership.clone());
+            self.log.push(entry);
+            self.refresh_membership();
+        } else {
+            self.log.push(entry);
+        }
+    }
+
+    /// Removes the entries from `index` on; their configurations are undone.
+    pub(super) fn truncate_log_from(&mut self, index: LogIndex) {
+        self.log.truncate_from(index);
+        if self.configs.truncated_from(index) {
+            self.refresh_membership();
+        }
+    }
+
+    /// Derives the quorum and the replication targets from the effective configuration.
+    pub(super) fn refresh_membership(&mut self) {
+        let membership = self.configs.effective();
+        self.quorum = match &membership.outgoing {
+            Some(outgoing) => {
+                Quorum::joint(membership.voters.iter().copied(), outgoing.iter().copied())
+            }
+            None => Quorum::new(membership.voters.iter().copied()),
+        };
+        let me = self.id;
+        self.peers = membership
+            .nodes
+            .keys()
+            .copied()
+            .filter(|&id| id != me)
+            .collect();
+        tracing::debug!(node = %me, voters = ?membership.voters, learners = ?membership.learners, joint = membership.is_joint(), "configuration in effect");
     }
 
     /// The other voters: whom elections ask.

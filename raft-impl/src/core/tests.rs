@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use raft_traits::{
     AppendEntries, AppendOutcome, AppendReply, ConflictHint, Entry, HardState, InstallOutcome,
-    InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, NodeId, Payload, RecoveredState,
-    Request, RequestRefused, RequestVote, Response, Snapshot, SnapshotMeta, Term, TimeoutNow,
-    VoteReply,
+    InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, Membership, NodeId, Payload,
+    RecoveredState, Request, RequestRefused, RequestVote, Response, Snapshot, SnapshotMeta, Term,
+    TimeoutNow, VoteReply,
 };
 
 use super::*;
@@ -108,13 +108,13 @@ impl Boot {
                 term: t(self.term),
                 voted_for: self.voted_for.map(n),
             },
-            snapshot: self.snapshot.as_ref().map(|s| s.meta),
+            snapshot: self.snapshot.as_ref().map(|s| s.meta.clone()),
             entries: self.log,
         };
         let seed = self.config.seed.unwrap_or(1);
         let node = Node::boot(
             n(self.id),
-            (1..=self.members).map(n),
+            Membership::from_voters((1..=self.members).map(n)),
             self.config,
             seed,
             recovered,
@@ -134,6 +134,7 @@ fn snapshot(index: u64, term: u64) -> Snapshot {
     Snapshot {
         meta: SnapshotMeta {
             last_included: id(term, index),
+            membership: Membership::from_voters((1..=3).map(n)),
         },
         data: Bytes::from(format!("state@{index}")),
     }
@@ -1064,7 +1065,8 @@ fn service_snapshot_compacts_the_log_and_persists_atomically() {
         persists(out.as_slice()),
         [Persist::Snapshot(Snapshot {
             meta: SnapshotMeta {
-                last_included: id(1, 3)
+                last_included: id(1, 3),
+                membership: Membership::from_voters((1..=3).map(n)),
             },
             data
         })]
@@ -1537,7 +1539,7 @@ fn a_stored_term_out_of_range_is_a_typed_boot_error() {
     let mut out = Effects::new();
     let booted = Node::boot(
         n(1),
-        [n(1), n(2)],
+        Membership::from_voters([n(1), n(2)]),
         Config::lab(),
         1,
         recovered,
@@ -1961,4 +1963,230 @@ fn timeout_now_from_the_leader_starts_an_election_at_once() {
         votes.iter().all(|v| v.transfer),
         "the votes say it is a handover"
     );
+}
+
+// ---- Membership changes (thesis ch. 4) ---------------------------------------------
+
+fn voters_of(ids: &[u64]) -> Membership {
+    Membership::from_voters(ids.iter().map(|&id| n(id)))
+}
+
+/// A leader of term 2 over `members` voters with its blank entry committed (index 1).
+fn committed_leader(members: u64) -> AnyNode<Cmd> {
+    let (mut leader, effects) = elect(
+        Boot::new(1, members)
+            .term(1)
+            .config(|c| c.leader_noop = true),
+    );
+    let term = leader.term().0;
+    let mut out = Effects::new();
+    leader = leader.step(Input::Persisted { up_to: id(term, 1) }, &mut out);
+    for (to, tag) in heartbeat_tags(&effects) {
+        leader = step(leader, reply_to(to, tag, success(term, 1))).0;
+    }
+    assert_eq!(leader.commit_index(), i(1));
+    leader
+}
+
+/// Acknowledges everything the leader sent in `effects`, from every follower in `from`.
+fn ack_all(
+    mut leader: AnyNode<Cmd>,
+    effects: &[Effect<Cmd>],
+    from: &[u64],
+) -> (AnyNode<Cmd>, Vec<Effect<Cmd>>) {
+    let term = leader.term().0;
+    let mut last = Vec::new();
+    for (to, tag, request) in sends(effects) {
+        if let Request::Append(append) = request
+            && from.contains(&to.0)
+        {
+            let matched = append.prev_log.index.0 + append.entries.len() as u64;
+            let (next, more) = step(leader, reply_to(to.0, tag, success(term, matched)));
+            leader = next;
+            last.extend(more);
+        }
+    }
+    (leader, last)
+}
+
+fn persisted_all(leader: AnyNode<Cmd>) -> AnyNode<Cmd> {
+    let last = leader.log().last_log_id();
+    step(leader, Input::Persisted { up_to: last }).0
+}
+
+#[test]
+fn a_configuration_takes_effect_on_a_follower_when_appended_and_reverts_on_truncation() {
+    let node = Boot::new(1, 3).term(1).node();
+    let config = Entry {
+        term: t(1),
+        index: i(1),
+        payload: Payload::Membership(voters_of(&[1, 2, 3, 4, 5])),
+    };
+    let (node, _) = step(node, append(1, 2, id(0, 0), vec![config], 0));
+    assert_eq!(
+        node.membership(),
+        &voters_of(&[1, 2, 3, 4, 5]),
+        "in effect once appended"
+    );
+    assert_eq!(node.committed_membership(), &voters_of(&[1, 2, 3]));
+    // Campaigning now needs three of five.
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    assert_eq!(sends(&effects).len(), 4, "asks the four other voters");
+    let tag = sends(&effects)[0].1;
+    let grant = Response::Vote(VoteReply {
+        term: t(2),
+        granted: true,
+    });
+    let (node, _) = step(node, reply_to(2, tag, grant));
+    assert!(node.is_candidate(), "two of five is no majority");
+    // A leader of term 3 replaces the entry: the configuration is undone.
+    let (node, _) = step(node, append(3, 2, id(0, 0), log_of(&[3]), 0));
+    assert_eq!(
+        node.membership(),
+        &voters_of(&[1, 2, 3]),
+        "reverted with its entry"
+    );
+}
+
+#[test]
+fn learners_are_replicated_to_but_never_counted_and_never_campaign() {
+    let learner = Boot::new(4, 0).node();
+    let (learner, effects) = step(learner, Input::ElectionTimeout);
+    assert!(
+        learner.is_follower(),
+        "a node outside the voters never campaigns"
+    );
+    assert!(sends(&effects).is_empty());
+
+    let leader = committed_leader(3);
+    let mut out = Effects::new();
+    let mut leader = leader;
+    let target = voters_of(&[1, 2, 3]).with_learner(n(4), "");
+    leader
+        .change_membership(target, &mut out)
+        .expect("adding a learner");
+    let effects = out.take();
+    assert!(
+        sends(&effects).iter().any(|(to, _, _)| *to == n(4)),
+        "replicated to the learner"
+    );
+    let leader = persisted_all(leader);
+    // Only the learner acknowledges: no majority of voters, no commit.
+    let (leader, _) = ack_all(leader, &effects, &[4]);
+    assert_eq!(
+        leader.commit_index(),
+        i(1),
+        "a learner's copy is not counted"
+    );
+    let (leader, _) = ack_all(leader, &effects, &[2]);
+    assert_eq!(leader.commit_index(), i(2));
+}
+
+#[test]
+fn no_change_before_an_entry_of_the_term_commits_and_one_change_at_a_time() {
+    let (mut leader, _) = elect(Boot::new(1, 3).term(1).config(|c| c.leader_noop = true));
+    let mut out = Effects::new();
+    assert_eq!(
+        leader.change_membership(voters_of(&[1, 2]), &mut out),
+        Err(MembershipRefused::NotReady)
+    );
+    let mut leader = committed_leader(3);
+    leader
+        .change_membership(voters_of(&[1, 2]), &mut out)
+        .expect("a single-server change");
+    assert_eq!(
+        leader.change_membership(voters_of(&[1, 2, 3]), &mut out),
+        Err(MembershipRefused::ChangeInProgress)
+    );
+    assert_eq!(
+        leader.change_membership(Membership::default(), &mut out),
+        Err(MembershipRefused::Invalid(
+            raft_traits::MembershipError::NoVoters
+        ))
+    );
+}
+
+#[test]
+fn a_larger_change_goes_through_the_joint_configuration_and_ends_by_itself() {
+    let mut leader = committed_leader(3);
+    // {1,2,3} -> {1,4,5}: two voters change. 4 and 5 are learners that caught up.
+    let mut out = Effects::new();
+    let with_learners = voters_of(&[1, 2, 3])
+        .with_learner(n(4), "")
+        .with_learner(n(5), "");
+    leader.change_membership(with_learners, &mut out).unwrap();
+    let effects = out.take();
+    let leader = persisted_all(leader);
+    let (mut leader, _) = ack_all(leader, &effects, &[2, 3, 4, 5]);
+    assert_eq!(leader.commit_index(), i(2));
+
+    let target = voters_of(&[1, 4, 5]);
+    let mut out = Effects::new();
+    leader.change_membership(target.clone(), &mut out).unwrap();
+    let effects = out.take();
+    let joint = leader.membership().clone();
+    assert_eq!(joint.outgoing, Some([n(1), n(2), n(3)].into()));
+    assert_eq!(joint.voters, target.voters);
+    let leader = persisted_all(leader);
+    // The new voters alone cannot commit the joint entry: the old majority must too.
+    let (leader, _) = ack_all(leader, &effects, &[4, 5]);
+    assert_eq!(leader.commit_index(), i(2), "joint needs both majorities");
+    let (leader, more) = ack_all(leader, &effects, &[2]);
+    assert_eq!(leader.commit_index(), i(3), "both majorities: committed");
+    // Committing the joint entry made the leader append the final configuration.
+    assert_eq!(leader.membership(), &target);
+    assert_eq!(leader.log().last_index(), i(4));
+    let leader = persisted_all(leader);
+    let (leader, _) = ack_all(leader, &more, &[4]);
+    assert_eq!(leader.commit_index(), i(4));
+    assert_eq!(leader.committed_membership(), &target);
+    assert!(leader.is_leader(), "the leader is in the new configuration");
+}
+
+#[test]
+fn a_leader_removing_itself_leads_until_the_change_commits_then_steps_down() {
+    let mut leader = committed_leader(3);
+    let mut out = Effects::new();
+    leader
+        .change_membership(voters_of(&[2, 3]), &mut out)
+        .unwrap();
+    let effects = out.take();
+    let leader = persisted_all(leader);
+    // Its own durable copy no longer counts: one follower is not a majority of {2, 3}.
+    let (leader, _) = ack_all(leader, &effects, &[2]);
+    assert!(leader.is_leader(), "leads until the change commits");
+    assert_eq!(leader.commit_index(), i(1), "does not count itself");
+    let (node, _) = ack_all(leader, &effects, &[3]);
+    assert!(node.is_follower(), "steps down once its removal committed");
+    assert_eq!(node.commit_index(), i(2));
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    assert!(
+        node.is_follower() && sends(&effects).is_empty(),
+        "and never campaigns"
+    );
+}
+
+#[test]
+fn a_learner_is_promoted_only_once_it_has_caught_up() {
+    let mut leader = committed_leader(3);
+    let mut out = Effects::new();
+    leader.add_voter(n(4), String::new(), &mut out).unwrap();
+    let effects = out.take();
+    assert!(
+        leader.membership().learners.contains(&n(4)),
+        "joins as a learner"
+    );
+    let leader = persisted_all(leader);
+    let (leader, more) = ack_all(leader, &effects, &[2, 3]);
+    assert_eq!(leader.commit_index(), i(2));
+    assert!(
+        !leader.membership().is_voter(n(4)),
+        "not caught up: still a learner"
+    );
+    // The learner catches up to the commit index: promoted.
+    let mut all = effects.clone();
+    all.extend(more);
+    let (leader, _) = ack_all(leader, &all, &[4]);
+    assert!(leader.membership().is_voter(n(4)), "caught up: promoted");
+    assert!(leader.membership().learners.is_empty());
 }

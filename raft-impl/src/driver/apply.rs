@@ -64,7 +64,7 @@ where
                     let id = entry.log_id();
                     let response = match entry.payload {
                         Payload::Command(command) => Some(state_machine.apply(id, command).await),
-                        Payload::Blank => None,
+                        Payload::Blank | Payload::Membership(_) => None,
                     };
                     shared.store_applied(id.index);
                     if let Some((term, waiter)) = waiters.take(id.index) {

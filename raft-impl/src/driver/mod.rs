@@ -18,16 +18,17 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Either, select};
 use raft_traits::{
-    Command, Entry, LogId, LogIndex, NodeId, Request, RequestRefused, Response, Runtime,
-    StateMachine, Storage, StorageError, Transport, TransportError,
+    Command, Entry, LogId, LogIndex, Membership, NodeId, Request, RequestRefused, Response,
+    Runtime, StateMachine, Storage, StorageError, Transport, TransportError,
 };
 
 pub(crate) use apply::{ApplyMsg, Waiter, run_apply};
 
+use crate::core::MembershipRefused;
 use crate::core::{
     AnyNode, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
 };
-use crate::error::{ProposeError, ReadError, TransferError};
+use crate::error::{MembershipChangeError, ProposeError, ReadError, TransferError};
 use crate::status::Shared;
 
 /// How many queued events the loop steps before it carries out their effects together.
@@ -43,6 +44,45 @@ type Proposal<C, R> = (
 
 /// Where a reader waits for its read index.
 pub(crate) type ReadWaiter = oneshot::Sender<Result<LogIndex, ReadError>>;
+
+/// A membership change asked for through the handle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MembershipChange {
+    /// Add a learner at an address.
+    AddLearner(NodeId, String),
+    /// Add a voter at an address (as a learner first, promoted once caught up).
+    AddVoter(NodeId, String),
+    /// Promote a learner once it has caught up.
+    Promote(NodeId),
+    /// Remove a member.
+    Remove(NodeId),
+    /// Move to this configuration.
+    Set(Membership),
+}
+
+impl MembershipChange {
+    /// Whether `committed` (a committed, non-joint configuration) completes the change.
+    fn is_done(&self, committed: &Membership) -> bool {
+        if committed.is_joint() {
+            return false;
+        }
+        match self {
+            MembershipChange::AddLearner(id, _) => committed.contains(*id),
+            MembershipChange::AddVoter(id, _) | MembershipChange::Promote(id) => {
+                committed.is_voter(*id)
+            }
+            MembershipChange::Remove(id) => !committed.contains(*id),
+            MembershipChange::Set(target) => committed == target,
+        }
+    }
+}
+
+/// A membership change waiting to commit.
+type PendingChange = (
+    MembershipChange,
+    oneshot::Sender<Result<(), MembershipChangeError>>,
+);
 
 /// What reaches a node's event loop.
 pub(crate) enum Event<C, R> {
@@ -66,6 +106,11 @@ pub(crate) enum Event<C, R> {
     },
     /// A linearizable read: `waiter` learns the index to wait for.
     ReadIndex { waiter: ReadWaiter },
+    /// Change the configuration.
+    ChangeMembership {
+        change: MembershipChange,
+        reply: oneshot::Sender<Result<(), MembershipChangeError>>,
+    },
     /// Hand leadership to `to`.
     Transfer {
         to: NodeId,
@@ -96,6 +141,10 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     /// Reads waiting for their index, by the id the core hands back.
     pub(crate) pending_reads: BTreeMap<ReadId, ReadWaiter>,
     pub(crate) next_read_id: u64,
+    /// Membership changes waiting for their configuration to commit.
+    pub(crate) pending_changes: Vec<PendingChange>,
+    /// The configuration last handed to the transport.
+    pub(crate) announced_membership: Option<Membership>,
     pub(crate) election_deadline: Option<Duration>,
     pub(crate) heartbeat_deadline: Option<Duration>,
     pub(crate) commit_notice_deadline: Option<Duration>,
@@ -126,6 +175,7 @@ where
         // The effects of booting (the first election timer, a recovered snapshot to
         // restore) are carried out before anything else.
         self.settle().await;
+        self.note_role_change(false);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while !self.shared.is_stopped() {
             match self.next().await {
@@ -223,6 +273,29 @@ where
         if was_leader && !node.is_leader() {
             let after = node.commit_index();
             let _ = self.apply_tx.try_send(ApplyMsg::Abandon { after });
+        }
+        // Membership changes: done once their configuration committed; of unknown
+        // outcome once this node no longer leads.
+        if !self.pending_changes.is_empty() {
+            let committed = node.committed_membership();
+            let leading = node.is_leader();
+            let mut still = Vec::new();
+            for (change, reply) in self.pending_changes.drain(..) {
+                if change.is_done(committed) {
+                    let _ = reply.send(Ok(()));
+                } else if !leading {
+                    let _ = reply.send(Err(MembershipChangeError::OutcomeUnknown));
+                } else {
+                    still.push((change, reply));
+                }
+            }
+            self.pending_changes = still;
+        }
+        // A transport that routes by address learns members added at run time.
+        let membership = node.membership();
+        if self.announced_membership.as_ref() != Some(membership) {
+            self.transport.update_membership(membership);
+            self.announced_membership = Some(membership.clone());
         }
     }
 
@@ -333,6 +406,47 @@ where
                 if let Some(node) = self.node.as_mut() {
                     node.advance_clock(self.runtime.now());
                     node.read_index(id, &mut self.effects);
+                }
+            }
+            Event::ChangeMembership { change, reply } => {
+                let Some(node) = self.node.as_mut() else {
+                    return;
+                };
+                node.advance_clock(self.runtime.now());
+                let current = node.membership().clone();
+                let started = match &change {
+                    MembershipChange::AddLearner(id, address) => {
+                        let target = current.with_learner(*id, address.clone());
+                        node.change_membership(target, &mut self.effects)
+                            .map(|_| ())
+                    }
+                    MembershipChange::AddVoter(id, address) => {
+                        node.add_voter(*id, address.clone(), &mut self.effects)
+                    }
+                    MembershipChange::Promote(id) => match current.address(*id) {
+                        Some(address) => node.add_voter(*id, address.to_owned(), &mut self.effects),
+                        None => Err(MembershipRefused::UnknownNode(*id)),
+                    },
+                    MembershipChange::Remove(id) if !current.contains(*id) => {
+                        Err(MembershipRefused::UnknownNode(*id))
+                    }
+                    MembershipChange::Remove(id) => {
+                        let mut target = current;
+                        target.nodes.remove(id);
+                        target.voters.remove(id);
+                        target.learners.remove(id);
+                        node.change_membership(target, &mut self.effects)
+                            .map(|_| ())
+                    }
+                    MembershipChange::Set(target) => node
+                        .change_membership(target.clone(), &mut self.effects)
+                        .map(|_| ()),
+                };
+                match started {
+                    Ok(()) => self.pending_changes.push((change, reply)),
+                    Err(refused) => {
+                        let _ = reply.send(Err(refused.into()));
+                    }
                 }
             }
             Event::Transfer { to, reply } => {

@@ -148,6 +148,7 @@ async fn invalid_snapshot<F: StateMachineFactory>(factory: &mut F) -> CaseResult
     let garbage = Snapshot {
         meta: SnapshotMeta {
             last_included: log_id(5),
+            membership: Default::default(),
         },
         data: Bytes::from_static(&[0xff, 0x13, 0x37, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff]),
     };

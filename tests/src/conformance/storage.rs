@@ -6,8 +6,8 @@
 //! sequences of operations against a simple reference model, reopening at random points.
 
 use raft_traits::{
-    Bytes, Entry, HardState, LogId, LogIndex, NodeId, Payload, RecoveredState, Snapshot,
-    SnapshotMeta, Storage, StorageError, Term,
+    Bytes, Entry, HardState, LogId, LogIndex, Membership, NodeId, Payload, RecoveredState,
+    Snapshot, SnapshotMeta, Storage, StorageError, Term,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -105,7 +105,12 @@ fn entry(index: u64, term: u64) -> Entry<Cmd> {
     Entry {
         term: Term(term),
         index: LogIndex(index),
-        payload: Payload::Command(format!("entry {index} of term {term}").into_bytes()),
+        // Every seventh entry is a configuration, so that stores keep those too.
+        payload: if index.is_multiple_of(7) {
+            Payload::Membership(membership_at(index))
+        } else {
+            Payload::Command(format!("entry {index} of term {term}").into_bytes())
+        },
     }
 }
 
@@ -117,10 +122,18 @@ fn entries(from: u64, terms: &[u64]) -> Vec<Entry<Cmd>> {
         .collect()
 }
 
+/// A configuration that differs from index to index, with a learner and addresses, so
+/// that a store that loses or mixes up configurations is seen.
+fn membership_at(index: u64) -> Membership {
+    let voters = (1..=index % 5 + 1).map(|i| (NodeId(i), format!("10.0.0.{i}:7000")));
+    Membership::with_addresses(voters).with_learner(NodeId(100 + index), "learner:7000")
+}
+
 fn snapshot(index: u64, term: u64) -> Snapshot {
     Snapshot {
         meta: SnapshotMeta {
             last_included: LogId::new(Term(term), LogIndex(index)),
+            membership: membership_at(index),
         },
         data: Bytes::from(format!("state up to {index}").into_bytes()),
     }
@@ -581,7 +594,7 @@ async fn model_sequences<F: StorageFactory>(factory: &mut F) -> CaseResult {
             let state = ok!(store.recover().await, context());
             let expected = RecoveredState {
                 hard_state: model.hard_state,
-                snapshot: model.snapshot.as_ref().map(|s| s.meta),
+                snapshot: model.snapshot.as_ref().map(|s| s.meta.clone()),
                 entries: model.entries.clone(),
             };
             ensure_eq!(state, expected, context());

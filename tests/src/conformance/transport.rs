@@ -90,7 +90,7 @@ fn checksum(entries: &[Entry<Cmd>]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, entry| {
             let bytes = match &entry.payload {
                 Payload::Command(bytes) => bytes.as_slice(),
-                Payload::Blank => &[],
+                Payload::Blank | Payload::Membership(_) => &[],
             };
             bytes.iter().fold(hash ^ entry.index.0, |h, &b| {
                 (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)

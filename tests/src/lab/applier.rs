@@ -315,6 +315,7 @@ impl StateMachine<Value> for LabApplier {
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_included: last_applied,
+                membership: Default::default(),
             },
             data: encode_snapshot(last_applied.index.0, values),
         })
@@ -449,6 +450,7 @@ mod tests {
         let snapshot = Snapshot {
             meta: SnapshotMeta {
                 last_included: id(9),
+                membership: Default::default(),
             },
             data: encode_snapshot(8, vec![None; 9]),
         };

@@ -221,6 +221,7 @@ impl<C: Command> StateMachine<C> for Counter {
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_included: self.last,
+                membership: Default::default(),
             },
             data: Bytes::copy_from_slice(&count.to_le_bytes()),
         })

@@ -185,6 +185,7 @@ impl StateMachine<Bytes> for Blobs {
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_included: self.last,
+                membership: Default::default(),
             },
             data: Bytes::from(data),
         })
