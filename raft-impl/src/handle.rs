@@ -280,7 +280,9 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
 
     /// Adds `id` as a voter: first as a learner, promoted once it holds everything the
     /// leader had committed, so that its vote never stalls commits while it catches up.
-    /// Resolves once the configuration that makes it a voter has committed.
+    /// Resolves once the configuration that makes it a voter has committed. A learner
+    /// that never catches up (it is down) keeps this waiting while the leader leads:
+    /// wrap it in a timeout.
     pub async fn add_voter(
         &self,
         id: NodeId,

@@ -41,3 +41,19 @@ mod robustness {
 
     raft_tests::robustness_scenarios!(real_time);
 }
+
+/// Membership changes (grow, shrink, replace, joint, cut-off leader, concurrent).
+mod membership {
+    type W = raft_tests::lab::RealTime;
+
+    macro_rules! real_time {
+        ($name:ident, $call:expr) => {
+            #[test]
+            fn $name() {
+                $call;
+            }
+        };
+    }
+
+    raft_tests::membership_scenarios!(real_time);
+}

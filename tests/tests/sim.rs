@@ -47,6 +47,22 @@ mod robustness_in_virtual_time {
     raft_tests::robustness_scenarios!(virtual_time);
 }
 
+/// Membership changes (grow, shrink, replace, joint, cut-off leader, concurrent).
+mod membership {
+    type W = raft_tests::sim::VirtualTime;
+
+    macro_rules! virtual_time {
+        ($name:ident, $call:expr) => {
+            #[test]
+            fn $name() {
+                $call;
+            }
+        };
+    }
+
+    raft_tests::membership_scenarios!(virtual_time);
+}
+
 mod explorer {
     use raft_tests::sim::PlantedBug;
     use raft_tests::sim::explorer::{Options, explore};

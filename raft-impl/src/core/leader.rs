@@ -282,6 +282,8 @@ impl<C: Command> Node<Leader, C> {
         if current.is_voter(id) {
             return Ok(());
         }
+        // Refused now rather than left waiting: a promotion could not start either.
+        self.may_change_membership()?;
         if !current.contains(id) {
             self.change_membership(current.with_learner(id, address), out)?;
         }

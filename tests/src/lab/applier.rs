@@ -39,6 +39,8 @@ struct Record {
     max_index: u64,
     /// Every violation, in the order seen.
     errors: Vec<String>,
+    /// Whether indices may be skipped (configuration entries).
+    configuration_gaps: bool,
 }
 
 /// The snapshot format of the lab: the last included index and the values of indices
@@ -65,8 +67,18 @@ impl AppliedRecord {
                 instance: vec![0; n],
                 max_index: 0,
                 errors: Vec::new(),
+                configuration_gaps: false,
             })),
         }
+    }
+
+    /// A record for `n` servers of a cluster whose membership changes: indices that
+    /// hold configurations are never applied, so gaps between applied indices are
+    /// allowed (order is still checked).
+    pub fn with_configuration_gaps(n: usize) -> Self {
+        let record = AppliedRecord::new(n);
+        record.lock().configuration_gaps = true;
+        record
     }
 
     /// Locks the record. An applier never panics while holding the lock, but a harness
@@ -176,7 +188,16 @@ impl Record {
         for error in disagreements {
             self.fail(error);
         }
-        let previous_applied = index <= 1 || value_at(&self.logs[server], index - 1).is_some();
+        // Configuration entries are not handed to the state machine, so a cluster whose
+        // membership changes applies indices with gaps: there, order means that each
+        // index comes after every index this server applied before.
+        let previous_applied = index <= 1
+            || value_at(&self.logs[server], index - 1).is_some()
+            || (self.configuration_gaps
+                && self.logs[server]
+                    .iter()
+                    .skip(usize::try_from(index).unwrap_or(usize::MAX))
+                    .all(Option::is_none));
         let log = &mut self.logs[server];
         let position = usize::try_from(index).expect("log index fits in usize");
         if log.len() <= position {

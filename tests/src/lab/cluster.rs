@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use raft_impl::{Config, Parts, Raft};
 use raft_mem::{MemNetwork, MemStorage};
-use raft_traits::{JoinHandle, NodeId, Runtime};
+use raft_traits::{JoinHandle, Membership, NodeId, Runtime};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -56,6 +56,8 @@ struct Inner<Rt: Runtime> {
     snapshots: bool,
     /// Whether the servers run pre-vote and check-quorum.
     robust: bool,
+    /// Servers `0..members` form the bootstrap configuration; the others join later.
+    members: usize,
     /// Whether the cluster was made with a reliable network.
     reliable: bool,
     runtime: Rt,
@@ -125,10 +127,15 @@ impl<Rt: Runtime> Cluster<Rt> {
                 seed,
                 snapshots: spec.snapshot,
                 robust: spec.robust,
+                members: spec.members.unwrap_or(spec.n).min(spec.n),
                 reliable: spec.reliable,
                 runtime,
                 net,
-                record: AppliedRecord::new(spec.n),
+                record: if spec.members.is_some() {
+                    AppliedRecord::with_configuration_gaps(spec.n)
+                } else {
+                    AppliedRecord::new(spec.n)
+                },
                 servers: Mutex::new(servers),
                 lifecycle: futures::lock::Mutex::new(()),
                 rng: Mutex::new(StdRng::seed_from_u64(mix(seed, TEST_RNG_SALT))),
@@ -464,14 +471,19 @@ impl<Rt: Runtime> Cluster<Rt> {
             .with_seed(Some(mix(self.inner.seed, NODE_SALT + instance)))
             .with_pre_vote(self.inner.robust)
             .with_check_quorum(self.inner.robust);
-        let members = (0..self.inner.n).map(node_id);
+        let members = if i < self.inner.members {
+            Membership::from_voters((0..self.inner.members).map(node_id))
+        } else {
+            // Started to join: it waits for a leader that has added it.
+            Membership::default()
+        };
         let parts = Parts {
             runtime: self.inner.runtime.clone(),
             storage,
             state_machine,
             transport,
         };
-        let raft: LabRaft = match Raft::spawn(node_id(i), members, config, parts).await {
+        let raft: LabRaft = match Raft::spawn_in(node_id(i), members, config, parts).await {
             Ok(raft) => raft,
             Err(e) => panic!("server {i}: cannot start: {e}"),
         };

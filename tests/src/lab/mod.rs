@@ -10,7 +10,7 @@
 //! ```no_run
 //! use raft_tests::lab::{self, ClusterSpec, RealTime};
 //!
-//! lab::run::<RealTime, _, _>(ClusterSpec { n: 3, reliable: true, snapshot: false, robust: true }, |t| async move {
+//! lab::run::<RealTime, _, _>(ClusterSpec { n: 3, reliable: true, snapshot: false, robust: true, members: None }, |t| async move {
 //!     t.begin("Test (3B): basic agreement");
 //!     let leader = t.check_one_leader().await;
 //!     t.disconnect((leader + 1) % t.n());
@@ -78,6 +78,9 @@ pub struct ClusterSpec {
     ///
     /// [`Config::lab`]: raft_impl::Config::lab
     pub robust: bool,
+    /// How many of the `n` servers form the bootstrap configuration (`None`: all). The
+    /// others start empty, to join a running cluster when a scenario adds them.
+    pub members: Option<usize>,
 }
 
 /// Where a scenario runs: [`RealTime`] on smol threads, or virtual time in a
@@ -234,6 +237,7 @@ mod tests {
 
     const THREE: ClusterSpec = ClusterSpec {
         robust: true,
+        members: None,
         n: 3,
         reliable: true,
         snapshot: false,

@@ -5,6 +5,7 @@
 //! [`lab_scenarios!`](crate::lab_scenarios) lists them all, for test targets to expand
 //! into one test each.
 
+pub mod membership;
 pub mod part_3a;
 pub mod part_3b;
 pub mod part_3c;
@@ -20,6 +21,7 @@ const fn plain(n: usize, reliable: bool) -> ClusterSpec {
         reliable,
         snapshot: false,
         robust: true,
+        members: None,
     }
 }
 
@@ -30,6 +32,7 @@ const fn snapshots(n: usize, reliable: bool) -> ClusterSpec {
         reliable,
         snapshot: true,
         robust: true,
+        members: None,
     }
 }
 

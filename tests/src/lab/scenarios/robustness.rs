@@ -30,6 +30,7 @@ fn spec(n: usize, robust: bool) -> ClusterSpec {
         reliable: RELIABLE,
         snapshot: false,
         robust,
+        members: None,
     }
 }
 
