@@ -31,7 +31,7 @@ use raft_traits::{
 ///
 /// let net = LocalNetwork::new();
 /// net.register(NodeId(2), Arc::new(Voter));
-/// let vote = Request::Vote(RequestVote { term: Term(1), candidate: NodeId(1), last_log: LogId::default() });
+/// let vote = Request::Vote(RequestVote { term: Term(1), candidate: NodeId(1), last_log: LogId::default(), transfer: false });
 /// let reply = futures::executor::block_on(net.transport().send(NodeId(2), vote)).unwrap();
 /// assert_eq!(reply, Response::Vote(VoteReply { term: Term(1), granted: true }));
 /// ```

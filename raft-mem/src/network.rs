@@ -81,6 +81,7 @@ const DROP_PER_MILLE: u32 = 100;
 ///     term: Term(1),
 ///     candidate: NodeId(1),
 ///     last_log: LogId::default(),
+///     transfer: false,
 /// });
 /// rt.block_on(async {
 ///     // Fresh ends are disabled.

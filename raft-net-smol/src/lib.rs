@@ -48,6 +48,7 @@
 //!     term: Term(3),
 //!     candidate: NodeId(1),
 //!     last_log: LogId::default(),
+//!     transfer: false,
 //! });
 //! let reply = smol::block_on(transport.send(NodeId(2), vote)).unwrap();
 //! assert_eq!(reply, Response::Vote(VoteReply { term: Term(3), granted: true }));

@@ -60,6 +60,7 @@ use crate::error::ConfigError;
 ///     term: Term(1),
 ///     candidate: NodeId(1),
 ///     last_log: LogId::default(),
+///     transfer: false,
 /// });
 /// let reply = smol::block_on(transport.send(NodeId(3), vote.clone()));
 /// assert_eq!(reply, Err(TransportError::UnknownPeer(NodeId(3))));

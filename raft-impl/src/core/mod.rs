@@ -13,12 +13,12 @@
 //! ```
 //! use raft_impl::Config;
 //! use raft_impl::core::{AnyNode, Effect, Effects, Input, Node};
-//! use raft_traits::{NodeId, RecoveredState};
+//! use raft_traits::{Membership, NodeId, RecoveredState};
 //!
 //! let mut out = Effects::new();
 //! let node: AnyNode<u64> = Node::boot(
 //!     NodeId(1),
-//!     [NodeId(1), NodeId(2), NodeId(3)],
+//!     Membership::from_voters([NodeId(1), NodeId(2), NodeId(3)]),
 //!     Config::lab(),
 //!     42,
 //!     RecoveredState::default(),

@@ -87,12 +87,12 @@ impl fmt::Display for RoleKind {
 /// ```
 /// use raft_impl::Config;
 /// use raft_impl::core::{Effects, Follower, Node};
-/// use raft_traits::{NodeId, RecoveredState};
+/// use raft_traits::{Membership, NodeId, RecoveredState};
 ///
 /// let mut out = Effects::new();
 /// let follower: Node<Follower, String> = Node::boot(
 ///     NodeId(1),
-///     [NodeId(1)],
+///     Membership::from_voters([NodeId(1)]),
 ///     Config::default(),
 ///     7,
 ///     RecoveredState::default(),
