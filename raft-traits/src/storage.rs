@@ -116,6 +116,15 @@ pub enum StorageError {
         /// What the rejected snapshot covers.
         offered: LogId,
     },
+    /// The store was written in a format this build does not read (an older version,
+    /// or another program's files).
+    #[error("unsupported storage format: found {found}, this build reads {supported}")]
+    UnsupportedFormat {
+        /// What the store says it is (or what it looks like).
+        found: String,
+        /// The format this build reads.
+        supported: String,
+    },
     /// Stored data failed validation (checksum, format, ordering).
     #[error("corrupt storage: {0}")]
     Corrupt(String),

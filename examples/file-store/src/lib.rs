@@ -1,7 +1,11 @@
 //! A durable [`Storage`] for raft on plain files, built only on the public `raft-traits`
 //! API: the "bring your own storage" example.
 //!
-//! A store is a directory holding three files:
+//! A store is a directory holding a `format` file that names its format and version
+//! (a store of another version, or a directory with raft files but no `format`, is
+//! refused with [`StorageError::UnsupportedFormat`]: version 2 added cluster
+//! configurations to log entries and snapshot metadata, which version 1 cannot hold),
+//! and three data files:
 //!
 //! * `log`: an append-only sequence of checksummed records, one per entry. An append is
 //!   one `write` and one `fsync`, however many entries it carries (group commit).
@@ -61,6 +65,9 @@ use raft_traits::{
 };
 
 const LOG: &str = "log";
+const FORMAT: &str = "format";
+/// What the `format` file of a store of this version holds.
+const FORMAT_TAG: &str = "raft-file-store 2\n";
 const HARD_STATE: &str = "hard_state";
 const SNAPSHOT: &str = "snapshot";
 
@@ -141,6 +148,7 @@ impl<C: Command, K: Codec> FileStorage<C, K> {
 impl Store {
     fn open<C: Command, K: Codec>(dir: &Path, codec: &K) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir)?;
+        check_format(dir)?;
         for name in [HARD_STATE, SNAPSHOT, LOG] {
             files::remove_leftover(dir, name)?;
         }
@@ -392,6 +400,33 @@ impl Store {
             )));
         }
         Ok(entries)
+    }
+}
+
+/// Checks that `dir` holds a store of this version, or makes it one if it holds no
+/// store at all.
+fn check_format(dir: &Path) -> Result<(), StorageError> {
+    let supported = FORMAT_TAG.trim_end().to_owned();
+    match std::fs::read(dir.join(FORMAT)) {
+        Ok(bytes) if bytes == FORMAT_TAG.as_bytes() => Ok(()),
+        Ok(bytes) => Err(StorageError::UnsupportedFormat {
+            found: String::from_utf8_lossy(&bytes).trim_end().to_owned(),
+            supported,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let has_data = [HARD_STATE, SNAPSHOT, LOG]
+                .iter()
+                .any(|name| dir.join(name).exists());
+            if has_data {
+                return Err(StorageError::UnsupportedFormat {
+                    found: "raft files without a format file (raft-file-store 1)".to_owned(),
+                    supported,
+                });
+            }
+            files::replace(dir, FORMAT, &[FORMAT_TAG.as_bytes()])?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -124,3 +124,28 @@ fn snapshot_compaction_survives_reopen() {
         Err(StorageError::Compacted { .. })
     ));
 }
+
+#[test]
+fn a_store_of_another_format_version_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 3);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("format")).unwrap(),
+        "raft-file-store 2\n"
+    );
+    // A store of version 1 had no format file.
+    std::fs::remove_file(dir.path().join("format")).unwrap();
+    let old = FileStorage::<String>::open(dir.path());
+    assert!(
+        matches!(old, Err(StorageError::UnsupportedFormat { ref found, .. }) if found.contains("raft-file-store 1")),
+        "{old:?}"
+    );
+    std::fs::write(dir.path().join("format"), "raft-file-store 7\n").unwrap();
+    let newer = FileStorage::<String>::open(dir.path());
+    assert!(
+        matches!(newer, Err(StorageError::UnsupportedFormat { ref found, .. }) if found == "raft-file-store 7"),
+        "{newer:?}"
+    );
+    std::fs::write(dir.path().join("format"), "raft-file-store 2\n").unwrap();
+    assert_eq!(indices(dir.path()), [1, 2, 3], "nothing was lost meanwhile");
+}

@@ -26,6 +26,10 @@ pub struct Leader {
     pub(super) read_round: Option<u64>,
     /// A leadership transfer under way.
     pub(super) transfer: Option<Transfer>,
+    /// Whether this leader told a follower to campaign at once (TimeoutNow) in this term.
+    /// Voters grant a handover even within the election timeout, so from then on no
+    /// lease can stand for this term.
+    pub(super) handed_over: bool,
     /// Learners to promote to voters once they have caught up.
     pub(super) promotions: BTreeSet<NodeId>,
     /// Heartbeats sent in this term: the leader's only notion of elapsed time.
@@ -137,6 +141,7 @@ impl Leader {
             reads: VecDeque::new(),
             read_round: None,
             transfer: None,
+            handed_over: false,
             promotions: BTreeSet::new(),
             ticks: 0,
             durable,
@@ -521,6 +526,11 @@ impl<C: Command> Node<Leader, C> {
     fn has_lease(&self) -> bool {
         let config = &self.shared.config;
         if !(config.lease_reads && config.check_quorum) {
+            return false;
+        }
+        // A handover lets the target be elected within the lease (its votes bypass
+        // stickiness), so a transfer ends the lease: reads take the ReadIndex round.
+        if self.role.transfer.is_some() || self.role.handed_over {
             return false;
         }
         let me = self.shared.id;

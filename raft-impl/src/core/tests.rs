@@ -2190,3 +2190,33 @@ fn a_learner_is_promoted_only_once_it_has_caught_up() {
     assert!(leader.membership().is_voter(n(4)), "caught up: promoted");
     assert!(leader.membership().learners.is_empty());
 }
+
+#[test]
+fn a_leadership_transfer_ends_the_lease() {
+    let (mut leader, effects) = elect_robust(Boot::new(1, 3).term(1).config(|c| {
+        c.leader_noop = true;
+        c.lease_reads = true;
+    }));
+    let term = leader.term().0;
+    let mut out = Effects::new();
+    leader = leader.step(Input::Persisted { up_to: id(term, 1) }, &mut out);
+    for (to, tag) in heartbeat_tags(&effects) {
+        leader = step(leader, reply_to(to, tag, success(term, 1))).0;
+    }
+    let mut out = Effects::new();
+    leader.read_index(ReadId(1), &mut out);
+    assert_eq!(
+        reads(&out.take()),
+        [(ReadId(1), Ok(i(1)))],
+        "served under the lease"
+    );
+    leader
+        .transfer_leadership(n(2), &mut out)
+        .expect("2 is a voter");
+    out.take();
+    leader.read_index(ReadId(2), &mut out);
+    assert!(
+        reads(&out.take()).is_empty(),
+        "during a handover a read waits for a round of heartbeats"
+    );
+}
