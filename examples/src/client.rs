@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use raft_net_smol::{ConfigError, TcpClient, TcpConfig};
 use raft_traits::{NodeId, TransportError};
 
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
-use crate::state_machine::{KvSessionCommand, KvSessionResult};
+use crate::state_machine::KvSessionResult;
 
 /// How a [`KvClient`] times its attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,8 +104,11 @@ pub enum ClientError {
 /// not answer in time, is skipped for the next one. Between failed attempts the client
 /// backs off, so it rides out elections, until [`ClientConfig::deadline`].
 ///
-/// Every operation, reads included, is a command in Raft's log, applied by the leader
-/// once committed: results are linearizable.
+/// `put` and `delete` are commands in Raft's log, applied by the leader once committed.
+/// `get` is a [`ClientRequest::Read`]: the node it reaches serves it after a read
+/// barrier (on a follower too), or, in `log` mode, tells the client to send it through
+/// the log as a command; the client then reads through the log for as long as it lives.
+/// Results are linearizable either way.
 ///
 /// # Exactly once
 ///
@@ -129,6 +133,8 @@ pub struct KvClient {
     leader: Mutex<Option<NodeId>>,
     /// Sessions with no operation in flight, the most recently used last.
     idle_sessions: Mutex<Vec<Session>>,
+    /// Whether a node answered that it reads through the log.
+    reads_through_log: AtomicBool,
     config: ClientConfig,
 }
 
@@ -142,7 +148,7 @@ struct Session {
 
 /// What one attempt at one node came to.
 enum Attempt {
-    Done(KvSessionResult),
+    Done(Answer),
     Redirect(NodeId),
     Retry {
         next: NodeId,
@@ -152,10 +158,33 @@ enum Attempt {
     },
 }
 
-/// What a command came to once a node answered.
+/// A node's final answer to a request.
+enum Answer {
+    /// A command's result.
+    Applied(KvSessionResult),
+    /// A read's value.
+    Value(Option<Arc<str>>),
+    /// The node reads through the log.
+    ReadThroughLog,
+}
+
+impl Answer {
+    /// The command's result; any other answer is a protocol violation by `node`.
+    fn into_result(self, node: NodeId) -> Result<KvSessionResult, ClientError> {
+        match self {
+            Answer::Applied(result) => Ok(result),
+            Answer::Value(_) | Answer::ReadThroughLog => Err(ClientError::Unexpected {
+                node,
+                answer: "a read's answer to a command".to_owned(),
+            }),
+        }
+    }
+}
+
+/// What a request came to once a node answered.
 struct Outcome {
     node: NodeId,
-    result: KvSessionResult,
+    answer: Answer,
     /// Whether an earlier attempt ended without a definite answer, so that it may have
     /// reached the state machine.
     uncertain: bool,
@@ -178,6 +207,7 @@ impl KvClient {
             nodes,
             leader: Mutex::new(None),
             idle_sessions: Mutex::new(Vec::new()),
+            reads_through_log: AtomicBool::new(false),
             config,
         })
     }
@@ -199,8 +229,33 @@ impl KvClient {
     }
 
     /// Reads `key`, linearizably; `None` if it is not set.
+    ///
+    /// Sent as a [`ClientRequest::Read`], with no session: the node serves it after a
+    /// read barrier, and nothing is written to the log. If a node answers that it reads
+    /// through the log, the read goes there, as a `Get` command in a session, and so do
+    /// this client's later reads.
     pub async fn get(&self, key: impl Into<Arc<str>>) -> Result<Option<Arc<str>>, ClientError> {
-        match self.execute(KvCommand::Get { key: key.into() }).await? {
+        let key = key.into();
+        let started = Instant::now();
+        if !self.reads_through_log.load(Ordering::Relaxed) {
+            let outcome = self
+                .run(ClientRequest::Read { key: key.clone() }, started)
+                .await?;
+            match outcome.answer {
+                Answer::Value(value) => return Ok(value),
+                Answer::ReadThroughLog => {
+                    tracing::debug!(node = %outcome.node, "the cluster reads through the log");
+                    self.reads_through_log.store(true, Ordering::Relaxed);
+                }
+                Answer::Applied(_) => {
+                    return Err(ClientError::Unexpected {
+                        node: outcome.node,
+                        answer: "a command's result to a read".to_owned(),
+                    });
+                }
+            }
+        }
+        match self.execute_since(KvCommand::Get { key }, started).await? {
             (_, KvResponse::Value(value)) => Ok(value),
             (node, other) => Err(unexpected(node, &other)),
         }
@@ -218,7 +273,15 @@ impl KvClient {
     /// the type's documentation says; returns the node that answered and the command's
     /// result (recorded when it was applied, if that was on an earlier attempt).
     pub async fn execute(&self, command: KvCommand) -> Result<(NodeId, KvResponse), ClientError> {
-        let started = Instant::now();
+        self.execute_since(command, Instant::now()).await
+    }
+
+    /// [`execute`](Self::execute), within the deadline of an operation `started` then.
+    async fn execute_since(
+        &self,
+        command: KvCommand,
+        started: Instant,
+    ) -> Result<(NodeId, KvResponse), ClientError> {
         loop {
             let mut session = match self.take_session() {
                 Some(session) => session,
@@ -235,7 +298,7 @@ impl KvClient {
                 sequence,
                 command: command.clone(),
             };
-            let outcome = match self.run(request, started).await {
+            let outcome = match self.run(ClientRequest::Execute(request), started).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     // The number is used up, but the session still serves: the cluster
@@ -246,7 +309,7 @@ impl KvClient {
                     return Err(error);
                 }
             };
-            match outcome.result {
+            match outcome.answer.into_result(outcome.node)? {
                 Ok(SessionResponse::Applied(response) | SessionResponse::Duplicate(response)) => {
                     self.return_session(session);
                     return Ok((outcome.node, response));
@@ -274,8 +337,9 @@ impl KvClient {
     async fn register(&self, started: Instant) -> Result<Session, ClientError> {
         // A registration retried after a lost answer may open two sessions; the one
         // never used expires in time.
-        let outcome = self.run(SessionCommand::Register, started).await?;
-        match outcome.result {
+        let request = ClientRequest::Execute(SessionCommand::Register);
+        let outcome = self.run(request, started).await?;
+        match outcome.answer.into_result(outcome.node)? {
             Ok(SessionResponse::Registered(client)) => {
                 tracing::debug!(%client, node = %outcome.node, "session registered");
                 Ok(Session {
@@ -291,14 +355,10 @@ impl KvClient {
         }
     }
 
-    /// Runs `command` on the leader until a node answers with its result, following
-    /// hints, moving on from nodes that fail, backing off, until the deadline of the
-    /// operation `started` then.
-    async fn run(
-        &self,
-        command: KvSessionCommand,
-        started: Instant,
-    ) -> Result<Outcome, ClientError> {
+    /// Sends `request` to the leader until a node answers it for good, following hints,
+    /// moving on from nodes that fail, backing off, until the deadline of the operation
+    /// `started` then.
+    async fn run(&self, request: ClientRequest, started: Instant) -> Result<Outcome, ClientError> {
         let mut target = self.leader().unwrap_or_else(|| self.first_node());
         let mut attempts = 0u32;
         let mut failures = 0u32;
@@ -318,7 +378,7 @@ impl KvClient {
             }
             attempts = attempts.saturating_add(1);
             let remaining = self.config.deadline.saturating_sub(elapsed);
-            let attempt = self.attempt(target, command.clone());
+            let attempt = self.attempt(target, request.clone());
             let expired = async {
                 smol::Timer::after(remaining).await;
                 Ok(Attempt::Retry {
@@ -328,11 +388,14 @@ impl KvClient {
                 })
             };
             match smol::future::or(attempt, expired).await? {
-                Attempt::Done(result) => {
-                    self.set_leader(Some(target));
+                Attempt::Done(answer) => {
+                    // Only the leader applies commands; a follower may serve a read.
+                    if matches!(answer, Answer::Applied(_)) {
+                        self.set_leader(Some(target));
+                    }
                     return Ok(Outcome {
                         node: target,
-                        result,
+                        answer,
                         uncertain,
                     });
                 }
@@ -370,15 +433,13 @@ impl KvClient {
     }
 
     /// One attempt at `node`.
-    async fn attempt(
-        &self,
-        node: NodeId,
-        command: KvSessionCommand,
-    ) -> Result<Attempt, ClientError> {
+    async fn attempt(&self, node: NodeId, request: ClientRequest) -> Result<Attempt, ClientError> {
         let next = self.node_after(node);
-        let answer = self.rpc.call(node, ClientRequest::Execute(command)).await;
+        let answer = self.rpc.call(node, request).await;
         let attempt = match answer {
-            Ok(ClientResponse::Applied(result)) => Attempt::Done(result),
+            Ok(ClientResponse::Applied(result)) => Attempt::Done(Answer::Applied(result)),
+            Ok(ClientResponse::Value { value, .. }) => Attempt::Done(Answer::Value(value)),
+            Ok(ClientResponse::ReadThroughLog) => Attempt::Done(Answer::ReadThroughLog),
             Ok(ClientResponse::NotLeader {
                 leader_hint: Some(leader),
             }) if leader != node && self.nodes.contains(&leader) => Attempt::Redirect(leader),

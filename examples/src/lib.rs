@@ -7,9 +7,10 @@
 //!   client sessions, snapshotting itself every N entries) as its state machine. It
 //!   listens on two ports: Raft RPCs from its peers, and clients.
 //! * [`KvClient`]: a client that finds the leader by itself (leader hints, failover,
-//!   backoff through elections) and runs `put`, `get` and `delete` through the log,
-//!   exactly once: in client sessions ([`raft_impl::session`]), so that a command
-//!   retried after a lost answer is not applied again.
+//!   backoff through elections) and runs `put` and `delete` through the log, exactly
+//!   once: in client sessions ([`raft_impl::session`]), so that a command retried after
+//!   a lost answer is not applied again; `get` is a linearizable read, served as the
+//!   node's [`ReadMode`] says.
 //! * [`protocol`]: the messages between them.
 //! * Test utilities for clusters on real sockets: [`FaultProxy`], a TCP proxy that
 //!   passes, delays, drops or cuts a link; [`free_loopback_addrs`] and [`PortHolder`] to
@@ -22,11 +23,17 @@
 //!
 //! # Reads are linearizable
 //!
-//! A `get` is a command in the log like a `put`: the leader appends it, commits it with
-//! a majority, applies it in log order and answers with the value at that point of the
-//! log. A leader that has been deposed without knowing it cannot commit, so it cannot
-//! answer a stale read. The price is a log entry (a replication round and an fsync) per
-//! read.
+//! A node serves `get` in one of three [`ReadMode`]s. In `log` mode a `get` is a command
+//! in the log like a `put`: the leader appends it, commits it with a majority, applies it
+//! in log order and answers with the value at that point of the log; a leader that has
+//! been deposed without knowing it cannot commit, so it cannot answer a stale read. The
+//! price is a log entry (a replication round and an fsync) per read. In `read-index`
+//! mode (the default) nothing is written: the node passes a read barrier
+//! ([`Raft::read_barrier`](raft_impl::Raft::read_barrier): the leader confirms with one
+//! heartbeat round that it still leads, and the node waits until it has applied the
+//! commit index of that moment), then reads its state ([`KvView::read`]). `lease` mode
+//! skips the heartbeat round while the leader's lease holds, which is safe only while
+//! clocks drift less than the configured margin.
 //!
 //! # Example: a one-node cluster
 //!
@@ -52,16 +59,19 @@ mod node;
 mod ports;
 pub mod protocol;
 mod proxy;
+mod read;
 mod state_machine;
 
 pub use client::{ClientConfig, ClientError, KvClient, describe_failure};
 pub use members::{MembersError, parse_members, resolve};
 pub use node::{
-    BoundNode, DEFAULT_MAX_SESSIONS, DEFAULT_SNAPSHOT_ENTRIES, KvNode, NodeConfig, NodeError,
+    BoundNode, DEFAULT_MAX_SESSIONS, DEFAULT_READ_TIMEOUT, DEFAULT_SNAPSHOT_ENTRIES, KvNode,
+    NodeConfig, NodeError,
 };
 pub use ports::{PortHolder, free_loopback_addrs};
 pub use protocol::{ClientRequest, ClientResponse, NodeStatus, Role};
 pub use proxy::{FaultProxy, LinkMode};
+pub use read::{LinearizableRead, ParseReadModeError, ReadMode, ReadStats};
 pub use state_machine::{
     KvRaft, KvSessionCommand, KvSessionResult, KvSessions, KvView, SnapshotStats, SnapshottingKv,
 };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use raft_file_store::FileStorage;
 use raft_impl::session::DEFAULT_CAPACITY;
-use raft_impl::{Config, Parts, ProposeError, StartError};
+use raft_impl::{Config, Parts, ProposeError, ReadError, StartError};
 use raft_mem::MemStorage;
 use raft_net_smol::{
     ConfigError, ServerError, Service, SmolRuntime, TcpConfig, TcpServer, TcpTransport,
@@ -18,6 +18,7 @@ use raft_net_smol::{
 use raft_traits::{NodeId, Storage, StorageError, async_trait};
 
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::read::{ReadMode, ReadStats};
 use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, SnapshottingKv};
 
 /// How many applied commands a node lets pass between two snapshots by default.
@@ -25,6 +26,9 @@ pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
 
 /// How many client sessions a node keeps by default (the session wrapper's default).
 pub const DEFAULT_MAX_SESSIONS: NonZeroUsize = DEFAULT_CAPACITY;
+
+/// How long a node works on one read without the log by default.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a [`KvNode`] needs to start.
 #[derive(Clone, Debug)]
@@ -47,6 +51,15 @@ pub struct NodeConfig {
     /// one expires ([`DEFAULT_MAX_SESSIONS`] by default). Part of the replicated state's
     /// definition: every node of a cluster must use the same number.
     pub max_sessions: NonZeroUsize,
+    /// How the node serves `get` ([`ReadMode::ReadIndex`] by default). It sets
+    /// [`Config::lease_reads`] in `raft` when the node starts: on for
+    /// [`ReadMode::Lease`], off otherwise.
+    pub read_mode: ReadMode,
+    /// How long the node works on one read without the log (retrying while the leader is
+    /// not ready for reads, then waiting for its state machine to apply the read index)
+    /// before it answers [`ClientResponse::NotApplied`], so that the client tries again
+    /// ([`DEFAULT_READ_TIMEOUT`] by default).
+    pub read_timeout: Duration,
     /// Raft's timing.
     pub raft: Config,
     /// Limits and timeouts of the Raft transport and of both listeners
@@ -71,6 +84,8 @@ impl NodeConfig {
             data_dir: None,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            read_mode: ReadMode::default(),
+            read_timeout: DEFAULT_READ_TIMEOUT,
             raft: Config::default(),
             tcp: Self::default_tcp(),
         }
@@ -119,8 +134,9 @@ pub enum NodeError {
 ///
 /// It listens on two ports: one for Raft RPCs from its peers, one for clients (the
 /// [`protocol`](crate::protocol) served to a [`KvClient`](crate::KvClient)). Clients'
-/// commands go through [`Raft::propose`](raft_impl::Raft::propose) on the leader, so
-/// every command, reads included, is ordered by the log: reads are linearizable.
+/// commands go through [`Raft::propose`](raft_impl::Raft::propose) on the leader, ordered
+/// by the log. Reads are linearizable in every [`ReadMode`]: through the log, or after a
+/// read barrier ([`KvView::read`]) on the leader or on a follower.
 ///
 /// Everything runs on smol's global executor ([`SmolRuntime::global`]).
 pub struct KvNode {
@@ -130,6 +146,7 @@ pub struct KvNode {
     client_server: TcpServer,
     transport: TcpTransport<KvSessionCommand>,
     view: KvView,
+    read_mode: ReadMode,
 }
 
 impl KvNode {
@@ -185,9 +202,20 @@ impl KvNode {
     }
 
     /// Reads this node's applied state directly: fast, but not linearizable (a follower
-    /// may lag). For checks and debugging; clients read through the log.
+    /// may lag). For checks and debugging; clients' reads pass a read barrier first, or
+    /// go through the log.
     pub fn local(&self) -> &KvView {
         &self.view
+    }
+
+    /// How this node serves `get`.
+    pub fn read_mode(&self) -> ReadMode {
+        self.read_mode
+    }
+
+    /// What this node's reads without the log came to so far.
+    pub fn read_stats(&self) -> ReadStats {
+        self.view.read_stats()
     }
 
     /// What the node's state machine did with snapshots so far.
@@ -273,10 +301,11 @@ impl BoundNode {
         storage: S,
     ) -> Result<KvNode, NodeError> {
         let BoundNode {
-            config,
+            mut config,
             raft_server,
             client_server,
         } = self;
+        config.raft.lease_reads = config.read_mode == ReadMode::Lease;
         let peers: Vec<(NodeId, SocketAddr)> = config
             .peers
             .iter()
@@ -311,14 +340,19 @@ impl BoundNode {
             raft_server,
             client_server,
             transport,
-            view,
+            view: view.clone(),
+            read_mode: config.read_mode,
         };
         let started = node
             .raft_server
             .serve::<KvSessionCommand>(Arc::new(raft.clone()))
             .and_then(|()| {
-                node.client_server
-                    .serve_service(Arc::new(ClientService { raft }))
+                node.client_server.serve_service(Arc::new(ClientService {
+                    raft,
+                    view,
+                    read_mode: config.read_mode,
+                    read_timeout: config.read_timeout,
+                }))
             });
         if let Err(error) = started {
             node.shutdown().await;
@@ -328,6 +362,7 @@ impl BoundNode {
             node = %node.id,
             raft = %node.raft_addr(),
             clients = %node.client_addr(),
+            read_mode = %config.read_mode,
             "node started"
         );
         Ok(node)
@@ -344,25 +379,17 @@ impl fmt::Debug for BoundNode {
     }
 }
 
-/// The client port's [`Service`]: commands go to Raft, status comes from it.
+/// The client port's [`Service`]: commands go to Raft, reads to a read barrier and the
+/// state (or back to the client, in log mode), status comes from Raft.
 struct ClientService {
     raft: KvRaft,
+    view: KvView,
+    read_mode: ReadMode,
+    read_timeout: Duration,
 }
 
-#[async_trait]
-impl Service for ClientService {
-    type Request = ClientRequest;
-    type Response = ClientResponse;
-
-    async fn call(&self, request: ClientRequest) -> Result<ClientResponse, String> {
-        let command = match request {
-            ClientRequest::Status => {
-                return Ok(ClientResponse::Status(NodeStatus::from(
-                    &self.raft.status(),
-                )));
-            }
-            ClientRequest::Execute(command) => command,
-        };
+impl ClientService {
+    async fn execute(&self, command: KvSessionCommand) -> Result<ClientResponse, String> {
         match self.raft.propose(command).await {
             Ok(response) => Ok(ClientResponse::Applied(response)),
             Err(ProposeError::NotLeader { leader_hint }) => {
@@ -383,9 +410,58 @@ impl Service for ClientService {
         }
     }
 
+    async fn read(&self, key: &str) -> Result<ClientResponse, String> {
+        if self.read_mode == ReadMode::Log {
+            return Ok(ClientResponse::ReadThroughLog);
+        }
+        // Bounded as a whole: a follower cut off after obtaining its read index would
+        // otherwise wait for its state machine for as long as the cut lasts.
+        let read = async { Some(self.view.read(&self.raft, key, self.read_timeout).await) };
+        let expired = async {
+            smol::Timer::after(self.read_timeout).await;
+            None
+        };
+        match smol::future::or(read, expired).await {
+            Some(Ok(read)) => Ok(ClientResponse::Value {
+                value: read.value,
+                read_index: read.read_index,
+            }),
+            Some(Err(ReadError::NotLeader { leader_hint })) => {
+                Ok(ClientResponse::NotLeader { leader_hint })
+            }
+            Some(Err(ReadError::NotReady)) => Ok(ClientResponse::NotApplied {
+                reason: format!(
+                    "the leader committed no entry of its term within {:?}, so it cannot serve reads yet",
+                    self.read_timeout
+                ),
+            }),
+            None => Ok(ClientResponse::NotApplied {
+                reason: format!("the read was not served within {:?}", self.read_timeout),
+            }),
+            Some(Err(error)) => Err(error.to_string()),
+        }
+    }
+}
+
+#[async_trait]
+impl Service for ClientService {
+    type Request = ClientRequest;
+    type Response = ClientResponse;
+
+    async fn call(&self, request: ClientRequest) -> Result<ClientResponse, String> {
+        match request {
+            ClientRequest::Status => Ok(ClientResponse::Status(NodeStatus::from(
+                &self.raft.status(),
+            ))),
+            ClientRequest::Execute(command) => self.execute(command).await,
+            ClientRequest::Read { key } => self.read(&key).await,
+        }
+    }
+
     fn describe(request: &ClientRequest) -> &'static str {
         match request {
             ClientRequest::Execute(_) => "Execute",
+            ClientRequest::Read { .. } => "Read",
             ClientRequest::Status => "Status",
         }
     }

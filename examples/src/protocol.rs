@@ -6,6 +6,7 @@
 //! response with its request id; many requests may be in flight on one connection.
 
 use std::fmt;
+use std::sync::Arc;
 
 use raft_impl::Status;
 use raft_impl::core::RoleKind;
@@ -23,6 +24,15 @@ pub enum ClientRequest {
     /// opened first with [`SessionCommand::Register`](raft_impl::session::SessionCommand),
     /// so that a retry is never applied twice.
     Execute(KvSessionCommand),
+    /// Read `key` linearizably, without a session. A node in `read-index` or `lease` mode
+    /// ([`ReadMode`](crate::ReadMode)) answers [`ClientResponse::Value`] after a read
+    /// barrier, leader and followers alike (a follower obtains the read index from the
+    /// leader); one in `log` mode answers [`ClientResponse::ReadThroughLog`], and the
+    /// client sends the read as a `Get` in a session with [`Execute`](Self::Execute).
+    Read {
+        /// The key to read.
+        key: Arc<str>,
+    },
     /// Report this node's view of the cluster. Any node answers.
     Status,
 }
@@ -34,14 +44,27 @@ pub enum ClientResponse {
     /// KV store's response (applied now, or recorded when a retried command was first
     /// applied), a new session, or the session table's refusal.
     Applied(KvSessionResult),
-    /// This node is not the leader. `leader_hint` names the leader it last heard from in
-    /// its current term, if any; the client should ask that node.
+    /// The answer to [`ClientRequest::Read`]: the key's value in a state that has applied
+    /// at least `read_index`, obtained after a read barrier, so linearizable.
+    Value {
+        /// The key's value, `None` if it is not set.
+        value: Option<Arc<str>>,
+        /// The read index the read waited for.
+        read_index: LogIndex,
+    },
+    /// This node serves reads through the log (`log` mode): send the read as a `Get` in
+    /// a session with [`ClientRequest::Execute`].
+    ReadThroughLog,
+    /// This node is not the leader (for a read: it could not obtain a read index, as a
+    /// leader or from one). `leader_hint` names the leader it last heard from in its
+    /// current term, if any; the client should ask that node.
     NotLeader {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,
     },
     /// The command was not applied (another leader's entry replaced it before it
-    /// committed). It is safe to send it again.
+    /// committed), or the read was not served (the leader was not ready for reads in
+    /// time). It is safe to send it again.
     NotApplied {
         /// Why.
         reason: String,

@@ -10,7 +10,9 @@ use raft_impl::Raft;
 use raft_impl::session::{SessionCommand, SessionResult, Sessions};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine};
 use raft_traits::{LogId, Snapshot, StateMachine, StateMachineError, async_trait};
-use smol::lock::Mutex;
+use smol::lock::RwLock;
+
+use crate::read::ReadCounters;
 
 /// What a KV node's log holds: a KV command in a client session, or a session's
 /// registration.
@@ -35,15 +37,16 @@ pub type KvRaft = Raft<KvSessionCommand, KvSessionResult>;
 /// has been spawned with this state machine, so it is handed over later through
 /// [`raft_slot`](Self::raft_slot). Until then, no snapshot is taken.
 ///
-/// The state is kept behind a shared lock so that the node's owner can read it
-/// ([`KvView`]) for checks and debugging; reads through the view are local and not
-/// linearizable.
+/// The state is kept behind a shared read-write lock so that the node can read it
+/// ([`KvView`]): after a read barrier for linearizable reads without the log
+/// ([`KvView::read`]), or directly for checks and debugging (local, not linearizable).
 pub struct SnapshottingKv {
-    state: Arc<Mutex<KvSessions>>,
+    state: Arc<RwLock<KvSessions>>,
     raft: Arc<OnceLock<KvRaft>>,
     snapshot_entries: u64,
     applied_since_snapshot: u64,
     stats: Arc<SnapshotCounters>,
+    reads: Arc<ReadCounters>,
 }
 
 /// Counts of a [`SnapshottingKv`]'s snapshots.
@@ -71,8 +74,9 @@ pub struct SnapshotStats {
 /// A read-only view of a [`SnapshottingKv`]'s state, shared with the state machine.
 #[derive(Clone)]
 pub struct KvView {
-    state: Arc<Mutex<KvSessions>>,
+    state: Arc<RwLock<KvSessions>>,
     stats: Arc<SnapshotCounters>,
+    pub(crate) reads: Arc<ReadCounters>,
 }
 
 impl SnapshottingKv {
@@ -80,7 +84,7 @@ impl SnapshottingKv {
     /// every `snapshot_entries` applied commands (never if 0).
     pub fn new(snapshot_entries: u64, max_sessions: NonZeroUsize) -> Self {
         SnapshottingKv {
-            state: Arc::new(Mutex::new(Sessions::with_capacity(
+            state: Arc::new(RwLock::new(Sessions::with_capacity(
                 KvStateMachine::new(),
                 max_sessions,
             ))),
@@ -88,6 +92,7 @@ impl SnapshottingKv {
             snapshot_entries,
             applied_since_snapshot: 0,
             stats: Arc::new(SnapshotCounters::default()),
+            reads: Arc::new(ReadCounters::default()),
         }
     }
 
@@ -96,11 +101,13 @@ impl SnapshottingKv {
         Arc::clone(&self.raft)
     }
 
-    /// A view of the state, for reading it from outside.
+    /// A view of the state, for reading it from outside. Every view of one state machine
+    /// shares its read counters ([`KvView::read_stats`]).
     pub fn view(&self) -> KvView {
         KvView {
             state: Arc::clone(&self.state),
             stats: Arc::clone(&self.stats),
+            reads: Arc::clone(&self.reads),
         }
     }
 
@@ -141,7 +148,7 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
     type Response = KvSessionResult;
 
     async fn apply(&mut self, log_id: LogId, command: KvSessionCommand) -> KvSessionResult {
-        let mut state = self.state.lock().await;
+        let mut state = self.state.write().await;
         let response = state.apply(log_id, command).await;
         self.applied_since_snapshot += 1;
         if self.snapshot_entries > 0 && self.applied_since_snapshot >= self.snapshot_entries {
@@ -153,12 +160,12 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
-        self.state.lock().await.snapshot().await
+        self.state.write().await.snapshot().await
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let size = u64::try_from(snapshot.data.len()).unwrap_or(u64::MAX);
-        self.state.lock().await.restore(snapshot).await?;
+        self.state.write().await.restore(snapshot).await?;
         self.applied_since_snapshot = 0;
         self.stats.restored.fetch_add(1, Ordering::Relaxed);
         self.stats.last_restored_size.store(size, Ordering::Relaxed);
@@ -167,19 +174,25 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
 }
 
 impl KvView {
-    /// The value of `key` in this node's applied state.
+    /// The value of `key` in this node's applied state: local, not linearizable (see
+    /// [`read`](Self::read) for that).
     pub async fn get(&self, key: &str) -> Option<String> {
-        self.state.lock().await.inner().get(key).map(str::to_owned)
+        self.state.read().await.inner().get(key).map(str::to_owned)
+    }
+
+    /// The value of `key` in this node's applied state, shared.
+    pub(crate) async fn get_shared(&self, key: &str) -> Option<Arc<str>> {
+        self.state.read().await.inner().get(key).map(Arc::from)
     }
 
     /// A copy of this node's applied key-value state.
     pub async fn state(&self) -> KvStateMachine {
-        self.state.lock().await.inner().clone()
+        self.state.read().await.inner().clone()
     }
 
     /// A copy of this node's applied state with its session table.
     pub async fn sessions(&self) -> KvSessions {
-        self.state.lock().await.clone()
+        self.state.read().await.clone()
     }
 
     /// What the state machine did with snapshots so far.
@@ -197,6 +210,7 @@ impl fmt::Debug for KvView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KvView")
             .field("snapshots", &self.snapshot_stats())
+            .field("reads", &self.read_stats())
             .finish_non_exhaustive()
     }
 }

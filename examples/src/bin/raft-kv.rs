@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raft_examples::{
-    ClientConfig, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, describe_failure,
-    parse_members, resolve,
+    ClientConfig, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, ReadMode,
+    describe_failure, parse_members, resolve,
 };
 use raft_traits::NodeId;
 use tracing_subscriber::filter::Targets;
@@ -72,6 +72,11 @@ enum Command {
         /// 0 never.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_SNAPSHOT_ENTRIES)]
         snapshot_entries: u64,
+        /// How to serve `get`, linearizably in every mode: `log` (a log entry per read),
+        /// `read-index` (one heartbeat round to a majority, nothing written) or `lease`
+        /// (no round while the leader's lease holds; assumes bounded clock drift).
+        #[arg(long, value_name = "MODE", default_value_t = ReadMode::ReadIndex)]
+        read_mode: ReadMode,
     },
     /// Set KEY to VALUE.
     Put {
@@ -82,7 +87,7 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Print the value of KEY (linearizable: read through the log).
+    /// Print the value of KEY (linearizable, as the nodes' --read-mode says).
     Get {
         /// The key.
         key: String,
@@ -188,6 +193,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             client_listen,
             data_dir,
             snapshot_entries,
+            read_mode,
         } => serve(
             NodeId(id),
             &listen,
@@ -195,6 +201,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             client_listen.as_deref(),
             data_dir,
             snapshot_entries,
+            read_mode,
         ),
         Command::Put {
             key,
@@ -241,6 +248,7 @@ fn serve(
     client_listen: Option<&str>,
     data_dir: Option<PathBuf>,
     snapshot_entries: u64,
+    read_mode: ReadMode,
 ) -> Result<ExitCode, Failure> {
     let listen = resolve(listen).map_err(|e| Failure::usage(format!("--listen: {e}")))?;
     let peers = parse_members(peers).map_err(|e| Failure::usage(format!("--peers: {e}")))?;
@@ -261,6 +269,7 @@ fn serve(
     let mut config = NodeConfig::new(id, listen, client_listen, peers);
     config.data_dir = data_dir;
     config.snapshot_entries = snapshot_entries;
+    config.read_mode = read_mode;
     let storage = match &config.data_dir {
         Some(dir) => format!("files in {}", dir.display()),
         None => "memory (lost on exit)".to_owned(),
@@ -268,7 +277,7 @@ fn serve(
     smol::block_on(async {
         let node = KvNode::start(config).await?;
         println!(
-            "raft-kv node {} serving: raft {}, clients {}, storage {storage}",
+            "raft-kv node {} serving: raft {}, clients {}, storage {storage}, reads {read_mode}",
             id.0,
             node.raft_addr(),
             node.client_addr()

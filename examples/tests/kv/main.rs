@@ -19,6 +19,7 @@ mod support;
 mod bad_input;
 mod partition;
 mod process;
+mod reads;
 mod replication;
 mod restart;
 mod sessions;

@@ -203,15 +203,17 @@ async fn garbage(addr: SocketAddr) {
     }
 }
 
+/// `raft-kv serve` processes with `extra` arguments.
 fn servers(
     dir: &Path,
     raft: &BTreeMap<NodeId, SocketAddr>,
     clients: &BTreeMap<NodeId, SocketAddr>,
+    extra: &[&str],
 ) -> BTreeMap<NodeId, Server> {
     let peers = members(raft);
     raft.keys()
         .map(|&id| {
-            let args = vec![
+            let mut args = vec![
                 "serve".to_owned(),
                 "--id".to_owned(),
                 id.0.to_string(),
@@ -227,6 +229,7 @@ fn servers(
                 "--snapshot-entries".to_owned(),
                 "50".to_owned(),
             ];
+            args.extend(extra.iter().map(|arg| arg.to_string()));
             let server = Server {
                 id,
                 addrs: [raft[&id], clients[&id]],
@@ -249,7 +252,8 @@ fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
         ids.into_iter().zip(addrs[..3].iter().copied()).collect();
     let clients: BTreeMap<NodeId, SocketAddr> =
         ids.into_iter().zip(addrs[3..].iter().copied()).collect();
-    let mut servers = servers(dir.path(), &raft, &clients);
+    // Reads on a lease, across the leader's deaths.
+    let mut servers = servers(dir.path(), &raft, &clients, &["--read-mode", "lease"]);
     for server in servers.values_mut() {
         run(server.start());
     }
@@ -308,7 +312,8 @@ fn the_command_line_client_works_and_fails_plainly() {
     let clients: BTreeMap<NodeId, SocketAddr> =
         ids.into_iter().zip(addrs[3..6].iter().copied()).collect();
     let nobody = addrs[6];
-    let mut servers = servers(dir.path(), &raft, &clients);
+    // The default read mode, read-index.
+    let mut servers = servers(dir.path(), &raft, &clients, &[]);
     for server in servers.values_mut() {
         run(server.start());
     }
@@ -418,6 +423,24 @@ fn the_command_line_client_works_and_fails_plainly() {
     // Clap's own usage errors: exit code 2 too.
     let usage = cli(&["put", "only-a-key"]);
     assert_eq!(usage.status.code(), Some(2));
+    let usage = cli(&[
+        "serve",
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--peers",
+        "1=127.0.0.1:0",
+        "--read-mode",
+        "readindex",
+    ]);
+    assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
+    assert!(
+        stderr(&usage)
+            .contains("unknown read mode \"readindex\" (expected log, read-index or lease)"),
+        "{}",
+        stderr(&usage)
+    );
     library.shutdown();
 }
 

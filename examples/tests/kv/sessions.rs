@@ -230,7 +230,8 @@ fn expired_sessions_are_replaced_or_reported() {
                 client_config(),
             )
             .unwrap();
-            client.get("a").await.unwrap();
+            // A write: reads need no session (in the default read mode).
+            client.put("evict", "x").await.unwrap();
             client.shutdown();
         };
         // New sessions until the writer's expires. Each of its retries uses it, so one
@@ -245,7 +246,7 @@ fn expired_sessions_are_replaced_or_reported() {
             }
             assert!(Instant::now() < deadline, "{session} never expired");
         }
-        // The other clients' reads wrote nothing; overwrite the key so that a second
+        // The other clients wrote other keys; overwrite this one so that a second
         // application would show.
         cluster.client.put("a", "4").await.unwrap();
         writer.set_mode(LinkMode::Pass);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use raft_examples::{
     BoundNode, ClientConfig, DEFAULT_MAX_SESSIONS, FaultProxy, KvClient, KvNode, KvSessionCommand,
-    LinkMode, NodeConfig, NodeStatus, PortHolder, Role,
+    LinkMode, NodeConfig, NodeStatus, PortHolder, ReadMode, Role,
 };
+use raft_impl::Config;
 use raft_mem::MemStorage;
 use raft_net_smol::TcpConfig;
 use raft_traits::NodeId;
@@ -41,6 +42,9 @@ pub(crate) struct Options {
     pub(crate) snapshot_entries: u64,
     pub(crate) max_sessions: NonZeroUsize,
     pub(crate) tcp: TcpConfig,
+    pub(crate) read_mode: ReadMode,
+    /// Raft's settings (the node sets `lease_reads` from `read_mode`).
+    pub(crate) raft: Config,
 }
 
 impl Default for Options {
@@ -52,6 +56,8 @@ impl Default for Options {
             snapshot_entries: 1000,
             max_sessions: DEFAULT_MAX_SESSIONS,
             tcp: NodeConfig::default_tcp(),
+            read_mode: ReadMode::default(),
+            raft: Config::default(),
         }
     }
 }
@@ -75,6 +81,8 @@ pub(crate) struct TestCluster {
     /// `(from, to)`: the proxy that `from`'s Raft messages to `to` go through.
     pub(crate) proxies: BTreeMap<(NodeId, NodeId), FaultProxy>,
     pub(crate) client: KvClient,
+    /// Every node's client address.
+    pub(crate) client_addrs: BTreeMap<NodeId, SocketAddr>,
     _dir: Option<TempDir>,
 }
 
@@ -92,6 +100,8 @@ impl TestCluster {
             config.snapshot_entries = options.snapshot_entries;
             config.max_sessions = options.max_sessions;
             config.tcp = options.tcp.clone();
+            config.read_mode = options.read_mode;
+            config.raft = options.raft.clone();
             config.data_dir = dir
                 .as_ref()
                 .map(|dir| dir.path().join(format!("node-{}", id.0)));
@@ -122,7 +132,8 @@ impl TestCluster {
             memory: BTreeMap::new(),
             held: BTreeMap::new(),
             proxies,
-            client: KvClient::new(client_addrs, client_config()).unwrap(),
+            client: KvClient::new(client_addrs.clone(), client_config()).unwrap(),
+            client_addrs,
             _dir: None,
         };
         for (id, mut node) in bound {
@@ -173,6 +184,11 @@ impl TestCluster {
         node.shutdown().await;
         let held = PortHolder::hold(&[node.raft_addr(), node.client_addr()]).unwrap();
         self.held.insert(id, held);
+    }
+
+    /// Another client of the cluster, with no session and no idea of the leader.
+    pub(crate) fn new_client(&self) -> KvClient {
+        KvClient::new(self.client_addrs.clone(), client_config()).unwrap()
     }
 
     pub(crate) fn node(&self, id: NodeId) -> &KvNode {

@@ -2,13 +2,14 @@
 //! three-node cluster, each verified before it is printed.
 //!
 //! Run: `cargo run --release -p raft-examples --bin raft-bench -- [SCENARIO...] [--json]`
-//! where SCENARIO is `inprocess`, `tcp`, `durable`, `election`, `snapshot`, `memory` or
-//! `all` (the default). See `--help`.
+//! where SCENARIO is `inprocess`, `tcp`, `durable`, `election`, `snapshot`, `memory`,
+//! `reads` or `all` (the default). See `--help`.
 
 #![allow(clippy::print_stdout)]
 
 mod cluster;
 mod measure;
+mod reads;
 mod scenarios;
 
 use std::fmt::Write as _;
@@ -29,8 +30,9 @@ struct Args {
     /// Concurrent closed-loop clients, for the throughput scenarios.
     #[arg(long, value_delimiter = ',')]
     clients: Option<Vec<usize>>,
-    /// Writes per run (default: 200 000 with one client, 2 000 000 with more, in
-    /// process; a tenth of that over TCP; 20 000 / 200 000 when durable).
+    /// Operations per run (default: 200 000 with one client, 2 000 000 with more, in
+    /// process; a tenth of that over TCP; 20 000 / 200 000 when durable; for `reads`,
+    /// 50 000 / 500 000 in process, 20 000 / 200 000 over TCP, 2 000 / 20 000 durable).
     #[arg(long)]
     writes: Option<u64>,
     /// Runs every scenario at a tenth of its size: a quick check, not a measurement.
@@ -72,6 +74,10 @@ enum Scenario {
     Snapshot,
     /// 1 000 000 key-value writes with snapshots; memory at the end.
     Memory,
+    /// Reads per second and latency of log reads, ReadIndex and lease reads, with log
+    /// writes for comparison, at 1 and 64 clients, in process and over loopback TCP
+    /// (and log writes, log reads and ReadIndex with the file store, fsync on).
+    Reads,
     /// Everything above.
     All,
 }
@@ -84,6 +90,8 @@ pub(crate) struct BenchError(pub String);
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct Row {
     pub(crate) scenario: &'static str,
+    /// What `writes` counts: `write`, `read`, `failover` or `snapshot`.
+    pub(crate) operation: &'static str,
     pub(crate) clients: usize,
     pub(crate) writes: u64,
     pub(crate) writes_per_sec: f64,
@@ -106,6 +114,7 @@ fn main() {
             Scenario::Election,
             Scenario::Snapshot,
             Scenario::Memory,
+            Scenario::Reads,
         ];
     }
     let scale = if args.quick { 10 } else { 1 };
@@ -226,6 +235,18 @@ async fn run(
             rows.push(scenarios::snapshot_install(runtime, 256 / scale as usize).await?)
         }
         Scenario::Memory => rows.push(scenarios::memory(runtime, 1_000_000 / scale).await?),
+        Scenario::Reads => {
+            let clients = args.clients.as_deref().unwrap_or(&[1, 64]);
+            let networks = [
+                (reads::Network::InProcess, 50_000, 500_000),
+                (reads::Network::Tcp, 20_000, 200_000),
+                (reads::Network::Durable, 2_000, 20_000),
+            ];
+            for (network, one, many) in networks {
+                let total = |c: usize| writes_for(c, one, many).max(1);
+                reads::reads(runtime, network, &config, clients, total, rows).await?;
+            }
+        }
         Scenario::All => {}
     }
     Ok(())
@@ -235,22 +256,22 @@ fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<17} {:>7} {:>9} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "{:<22} {:>7} {:>9} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
         "scenario",
         "clients",
-        "writes",
-        "writes/s",
+        "ops",
+        "ops/s",
         "mean µs",
         "p50 µs",
         "p99 µs",
         "max µs",
-        "CPU µs/w",
+        "CPU µs/op",
         "peak MiB"
     );
     for row in rows {
         let _ = writeln!(
             out,
-            "{:<17} {:>7} {:>9} {:>11.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>9.1}",
+            "{:<22} {:>7} {:>9} {:>11.0} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.2} {:>9.1}",
             row.scenario,
             row.clients,
             row.writes,
@@ -263,12 +284,14 @@ fn table(rows: &[Row]) -> String {
             row.peak_rss_mib
         );
         if !row.note.is_empty() {
-            let _ = writeln!(out, "{:<17} {}", "", row.note);
+            let _ = writeln!(out, "{:<22} {}", "", row.note);
         }
     }
     out
 }
 
+/// The rows as JSON. `writes`, `writes_per_sec` and `cpu_us_per_write` count the row's
+/// `operation` (reads in read rows); the names stay for the scripts that read them.
 fn json(rows: &[Row]) -> String {
     // Plain numbers and strings only: serializing cannot fail.
     serde_json::to_string(rows).unwrap_or_default()

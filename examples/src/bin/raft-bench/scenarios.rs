@@ -52,6 +52,7 @@ pub(crate) async fn throughput<Rt: Runtime>(
     cluster.verify(warmup + writes).await?;
     let row = Row {
         scenario,
+        operation: "write",
         clients,
         writes,
         writes_per_sec: writes as f64 / run.elapsed.as_secs_f64(),
@@ -139,6 +140,7 @@ pub(crate) async fn election(runtime: &SmolRuntime, rounds: usize) -> Result<Row
     }
     Ok(Row {
         scenario: "election",
+        operation: "failover",
         clients: 0,
         writes: rounds as u64,
         writes_per_sec: 0.0,
@@ -294,6 +296,7 @@ pub(crate) async fn snapshot_install(
     let took = started.elapsed();
     let row = Row {
         scenario: "snapshot install",
+        operation: "snapshot",
         clients: 0,
         writes: megabytes as u64,
         writes_per_sec: 0.0,
@@ -452,6 +455,7 @@ pub(crate) async fn memory(runtime: &SmolRuntime, writes: u64) -> Result<Row, Be
     let rss = rss_mib();
     let row = Row {
         scenario: "memory",
+        operation: "write",
         clients: 64,
         writes,
         writes_per_sec: writes as f64 / run.elapsed.as_secs_f64(),
