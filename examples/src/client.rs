@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use raft_mem::{KvCommand, KvResponse};
-use raft_net_smol::{ConfigError, TcpClient, TcpConfig};
+use raft_net_smol::{TcpClient, TcpConfig, TcpConfigError};
 use raft_traits::{NodeId, TransportError};
 
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
@@ -54,7 +54,7 @@ pub enum ClientError {
     NoNodes,
     /// The connection settings are invalid.
     #[error("invalid client settings: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] TcpConfigError),
     /// No leader applied the command before the deadline. A write may or may not have
     /// been applied.
     #[error("no leader answered within {after:?} ({attempts} attempts); last: {last}")]

@@ -11,7 +11,7 @@ use raft_file_store::FileStorage;
 use raft_impl::{Config, Parts, ProposeError, StartError};
 use raft_mem::{KvCommand, MemStorage};
 use raft_net_smol::{
-    ConfigError, ServerError, Service, SmolRuntime, TcpConfig, TcpServer, TcpTransport,
+    ServerError, Service, SmolRuntime, TcpConfig, TcpConfigError, TcpServer, TcpTransport,
 };
 use raft_traits::{NodeId, Storage, StorageError, async_trait};
 
@@ -93,7 +93,7 @@ impl NodeConfig {
 pub enum NodeError {
     /// The TCP settings are invalid.
     #[error("invalid TCP settings: {0}")]
-    Tcp(#[from] ConfigError),
+    Tcp(#[from] TcpConfigError),
     /// A listener could not be opened or started.
     #[error("{0}")]
     Listen(#[from] ServerError),

@@ -22,7 +22,7 @@ use smol::net::TcpStream;
 
 use self::connection::{Call, Connection, Reply};
 use crate::config::TcpConfig;
-use crate::error::{ConfigError, FrameError};
+use crate::error::{FrameError, TcpConfigError};
 use crate::frame::FrameKind;
 
 /// A client of a request/response [`Service`](crate::Service) over TCP: sends each
@@ -104,7 +104,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> TcpClient<Req, Resp, Postcard> {
     pub fn new(
         config: TcpConfig,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, TcpConfigError> {
         Self::with_codec(config, Postcard, peers)
     }
 }
@@ -116,7 +116,7 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
         config: TcpConfig,
         codec: K,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, TcpConfigError> {
         config.validate()?;
         let peers = peers
             .into_iter()
@@ -546,6 +546,6 @@ mod tests {
             ..TcpConfig::default()
         };
         let client = TcpClient::<u64, u64>::new(config, []);
-        assert!(matches!(client, Err(ConfigError::Zero { .. })));
+        assert!(matches!(client, Err(TcpConfigError::Zero { .. })));
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::TcpConfigError;
 
 /// Limits and timeouts shared by [`TcpTransport`](crate::TcpTransport) and
 /// [`TcpServer`](crate::TcpServer).
@@ -68,8 +68,8 @@ impl TcpConfig {
     /// Every size and duration must be non-zero, `chunk_size` at most `max_frame_size`,
     /// `backoff_min` at most `backoff_max`, and `max_message_size` addressable on this
     /// platform.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let zero = |field: &'static str| Err(ConfigError::Zero { field });
+    pub fn validate(&self) -> Result<(), TcpConfigError> {
+        let zero = |field: &'static str| Err(TcpConfigError::Zero { field });
         if self.max_frame_size == 0 {
             return zero("max_frame_size");
         }
@@ -89,19 +89,21 @@ impl TcpConfig {
             return zero("backoff_min");
         }
         if self.chunk_size > self.max_frame_size {
-            return Err(ConfigError::ChunkAboveFrame {
+            return Err(TcpConfigError::ChunkAboveFrame {
                 chunk_size: self.chunk_size,
                 max_frame_size: self.max_frame_size,
             });
         }
         if self.backoff_min > self.backoff_max {
-            return Err(ConfigError::BackoffRange {
+            return Err(TcpConfigError::BackoffRange {
                 min: self.backoff_min,
                 max: self.backoff_max,
             });
         }
         if usize::try_from(self.max_message_size).is_err() {
-            return Err(ConfigError::MessageSizeUnaddressable(self.max_message_size));
+            return Err(TcpConfigError::MessageSizeUnaddressable(
+                self.max_message_size,
+            ));
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ use crate::frame::FrameKind;
 
 /// Why a [`TcpConfig`](crate::TcpConfig) was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
+pub enum TcpConfigError {
     /// A size or a duration that must be positive is zero.
     #[error("{field} must be greater than zero")]
     Zero {
@@ -157,7 +157,7 @@ pub enum ConnectionError {
 pub enum ServerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] TcpConfigError),
     /// The listening socket could not be created.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -71,7 +71,7 @@ mod transport;
 
 pub use client::TcpClient;
 pub use config::TcpConfig;
-pub use error::{ConfigError, ConnectionError, FrameError, ServerError};
+pub use error::{ConnectionError, FrameError, ServerError, TcpConfigError};
 pub use runtime::SmolRuntime;
 pub use server::TcpServer;
 pub use service::{RaftService, Service};

@@ -9,7 +9,7 @@ use raft_traits::{
 
 use crate::client::TcpClient;
 use crate::config::TcpConfig;
-use crate::error::ConfigError;
+use crate::error::TcpConfigError;
 
 /// A [`Transport`] over TCP: sends each request to its peer over a connection of its own
 /// and waits for the reply.
@@ -79,7 +79,7 @@ impl<C: Command> TcpTransport<C, Postcard> {
     pub fn new(
         config: TcpConfig,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, TcpConfigError> {
         Self::with_codec(config, Postcard, peers)
     }
 }
@@ -91,7 +91,7 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
         config: TcpConfig,
         codec: K,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, TcpConfigError> {
         Ok(TcpTransport {
             client: TcpClient::with_codec(config, codec, peers)?,
         })
