@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use raft_mem::{KvCommand, KvResponse};
-use raft_net_smol::{TcpClient, TcpConfig, TcpConfigError};
+use raft_net_smol::{HandshakeError, TcpClient, TcpConfig, TcpConfigError};
 use raft_traits::{NodeId, TransportError};
 
-use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 
 /// How a [`KvClient`] times its attempts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +65,19 @@ pub enum ClientError {
         attempts: u32,
         /// What the last attempt ran into.
         last: String,
+    },
+    /// A node's address is not the client port of a node of this cluster: the server
+    /// there refused the handshake because it speaks another protocol (a Raft port, or
+    /// another service), belongs to another cluster or is another node. Retrying cannot
+    /// help; the cluster list must be fixed.
+    #[error("{addr} ({node} in the cluster list) is not that node's client port: {error}")]
+    WrongPort {
+        /// The node the address was given for.
+        node: NodeId,
+        /// The address.
+        addr: SocketAddr,
+        /// What the handshake found.
+        error: HandshakeError,
     },
     /// A node answered something the protocol does not allow for this request.
     #[error("unexpected answer from {node}: {answer}")]
@@ -121,7 +134,7 @@ impl KvClient {
             return Err(ClientError::NoNodes);
         }
         let nodes = cluster.keys().copied().collect();
-        let rpc = TcpClient::new(config.tcp.clone(), cluster)?;
+        let rpc = TcpClient::new(config.tcp.clone(), client_protocol(), cluster)?;
         Ok(KvClient {
             rpc,
             nodes,
@@ -250,12 +263,37 @@ impl KvClient {
                 });
             }
             Err(TransportError::Closed) => return Err(ClientError::Closed),
+            Err(error @ TransportError::Unreachable { .. }) => {
+                if let Some(wrong) = self.wrong_port(node) {
+                    return Err(wrong);
+                }
+                Attempt::Retry {
+                    next,
+                    reason: error.to_string(),
+                }
+            }
             Err(error) => Attempt::Retry {
                 next,
                 reason: error.to_string(),
             },
         };
         Ok(attempt)
+    }
+
+    /// The error for `node` if its address turned out, in the handshake, not to be its
+    /// client port. A busy server, or one that did not answer, may do better later and
+    /// is not such an error.
+    pub fn wrong_port(&self, node: NodeId) -> Option<ClientError> {
+        let error = self.rpc.handshake_error(node)?;
+        let permanent = matches!(
+            error,
+            HandshakeError::WrongProtocol { .. }
+                | HandshakeError::WrongCluster { .. }
+                | HandshakeError::WrongNode { .. }
+                | HandshakeError::VersionRefused { .. }
+        );
+        let addr = self.rpc.peer_addr(node)?;
+        permanent.then_some(ClientError::WrongPort { node, addr, error })
     }
 
     /// Asks node `node` for its status; one attempt, no retries.

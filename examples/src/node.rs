@@ -11,11 +11,11 @@ use raft_file_store::FileStorage;
 use raft_impl::{Config, Parts, ProposeError, StartError};
 use raft_mem::{KvCommand, MemStorage};
 use raft_net_smol::{
-    ServerError, Service, SmolRuntime, TcpConfig, TcpConfigError, TcpServer, TcpTransport,
+    Protocol, ServerError, Service, SmolRuntime, TcpConfig, TcpConfigError, TcpServer, TcpTransport,
 };
 use raft_traits::{NodeId, Storage, StorageError, async_trait};
 
-use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 use crate::state_machine::{KvRaft, KvView, SnapshotStats, SnapshottingKv};
 
 /// How many applied commands a node lets pass between two snapshots by default.
@@ -128,6 +128,10 @@ impl KvNode {
         config.tcp.validate()?;
         let raft_server = TcpServer::bind(config.listen, config.tcp.clone())?;
         let client_server = TcpServer::bind(config.client_listen, config.tcp.clone())?;
+        // Both ports name the node in their handshakes, so that a peer or a client with
+        // a stale address learns it reached another node.
+        raft_server.set_node_id(config.id);
+        client_server.set_node_id(config.id);
         Ok(BoundNode {
             config,
             raft_server,
@@ -273,7 +277,7 @@ impl BoundNode {
             .filter(|(id, _)| **id != config.id)
             .map(|(id, addr)| (*id, *addr))
             .collect();
-        let transport = TcpTransport::new(config.tcp.clone(), peers)?;
+        let transport = TcpTransport::new(config.tcp.clone(), config.id, peers)?;
 
         let state_machine = SnapshottingKv::new(config.snapshot_entries);
         let raft_slot = state_machine.raft_slot();
@@ -343,6 +347,10 @@ struct ClientService {
 impl Service for ClientService {
     type Request = ClientRequest;
     type Response = ClientResponse;
+
+    fn protocol(&self) -> Protocol {
+        client_protocol()
+    }
 
     async fn call(&self, request: ClientRequest) -> Result<ClientResponse, String> {
         let command = match request {

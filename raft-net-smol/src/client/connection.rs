@@ -228,7 +228,11 @@ async fn read_replies(
     config: &TcpConfig,
 ) -> Result<(), ConnectionError> {
     let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
-    let mut reassembler = Reassembler::new(config.max_message_len());
+    let mut reassembler = Reassembler::new(
+        config.max_message_len(),
+        config.max_buffered_per_connection_len(),
+        None,
+    );
     loop {
         let Some(frame) = read_frame(&mut reader, config.max_frame_size).await? else {
             return Ok(());
@@ -256,7 +260,7 @@ async fn read_replies(
                     let _ = reply.send(Err("the peer abandoned its reply".to_owned()));
                 }
             }
-            FrameKind::Request => {
+            FrameKind::Request | FrameKind::Hello | FrameKind::Welcome | FrameKind::Refusal => {
                 return Err(FrameError::UnexpectedKind { kind: header.kind }.into());
             }
         }

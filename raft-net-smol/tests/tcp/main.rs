@@ -17,5 +17,6 @@ mod support;
 mod bad_input;
 mod chunking;
 mod failures;
+mod handshake;
 mod request_reply;
 mod service;
