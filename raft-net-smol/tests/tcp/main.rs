@@ -18,5 +18,7 @@ mod bad_input;
 mod chunking;
 mod failures;
 mod handshake;
+mod limits;
+mod peers;
 mod request_reply;
 mod service;
