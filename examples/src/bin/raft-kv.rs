@@ -10,7 +10,10 @@
 //!
 //! A node listens on two ports: `--listen` for Raft RPCs from its peers (the addresses
 //! in `--peers`), and `--client-listen` for clients (the addresses in `--cluster`),
-//! which defaults to the Raft port + 1000 on the same IP.
+//! which defaults to the Raft port + 1000 on the same IP. Each port refuses, in the
+//! handshake that opens every connection, what is meant for the other: a client pointed
+//! at a Raft port fails at once and says which port to use. `--cluster-id` (on `serve`
+//! and on the client commands) keeps different clusters apart.
 //!
 //! Exit codes: 0 success; 1 failure (a one-line reason on stderr); 2 bad arguments;
 //! 3 `get` of a key that is not set. Logs go to stderr, filtered by `RUST_LOG`
@@ -27,8 +30,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raft_examples::{
-    ClientConfig, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, parse_members, resolve,
+    ClientConfig, ClientError, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig,
+    parse_members, resolve,
 };
+use raft_net_smol::{HandshakeError, Protocol, TcpConfig};
 use raft_traits::{NodeId, TransportError};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -67,6 +72,9 @@ enum Command {
         /// 0 never.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_SNAPSHOT_ENTRIES)]
         snapshot_entries: u64,
+        /// The cluster's name: nodes and clients of another cluster are refused.
+        #[arg(long, value_name = "NAME", default_value = TcpConfig::DEFAULT_CLUSTER_ID)]
+        cluster_id: String,
     },
     /// Set KEY to VALUE.
     Put {
@@ -106,6 +114,9 @@ struct ClusterArgs {
     /// Give up after this many seconds of retrying.
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
     timeout: f64,
+    /// The cluster's name, as given to its nodes.
+    #[arg(long, value_name = "NAME", default_value = TcpConfig::DEFAULT_CLUSTER_ID)]
+    cluster_id: String,
 }
 
 /// A failure: the one line printed on stderr.
@@ -158,6 +169,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             client_listen,
             data_dir,
             snapshot_entries,
+            cluster_id,
         } => serve(
             NodeId(id),
             &listen,
@@ -165,6 +177,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             client_listen.as_deref(),
             data_dir,
             snapshot_entries,
+            cluster_id,
         ),
         Command::Put {
             key,
@@ -172,7 +185,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             cluster,
         } => {
             let client = client(&cluster)?;
-            let previous = smol::block_on(client.put(key, value))?;
+            let previous = smol::block_on(client.put(key, value)).map_err(client_failure)?;
             match previous {
                 Some(previous) => println!("OK (replaced {previous:?})"),
                 None => println!("OK"),
@@ -181,7 +194,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Get { key, cluster } => {
             let client = client(&cluster)?;
-            match smol::block_on(client.get(key.as_str()))? {
+            match smol::block_on(client.get(key.as_str())).map_err(client_failure)? {
                 Some(value) => {
                     println!("{value}");
                     Ok(ExitCode::SUCCESS)
@@ -194,7 +207,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Delete { key, cluster } => {
             let client = client(&cluster)?;
-            match smol::block_on(client.delete(key.as_str()))? {
+            match smol::block_on(client.delete(key.as_str())).map_err(client_failure)? {
                 Some(previous) => println!("deleted (was {previous:?})"),
                 None => println!("not found: nothing to delete"),
             }
@@ -211,6 +224,7 @@ fn serve(
     client_listen: Option<&str>,
     data_dir: Option<PathBuf>,
     snapshot_entries: u64,
+    cluster_id: String,
 ) -> Result<ExitCode, Failure> {
     let listen = resolve(listen).map_err(|e| Failure(format!("--listen: {e}")))?;
     let peers = parse_members(peers).map_err(|e| Failure(format!("--peers: {e}")))?;
@@ -231,6 +245,7 @@ fn serve(
     let mut config = NodeConfig::new(id, listen, client_listen, peers);
     config.data_dir = data_dir;
     config.snapshot_entries = snapshot_entries;
+    config.tcp.cluster_id = cluster_id;
     let storage = match &config.data_dir {
         Some(dir) => format!("files in {}", dir.display()),
         None => "memory (lost on exit)".to_owned(),
@@ -269,10 +284,11 @@ fn client(args: &ClusterArgs) -> Result<KvClient, Failure> {
     let cluster = parse_members(&args.cluster).map_err(|e| Failure(format!("--cluster: {e}")))?;
     let deadline = Duration::try_from_secs_f64(args.timeout)
         .map_err(|_| Failure(format!("--timeout {} is not a duration", args.timeout)))?;
-    let config = ClientConfig {
+    let mut config = ClientConfig {
         deadline,
         ..ClientConfig::default()
     };
+    config.tcp.cluster_id = args.cluster_id.clone();
     Ok(KvClient::new(cluster, config)?)
 }
 
@@ -309,7 +325,15 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
                     status.last_applied.0
                 );
             }
-            Err(error) => println!("{:<6} {:<22} {}", node.to_string(), addr, describe(&error)),
+            Err(error) => {
+                let why = match client.wrong_port(node) {
+                    Some(ClientError::WrongPort { node, addr, error }) => {
+                        wrong_port(node, addr, &error)
+                    }
+                    _ => describe(&error),
+                };
+                println!("{:<6} {:<22} {}", node.to_string(), addr, why);
+            }
         }
     }
     client.shutdown();
@@ -317,6 +341,42 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
         return Err(Failure("no node answered".to_owned()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one line printed for a failed client command.
+fn client_failure(error: ClientError) -> Failure {
+    match error {
+        ClientError::WrongPort { node, addr, error } => Failure(wrong_port(node, addr, &error)),
+        other => Failure(other.to_string()),
+    }
+}
+
+/// What to tell a user whose `--cluster` names, for `node`, an address that is not its
+/// client port.
+fn wrong_port(node: NodeId, addr: SocketAddr, error: &HandshakeError) -> String {
+    match error {
+        HandshakeError::WrongProtocol {
+            server: Protocol::Raft,
+            ..
+        } => {
+            let hint = match addr.port().checked_add(1000) {
+                Some(port) => format!(
+                    "; by default it is the Raft port + 1000, here {}",
+                    SocketAddr::new(addr.ip(), port)
+                ),
+                None => String::new(),
+            };
+            format!(
+                "{addr} is node {}'s Raft port, where the nodes talk to each other; \
+                 --cluster takes the nodes' client ports (raft-kv serve --client-listen{hint})",
+                node.0
+            )
+        }
+        other => format!(
+            "{addr} is not node {}'s client port in this cluster ({other}); check --cluster",
+            node.0
+        ),
+    }
 }
 
 /// A short account of why a node did not answer.

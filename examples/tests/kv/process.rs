@@ -389,5 +389,52 @@ fn the_command_line_client_works_and_fails_plainly() {
     assert!(stderr(&bad).contains("--cluster"), "{}", stderr(&bad));
     let usage = cli(&["put", "only-a-key"]);
     assert_eq!(usage.status.code(), Some(2));
+
+    // Pointed at a Raft port, the client says at once which port to use instead.
+    let raft_port = format!("2={}", raft[&NodeId(2)]);
+    let started = Instant::now();
+    let misdirected = cli(&[
+        "delete",
+        "color",
+        "--cluster",
+        &raft_port,
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(misdirected.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it waited out its timeout"
+    );
+    let message = stderr(&misdirected);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains(&format!("{} is node 2's Raft port", raft[&NodeId(2)]))
+            && message.contains("--cluster takes the nodes' client ports"),
+        "{message}"
+    );
+    let status = cli(&["status", "--cluster", &raft_port]);
+    let table = stdout(&status);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("n2 ") && l.contains("is node 2's Raft port")),
+        "{table}"
+    );
+    // A client of another cluster is told so too.
+    let stranger = cli(&[
+        "get",
+        "color",
+        "--cluster",
+        &cluster,
+        "--cluster-id",
+        "other",
+    ]);
+    assert_eq!(stranger.status.code(), Some(1));
+    assert!(
+        stderr(&stranger).contains("to cluster \"other\""),
+        "{}",
+        stderr(&stranger)
+    );
     library.shutdown();
 }
