@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_rustls::TlsConnector;
 use raft_traits::{Codec, NodeId, Postcard, TransportError};
 use rand::RngExt;
 use serde::Serialize;
@@ -25,6 +26,8 @@ use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError, HandshakeError, TcpConfigError};
 use crate::frame::FrameKind;
 use crate::handshake::{self, Hello, Protocol};
+use crate::stream::{self, Reader, Writer};
+use crate::tls::{self, TlsConfig};
 
 /// A client of a request/response [`Service`](crate::Service) over TCP: sends each
 /// request to the server it names and waits for the response. Servers are named by
@@ -77,6 +80,8 @@ struct Inner<K> {
     /// What the client says in its handshakes, and its encoding.
     hello: Hello,
     hello_bytes: Vec<u8>,
+    /// TLS settings, if the client speaks TLS.
+    tls: Option<TlsConfig>,
     peers: Mutex<HashMap<NodeId, Arc<PeerSlot>>>,
     shut_down: AtomicBool,
     /// Closed by [`TcpClient::shutdown`]; never carries a message. Closing it wakes
@@ -131,15 +136,17 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
         protocol: Protocol,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
     ) -> Result<Self, TcpConfigError> {
-        Self::identified(config, codec, protocol, None, peers)
+        Self::identified(config, codec, protocol, None, None, peers)
     }
 
-    /// A client that names itself as node `node` in its handshakes, if given.
+    /// A client that names itself as node `node` in its handshakes, if given, and
+    /// speaks TLS with `tls`, if given.
     pub(crate) fn identified(
         config: TcpConfig,
         codec: K,
         protocol: Protocol,
         node: Option<NodeId>,
+        tls: Option<TlsConfig>,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
     ) -> Result<Self, TcpConfigError> {
         config.validate()?;
@@ -160,6 +167,7 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
                 codec,
                 hello,
                 hello_bytes,
+                tls,
                 peers: Mutex::new(peers),
                 shut_down: AtomicBool::new(false),
                 shutdown_signal,
@@ -488,7 +496,8 @@ impl PeerSlot {
                 return Err(self.failed_attempt(&inner.config, addr, &reason));
             }
         };
-        let connection = Connection::open(self.peer, stream, &inner.config);
+        let (stream, reader, writer) = stream;
+        let connection = Connection::open(self.peer, stream, reader, writer, &inner.config);
 
         let refusal = {
             let mut link = self.lock();
@@ -517,20 +526,33 @@ impl PeerSlot {
         Ok(connection)
     }
 
-    /// Connects to `addr` and makes the handshake.
+    /// Connects to `addr`, starts TLS if the client speaks it, and makes the handshake.
+    /// Returns the socket and the connection's two sides.
     async fn open<K: Codec>(
         &self,
         inner: &Inner<K>,
         addr: SocketAddr,
-    ) -> Result<TcpStream, ConnectionError> {
+    ) -> Result<(TcpStream, Reader, Writer), ConnectionError> {
         let stream = TcpStream::connect(addr).await?;
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(peer = %self.peer, error = %e, "cannot disable Nagle's algorithm");
         }
+        let (mut reader, mut writer) = match &inner.tls {
+            None => stream::plain(&stream),
+            Some(tls) => {
+                // The server must hold the certificate of the node the client dials.
+                let name = tls::server_name(self.peer)?;
+                let session = TlsConnector::from(tls.client())
+                    .connect(name, stream.clone())
+                    .await
+                    .map_err(|e| HandshakeError::Tls {
+                        reason: e.to_string(),
+                    })?;
+                stream::split(session)
+            }
+        };
         // Unbuffered: the handshake's reads take exactly the server's answer, and leave
         // whatever follows to the connection's reader.
-        let mut reader = stream.clone();
-        let mut writer = stream.clone();
         handshake::initiate(
             &mut reader,
             &mut writer,
@@ -539,8 +561,17 @@ impl PeerSlot {
             self.peer,
             inner.config.max_frame_size,
         )
-        .await?;
-        Ok(stream)
+        .await
+        .map_err(|e| match e {
+            // In TLS 1.3 the server checks the client's certificate after the client's
+            // side of the TLS handshake is done: its refusal arrives as the first read.
+            ConnectionError::Io(e) if inner.tls.is_some() => HandshakeError::Tls {
+                reason: e.to_string(),
+            }
+            .into(),
+            e => e,
+        })?;
+        Ok((stream, reader, writer))
     }
 
     /// Records a failed connection attempt and schedules the next one.

@@ -241,6 +241,20 @@ pub enum HandshakeError {
     /// The connection closed before the server answered the hello.
     #[error("the connection closed during the handshake")]
     Closed,
+    /// The TLS handshake failed: no certificate, or one the cluster's CA did not sign,
+    /// or a peer that does not speak TLS.
+    #[error("TLS handshake failed: {reason}")]
+    Tls {
+        /// What rustls reported.
+        reason: String,
+    },
+    /// The peer's certificate does not name the node its handshake speaks for (see
+    /// [`tls`](crate::tls)).
+    #[error("the certificate presented is not node {node}'s")]
+    CertificateMismatch {
+        /// The node the hello named.
+        node: NodeId,
+    },
 }
 
 /// A limit of the server's [`TcpConfig`](crate::TcpConfig) that a connection went over.

@@ -20,7 +20,7 @@
 //! succeeded, and on a Raft connection every later request must come from the node the
 //! handshake named ([`Request::from`](raft_traits::Request::from)); a request that claims
 //! another sender closes the connection with
-//! [`ConnectionError::WrongSender`](crate::ConnectionError::WrongSender).
+//! [`ConnectionError::WrongSender`](crate::ConnectionError).
 //!
 //! # Wire format
 //!
@@ -215,6 +215,8 @@ pub enum Refusal {
     Malformed,
     /// The server already serves as many connections as it may.
     Busy,
+    /// The client's TLS certificate does not name the node its hello speaks for.
+    Certificate,
 }
 
 impl Refusal {
@@ -228,6 +230,7 @@ impl Refusal {
             Refusal::NotAHello => 5,
             Refusal::Malformed => 6,
             Refusal::Busy => 7,
+            Refusal::Certificate => 8,
         }
     }
 
@@ -241,6 +244,7 @@ impl Refusal {
             5 => Refusal::NotAHello,
             6 => Refusal::Malformed,
             7 => Refusal::Busy,
+            8 => Refusal::Certificate,
             _ => return None,
         })
     }
@@ -253,6 +257,7 @@ impl Refusal {
             HandshakeError::MissingNodeId => Refusal::MissingNodeId,
             HandshakeError::NotAHello { .. } => Refusal::NotAHello,
             HandshakeError::Malformed { .. } => Refusal::Malformed,
+            HandshakeError::CertificateMismatch { .. } => Refusal::Certificate,
             _ => return None,
         })
     }
@@ -285,7 +290,8 @@ pub(crate) async fn refuse<W: AsyncWrite + Unpin>(
 }
 
 /// The server's side: reads the client's Hello from `reader`, checks it against the
-/// server's own `server` hello (encoded as `server_hello`) and answers on `writer`.
+/// server's own `server` hello (encoded as `server_hello`) and with `vouch` (which checks
+/// that the connection may speak for the hello's node), and answers on `writer`.
 ///
 /// Returns the client's hello once welcomed, `None` if the client closed the connection
 /// before sending a byte, and an error (after sending a refusal where the client can
@@ -295,6 +301,7 @@ pub(crate) async fn accept<R, W>(
     writer: &mut W,
     server: &Hello,
     server_hello: &[u8],
+    vouch: &(dyn Fn(&Hello) -> Result<(), HandshakeError> + Sync),
     max_frame_size: u32,
 ) -> Result<Option<Hello>, ConnectionError>
 where
@@ -316,7 +323,10 @@ where
     // handshake never gets a body of any size buffered.
     let checked = match header.kind {
         FrameKind::Hello => match handshake_body(reader, &header).await? {
-            Ok(body) => check_hello(&body, server),
+            Ok(body) => check_hello(&body, server).and_then(|hello| {
+                vouch(&hello)?;
+                Ok(hello)
+            }),
             Err(error) => Err(error),
         },
         kind => Err(HandshakeError::NotAHello { kind }),
@@ -447,6 +457,10 @@ fn refusal_error(body: &[u8], ours: &Hello) -> HandshakeError {
         Refusal::MissingNodeId => HandshakeError::MissingNodeId,
         Refusal::NotAHello | Refusal::Malformed => HandshakeError::Refused { code },
         Refusal::Busy => HandshakeError::ServerBusy,
+        Refusal::Certificate => match ours.node {
+            Some(node) => HandshakeError::CertificateMismatch { node },
+            None => HandshakeError::Refused { code },
+        },
     }
 }
 
@@ -552,6 +566,7 @@ mod tests {
                 &mut to_client,
                 server,
                 &server.encode().unwrap(),
+                &|_| Ok(()),
                 1024,
             )
             .await;
@@ -653,6 +668,7 @@ mod tests {
                 &mut answer,
                 &server,
                 &server.encode().unwrap(),
+                &|_| Ok(()),
                 1024,
             )
             .await;

@@ -9,6 +9,7 @@
 //! * Every connection starts with a [`handshake`]: the protocol, the cluster id and, for
 //!   Raft, the sending node's id. A server refuses a stranger before any message reaches
 //!   the node, and checks the sender of every Raft request against the handshake.
+//! * [`tls`]: optional mutual TLS, each node's id bound to its certificate.
 //! * The same machinery carries any other request/response protocol: implement
 //!   [`Service`] for the server side and call it with a [`TcpClient`]. Raft's RPCs are one
 //!   such protocol ([`RaftService`]); a key-value service's clients are another.
@@ -72,6 +73,8 @@ mod reassembly;
 mod runtime;
 mod server;
 mod service;
+mod stream;
+pub mod tls;
 mod transport;
 
 pub use client::TcpClient;
@@ -83,4 +86,5 @@ pub use handshake::Protocol;
 pub use runtime::SmolRuntime;
 pub use server::TcpServer;
 pub use service::{RaftService, Service};
+pub use tls::{TlsConfig, TlsError};
 pub use transport::TcpTransport;

@@ -21,6 +21,7 @@ use crate::error::{ConnectionError, LimitError, ServerError};
 use crate::handshake::{self, Hello, Refusal};
 use crate::reassembly::Budget;
 use crate::service::{RaftService, Service};
+use crate::tls::TlsConfig;
 
 /// How long the accept loop pauses after a failed `accept`. Failures such as running
 /// out of file descriptors persist for a while; retrying at once would spin.
@@ -114,6 +115,8 @@ struct State {
     listener: Option<TcpListener>,
     /// The node this server names in its handshakes, if it was given one.
     node: Option<NodeId>,
+    /// TLS settings, if connections must speak TLS.
+    tls: Option<TlsConfig>,
     accept_loop: Option<Task<()>>,
     connections: HashMap<u64, Served>,
     next_connection: u64,
@@ -179,6 +182,14 @@ impl<K: Codec> TcpServer<K> {
     /// ([`HandshakeError::WrongNode`](crate::HandshakeError::WrongNode)).
     pub fn set_node_id(&self, node: NodeId) {
         self.shared.lock().node = Some(node);
+    }
+
+    /// Requires TLS, with `tls`, of every connection accepted from now on (call it before
+    /// [`serve`](Self::serve)): clients must present a certificate signed by the
+    /// cluster's CA, and one whose hello names a node must hold that node's name (see
+    /// [`tls`](crate::tls)).
+    pub fn set_tls(&self, tls: TlsConfig) {
+        self.shared.lock().tls = Some(tls);
     }
 
     /// The bytes that unfinished requests hold, over all connections, right now.
@@ -329,6 +340,7 @@ impl<K: Codec> Shared<K> {
             hello,
             hello_bytes,
             budget: Arc::clone(&self.budget),
+            tls: state.tls.clone(),
         };
         let serving = connection::serve(stream.clone(), Arc::clone(service), setup);
         let weak = Weak::clone(weak);

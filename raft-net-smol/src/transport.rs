@@ -11,6 +11,7 @@ use crate::client::TcpClient;
 use crate::config::TcpConfig;
 use crate::error::{HandshakeError, TcpConfigError};
 use crate::handshake::Protocol;
+use crate::tls::TlsConfig;
 
 /// A [`Transport`] over TCP: sends each request to its peer over a connection of its own
 /// and waits for the reply.
@@ -105,7 +106,30 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
     ) -> Result<Self, TcpConfigError> {
         Ok(TcpTransport {
-            client: TcpClient::identified(config, codec, Protocol::Raft, Some(me), peers)?,
+            client: TcpClient::identified(config, codec, Protocol::Raft, Some(me), None, peers)?,
+        })
+    }
+
+    /// A transport like [`with_codec`](Self::with_codec) that speaks TLS to its peers
+    /// with `tls`: it presents `me`'s certificate, and requires each peer's server to
+    /// present a certificate of the cluster's CA that names that peer (see
+    /// [`tls`](crate::tls)).
+    pub fn with_tls(
+        config: TcpConfig,
+        codec: K,
+        me: NodeId,
+        tls: TlsConfig,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Result<Self, TcpConfigError> {
+        Ok(TcpTransport {
+            client: TcpClient::identified(
+                config,
+                codec,
+                Protocol::Raft,
+                Some(me),
+                Some(tls),
+                peers,
+            )?,
         })
     }
 

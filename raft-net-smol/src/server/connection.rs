@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures_rustls::TlsAcceptor;
 use raft_traits::{Codec, NodeId};
 use serde::Serialize;
 use smol::Timer;
@@ -15,12 +16,14 @@ use smol::io::BufReader;
 use smol::net::TcpStream;
 
 use crate::config::TcpConfig;
-use crate::error::{ConnectionError, FrameError, LimitError};
+use crate::error::{ConnectionError, FrameError, HandshakeError, LimitError};
 use crate::frame::{FrameKind, read_frame};
 use crate::handshake::{self, Hello};
 use crate::outbox::{Outgoing, write_frames};
 use crate::reassembly::{Budget, Reassembler};
 use crate::service::Service;
+use crate::stream::{self, Reader, Writer};
+use crate::tls::{self, TlsConfig};
 
 /// The size of the read buffer that lets small frames arrive in one system call.
 const READ_BUFFER: usize = 64 << 10;
@@ -34,6 +37,8 @@ pub(super) struct Setup<K> {
     pub(super) hello_bytes: Vec<u8>,
     /// The bytes all of the server's connections may buffer together.
     pub(super) budget: Arc<Budget>,
+    /// TLS settings, if connections must speak TLS.
+    pub(super) tls: Option<TlsConfig>,
 }
 
 /// Serves `stream` until the client closes it (`Ok`) or breaks the protocol, goes over a
@@ -56,22 +61,15 @@ pub(super) async fn serve<S: Service, K: Codec>(
         hello,
         hello_bytes,
         budget,
+        tls,
     } = setup;
-    let mut reader = BufReader::with_capacity(READ_BUFFER, stream.clone());
-    let mut writer = stream.clone();
-    let handshake = handshake::accept(
-        &mut reader,
-        &mut writer,
-        &hello,
-        &hello_bytes,
-        config.max_frame_size,
-    );
+    let opening = open(&stream, tls, &hello, &hello_bytes, config.max_frame_size);
     let after = config.handshake_timeout;
     let expired = async {
         Timer::after(after).await;
         Err(LimitError::HandshakeTimeout { after }.into())
     };
-    let Some(client) = smol::future::or(handshake, expired).await? else {
+    let Some((client, reader, writer)) = smol::future::or(opening, expired).await? else {
         // Closed before saying anything: a port probe, not worth a warning.
         return Ok(());
     };
@@ -81,7 +79,7 @@ pub(super) async fn serve<S: Service, K: Codec>(
     // A request body that does not decode, or names another sender than the handshake,
     // is found by the task handling it, which reports it here to close the connection.
     let (fatal, fatal_errors) = smol::channel::bounded::<ConnectionError>(1);
-    let writing = write_frames(stream, outgoing, config.chunk_size);
+    let writing = write_frames(writer, outgoing, config.chunk_size);
     let reassembler = Reassembler::new(
         config.max_message_len(),
         config.max_buffered_per_connection_len(),
@@ -111,6 +109,56 @@ pub(super) async fn serve<S: Service, K: Codec>(
         smol::future::or(idling, smol::future::or(reading, writing)),
     )
     .await
+}
+
+/// Opens a connection: the TLS handshake if `tls` is given, then the connection's own
+/// [handshake](crate::handshake). Returns the client's hello and the connection's two
+/// sides, or `None` if the client closed the connection before sending its hello.
+async fn open(
+    stream: &TcpStream,
+    tls: Option<TlsConfig>,
+    hello: &Hello,
+    hello_bytes: &[u8],
+    max_frame_size: u32,
+) -> Result<Option<(Hello, BufReader<Reader>, Writer)>, ConnectionError> {
+    let (reader, mut writer, certificate) = match &tls {
+        None => {
+            let (reader, writer) = stream::plain(stream);
+            (reader, writer, None)
+        }
+        Some(tls) => {
+            let session = TlsAcceptor::from(tls.server())
+                .accept(stream.clone())
+                .await
+                .map_err(|e| HandshakeError::Tls {
+                    reason: e.to_string(),
+                })?;
+            let certificate = session
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .cloned();
+            let (reader, writer) = stream::split(session);
+            (reader, writer, certificate)
+        }
+    };
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    // Under TLS, a hello may speak only for the node the client's certificate names.
+    let vouch = |client: &Hello| match (&tls, client.node) {
+        (Some(_), Some(node)) => tls::check_node(certificate.as_ref(), node),
+        _ => Ok(()),
+    };
+    let client = handshake::accept(
+        &mut reader,
+        &mut writer,
+        hello,
+        hello_bytes,
+        &vouch,
+        max_frame_size,
+    )
+    .await?;
+    Ok(client.map(|client| (client, reader, writer)))
 }
 
 /// When the connection last received a frame or finished a request, and how many of
@@ -194,7 +242,7 @@ struct Requests<S, K> {
 }
 
 async fn read_requests<S: Service, K: Codec>(
-    mut reader: BufReader<TcpStream>,
+    mut reader: BufReader<Reader>,
     mut reassembler: Reassembler,
     max_frame_size: u32,
     requests: Requests<S, K>,

@@ -22,3 +22,4 @@ mod limits;
 mod peers;
 mod request_reply;
 mod service;
+mod tls;
