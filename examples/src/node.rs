@@ -11,9 +11,10 @@ use raft_file_store::FileStorage;
 use raft_impl::{Config, Parts, ProposeError, StartError};
 use raft_mem::{KvCommand, MemStorage};
 use raft_net_smol::{
-    Protocol, ServerError, Service, SmolRuntime, TcpConfig, TcpConfigError, TcpServer, TcpTransport,
+    Protocol, ServerError, Service, SmolRuntime, TcpConfig, TcpConfigError, TcpServer,
+    TcpTransport, TlsConfig,
 };
-use raft_traits::{NodeId, Storage, StorageError, async_trait};
+use raft_traits::{NodeId, Postcard, Storage, StorageError, async_trait};
 
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 use crate::state_machine::{KvRaft, KvView, SnapshotStats, SnapshottingKv};
@@ -43,6 +44,9 @@ pub struct NodeConfig {
     /// Limits and timeouts of the Raft transport and of both listeners
     /// ([`default_tcp`](Self::default_tcp) by default).
     pub tcp: TcpConfig,
+    /// Mutual TLS between the nodes, on the Raft port and the transport (`None` by
+    /// default: plain TCP). The client port stays plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl NodeConfig {
@@ -63,6 +67,7 @@ impl NodeConfig {
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
             raft: Config::default(),
             tcp: Self::default_tcp(),
+            tls: None,
         }
     }
 
@@ -132,6 +137,9 @@ impl KvNode {
         // a stale address learns it reached another node.
         raft_server.set_node_id(config.id);
         client_server.set_node_id(config.id);
+        if let Some(tls) = &config.tls {
+            raft_server.set_tls(tls.clone());
+        }
         Ok(BoundNode {
             config,
             raft_server,
@@ -277,7 +285,12 @@ impl BoundNode {
             .filter(|(id, _)| **id != config.id)
             .map(|(id, addr)| (*id, *addr))
             .collect();
-        let transport = TcpTransport::new(config.tcp.clone(), config.id, peers)?;
+        let transport = match &config.tls {
+            Some(tls) => {
+                TcpTransport::with_tls(config.tcp.clone(), Postcard, config.id, tls.clone(), peers)?
+            }
+            None => TcpTransport::new(config.tcp.clone(), config.id, peers)?,
+        };
 
         let state_machine = SnapshottingKv::new(config.snapshot_entries);
         let raft_slot = state_machine.raft_slot();

@@ -13,7 +13,9 @@
 //! which defaults to the Raft port + 1000 on the same IP. Each port refuses, in the
 //! handshake that opens every connection, what is meant for the other: a client pointed
 //! at a Raft port fails at once and says which port to use. `--cluster-id` (on `serve`
-//! and on the client commands) keeps different clusters apart.
+//! and on the client commands) keeps different clusters apart; `--tls-cert`,
+//! `--tls-key` and `--tls-ca` on `serve` put mutual TLS between the nodes (each node's
+//! certificate must name `node-ID`).
 //!
 //! Exit codes: 0 success; 1 failure (a one-line reason on stderr); 2 bad arguments;
 //! 3 `get` of a key that is not set. Logs go to stderr, filtered by `RUST_LOG`
@@ -33,7 +35,7 @@ use raft_examples::{
     ClientConfig, ClientError, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig,
     parse_members, resolve,
 };
-use raft_net_smol::{HandshakeError, Protocol, TcpConfig};
+use raft_net_smol::{HandshakeError, Protocol, TcpConfig, TlsConfig};
 use raft_traits::{NodeId, TransportError};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -75,6 +77,8 @@ enum Command {
         /// The cluster's name: nodes and clients of another cluster are refused.
         #[arg(long, value_name = "NAME", default_value = TcpConfig::DEFAULT_CLUSTER_ID)]
         cluster_id: String,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Set KEY to VALUE.
     Put {
@@ -104,6 +108,21 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
+}
+
+/// Mutual TLS between the nodes: all three files, or none.
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// This node's certificate chain (PEM); the certificate must name `node-ID` (its
+    /// --id) as a DNS subject alternative name.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM), which signs every node's certificate.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,15 +189,24 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             data_dir,
             snapshot_entries,
             cluster_id,
-        } => serve(
-            NodeId(id),
-            &listen,
-            &peers,
-            client_listen.as_deref(),
-            data_dir,
-            snapshot_entries,
-            cluster_id,
-        ),
+            tls,
+        } => {
+            let mut config = node_config(NodeId(id), &listen, &peers, client_listen.as_deref())?;
+            config.data_dir = data_dir;
+            config.snapshot_entries = snapshot_entries;
+            config.tcp.cluster_id = cluster_id;
+            if let TlsArgs {
+                tls_cert: Some(cert),
+                tls_key: Some(key),
+                tls_ca: Some(ca),
+            } = tls
+            {
+                let tls = TlsConfig::from_pem_files(&cert, &key, &ca)
+                    .map_err(|e| Failure(format!("--tls-cert/--tls-key/--tls-ca: {e}")))?;
+                config.tls = Some(tls);
+            }
+            serve(config)
+        }
         Command::Put {
             key,
             value,
@@ -217,15 +245,13 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
     }
 }
 
-fn serve(
+/// A node's configuration from the command line's addresses.
+fn node_config(
     id: NodeId,
     listen: &str,
     peers: &str,
     client_listen: Option<&str>,
-    data_dir: Option<PathBuf>,
-    snapshot_entries: u64,
-    cluster_id: String,
-) -> Result<ExitCode, Failure> {
+) -> Result<NodeConfig, Failure> {
     let listen = resolve(listen).map_err(|e| Failure(format!("--listen: {e}")))?;
     let peers = parse_members(peers).map_err(|e| Failure(format!("--peers: {e}")))?;
     let client_listen = match client_listen {
@@ -242,18 +268,24 @@ fn serve(
             id.0
         )));
     }
-    let mut config = NodeConfig::new(id, listen, client_listen, peers);
-    config.data_dir = data_dir;
-    config.snapshot_entries = snapshot_entries;
-    config.tcp.cluster_id = cluster_id;
+    Ok(NodeConfig::new(id, listen, client_listen, peers))
+}
+
+fn serve(config: NodeConfig) -> Result<ExitCode, Failure> {
+    let id = config.id;
     let storage = match &config.data_dir {
         Some(dir) => format!("files in {}", dir.display()),
         None => "memory (lost on exit)".to_owned(),
     };
+    let tls = if config.tls.is_some() {
+        ", mutual TLS between nodes"
+    } else {
+        ""
+    };
     smol::block_on(async {
         let node = KvNode::start(config).await?;
         println!(
-            "raft-kv node {} serving: raft {}, clients {}, storage {storage}",
+            "raft-kv node {} serving: raft {}, clients {}, storage {storage}{tls}",
             id.0,
             node.raft_addr(),
             node.client_addr()

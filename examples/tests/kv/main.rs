@@ -22,3 +22,4 @@ mod process;
 mod replication;
 mod restart;
 mod snapshot;
+mod tls;

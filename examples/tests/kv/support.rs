@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft_examples::{
@@ -14,6 +15,8 @@ use raft_mem::{KvCommand, MemStorage};
 use raft_net_smol::TcpConfig;
 use raft_traits::NodeId;
 use tempfile::TempDir;
+
+pub(crate) use crate::tls::TestCa;
 
 /// How long any awaited condition may take before the test fails.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
@@ -39,6 +42,8 @@ pub(crate) struct Options {
     pub(crate) proxies: bool,
     pub(crate) snapshot_entries: u64,
     pub(crate) tcp: TcpConfig,
+    /// Mutual TLS between the nodes, with certificates of a CA made for the cluster.
+    pub(crate) tls: Option<Arc<TestCa>>,
 }
 
 impl Default for Options {
@@ -49,6 +54,7 @@ impl Default for Options {
             proxies: false,
             snapshot_entries: 1000,
             tcp: NodeConfig::default_tcp(),
+            tls: None,
         }
     }
 }
@@ -88,6 +94,7 @@ impl TestCluster {
             let mut config = NodeConfig::new(id, any, any, []);
             config.snapshot_entries = options.snapshot_entries;
             config.tcp = options.tcp.clone();
+            config.tls = options.tls.as_ref().map(|ca| ca.node(id));
             config.data_dir = dir
                 .as_ref()
                 .map(|dir| dir.path().join(format!("node-{}", id.0)));
