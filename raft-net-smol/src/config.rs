@@ -72,7 +72,8 @@ pub struct TcpConfig {
     /// connection whose chunk would go over it is closed.
     pub max_buffered_total: u64,
     /// The most connections a server serves at once (default 1024). One more is
-    /// refused with a [`Refusal::Busy`](crate::handshake::Refusal::Busy) and closed.
+    /// refused with a [`Refusal::Busy`](crate::handshake::Refusal::Busy) (without TLS)
+    /// and closed.
     pub max_connections: usize,
     /// How long a server waits for a new connection's handshake (default 5 s).
     pub handshake_timeout: Duration,

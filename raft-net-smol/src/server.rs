@@ -328,8 +328,9 @@ impl<K: Codec> Shared<K> {
             }
         };
         if state.connections.len() >= self.config.max_connections {
+            let tls = state.tls.is_some();
             drop(state);
-            self.refuse_busy(stream, peer, hello_bytes);
+            self.refuse_busy(stream, peer, hello_bytes, tls);
             return;
         }
         let id = state.next_connection;
@@ -386,12 +387,18 @@ impl<K: Codec> Shared<K> {
     }
 
     /// Refuses a connection over `max_connections`: tells the client why, if not too
-    /// many others are being told already, and closes it.
-    fn refuse_busy(&self, stream: TcpStream, peer: SocketAddr, hello_bytes: Vec<u8>) {
+    /// many others are being told already, and closes it. A TLS client is not told: it
+    /// expects a TLS handshake, and spending one on a connection being refused would
+    /// make the cap cheap to exhaust.
+    fn refuse_busy(&self, stream: TcpStream, peer: SocketAddr, hello_bytes: Vec<u8>, tls: bool) {
         let error = LimitError::TooManyConnections {
             max: self.config.max_connections,
         };
         tracing::warn!(%peer, %error, "closing connection: over a limit");
+        if tls {
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
         if self.refusing.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSING {
             self.refusing.fetch_sub(1, Ordering::SeqCst);
             let _ = stream.shutdown(Shutdown::Both);

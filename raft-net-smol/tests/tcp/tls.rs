@@ -265,3 +265,39 @@ fn der_of(pem: &str) -> futures_rustls::rustls::pki_types::CertificateDer<'stati
     use futures_rustls::rustls::pki_types::pem::PemObject;
     futures_rustls::rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
+
+/// The connection cap holds under TLS too: connection 2 over a cap of 1 is closed, and
+/// the first is served as before.
+#[test]
+fn the_connection_cap_holds_under_tls() {
+    logs::capture();
+    let ca = TestCa::new();
+    let server = TcpServer::bind(
+        ([127, 0, 0, 1], 0),
+        TcpConfig {
+            max_connections: 1,
+            ..config()
+        },
+    )
+    .unwrap();
+    server.set_node_id(PEER);
+    server.set_tls(ca.node(PEER));
+    let handler = TestHandler::new();
+    server.serve::<u64>(handler.clone()).unwrap();
+    let first = tls_transport(&server, ca.node(ME));
+    let second = tls_transport(&server, ca.node(ME));
+    smol::block_on(async {
+        let reply = within("a vote", first.send(PEER, vote(Term(1)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(1))));
+        let reply = within("a vote over the cap", second.send(PEER, vote(Term(2)))).await;
+        assert!(
+            matches!(reply, Err(TransportError::Unreachable { .. })),
+            "{reply:?}"
+        );
+        let reply = within("a vote", first.send(PEER, vote(Term(3)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(3))));
+        assert_eq!(handler.handled(), 2);
+        assert_eq!(server.connection_count(), 1);
+        server.shutdown().await;
+    });
+}
