@@ -23,3 +23,4 @@ mod replication;
 mod restart;
 mod sessions;
 mod snapshot;
+mod tls;

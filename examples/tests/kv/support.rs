@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft_examples::{
@@ -15,6 +16,8 @@ use raft_mem::MemStorage;
 use raft_net_smol::TcpConfig;
 use raft_traits::NodeId;
 use tempfile::TempDir;
+
+pub(crate) use crate::tls::TestCa;
 
 /// How long any awaited condition may take before the test fails.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
@@ -41,6 +44,8 @@ pub(crate) struct Options {
     pub(crate) snapshot_entries: u64,
     pub(crate) max_sessions: NonZeroUsize,
     pub(crate) tcp: TcpConfig,
+    /// Mutual TLS between the nodes, with certificates of a CA made for the cluster.
+    pub(crate) tls: Option<Arc<TestCa>>,
 }
 
 impl Default for Options {
@@ -52,6 +57,7 @@ impl Default for Options {
             snapshot_entries: 1000,
             max_sessions: DEFAULT_MAX_SESSIONS,
             tcp: NodeConfig::default_tcp(),
+            tls: None,
         }
     }
 }
@@ -92,6 +98,7 @@ impl TestCluster {
             config.snapshot_entries = options.snapshot_entries;
             config.max_sessions = options.max_sessions;
             config.tcp = options.tcp.clone();
+            config.tls = options.tls.as_ref().map(|ca| ca.node(id));
             config.data_dir = dir
                 .as_ref()
                 .map(|dir| dir.path().join(format!("node-{}", id.0)));
