@@ -4,7 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use raft_traits::{
-    Codec, Command, NodeId, Postcard, Request, Response, Transport, TransportError, async_trait,
+    Codec, Command, Membership, NodeId, Postcard, Request, Response, Transport, TransportError,
+    async_trait,
 };
 
 use crate::client::TcpClient;
@@ -190,6 +191,30 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
 impl<C: Command, K: Codec> Transport<C> for TcpTransport<C, K> {
     async fn send(&self, to: NodeId, request: Request<C>) -> Result<Response, TransportError> {
         self.client.call(to, request).await
+    }
+
+    /// Learns the address of every other member whose address (`membership.nodes`) is a
+    /// socket address, with [`set_peer`](Self::set_peer): a member added at run time
+    /// becomes reachable, and a member whose address changed is reached at the new one.
+    /// A member with an empty or unparsable address is left as it is (logged at debug
+    /// level). No peer is removed: a member taken out of the configuration may still
+    /// need to hear from this node that it was removed.
+    fn update_membership(&self, membership: &Membership) {
+        let me = self.node_id();
+        for (&id, addr) in &membership.nodes {
+            if Some(id) == me {
+                continue;
+            }
+            match addr.parse::<SocketAddr>() {
+                Ok(addr) => self.set_peer(id, addr),
+                Err(error) => {
+                    tracing::debug!(
+                        peer = %id, %addr, %error,
+                        "member address is not a socket address; peer left as it is"
+                    );
+                }
+            }
+        }
     }
 }
 

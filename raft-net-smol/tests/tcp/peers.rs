@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use raft_net_smol::TcpTransport;
-use raft_traits::{NodeId, Term, Transport, TransportError};
+use raft_traits::{Membership, NodeId, Term, Transport, TransportError};
 
 use crate::support::{ME, PEER, config, server, vote, vote_reply, within};
 
@@ -74,6 +74,58 @@ fn a_peer_added_at_run_time_is_reached_and_a_removed_one_is_forgotten() {
         assert_eq!(transport.peers(), [(PEER, two.local_addr())]);
         let reply = within("a vote to 2", transport.send(PEER, vote(Term(7)))).await;
         assert_eq!(reply, Ok(vote_reply(Term(7))));
+
+        transport.shutdown();
+        two.shutdown().await;
+        three.shutdown().await;
+    });
+}
+
+#[test]
+fn update_membership_makes_a_new_member_reachable_and_forgets_no_one() {
+    // Node 1 knows node 2; a configuration adds node 3 (with an address), node 4 (with
+    // none) and node 5 (with one that is not a socket address).
+    let (two, _two_handler) = server(config());
+    two.set_node_id(PEER);
+    let (three, three_handler) = server(config());
+    let newcomer = NodeId(3);
+    three.set_node_id(newcomer);
+    let transport: TcpTransport<u64> =
+        TcpTransport::new(config(), ME, [(PEER, two.local_addr())]).unwrap();
+    smol::block_on(async {
+        let reply = transport.send(newcomer, vote(Term(1))).await;
+        assert_eq!(reply, Err(TransportError::UnknownPeer(newcomer)));
+
+        let grown = Membership::with_addresses([
+            // Its own entry is not a peer, whatever its address.
+            (ME, "127.0.0.1:1".to_owned()),
+            (PEER, two.local_addr().to_string()),
+            (newcomer, three.local_addr().to_string()),
+            (NodeId(4), String::new()),
+            (NodeId(5), "node-5.example:7000".to_owned()),
+        ]);
+        transport.update_membership(&grown);
+        assert_eq!(
+            transport.peers(),
+            [(PEER, two.local_addr()), (newcomer, three.local_addr())]
+        );
+        let reply = within("a vote to 3", transport.send(newcomer, vote(Term(2)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(2))));
+        assert_eq!(three_handler.handled(), 1);
+
+        // Node 2 leaves the configuration: it stays a peer, still reachable, to hear
+        // that it was removed.
+        let shrunk = Membership::with_addresses([
+            (ME, String::new()),
+            (newcomer, three.local_addr().to_string()),
+        ]);
+        transport.update_membership(&shrunk);
+        assert_eq!(
+            transport.peers(),
+            [(PEER, two.local_addr()), (newcomer, three.local_addr())]
+        );
+        let reply = within("a vote to 2", transport.send(PEER, vote(Term(3)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(3))));
 
         transport.shutdown();
         two.shutdown().await;
