@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use raft_impl::session::{ClientId, SessionCommand, SessionError, SessionResponse};
 use raft_mem::{KvCommand, KvResponse};
-use raft_net_smol::{ConfigError, TcpClient, TcpConfig};
+use raft_net_smol::{HandshakeError, TcpClient, TcpConfig, TcpConfigError};
 use raft_traits::{NodeId, TransportError};
 
-use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 use crate::state_machine::KvSessionResult;
 
 /// How a [`KvClient`] times its attempts.
@@ -58,7 +58,7 @@ pub enum ClientError {
     NoNodes,
     /// The connection settings are invalid.
     #[error("invalid client settings: {0}")]
-    Config(#[from] ConfigError),
+    Config(#[from] TcpConfigError),
     /// No leader applied the command before the deadline. A write may or may not have
     /// been applied; it is not applied after the client's next command.
     #[error("no leader answered within {after:.1?} ({attempts} attempts); last: {last}")]
@@ -69,6 +69,19 @@ pub enum ClientError {
         attempts: u32,
         /// What the last attempt ran into.
         last: String,
+    },
+    /// A node's address is not the client port of a node of this cluster: the server
+    /// there refused the handshake because it speaks another protocol (a Raft port, or
+    /// another service), belongs to another cluster or is another node. Retrying cannot
+    /// help; the cluster list must be fixed.
+    #[error("{addr} ({node} in the cluster list) is not that node's client port: {error}")]
+    WrongPort {
+        /// The node the address was given for.
+        node: NodeId,
+        /// The address.
+        addr: SocketAddr,
+        /// What the handshake found.
+        error: HandshakeError,
     },
     /// A node answered something the protocol does not allow for this request.
     #[error("unexpected answer from {node}: {answer}")]
@@ -201,7 +214,7 @@ impl KvClient {
             return Err(ClientError::NoNodes);
         }
         let nodes = cluster.keys().copied().collect();
-        let rpc = TcpClient::new(config.tcp.clone(), cluster)?;
+        let rpc = TcpClient::new(config.tcp.clone(), client_protocol(), cluster)?;
         Ok(KvClient {
             rpc,
             nodes,
@@ -467,18 +480,42 @@ impl KvClient {
                 });
             }
             Err(TransportError::Closed) => return Err(ClientError::Closed),
+            Err(error @ TransportError::Unreachable { .. }) => {
+                if let Some(wrong) = self.wrong_port(node) {
+                    return Err(wrong);
+                }
+                // An unreachable node never saw the request.
+                Attempt::Retry {
+                    next,
+                    reason: describe_failure(&error),
+                    uncertain: false,
+                }
+            }
             Err(error) => Attempt::Retry {
                 next,
                 reason: describe_failure(&error),
-                // An unreachable node never saw the request; any other failure may have
-                // come after the node received it.
-                uncertain: !matches!(
-                    error,
-                    TransportError::Unreachable { .. } | TransportError::UnknownPeer(_)
-                ),
+                // An unknown peer never saw the request; any other failure may have come
+                // after the node received it.
+                uncertain: !matches!(error, TransportError::UnknownPeer(_)),
             },
         };
         Ok(attempt)
+    }
+
+    /// The error for `node` if its address turned out, in the handshake, not to be its
+    /// client port. A busy server, or one that did not answer, may do better later and
+    /// is not such an error.
+    pub fn wrong_port(&self, node: NodeId) -> Option<ClientError> {
+        let error = self.rpc.handshake_error(node)?;
+        let permanent = matches!(
+            error,
+            HandshakeError::WrongProtocol { .. }
+                | HandshakeError::WrongCluster { .. }
+                | HandshakeError::WrongNode { .. }
+                | HandshakeError::VersionRefused { .. }
+        );
+        let addr = self.rpc.peer_addr(node)?;
+        permanent.then_some(ClientError::WrongPort { node, addr, error })
     }
 
     /// Asks node `node` for its status; one attempt, no retries.

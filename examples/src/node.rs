@@ -13,11 +13,12 @@ use raft_impl::session::DEFAULT_CAPACITY;
 use raft_impl::{Config, Parts, ProposeError, ReadError, StartError};
 use raft_mem::MemStorage;
 use raft_net_smol::{
-    ConfigError, ServerError, Service, SmolRuntime, TcpConfig, TcpServer, TcpTransport,
+    Protocol, ServerError, Service, SmolRuntime, TcpConfig, TcpConfigError, TcpServer,
+    TcpTransport, TlsConfig,
 };
-use raft_traits::{NodeId, Storage, StorageError, async_trait};
+use raft_traits::{NodeId, Postcard, Storage, StorageError, async_trait};
 
-use crate::protocol::{ClientRequest, ClientResponse, NodeStatus};
+use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 use crate::read::{ReadMode, ReadStats};
 use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, SnapshottingKv};
 
@@ -65,6 +66,9 @@ pub struct NodeConfig {
     /// Limits and timeouts of the Raft transport and of both listeners
     /// ([`default_tcp`](Self::default_tcp) by default).
     pub tcp: TcpConfig,
+    /// Mutual TLS between the nodes, on the Raft port and the transport (`None` by
+    /// default: plain TCP). The client port stays plain TCP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl NodeConfig {
@@ -88,6 +92,7 @@ impl NodeConfig {
             read_timeout: DEFAULT_READ_TIMEOUT,
             raft: Config::default(),
             tcp: Self::default_tcp(),
+            tls: None,
         }
     }
 
@@ -118,7 +123,7 @@ impl NodeConfig {
 pub enum NodeError {
     /// The TCP settings are invalid.
     #[error("invalid TCP settings: {0}")]
-    Tcp(#[from] ConfigError),
+    Tcp(#[from] TcpConfigError),
     /// A listener could not be opened or started.
     #[error("{0}")]
     Listen(#[from] ServerError),
@@ -155,6 +160,13 @@ impl KvNode {
         config.tcp.validate()?;
         let raft_server = TcpServer::bind(config.listen, config.tcp.clone())?;
         let client_server = TcpServer::bind(config.client_listen, config.tcp.clone())?;
+        // Both ports name the node in their handshakes, so that a peer or a client with
+        // a stale address learns it reached another node.
+        raft_server.set_node_id(config.id);
+        client_server.set_node_id(config.id);
+        if let Some(tls) = &config.tls {
+            raft_server.set_tls(tls.clone());
+        }
         Ok(BoundNode {
             config,
             raft_server,
@@ -312,7 +324,12 @@ impl BoundNode {
             .filter(|(id, _)| **id != config.id)
             .map(|(id, addr)| (*id, *addr))
             .collect();
-        let transport = TcpTransport::new(config.tcp.clone(), peers)?;
+        let transport = match &config.tls {
+            Some(tls) => {
+                TcpTransport::with_tls(config.tcp.clone(), Postcard, config.id, tls.clone(), peers)?
+            }
+            None => TcpTransport::new(config.tcp.clone(), config.id, peers)?,
+        };
 
         let state_machine = SnapshottingKv::new(config.snapshot_entries, config.max_sessions);
         let raft_slot = state_machine.raft_slot();
@@ -447,6 +464,10 @@ impl ClientService {
 impl Service for ClientService {
     type Request = ClientRequest;
     type Response = ClientResponse;
+
+    fn protocol(&self) -> Protocol {
+        client_protocol()
+    }
 
     async fn call(&self, request: ClientRequest) -> Result<ClientResponse, String> {
         match request {

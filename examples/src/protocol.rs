@@ -10,10 +10,21 @@ use std::sync::Arc;
 
 use raft_impl::Status;
 use raft_impl::core::RoleKind;
+use raft_net_smol::Protocol;
 use raft_traits::{LogId, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::state_machine::{KvSessionCommand, KvSessionResult};
+
+/// The name of the client protocol, which every client connection names in its
+/// [handshake](raft_net_smol::handshake): a client pointed at a node's Raft port, or at
+/// another service, is refused before its request reaches anything.
+pub const CLIENT_PROTOCOL: &str = "raft-kv";
+
+/// The client protocol, as the handshake names it.
+pub fn client_protocol() -> Protocol {
+    Protocol::service(CLIENT_PROTOCOL)
+}
 
 /// What a client asks a node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_rustls::TlsConnector;
 use raft_traits::{Codec, NodeId, Postcard, TransportError};
 use rand::RngExt;
 use serde::Serialize;
@@ -22,15 +23,22 @@ use smol::net::TcpStream;
 
 use self::connection::{Call, Connection, Reply};
 use crate::config::TcpConfig;
-use crate::error::{ConfigError, FrameError};
+use crate::error::{ConnectionError, FrameError, HandshakeError, TcpConfigError};
 use crate::frame::FrameKind;
+use crate::handshake::{self, Hello, Protocol};
+use crate::stream::{self, Reader, Writer};
+use crate::tls::{self, TlsConfig};
 
 /// A client of a request/response [`Service`](crate::Service) over TCP: sends each
 /// request to the server it names and waits for the response. Servers are named by
 /// [`NodeId`] and known by address.
 ///
 /// * **One connection per server**, opened by the first request to it and reused by
-///   every later one. Concurrent requests share it: each carries a request id and the
+///   every later one. Each connection starts with a [handshake](crate::handshake) that
+///   names the client's protocol and cluster; a server that refuses it (another
+///   protocol, another cluster, too many connections) or that names another node than
+///   the one the client meant makes the request fail as unreachable, and
+///   [`handshake_error`](Self::handshake_error) tells why. Concurrent requests share it: each carries a request id and the
 ///   reply with the same id goes back to it, in whatever order replies come.
 /// * **Large messages** (longer than [`TcpConfig::chunk_size`]) are sent in chunks, and
 ///   chunks of different requests interleave, so a small request is not held up by a
@@ -45,13 +53,13 @@ use crate::frame::FrameKind;
 /// | situation | error |
 /// |---|---|
 /// | `to` is not a known server | [`TransportError::UnknownPeer`] |
-/// | no connection could be made: refused, no route, connect timeout, backing off | [`TransportError::Unreachable`] (the request was not sent) |
+/// | no connection could be made: refused, no route, connect timeout, handshake refused, backing off | [`TransportError::Unreachable`] (the request was not sent) |
 /// | no reply within [`TcpConfig::request_timeout`] | [`TransportError::Timeout`] |
 /// | the connection broke or the server broke the protocol while the request was in flight, the service answered with an error, the message could not be encoded or is too large | [`TransportError::Failed`] |
 /// | after [`shutdown`](Self::shutdown), including requests in flight at that moment | [`TransportError::Closed`] |
 ///
-/// A request waits at most `connect_timeout` for a connection and then at most
-/// `request_timeout` for its reply.
+/// A request waits at most `connect_timeout` for a connection (its handshake included)
+/// and then at most `request_timeout` for its reply.
 ///
 /// The client is a handle: clones share the same servers and connections. Its
 /// connections run as tasks on smol's global executor (see `smol::spawn`; the number of
@@ -69,6 +77,11 @@ pub struct TcpClient<Req, Resp, K = Postcard> {
 struct Inner<K> {
     config: TcpConfig,
     codec: K,
+    /// What the client says in its handshakes, and its encoding.
+    hello: Hello,
+    hello_bytes: Vec<u8>,
+    /// TLS settings, if the client speaks TLS.
+    tls: Option<TlsConfig>,
     peers: Mutex<HashMap<NodeId, Arc<PeerSlot>>>,
     shut_down: AtomicBool,
     /// Closed by [`TcpClient::shutdown`]; never carries a message. Closing it wakes
@@ -94,18 +107,23 @@ struct Link {
     failures: u32,
     /// No new attempt before this instant.
     retry_at: Option<Instant>,
+    /// The handshake failure that ended the last connection attempt, if that is how it
+    /// ended.
+    handshake_error: Option<HandshakeError>,
 }
 
 impl<Req: Serialize, Resp: DeserializeOwned> TcpClient<Req, Resp, Postcard> {
-    /// A client that encodes messages with [`Postcard`] and knows the servers in
-    /// `peers`, a map (or any sequence) from node id to address.
+    /// A client of `protocol` that encodes messages with [`Postcard`] and knows the
+    /// servers in `peers`, a map (or any sequence) from node id to address.
     ///
-    /// No connection is made until the first request to a server.
+    /// No connection is made until the first request to a server. Fails if `config` is
+    /// invalid or the protocol's name is too long for the handshake.
     pub fn new(
         config: TcpConfig,
+        protocol: Protocol,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
-        Self::with_codec(config, Postcard, peers)
+    ) -> Result<Self, TcpConfigError> {
+        Self::with_codec(config, Postcard, protocol, peers)
     }
 }
 
@@ -115,9 +133,29 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
     pub fn with_codec(
         config: TcpConfig,
         codec: K,
+        protocol: Protocol,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, TcpConfigError> {
+        Self::identified(config, codec, protocol, None, None, peers)
+    }
+
+    /// A client that names itself as node `node` in its handshakes, if given, and
+    /// speaks TLS with `tls`, if given.
+    pub(crate) fn identified(
+        config: TcpConfig,
+        codec: K,
+        protocol: Protocol,
+        node: Option<NodeId>,
+        tls: Option<TlsConfig>,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Result<Self, TcpConfigError> {
         config.validate()?;
+        let hello = Hello {
+            protocol,
+            cluster_id: config.cluster_id.clone(),
+            node,
+        };
+        let hello_bytes = hello.encode()?;
         let peers = peers
             .into_iter()
             .map(|(peer, addr)| (peer, Arc::new(PeerSlot::new(peer, addr))))
@@ -127,6 +165,9 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
             inner: Arc::new(Inner {
                 config,
                 codec,
+                hello,
+                hello_bytes,
+                tls,
                 peers: Mutex::new(peers),
                 shut_down: AtomicBool::new(false),
                 shutdown_signal,
@@ -159,6 +200,7 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
             link.addr = addr;
             link.failures = 0;
             link.retry_at = None;
+            link.handshake_error = None;
             link.connection.take()
         };
         tracing::debug!(%peer, %addr, "peer moved");
@@ -186,6 +228,35 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
         let slot = self.inner.lock_peers().get(&peer).map(Arc::clone)?;
         let addr = slot.lock().addr;
         Some(addr)
+    }
+
+    /// Every known server and its address, by node id.
+    pub fn peers(&self) -> Vec<(NodeId, SocketAddr)> {
+        let slots: Vec<Arc<PeerSlot>> = self.inner.lock_peers().values().cloned().collect();
+        let mut peers: Vec<(NodeId, SocketAddr)> = slots
+            .iter()
+            .map(|slot| (slot.peer, slot.lock().addr))
+            .collect();
+        peers.sort();
+        peers
+    }
+
+    /// Why the last attempt to connect to server `peer` failed its handshake, if that
+    /// is how it failed (a request to it then failed with
+    /// [`TransportError::Unreachable`]); `None` once a connection succeeds or the
+    /// server's address changes.
+    ///
+    /// A client pointed at the wrong port learns here, in a typed form, that the port
+    /// speaks another protocol ([`HandshakeError::WrongProtocol`]) or belongs to another
+    /// cluster.
+    pub fn handshake_error(&self, peer: NodeId) -> Option<HandshakeError> {
+        let slot = self.inner.lock_peers().get(&peer).map(Arc::clone)?;
+        slot.lock().handshake_error.clone()
+    }
+
+    /// The protocol, cluster and node this client names in its handshakes.
+    pub fn hello(&self) -> &Hello {
+        &self.inner.hello
     }
 
     /// The configuration the client runs with.
@@ -349,6 +420,7 @@ impl PeerSlot {
                 connection: None,
                 failures: 0,
                 retry_at: None,
+                handshake_error: None,
             }),
             connecting: smol::lock::Mutex::new(()),
         }
@@ -410,19 +482,22 @@ impl PeerSlot {
             Timer::after(timeout).await;
             None
         };
-        let attempt = smol::future::or(async { Some(TcpStream::connect(addr).await) }, expired);
+        let attempt = smol::future::or(async { Some(self.open(inner, addr).await) }, expired);
         let stream = match attempt.await {
             Some(Ok(stream)) => stream,
-            Some(Err(e)) => return Err(self.failed_attempt(&inner.config, addr, &e.to_string())),
+            Some(Err(e)) => {
+                if let ConnectionError::Handshake(error) = &e {
+                    self.lock().handshake_error = Some(error.clone());
+                }
+                return Err(self.failed_attempt(&inner.config, addr, &e.to_string()));
+            }
             None => {
                 let reason = format!("no connection within {timeout:?}");
                 return Err(self.failed_attempt(&inner.config, addr, &reason));
             }
         };
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(peer = %self.peer, error = %e, "cannot disable Nagle's algorithm");
-        }
-        let connection = Connection::open(self.peer, stream, &inner.config);
+        let (stream, reader, writer) = stream;
+        let connection = Connection::open(self.peer, stream, reader, writer, &inner.config);
 
         let refusal = {
             let mut link = self.lock();
@@ -438,6 +513,7 @@ impl PeerSlot {
             } else {
                 link.failures = 0;
                 link.retry_at = None;
+                link.handshake_error = None;
                 link.connection = Some(Arc::clone(&connection));
                 None
             }
@@ -448,6 +524,54 @@ impl PeerSlot {
         }
         tracing::debug!(peer = %self.peer, %addr, "connected");
         Ok(connection)
+    }
+
+    /// Connects to `addr`, starts TLS if the client speaks it, and makes the handshake.
+    /// Returns the socket and the connection's two sides.
+    async fn open<K: Codec>(
+        &self,
+        inner: &Inner<K>,
+        addr: SocketAddr,
+    ) -> Result<(TcpStream, Reader, Writer), ConnectionError> {
+        let stream = TcpStream::connect(addr).await?;
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(peer = %self.peer, error = %e, "cannot disable Nagle's algorithm");
+        }
+        let (mut reader, mut writer) = match &inner.tls {
+            None => stream::plain(&stream),
+            Some(tls) => {
+                // The server must hold the certificate of the node the client dials.
+                let name = tls::server_name(self.peer)?;
+                let session = TlsConnector::from(tls.client())
+                    .connect(name, stream.clone())
+                    .await
+                    .map_err(|e| HandshakeError::Tls {
+                        reason: e.to_string(),
+                    })?;
+                stream::split(session)
+            }
+        };
+        // Unbuffered: the handshake's reads take exactly the server's answer, and leave
+        // whatever follows to the connection's reader.
+        handshake::initiate(
+            &mut reader,
+            &mut writer,
+            &inner.hello,
+            &inner.hello_bytes,
+            self.peer,
+            inner.config.max_frame_size,
+        )
+        .await
+        .map_err(|e| match e {
+            // In TLS 1.3 the server checks the client's certificate after the client's
+            // side of the TLS handshake is done: its refusal arrives as the first read.
+            ConnectionError::Io(e) if inner.tls.is_some() => HandshakeError::Tls {
+                reason: e.to_string(),
+            }
+            .into(),
+            e => e,
+        })?;
+        Ok((stream, reader, writer))
     }
 
     /// Records a failed connection attempt and schedules the next one.
@@ -545,7 +669,10 @@ mod tests {
             chunk_size: 0,
             ..TcpConfig::default()
         };
-        let client = TcpClient::<u64, u64>::new(config, []);
-        assert!(matches!(client, Err(ConfigError::Zero { .. })));
+        let client = TcpClient::<u64, u64>::new(config, Protocol::service("test"), []);
+        assert!(matches!(client, Err(TcpConfigError::Zero { .. })));
+        let long_name = Protocol::service("x".repeat(256));
+        let client = TcpClient::<u64, u64>::new(TcpConfig::default(), long_name, []);
+        assert!(matches!(client, Err(TcpConfigError::NameTooLong { .. })));
     }
 }

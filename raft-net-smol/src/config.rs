@@ -1,16 +1,36 @@
-//! [`TcpConfig`]: the limits and timeouts of the TCP transport and server.
+//! [`TcpConfig`]: the cluster id, limits and timeouts of the TCP transport and server.
 
 use std::time::Duration;
 
-use crate::error::ConfigError;
+use crate::error::TcpConfigError;
+use crate::handshake::MAX_NAME_LEN;
 
-/// Limits and timeouts shared by [`TcpTransport`](crate::TcpTransport) and
-/// [`TcpServer`](crate::TcpServer).
+/// The cluster id, limits and timeouts shared by [`TcpTransport`](crate::TcpTransport),
+/// [`TcpClient`](crate::TcpClient) and [`TcpServer`](crate::TcpServer).
 ///
 /// Both ends of a connection should use the same sizes: a sender splits messages into
 /// chunks of at most its `chunk_size`, and a receiver closes a connection on which a
 /// frame body exceeds its own `max_frame_size` or a reassembled message exceeds its own
-/// `max_message_size`.
+/// `max_message_size`. They must use the same `cluster_id`, or the
+/// [handshake](crate::handshake) fails.
+///
+/// The server's limits protect it from peers that misbehave: a connection that goes over
+/// one is closed with a [`LimitError`](crate::LimitError) in the server's log, and every
+/// other connection is served as before.
+///
+/// | limit | default |
+/// |---|---|
+/// | `handshake_timeout` | 5 s |
+/// | `idle_timeout` | 60 s |
+/// | `max_connections` | 1024 |
+/// | `max_frame_size` | 1 MiB |
+/// | `max_message_size` | 1 GiB |
+/// | `max_buffered_per_connection` | 1 GiB |
+/// | `max_buffered_total` | 2 GiB |
+///
+/// The buffer defaults let one message of the default maximum size through; a
+/// deployment whose messages (snapshots, mostly) are smaller should lower all three
+/// sizes together.
 ///
 /// Build one by overriding the defaults, then let the constructors
 /// [`validate`](TcpConfig::validate) it:
@@ -30,6 +50,9 @@ use crate::error::ConfigError;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
+    /// The cluster this end belongs to (default `"default"`, at most 255 bytes), sent in
+    /// every handshake: a server refuses a connection from another cluster.
+    pub cluster_id: String,
     /// The largest frame body this end accepts, in bytes (default 1 MiB). A frame header
     /// announcing more closes the connection before any of the body is read.
     pub max_frame_size: u32,
@@ -39,9 +62,25 @@ pub struct TcpConfig {
     /// message may wait behind a large one.
     pub chunk_size: u32,
     /// The largest message, in encoded bytes, that this end sends or reassembles
-    /// (default 1 GiB). It also bounds the bytes held for all partially received messages
-    /// of one connection together.
+    /// (default 1 GiB).
     pub max_message_size: u64,
+    /// The most bytes that the unfinished (chunked) messages of one connection may hold
+    /// together (default 1 GiB). At least `max_message_size`.
+    pub max_buffered_per_connection: u64,
+    /// The most bytes that the unfinished requests of all of a server's connections may
+    /// hold together (default 2 GiB). At least `max_buffered_per_connection`. The
+    /// connection whose chunk would go over it is closed.
+    pub max_buffered_total: u64,
+    /// The most connections a server serves at once (default 1024). One more is
+    /// refused with a [`Refusal::Busy`](crate::handshake::Refusal::Busy) (without TLS)
+    /// and closed.
+    pub max_connections: usize,
+    /// How long a server waits for a new connection's handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// How long a server keeps a connection on which nothing arrives and no request is
+    /// being handled (default 60 s). Clients reconnect when they next need to, so this
+    /// only reclaims connections that are idle or half-open.
+    pub idle_timeout: Duration,
     /// How long the transport waits for a TCP connection to a peer (default 1 s).
     pub connect_timeout: Duration,
     /// How long the transport waits for a reply once a request has been queued on a
@@ -62,62 +101,117 @@ impl TcpConfig {
     pub const DEFAULT_CHUNK_SIZE: u32 = 256 << 10;
     /// The default `max_message_size`: 1 GiB.
     pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 1 << 30;
+    /// The default `cluster_id`.
+    pub const DEFAULT_CLUSTER_ID: &'static str = "default";
 
     /// Checks that the values are usable together.
     ///
-    /// Every size and duration must be non-zero, `chunk_size` at most `max_frame_size`,
-    /// `backoff_min` at most `backoff_max`, and `max_message_size` addressable on this
-    /// platform.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let zero = |field: &'static str| Err(ConfigError::Zero { field });
-        if self.max_frame_size == 0 {
-            return zero("max_frame_size");
+    /// Every size, count and duration must be non-zero, `chunk_size` at most
+    /// `max_frame_size`, `backoff_min` at most `backoff_max`, `max_message_size` ≤
+    /// `max_buffered_per_connection` ≤ `max_buffered_total`, each of them addressable on
+    /// this platform, and `cluster_id` at most 255 bytes long.
+    pub fn validate(&self) -> Result<(), TcpConfigError> {
+        let zero = |field: &'static str| Err(TcpConfigError::Zero { field });
+        let sizes = [
+            ("max_frame_size", u64::from(self.max_frame_size)),
+            ("chunk_size", u64::from(self.chunk_size)),
+            ("max_message_size", self.max_message_size),
+            (
+                "max_buffered_per_connection",
+                self.max_buffered_per_connection,
+            ),
+            ("max_buffered_total", self.max_buffered_total),
+            (
+                "max_connections",
+                u64::try_from(self.max_connections).unwrap_or(u64::MAX),
+            ),
+        ];
+        for (field, value) in sizes {
+            if value == 0 {
+                return zero(field);
+            }
         }
-        if self.chunk_size == 0 {
-            return zero("chunk_size");
-        }
-        if self.max_message_size == 0 {
-            return zero("max_message_size");
-        }
-        if self.connect_timeout.is_zero() {
-            return zero("connect_timeout");
-        }
-        if self.request_timeout.is_zero() {
-            return zero("request_timeout");
-        }
-        if self.backoff_min.is_zero() {
-            return zero("backoff_min");
+        let durations = [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+            ("backoff_min", self.backoff_min),
+            ("handshake_timeout", self.handshake_timeout),
+            ("idle_timeout", self.idle_timeout),
+        ];
+        for (field, value) in durations {
+            if value.is_zero() {
+                return zero(field);
+            }
         }
         if self.chunk_size > self.max_frame_size {
-            return Err(ConfigError::ChunkAboveFrame {
+            return Err(TcpConfigError::ChunkAboveFrame {
                 chunk_size: self.chunk_size,
                 max_frame_size: self.max_frame_size,
             });
         }
         if self.backoff_min > self.backoff_max {
-            return Err(ConfigError::BackoffRange {
+            return Err(TcpConfigError::BackoffRange {
                 min: self.backoff_min,
                 max: self.backoff_max,
             });
         }
-        if usize::try_from(self.max_message_size).is_err() {
-            return Err(ConfigError::MessageSizeUnaddressable(self.max_message_size));
+        if !(self.max_message_size <= self.max_buffered_per_connection
+            && self.max_buffered_per_connection <= self.max_buffered_total)
+        {
+            return Err(TcpConfigError::BufferOrder {
+                message: self.max_message_size,
+                per_connection: self.max_buffered_per_connection,
+                total: self.max_buffered_total,
+            });
+        }
+        // The total is the largest of the three.
+        if usize::try_from(self.max_buffered_total).is_err() {
+            return Err(TcpConfigError::Unaddressable {
+                field: "max_buffered_total",
+                value: self.max_buffered_total,
+            });
+        }
+        if self.cluster_id.len() > MAX_NAME_LEN {
+            return Err(TcpConfigError::NameTooLong {
+                what: "cluster_id",
+                len: self.cluster_id.len(),
+            });
         }
         Ok(())
     }
 
     /// `max_message_size` as a `usize`; [`validate`](Self::validate) guarantees it fits.
     pub(crate) fn max_message_len(&self) -> usize {
-        usize::try_from(self.max_message_size).unwrap_or(usize::MAX)
+        to_usize(self.max_message_size)
     }
+
+    /// `max_buffered_per_connection` as a `usize`.
+    pub(crate) fn max_buffered_per_connection_len(&self) -> usize {
+        to_usize(self.max_buffered_per_connection)
+    }
+
+    /// `max_buffered_total` as a `usize`.
+    pub(crate) fn max_buffered_total_len(&self) -> usize {
+        to_usize(self.max_buffered_total)
+    }
+}
+
+fn to_usize(len: u64) -> usize {
+    usize::try_from(len).unwrap_or(usize::MAX)
 }
 
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
+            cluster_id: Self::DEFAULT_CLUSTER_ID.to_owned(),
             max_frame_size: Self::DEFAULT_MAX_FRAME_SIZE,
             chunk_size: Self::DEFAULT_CHUNK_SIZE,
             max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            max_buffered_per_connection: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            max_buffered_total: 2 * Self::DEFAULT_MAX_MESSAGE_SIZE,
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
@@ -170,6 +264,38 @@ mod tests {
             TcpConfig {
                 backoff_min: Duration::from_secs(2),
                 backoff_max: Duration::from_secs(1),
+                ..base.clone()
+            },
+            TcpConfig {
+                max_buffered_per_connection: 0,
+                ..base.clone()
+            },
+            TcpConfig {
+                max_buffered_total: 0,
+                ..base.clone()
+            },
+            TcpConfig {
+                max_connections: 0,
+                ..base.clone()
+            },
+            TcpConfig {
+                handshake_timeout: Duration::ZERO,
+                ..base.clone()
+            },
+            TcpConfig {
+                idle_timeout: Duration::ZERO,
+                ..base.clone()
+            },
+            TcpConfig {
+                max_buffered_per_connection: base.max_message_size - 1,
+                ..base.clone()
+            },
+            TcpConfig {
+                max_buffered_total: base.max_buffered_per_connection - 1,
+                ..base.clone()
+            },
+            TcpConfig {
+                cluster_id: "x".repeat(256),
                 ..base.clone()
             },
         ];

@@ -7,11 +7,15 @@
 //! |-------:|-----:|--------------------------------------------------------------|
 //! |      0 |    4 | magic, the ASCII bytes `RAFT`                                |
 //! |      4 |    1 | protocol version, [`VERSION`]                                |
-//! |      5 |    1 | kind: 1 request, 2 response, 3 error, 4 cancel ([`FrameKind`]) |
+//! |      5 |    1 | kind ([`FrameKind`]): 1 request, 2 response, 3 error, 4 cancel, 5 hello, 6 welcome, 7 refusal |
 //! |      6 |    2 | flags, big-endian: bit 0 = more chunks follow; others zero  |
 //! |      8 |    8 | request id, big-endian                                       |
 //! |     16 |    4 | body length, big-endian, at most the maximum frame size     |
 //! |     20 |    n | body                                                         |
+//!
+//! Every connection opens with a [handshake](crate::handshake): the client's hello, the
+//! server's welcome or refusal, each a single frame with request id 0. Nothing else may
+//! come first, and no handshake frame may come later.
 //!
 //! A message whose encoding is longer than the sender's chunk size is cut into several
 //! frames with the same kind and request id; all but the last carry the "more" flag, and
@@ -49,7 +53,12 @@ use crate::error::{ConnectionError, FrameError};
 pub const MAGIC: [u8; 4] = *b"RAFT";
 
 /// The protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+///
+/// Version 2 opened every connection with a [handshake](crate::handshake); version 1
+/// had none. A server refuses a client of another version with a
+/// [`Refusal::Version`](crate::handshake::Refusal::Version) frame and
+/// [`FrameError::UnsupportedVersion`], and closes the connection.
+pub const VERSION: u8 = 2;
 
 /// The length of a frame header in bytes.
 pub const HEADER_LEN: usize = 20;
@@ -72,6 +81,16 @@ pub enum FrameKind {
     /// The sender abandons the message with this id, of which it has sent only part;
     /// the receiver drops what it holds of it. Either direction; empty body.
     Cancel,
+    /// The client's [`Hello`](crate::handshake::Hello): the first frame of every
+    /// connection, and only the first.
+    Hello,
+    /// The server's answer to an accepted hello, carrying the server's own
+    /// [`Hello`](crate::handshake::Hello).
+    Welcome,
+    /// The server's answer to a refused hello: a
+    /// [`Refusal`](crate::handshake::Refusal) byte and the server's
+    /// [`Hello`](crate::handshake::Hello). The server then closes the connection.
+    Refusal,
 }
 
 impl FrameKind {
@@ -82,7 +101,18 @@ impl FrameKind {
             FrameKind::Response => 2,
             FrameKind::Error => 3,
             FrameKind::Cancel => 4,
+            FrameKind::Hello => 5,
+            FrameKind::Welcome => 6,
+            FrameKind::Refusal => 7,
         }
+    }
+
+    /// Whether frames of this kind belong to the [handshake](crate::handshake).
+    pub fn is_handshake(self) -> bool {
+        matches!(
+            self,
+            FrameKind::Hello | FrameKind::Welcome | FrameKind::Refusal
+        )
     }
 
     /// The kind a byte stands for, if any.
@@ -92,6 +122,9 @@ impl FrameKind {
             2 => Some(FrameKind::Response),
             3 => Some(FrameKind::Error),
             4 => Some(FrameKind::Cancel),
+            5 => Some(FrameKind::Hello),
+            6 => Some(FrameKind::Welcome),
+            7 => Some(FrameKind::Refusal),
             _ => None,
         }
     }
@@ -172,6 +205,9 @@ impl FrameHeader {
         if kind == FrameKind::Cancel && (more || body_len != 0) {
             return Err(FrameError::MalformedCancel);
         }
+        if kind.is_handshake() && more {
+            return Err(FrameError::ChunkedHandshake);
+        }
         Ok(FrameHeader {
             kind,
             request_id,
@@ -216,6 +252,23 @@ pub async fn read_frame<R>(
 where
     R: AsyncRead + Unpin,
 {
+    let Some(header) = read_header(reader, max_frame_size).await? else {
+        return Ok(None);
+    };
+    let body = read_body(reader, &header).await?;
+    Ok(Some(Frame { header, body }))
+}
+
+/// Reads and validates one frame header, and nothing more.
+///
+/// Returns `Ok(None)` if the stream ends cleanly before its first byte.
+pub(crate) async fn read_header<R>(
+    reader: &mut R,
+    max_frame_size: u32,
+) -> Result<Option<FrameHeader>, ConnectionError>
+where
+    R: AsyncRead + Unpin,
+{
     let mut bytes = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -227,8 +280,19 @@ where
             Err(e) => return Err(e.into()),
         }
     }
-    let header = FrameHeader::decode(&bytes, max_frame_size)?;
-    // `decode` bounded the length by `max_frame_size`, so this allocation is bounded too.
+    Ok(Some(FrameHeader::decode(&bytes, max_frame_size)?))
+}
+
+/// Reads the body that `header` announces.
+pub(crate) async fn read_body<R>(
+    reader: &mut R,
+    header: &FrameHeader,
+) -> Result<Vec<u8>, ConnectionError>
+where
+    R: AsyncRead + Unpin,
+{
+    // `decode` bounded the length by the maximum frame size, so this allocation is
+    // bounded too.
     let mut body = vec![0u8; usize::try_from(header.body_len).unwrap_or(usize::MAX)];
     reader.read_exact(&mut body).await.map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -237,7 +301,7 @@ where
             ConnectionError::Io(e)
         }
     })?;
-    Ok(Some(Frame { header, body }))
+    Ok(body)
 }
 
 /// Writes one frame: the header for `kind`, `request_id`, `more` and the body's length,
@@ -303,7 +367,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                b'R', b'A', b'F', b'T', 1, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
+                b'R', b'A', b'F', b'T', 2, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
             ]
         );
     }
@@ -316,12 +380,15 @@ mod tests {
         bad[0] = b'X';
         assert!(matches!(decode_err(bad), FrameError::BadMagic { .. }));
 
-        let mut bad = good;
-        bad[4] = 2;
-        assert!(matches!(
-            decode_err(bad),
-            FrameError::UnsupportedVersion { found: 2 }
-        ));
+        // Version 1 (before the handshake) and anything newer.
+        for version in [1, 3] {
+            let mut bad = good;
+            bad[4] = version;
+            assert!(matches!(
+                decode_err(bad),
+                FrameError::UnsupportedVersion { found } if found == version
+            ));
+        }
 
         let mut bad = good;
         bad[5] = 0;
@@ -353,6 +420,10 @@ mod tests {
             decode_err(cancel_with_more),
             FrameError::MalformedCancel
         ));
+        for kind in [FrameKind::Hello, FrameKind::Welcome, FrameKind::Refusal] {
+            let chunked = header(kind, true, 10).encode();
+            assert!(matches!(decode_err(chunked), FrameError::ChunkedHandshake));
+        }
     }
 
     #[test]
@@ -395,6 +466,9 @@ mod tests {
             Just(FrameKind::Response),
             Just(FrameKind::Error),
             Just(FrameKind::Cancel),
+            Just(FrameKind::Hello),
+            Just(FrameKind::Welcome),
+            Just(FrameKind::Refusal),
         ]
     }
 
@@ -407,10 +481,10 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..600),
         )
             .prop_map(|(kind, request_id, more, body)| {
-                let (more, body) = if kind == FrameKind::Cancel {
-                    (false, Vec::new())
-                } else {
-                    (more, body)
+                let (more, body) = match kind {
+                    FrameKind::Cancel => (false, Vec::new()),
+                    kind if kind.is_handshake() => (false, body),
+                    _ => (more, body),
                 };
                 Frame {
                     header: FrameHeader {
@@ -445,7 +519,11 @@ mod tests {
 
         #[test]
         fn headers_round_trip(kind in any_kind(), request_id: u64, more: bool, body_len: u32) {
-            let (more, body_len) = if kind == FrameKind::Cancel { (false, 0) } else { (more, body_len) };
+            let (more, body_len) = match kind {
+                FrameKind::Cancel => (false, 0),
+                kind if kind.is_handshake() => (false, body_len),
+                _ => (more, body_len),
+            };
             let header = FrameHeader { kind, request_id, more, body_len };
             prop_assert_eq!(FrameHeader::decode(&header.encode(), u32::MAX).unwrap(), header);
         }
@@ -466,7 +544,7 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_after_a_valid_prefix_never_panic_the_decoder(
-            kind in 0u8..6,
+            kind in 0u8..9,
             flags: u16,
             body_len in 0u32..3000,
             rest in proptest::collection::vec(any::<u8>(), 0..2048),

@@ -5,7 +5,11 @@
 //!   one lazily opened connection per peer, shared by concurrent requests.
 //! * [`TcpServer`] is the receiving side: it hands each incoming request to an
 //!   [`RpcHandler`](raft_traits::RpcHandler) (the Raft handle) and sends its reply back.
-//! * [`TcpConfig`] holds the limits and timeouts of both.
+//! * [`TcpConfig`] holds the cluster id, limits and timeouts of both.
+//! * Every connection starts with a [`handshake`]: the protocol, the cluster id and, for
+//!   Raft, the sending node's id. A server refuses a stranger before any message reaches
+//!   the node, and checks the sender of every Raft request against the handshake.
+//! * [`tls`]: optional mutual TLS, each node's id bound to its certificate.
 //! * The same machinery carries any other request/response protocol: implement
 //!   [`Service`] for the server side and call it with a [`TcpClient`]. Raft's RPCs are one
 //!   such protocol ([`RaftService`]); a key-value service's clients are another.
@@ -43,7 +47,8 @@
 //!
 //! // ...and node 1 knows it by that address.
 //! let transport: TcpTransport<u64> =
-//!     TcpTransport::new(TcpConfig::default(), [(NodeId(2), server.local_addr())]).unwrap();
+//!     TcpTransport::new(TcpConfig::default(), NodeId(1), [(NodeId(2), server.local_addr())])
+//!         .unwrap();
 //! let vote = Request::Vote(RequestVote {
 //!     term: Term(3),
 //!     candidate: NodeId(1),
@@ -63,17 +68,24 @@ mod client;
 mod config;
 mod error;
 pub mod frame;
+pub mod handshake;
 mod outbox;
 mod reassembly;
 mod runtime;
 mod server;
 mod service;
+mod stream;
+pub mod tls;
 mod transport;
 
 pub use client::TcpClient;
 pub use config::TcpConfig;
-pub use error::{ConfigError, ConnectionError, FrameError, ServerError};
+pub use error::{
+    ConnectionError, FrameError, HandshakeError, LimitError, ServerError, TcpConfigError,
+};
+pub use handshake::Protocol;
 pub use runtime::SmolRuntime;
 pub use server::TcpServer;
 pub use service::{RaftService, Service};
+pub use tls::{TlsConfig, TlsError};
 pub use transport::TcpTransport;

@@ -336,7 +336,7 @@ mod tests {
         ) {
             let commands = lens.iter().enumerate().map(|(id, &len)| message(id as u64, len)).collect();
             let frames = frames_for(commands, chunk_size);
-            let mut reassembler = Reassembler::new(usize::MAX);
+            let mut reassembler = Reassembler::new(usize::MAX, usize::MAX, None);
             let mut done = vec![None; lens.len()];
             for frame in frames {
                 prop_assert!(frame.body.len() <= chunk_size as usize);

@@ -1,14 +1,62 @@
 //! Putting chunked messages back together on the receiving side of a connection.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::error::FrameError;
+use crate::error::{ConnectionError, FrameError, LimitError};
 use crate::frame::{FrameHeader, FrameKind};
 
 /// How many messages one connection may have partially received at once. Raft keeps
 /// only a handful of requests in flight per peer; the bound keeps a hostile peer from
 /// growing the table with empty chunks.
 pub(crate) const MAX_PARTIAL_MESSAGES: usize = 1024;
+
+/// The bytes that the unfinished messages of all of a server's connections hold, and
+/// the most they may hold.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Self {
+        Budget {
+            held: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// The bytes held right now.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// Takes `len` more bytes, if that stays within the maximum.
+    fn reserve(&self, len: usize) -> Result<(), LimitError> {
+        let mut wanted = 0;
+        self.held
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                wanted = held.saturating_add(len);
+                (wanted <= self.max).then_some(wanted)
+            })
+            .map(|_| ())
+            .map_err(|_| LimitError::ServerBuffer {
+                len: to_u64(wanted),
+                max: to_u64(self.max),
+            })
+    }
+
+    /// Gives `len` bytes back.
+    fn release(&self, len: usize) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |held| {
+                Some(held.saturating_sub(len))
+            });
+    }
+}
 
 /// The messages of one connection whose last chunk has not arrived yet.
 #[derive(Debug)]
@@ -17,6 +65,11 @@ pub(crate) struct Reassembler {
     /// The bytes held in `partial`, all messages together.
     buffered: usize,
     max_message_len: usize,
+    /// The most bytes `partial` may hold.
+    max_buffered: usize,
+    /// The budget shared with the server's other connections, if any; `buffered` bytes
+    /// of it are this reassembler's.
+    shared: Option<Arc<Budget>>,
 }
 
 #[derive(Debug)]
@@ -35,12 +88,19 @@ pub(crate) struct Message {
 
 impl Reassembler {
     /// A reassembler that refuses messages longer than `max_message_len`, and holds at
-    /// most that many bytes of partial messages in total.
-    pub(crate) fn new(max_message_len: usize) -> Self {
+    /// most `max_buffered` bytes of partial messages in total, taken from `shared` if
+    /// given.
+    pub(crate) fn new(
+        max_message_len: usize,
+        max_buffered: usize,
+        shared: Option<Arc<Budget>>,
+    ) -> Self {
         Reassembler {
             partial: HashMap::new(),
             buffered: 0,
             max_message_len,
+            max_buffered,
+            shared,
         }
     }
 
@@ -50,7 +110,7 @@ impl Reassembler {
         &mut self,
         header: &FrameHeader,
         body: Vec<u8>,
-    ) -> Result<Option<Message>, FrameError> {
+    ) -> Result<Option<Message>, ConnectionError> {
         let request_id = header.request_id;
         let max = self.max_message_len;
         let too_large = |len: usize| FrameError::MessageTooLarge {
@@ -60,7 +120,7 @@ impl Reassembler {
         let Some(partial) = self.partial.get_mut(&request_id) else {
             // The first chunk of a message.
             if body.len() > max {
-                return Err(too_large(body.len()));
+                return Err(too_large(body.len()).into());
             }
             if !header.more {
                 return Ok(Some(Message {
@@ -72,7 +132,8 @@ impl Reassembler {
             if self.partial.len() >= MAX_PARTIAL_MESSAGES {
                 return Err(FrameError::TooManyPartialMessages {
                     max: MAX_PARTIAL_MESSAGES,
-                });
+                }
+                .into());
             }
             self.hold(body.len())?;
             self.partial.insert(
@@ -90,11 +151,12 @@ impl Reassembler {
                 request_id,
                 first: partial.kind,
                 then: header.kind,
-            });
+            }
+            .into());
         }
         let len = partial.body.len().saturating_add(body.len());
         if len > max {
-            return Err(too_large(len));
+            return Err(too_large(len).into());
         }
         if header.more {
             self.hold(body.len())?;
@@ -106,7 +168,7 @@ impl Reassembler {
         let Some(mut partial) = self.partial.remove(&request_id) else {
             return Ok(None);
         };
-        self.buffered = self.buffered.saturating_sub(partial.body.len());
+        self.release(partial.body.len());
         partial.body.extend_from_slice(&body);
         Ok(Some(Message {
             kind: partial.kind,
@@ -118,21 +180,41 @@ impl Reassembler {
     /// Drops what has arrived of message `request_id`, if anything.
     pub(crate) fn discard(&mut self, request_id: u64) {
         if let Some(partial) = self.partial.remove(&request_id) {
-            self.buffered = self.buffered.saturating_sub(partial.body.len());
+            self.release(partial.body.len());
         }
     }
 
-    /// Accounts for `len` more buffered bytes, within the connection's budget.
-    fn hold(&mut self, len: usize) -> Result<(), FrameError> {
+    /// Accounts for `len` more buffered bytes, within the connection's budget and the
+    /// server's.
+    fn hold(&mut self, len: usize) -> Result<(), LimitError> {
         let buffered = self.buffered.saturating_add(len);
-        if buffered > self.max_message_len {
-            return Err(FrameError::ReassemblyOverflow {
+        if buffered > self.max_buffered {
+            return Err(LimitError::ConnectionBuffer {
                 len: to_u64(buffered),
-                max: to_u64(self.max_message_len),
+                max: to_u64(self.max_buffered),
             });
+        }
+        if let Some(shared) = &self.shared {
+            shared.reserve(len)?;
         }
         self.buffered = buffered;
         Ok(())
+    }
+
+    /// Accounts for `len` fewer buffered bytes.
+    fn release(&mut self, len: usize) {
+        self.buffered = self.buffered.saturating_sub(len);
+        if let Some(shared) = &self.shared {
+            shared.release(len);
+        }
+    }
+}
+
+impl Drop for Reassembler {
+    /// A connection that ends gives its partial messages' bytes back to the server.
+    fn drop(&mut self) {
+        let held = self.buffered;
+        self.release(held);
     }
 }
 
@@ -160,9 +242,13 @@ mod tests {
         r.push(&frame.0, frame.1).unwrap()
     }
 
+    fn reassembler(max: usize) -> Reassembler {
+        Reassembler::new(max, max, None)
+    }
+
     #[test]
     fn interleaved_chunks_come_back_whole() {
-        let mut r = Reassembler::new(100);
+        let mut r = reassembler(100);
         assert_eq!(
             push(&mut r, chunk(FrameKind::Request, 1, true, b"ab")),
             None
@@ -189,7 +275,7 @@ mod tests {
 
     #[test]
     fn a_message_above_the_limit_is_refused() {
-        let mut r = Reassembler::new(4);
+        let mut r = reassembler(4);
         assert_eq!(
             push(&mut r, chunk(FrameKind::Request, 1, true, b"abc")),
             None
@@ -197,37 +283,83 @@ mod tests {
         let (header, body) = chunk(FrameKind::Request, 1, false, b"de");
         assert!(matches!(
             r.push(&header, body),
-            Err(FrameError::MessageTooLarge { len: 5, max: 4 })
+            Err(ConnectionError::Frame(FrameError::MessageTooLarge {
+                len: 5,
+                max: 4
+            }))
         ));
         let (header, body) = chunk(FrameKind::Request, 9, false, b"12345");
         assert!(matches!(
             r.push(&header, body),
-            Err(FrameError::MessageTooLarge { .. })
+            Err(ConnectionError::Frame(FrameError::MessageTooLarge { .. }))
         ));
     }
 
     #[test]
     fn partial_messages_share_one_budget() {
-        let mut r = Reassembler::new(4);
+        let mut r = Reassembler::new(4, 5, None);
         assert_eq!(
             push(&mut r, chunk(FrameKind::Request, 1, true, b"abc")),
             None
         );
-        let (header, body) = chunk(FrameKind::Request, 2, true, b"de");
+        let (header, body) = chunk(FrameKind::Request, 2, true, b"def");
         assert!(matches!(
             r.push(&header, body),
-            Err(FrameError::ReassemblyOverflow { .. })
+            Err(ConnectionError::Limit(LimitError::ConnectionBuffer {
+                len: 6,
+                max: 5
+            }))
         ));
         r.discard(1);
         assert_eq!(
-            push(&mut r, chunk(FrameKind::Request, 2, true, b"de")),
+            push(&mut r, chunk(FrameKind::Request, 2, true, b"def")),
             None
         );
     }
 
     #[test]
+    fn connections_share_the_servers_budget_and_give_it_back() {
+        let budget = Arc::new(Budget::new(10));
+        let mut one = Reassembler::new(100, 100, Some(Arc::clone(&budget)));
+        let mut two = Reassembler::new(100, 100, Some(Arc::clone(&budget)));
+        assert_eq!(
+            push(&mut one, chunk(FrameKind::Request, 1, true, b"123456")),
+            None
+        );
+        assert_eq!(budget.held(), 6);
+        // Within two's own budget, but not within the server's.
+        let (header, body) = chunk(FrameKind::Request, 1, true, b"abcde");
+        assert!(matches!(
+            two.push(&header, body),
+            Err(ConnectionError::Limit(LimitError::ServerBuffer {
+                len: 11,
+                max: 10
+            }))
+        ));
+        assert_eq!(budget.held(), 6);
+        // A finished message gives its bytes back...
+        let done = push(&mut one, chunk(FrameKind::Request, 1, false, b"7"));
+        assert_eq!(done.map(|m| m.body.len()), Some(7));
+        assert_eq!(budget.held(), 0);
+        // ...and so does a connection that ends with messages unfinished.
+        assert_eq!(
+            push(&mut two, chunk(FrameKind::Request, 1, true, b"abcde")),
+            None
+        );
+        assert_eq!(
+            push(&mut one, chunk(FrameKind::Request, 2, true, b"xyz")),
+            None
+        );
+        assert_eq!(budget.held(), 8);
+        drop(two);
+        assert_eq!(budget.held(), 3);
+        one.discard(2);
+        assert_eq!(budget.held(), 0);
+    }
+
+    #[test]
     fn a_chunk_may_not_change_the_kind() {
-        let mut r = Reassembler::new(100);
+        let mut r = reassembler(100);
         assert_eq!(
             push(&mut r, chunk(FrameKind::Response, 1, true, b"a")),
             None
@@ -235,20 +367,22 @@ mod tests {
         let (header, body) = chunk(FrameKind::Error, 1, false, b"b");
         assert!(matches!(
             r.push(&header, body),
-            Err(FrameError::KindChanged { .. })
+            Err(ConnectionError::Frame(FrameError::KindChanged { .. }))
         ));
     }
 
     #[test]
     fn the_number_of_partial_messages_is_bounded() {
-        let mut r = Reassembler::new(1 << 20);
+        let mut r = reassembler(1 << 20);
         for id in 0..MAX_PARTIAL_MESSAGES as u64 {
             assert_eq!(push(&mut r, chunk(FrameKind::Request, id, true, b"")), None);
         }
         let (header, body) = chunk(FrameKind::Request, u64::MAX, true, b"");
         assert!(matches!(
             r.push(&header, body),
-            Err(FrameError::TooManyPartialMessages { .. })
+            Err(ConnectionError::Frame(
+                FrameError::TooManyPartialMessages { .. }
+            ))
         ));
     }
 
@@ -278,7 +412,7 @@ mod tests {
                 }
                 queues.push(chunks);
             }
-            let mut r = Reassembler::new(10_000);
+            let mut r = reassembler(10_000);
             let mut done = vec![None; messages.len()];
             let mut seed = order_seed;
             while queues.iter().any(|q| !q.is_empty()) {

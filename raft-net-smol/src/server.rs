@@ -6,20 +6,31 @@ mod connection;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use raft_traits::{Codec, Command, Postcard, RpcHandler};
+use raft_traits::{Codec, Command, NodeId, Postcard, RpcHandler};
 use smol::Task;
+use smol::io::AsyncReadExt;
 use smol::net::{TcpListener, TcpStream};
 
+use self::connection::Setup;
 use crate::config::TcpConfig;
-use crate::error::{ConnectionError, ServerError};
+use crate::error::{ConnectionError, LimitError, ServerError};
+use crate::handshake::{self, Hello, Refusal};
+use crate::reassembly::Budget;
 use crate::service::{RaftService, Service};
+use crate::tls::TlsConfig;
 
 /// How long the accept loop pauses after a failed `accept`. Failures such as running
 /// out of file descriptors persist for a while; retrying at once would spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+
+/// How many connections over `max_connections` are told so at once; more are closed
+/// without a word, so that a flood of connections costs no more than one task each of
+/// these.
+const MAX_REFUSING: usize = 16;
 
 /// A TCP server: accepts connections from [`TcpTransport`]s and answers their Raft RPCs
 /// with an [`RpcHandler`] ([`serve`](TcpServer::serve)), or from [`TcpClient`]s and
@@ -30,19 +41,29 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// backlog), then [`serve`](TcpServer::serve) or
 /// [`serve_service`](TcpServer::serve_service) starts answering.
 ///
-/// For each connection, the server reads frames, reassembles chunked requests and runs
-/// every request on a task of its own, so a slow request never holds up the others on
-/// the connection. A reply goes back with its request's id, chunked if large. A
+/// Each connection starts with a [handshake](crate::handshake): the client names the
+/// protocol (Raft, or the service's), its cluster and, for Raft, its node. The server
+/// refuses a mismatch before any request reaches the handler, and on a Raft connection
+/// closes the connection if a request claims another sender than the handshake named.
+/// Then the server reads frames, reassembles chunked requests and runs every request on
+/// a task of its own, so a slow request never holds up the others on the connection. A reply goes back with its request's id, chunked if large. A
 /// [`HandlerError`](raft_traits::HandlerError) (an `Err` of the service) goes back as an
 /// error frame, which the client reports as
 /// [`TransportError::Failed`](raft_traits::TransportError::Failed).
 ///
-/// **Bad input** (bytes that are not this protocol, a truncated frame, a frame or message
-/// above the configured maximum, a body that does not decode) closes the connection it
-/// arrived on and is logged with its [`FrameError`](crate::FrameError) at `warn` level
-/// ("closing connection: bad input", with the client's address as `peer`); every other
-/// connection is served as before. A connection that fails at the socket level is
-/// logged at `debug` level.
+/// **Bad input** (bytes that are not this protocol, a failed handshake, a truncated
+/// frame, a frame or message above the configured maximum, a body that does not decode,
+/// a request from another sender than the handshake named) closes the connection it
+/// arrived on and is logged with its [`ConnectionError`](crate::ConnectionError) at
+/// `warn` level ("closing connection: bad input", with the client's address as `peer`);
+/// every other connection is served as before.
+///
+/// **Limits** ([`TcpConfig`]: handshake and idle timeouts, connections, bytes buffered
+/// for unfinished requests per connection and in total) close the connection that goes
+/// over them, logged with its [`LimitError`](crate::LimitError) as "closing connection:
+/// over a limit" (at `warn` level, except idleness, at `debug`). A connection over
+/// `max_connections` is told so with a refusal before it is closed. A connection that
+/// fails at the socket level is logged at `debug` level.
 ///
 /// The server's tasks run on smol's global executor. [`shutdown`](TcpServer::shutdown)
 /// closes the listening socket and every connection; dropping the server does the same
@@ -82,12 +103,20 @@ struct Shared<K> {
     config: TcpConfig,
     codec: K,
     state: Mutex<State>,
+    /// The bytes all connections may hold for unfinished requests together.
+    budget: Arc<Budget>,
+    /// Connections over `max_connections` being told so.
+    refusing: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
 struct State {
     /// The listening socket until [`TcpServer::serve`] hands it to the accept loop.
     listener: Option<TcpListener>,
+    /// The node this server names in its handshakes, if it was given one.
+    node: Option<NodeId>,
+    /// TLS settings, if connections must speak TLS.
+    tls: Option<TlsConfig>,
     accept_loop: Option<Task<()>>,
     connections: HashMap<u64, Served>,
     next_connection: u64,
@@ -132,6 +161,7 @@ impl<K: Codec> TcpServer<K> {
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let listener = TcpListener::try_from(listener).map_err(bind_error)?;
         tracing::debug!(%local_addr, "listening");
+        let budget = Arc::new(Budget::new(config.max_buffered_total_len()));
         Ok(TcpServer {
             shared: Arc::new(Shared {
                 local_addr,
@@ -141,8 +171,30 @@ impl<K: Codec> TcpServer<K> {
                     listener: Some(listener),
                     ..State::default()
                 }),
+                budget,
+                refusing: Arc::new(AtomicUsize::new(0)),
             }),
         })
+    }
+
+    /// Names this server as node `node` in the handshakes of the connections it accepts
+    /// from now on, so that clients can check they reached the node they meant to
+    /// ([`HandshakeError::WrongNode`](crate::HandshakeError::WrongNode)).
+    pub fn set_node_id(&self, node: NodeId) {
+        self.shared.lock().node = Some(node);
+    }
+
+    /// Requires TLS, with `tls`, of every connection accepted from now on (call it before
+    /// [`serve`](Self::serve)): clients must present a certificate signed by the
+    /// cluster's CA, and one whose hello names a node must hold that node's name (see
+    /// [`tls`](crate::tls)).
+    pub fn set_tls(&self, tls: TlsConfig) {
+        self.shared.lock().tls = Some(tls);
+    }
+
+    /// The bytes that unfinished requests hold, over all connections, right now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.shared.budget.held()
     }
 
     /// The address the server listens on.
@@ -168,9 +220,16 @@ impl<K: Codec> TcpServer<K> {
     /// background; returns at once.
     ///
     /// Fails with [`ServerError::AlreadyServing`] if called twice (or after
-    /// [`serve`](Self::serve)), and with [`ServerError::ShutDown`] after
-    /// [`shutdown`](Self::shutdown).
+    /// [`serve`](Self::serve)), with [`ServerError::ShutDown`] after
+    /// [`shutdown`](Self::shutdown), and with [`ServerError::Config`] if the service's
+    /// protocol name is too long for the handshake.
     pub fn serve_service<S: Service>(&self, service: Arc<S>) -> Result<(), ServerError> {
+        Hello {
+            protocol: service.protocol(),
+            cluster_id: self.shared.config.cluster_id.clone(),
+            node: None,
+        }
+        .encode()?;
         let mut state = self.shared.lock();
         if state.shut_down {
             return Err(ServerError::ShutDown);
@@ -255,24 +314,56 @@ impl<K: Codec> Shared<K> {
         if state.shut_down {
             return;
         }
+        let hello = Hello {
+            protocol: service.protocol(),
+            cluster_id: self.config.cluster_id.clone(),
+            node: state.node,
+        };
+        let hello_bytes = match hello.encode() {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // `serve_service` and the configuration's validation checked the names.
+                tracing::error!(%peer, %error, "cannot encode the server's handshake");
+                return;
+            }
+        };
+        if state.connections.len() >= self.config.max_connections {
+            let tls = state.tls.is_some();
+            drop(state);
+            self.refuse_busy(stream, peer, hello_bytes, tls);
+            return;
+        }
         let id = state.next_connection;
         state.next_connection += 1;
-        let serving = connection::serve(
-            stream.clone(),
-            Arc::clone(service),
-            self.config.clone(),
-            self.codec.clone(),
-        );
+        let setup = Setup {
+            config: self.config.clone(),
+            codec: self.codec.clone(),
+            hello,
+            hello_bytes,
+            budget: Arc::clone(&self.budget),
+            tls: state.tls.clone(),
+        };
+        let serving = connection::serve(stream.clone(), Arc::clone(service), setup);
         let weak = Weak::clone(weak);
         // Registered before the task can finish: it deregisters under the same lock.
         let task = smol::spawn(async move {
             match serving.await {
                 Ok(()) => tracing::debug!(%peer, "connection closed by the client"),
-                Err(ConnectionError::Frame(error)) => {
-                    tracing::warn!(%peer, %error, "closing connection: bad input");
-                }
                 Err(ConnectionError::Io(error)) => {
                     tracing::debug!(%peer, %error, "connection failed");
+                }
+                Err(ConnectionError::Limit(error @ LimitError::Idle { .. })) => {
+                    tracing::debug!(%peer, %error, "closing connection: over a limit");
+                }
+                Err(ConnectionError::Limit(error)) => {
+                    tracing::warn!(%peer, %error, "closing connection: over a limit");
+                }
+                Err(
+                    error @ (ConnectionError::Frame(_)
+                    | ConnectionError::Handshake(_)
+                    | ConnectionError::WrongSender { .. }),
+                ) => {
+                    tracing::warn!(%peer, %error, "closing connection: bad input");
                 }
             }
             if let Some(server) = weak.upgrade() {
@@ -293,6 +384,49 @@ impl<K: Codec> Shared<K> {
                 task: Some(task),
             },
         );
+    }
+
+    /// Refuses a connection over `max_connections`: tells the client why, if not too
+    /// many others are being told already, and closes it. A TLS client is not told: it
+    /// expects a TLS handshake, and spending one on a connection being refused would
+    /// make the cap cheap to exhaust.
+    fn refuse_busy(&self, stream: TcpStream, peer: SocketAddr, hello_bytes: Vec<u8>, tls: bool) {
+        let error = LimitError::TooManyConnections {
+            max: self.config.max_connections,
+        };
+        tracing::warn!(%peer, %error, "closing connection: over a limit");
+        if tls {
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        if self.refusing.fetch_add(1, Ordering::SeqCst) >= MAX_REFUSING {
+            self.refusing.fetch_sub(1, Ordering::SeqCst);
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        let refusing = Arc::clone(&self.refusing);
+        let linger = self.config.handshake_timeout;
+        smol::spawn(async move {
+            let telling = async {
+                let mut writer = stream.clone();
+                handshake::refuse(&mut writer, Refusal::Busy, &hello_bytes).await;
+                let _ = stream.shutdown(Shutdown::Write);
+                // Reads what the client sent (its hello) until it closes: closing a
+                // socket with unread bytes would reset the connection, and the client
+                // might lose the refusal.
+                let mut reader = stream.clone();
+                let mut scratch = [0u8; 1024];
+                while let Ok(1..) = reader.read(&mut scratch).await {}
+            };
+            let expired = smol::Timer::after(linger);
+            smol::future::or(telling, async {
+                expired.await;
+            })
+            .await;
+            let _ = stream.shutdown(Shutdown::Both);
+            refusing.fetch_sub(1, Ordering::SeqCst);
+        })
+        .detach();
     }
 }
 

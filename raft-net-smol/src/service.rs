@@ -4,9 +4,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use raft_traits::{Command, Request, Response, RpcHandler, async_trait};
+use raft_traits::{Command, NodeId, Request, Response, RpcHandler, async_trait};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::handshake::Protocol;
 
 /// A request/response protocol served over TCP by a [`TcpServer`](crate::TcpServer) and
 /// called with a [`TcpClient`](crate::TcpClient).
@@ -22,9 +24,14 @@ use serde::de::DeserializeOwned;
 /// Application-level refusals ("not the leader", "key not found") belong in the response
 /// type; `Err` is for "this server cannot answer at all".
 ///
+/// Every connection starts with a [handshake](crate::handshake) that names the
+/// service's [`protocol`](Service::protocol); a client must name the same one (see
+/// [`TcpClient::new`](crate::TcpClient::new)), so that a client of one service pointed at
+/// the port of another is refused before any request reaches it.
+///
 /// ```
 /// use std::sync::Arc;
-/// use raft_net_smol::{Service, TcpClient, TcpConfig, TcpServer};
+/// use raft_net_smol::{Protocol, Service, TcpClient, TcpConfig, TcpServer};
 /// use raft_traits::{NodeId, async_trait};
 ///
 /// /// Doubles numbers, refuses negative ones.
@@ -35,6 +42,10 @@ use serde::de::DeserializeOwned;
 ///     type Request = i64;
 ///     type Response = i64;
 ///
+///     fn protocol(&self) -> Protocol {
+///         Protocol::service("doubler")
+///     }
+///
 ///     async fn call(&self, request: i64) -> Result<i64, String> {
 ///         if request < 0 { Err("negative".to_owned()) } else { Ok(request * 2) }
 ///     }
@@ -42,8 +53,12 @@ use serde::de::DeserializeOwned;
 ///
 /// let server = TcpServer::bind(([127, 0, 0, 1], 0), TcpConfig::default()).unwrap();
 /// server.serve_service(Arc::new(Doubler)).unwrap();
-/// let client: TcpClient<i64, i64> =
-///     TcpClient::new(TcpConfig::default(), [(NodeId(1), server.local_addr())]).unwrap();
+/// let client: TcpClient<i64, i64> = TcpClient::new(
+///     TcpConfig::default(),
+///     Protocol::service("doubler"),
+///     [(NodeId(1), server.local_addr())],
+/// )
+/// .unwrap();
 /// smol::block_on(async {
 ///     assert_eq!(client.call(NodeId(1), 21).await, Ok(42));
 ///     assert!(client.call(NodeId(1), -1).await.is_err());
@@ -58,8 +73,22 @@ pub trait Service: Send + Sync + 'static {
     /// What the service answers.
     type Response: Serialize + Send + 'static;
 
+    /// The protocol this service speaks, which every connection's handshake must name.
+    fn protocol(&self) -> Protocol;
+
     /// Answers one request, or says why it cannot.
     async fn call(&self, request: Self::Request) -> Result<Self::Response, String>;
+
+    /// The node a request says it comes from, if the protocol names senders in its
+    /// requests (Raft does). The server checks it against the node the connection's
+    /// handshake named, and closes the connection on a mismatch before the request
+    /// reaches [`call`](Service::call).
+    fn sender(_request: &Self::Request) -> Option<NodeId>
+    where
+        Self: Sized,
+    {
+        None
+    }
 
     /// A short name of the request's kind, for logs.
     fn describe(_request: &Self::Request) -> &'static str
@@ -97,6 +126,10 @@ impl<C: Command> Service for RaftService<C> {
     type Request = Request<C>;
     type Response = Response;
 
+    fn protocol(&self) -> Protocol {
+        Protocol::Raft
+    }
+
     async fn call(&self, request: Request<C>) -> Result<Response, String> {
         self.handler
             .handle(request)
@@ -106,5 +139,9 @@ impl<C: Command> Service for RaftService<C> {
 
     fn describe(request: &Request<C>) -> &'static str {
         request.kind()
+    }
+
+    fn sender(request: &Request<C>) -> Option<NodeId> {
+        Some(request.from())
     }
 }

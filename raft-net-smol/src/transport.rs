@@ -4,12 +4,15 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use raft_traits::{
-    Codec, Command, NodeId, Postcard, Request, Response, Transport, TransportError, async_trait,
+    Codec, Command, Membership, NodeId, Postcard, Request, Response, Transport, TransportError,
+    async_trait,
 };
 
 use crate::client::TcpClient;
 use crate::config::TcpConfig;
-use crate::error::ConfigError;
+use crate::error::{HandshakeError, TcpConfigError};
+use crate::handshake::Protocol;
+use crate::tls::TlsConfig;
 
 /// A [`Transport`] over TCP: sends each request to its peer over a connection of its own
 /// and waits for the reply.
@@ -18,7 +21,11 @@ use crate::error::ConfigError;
 /// [`TcpServer`](crate::TcpServer)s, and behaves exactly like one:
 ///
 /// * **One connection per peer**, opened by the first request to it and reused by every
-///   later one. Concurrent requests share it: each carries a request id and the reply
+///   later one. Its [handshake](crate::handshake) names this node, its cluster
+///   ([`TcpConfig::cluster_id`]) and the Raft protocol; the peer's server refuses a
+///   stranger, and the transport refuses a server that names another node than the
+///   peer it meant to reach. Every request sent on it must come from this node
+///   ([`Request::from`]), or the server closes the connection. Concurrent requests share it: each carries a request id and the reply
 ///   with the same id goes back to it, in whatever order replies come.
 /// * **Large messages** (longer than [`TcpConfig::chunk_size`]) are sent in chunks, and
 ///   chunks of different requests interleave, so a heartbeat is not held up by a
@@ -33,13 +40,17 @@ use crate::error::ConfigError;
 /// | situation | error |
 /// |---|---|
 /// | `to` is not a known peer | [`TransportError::UnknownPeer`] |
-/// | no connection could be made: refused, no route, connect timeout, backing off | [`TransportError::Unreachable`] (the request was not sent) |
+/// | no connection could be made: refused, no route, connect timeout, handshake refused, backing off | [`TransportError::Unreachable`] (the request was not sent) |
 /// | no reply within [`TcpConfig::request_timeout`] | [`TransportError::Timeout`] |
 /// | the connection broke or the peer broke the protocol while the request was in flight, the peer answered with an error, the message could not be encoded or is too large | [`TransportError::Failed`] |
 /// | after [`shutdown`](Self::shutdown), including requests in flight at that moment | [`TransportError::Closed`] |
 ///
-/// A request waits at most `connect_timeout` for a connection and then at most
-/// `request_timeout` for its reply.
+/// A request waits at most `connect_timeout` for a connection (its handshake included)
+/// and then at most `request_timeout` for its reply.
+///
+/// Peers can be added, moved and removed while the transport runs
+/// ([`set_peer`](Self::set_peer), [`remove_peer`](Self::remove_peer)), so that a node
+/// added to the cluster later is reached without restarting the others.
 ///
 /// The transport is a handle: clones share the same peers and connections. Its
 /// connections run as tasks on smol's global executor (see `smol::spawn`; the number of
@@ -52,8 +63,9 @@ use crate::error::ConfigError;
 /// use raft_traits::{LogId, NodeId, Request, RequestVote, Term, Transport, TransportError};
 ///
 /// let addr: SocketAddr = "127.0.0.1:7002".parse().unwrap();
+/// // Node 1's transport, which knows node 2.
 /// let transport: TcpTransport<u64> =
-///     TcpTransport::new(TcpConfig::default(), [(NodeId(2), addr)]).unwrap();
+///     TcpTransport::new(TcpConfig::default(), NodeId(1), [(NodeId(2), addr)]).unwrap();
 /// assert_eq!(transport.peer_addr(NodeId(2)), Some(addr));
 ///
 /// let vote = Request::Vote(RequestVote {
@@ -73,15 +85,16 @@ pub struct TcpTransport<C, K = Postcard> {
 }
 
 impl<C: Command> TcpTransport<C, Postcard> {
-    /// A transport that encodes messages with [`Postcard`] and knows the peers in
-    /// `peers`, a map (or any sequence) from node id to address.
+    /// The transport of node `me`, which encodes messages with [`Postcard`] and knows
+    /// the peers in `peers`, a map (or any sequence) from node id to address.
     ///
     /// No connection is made until the first request to a peer.
     pub fn new(
         config: TcpConfig,
+        me: NodeId,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
-        Self::with_codec(config, Postcard, peers)
+    ) -> Result<Self, TcpConfigError> {
+        Self::with_codec(config, Postcard, me, peers)
     }
 }
 
@@ -91,11 +104,40 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
     pub fn with_codec(
         config: TcpConfig,
         codec: K,
+        me: NodeId,
         peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, TcpConfigError> {
         Ok(TcpTransport {
-            client: TcpClient::with_codec(config, codec, peers)?,
+            client: TcpClient::identified(config, codec, Protocol::Raft, Some(me), None, peers)?,
         })
+    }
+
+    /// A transport like [`with_codec`](Self::with_codec) that speaks TLS to its peers
+    /// with `tls`: it presents `me`'s certificate, and requires each peer's server to
+    /// present a certificate of the cluster's CA that names that peer (see
+    /// [`tls`](crate::tls)).
+    pub fn with_tls(
+        config: TcpConfig,
+        codec: K,
+        me: NodeId,
+        tls: TlsConfig,
+        peers: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+    ) -> Result<Self, TcpConfigError> {
+        Ok(TcpTransport {
+            client: TcpClient::identified(
+                config,
+                codec,
+                Protocol::Raft,
+                Some(me),
+                Some(tls),
+                peers,
+            )?,
+        })
+    }
+
+    /// The node this transport sends for.
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.client.hello().node
     }
 
     /// Adds peer `peer` at `addr`, or moves it there.
@@ -114,6 +156,17 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
     /// The address of peer `peer`, if it is known.
     pub fn peer_addr(&self, peer: NodeId) -> Option<SocketAddr> {
         self.client.peer_addr(peer)
+    }
+
+    /// Every known peer and its address, by node id.
+    pub fn peers(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.client.peers()
+    }
+
+    /// Why the last attempt to connect to `peer` failed its handshake, if that is how it
+    /// failed; see [`TcpClient::handshake_error`].
+    pub fn handshake_error(&self, peer: NodeId) -> Option<HandshakeError> {
+        self.client.handshake_error(peer)
     }
 
     /// The configuration the transport runs with.
@@ -138,6 +191,30 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
 impl<C: Command, K: Codec> Transport<C> for TcpTransport<C, K> {
     async fn send(&self, to: NodeId, request: Request<C>) -> Result<Response, TransportError> {
         self.client.call(to, request).await
+    }
+
+    /// Learns the address of every other member whose address (`membership.nodes`) is a
+    /// socket address, with [`set_peer`](Self::set_peer): a member added at run time
+    /// becomes reachable, and a member whose address changed is reached at the new one.
+    /// A member with an empty or unparsable address is left as it is (logged at debug
+    /// level). No peer is removed: a member taken out of the configuration may still
+    /// need to hear from this node that it was removed.
+    fn update_membership(&self, membership: &Membership) {
+        let me = self.node_id();
+        for (&id, addr) in &membership.nodes {
+            if Some(id) == me {
+                continue;
+            }
+            match addr.parse::<SocketAddr>() {
+                Ok(addr) => self.set_peer(id, addr),
+                Err(error) => {
+                    tracing::debug!(
+                        peer = %id, %addr, %error,
+                        "member address is not a socket address; peer left as it is"
+                    );
+                }
+            }
+        }
     }
 }
 

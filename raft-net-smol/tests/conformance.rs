@@ -49,14 +49,14 @@ impl TransportFactory for Tcp {
         self.servers.insert(id, server);
     }
 
-    async fn client(&mut self, _from: NodeId) -> TcpTransport<Cmd> {
+    async fn client(&mut self, from: NodeId) -> TcpTransport<Cmd> {
         let mut peers: Vec<(NodeId, SocketAddr)> = self
             .servers
             .iter()
             .map(|(&id, server)| (id, server.local_addr()))
             .collect();
         peers.push((self.unreachable_peer(), self.nowhere));
-        TcpTransport::new(self.config.clone(), peers).unwrap()
+        TcpTransport::new(self.config.clone(), from, peers).unwrap()
     }
 
     async fn stop(&mut self, id: NodeId) {

@@ -138,7 +138,7 @@ impl Cluster {
             runtime: self.runtime.clone(),
             storage: self.storages[i].clone(),
             state_machine: machine,
-            transport: TcpTransport::new(self.tcp.clone(), peers).unwrap(),
+            transport: TcpTransport::new(self.tcp.clone(), id(i), peers).unwrap(),
         };
         let raft = Raft::spawn(id(i), (0..3).map(id), Config::default(), parts)
             .await

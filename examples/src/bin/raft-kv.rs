@@ -10,7 +10,12 @@
 //!
 //! A node listens on two ports: `--listen` for Raft RPCs from its peers (the addresses
 //! in `--peers`), and `--client-listen` for clients (the addresses in `--cluster`),
-//! which defaults to the Raft port + 1000 on the same IP.
+//! which defaults to the Raft port + 1000 on the same IP. Each port refuses, in the
+//! handshake that opens every connection, what is meant for the other: a client pointed
+//! at a Raft port fails at once and says which port to use. `--cluster-id` (on `serve`
+//! and on the client commands) keeps different clusters apart; `--tls-cert`,
+//! `--tls-key` and `--tls-ca` on `serve` put mutual TLS between the nodes (each node's
+//! certificate must name `node-ID`).
 //!
 //! Client commands run in a client session (`raft_impl::session`): a command retried
 //! after a lost answer (a leader killed mid-request) is applied once.
@@ -31,9 +36,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raft_examples::{
-    ClientConfig, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, ReadMode,
+    ClientConfig, ClientError, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, ReadMode,
     describe_failure, parse_members, resolve,
 };
+use raft_net_smol::{HandshakeError, Protocol, TcpConfig, TlsConfig};
 use raft_traits::NodeId;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -77,6 +83,11 @@ enum Command {
         /// (no round while the leader's lease holds; assumes bounded clock drift).
         #[arg(long, value_name = "MODE", default_value_t = ReadMode::ReadIndex)]
         read_mode: ReadMode,
+        /// The cluster's name: nodes and clients of another cluster are refused.
+        #[arg(long, value_name = "NAME", default_value = TcpConfig::DEFAULT_CLUSTER_ID)]
+        cluster_id: String,
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Set KEY to VALUE.
     Put {
@@ -108,6 +119,21 @@ enum Command {
     },
 }
 
+/// Mutual TLS between the nodes: all three files, or none.
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// This node's certificate chain (PEM); the certificate must name `node-ID` (its
+    /// --id) as a DNS subject alternative name.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_ca"])]
+    tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM), which signs every node's certificate.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+}
+
 #[derive(Debug, clap::Args)]
 struct ClusterArgs {
     /// Every node's client address, as ID=ADDR,ID=ADDR,...
@@ -116,6 +142,9 @@ struct ClusterArgs {
     /// Give up after this many seconds of retrying.
     #[arg(long, value_name = "SECONDS", default_value_t = 15.0)]
     timeout: f64,
+    /// The cluster's name, as given to its nodes.
+    #[arg(long, value_name = "NAME", default_value = TcpConfig::DEFAULT_CLUSTER_ID)]
+    cluster_id: String,
 }
 
 /// Exit code of a bad argument, as clap uses for its own usage errors.
@@ -194,22 +223,33 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             data_dir,
             snapshot_entries,
             read_mode,
-        } => serve(
-            NodeId(id),
-            &listen,
-            &peers,
-            client_listen.as_deref(),
-            data_dir,
-            snapshot_entries,
-            read_mode,
-        ),
+            cluster_id,
+            tls,
+        } => {
+            let mut config = node_config(NodeId(id), &listen, &peers, client_listen.as_deref())?;
+            config.data_dir = data_dir;
+            config.snapshot_entries = snapshot_entries;
+            config.read_mode = read_mode;
+            config.tcp.cluster_id = cluster_id;
+            if let TlsArgs {
+                tls_cert: Some(cert),
+                tls_key: Some(key),
+                tls_ca: Some(ca),
+            } = tls
+            {
+                let tls = TlsConfig::from_pem_files(&cert, &key, &ca)
+                    .map_err(|e| Failure::from(format!("--tls-cert/--tls-key/--tls-ca: {e}")))?;
+                config.tls = Some(tls);
+            }
+            serve(config)
+        }
         Command::Put {
             key,
             value,
             cluster,
         } => {
             let client = client(&cluster)?;
-            let previous = smol::block_on(client.put(key, value))?;
+            let previous = smol::block_on(client.put(key, value)).map_err(client_failure)?;
             match previous {
                 Some(previous) => println!("OK (replaced {previous:?})"),
                 None => println!("OK"),
@@ -218,7 +258,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Get { key, cluster } => {
             let client = client(&cluster)?;
-            match smol::block_on(client.get(key.as_str()))? {
+            match smol::block_on(client.get(key.as_str())).map_err(client_failure)? {
                 Some(value) => {
                     println!("{value}");
                     Ok(ExitCode::SUCCESS)
@@ -231,7 +271,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
         }
         Command::Delete { key, cluster } => {
             let client = client(&cluster)?;
-            match smol::block_on(client.delete(key.as_str()))? {
+            match smol::block_on(client.delete(key.as_str())).map_err(client_failure)? {
                 Some(previous) => println!("deleted (was {previous:?})"),
                 None => println!("not found: nothing to delete"),
             }
@@ -241,15 +281,13 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
     }
 }
 
-fn serve(
+/// A node's configuration from the command line's addresses.
+fn node_config(
     id: NodeId,
     listen: &str,
     peers: &str,
     client_listen: Option<&str>,
-    data_dir: Option<PathBuf>,
-    snapshot_entries: u64,
-    read_mode: ReadMode,
-) -> Result<ExitCode, Failure> {
+) -> Result<NodeConfig, Failure> {
     let listen = resolve(listen).map_err(|e| Failure::usage(format!("--listen: {e}")))?;
     let peers = parse_members(peers).map_err(|e| Failure::usage(format!("--peers: {e}")))?;
     let client_listen = match client_listen {
@@ -266,18 +304,25 @@ fn serve(
             id.0
         )));
     }
-    let mut config = NodeConfig::new(id, listen, client_listen, peers);
-    config.data_dir = data_dir;
-    config.snapshot_entries = snapshot_entries;
-    config.read_mode = read_mode;
+    Ok(NodeConfig::new(id, listen, client_listen, peers))
+}
+
+fn serve(config: NodeConfig) -> Result<ExitCode, Failure> {
+    let id = config.id;
+    let read_mode = config.read_mode;
     let storage = match &config.data_dir {
         Some(dir) => format!("files in {}", dir.display()),
         None => "memory (lost on exit)".to_owned(),
     };
+    let tls = if config.tls.is_some() {
+        ", mutual TLS between nodes"
+    } else {
+        ""
+    };
     smol::block_on(async {
         let node = KvNode::start(config).await?;
         println!(
-            "raft-kv node {} serving: raft {}, clients {}, storage {storage}, reads {read_mode}",
+            "raft-kv node {} serving: raft {}, clients {}, storage {storage}, reads {read_mode}{tls}",
             id.0,
             node.raft_addr(),
             node.client_addr()
@@ -320,10 +365,11 @@ fn client(args: &ClusterArgs) -> Result<KvClient, Failure> {
                 args.timeout
             ))
         })?;
-    let config = ClientConfig {
+    let mut config = ClientConfig {
         deadline,
         ..ClientConfig::default()
     };
+    config.tcp.cluster_id = args.cluster_id.clone();
     Ok(KvClient::new(cluster, config)?)
 }
 
@@ -359,12 +405,15 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
                     status.last_applied.0
                 );
             }
-            Err(error) => println!(
-                "{:<6} {:<22} {}",
-                node.to_string(),
-                addr,
-                describe_failure(&error)
-            ),
+            Err(error) => {
+                let why = match client.wrong_port(node) {
+                    Some(ClientError::WrongPort { node, addr, error }) => {
+                        wrong_port(node, addr, &error)
+                    }
+                    _ => describe_failure(&error),
+                };
+                println!("{:<6} {:<22} {}", node.to_string(), addr, why);
+            }
         }
     }
     client.shutdown();
@@ -372,4 +421,43 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
         return Err(Failure::from("no node answered"));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The failure of a client command: exit code 1, with the wrong-port advice when the
+/// `--cluster` list names a port that is not a client port.
+fn client_failure(error: ClientError) -> Failure {
+    match error {
+        ClientError::WrongPort { node, addr, error } => {
+            Failure::from(wrong_port(node, addr, &error))
+        }
+        other => Failure::from(other),
+    }
+}
+
+/// What to tell a user whose `--cluster` names, for `node`, an address that is not its
+/// client port.
+fn wrong_port(node: NodeId, addr: SocketAddr, error: &HandshakeError) -> String {
+    match error {
+        HandshakeError::WrongProtocol {
+            server: Protocol::Raft,
+            ..
+        } => {
+            let hint = match addr.port().checked_add(1000) {
+                Some(port) => format!(
+                    "; by default it is the Raft port + 1000, here {}",
+                    SocketAddr::new(addr.ip(), port)
+                ),
+                None => String::new(),
+            };
+            format!(
+                "{addr} is node {}'s Raft port, where the nodes talk to each other; \
+                 --cluster takes the nodes' client ports (raft-kv serve --client-listen{hint})",
+                node.0
+            )
+        }
+        other => format!(
+            "{addr} is not node {}'s client port in this cluster ({other}); check --cluster",
+            node.0
+        ),
+    }
 }

@@ -11,8 +11,12 @@ use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// The message of the servers' event for a connection closed over bad input.
-const CLOSING: &str = "closing connection: bad input";
+/// The messages of the servers' events for a connection closed over bad input, or over
+/// a limit.
+const CLOSING: [&str; 2] = [
+    "closing connection: bad input",
+    "closing connection: over a limit",
+];
 
 /// Client address -> the error logged when its connection was closed.
 static CLOSINGS: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
@@ -45,7 +49,7 @@ impl<S: Subscriber> Layer<S> for Closings {
         }
         let mut fields = Fields::default();
         event.record(&mut fields);
-        if fields.message == CLOSING
+        if CLOSING.contains(&fields.message.as_str())
             && let Some(closings) = CLOSINGS.get()
         {
             let mut closings = closings.lock().unwrap();

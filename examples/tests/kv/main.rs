@@ -24,3 +24,4 @@ mod replication;
 mod restart;
 mod sessions;
 mod snapshot;
+mod tls;

@@ -13,7 +13,7 @@ use raft_traits::NodeId;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
-use crate::support::{FORK_LOCK, PATIENCE, client_config, run};
+use crate::support::{FORK_LOCK, PATIENCE, TestCa, client_config, run};
 
 const BIN: &str = env!("CARGO_BIN_EXE_raft-kv");
 
@@ -441,6 +441,53 @@ fn the_command_line_client_works_and_fails_plainly() {
         "{}",
         stderr(&usage)
     );
+
+    // Pointed at a Raft port, the client says at once which port to use instead.
+    let raft_port = format!("2={}", raft[&NodeId(2)]);
+    let started = Instant::now();
+    let misdirected = cli(&[
+        "delete",
+        "color",
+        "--cluster",
+        &raft_port,
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(misdirected.status.code(), Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it waited out its timeout"
+    );
+    let message = stderr(&misdirected);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(
+        message.contains(&format!("{} is node 2's Raft port", raft[&NodeId(2)]))
+            && message.contains("--cluster takes the nodes' client ports"),
+        "{message}"
+    );
+    let status = cli(&["status", "--cluster", &raft_port]);
+    let table = stdout(&status);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("n2 ") && l.contains("is node 2's Raft port")),
+        "{table}"
+    );
+    // A client of another cluster is told so too.
+    let stranger = cli(&[
+        "get",
+        "color",
+        "--cluster",
+        &cluster,
+        "--cluster-id",
+        "other",
+    ]);
+    assert_eq!(stranger.status.code(), Some(1));
+    assert!(
+        stderr(&stranger).contains("to cluster \"other\""),
+        "{}",
+        stderr(&stranger)
+    );
     library.shutdown();
 }
 
@@ -540,4 +587,84 @@ fn documented_output_patterns_match_only_what_they_say() {
     assert!(!matches_pattern("a (… b) …s", "a (12 c) 1.0s"));
     assert!(!matches_pattern("a …", "b a"));
     assert!(matches_pattern("…", "anything"));
+}
+
+#[test]
+fn serve_with_tls_flags_forms_a_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let addrs = free_addrs(6);
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let raft: BTreeMap<NodeId, SocketAddr> =
+        ids.into_iter().zip(addrs[..3].iter().copied()).collect();
+    let clients: BTreeMap<NodeId, SocketAddr> =
+        ids.into_iter().zip(addrs[3..].iter().copied()).collect();
+    let mut servers = servers(dir.path(), &raft, &clients, &[]);
+    for (id, server) in &mut servers {
+        let (cert, key) = ca.issue(*id);
+        let cert_file = dir.path().join(format!("node-{}.crt", id.0));
+        let key_file = dir.path().join(format!("node-{}.key", id.0));
+        std::fs::write(&cert_file, cert).unwrap();
+        std::fs::write(&key_file, key).unwrap();
+        for (flag, file) in [
+            ("--tls-cert", &cert_file),
+            ("--tls-key", &key_file),
+            ("--tls-ca", &ca_file),
+        ] {
+            server.args.push(flag.to_owned());
+            server.args.push(file.display().to_string());
+        }
+    }
+    for server in servers.values_mut() {
+        run(server.start());
+    }
+    let client = KvClient::new(clients.clone(), client_config()).unwrap();
+    run(async {
+        wait_for_leader(&client, &[]).await;
+        put_range(&client, "t", 0..10).await;
+        check_range(&client, "t", 0..10).await;
+    });
+    client.shutdown();
+    let log = std::fs::read_to_string(dir.path().join("node-1.log")).unwrap();
+    assert!(log.contains("mutual TLS between nodes"), "{log}");
+
+    // Unreadable files: a one-line reason, exit code 1; a flag alone: bad arguments.
+    let nowhere = dir.path().join("missing.pem").display().to_string();
+    let listen = free_addrs(1)[0].to_string();
+    let peers = format!("1={listen}");
+    let failed = cli(&[
+        "serve",
+        "--id",
+        "1",
+        "--listen",
+        &listen,
+        "--peers",
+        &peers,
+        "--tls-cert",
+        &nowhere,
+        "--tls-key",
+        &nowhere,
+        "--tls-ca",
+        &nowhere,
+    ]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stderr(&failed).contains("--tls-cert/--tls-key/--tls-ca: cannot read"),
+        "{}",
+        stderr(&failed)
+    );
+    let alone = cli(&[
+        "serve",
+        "--id",
+        "1",
+        "--listen",
+        &listen,
+        "--peers",
+        &peers,
+        "--tls-cert",
+        &nowhere,
+    ]);
+    assert_eq!(alone.status.code(), Some(2));
 }

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use raft_examples::protocol::client_protocol;
 use raft_examples::{
     ClientRequest, ClientResponse, KvClient, KvNode, LinkMode, NodeConfig, NodeError, ReadMode,
     Role,
@@ -23,7 +24,7 @@ fn raw_client(cluster: &TestCluster) -> RawClient {
         request_timeout: Duration::from_secs(10),
         ..TcpConfig::default()
     };
-    TcpClient::new(config, cluster.client_addrs.clone()).unwrap()
+    TcpClient::new(config, client_protocol(), cluster.client_addrs.clone()).unwrap()
 }
 
 fn read(key: &str) -> ClientRequest {

@@ -3,6 +3,7 @@
 //! On a loaded machine a heartbeat can come late enough to start another election at any
 //! moment, so no check here assumes that the first leader stays the leader.
 
+use raft_examples::protocol::client_protocol;
 use raft_examples::{ClientRequest, ClientResponse, Role};
 use raft_impl::session::{ClientId, SessionCommand};
 use raft_mem::KvCommand;
@@ -58,7 +59,7 @@ fn a_follower_refuses_commands_and_names_the_leader() {
             .map(|node| (node.id(), node.client_addr()));
         // The raw client protocol, without the client library's retries.
         let raw: TcpClient<ClientRequest, ClientResponse> =
-            TcpClient::new(TcpConfig::default(), addrs).unwrap();
+            TcpClient::new(TcpConfig::default(), client_protocol(), addrs).unwrap();
 
         let mut checked = false;
         while !checked {

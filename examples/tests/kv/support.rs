@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raft_examples::{
@@ -16,6 +17,8 @@ use raft_mem::MemStorage;
 use raft_net_smol::TcpConfig;
 use raft_traits::NodeId;
 use tempfile::TempDir;
+
+pub(crate) use crate::tls::TestCa;
 
 /// How long any awaited condition may take before the test fails.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
@@ -45,6 +48,8 @@ pub(crate) struct Options {
     pub(crate) read_mode: ReadMode,
     /// Raft's settings (the node sets `lease_reads` from `read_mode`).
     pub(crate) raft: Config,
+    /// Mutual TLS between the nodes, with certificates of a CA made for the cluster.
+    pub(crate) tls: Option<Arc<TestCa>>,
 }
 
 impl Default for Options {
@@ -58,6 +63,7 @@ impl Default for Options {
             tcp: NodeConfig::default_tcp(),
             read_mode: ReadMode::default(),
             raft: Config::default(),
+            tls: None,
         }
     }
 }
@@ -102,6 +108,7 @@ impl TestCluster {
             config.tcp = options.tcp.clone();
             config.read_mode = options.read_mode;
             config.raft = options.raft.clone();
+            config.tls = options.tls.as_ref().map(|ca| ca.node(id));
             config.data_dir = dir
                 .as_ref()
                 .map(|dir| dir.path().join(format!("node-{}", id.0)));

@@ -22,6 +22,7 @@ use crate::error::{ConnectionError, FrameError};
 use crate::frame::{FrameKind, read_frame};
 use crate::outbox::{Outgoing, write_frames};
 use crate::reassembly::Reassembler;
+use crate::stream::{Reader, Writer};
 
 /// The size of the read buffer that lets small frames arrive in one system call.
 const READ_BUFFER: usize = 64 << 10;
@@ -93,8 +94,15 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Starts serving `stream`, a fresh connection to `peer`.
-    pub(crate) fn open(peer: NodeId, stream: TcpStream, config: &TcpConfig) -> Arc<Connection> {
+    /// Starts serving a fresh connection to `peer`: `stream` is its socket, `reader` and
+    /// `writer` its two sides (the socket's, or a TLS session's on it).
+    pub(crate) fn open(
+        peer: NodeId,
+        stream: TcpStream,
+        reader: Reader,
+        writer: Writer,
+        config: &TcpConfig,
+    ) -> Arc<Connection> {
         let waiting = Arc::new(Waiting::new());
         let (outbox, outgoing) = smol::channel::unbounded();
         let task = {
@@ -102,8 +110,8 @@ impl Connection {
             let stream = stream.clone();
             let config = config.clone();
             smol::spawn(async move {
-                let reading = read_replies(stream.clone(), &waiting, &config);
-                let writing = write_frames(stream.clone(), outgoing, config.chunk_size);
+                let reading = read_replies(reader, &waiting, &config);
+                let writing = write_frames(writer, outgoing, config.chunk_size);
                 let reason = match smol::future::or(reading, writing).await {
                     Ok(()) => "the peer closed the connection".to_owned(),
                     Err(e) => {
@@ -223,12 +231,16 @@ impl Drop for Call {
 /// Reads replies and hands each complete one to the request waiting for it, until the
 /// peer closes the connection (`Ok`) or breaks the protocol.
 async fn read_replies(
-    stream: TcpStream,
+    reader: Reader,
     waiting: &Waiting,
     config: &TcpConfig,
 ) -> Result<(), ConnectionError> {
-    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
-    let mut reassembler = Reassembler::new(config.max_message_len());
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    let mut reassembler = Reassembler::new(
+        config.max_message_len(),
+        config.max_buffered_per_connection_len(),
+        None,
+    );
     loop {
         let Some(frame) = read_frame(&mut reader, config.max_frame_size).await? else {
             return Ok(());
@@ -256,7 +268,7 @@ async fn read_replies(
                     let _ = reply.send(Err("the peer abandoned its reply".to_owned()));
                 }
             }
-            FrameKind::Request => {
+            FrameKind::Request | FrameKind::Hello | FrameKind::Welcome | FrameKind::Refusal => {
                 return Err(FrameError::UnexpectedKind { kind: header.kind }.into());
             }
         }

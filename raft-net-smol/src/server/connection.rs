@@ -1,144 +1,356 @@
-//! Serving one accepted connection: read requests, answer each concurrently, write the
-//! replies.
+//! Serving one accepted connection: the handshake, then read requests, answer each
+//! concurrently, write the replies.
 
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use raft_traits::Codec;
+use futures_rustls::TlsAcceptor;
+use raft_traits::{Codec, NodeId};
 use serde::Serialize;
+use smol::Timer;
 use smol::channel::Sender;
 use smol::io::BufReader;
 use smol::net::TcpStream;
 
 use crate::config::TcpConfig;
-use crate::error::{ConnectionError, FrameError};
+use crate::error::{ConnectionError, FrameError, HandshakeError, LimitError};
 use crate::frame::{FrameKind, read_frame};
+use crate::handshake::{self, Hello};
 use crate::outbox::{Outgoing, write_frames};
-use crate::reassembly::Reassembler;
+use crate::reassembly::{Budget, Reassembler};
 use crate::service::Service;
+use crate::stream::{self, Reader, Writer};
+use crate::tls::{self, TlsConfig};
 
 /// The size of the read buffer that lets small frames arrive in one system call.
 const READ_BUFFER: usize = 64 << 10;
 
-/// Serves `stream` until the client closes it (`Ok`) or breaks the protocol, or the
-/// socket fails.
+/// What a connection needs from its server.
+pub(super) struct Setup<K> {
+    pub(super) config: TcpConfig,
+    pub(super) codec: K,
+    /// The server's side of the handshake, and its encoding.
+    pub(super) hello: Hello,
+    pub(super) hello_bytes: Vec<u8>,
+    /// The bytes all of the server's connections may buffer together.
+    pub(super) budget: Arc<Budget>,
+    /// TLS settings, if connections must speak TLS.
+    pub(super) tls: Option<TlsConfig>,
+}
+
+/// Serves `stream` until the client closes it (`Ok`) or breaks the protocol, goes over a
+/// limit, or the socket fails.
 ///
-/// Each complete request runs on a task of its own, so a slow request does not hold up
-/// the others on the connection; its reply goes back through the connection's
-/// interleaving writer with the request's id. A handler that is still running when the
-/// connection ends completes, and its reply is dropped.
+/// The connection starts with the [handshake](crate::handshake), within the configured
+/// `handshake_timeout`; no request is read before it succeeded. Then each complete
+/// request runs on a task of its own, so a slow request does not hold up the others on
+/// the connection; its reply goes back through the connection's interleaving writer with
+/// the request's id. A handler that is still running when the connection ends
+/// completes, and its reply is dropped.
 pub(super) async fn serve<S: Service, K: Codec>(
     stream: TcpStream,
     service: Arc<S>,
-    config: TcpConfig,
-    codec: K,
+    setup: Setup<K>,
 ) -> Result<(), ConnectionError> {
+    let Setup {
+        config,
+        codec,
+        hello,
+        hello_bytes,
+        budget,
+        tls,
+    } = setup;
+    let opening = open(&stream, tls, &hello, &hello_bytes, config.max_frame_size);
+    let after = config.handshake_timeout;
+    let expired = async {
+        Timer::after(after).await;
+        Err(LimitError::HandshakeTimeout { after }.into())
+    };
+    let Some((client, reader, writer)) = smol::future::or(opening, expired).await? else {
+        // Closed before saying anything: a port probe, not worth a warning.
+        return Ok(());
+    };
+
+    let activity = Arc::new(Activity::new());
     let (outbox, outgoing) = smol::channel::unbounded();
-    // A request body that does not decode is found by the task handling it, which
-    // reports it here to close the connection.
+    // A request body that does not decode, or names another sender than the handshake,
+    // is found by the task handling it, which reports it here to close the connection.
     let (fatal, fatal_errors) = smol::channel::bounded::<ConnectionError>(1);
-    let writing = write_frames(stream.clone(), outgoing, config.chunk_size);
-    let reading = read_requests(stream, service, &config, codec, outbox, fatal);
+    let writing = write_frames(writer, outgoing, config.chunk_size);
+    let reassembler = Reassembler::new(
+        config.max_message_len(),
+        config.max_buffered_per_connection_len(),
+        Some(budget),
+    );
+    let requests = Requests {
+        service,
+        codec,
+        max_message_len: config.max_message_len(),
+        announced: client.node,
+        outbox,
+        fatal,
+        activity: Arc::clone(&activity),
+    };
+    let reading = read_requests(reader, reassembler, config.max_frame_size, requests);
+    let idling = watch_idle(&activity, config.idle_timeout);
     let failing = async {
         match fatal_errors.recv().await {
             Ok(error) => Err(error),
             // The reader holds a sender as long as it runs; if all are gone, the reader
-            // has finished and the other branch ends the connection.
+            // has finished and another branch ends the connection.
             Err(_) => std::future::pending().await,
         }
     };
-    smol::future::or(failing, smol::future::or(reading, writing)).await
+    smol::future::or(
+        failing,
+        smol::future::or(idling, smol::future::or(reading, writing)),
+    )
+    .await
+}
+
+/// Opens a connection: the TLS handshake if `tls` is given, then the connection's own
+/// [handshake](crate::handshake). Returns the client's hello and the connection's two
+/// sides, or `None` if the client closed the connection before sending its hello.
+async fn open(
+    stream: &TcpStream,
+    tls: Option<TlsConfig>,
+    hello: &Hello,
+    hello_bytes: &[u8],
+    max_frame_size: u32,
+) -> Result<Option<(Hello, BufReader<Reader>, Writer)>, ConnectionError> {
+    let (reader, mut writer, certificate) = match &tls {
+        None => {
+            let (reader, writer) = stream::plain(stream);
+            (reader, writer, None)
+        }
+        Some(tls) => {
+            let session = TlsAcceptor::from(tls.server())
+                .accept(stream.clone())
+                .await
+                .map_err(|e| HandshakeError::Tls {
+                    reason: e.to_string(),
+                })?;
+            let certificate = session
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .cloned();
+            let (reader, writer) = stream::split(session);
+            (reader, writer, certificate)
+        }
+    };
+    let mut reader = BufReader::with_capacity(READ_BUFFER, reader);
+    // Under TLS, a hello may speak only for the node the client's certificate names.
+    let vouch = |client: &Hello| match (&tls, client.node) {
+        (Some(_), Some(node)) => tls::check_node(certificate.as_ref(), node),
+        _ => Ok(()),
+    };
+    let client = handshake::accept(
+        &mut reader,
+        &mut writer,
+        hello,
+        hello_bytes,
+        &vouch,
+        max_frame_size,
+    )
+    .await?;
+    Ok(client.map(|client| (client, reader, writer)))
+}
+
+/// When the connection last received a frame or finished a request, and how many of
+/// its requests are being handled.
+#[derive(Debug)]
+struct Activity {
+    last: Mutex<Instant>,
+    handling: AtomicUsize,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            last: Mutex::new(Instant::now()),
+            handling: AtomicUsize::new(0),
+        }
+    }
+
+    /// An instant is written whole: a poisoned lock is still consistent.
+    fn lock(&self) -> MutexGuard<'_, Instant> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn touch(&self) {
+        *self.lock() = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self.lock()
+    }
+
+    /// Counts a request as handled until the returned guard is dropped.
+    fn handle(self: &Arc<Self>) -> Handling {
+        self.handling.fetch_add(1, Ordering::SeqCst);
+        Handling(Arc::clone(self))
+    }
+}
+
+/// A request being handled; see [`Activity::handle`].
+struct Handling(Arc<Activity>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.handling.fetch_sub(1, Ordering::SeqCst);
+        self.0.touch();
+    }
+}
+
+/// Ends (with [`LimitError::Idle`]) once nothing has arrived and no request has been
+/// handled for `idle`.
+async fn watch_idle(activity: &Activity, idle: Duration) -> Result<(), ConnectionError> {
+    loop {
+        match activity.last().checked_add(idle) {
+            Some(deadline) => {
+                Timer::at(deadline).await;
+            }
+            // So far in the future that it never comes.
+            None => return std::future::pending().await,
+        }
+        if activity.handling.load(Ordering::SeqCst) > 0 {
+            // A request that takes long is not idleness: wait a whole period after it.
+            activity.touch();
+            continue;
+        }
+        if activity.last().elapsed() >= idle {
+            return Err(LimitError::Idle { after: idle }.into());
+        }
+    }
+}
+
+/// What every request of a connection is answered with.
+struct Requests<S, K> {
+    service: Arc<S>,
+    codec: K,
+    max_message_len: usize,
+    /// The node the handshake named.
+    announced: Option<NodeId>,
+    outbox: Sender<Outgoing>,
+    fatal: Sender<ConnectionError>,
+    activity: Arc<Activity>,
 }
 
 async fn read_requests<S: Service, K: Codec>(
-    stream: TcpStream,
-    service: Arc<S>,
-    config: &TcpConfig,
-    codec: K,
-    outbox: Sender<Outgoing>,
-    fatal: Sender<ConnectionError>,
+    mut reader: BufReader<Reader>,
+    mut reassembler: Reassembler,
+    max_frame_size: u32,
+    requests: Requests<S, K>,
 ) -> Result<(), ConnectionError> {
-    let mut reader = BufReader::with_capacity(READ_BUFFER, stream);
-    let mut reassembler = Reassembler::new(config.max_message_len());
     loop {
-        let Some(frame) = read_frame(&mut reader, config.max_frame_size).await? else {
+        let Some(frame) = read_frame(&mut reader, max_frame_size).await? else {
             return Ok(());
         };
+        requests.activity.touch();
         let header = frame.header;
         match header.kind {
             FrameKind::Request => {
                 if let Some(message) = reassembler.push(&header, frame.body)? {
-                    let answering = answer(
-                        message.request_id,
-                        message.body,
-                        Arc::clone(&service),
-                        codec.clone(),
-                        config.max_message_len(),
-                        outbox.clone(),
-                        fatal.clone(),
-                    );
+                    let handling = requests.activity.handle();
+                    let answering =
+                        requests
+                            .clone()
+                            .answer(message.request_id, message.body, handling);
                     smol::spawn(answering).detach();
                 }
             }
             FrameKind::Cancel => {
                 // The client gave up on a request it had only partly sent.
                 reassembler.discard(header.request_id);
-                let _ = outbox.try_send(Outgoing::Abandon(header.request_id));
+                let _ = requests
+                    .outbox
+                    .try_send(Outgoing::Abandon(header.request_id));
             }
-            FrameKind::Response | FrameKind::Error => {
+            FrameKind::Response
+            | FrameKind::Error
+            | FrameKind::Hello
+            | FrameKind::Welcome
+            | FrameKind::Refusal => {
                 return Err(FrameError::UnexpectedKind { kind: header.kind }.into());
             }
         }
     }
 }
 
-/// Decodes one request, runs the service and queues the reply.
-async fn answer<S: Service, K: Codec>(
-    request_id: u64,
-    body: Vec<u8>,
-    service: Arc<S>,
-    codec: K,
-    max_message_len: usize,
-    outbox: Sender<Outgoing>,
-    fatal: Sender<ConnectionError>,
-) {
-    let request: S::Request = match codec.decode(&body) {
-        Ok(request) => request,
-        Err(source) => {
-            let error = FrameError::UndecodableBody {
-                kind: FrameKind::Request,
-                source,
-            };
-            let _ = fatal.try_send(error.into());
+impl<S, K: Clone> Clone for Requests<S, K> {
+    fn clone(&self) -> Self {
+        Requests {
+            service: Arc::clone(&self.service),
+            codec: self.codec.clone(),
+            max_message_len: self.max_message_len,
+            announced: self.announced,
+            outbox: self.outbox.clone(),
+            fatal: self.fatal.clone(),
+            activity: Arc::clone(&self.activity),
+        }
+    }
+}
+
+impl<S: Service, K: Codec> Requests<S, K> {
+    /// Decodes one request, checks its sender, runs the service and queues the reply.
+    async fn answer(self, request_id: u64, body: Vec<u8>, _handling: Handling) {
+        let Requests {
+            service,
+            codec,
+            max_message_len,
+            announced,
+            outbox,
+            fatal,
+            activity: _,
+        } = self;
+        let request: S::Request = match codec.decode(&body) {
+            Ok(request) => request,
+            Err(source) => {
+                let error = FrameError::UndecodableBody {
+                    kind: FrameKind::Request,
+                    source,
+                };
+                let _ = fatal.try_send(error.into());
+                return;
+            }
+        };
+        drop(body);
+        if let Some(claimed) = S::sender(&request)
+            && announced != Some(claimed)
+        {
+            let _ = fatal.try_send(ConnectionError::WrongSender { announced, claimed });
             return;
         }
-    };
-    drop(body);
-    let kind = S::describe(&request);
-    // A panicking service is a bug in the application, but the client should learn of
-    // it now rather than at its timeout.
-    let handled = AssertUnwindSafe(service.call(request)).catch_unwind().await;
-    let (kind, body) = match handled {
-        Ok(Ok(response)) => encode_response(&codec, &response, max_message_len),
-        Ok(Err(e)) => {
-            tracing::debug!(request_id, request = kind, error = %e, "handler refused a request");
-            (FrameKind::Error, encode_reason(&codec, &e))
-        }
-        Err(_) => {
-            tracing::error!(request_id, request = kind, "the handler panicked");
-            (
-                FrameKind::Error,
-                encode_reason(&codec, "the handler panicked"),
-            )
-        }
-    };
-    // The connection may have ended meanwhile; then the reply has nowhere to go.
-    let _ = outbox.try_send(Outgoing::Message {
-        kind,
-        request_id,
-        body,
-    });
+        let kind = S::describe(&request);
+        // A panicking service is a bug in the application, but the client should learn of
+        // it now rather than at its timeout.
+        let handled = AssertUnwindSafe(service.call(request)).catch_unwind().await;
+        let (kind, body) = match handled {
+            Ok(Ok(response)) => encode_response(&codec, &response, max_message_len),
+            Ok(Err(e)) => {
+                tracing::debug!(request_id, request = kind, error = %e, "handler refused a request");
+                (FrameKind::Error, encode_reason(&codec, &e))
+            }
+            Err(_) => {
+                tracing::error!(request_id, request = kind, "the handler panicked");
+                (
+                    FrameKind::Error,
+                    encode_reason(&codec, "the handler panicked"),
+                )
+            }
+        };
+        // The connection may have ended meanwhile; then the reply has nowhere to go.
+        let _ = outbox.try_send(Outgoing::Message {
+            kind,
+            request_id,
+            body,
+        });
+    }
 }
 
 /// The frame kind and body that carry `response`, or an error if it cannot be sent.

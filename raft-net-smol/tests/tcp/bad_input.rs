@@ -1,4 +1,5 @@
-//! Bad input on the listening port closes that connection, and only that one.
+//! Bad input on the listening port closes that connection, and only that one: before the
+//! handshake (see also `handshake.rs`) and after it.
 
 use std::net::{Shutdown, SocketAddr};
 
@@ -11,7 +12,9 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
 use crate::logs;
-use crate::support::{PEER, SLOW, config, server, spawn_send, transport, vote, vote_reply, within};
+use crate::support::{
+    PEER, SLOW, config, handshaken, server, spawn_send, transport, vote, vote_reply, within,
+};
 
 /// Frames of at most 4 KiB, messages of at most 64 KiB.
 fn limits() -> TcpConfig {
@@ -33,11 +36,20 @@ fn header(kind: FrameKind, more: bool, body_len: u32) -> [u8; HEADER_LEN] {
     .encode()
 }
 
-/// Sends `bytes` on a new connection, closes its sending half if `half_close`, and
-/// waits for the server to close the connection. Returns the connection's local
-/// address, by which the server's log names it.
-async fn send_bad_input(addr: SocketAddr, bytes: &[u8], half_close: bool) -> SocketAddr {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+/// Sends `bytes` on a new connection (after a valid handshake if `handshake`), closes
+/// its sending half if `half_close`, and waits for the server to close the connection.
+/// Returns the connection's local address, by which the server's log names it.
+pub(crate) async fn send_bad_input(
+    addr: SocketAddr,
+    bytes: &[u8],
+    half_close: bool,
+    handshake: bool,
+) -> SocketAddr {
+    let mut stream = if handshake {
+        handshaken(addr).await
+    } else {
+        TcpStream::connect(addr).await.unwrap()
+    };
     let local = stream.local_addr().unwrap();
     // The server may close before taking every byte: a failed write is expected then.
     let _ = stream.write_all(bytes).await;
@@ -57,18 +69,30 @@ async fn send_bad_input(addr: SocketAddr, bytes: &[u8], half_close: bool) -> Soc
     local
 }
 
-/// Runs one bad input against a server while a good client has a request in flight on
-/// its own connection: the bad connection is closed with a logged error that contains
-/// `logged`, and the good one loses nothing.
+/// Runs one bad input, sent after a valid handshake, against a server while a good
+/// client has a request in flight on its own connection: the bad connection is closed
+/// with a logged error that contains `logged`, and the good one loses nothing.
 fn only_the_bad_connection_is_closed(bytes: &[u8], half_close: bool, logged: &str) {
+    only_the_bad_connection_is_closed_with(limits(), bytes, half_close, true, logged);
+}
+
+/// [`only_the_bad_connection_is_closed`], on a server with `config`, with or without a
+/// handshake before the bad input.
+pub(crate) fn only_the_bad_connection_is_closed_with(
+    config: TcpConfig,
+    bytes: &[u8],
+    half_close: bool,
+    handshake: bool,
+    logged: &str,
+) {
     logs::capture();
-    let (server, handler) = server(limits());
-    let good = transport(server.local_addr(), limits());
+    let (server, handler) = server(config.clone());
+    let good = transport(server.local_addr(), config);
     smol::block_on(async {
         let slow = spawn_send(&good, vote(SLOW));
         handler.slow_request_started().await;
 
-        let bad = send_bad_input(server.local_addr(), bytes, half_close).await;
+        let bad = send_bad_input(server.local_addr(), bytes, half_close, handshake).await;
         // The server logs before closing the socket.
         let error = logs::closing_of(bad).unwrap_or_default();
         assert!(
@@ -95,10 +119,17 @@ fn wrong_magic() {
 }
 
 #[test]
+fn wrong_magic_before_the_handshake() {
+    let mut bytes = header(FrameKind::Hello, false, 10);
+    bytes[..4].copy_from_slice(b"SSH-");
+    only_the_bad_connection_is_closed_with(limits(), &bytes, false, false, "bad magic bytes");
+}
+
+#[test]
 fn unsupported_version() {
     let mut bytes = header(FrameKind::Request, false, 10);
     bytes[4] = VERSION + 1;
-    only_the_bad_connection_is_closed(&bytes, false, "unsupported protocol version 2");
+    only_the_bad_connection_is_closed(&bytes, false, "unsupported protocol version 3");
 }
 
 #[test]
@@ -150,6 +181,14 @@ fn valid_header_with_garbage_body() {
     // The connection stays open on the client's side: the server closes it because the
     // body does not decode, not because the input ended.
     only_the_bad_connection_is_closed(&bytes, false, "undecodable Request body");
+}
+
+#[test]
+fn a_second_hello() {
+    let body = crate::support::raft_hello().encode().unwrap();
+    let mut bytes = header(FrameKind::Hello, false, body.len() as u32).to_vec();
+    bytes.extend_from_slice(&body);
+    only_the_bad_connection_is_closed(&bytes, false, "unexpected Hello frame");
 }
 
 #[test]
@@ -206,7 +245,9 @@ fn random_bytes_close_only_their_connection() {
         .run(&prop_oneof![random, plausible], |bytes| {
             let term = term.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             smol::block_on(async {
-                send_bad_input(addr, &bytes, true).await;
+                // Every other case after a valid handshake, so that the checks behind it
+                // are exercised too.
+                send_bad_input(addr, &bytes, true, term.is_multiple_of(2)).await;
                 let reply = within("a vote", good.send(PEER, vote(Term(term)))).await;
                 prop_assert_eq!(reply, Ok(vote_reply(Term(term))));
                 Ok(())

@@ -4,13 +4,14 @@ use std::pin::pin;
 
 use raft_net_smol::TcpConfig;
 use raft_net_smol::frame::{Frame, FrameKind, read_frame, write_frame};
+use raft_net_smol::handshake::Hello;
 use raft_traits::{Codec, Postcard, Request, Term, Transport, TransportError};
 use smol::io::BufReader;
 use smol::net::{TcpListener, TcpStream};
 
 use crate::support::{
-    PEER, config, heartbeat, reply_to, server, snapshot, snapshot_reply, transport, vote,
-    vote_reply, within,
+    PEER, config, heartbeat, raft_hello, reply_to, server, snapshot, snapshot_reply, transport,
+    vote, vote_reply, within,
 };
 
 /// Frames of at most 16 KiB.
@@ -153,6 +154,17 @@ fn a_heartbeat_overtakes_a_large_transfer_on_the_wire() {
             let (stream, _) = listener.accept().await.unwrap();
             let mut writer = stream.clone();
             let mut reader = BufReader::new(stream);
+
+            let hello = next_frame(&mut reader).await;
+            assert_eq!(hello.header.kind, FrameKind::Hello);
+            let welcome = Hello {
+                node: Some(PEER),
+                ..raft_hello()
+            };
+            let welcome = welcome.encode().unwrap();
+            write_frame(&mut writer, FrameKind::Welcome, 0, false, &welcome)
+                .await
+                .unwrap();
 
             let warm_up = next_frame(&mut reader).await;
             answer(&mut writer, warm_up.header.request_id, &warm_up.body).await;

@@ -9,8 +9,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-/// The message of the server's event for a connection closed over bad input.
-const CLOSING: &str = "closing connection: bad input";
+/// The messages of the server's events for a connection closed over bad input, or
+/// over a limit.
+const CLOSING: [&str; 2] = [
+    "closing connection: bad input",
+    "closing connection: over a limit",
+];
 
 /// Closings seen so far: the client's address and the error, as logged.
 #[derive(Debug, Default)]
@@ -54,7 +58,7 @@ impl Subscriber for Capture {
     fn event(&self, event: &Event<'_>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        if fields.message == CLOSING {
+        if CLOSING.contains(&fields.message.as_str()) {
             let mut closings = self.0.0.lock().unwrap();
             closings.push((fields.peer, fields.error));
         }
@@ -77,7 +81,7 @@ pub(crate) fn capture() {
 }
 
 /// The error logged when the server closed the connection from `client`, if it did
-/// over bad input.
+/// over bad input or a limit.
 pub(crate) fn closing_of(client: SocketAddr) -> Option<String> {
     let closings = CLOSINGS.get()?.0.lock().unwrap();
     let client = client.to_string();

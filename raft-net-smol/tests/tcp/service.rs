@@ -5,14 +5,14 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 
 use raft_net_smol::frame::{FrameHeader, FrameKind};
-use raft_net_smol::{Service, TcpClient, TcpConfig, TcpServer};
+use raft_net_smol::{Protocol, Service, TcpClient, TcpConfig, TcpServer};
 use raft_traits::{Codec, NodeId, Postcard, TransportError, async_trait};
 use serde::{Deserialize, Serialize};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use smol::net::TcpStream;
 
 use crate::logs;
-use crate::support::{config, within};
+use crate::support::{config, say_hello, within};
 
 /// What the test service is asked.
 #[derive(Debug, Serialize, Deserialize)]
@@ -38,6 +38,10 @@ struct TestService;
 impl Service for TestService {
     type Request = Ask;
     type Response = Answer;
+
+    fn protocol(&self) -> Protocol {
+        Protocol::service("test")
+    }
 
     async fn call(&self, request: Ask) -> Result<Answer, String> {
         match request {
@@ -70,7 +74,12 @@ fn small_frames() -> TcpConfig {
 fn serve() -> (TcpServer, TcpClient<Ask, Answer>) {
     let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), small_frames()).unwrap();
     server.serve_service(Arc::new(TestService)).unwrap();
-    let client = TcpClient::new(small_frames(), [(SERVER, server.local_addr())]).unwrap();
+    let client = TcpClient::new(
+        small_frames(),
+        Protocol::service("test"),
+        [(SERVER, server.local_addr())],
+    )
+    .unwrap();
     (server, client)
 }
 
@@ -134,6 +143,8 @@ fn a_request_of_another_type_closes_the_connection() {
         };
         let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
         let local = stream.local_addr().unwrap();
+        let welcome = say_hello(&mut stream, client.hello()).await.unwrap();
+        assert_eq!(welcome.header.kind, FrameKind::Welcome);
         stream.write_all(&header.encode()).await.unwrap();
         stream.write_all(&body).await.unwrap();
         let mut buffer = [0u8; 64];

@@ -4,8 +4,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use raft_net_smol::frame::{Frame, FrameKind, read_frame, write_frame};
+use raft_net_smol::handshake::{Hello, Protocol};
 use raft_net_smol::{TcpConfig, TcpServer, TcpTransport};
 use raft_traits::{
     AppendOutcome, AppendReply, Bytes, HandlerError, IndexReply, InstallOutcome, InstallSnapshot,
@@ -13,9 +16,15 @@ use raft_traits::{
     Snapshot, SnapshotMeta, Term, Transport, TransportError, VoteReply, async_trait,
 };
 use smol::channel::{Receiver, Sender};
+use smol::io::AsyncWriteExt;
+use smol::net::TcpStream;
 
 /// The node every test transport sends to.
 pub(crate) const PEER: NodeId = NodeId(2);
+
+/// The node every test transport sends for: the sender of [`vote`], [`heartbeat`] and
+/// [`snapshot`].
+pub(crate) const ME: NodeId = NodeId(1);
 
 /// Requests of this term wait in the handler until the gate opens.
 pub(crate) const SLOW: Term = Term(1000);
@@ -84,6 +93,8 @@ pub(crate) fn checksum(bytes: &[u8]) -> u64 {
 /// [`PANIC`].
 #[derive(Debug)]
 pub(crate) struct TestHandler {
+    /// How many requests reached the handler.
+    handled: AtomicUsize,
     open: Sender<()>,
     gate: Receiver<()>,
     started: Sender<Term>,
@@ -95,11 +106,17 @@ impl TestHandler {
         let (open, gate) = smol::channel::bounded(1);
         let (started, started_events) = smol::channel::unbounded();
         Arc::new(TestHandler {
+            handled: AtomicUsize::new(0),
             open,
             gate,
             started,
             started_events,
         })
+    }
+
+    /// How many requests reached the handler so far.
+    pub(crate) fn handled(&self) -> usize {
+        self.handled.load(Ordering::SeqCst)
     }
 
     /// Lets every slow request, waiting or future, through.
@@ -118,6 +135,7 @@ impl TestHandler {
 #[async_trait]
 impl RpcHandler<u64> for TestHandler {
     async fn handle(&self, request: Request<u64>) -> Result<Response, HandlerError> {
+        self.handled.fetch_add(1, Ordering::SeqCst);
         match request.term() {
             REFUSE => return Err(HandlerError::Stopped),
             PANIC => panic!("the test handler panics on request (this is expected)"),
@@ -155,18 +173,58 @@ pub(crate) fn spawn_send(
     smol::spawn(async move { transport.send(PEER, request).await })
 }
 
-/// A transport that knows [`PEER`] at `addr`.
+/// [`ME`]'s transport, which knows [`PEER`] at `addr`.
 pub(crate) fn transport(addr: SocketAddr, config: TcpConfig) -> TcpTransport<u64> {
-    TcpTransport::new(config, [(PEER, addr)]).unwrap()
+    TcpTransport::new(config, ME, [(PEER, addr)]).unwrap()
 }
 
 pub(crate) fn vote(term: Term) -> Request<u64> {
+    vote_from(ME, term)
+}
+
+pub(crate) fn vote_from(candidate: NodeId, term: Term) -> Request<u64> {
     Request::Vote(RequestVote {
         term,
-        candidate: NodeId(1),
+        candidate,
         last_log: LogId::default(),
         transfer: false,
     })
+}
+
+/// What [`ME`]'s transport says in its handshake, with the default cluster id.
+pub(crate) fn raft_hello() -> Hello {
+    Hello {
+        protocol: Protocol::Raft,
+        cluster_id: TcpConfig::DEFAULT_CLUSTER_ID.to_owned(),
+        node: Some(ME),
+    }
+}
+
+/// Sends `hello` on `stream` as its first frame and returns the server's answer (a
+/// welcome or a refusal), or `None` if the server closed the connection instead.
+pub(crate) async fn say_hello(stream: &mut TcpStream, hello: &Hello) -> Option<Frame> {
+    let mut bytes = Vec::new();
+    write_frame(
+        &mut bytes,
+        FrameKind::Hello,
+        0,
+        false,
+        &hello.encode().unwrap(),
+    )
+    .await
+    .unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    within("the server's answer to a hello", read_frame(stream, 4096))
+        .await
+        .unwrap()
+}
+
+/// Opens a connection to `addr` and makes [`ME`]'s handshake on it, by hand.
+pub(crate) async fn handshaken(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let answer = say_hello(&mut stream, &raft_hello()).await.unwrap();
+    assert_eq!(answer.header.kind, FrameKind::Welcome, "{answer:?}");
+    stream
 }
 
 pub(crate) fn vote_reply(term: Term) -> Response {
@@ -180,7 +238,7 @@ pub(crate) fn vote_reply(term: Term) -> Response {
 pub(crate) fn heartbeat(term: Term) -> Request<u64> {
     Request::Append(raft_traits::AppendEntries {
         term,
-        leader: NodeId(1),
+        leader: ME,
         prev_log: LogId::default(),
         entries: Vec::new(),
         leader_commit: LogIndex::ZERO,
@@ -193,7 +251,7 @@ pub(crate) fn snapshot(term: Term, len: usize) -> (Request<u64>, u64) {
     let sum = checksum(&data);
     let request = Request::InstallSnapshot(InstallSnapshot {
         term,
-        leader: NodeId(1),
+        leader: ME,
         snapshot: Snapshot {
             meta: SnapshotMeta::default(),
             data: Bytes::from(data),

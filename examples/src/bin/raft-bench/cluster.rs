@@ -28,7 +28,8 @@ pub(crate) enum Wiring<C: Command> {
     Local(LocalNetwork<C>),
     /// Real TCP over loopback; one listening server per node.
     Tcp {
-        config: TcpConfig,
+        /// Boxed: far larger than the other variant.
+        config: Box<TcpConfig>,
         /// Each node's listening server; `None` while the node is stopped.
         servers: Mutex<Vec<Option<TcpServer>>>,
         addresses: Vec<(NodeId, SocketAddr)>,
@@ -50,19 +51,20 @@ impl<C: Command> Wiring<C> {
             servers.push(Some(server));
         }
         Ok(Wiring::Tcp {
-            config,
+            config: Box::new(config),
             servers: Mutex::new(servers),
             addresses,
         })
     }
 
-    fn transport(&self) -> Result<Box<dyn Transport<C>>, BenchError> {
+    /// Node `id`'s transport.
+    fn transport(&self, id: NodeId) -> Result<Box<dyn Transport<C>>, BenchError> {
         Ok(match self {
             Wiring::Local(net) => Box::new(net.transport()),
             Wiring::Tcp {
                 config, addresses, ..
             } => Box::new(
-                TcpTransport::<C>::new(config.clone(), addresses.clone())
+                TcpTransport::<C>::new(TcpConfig::clone(config), id, addresses.clone())
                     .map_err(|e| BenchError(format!("bad TCP config: {e}")))?,
             ),
         })
@@ -83,7 +85,7 @@ impl<C: Command> Wiring<C> {
                 let mut servers = servers.lock().unwrap_or_else(|e| e.into_inner());
                 if servers[slot].is_none() {
                     // A restarted node listens again where its peers know it.
-                    let server = TcpServer::bind(addresses[slot].1, config.clone())
+                    let server = TcpServer::bind(addresses[slot].1, TcpConfig::clone(config))
                         .map_err(|e| BenchError(format!("cannot listen again: {e}")))?;
                     servers[slot] = Some(server);
                 }
@@ -156,7 +158,7 @@ where
         runtime: runtime.clone(),
         storage,
         state_machine,
-        transport: Boxed(wiring.transport()?),
+        transport: Boxed(wiring.transport(id)?),
     };
     let raft = Raft::spawn(id, members(), config, parts)
         .await
