@@ -10,24 +10,23 @@ use super::leader::Leader;
 use super::node::Node;
 use super::pre_candidate::PreCandidate;
 use super::progress::Progress;
-use super::quorum::VoteResult;
+use super::quorum::{Ballot, VoteResult};
 
 /// The candidate role's own state.
 #[derive(Clone, Debug)]
 pub struct Candidate {
-    pub(super) granted: BTreeSet<NodeId>,
-    pub(super) refused: BTreeSet<NodeId>,
+    pub(super) ballot: Ballot,
 }
 
 impl Candidate {
     /// The servers that granted their vote in this term, this one included.
     pub fn votes(&self) -> &BTreeSet<NodeId> {
-        &self.granted
+        self.ballot.granted()
     }
 
     /// The servers that refused their vote in this term.
     pub fn refusals(&self) -> &BTreeSet<NodeId> {
-        &self.refused
+        self.ballot.refused()
     }
 }
 
@@ -35,21 +34,12 @@ impl<C: Command> Node<Candidate, C> {
     /// Records a peer's answer to this term's RequestVote and returns where the election
     /// stands. Answers from servers that do not vote are ignored by the tally.
     pub fn record_vote(&mut self, from: NodeId, granted: bool) -> VoteResult {
-        if self.shared.quorum.contains(from) {
-            if granted {
-                self.role.granted.insert(from);
-            } else {
-                self.role.refused.insert(from);
-            }
-        }
-        self.vote_result()
+        self.role.ballot.record(&self.shared.quorum, from, granted)
     }
 
     /// Where the election stands: won once every voter set has a majority of grants.
     pub fn vote_result(&self) -> VoteResult {
-        self.shared
-            .quorum
-            .vote_result(&self.role.granted, &self.role.refused)
+        self.role.ballot.result(&self.shared.quorum)
     }
 
     /// Whether a majority of the cluster voted for this candidate.

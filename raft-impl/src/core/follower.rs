@@ -1,7 +1,7 @@
 //! The follower: accepts entries and snapshots from the leader, votes, and starts an
 //! election when the leader goes quiet.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use raft_traits::{
@@ -14,6 +14,7 @@ use super::candidate::Candidate;
 use super::effects::{Apply, Effects, Persist, ReadId, ReadRefused, RequestId};
 use super::node::{Node, Shared};
 use super::pre_candidate::PreCandidate;
+use super::quorum::Ballot;
 
 /// The follower role's own state.
 #[derive(Clone, Debug)]
@@ -163,8 +164,7 @@ pub(super) fn campaign<C: Command>(
     Node {
         shared,
         role: Candidate {
-            granted: BTreeSet::from([id]),
-            refused: BTreeSet::new(),
+            ballot: Ballot::opened_by(id),
         },
     }
 }
@@ -190,8 +190,7 @@ pub(super) fn pre_campaign<C: Command>(
     Node {
         shared,
         role: PreCandidate {
-            granted: BTreeSet::from([id]),
-            refused: BTreeSet::new(),
+            ballot: Ballot::opened_by(id),
         },
     }
 }

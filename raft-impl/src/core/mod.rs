@@ -60,4 +60,4 @@ pub use log::{LogError, RaftLog};
 pub use node::{BootError, Node, Role, RoleKind, SnapshotRefused};
 pub use pre_candidate::PreCandidate;
 pub use progress::{Progress, ReplicationMode};
-pub use quorum::{Quorum, VoteResult};
+pub use quorum::{Ballot, Quorum, VoteResult};

@@ -10,40 +10,30 @@ use super::candidate::Candidate;
 use super::effects::Effects;
 use super::follower::{Follower, campaign, pre_campaign};
 use super::node::Node;
-use super::quorum::VoteResult;
+use super::quorum::{Ballot, VoteResult};
 
 /// The pre-candidate role's own state: who would vote for it, and who would not.
 #[derive(Clone, Debug)]
 pub struct PreCandidate {
-    pub(super) granted: BTreeSet<NodeId>,
-    pub(super) refused: BTreeSet<NodeId>,
+    pub(super) ballot: Ballot,
 }
 
 impl PreCandidate {
     /// The voters that would vote for this node, itself included.
     pub fn granted(&self) -> &BTreeSet<NodeId> {
-        &self.granted
+        self.ballot.granted()
     }
 }
 
 impl<C: Command> Node<PreCandidate, C> {
     /// Records a voter's answer to this round's PreVote and returns where it stands.
     pub fn record_pre_vote(&mut self, from: NodeId, granted: bool) -> VoteResult {
-        if self.shared.quorum.contains(from) {
-            if granted {
-                self.role.granted.insert(from);
-            } else {
-                self.role.refused.insert(from);
-            }
-        }
-        self.vote_result()
+        self.role.ballot.record(&self.shared.quorum, from, granted)
     }
 
     /// Where the pre-vote stands.
     pub fn vote_result(&self) -> VoteResult {
-        self.shared
-            .quorum
-            .vote_result(&self.role.granted, &self.role.refused)
+        self.role.ballot.result(&self.shared.quorum)
     }
 
     /// A majority would vote for this node: start the real election.

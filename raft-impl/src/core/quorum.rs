@@ -30,6 +30,51 @@ pub enum VoteResult {
     Pending,
 }
 
+/// The answers of one election or pre-vote round: who granted, who refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ballot {
+    granted: BTreeSet<NodeId>,
+    refused: BTreeSet<NodeId>,
+}
+
+impl Ballot {
+    /// A round opened by `me`, who grants itself.
+    pub(super) fn opened_by(me: NodeId) -> Ballot {
+        Ballot {
+            granted: BTreeSet::from([me]),
+            refused: BTreeSet::new(),
+        }
+    }
+
+    /// Records `from`'s answer, if `from` votes in `quorum`, and returns where the round
+    /// stands.
+    pub(super) fn record(&mut self, quorum: &Quorum, from: NodeId, granted: bool) -> VoteResult {
+        if quorum.contains(from) {
+            if granted {
+                self.granted.insert(from);
+            } else {
+                self.refused.insert(from);
+            }
+        }
+        self.result(quorum)
+    }
+
+    /// Where the round stands under `quorum`.
+    pub(super) fn result(&self, quorum: &Quorum) -> VoteResult {
+        quorum.vote_result(&self.granted, &self.refused)
+    }
+
+    /// The voters that granted, the one that opened the round included.
+    pub fn granted(&self) -> &BTreeSet<NodeId> {
+        &self.granted
+    }
+
+    /// The voters that refused.
+    pub fn refused(&self) -> &BTreeSet<NodeId> {
+        &self.refused
+    }
+}
+
 impl Quorum {
     /// A single voter set.
     pub fn new(voters: impl IntoIterator<Item = NodeId>) -> Quorum {
