@@ -1,10 +1,11 @@
 //! A long sweep of the random fault explorer: many seeds, a progress line, and a summary
 //! of what was exercised. Failing seeds are printed with the command that replays them.
 //!
-//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic]`
+//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic] [--transfer-probe]`
 //!
 //! `--classic` turns pre-vote, check-quorum and lease reads off (the classic algorithm),
-//! to compare its disruptive elections with the default's.
+//! to compare its disruptive elections with the default's. `--transfer-probe` probes
+//! lease reads across leadership transfers (`Options::transfer_probe`).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -35,6 +36,7 @@ fn main() {
     let threads = argument(&args, "--threads", 2).max(1);
     let options = Options {
         classic_elections: args.iter().any(|a| a == "--classic"),
+        transfer_probe: args.iter().any(|a| a == "--transfer-probe"),
         ..Options::default()
     };
 

@@ -16,6 +16,13 @@
 //! of the seeds turn on `Config::lease_reads`. After healing, every server must serve a
 //! read of every key this way.
 //!
+//! The history's time stamps strictly increase in the order things happen, also within
+//! one virtual instant: the network and storage take no virtual time, so an operation
+//! often ends and the next one begins at the same instant, and must still count as
+//! after it.
+//!
+//! [`Options::transfer_probe`] aims at lease reads across leadership transfers.
+//!
 //! # Disruptive elections
 //!
 //! An *election* starts when a candidate sends its first RequestVote of a term; the
@@ -35,11 +42,13 @@
 //! lossy, 2.2 s of reply delay when reordering) plus `W`.
 //!
 //! With pre-vote and check-quorum on, a disruptive election on a quiet network is a
-//! violation. The reason it cannot happen: the candidate first needs pre-votes from a
-//! majority, which includes one of `L`'s linked followers; a pre-vote round lasts less
-//! than the longest election timeout, so that follower answered within `W` minus a
-//! heartbeat interval of `L`'s link coming up, on a network that delivers at once, so it
-//! had heard from `L` within the minimum election timeout, and refuses (leader
+//! violation. Why it cannot happen: to raise its term, the candidate needs pre-vote
+//! grants from a majority, so from at least one of `L`'s linked followers `F` (`L`
+//! itself refuses). On a quiet network a reply arrives at once, so that grant was given
+//! during the candidate's current round, which began less than the longest election
+//! timeout ago, hence more than two heartbeat intervals into `W`. By then `F` had been
+//! getting `L`'s heartbeats for a heartbeat interval or more, one every interval, so it
+//! had heard from `L` within the minimum election timeout and refused (leader
 //! stickiness). Where it is not asserted, and why:
 //!
 //! * a lossy network can drop six heartbeats in a row, after which a follower of a
@@ -101,6 +110,11 @@ pub struct Options {
     /// Runs the classic algorithm: pre-vote, check-quorum and lease reads off. Disruptive
     /// elections are then counted but not forbidden (nothing prevents them).
     pub classic_elections: bool,
+    /// Probes lease reads across leadership transfers: every server serves lease reads,
+    /// a third of the nemesis' actions are transfers, each started behind a one-way cut
+    /// from the target to the leader on a reordering network, and once the target leads,
+    /// a client writes there and then reads (without the log) at the old leader.
+    pub transfer_probe: bool,
 }
 
 impl Default for Options {
@@ -111,6 +125,7 @@ impl Default for Options {
             quiet_tail: Duration::from_secs(5),
             heal_limit: Duration::from_secs(30),
             classic_elections: false,
+            transfer_probe: false,
         }
     }
 }
@@ -315,6 +330,8 @@ pub struct Failure {
     pub planted_bug: Option<PlantedBug>,
     /// Whether it ran the classic algorithm ([`Options::classic_elections`]).
     pub classic_elections: bool,
+    /// Whether it probed transfers ([`Options::transfer_probe`]).
+    pub transfer_probe: bool,
     /// What went wrong.
     pub reason: String,
     /// The last events before it went wrong.
@@ -337,24 +354,36 @@ impl fmt::Display for Failure {
         for event in &self.recent_events {
             writeln!(f, "  {event}")?;
         }
-        write!(
-            f,
-            "replay: {}",
-            replay_command(self.seed, self.classic_elections)
-        )
+        write!(f, "replay: {}", replay_command(self.seed, &self.options()))
     }
 }
 
-/// The command that replays the exploration of `seed`, of the classic algorithm if
-/// `classic_elections` ([`Options::classic_elections`]).
-pub fn replay_command(seed: u64, classic_elections: bool) -> String {
-    let classic = if classic_elections {
+impl Failure {
+    /// The options it ran with, as far as a replay needs them (not the planted bug).
+    fn options(&self) -> Options {
+        Options {
+            classic_elections: self.classic_elections,
+            transfer_probe: self.transfer_probe,
+            ..Options::default()
+        }
+    }
+}
+
+/// The command that replays the exploration of `seed` with `options`' algorithm and
+/// probe (the planted-bug tests replay their own failures).
+pub fn replay_command(seed: u64, options: &Options) -> String {
+    let classic = if options.classic_elections {
         "SIM_CLASSIC=1 "
     } else {
         ""
     };
+    let probe = if options.transfer_probe {
+        "SIM_TRANSFER_PROBE=1 "
+    } else {
+        ""
+    };
     format!(
-        "SIM_SEED={seed} {classic}cargo test --release -p raft-tests --test sim -- explorer_replay --nocapture"
+        "SIM_SEED={seed} {classic}{probe}cargo test --release -p raft-tests --test sim -- explorer_replay --nocapture"
     )
 }
 
@@ -398,6 +427,7 @@ pub fn explore(seed: u64, options: &Options) -> Result<Exploration, Failure> {
             seed,
             planted_bug: options.planted_bug,
             classic_elections: options.classic_elections,
+            transfer_probe: options.transfer_probe,
             reason,
             recent_events: state.events.iter().cloned().collect(),
             trace_hash,
@@ -449,6 +479,8 @@ struct World {
     /// Whether a disruptive election on a quiet network is a violation (pre-vote and
     /// check-quorum are on).
     disruption_forbidden: bool,
+    /// See [`Options::transfer_probe`].
+    transfer_probe: bool,
     state: Mutex<State>,
 }
 
@@ -477,6 +509,8 @@ struct State {
     leader_since: BTreeMap<Term, (NodeId, Duration)>,
     /// Until when the clients pause.
     clients_idle_until: Duration,
+    /// The last time stamp given to the history.
+    last_stamp: u64,
 }
 
 struct Slot {
@@ -514,7 +548,7 @@ impl World {
             .with_max_append_entries(rng.random_range(1..=64))
             .with_install_snapshot_timeout(Duration::from_millis(rng.random_range(200..2000)));
         // A third of the explorations serve lease reads.
-        config.lease_reads = rng.random_bool(1.0 / 3.0);
+        config.lease_reads = rng.random_bool(1.0 / 3.0) || options.transfer_probe;
         if options.classic_elections {
             config.pre_vote = false;
             config.check_quorum = false;
@@ -546,6 +580,7 @@ impl World {
             snapshot_every,
             healing: AtomicBool::new(false),
             disruption_forbidden: config.pre_vote && config.check_quorum,
+            transfer_probe: options.transfer_probe,
             state: Mutex::new(State {
                 nodes,
                 links,
@@ -567,6 +602,7 @@ impl World {
                 campaigns: BTreeSet::new(),
                 leader_since: BTreeMap::new(),
                 clients_idle_until: now,
+                last_stamp: 0,
             }),
             config,
         }
@@ -576,8 +612,15 @@ impl World {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now_micros(&self) -> u64 {
-        u64::try_from(self.runtime.now().as_micros()).unwrap_or(u64::MAX)
+    /// A time stamp for the history: the virtual time in nanoseconds, raised past the
+    /// previous stamp. The simulation runs one task at a time, so the order of the stamps
+    /// is the real order of the events, also of those at the same virtual instant (where
+    /// an operation can end and the next begin, the network and storage taking no time).
+    fn stamp(&self, state: &mut State) -> u64 {
+        let now = u64::try_from(self.runtime.now().as_nanos()).unwrap_or(u64::MAX);
+        let at = now.max(state.last_stamp.saturating_add(1));
+        state.last_stamp = at;
+        at
     }
 
     fn event(&self, what: String) {
@@ -1114,6 +1157,9 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
     while quiet_network && (76..=92).contains(&roll) {
         roll = world.random_range(0..112);
     }
+    if world.transfer_probe && world.chance(1.0 / 3.0) {
+        roll = TRANSFER;
+    }
     world.lock().stats.nemesis_steps += 1;
     match roll {
         0..=11 => {
@@ -1302,7 +1348,28 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
             }
             world.event(format!("duplication {duplicate}"));
         }
-        106..=111 => {
+        TRANSFER..=105 => {
+            // Hand leadership to another server, at random: perhaps one that is behind,
+            // cut off or down.
+            if let Some(leader) = leader_of(world)
+                && let Some(raft) = world.handle(leader)
+            {
+                let to = (leader + 1 + world.random_range(0..n as u64 - 1) as usize) % n;
+                if world.transfer_probe {
+                    let mut links = world.lock().links.clone();
+                    links.remove(&(to, leader));
+                    world.set_links(links);
+                    world.set_network(false, true);
+                    world.event(format!(
+                        "cut {} -> {} one way, long reordering true",
+                        node_id(to),
+                        node_id(leader)
+                    ));
+                }
+                transfer(world, &raft, to).await;
+            }
+        }
+        _ => {
             let pause = Duration::from_millis(world.random_range(500..3000));
             let until = world.runtime.now() + pause;
             let mut state = world.lock();
@@ -1311,18 +1378,11 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
             drop(state);
             world.event(format!("clients pause for {pause:?}"));
         }
-        _ => {
-            // Hand leadership to another server, at random: perhaps one that is behind,
-            // cut off or down.
-            if let Some(leader) = leader_of(world)
-                && let Some(raft) = world.handle(leader)
-            {
-                let to = (leader + 1 + world.random_range(0..n as u64 - 1) as usize) % n;
-                transfer(world, &raft, to).await;
-            }
-        }
     }
 }
+
+/// The nemesis' first roll that starts a leadership transfer.
+const TRANSFER: u64 = 100;
 
 /// Asks `leader` to hand leadership to server `to`, and follows whether `to` leads a
 /// newer term within two election timeouts.
@@ -1345,6 +1405,7 @@ async fn transfer(world: &Arc<World>, leader: &KvRaft, to: usize) {
                 return;
             };
             let world = Arc::clone(world);
+            let old_leader = leader.id();
             let _follow = world.runtime.clone().spawn(async move {
                 let limit = 2 * world.config.election_timeout_max;
                 let led = timeout(&world.runtime, limit, async move {
@@ -1363,6 +1424,15 @@ async fn transfer(world: &Arc<World>, leader: &KvRaft, to: usize) {
                 if led == Ok(true) {
                     world.lock().stats.transfers_completed += 1;
                     world.event(format!("{} leads after the transfer", node_id(to)));
+                    if world.transfer_probe {
+                        let value = format!("probe-{}", world.runtime.now().as_micros());
+                        let put = KvCommand::Put {
+                            key: "k0".into(),
+                            value: value.as_str().into(),
+                        };
+                        record_op(&world, 98, to, put, "k0", Event::Put(value)).await;
+                        record_read(&world, 98, index_of(old_leader), "k0").await;
+                    }
                 }
             });
         }
@@ -1555,12 +1625,13 @@ async fn record_op(
     let raft = world.handle(target)?;
     let is_read = event == Event::Get;
     let ticket = {
-        let at = world.now_micros();
-        world.lock().history.invoke(client, key, event, at)
+        let mut state = world.lock();
+        let at = world.stamp(&mut state);
+        state.history.invoke(client, key, event, at)
     };
     let outcome = timeout(&world.runtime, CLIENT_TIMEOUT, raft.propose(command)).await;
-    let at = world.now_micros();
     let mut state = world.lock();
+    let at = world.stamp(&mut state);
     match outcome {
         Ok(Ok(response)) => {
             let observed = match response {
@@ -1618,8 +1689,9 @@ async fn record_read(
     };
     let at_leader = raft.status().role == RoleKind::Leader;
     let ticket = {
-        let at = world.now_micros();
-        world.lock().history.invoke(client, key, Event::Get, at)
+        let mut state = world.lock();
+        let at = world.stamp(&mut state);
+        state.history.invoke(client, key, Event::Get, at)
     };
     let barrier = async {
         match world.planted_bug {
@@ -1633,8 +1705,8 @@ async fn record_read(
         Ok(Err(refused)) => ReadOutcome::Refused(refused),
         Err(_) => ReadOutcome::Unanswered,
     };
-    let at = world.now_micros();
     let mut state = world.lock();
+    let at = world.stamp(&mut state);
     match &outcome {
         ReadOutcome::Read(value) => {
             state.history.complete(ticket, value.clone(), at);
