@@ -1,7 +1,11 @@
 //! A long sweep of the random fault explorer: many seeds, a progress line, and a summary
 //! of what was exercised. Failing seeds are printed with the command that replays them.
 //!
-//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T]`
+//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic] [--transfer-probe]`
+//!
+//! `--classic` turns pre-vote, check-quorum and lease reads off (the classic algorithm),
+//! to compare its disruptive elections with the default's. `--transfer-probe` probes
+//! lease reads across leadership transfers (`Options::transfer_probe`).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -30,6 +34,11 @@ fn main() {
     let seeds = argument(&args, "--seeds", 10_000);
     let start = argument(&args, "--start", 0);
     let threads = argument(&args, "--threads", 2).max(1);
+    let options = Options {
+        classic_elections: args.iter().any(|a| a == "--classic"),
+        transfer_probe: args.iter().any(|a| a == "--transfer-probe"),
+        ..Options::default()
+    };
 
     let next = Arc::new(AtomicU64::new(start));
     let done = Arc::new(AtomicU64::new(0));
@@ -42,13 +51,14 @@ fn main() {
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let (next, done, totals) = (Arc::clone(&next), Arc::clone(&done), Arc::clone(&totals));
+            let options = options.clone();
             std::thread::spawn(move || {
                 loop {
                     let seed = next.fetch_add(1, Ordering::Relaxed);
                     if seed >= start + seeds {
                         return;
                     }
-                    let outcome = explore(seed, &Options::default());
+                    let outcome = explore(seed, &options);
                     let mut totals = totals.lock().unwrap();
                     match outcome {
                         Ok(run) => {
@@ -88,6 +98,34 @@ fn main() {
         failures.len()
     );
     println!("{stats}");
+    println!(
+        "reads by mode: {} through the log, {} read-index, {} lease ({} of these at followers; lease reads on in {} of {} runs)",
+        stats.reads_log,
+        stats.reads_index,
+        stats.reads_lease,
+        stats.reads_on_followers,
+        stats.lease_runs,
+        seeds - failures.len() as u64
+    );
+    println!(
+        "transfers: {} started, {} completed (the target led within two election timeouts), {} refused; {} elections started by a transfer",
+        stats.transfers,
+        stats.transfers_completed,
+        stats.transfers_refused,
+        stats.transfer_campaigns
+    );
+    println!(
+        "elections: {} started, {} disruptive (a leader with a live quorum), {} of them on a quiet network{}; {:.1} h of virtual time guarded",
+        stats.campaigns,
+        stats.disruptive_elections,
+        stats.disruptive_on_quiet_network,
+        if options.classic_elections {
+            " (classic: not forbidden)"
+        } else {
+            " (forbidden)"
+        },
+        stats.guarded_millis as f64 / 3_600_000.0
+    );
     for failure in failures {
         println!("\n{failure}");
     }

@@ -7,6 +7,63 @@
 //! clients, the network's faults, the scheduling), so a failing seed replays exactly:
 //! run [`replay_command`]'s command.
 //!
+//! # Reads
+//!
+//! Clients read three ways, all recorded in the same history: through the log (a `Get`
+//! command); and without it, by `read_barrier` on a server (the leader, or half the time
+//! any running server) followed by a direct read of that server's own key-value state,
+//! recorded as invoked before the barrier and completed after the local read. A third
+//! of the seeds turn on `Config::lease_reads`. After healing, every server must serve a
+//! read of every key this way.
+//!
+//! The history's time stamps strictly increase in the order things happen, also within
+//! one virtual instant: the network and storage take no virtual time, so an operation
+//! often ends and the next one begins at the same instant, and must still count as
+//! after it.
+//!
+//! [`Options::transfer_probe`] aims at lease reads across leadership transfers.
+//!
+//! # Disruptive elections
+//!
+//! An *election* starts when a candidate sends its first RequestVote of a term; the
+//! explorer sees it in the candidate's transport before any other server can. It is
+//! *disruptive* if, at that moment, some server `L`
+//!
+//! * is the leader of a lower term and has acted as leader of it (sent AppendEntries or
+//!   InstallSnapshot) for at least `W` = the longest election timeout plus two heartbeat
+//!   intervals (700 ms), and
+//! * has, for all of the last `W`, been linked both ways (both directed links up without
+//!   a break) to enough servers that ran without a restart for all of `W` that, with `L`,
+//!   they form a majority,
+//!
+//! and the election was not started on `L`'s TimeoutNow (a leadership transfer: its
+//! RequestVotes say so). The network is *quiet* once it has been neither lossy nor
+//! reordering for the longest time it holds a message back (26 ms of request delay when
+//! lossy, 2.2 s of reply delay when reordering) plus `W`.
+//!
+//! With pre-vote and check-quorum on, a disruptive election on a quiet network is a
+//! violation. Why it cannot happen: to raise its term, the candidate needs pre-vote
+//! grants from a majority, so from at least one of `L`'s linked followers `F` (`L`
+//! itself refuses). On a quiet network a reply arrives at once, so that grant was given
+//! during the candidate's current round, which began less than the longest election
+//! timeout ago, hence more than two heartbeat intervals into `W`. By then `F` had been
+//! getting `L`'s heartbeats for a heartbeat interval or more, one every interval, so it
+//! had heard from `L` within the minimum election timeout and refused (leader
+//! stickiness). Where it is not asserted, and why:
+//!
+//! * a lossy network can drop six heartbeats in a row, after which a follower of a
+//!   healthy leader grants pre-votes;
+//! * a reordering network can deliver a pre-vote granted before the leader's link came
+//!   up seconds later, and the pre-candidate, still in the same term, counts it;
+//! * a restarted server has heard from no leader, and grants pre-votes at once, which is
+//!   why it only counts toward `L`'s majority after `W`.
+//!
+//! Disruptive elections are counted everywhere (`Stats::disruptive_elections`), and the
+//! time during which one would have been a violation is measured
+//! (`Stats::guarded_millis`). The last [`Options::quiet_tail`] of the nemesis keeps the
+//! network quiet while links and servers still fail, so that the assertion meets
+//! partitions, one-way cuts, isolations and restarts.
+//!
 //! ```no_run
 //! use raft_tests::sim::explorer::{Options, explore};
 //!
@@ -14,7 +71,7 @@
 //! println!("{:?}", exploration.stats);
 //! ```
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -23,10 +80,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use raft_impl::core::RoleKind;
-use raft_impl::{Config, Parts, ProposeError, Raft};
+use raft_impl::{Config, Parts, ProposeError, Raft, ReadError};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage, MemTransport};
 use raft_traits::{
-    Entry, LogId, NodeId, Payload, Request, Response, Runtime, Snapshot, StateMachine,
+    Entry, LogId, LogIndex, NodeId, Payload, Request, Response, Runtime, Snapshot, StateMachine,
     StateMachineError, Term, Transport, TransportError, async_trait, timeout,
 };
 use rand::rngs::StdRng;
@@ -44,8 +101,20 @@ pub struct Options {
     pub planted_bug: Option<PlantedBug>,
     /// How long (virtual time) the nemesis and the clients run.
     pub chaos: Duration,
+    /// How long (virtual time) they go on after that on a quiet network (neither lossy
+    /// nor reordering), with links and servers still failing: where pre-vote and
+    /// check-quorum leave no room for a disruptive election.
+    pub quiet_tail: Duration,
     /// How long (virtual time) the healed cluster has to converge and serve.
     pub heal_limit: Duration,
+    /// Runs the classic algorithm: pre-vote, check-quorum and lease reads off. Disruptive
+    /// elections are then counted but not forbidden (nothing prevents them).
+    pub classic_elections: bool,
+    /// Probes lease reads across leadership transfers: every server serves lease reads,
+    /// a third of the nemesis' actions are transfers, each started behind a one-way cut
+    /// from the target to the leader on a reordering network, and once the target leads,
+    /// a client writes there and then reads (without the log) at the old leader.
+    pub transfer_probe: bool,
 }
 
 impl Default for Options {
@@ -53,7 +122,10 @@ impl Default for Options {
         Options {
             planted_bug: None,
             chaos: Duration::from_secs(15),
+            quiet_tail: Duration::from_secs(5),
             heal_limit: Duration::from_secs(30),
+            classic_elections: false,
+            transfer_probe: false,
         }
     }
 }
@@ -85,6 +157,9 @@ pub struct Stats {
     pub reordering_periods: u64,
     /// Times request duplication was switched on.
     pub duplication_periods: u64,
+    /// Times the clients paused, leaving the cluster idle (so that a server cut off does
+    /// not fall behind, and only leader stickiness keeps it from winning a pre-vote).
+    pub idle_periods: u64,
     /// Terms in which a leader was seen.
     pub elections: u64,
     /// Snapshots the state machines took.
@@ -103,6 +178,38 @@ pub struct Stats {
     pub applied_indices: u64,
     /// Invariant checks run.
     pub checks: u64,
+    /// Explorations whose servers serve lease reads (`Config::lease_reads`).
+    pub lease_runs: u64,
+    /// Reads that completed through the log (a `Get` command).
+    pub reads_log: u64,
+    /// Reads that completed through `read_barrier` and a read of the server's own state,
+    /// with ReadIndex (no lease).
+    pub reads_index: u64,
+    /// Reads that completed like `reads_index`, on servers with lease reads on.
+    pub reads_lease: u64,
+    /// Of `reads_index` and `reads_lease`, those served by a server that was not the
+    /// leader when the read began.
+    pub reads_on_followers: u64,
+    /// Leadership transfers the nemesis started (the leader accepted them).
+    pub transfers: u64,
+    /// Of those, transfers after which the target led a newer term within two election
+    /// timeouts.
+    pub transfers_completed: u64,
+    /// Leadership transfers the leader refused (one in progress, a lost leadership).
+    pub transfers_refused: u64,
+    /// Elections started: a candidate's first RequestVote of a term.
+    pub campaigns: u64,
+    /// Of those, elections started on a leader's TimeoutNow (a leadership transfer).
+    pub transfer_campaigns: u64,
+    /// Disruptive elections: elections started while a leader had a live quorum, other
+    /// than by a leadership transfer (see the [module](self) notes).
+    pub disruptive_elections: u64,
+    /// Of those, elections started on a network that had been quiet long enough: a
+    /// violation, when pre-vote and check-quorum are on (see [`Options::classic_elections`]).
+    pub disruptive_on_quiet_network: u64,
+    /// Virtual time, in milliseconds, during which a disruptive election would have been a
+    /// violation: a leader with a live quorum on a quiet network (sampled every 20 ms).
+    pub guarded_millis: u64,
 }
 
 impl Stats {
@@ -121,6 +228,7 @@ impl Stats {
             (&mut self.unreliable_periods, other.unreliable_periods),
             (&mut self.reordering_periods, other.reordering_periods),
             (&mut self.duplication_periods, other.duplication_periods),
+            (&mut self.idle_periods, other.idle_periods),
             (&mut self.elections, other.elections),
             (&mut self.snapshots_taken, other.snapshots_taken),
             (&mut self.snapshots_installed, other.snapshots_installed),
@@ -130,6 +238,22 @@ impl Stats {
             (&mut self.ops_unknown, other.ops_unknown),
             (&mut self.applied_indices, other.applied_indices),
             (&mut self.checks, other.checks),
+            (&mut self.lease_runs, other.lease_runs),
+            (&mut self.reads_log, other.reads_log),
+            (&mut self.reads_index, other.reads_index),
+            (&mut self.reads_lease, other.reads_lease),
+            (&mut self.reads_on_followers, other.reads_on_followers),
+            (&mut self.transfers, other.transfers),
+            (&mut self.transfers_completed, other.transfers_completed),
+            (&mut self.transfers_refused, other.transfers_refused),
+            (&mut self.campaigns, other.campaigns),
+            (&mut self.transfer_campaigns, other.transfer_campaigns),
+            (&mut self.disruptive_elections, other.disruptive_elections),
+            (
+                &mut self.disruptive_on_quiet_network,
+                other.disruptive_on_quiet_network,
+            ),
+            (&mut self.guarded_millis, other.guarded_millis),
         ];
         for (total, value) in fields {
             *total += value;
@@ -141,9 +265,12 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "faults: {} partitions, {} isolations, {} one-way cuts, {} flapping links, {} crashes / {} restarts, {} long outages, {} lossy / {} reordering / {} duplicating periods; \
+            "faults: {} partitions, {} isolations, {} one-way cuts, {} flapping links, {} crashes / {} restarts, {} long outages, {} lossy / {} reordering / {} duplicating / {} idle periods; \
              elections: {}; snapshots: {} taken, {} installed, {} restored at boot; \
-             ops: {} ok, {} refused, {} unknown; {} indices applied; {} invariant checks",
+             ops: {} ok, {} refused, {} unknown; {} indices applied; {} invariant checks; \
+             reads: {} through the log, {} read-index, {} lease ({} at followers; {} runs with lease reads); \
+             transfers: {} started, {} completed, {} refused; \
+             campaigns: {} ({} by transfer), {} disruptive ({} on a quiet network); {:.1} min guarded against disruption",
             self.partitions,
             self.isolations,
             self.one_way_cuts,
@@ -154,6 +281,7 @@ impl fmt::Display for Stats {
             self.unreliable_periods,
             self.reordering_periods,
             self.duplication_periods,
+            self.idle_periods,
             self.elections,
             self.snapshots_taken,
             self.snapshots_installed,
@@ -162,7 +290,20 @@ impl fmt::Display for Stats {
             self.ops_refused,
             self.ops_unknown,
             self.applied_indices,
-            self.checks
+            self.checks,
+            self.reads_log,
+            self.reads_index,
+            self.reads_lease,
+            self.reads_on_followers,
+            self.lease_runs,
+            self.transfers,
+            self.transfers_completed,
+            self.transfers_refused,
+            self.campaigns,
+            self.transfer_campaigns,
+            self.disruptive_elections,
+            self.disruptive_on_quiet_network,
+            self.guarded_millis as f64 / 60_000.0
         )
     }
 }
@@ -187,6 +328,10 @@ pub struct Failure {
     pub seed: u64,
     /// The planted bug, if any.
     pub planted_bug: Option<PlantedBug>,
+    /// Whether it ran the classic algorithm ([`Options::classic_elections`]).
+    pub classic_elections: bool,
+    /// Whether it probed transfers ([`Options::transfer_probe`]).
+    pub transfer_probe: bool,
     /// What went wrong.
     pub reason: String,
     /// The last events before it went wrong.
@@ -209,14 +354,36 @@ impl fmt::Display for Failure {
         for event in &self.recent_events {
             writeln!(f, "  {event}")?;
         }
-        write!(f, "replay: {}", replay_command(self.seed))
+        write!(f, "replay: {}", replay_command(self.seed, &self.options()))
     }
 }
 
-/// The command that replays the exploration of `seed`.
-pub fn replay_command(seed: u64) -> String {
+impl Failure {
+    /// The options it ran with, as far as a replay needs them (not the planted bug).
+    fn options(&self) -> Options {
+        Options {
+            classic_elections: self.classic_elections,
+            transfer_probe: self.transfer_probe,
+            ..Options::default()
+        }
+    }
+}
+
+/// The command that replays the exploration of `seed` with `options`' algorithm and
+/// probe (the planted-bug tests replay their own failures).
+pub fn replay_command(seed: u64, options: &Options) -> String {
+    let classic = if options.classic_elections {
+        "SIM_CLASSIC=1 "
+    } else {
+        ""
+    };
+    let probe = if options.transfer_probe {
+        "SIM_TRANSFER_PROBE=1 "
+    } else {
+        ""
+    };
     format!(
-        "SIM_SEED={seed} cargo test --release -p raft-tests --test sim -- explorer_replay --nocapture"
+        "SIM_SEED={seed} {classic}{probe}cargo test --release -p raft-tests --test sim -- explorer_replay --nocapture"
     )
 }
 
@@ -259,6 +426,8 @@ pub fn explore(seed: u64, options: &Options) -> Result<Exploration, Failure> {
         Err(reason) => Err(Failure {
             seed,
             planted_bug: options.planted_bug,
+            classic_elections: options.classic_elections,
+            transfer_probe: options.transfer_probe,
             reason,
             recent_events: state.events.iter().cloned().collect(),
             trace_hash,
@@ -284,6 +453,16 @@ const KEYS: u64 = 6;
 const CLIENTS: u64 = 3;
 /// How long a client waits for a proposal before it counts it as unknown.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the checker task runs the cluster-wide checks.
+const CHECK_EVERY: Duration = Duration::from_millis(20);
+/// The longest a lossy [`MemNetwork`] holds a request back (it holds no reply).
+const LOSSY_HOLD: Duration = Duration::from_millis(27);
+/// The longest a [`MemNetwork`] with long reordering holds a reply back.
+const REORDERING_HOLD: Duration = Duration::from_millis(2200);
+
+/// A server's key-value state, shared between its state machine (which applies) and the
+/// clients (which read it directly after `read_barrier`).
+type SharedKv = Arc<futures::lock::Mutex<KvStateMachine>>;
 
 /// The simulated cluster and everything recorded about it.
 struct World {
@@ -297,6 +476,11 @@ struct World {
     snapshot_every: u64,
     /// Set once the heal phase starts: flapping and outages stop meddling.
     healing: AtomicBool,
+    /// Whether a disruptive election on a quiet network is a violation (pre-vote and
+    /// check-quorum are on).
+    disruption_forbidden: bool,
+    /// See [`Options::transfer_probe`].
+    transfer_probe: bool,
     state: Mutex<State>,
 }
 
@@ -313,10 +497,28 @@ struct State {
     rng: StdRng,
     /// The highest term published by an instance that has since crashed.
     crashed_terms: Term,
+    /// Since when each enabled link `(from, to)` has been enabled without a break.
+    link_up_since: BTreeMap<(usize, usize), Duration>,
+    /// Since when the network has been reliable (not lossy), if it is.
+    lossless_since: Option<Duration>,
+    /// Since when the network has not been reordering at length, if it is not.
+    in_order_since: Option<Duration>,
+    /// The elections seen started, by candidate and term.
+    campaigns: BTreeSet<(NodeId, Term)>,
+    /// The leader of each term and when it first acted as leader.
+    leader_since: BTreeMap<Term, (NodeId, Duration)>,
+    /// Until when the clients pause.
+    clients_idle_until: Duration,
+    /// The last time stamp given to the history.
+    last_stamp: u64,
 }
 
 struct Slot {
     raft: Option<KvRaft>,
+    /// The running instance's key-value state.
+    kv: Option<SharedKv>,
+    /// When the running instance started.
+    up_since: Duration,
     storage: MemStorage<KvCommand>,
     incarnation: u64,
 }
@@ -340,33 +542,45 @@ impl World {
     fn new(seed: u64, runtime: SimRuntime, options: &Options) -> World {
         let mut rng = StdRng::seed_from_u64(mix(seed, 1));
         let n = rng.random_range(3..=7usize);
-        let config = Config::default()
+        let mut config = Config::default()
             .with_leader_noop(rng.random_bool(0.5))
             .with_max_inflight_appends(rng.random_range(1..=4))
             .with_max_append_entries(rng.random_range(1..=64))
             .with_install_snapshot_timeout(Duration::from_millis(rng.random_range(200..2000)));
+        // A third of the explorations serve lease reads.
+        config.lease_reads = rng.random_bool(1.0 / 3.0) || options.transfer_probe;
+        if options.classic_elections {
+            config.pre_vote = false;
+            config.check_quorum = false;
+            config.lease_reads = false;
+        }
         let snapshot_every = rng.random_range(5..40);
         let net = MemNetwork::new(runtime.clone(), mix(seed, 2));
         net.set_long_delays(false);
+        let now = runtime.now();
         let nodes = (0..n)
             .map(|_| Slot {
                 raft: None,
+                kv: None,
+                up_since: now,
                 storage: MemStorage::new(),
                 incarnation: 0,
             })
             .collect();
-        let links = (0..n)
+        let links: BTreeSet<(usize, usize)> = (0..n)
             .flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)))
             .collect();
+        let link_up_since = links.iter().map(|&link| (link, now)).collect();
         World {
             seed,
             runtime,
             net,
             n,
-            config,
             planted_bug: options.planted_bug,
             snapshot_every,
             healing: AtomicBool::new(false),
+            disruption_forbidden: config.pre_vote && config.check_quorum,
+            transfer_probe: options.transfer_probe,
             state: Mutex::new(State {
                 nodes,
                 links,
@@ -374,6 +588,7 @@ impl World {
                 history: History::default(),
                 stats: Stats {
                     nodes: n as u64,
+                    lease_runs: u64::from(config.lease_reads),
                     ..Stats::default()
                 },
                 events: VecDeque::new(),
@@ -381,7 +596,15 @@ impl World {
                 violation: None,
                 rng,
                 crashed_terms: Term::default(),
+                link_up_since,
+                lossless_since: Some(now),
+                in_order_since: Some(now),
+                campaigns: BTreeSet::new(),
+                leader_since: BTreeMap::new(),
+                clients_idle_until: now,
+                last_stamp: 0,
             }),
+            config,
         }
     }
 
@@ -389,8 +612,15 @@ impl World {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now_micros(&self) -> u64 {
-        u64::try_from(self.runtime.now().as_micros()).unwrap_or(u64::MAX)
+    /// A time stamp for the history: the virtual time in nanoseconds, raised past the
+    /// previous stamp. The simulation runs one task at a time, so the order of the stamps
+    /// is the real order of the events, also of those at the same virtual instant (where
+    /// an operation can end and the next begin, the network and storage taking no time).
+    fn stamp(&self, state: &mut State) -> u64 {
+        let now = u64::try_from(self.runtime.now().as_nanos()).unwrap_or(u64::MAX);
+        let at = now.max(state.last_stamp.saturating_add(1));
+        state.last_stamp = at;
+        at
     }
 
     fn event(&self, what: String) {
@@ -466,8 +696,137 @@ impl World {
     }
 
     fn set_links(&self, links: BTreeSet<(usize, usize)>) {
-        self.lock().links = links;
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        state.link_up_since.retain(|link, _| links.contains(link));
+        for &link in &links {
+            state.link_up_since.entry(link).or_insert(now);
+        }
+        state.links = links;
+        drop(state);
         self.apply_links();
+    }
+
+    /// Makes the network lossy or not, and reordering at length or not.
+    fn set_network(&self, lossy: bool, reordering: bool) {
+        self.net.set_reliable(!lossy);
+        self.net.set_long_reordering(reordering);
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        let since = |was: Option<Duration>, bad: bool| if bad { None } else { was.or(Some(now)) };
+        state.lossless_since = since(state.lossless_since, lossy);
+        state.in_order_since = since(state.in_order_since, reordering);
+    }
+
+    /// How long a leader must have led, with a majority linked both ways, before an
+    /// election is disruptive: the longest election timeout (a pre-vote round lasts no
+    /// longer), plus two heartbeats for its followers to have heard from it by then.
+    fn live_quorum_window(&self) -> Duration {
+        self.config.election_timeout_max + 2 * self.config.heartbeat_interval
+    }
+
+    /// Whether the network is quiet (neither lossy nor reordering) and has been for long
+    /// enough that no message held back from before can still decide an election: the
+    /// longest hold, then a whole live-quorum window.
+    fn quiet_long_enough(&self, state: &State, now: Duration) -> bool {
+        let window = self.live_quorum_window();
+        let held_back_since =
+            |since: Option<Duration>, hold| since.is_some_and(|since| now >= since + hold + window);
+        held_back_since(state.lossless_since, LOSSY_HOLD)
+            && held_back_since(state.in_order_since, REORDERING_HOLD)
+    }
+
+    /// The leader with a live quorum, if any, that an election in term `term` would
+    /// depose: a running server that has led a term below `term` for the whole
+    /// [`live_quorum_window`](World::live_quorum_window), linked both ways all that time
+    /// to a majority (itself included) of servers that ran all that time. An election
+    /// started while there is one is disruptive (see the [module](self) notes).
+    fn live_quorum_leader(&self, state: &State, now: Duration, term: Term) -> Option<NodeId> {
+        let since = now.checked_sub(self.live_quorum_window())?;
+        (0..self.n).map(node_id).find(|&leader| {
+            let i = index_of(leader);
+            let Some(status) = state.nodes[i].raft.as_ref().map(KvRaft::status) else {
+                return false;
+            };
+            let led_long_enough = status.role == RoleKind::Leader
+                && status.term < term
+                && state
+                    .leader_since
+                    .get(&status.term)
+                    .is_some_and(|&(who, at)| who == leader && at <= since);
+            let linked = |a, b| {
+                state
+                    .link_up_since
+                    .get(&(a, b))
+                    .is_some_and(|&at| at <= since)
+            };
+            let followers = (0..self.n)
+                .filter(|&x| x != i)
+                .filter(|&x| state.nodes[x].raft.is_some() && state.nodes[x].up_since <= since)
+                .filter(|&x| linked(i, x) && linked(x, i))
+                .count();
+            led_long_enough && 2 * (followers + 1) > self.n
+        })
+    }
+
+    /// Records that `candidate` sent a RequestVote in `term`: the first one is an election
+    /// started, and checked for disruption.
+    fn record_campaign(&self, candidate: NodeId, term: Term, transfer: bool) {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        if !state.campaigns.insert((candidate, term)) {
+            return;
+        }
+        state.stats.campaigns += 1;
+        if transfer {
+            state.stats.transfer_campaigns += 1;
+            return;
+        }
+        let Some(leader) = self.live_quorum_leader(&state, now, term) else {
+            return;
+        };
+        state.stats.disruptive_elections += 1;
+        let quiet = self.quiet_long_enough(&state, now);
+        state.stats.disruptive_on_quiet_network += u64::from(quiet);
+        let lossy = state.lossless_since.is_none();
+        let reordering = state.in_order_since.is_none();
+        drop(state);
+        let what = format!(
+            "disruptive election: {candidate} campaigns in term {term} while {leader} leads with a live quorum (network {})",
+            if quiet {
+                "quiet".to_string()
+            } else {
+                format!("lossy {lossy}, reordering {reordering}, or recently so")
+            }
+        );
+        self.event(what.clone());
+        if quiet && self.disruption_forbidden {
+            self.violation(format!("{what}, despite pre-vote and check-quorum"));
+        }
+    }
+
+    /// Records that `leader` acted as leader of `term`.
+    fn record_leading(&self, leader: NodeId, term: Term) {
+        let now = self.runtime.now();
+        self.lock()
+            .leader_since
+            .entry(term)
+            .or_insert((leader, now));
+    }
+
+    /// Counts `elapsed` towards the time guarded against disruptive elections, if a
+    /// disruptive election would now be a violation.
+    fn sample_guard(&self, elapsed: Duration) {
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        if self.disruption_forbidden
+            && self.quiet_long_enough(&state, now)
+            && self
+                .live_quorum_leader(&state, now, Term(u64::MAX))
+                .is_some()
+        {
+            state.stats.guarded_millis += u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        }
     }
 
     fn all_links(&self) -> BTreeSet<(usize, usize)> {
@@ -489,10 +848,11 @@ impl World {
             world: Arc::clone(self),
         };
         let handle = Arc::new(OnceLock::new());
+        let kv: SharedKv = Arc::new(futures::lock::Mutex::new(KvStateMachine::new()));
         let state_machine = CheckedKv {
             server: node_id(i),
             world: Arc::clone(self),
-            kv: KvStateMachine::new(),
+            kv: Arc::clone(&kv),
             raft: Arc::clone(&handle),
             since_snapshot: 0,
             applied_any: false,
@@ -520,7 +880,13 @@ impl World {
         };
         let _ = handle.set(raft.clone());
         self.net.add_server(node_id(i), Arc::new(raft.clone()));
-        self.lock().nodes[i].raft = Some(raft);
+        let now = self.runtime.now();
+        let mut state = self.lock();
+        let slot = &mut state.nodes[i];
+        slot.raft = Some(raft);
+        slot.kv = Some(kv);
+        slot.up_since = now;
+        drop(state);
         self.apply_links();
     }
 
@@ -532,6 +898,7 @@ impl World {
             // go to a copy nobody reads.
             slot.storage = slot.storage.copy();
             let raft = slot.raft.take();
+            slot.kv = None;
             if let Some(raft) = &raft {
                 state.crashed_terms = state.crashed_terms.max(raft.status().term);
             }
@@ -584,7 +951,9 @@ impl World {
 }
 
 /// An explored server's transport: every AppendEntries or InstallSnapshot it sends
-/// declares it leader of that term, which the election-safety check records.
+/// declares it leader of that term, which the election-safety check records; its first
+/// RequestVote of a term starts an election, which is checked for disruption. Both are
+/// seen here before any other server can learn of them.
 struct Watched {
     inner: MemTransport<KvCommand, SimRuntime>,
     world: Arc<World>,
@@ -598,7 +967,11 @@ impl Transport<KvCommand> for Watched {
         request: Request<KvCommand>,
     ) -> Result<Response, TransportError> {
         let (from, term) = (request.from(), request.term());
+        if let Request::Vote(vote) = &request {
+            self.world.record_campaign(from, term, vote.transfer);
+        }
         if matches!(request, Request::Append(_) | Request::InstallSnapshot(_)) {
+            self.world.record_leading(from, term);
             let mut state = self.world.lock();
             let mut verdict = state.observations.claim_leadership(from, term);
             if let Request::Append(append) = &request {
@@ -635,11 +1008,12 @@ impl Transport<KvCommand> for Watched {
 }
 
 /// The key-value machine of an explored server: it records every apply for the safety
-/// checks and snapshots itself every `snapshot_every` commands, from inside `apply`.
+/// checks and snapshots itself every `snapshot_every` commands, from inside `apply`. Its
+/// state is shared with the clients, which read it directly after a read barrier.
 struct CheckedKv {
     server: NodeId,
     world: Arc<World>,
-    kv: KvStateMachine,
+    kv: SharedKv,
     raft: Arc<OnceLock<KvRaft>>,
     since_snapshot: u64,
     applied_any: bool,
@@ -656,7 +1030,7 @@ impl StateMachine<KvCommand> for CheckedKv {
             payload: Payload::Command(command.clone()),
         };
         self.world.record_apply(self.server, &entry);
-        let response = self.kv.apply(log_id, command).await;
+        let response = self.kv.lock().await.apply(log_id, command).await;
         if matches!(response, KvResponse::AlreadyApplied { .. }) {
             self.world.violation(format!(
                 "{} was handed {log_id} twice or out of order",
@@ -667,7 +1041,7 @@ impl StateMachine<KvCommand> for CheckedKv {
         self.since_snapshot += 1;
         if self.since_snapshot >= self.world.snapshot_every
             && let Some(raft) = self.raft.get()
-            && let Ok(snapshot) = self.kv.snapshot().await
+            && let Ok(snapshot) = self.kv.lock().await.snapshot().await
         {
             let _ = raft.snapshot(snapshot.meta.last_included.index, snapshot.data);
             self.since_snapshot = 0;
@@ -677,7 +1051,7 @@ impl StateMachine<KvCommand> for CheckedKv {
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
-        self.kv.snapshot().await
+        self.kv.lock().await.snapshot().await
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
@@ -690,7 +1064,7 @@ impl StateMachine<KvCommand> for CheckedKv {
             }
         }
         self.applied_any = true;
-        self.kv.restore(snapshot).await
+        self.kv.lock().await.restore(snapshot).await
     }
 }
 
@@ -713,13 +1087,16 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
     ));
 
     let stop = Arc::new(AtomicBool::new(false));
+    // The checker keeps running through the heal phase, until the end.
+    let finished = Arc::new(AtomicBool::new(false));
     let checker = {
         let world = Arc::clone(&world);
-        let stop = Arc::clone(&stop);
+        let finished = Arc::clone(&finished);
         runtime.spawn(async move {
-            while !stop.load(Ordering::Acquire) {
+            while !finished.load(Ordering::Acquire) {
                 world.check();
-                world.runtime.sleep(Duration::from_millis(20)).await;
+                world.sample_guard(CHECK_EVERY);
+                world.runtime.sleep(CHECK_EVERY).await;
             }
         })
     };
@@ -731,8 +1108,21 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
     while runtime.now() < chaos_end && world.violated().is_none() {
         let pause = world.random_range(50..600);
         runtime.sleep(Duration::from_millis(pause)).await;
-        nemesis_step(&world).await;
+        nemesis_step(&world, false).await;
         world.check();
+    }
+    if world.violated().is_none() && !options.quiet_tail.is_zero() {
+        world.set_network(false, false);
+        world.event("quiet network; links and servers still fail".into());
+        let tail_end = runtime.now() + options.quiet_tail;
+        while runtime.now() < tail_end && world.violated().is_none() {
+            // Slower than the chaos, so that leaders keep their majority for a while
+            // amid faults that leave it alone.
+            let pause = world.random_range(200..1500);
+            runtime.sleep(Duration::from_millis(pause)).await;
+            nemesis_step(&world, true).await;
+            world.check();
+        }
     }
 
     let outcome = match world.violated() {
@@ -743,6 +1133,7 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
     for client in clients {
         let _ = client.await;
     }
+    finished.store(true, Ordering::Release);
     let _ = checker.await;
     world.check();
     outcome?;
@@ -758,10 +1149,17 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
     Ok(())
 }
 
-/// One action of the nemesis.
-async fn nemesis_step(world: &Arc<World>) {
+/// One action of the nemesis; with `quiet_network`, none that makes the network lossy or
+/// reorder.
+async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
     let n = world.n;
-    let roll = world.random_range(0..100);
+    let mut roll = world.random_range(0..112);
+    while quiet_network && (76..=92).contains(&roll) {
+        roll = world.random_range(0..112);
+    }
+    if world.transfer_probe && world.chance(1.0 / 3.0) {
+        roll = TRANSFER;
+    }
     world.lock().stats.nemesis_steps += 1;
     match roll {
         0..=11 => {
@@ -923,7 +1321,8 @@ async fn nemesis_step(world: &Arc<World>) {
         }
         76..=85 => {
             let reliable = world.chance(0.5);
-            world.net.set_reliable(reliable);
+            let reordering = world.lock().in_order_since.is_none();
+            world.set_network(!reliable, reordering);
             if !reliable {
                 world.lock().stats.unreliable_periods += 1;
             }
@@ -934,19 +1333,116 @@ async fn nemesis_step(world: &Arc<World>) {
         }
         86..=92 => {
             let reorder = world.chance(0.4);
-            world.net.set_long_reordering(reorder);
+            let lossy = world.lock().lossless_since.is_none();
+            world.set_network(lossy, reorder);
             if reorder {
                 world.lock().stats.reordering_periods += 1;
             }
             world.event(format!("long reordering {reorder}"));
         }
-        _ => {
+        93..=99 => {
             let duplicate = world.chance(0.5);
             world.net.set_duplication(if duplicate { 150 } else { 0 });
             if duplicate {
                 world.lock().stats.duplication_periods += 1;
             }
             world.event(format!("duplication {duplicate}"));
+        }
+        TRANSFER..=105 => {
+            // Hand leadership to another server, at random: perhaps one that is behind,
+            // cut off or down.
+            if let Some(leader) = leader_of(world)
+                && let Some(raft) = world.handle(leader)
+            {
+                let to = (leader + 1 + world.random_range(0..n as u64 - 1) as usize) % n;
+                if world.transfer_probe {
+                    let mut links = world.lock().links.clone();
+                    links.remove(&(to, leader));
+                    world.set_links(links);
+                    world.set_network(false, true);
+                    world.event(format!(
+                        "cut {} -> {} one way, long reordering true",
+                        node_id(to),
+                        node_id(leader)
+                    ));
+                }
+                transfer(world, &raft, to).await;
+            }
+        }
+        _ => {
+            let pause = Duration::from_millis(world.random_range(500..3000));
+            let until = world.runtime.now() + pause;
+            let mut state = world.lock();
+            state.clients_idle_until = state.clients_idle_until.max(until);
+            state.stats.idle_periods += 1;
+            drop(state);
+            world.event(format!("clients pause for {pause:?}"));
+        }
+    }
+}
+
+/// The nemesis' first roll that starts a leadership transfer.
+const TRANSFER: u64 = 100;
+
+/// Asks `leader` to hand leadership to server `to`, and follows whether `to` leads a
+/// newer term within two election timeouts.
+async fn transfer(world: &Arc<World>, leader: &KvRaft, to: usize) {
+    let term = leader.status().term;
+    // Subscribed before the transfer starts, so that no change is missed.
+    let watch = world.handle(to).map(|target| target.watch_leadership());
+    let outcome = timeout(
+        &world.runtime,
+        CLIENT_TIMEOUT,
+        leader.transfer_leadership(node_id(to)),
+    )
+    .await;
+    let what = format!("transfer leadership {} -> {}", leader.id(), node_id(to));
+    match outcome {
+        Ok(Ok(())) => {
+            world.lock().stats.transfers += 1;
+            world.event(what);
+            let Some(mut watch) = watch else {
+                return;
+            };
+            let world = Arc::clone(world);
+            let old_leader = leader.id();
+            let _follow = world.runtime.clone().spawn(async move {
+                let limit = 2 * world.config.election_timeout_max;
+                let led = timeout(&world.runtime, limit, async move {
+                    let mut now = watch.current();
+                    loop {
+                        if now.role == RoleKind::Leader && now.term > term {
+                            return true;
+                        }
+                        match watch.changed().await {
+                            Some(next) => now = next,
+                            None => return false,
+                        }
+                    }
+                })
+                .await;
+                if led == Ok(true) {
+                    world.lock().stats.transfers_completed += 1;
+                    world.event(format!("{} leads after the transfer", node_id(to)));
+                    if world.transfer_probe {
+                        let value = format!("probe-{}", world.runtime.now().as_micros());
+                        let put = KvCommand::Put {
+                            key: "k0".into(),
+                            value: value.as_str().into(),
+                        };
+                        record_op(&world, 98, to, put, "k0", Event::Put(value)).await;
+                        record_read(&world, 98, index_of(old_leader), "k0").await;
+                    }
+                }
+            });
+        }
+        Ok(Err(refused)) => {
+            world.lock().stats.transfers_refused += 1;
+            world.event(format!("{what} refused: {refused}"));
+        }
+        Err(elapsed) => {
+            world.lock().stats.transfers_refused += 1;
+            world.event(format!("{what} unanswered: {elapsed}"));
         }
     }
 }
@@ -960,8 +1456,7 @@ async fn heal_and_converge(
     let runtime = world.runtime.clone();
     world.healing.store(true, Ordering::Release);
     stop.store(true, Ordering::Release);
-    world.net.set_reliable(true);
-    world.net.set_long_reordering(false);
+    world.set_network(false, false);
     world.net.set_duplication(0);
     world.set_links(world.all_links());
     for i in world.dead() {
@@ -1048,7 +1543,7 @@ async fn heal_and_converge(
                 .all(|s| s.last_applied == commit && s.commit_index == commit && s.last_log == last)
         {
             world.event(format!("converged at {commit}"));
-            return Ok(());
+            break;
         }
         if runtime.now() > deadline {
             return Err(format!(
@@ -1070,6 +1565,43 @@ async fn heal_and_converge(
         }
         runtime.sleep(Duration::from_millis(20)).await;
     }
+
+    // Every server serves reads without the log: each key, at each server.
+    for target in 0..world.n {
+        for k in 0..KEYS {
+            let key = format!("k{k}");
+            loop {
+                if runtime.now() > deadline {
+                    return Err(format!(
+                        "liveness: {} did not serve a read of {key} through read_barrier within {:?} of healing",
+                        node_id(target),
+                        options.heal_limit
+                    ));
+                }
+                match record_read(world, 99, target, &key).await {
+                    Some(ReadOutcome::Read(_)) => break,
+                    // A leader serves reads once an entry of its term commits; without
+                    // `leader_noop` that takes a client's write. (A follower whose leader
+                    // is not ready yet is refused as if it had no leader.)
+                    Some(ReadOutcome::Refused(refused)) => {
+                        world.event(format!("read at {} refused: {refused}", node_id(target)));
+                        if let Some(leader) = leader_of(world) {
+                            barrier += 1;
+                            let value = format!("barrier-{barrier}");
+                            let put = KvCommand::Put {
+                                key: "k0".into(),
+                                value: value.as_str().into(),
+                            };
+                            record_op(world, 99, leader, put, "k0", Event::Put(value)).await;
+                        }
+                    }
+                    _ => {}
+                }
+                runtime.sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn leader_of(world: &World) -> Option<usize> {
@@ -1091,13 +1623,15 @@ async fn record_op(
     event: Event,
 ) -> Option<Option<String>> {
     let raft = world.handle(target)?;
+    let is_read = event == Event::Get;
     let ticket = {
-        let at = world.now_micros();
-        world.lock().history.invoke(client, key, event, at)
+        let mut state = world.lock();
+        let at = world.stamp(&mut state);
+        state.history.invoke(client, key, event, at)
     };
     let outcome = timeout(&world.runtime, CLIENT_TIMEOUT, raft.propose(command)).await;
-    let at = world.now_micros();
     let mut state = world.lock();
+    let at = world.stamp(&mut state);
     match outcome {
         Ok(Ok(response)) => {
             let observed = match response {
@@ -1108,6 +1642,7 @@ async fn record_op(
             };
             state.history.complete(ticket, observed.clone(), at);
             state.stats.ops_ok += 1;
+            state.stats.reads_log += u64::from(is_read);
             Some(observed)
         }
         Ok(Err(
@@ -1128,53 +1663,156 @@ async fn record_op(
     }
 }
 
-/// A client: random puts, gets and deletes on a few keys, at the leader it believes in.
+/// How a read without the log ended.
+enum ReadOutcome {
+    /// It read this value.
+    Read(Option<String>),
+    /// The server refused it.
+    Refused(ReadError),
+    /// No answer came in time.
+    Unanswered,
+}
+
+/// Reads `key` on server `target` without the log: `read_barrier`, then a direct read of
+/// that server's own key-value state. The history records it like any read: invoked
+/// before the barrier, completed after the local read. `None` if `target` is down.
+async fn record_read(
+    world: &Arc<World>,
+    client: u64,
+    target: usize,
+    key: &str,
+) -> Option<ReadOutcome> {
+    let (raft, kv) = {
+        let state = world.lock();
+        let slot = &state.nodes[target];
+        (slot.raft.clone()?, slot.kv.clone()?)
+    };
+    let at_leader = raft.status().role == RoleKind::Leader;
+    let ticket = {
+        let mut state = world.lock();
+        let at = world.stamp(&mut state);
+        state.history.invoke(client, key, Event::Get, at)
+    };
+    let barrier = async {
+        match world.planted_bug {
+            Some(PlantedBug::ReadWithoutBarrier) => Ok(LogIndex::ZERO),
+            Some(PlantedBug::ReadWithoutWaitingForApply) => raft.read_index().await,
+            _ => raft.read_barrier().await,
+        }
+    };
+    let outcome = match timeout(&world.runtime, CLIENT_TIMEOUT, barrier).await {
+        Ok(Ok(_)) => ReadOutcome::Read(kv.lock().await.get(key).map(str::to_string)),
+        Ok(Err(refused)) => ReadOutcome::Refused(refused),
+        Err(_) => ReadOutcome::Unanswered,
+    };
+    let mut state = world.lock();
+    let at = world.stamp(&mut state);
+    match &outcome {
+        ReadOutcome::Read(value) => {
+            state.history.complete(ticket, value.clone(), at);
+            state.stats.ops_ok += 1;
+            if world.config.lease_reads {
+                state.stats.reads_lease += 1;
+            } else {
+                state.stats.reads_index += 1;
+            }
+            state.stats.reads_on_followers += u64::from(!at_leader);
+        }
+        // A read that returned nothing had no effect either way.
+        ReadOutcome::Refused(_) => {
+            state.history.discard(ticket);
+            state.stats.ops_refused += 1;
+        }
+        ReadOutcome::Unanswered => {
+            state.history.discard(ticket);
+            state.stats.ops_unknown += 1;
+        }
+    }
+    Some(outcome)
+}
+
+/// The leader to try after an operation on `target` failed: the one `target` knows of,
+/// if it is another server.
+fn leader_after_failure(world: &World, target: usize) -> Option<usize> {
+    world
+        .handle(target)
+        .and_then(|raft| raft.status().leader)
+        .map(index_of)
+        .filter(|&l| l != target)
+}
+
+/// A client: random puts, deletes and reads on a few keys. Writes and reads through the
+/// log go to the leader it believes in; reads without the log go there or, half the
+/// time, to any running server.
 async fn client(world: Arc<World>, id: u64, stop: Arc<AtomicBool>) {
     let mut leader: Option<usize> = None;
     let mut counter = 0u64;
     while !stop.load(Ordering::Acquire) {
+        let idle_until = world.lock().clients_idle_until;
+        let now = world.runtime.now();
+        if now < idle_until {
+            // Paused by the nemesis; back within 50 ms of the end, or of the heal.
+            world
+                .runtime
+                .sleep((idle_until - now).min(Duration::from_millis(50)))
+                .await;
+            continue;
+        }
         let key = format!("k{}", world.random_range(0..KEYS));
-        let (command, event) = match world.random_range(0..100) {
-            0..=49 => {
-                counter += 1;
-                let value = format!("c{id}-{counter}");
-                (
-                    KvCommand::Put {
-                        key: key.as_str().into(),
-                        value: value.as_str().into(),
-                    },
-                    Event::Put(value),
-                )
-            }
-            50..=84 => (
-                KvCommand::Get {
-                    key: key.as_str().into(),
-                },
-                Event::Get,
-            ),
-            _ => (
-                KvCommand::Delete {
-                    key: key.as_str().into(),
-                },
-                Event::Delete,
-            ),
-        };
+        let roll = world.random_range(0..100);
         let alive = world.alive();
+        let any_alive = |world: &World| alive[world.random_range(0..alive.len() as u64) as usize];
         let target = match leader.filter(|l| alive.contains(l)) {
             Some(l) => Some(l),
             None if alive.is_empty() => None,
-            None => Some(alive[world.random_range(0..alive.len() as u64) as usize]),
+            None => Some(any_alive(&world)),
         };
         if let Some(target) = target {
-            match record_op(&world, id, target, command, &key, event).await {
-                Some(_) => leader = Some(target),
-                None => {
-                    leader = world
-                        .handle(target)
-                        .and_then(|raft| raft.status().leader)
-                        .map(|l| (l.0 - 1) as usize)
-                        .filter(|&l| l != target);
+            let operation = match roll {
+                0..=44 => {
+                    counter += 1;
+                    let value = format!("c{id}-{counter}");
+                    Some((
+                        KvCommand::Put {
+                            key: key.as_str().into(),
+                            value: value.as_str().into(),
+                        },
+                        Event::Put(value),
+                    ))
                 }
+                45..=59 => Some((
+                    KvCommand::Get {
+                        key: key.as_str().into(),
+                    },
+                    Event::Get,
+                )),
+                60..=84 => None,
+                _ => Some((
+                    KvCommand::Delete {
+                        key: key.as_str().into(),
+                    },
+                    Event::Delete,
+                )),
+            };
+            match operation {
+                Some((command, event)) => {
+                    match record_op(&world, id, target, command, &key, event).await {
+                        Some(_) => leader = Some(target),
+                        None => leader = leader_after_failure(&world, target),
+                    }
+                }
+                None if world.chance(0.5) => {
+                    record_read(&world, id, any_alive(&world), &key).await;
+                }
+                // A server that is not the leader serves reads too: only a failure says
+                // something about who leads.
+                None => match record_read(&world, id, target, &key).await {
+                    Some(ReadOutcome::Read(_)) => {}
+                    Some(ReadOutcome::Refused(ReadError::NotLeader {
+                        leader_hint: Some(hint),
+                    })) if index_of(hint) != target => leader = Some(index_of(hint)),
+                    _ => leader = leader_after_failure(&world, target),
+                },
             }
         }
         let pause = world.random_range(5..60);

@@ -1,6 +1,7 @@
 //! Known bugs, planted from outside the library so that a test can show its checks catch
-//! them. Each is a fault of a part the library trusts (here: storage that lies about
-//! durability), never a switch inside the protocol's own code.
+//! them. Each is a fault of a part the library trusts (storage that lies about
+//! durability) or of the application using it (a client that reads without the
+//! barrier), never a switch inside the protocol's own code.
 
 use raft_traits::{
     Command, Entry, HardState, LogIndex, RecoveredState, Snapshot, Storage, StorageError,
@@ -17,6 +18,13 @@ pub enum PlantedBug {
     /// when the next operation comes), so a crash loses entries the server reported as
     /// stored and the leader may already have counted toward a commit.
     AckAppendBeforeWrite,
+    /// The explorer's clients read a server's key-value state directly without calling
+    /// `read_barrier` first, so a follower that lags, or a leader that was deposed,
+    /// serves stale values. (The storage is not affected.)
+    ReadWithoutBarrier,
+    /// The explorer's clients obtain a read index but read the server's state without
+    /// waiting until it has applied that index. (The storage is not affected.)
+    ReadWithoutWaitingForApply,
 }
 
 /// A storage backend with `bug` planted in it, or none.
