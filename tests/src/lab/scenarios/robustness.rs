@@ -259,11 +259,17 @@ pub fn proposals_always_end<W: World>() {
             }
         }
         let raft = t.raft(leader).expect("runs");
+        let before = raft.status().last_log.index;
         let waiting = {
             let raft = raft.clone();
             t.spawn(async move { raft.propose(5u64.into()).await })
         };
-        t.sleep_ms(50).await;
+        // Shut down only once the proposal is in the leader's log (bounded wait).
+        let deadline = t.now() + Duration::from_secs(5);
+        while raft.status().last_log.index == before {
+            assert!(t.now() < deadline, "the proposal never reached the log");
+            t.sleep_ms(5).await;
+        }
         raft.shutdown().await;
         let ended = waiting.await.expect("the task ran");
         assert!(
