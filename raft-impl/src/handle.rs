@@ -7,8 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, HandlerError, LogIndex, Membership, NodeId, Request, Response, RpcHandler, Runtime,
-    StateMachine, Storage, Term, Transport, async_trait,
+    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, Request, Response,
+    RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine, Storage, Term, Transport,
+    async_trait,
 };
 
 use crate::config::Config;
@@ -66,8 +67,11 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// Recovers a node from `parts.storage` and starts it as a follower.
     ///
     /// `members` lists every server of the cluster, `id` included, for the cluster's
-    /// first start; later starts take the configuration from storage. If storage holds a
-    /// snapshot, the state machine restores it before it applies anything else. Use
+    /// first start, which stores it; later starts take the configuration from storage
+    /// and may pass no members at all. A later start whose `members` storage has never
+    /// held fails with [`BootError::MembershipConflict`](crate::BootError), rather than
+    /// silently starting another cluster. If storage holds a snapshot, the state machine
+    /// restores it before it applies anything else. Use
     /// [`spawn_in`](Raft::spawn_in) to give members' addresses, or to start a node that
     /// joins a running cluster.
     pub async fn spawn<Rt, S, M, T>(
@@ -115,6 +119,20 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             None => None,
         };
         let seed = config.seed.unwrap_or_else(|| runtime.random_seed());
+        // The cluster's first start on this store: the bootstrap configuration is made
+        // durable (as an empty snapshot at index 0, which compaction later replaces), so
+        // every later start knows it without the argument, and can tell a contradicting
+        // one.
+        let first_start = recovered.hard_state == HardState::default()
+            && recovered.snapshot.is_none()
+            && recovered.entries.is_empty();
+        let bootstrap = (first_start && !membership.nodes.is_empty()).then(|| Snapshot {
+            meta: SnapshotMeta {
+                last_included: LogId::default(),
+                membership: membership.clone(),
+            },
+            data: Bytes::new(),
+        });
         let mut effects = Effects::new();
         let node = Node::boot(
             id,
@@ -125,6 +143,9 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             snapshot,
             &mut effects,
         )?;
+        if let Some(bootstrap) = bootstrap {
+            storage.save_snapshot(bootstrap).await?;
+        }
         let node = AnyNode::from(node);
 
         let shared = Arc::new(Shared::new(id, node.last_applied()));

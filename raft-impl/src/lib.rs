@@ -40,7 +40,7 @@ pub mod session;
 mod status;
 
 pub use config::{Config, ConfigError};
-pub use core::{ReplicationMode, RoleKind};
+pub use core::{BootError, ReplicationMode, RoleKind};
 pub use driver::MembershipChange;
 pub use error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,

@@ -296,7 +296,8 @@ impl<C: Command> Storage<C> for MemStorage<C> {
         let mut state = self.lock();
         let stored = state.snapshot_id();
         let offered = snapshot.meta.last_included;
-        if offered.index <= stored.index {
+        // The first snapshot may sit at index 0: the bootstrap record.
+        if state.snapshot.is_some() && offered.index <= stored.index {
             return Err(StorageError::StaleSnapshot { stored, offered });
         }
         // Figure 13, steps 6–7: keep the suffix after the snapshot only if the log holds
@@ -616,11 +617,16 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_at_index_zero_is_stale() {
+    fn a_first_snapshot_at_index_zero_is_kept_and_a_second_is_stale() {
         let mut store: MemStorage<u64> = MemStorage::new();
-        let err = block_on(store.save_snapshot(snapshot(0, 0, b""))).unwrap_err();
+        block_on(store.save_snapshot(snapshot(0, 0, b""))).unwrap();
+        assert_eq!(
+            store.snapshot_meta().map(|m| m.last_included),
+            Some(LogId::default())
+        );
+        let err = block_on(store.save_snapshot(snapshot(0, 0, b"again"))).unwrap_err();
         assert!(matches!(err, StorageError::StaleSnapshot { .. }));
-        assert_eq!(store.snapshot_meta(), None);
+        assert_eq!(store.read_snapshot().unwrap().data, Bytes::new());
     }
 
     #[test]

@@ -104,6 +104,15 @@ impl Membership {
         self.learners.iter().copied()
     }
 
+    /// Whether `other` gives every member the same role (voter, learner, outgoing voter),
+    /// whatever their addresses.
+    pub fn same_roles(&self, other: &Membership) -> bool {
+        self.voters == other.voters
+            && self.learners == other.learners
+            && self.outgoing == other.outgoing
+            && self.nodes.keys().eq(other.nodes.keys())
+    }
+
     /// The address of `id`, if it is a member.
     pub fn address(&self, id: NodeId) -> Option<&str> {
         self.nodes.get(&id).map(String::as_str)

@@ -73,7 +73,9 @@ pub trait Storage<C: Command>: Send + 'static {
     /// removed, because it conflicts with the snapshot (Figure 13, steps 6–7).
     ///
     /// A snapshot that is not newer than the stored one is
-    /// [`StorageError::StaleSnapshot`] and changes nothing.
+    /// [`StorageError::StaleSnapshot`] and changes nothing. With no snapshot stored,
+    /// any is accepted, including one at index 0: that is how Raft records the
+    /// configuration a cluster was bootstrapped with (empty data, nothing compacted).
     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
 
     /// Reads the stored snapshot, if any.

@@ -516,7 +516,8 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
         self.run(move |store, _| {
             let stored = store.snapshot_id();
             let offered = snapshot.meta.last_included;
-            if offered.index <= stored.index {
+            // The first snapshot may sit at index 0: the bootstrap record.
+            if store.snapshot.is_some() && offered.index <= stored.index {
                 return Err(StorageError::StaleSnapshot { stored, offered });
             }
             // The rename inside is the commit point of snapshot and compaction together.

@@ -27,6 +27,11 @@ impl Configs {
         &self.latest().1
     }
 
+    /// Every configuration known, oldest first.
+    pub(super) fn known(&self) -> impl Iterator<Item = &Membership> {
+        self.entries.iter().map(|(_, membership)| membership)
+    }
+
     /// The index of the entry that holds the effective configuration.
     pub(super) fn effective_index(&self) -> LogIndex {
         self.latest().0

@@ -167,6 +167,18 @@ pub enum BootError {
         /// What the snapshot data covers.
         data: LogId,
     },
+    /// Storage already holds this cluster's configuration, and the bootstrap membership
+    /// given at start matches none it knows: it names another cluster, or the cluster
+    /// has changed since. Restart with an empty membership to use the stored one.
+    #[error(
+        "storage holds the configuration {stored:?}, which the bootstrap membership {given:?} contradicts; restart with an empty membership to use the stored one"
+    )]
+    MembershipConflict {
+        /// The configuration storage holds (the latest one).
+        stored: Box<Membership>,
+        /// The bootstrap membership given at start.
+        given: Box<Membership>,
+    },
 }
 
 impl<C: Command> Node<Follower, C> {
@@ -208,13 +220,15 @@ impl<C: Command> Node<Follower, C> {
             });
         }
         // The configuration: the latest in the log, else the snapshot's, else the one
-        // this cluster was bootstrapped with. Storage wins over the argument once it
-        // holds one, so only a cluster's first start uses the argument.
+        // this cluster is bootstrapped with. Storage wins over the argument once it
+        // holds one: the driver stores the bootstrap configuration on the first start
+        // (as an empty snapshot at index 0), so only that start uses the argument.
         let stored_base = recovered
             .snapshot
             .as_ref()
             .map(|m| m.membership.clone())
             .filter(|m| m.validate().is_ok());
+        let base_stored = stored_base.is_some();
         let mut configs = match stored_base {
             Some(base) => Configs::new(last_included.index, base),
             None => Configs::new(LogIndex::ZERO, membership.clone()),
@@ -226,6 +240,21 @@ impl<C: Command> Node<Follower, C> {
         }
         let stored_config =
             configs.effective_index() > LogIndex::ZERO || recovered.snapshot.is_some();
+        // A bootstrap argument on a later start must be one storage has recorded: the
+        // first (kept as the snapshot at index 0 until compaction) or one in the log.
+        // Anything else is an operator mistake (another cluster's list, or the original
+        // list after the cluster changed), which must not be silently ignored. (A store
+        // whose base came from the argument predates the durable bootstrap and cannot
+        // tell.)
+        if base_stored
+            && !membership.nodes.is_empty()
+            && !configs.known().any(|m| m.same_roles(&membership))
+        {
+            return Err(BootError::MembershipConflict {
+                stored: Box::new(configs.effective().clone()),
+                given: Box::new(membership),
+            });
+        }
         if !stored_config && !membership.nodes.is_empty() && !membership.contains(id) {
             return Err(ConfigError::NotAMember(id).into());
         }

@@ -1549,6 +1549,66 @@ fn a_stored_term_out_of_range_is_a_typed_boot_error() {
     assert!(matches!(booted, Err(BootError::TermOutOfRange(term)) if term == t(u64::MAX)));
 }
 
+/// Boots node 1 from a store holding `stored` as its bootstrap record (the empty snapshot
+/// at index 0) and a log with one configuration entry, `changed`, at index 1.
+fn boot_over_stored(
+    stored: &[u64],
+    changed: &[u64],
+    given: &[u64],
+) -> Result<Node<Follower, Cmd>, BootError> {
+    let voters = |ids: &[u64]| Membership::from_voters(ids.iter().copied().map(n));
+    let record = Snapshot {
+        meta: SnapshotMeta {
+            last_included: LogId::default(),
+            membership: voters(stored),
+        },
+        data: Bytes::new(),
+    };
+    let recovered = RecoveredState::<Cmd> {
+        hard_state: HardState {
+            term: t(1),
+            voted_for: None,
+        },
+        snapshot: Some(record.meta.clone()),
+        entries: vec![Entry {
+            index: i(1),
+            term: t(1),
+            payload: Payload::Membership(voters(changed)),
+        }],
+    };
+    let mut out = Effects::new();
+    Node::boot(
+        n(1),
+        voters(given),
+        Config::lab(),
+        1,
+        recovered,
+        Some(record),
+        &mut out,
+    )
+}
+
+#[test]
+fn a_restart_takes_the_stored_configuration_and_refuses_a_contradicting_argument() {
+    // An empty argument: the stored configurations decide.
+    let node = boot_over_stored(&[1, 2, 3], &[1, 2, 3, 4], &[]).expect("restart");
+    assert_eq!(
+        node.shared.configs.effective(),
+        &Membership::from_voters([n(1), n(2), n(3), n(4)])
+    );
+    // The original bootstrap list, or the latest configuration: both are known.
+    assert!(boot_over_stored(&[1, 2, 3], &[1, 2, 3, 4], &[1, 2, 3]).is_ok());
+    assert!(boot_over_stored(&[1, 2, 3], &[1, 2, 3, 4], &[1, 2, 3, 4]).is_ok());
+    // Another cluster's list is refused, naming what storage holds.
+    match boot_over_stored(&[1, 2, 3], &[1, 2, 3, 4], &[1, 5, 6]) {
+        Err(BootError::MembershipConflict { stored, given }) => {
+            assert_eq!(*stored, Membership::from_voters([n(1), n(2), n(3), n(4)]));
+            assert_eq!(*given, Membership::from_voters([n(1), n(5), n(6)]));
+        }
+        other => panic!("expected a membership conflict, got {other:?}"),
+    }
+}
+
 // ---- Pre-vote (thesis §9.6), check-quorum and stickiness (§6.2, §4.2.3) -------------
 
 fn with_robustness(boot: Boot) -> Boot {

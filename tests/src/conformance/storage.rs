@@ -82,6 +82,12 @@ pub async fn run<F: StorageFactory>(factory: &mut F) -> Report {
         .await;
     report
         .case(
+            "a_bootstrap_record_at_index_zero_is_kept_across_reopen",
+            bootstrap_record(factory),
+        )
+        .await;
+    report
+        .case(
             "snapshot_and_compaction_survive_reopen",
             snapshot_reopen(factory),
         )
@@ -411,6 +417,46 @@ async fn stale_snapshot<F: StorageFactory>(factory: &mut F) -> CaseResult {
     );
     let state = ok!(store.recover().await, "recover");
     ensure_eq!(indices(&state.entries), vec![6, 7, 8], "log kept");
+    Ok(())
+}
+
+/// Raft records the configuration a cluster starts from as a first snapshot at index 0
+/// (empty data, nothing compacted); a later real snapshot replaces it.
+async fn bootstrap_record<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = fresh(factory)?;
+    let record = Snapshot {
+        meta: SnapshotMeta {
+            last_included: LogId::default(),
+            membership: membership_at(3),
+        },
+        data: Bytes::new(),
+    };
+    ok!(
+        store.save_snapshot(record.clone()).await,
+        "save_snapshot(0) on a fresh store"
+    );
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(state.snapshot, Some(record.meta.clone()), "record kept");
+    ensure_eq!(
+        ok!(store.snapshot().await, "snapshot"),
+        Some(record.clone()),
+        "record data kept"
+    );
+    ok!(store.append(&entries(1, &[1, 1, 1])).await, "append from 1");
+    let again = store.save_snapshot(record).await;
+    ensure!(
+        matches!(again, Err(StorageError::StaleSnapshot { .. })),
+        "a second snapshot at 0: expected StaleSnapshot, got {again:?}"
+    );
+    ok!(
+        store.save_snapshot(snapshot(2, 1)).await,
+        "a real snapshot after the record"
+    );
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(state.snapshot, Some(snapshot(2, 1).meta), "replaced");
+    ensure_eq!(indices(&state.entries), vec![3], "log after it");
     Ok(())
 }
 
