@@ -171,6 +171,10 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
         self.stats.last_restored_size.store(size, Ordering::Relaxed);
         Ok(())
     }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        KvSessions::check_snapshot(snapshot)
+    }
 }
 
 impl KvView {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, Request, Response,
-    RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine, Storage, Term, Transport,
-    async_trait,
+    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
+    Response, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
+    Storage, Term, Transport, async_trait,
 };
 
 use crate::config::Config;
@@ -44,6 +44,9 @@ pub struct Parts<Rt, S, M, T> {
 pub struct Raft<C, R> {
     shared: Arc<Shared>,
     events: async_channel::Sender<Event<C, R>>,
+    /// The state machine's [`StateMachine::check_snapshot`], run on a snapshot from the
+    /// leader before the node sees it.
+    check_snapshot: fn(&Snapshot) -> Result<(), StateMachineError>,
 }
 
 impl<C, R> Clone for Raft<C, R> {
@@ -51,6 +54,7 @@ impl<C, R> Clone for Raft<C, R> {
         Raft {
             shared: Arc::clone(&self.shared),
             events: self.events.clone(),
+            check_snapshot: self.check_snapshot,
         }
     }
 }
@@ -185,6 +189,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         Ok(Raft {
             shared,
             events: events_tx,
+            check_snapshot: M::check_snapshot,
         })
     }
 
@@ -396,6 +401,26 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
 #[async_trait]
 impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
     async fn handle(&self, request: Request<C>) -> Result<Response, HandlerError> {
+        // A snapshot the state machine could not restore is refused here, before the
+        // core installs it and compacts its log: once installed, the node would have no
+        // state left to serve from. (Its checksum the core checks first, with the
+        // other admission rules, so damaged bytes count as damaged, not invalid.)
+        if let Request::InstallSnapshot(install) = &request
+            && install.snapshot.checksum() == install.checksum
+            && let Err(error) = (self.check_snapshot)(&install.snapshot)
+        {
+            self.shared.note_refused();
+            tracing::warn!(
+                node = %self.shared.id,
+                leader = %install.leader,
+                covers = %install.snapshot.meta.last_included,
+                %error,
+                "refused a snapshot the state machine cannot restore"
+            );
+            return Err(HandlerError::Refused(RequestRefused::InvalidSnapshot {
+                reason: error.to_string(),
+            }));
+        }
         let (reply, replied) = oneshot::channel();
         self.send(Event::Request { request, reply })
             .map_err(|_| HandlerError::Stopped)?;

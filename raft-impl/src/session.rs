@@ -548,6 +548,15 @@ where
         self.evict_beyond_capacity();
         Ok(())
     }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        let offered = snapshot.meta.last_included;
+        let decoded = decode_snapshot::<M::Response>(&snapshot.data, offered.index)?;
+        M::check_snapshot(&Snapshot {
+            meta: snapshot.meta.clone(),
+            data: decoded.inner,
+        })
+    }
 }
 
 impl<M: fmt::Debug, R> fmt::Debug for Sessions<M, R> {

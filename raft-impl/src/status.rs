@@ -109,6 +109,9 @@ pub(crate) struct Shared {
     /// Callers waiting until the state machine has applied an index.
     applied_waiters: Mutex<Vec<(LogIndex, futures::channel::oneshot::Sender<()>)>>,
     has_applied_waiters: AtomicBool,
+    /// Requests the handle refused before they reached the core (a snapshot the state
+    /// machine could not restore); the core counts its own refusals.
+    refused_at_the_door: AtomicU64,
 }
 
 impl Shared {
@@ -234,6 +237,7 @@ impl Shared {
             watchers: Mutex::new(Vec::new()),
             applied_waiters: Mutex::new(Vec::new()),
             has_applied_waiters: AtomicBool::new(false),
+            refused_at_the_door: AtomicU64::new(0),
             status: Mutex::new(Status {
                 id,
                 role: RoleKind::Follower,
@@ -288,6 +292,14 @@ impl Shared {
     pub(crate) fn snapshot_status(&self) -> Status {
         let mut status = self.status().clone();
         status.last_applied = self.applied();
+        status.refused_messages = status
+            .refused_messages
+            .saturating_add(self.refused_at_the_door.load(Ordering::Relaxed));
         status
+    }
+
+    /// The handle refused a request before it reached the core.
+    pub(crate) fn note_refused(&self) {
+        self.refused_at_the_door.fetch_add(1, Ordering::Relaxed);
     }
 }

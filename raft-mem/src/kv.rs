@@ -161,6 +161,13 @@ impl StateMachine<KvCommand> for KvStateMachine {
         self.last_applied = offered;
         Ok(())
     }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        Postcard
+            .decode::<BTreeMap<Arc<str>, Arc<str>>>(&snapshot.data)
+            .map(|_| ())
+            .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))
+    }
 }
 
 #[cfg(test)]

@@ -54,11 +54,11 @@ pub const MAGIC: [u8; 4] = *b"RAFT";
 
 /// The protocol version this crate speaks.
 ///
-/// Version 2 opened every connection with a [handshake](crate::handshake); version 1
-/// had none. A server refuses a client of another version with a
+/// Version 3 carries a checksum with each InstallSnapshot; version 2 opened every
+/// connection with a [handshake](crate::handshake); version 1 had none. A server refuses a client of another version with a
 /// [`Refusal::Version`](crate::handshake::Refusal::Version) frame and
 /// [`FrameError::UnsupportedVersion`], and closes the connection.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// The length of a frame header in bytes.
 pub const HEADER_LEN: usize = 20;
@@ -367,7 +367,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                b'R', b'A', b'F', b'T', 2, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
+                b'R', b'A', b'F', b'T', 3, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
             ]
         );
     }
@@ -380,8 +380,9 @@ mod tests {
         bad[0] = b'X';
         assert!(matches!(decode_err(bad), FrameError::BadMagic { .. }));
 
-        // Version 1 (before the handshake) and anything newer.
-        for version in [1, 3] {
+        // Every older version (1 had no handshake, 2 no snapshot checksum) and anything
+        // newer.
+        for version in [1, VERSION - 1, VERSION + 1] {
             let mut bad = good;
             bad[4] = version;
             assert!(matches!(

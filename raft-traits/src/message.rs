@@ -131,6 +131,11 @@ pub struct InstallSnapshot {
     pub leader: NodeId,
     /// The snapshot: what it covers and the application's bytes.
     pub snapshot: Snapshot,
+    /// [`Snapshot::checksum`] as the leader computed it: the follower refuses a
+    /// snapshot whose bytes do not match it ([`RequestRefused::SnapshotChecksum`]).
+    ///
+    /// [`RequestRefused::SnapshotChecksum`]: crate::RequestRefused::SnapshotChecksum
+    pub checksum: u32,
 }
 
 /// The reply to [`InstallSnapshot`].

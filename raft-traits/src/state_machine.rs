@@ -36,6 +36,23 @@ pub trait StateMachine<C: Command>: Send + 'static {
 
     /// Replaces the current state with the snapshot's.
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError>;
+
+    /// Checks that a snapshot received from the leader holds a state
+    /// [`restore`](StateMachine::restore) would accept, before Raft installs it. Raft
+    /// refuses one that fails ([`StateMachineError::InvalidSnapshot`]) to the leader
+    /// and keeps its own state and log, so that bad bytes never stop a node; once
+    /// installed, a snapshot that `restore` cannot read leaves the node no state to
+    /// serve from, and it stops.
+    ///
+    /// The default accepts every snapshot. A state machine whose `restore` can fail on
+    /// its input should decode it here (without keeping the result).
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError>
+    where
+        Self: Sized,
+    {
+        let _ = snapshot;
+        Ok(())
+    }
 }
 
 /// Why a state machine could not take or restore a snapshot.

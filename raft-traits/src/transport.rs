@@ -75,6 +75,21 @@ pub enum RequestRefused {
         /// The index carried.
         index: crate::LogIndex,
     },
+    /// A snapshot whose bytes do not match the checksum the leader sent with them.
+    #[error("the snapshot's checksum {carried:#010x} does not match its bytes ({computed:#010x})")]
+    SnapshotChecksum {
+        /// The checksum the request carried.
+        carried: u32,
+        /// The checksum of the bytes received.
+        computed: u32,
+    },
+    /// A snapshot the state machine refused as not a valid state
+    /// ([`StateMachine::check_snapshot`](crate::StateMachine::check_snapshot)).
+    #[error("invalid snapshot: {reason}")]
+    InvalidSnapshot {
+        /// The state machine's reason.
+        reason: String,
+    },
 }
 
 /// Why an RPC did not return a reply.

@@ -221,3 +221,26 @@ pub struct Snapshot {
     /// The application's serialized state.
     pub data: Bytes,
 }
+
+impl Snapshot {
+    /// The CRC-32 (IEEE) of what the snapshot covers (its last included term and index)
+    /// and of its data: sent with the snapshot to a follower, which checks it before
+    /// installing anything.
+    ///
+    /// ```
+    /// use raft_traits::{Bytes, Snapshot};
+    ///
+    /// let mut snapshot = Snapshot::default();
+    /// snapshot.data = Bytes::from_static(b"state");
+    /// let sum = snapshot.checksum();
+    /// snapshot.data = Bytes::from_static(b"stale");
+    /// assert_ne!(snapshot.checksum(), sum);
+    /// ```
+    pub fn checksum(&self) -> u32 {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.meta.last_included.term.0.to_le_bytes());
+        hasher.update(&self.meta.last_included.index.0.to_le_bytes());
+        hasher.update(&self.data);
+        hasher.finalize()
+    }
+}

@@ -603,6 +603,18 @@ impl<C: Command> AnyNode<C> {
                 index: last_log.index,
             });
         }
+        // Bytes damaged anywhere between the leader's snapshot and here (or a random
+        // frame that happens to decode as InstallSnapshot) must never replace this
+        // node's state.
+        if let Request::InstallSnapshot(install) = request {
+            let computed = install.snapshot.checksum();
+            if computed != install.checksum {
+                return Err(RequestRefused::SnapshotChecksum {
+                    carried: install.checksum,
+                    computed,
+                });
+            }
+        }
         Ok(())
     }
 

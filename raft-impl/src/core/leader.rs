@@ -863,6 +863,7 @@ fn send_snapshot<C: Command>(
     let request = InstallSnapshot {
         term: shared.term(),
         leader: shared.id,
+        checksum: snapshot.checksum(),
         snapshot,
     };
     let tag = shared.send(peer, Request::InstallSnapshot(request), out);

@@ -1134,6 +1134,7 @@ fn install(term: u64, leader: u64, snapshot: Snapshot) -> Input<Cmd> {
     request(Request::InstallSnapshot(InstallSnapshot {
         term: t(term),
         leader: n(leader),
+        checksum: snapshot.checksum(),
         snapshot,
     }))
 }
@@ -1165,6 +1166,44 @@ fn install_snapshot_keeps_a_matching_suffix_and_moves_forward() {
         "entries after a matching entry are kept"
     );
     assert_eq!(node.last_applied(), i(3));
+}
+
+#[test]
+fn a_snapshot_whose_bytes_fail_their_checksum_is_refused_and_changes_nothing() {
+    let node = Boot::new(1, 3).term(2).log(&[1, 1, 2, 2, 2]).node();
+    let good = snapshot(4, 2);
+    let mut damaged = good.clone();
+    damaged.data = Bytes::from_static(b"flipped bits");
+    let input = request(Request::InstallSnapshot(InstallSnapshot {
+        term: t(3),
+        leader: n(2),
+        checksum: good.checksum(),
+        snapshot: damaged.clone(),
+    }));
+    let (node, effects) = step(node, input);
+    assert_eq!(
+        refusal(&effects),
+        RequestRefused::SnapshotChecksum {
+            carried: good.checksum(),
+            computed: damaged.checksum(),
+        }
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Persist(_) | Effect::Apply(_))),
+        "a refused snapshot was acted on: {effects:?}"
+    );
+    assert_eq!(node.term(), t(2), "its term was adopted");
+    assert_eq!(node.log().last_index(), i(5));
+    assert_eq!(node.log().last_included(), LogId::default());
+    assert_eq!(node.refused_messages(), 1);
+    // The same snapshot intact is installed.
+    let (_, effects) = step(node, install(3, 2, good));
+    assert_eq!(
+        installed(&effects),
+        InstallOutcome::Installed { match_index: i(4) }
+    );
 }
 
 #[test]
@@ -1498,11 +1537,7 @@ fn requests_from_non_members_are_refused_and_replies_ignored() {
     let (node, effects) = step(node, vote_request(5, 9, id(9, 9)));
     assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
     assert_eq!(node.term(), t(2));
-    let install = request(Request::InstallSnapshot(InstallSnapshot {
-        term: t(2),
-        leader: n(9),
-        snapshot: snapshot(5, 2),
-    }));
+    let install = install(2, 9, snapshot(5, 2));
     let (node, effects) = step(node, install);
     assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
     assert_eq!(node.log().last_included(), LogId::default());

@@ -129,7 +129,8 @@ fn wrong_magic_before_the_handshake() {
 fn unsupported_version() {
     let mut bytes = header(FrameKind::Request, false, 10);
     bytes[4] = VERSION + 1;
-    only_the_bad_connection_is_closed(&bytes, false, "unsupported protocol version 3");
+    let logged = format!("unsupported protocol version {}", VERSION + 1);
+    only_the_bad_connection_is_closed(&bytes, false, &logged);
 }
 
 #[test]

@@ -94,8 +94,8 @@ fn an_old_version_peer_gets_a_clear_typed_error() {
         let mut stream = TcpStream::connect(server.local_addr()).await.unwrap();
         let local = stream.local_addr().unwrap();
         stream.write_all(&wire).await.unwrap();
-        // The refusal is a version 2 frame: a version 1 peer, which checks the version
-        // of what it reads, reports "unsupported protocol version 2".
+        // The refusal is a frame of this end's version: a version 1 peer, which checks
+        // the version of what it reads, reports that version as unsupported.
         let answer = until_closed(&mut stream).await;
         assert_refusal(answer, Refusal::Version);
         assert_logged(

@@ -249,13 +249,15 @@ pub(crate) fn heartbeat(term: Term) -> Request<u64> {
 pub(crate) fn snapshot(term: Term, len: usize) -> (Request<u64>, u64) {
     let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
     let sum = checksum(&data);
+    let snapshot = Snapshot {
+        meta: SnapshotMeta::default(),
+        data: Bytes::from(data),
+    };
     let request = Request::InstallSnapshot(InstallSnapshot {
         term,
         leader: ME,
-        snapshot: Snapshot {
-            meta: SnapshotMeta::default(),
-            data: Bytes::from(data),
-        },
+        checksum: snapshot.checksum(),
+        snapshot,
     });
     (request, sum)
 }

@@ -1066,6 +1066,10 @@ impl StateMachine<KvCommand> for CheckedKv {
         self.applied_any = true;
         self.kv.lock().await.restore(snapshot).await
     }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        KvStateMachine::check_snapshot(snapshot)
+    }
 }
 
 async fn run(world: Arc<World>, options: Options) -> Result<(), String> {

@@ -1,0 +1,120 @@
+//! A snapshot that cannot be restored never stops a node (issue 12, finding 2 and item
+//! 3): damaged bytes fail the checksum the leader sent with them, bytes the state
+//! machine cannot read fail its `check_snapshot`; either way the follower refuses the
+//! snapshot with a typed error, keeps its state and log, and keeps serving.
+
+#![allow(clippy::unwrap_used)] // test code: it panics to fail
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_impl::{Config, Parts, Raft};
+use raft_mem::{KvCommand, KvResponse, KvStateMachine, LocalNetwork, MemStorage};
+use raft_tests::sim::{SimRuntime, Simulation};
+use raft_traits::{
+    Bytes, Codec, HandlerError, InstallOutcome, InstallSnapshot, LogId, LogIndex, Membership,
+    NodeId, Postcard, Request, RequestRefused, Response, RpcHandler, Runtime, Snapshot,
+    SnapshotMeta, Term,
+};
+
+type KvRaft = Raft<KvCommand, KvResponse>;
+
+/// Node 2 of a three-node cluster whose other members never run: the test plays its
+/// leader, node 1.
+async fn follower(runtime: &SimRuntime) -> KvRaft {
+    let parts = Parts {
+        runtime: runtime.clone(),
+        storage: MemStorage::new(),
+        state_machine: KvStateMachine::new(),
+        transport: LocalNetwork::new().transport(),
+    };
+    let members = Membership::from_voters([NodeId(1), NodeId(2), NodeId(3)]);
+    Raft::spawn_in(NodeId(2), members, Config::lab().with_seed(Some(5)), parts)
+        .await
+        .unwrap()
+}
+
+fn install(snapshot: Snapshot, checksum: u32) -> Request<KvCommand> {
+    Request::InstallSnapshot(InstallSnapshot {
+        term: Term(1),
+        leader: NodeId(1),
+        checksum,
+        snapshot,
+    })
+}
+
+fn snapshot_of(data: Bytes) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_included: LogId::new(Term(1), LogIndex(10)),
+            membership: Membership::from_voters([NodeId(1), NodeId(2), NodeId(3)]),
+        },
+        data,
+    }
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_restored_is_refused_and_the_node_keeps_serving() {
+    let simulation = Simulation::new(1);
+    let runtime = simulation.runtime();
+    simulation.block_on(async move {
+        let raft = follower(&runtime).await;
+
+        // Well-formed for the wire, garbage for the key-value state machine, with a
+        // checksum that matches: only the state machine can tell.
+        let garbage = snapshot_of(Bytes::from_static(&[0xff; 64]));
+        let refused = raft
+            .handle(install(garbage.clone(), garbage.checksum()))
+            .await;
+        assert!(
+            matches!(
+                refused,
+                Err(HandlerError::Refused(
+                    RequestRefused::InvalidSnapshot { .. }
+                ))
+            ),
+            "garbage snapshot: {refused:?}"
+        );
+
+        // Intact bytes that do not match the checksum sent with them.
+        let mut state = BTreeMap::<Arc<str>, Arc<str>>::new();
+        state.insert("k".into(), "v".into());
+        let good = snapshot_of(Bytes::from(Postcard.encode(&state).unwrap()));
+        let damaged = raft
+            .handle(install(good.clone(), good.checksum() ^ 1))
+            .await;
+        assert!(
+            matches!(
+                damaged,
+                Err(HandlerError::Refused(
+                    RequestRefused::SnapshotChecksum { .. }
+                ))
+            ),
+            "damaged snapshot: {damaged:?}"
+        );
+
+        // Nothing changed, nothing stopped; a valid snapshot is then installed.
+        runtime.sleep(Duration::from_millis(1)).await;
+        let status = raft.status();
+        assert!(!status.stopped, "the node stopped: {:?}", status.fatal);
+        assert_eq!(status.term, Term(0), "a refused request moved the term");
+        assert_eq!(status.snapshot.index, LogIndex(0));
+        assert_eq!(status.refused_messages, 2);
+        let installed = raft.handle(install(good.clone(), good.checksum())).await;
+        assert_eq!(
+            installed,
+            Ok(Response::InstallSnapshot(
+                raft_traits::InstallSnapshotReply {
+                    term: Term(1),
+                    outcome: InstallOutcome::Installed {
+                        match_index: LogIndex(10)
+                    },
+                }
+            ))
+        );
+        raft.wait_applied(LogIndex(10)).await.unwrap();
+        assert!(!raft.status().stopped);
+        raft.shutdown().await;
+    });
+}
