@@ -9,5 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 pub mod conformance;
+pub mod hostile;
 pub mod lab;
 pub mod sim;

@@ -17,10 +17,14 @@ use raft_examples::{FaultProxy, LinkMode};
 use raft_impl::core::RoleKind;
 use raft_impl::{Config, Parts, Raft};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemStorage};
+use raft_net_smol::frame::FrameKind;
+use raft_net_smol::handshake::{Hello, Protocol};
 use raft_net_smol::{SmolRuntime, TcpConfig, TcpServer, TcpTransport};
+use raft_tests::hostile::{self, Expect, Target};
 use raft_traits::{
     LogId, LogIndex, NodeId, Runtime, Snapshot, StateMachine, StateMachineError, async_trait,
 };
+use smol::net::TcpStream;
 
 type KvRaft = Raft<KvCommand, KvResponse>;
 
@@ -56,6 +60,10 @@ impl StateMachine<KvCommand> for Compacting {
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         self.kv.restore(snapshot).await
+    }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        KvStateMachine::check_snapshot(snapshot)
     }
 }
 
@@ -348,4 +356,213 @@ fn a_partitioned_leader_is_replaced_and_catches_up_through_fault_proxies() {
             }
         }
     });
+}
+
+// ---- Hostile input against a live cluster (issue 12, item 7) ------------------------
+
+/// Limits small enough for the hostile run to reach: 64 KiB frames, 1 MiB per
+/// connection of unfinished requests, 8 MiB per server.
+fn guarded() -> TcpConfig {
+    TcpConfig {
+        max_frame_size: 64 * 1024,
+        chunk_size: 16 * 1024,
+        max_message_size: 1024 * 1024,
+        max_buffered_per_connection: 1024 * 1024,
+        max_buffered_total: 8 * 1024 * 1024,
+        max_connections: 256,
+        handshake_timeout: Duration::from_secs(2),
+        ..TcpConfig::default()
+    }
+}
+
+/// Holds `count` connections to `addr`, each with an unfinished chunked request just
+/// under the per-connection cap: together they go over the server's total cap.
+async fn hold_unfinished(addr: SocketAddr, target: &Target, count: usize) -> Vec<TcpStream> {
+    use smol::io::AsyncWriteExt;
+    let chunk = vec![0x5a; 60 * 1024];
+    let mut held = Vec::new();
+    for _ in 0..count {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        let mut bytes = hostile::frame(
+            FrameKind::Hello,
+            0,
+            false,
+            &Hello {
+                protocol: Protocol::Raft,
+                cluster_id: target.cluster_id.clone(),
+                node: Some(hostile::STRANGER),
+            }
+            .encode()
+            .unwrap(),
+        );
+        for _ in 0..16 {
+            bytes.extend(hostile::frame(FrameKind::Request, 7, true, &chunk));
+        }
+        // A server over its total cap closes the connection mid-write.
+        let _ = stream.write_all(&bytes).await;
+        held.push(stream);
+    }
+    held
+}
+
+async fn survive_hostile_input(rt: &SmolRuntime, random_frames: u64, seed: u64) {
+    let tcp = guarded();
+    let (mut cluster, _) = Cluster::new(rt, tcp.clone(), false, 1000);
+    cluster.put(&[0, 1, 2], "before", "1").await;
+    let target = Target {
+        cluster_id: tcp.cluster_id.clone(),
+        members: (0..3).map(id).collect(),
+        max_frame_size: tcp.max_frame_size,
+    };
+    let rss_before = hostile::resident_set_bytes().unwrap_or(0);
+    let mut rss_peak = rss_before;
+
+    // The corpus, at every server, each with what the server must do about it.
+    let corpus = hostile::corpus(&target);
+    for attack in &corpus {
+        for &addr in &cluster.servers {
+            // Long enough for a closing or an answer; input that leaves the server
+            // waiting for more (a cut frame) is dropped sooner.
+            let linger = match attack.expect {
+                Expect::Anything => Duration::from_millis(300),
+                _ => Duration::from_secs(3),
+            };
+            let observed = hostile::deliver(addr, attack, linger).await.unwrap();
+            assert!(
+                observed.meets(attack.expect),
+                "{} at {addr}: expected {:?}, observed {observed:?}",
+                attack.name,
+                attack.expect
+            );
+        }
+    }
+    cluster.put(&[0, 1, 2], "after-corpus", "1").await;
+
+    // Unfinished requests over every server's buffer cap, held through the random run.
+    let mut held = Vec::new();
+    for &addr in &cluster.servers {
+        held.extend(hold_unfinished(addr, &target, 12).await);
+    }
+    rss_peak = rss_peak.max(hostile::resident_set_bytes().unwrap_or(0));
+
+    // Random frames, 16 connections at a time, with a write through the cluster after
+    // every batch: it must keep committing while under attack.
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let (mut closed, mut refused) = (0u64, 0u64);
+    let mut batch_number = 0u64;
+    while sent < random_frames {
+        let batch = (random_frames - sent).min(2_000);
+        let mut outcomes = Vec::new();
+        for lane in 0..16u64 {
+            let servers = cluster.servers.clone();
+            let target = target.clone();
+            outcomes.push(rt.spawn(async move {
+                let mut counts = (0u64, 0u64);
+                let mut n = lane;
+                while n < batch {
+                    let frame_seed = seed ^ (sent + n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let attack = hostile::random_attack(&mut hostile::rng(frame_seed), &target);
+                    let addr = servers[((sent + n) % 3) as usize];
+                    if let Ok(observed) =
+                        hostile::deliver(addr, &attack, Duration::from_millis(20)).await
+                    {
+                        counts.0 += u64::from(observed.closed);
+                        counts.1 += u64::from(observed.error_reply);
+                    }
+                    n += 16;
+                }
+                counts
+            }));
+        }
+        for outcome in outcomes {
+            let (c, r) = outcome.await.expect("an attacking lane panicked");
+            closed += c;
+            refused += r;
+        }
+        sent += batch;
+        batch_number += 1;
+        rss_peak = rss_peak.max(hostile::resident_set_bytes().unwrap_or(0));
+        cluster
+            .put(&[0, 1, 2], &format!("during-{batch_number}"), "1")
+            .await;
+    }
+    drop(held);
+
+    // Still one cluster: it commits, every node applies it, none stopped, each refused
+    // what it was sent, and the stranger's command is nowhere.
+    cluster.put(&[0, 1, 2], "after", "1").await;
+    let leader = cluster.leader(&[0, 1, 2]).await;
+    let leader_raft = cluster.raft(leader).unwrap();
+    let commit = leader_raft.status().commit_index;
+    for i in 0..3 {
+        cluster.applied(i, commit).await;
+        let status = cluster.raft(i).unwrap().status();
+        assert!(!status.stopped, "node {i} stopped: {:?}", status.fatal);
+        assert!(status.refused_messages > 0, "node {i} refused nothing");
+    }
+    let injected = leader_raft
+        .propose(KvCommand::Get {
+            key: "injected".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        injected,
+        KvResponse::Value(None),
+        "a stranger's entry was applied"
+    );
+    let rss_after = hostile::resident_set_bytes().unwrap_or(0);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "hostile input: {} corpus attacks x 3 servers, {sent} random frames in {:.1?} \
+         ({closed} connections closed by the server, {refused} requests refused); \
+         {} puts committed under attack; refused per node: {:?}; RSS {:.1} MiB before, \
+         {:.1} MiB peak, {:.1} MiB after (buffer caps: {:.0} MiB per server, {:.0} MiB \
+         per connection)",
+        corpus.len(),
+        started.elapsed(),
+        batch_number,
+        (0..3)
+            .map(|i| cluster.raft(i).unwrap().status().refused_messages)
+            .collect::<Vec<_>>(),
+        mib(rss_before),
+        mib(rss_peak),
+        mib(rss_after),
+        mib(tcp.max_buffered_total),
+        mib(tcp.max_buffered_per_connection),
+    );
+    // Three servers, each holding at most its total cap of unfinished requests, plus
+    // room for the cluster's own log and the allocator's slack.
+    let allowed = 3 * tcp.max_buffered_total + 64 * 1024 * 1024;
+    assert!(
+        rss_peak.saturating_sub(rss_before) <= allowed,
+        "RSS grew by {:.1} MiB, over the {:.1} MiB the caps allow",
+        mib(rss_peak.saturating_sub(rss_before)),
+        mib(allowed)
+    );
+    cluster.shutdown().await;
+}
+
+#[test]
+fn a_live_cluster_survives_the_hostile_corpus_and_random_frames() {
+    run(async |rt| survive_hostile_input(rt, 3_000, 1).await);
+}
+
+/// The long run (README): `HOSTILE_FRAMES=100000 cargo test --release -p raft-tests
+/// --test tcp -- --ignored --nocapture hostile_long_run`.
+#[test]
+#[ignore = "long: 100,000 random frames; run by hand (README)"]
+fn hostile_long_run() {
+    let frames = std::env::var("HOSTILE_FRAMES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let seed = std::env::var("HOSTILE_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
+    run(async |rt| survive_hostile_input(rt, frames, seed).await);
 }
