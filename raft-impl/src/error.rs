@@ -4,7 +4,7 @@
 //! (redirect to the leader, retry) are [`ProposeError`] variants; a node that stopped for
 //! good reports [`ProposeError::Stopped`], with the cause in its [`Status`](crate::Status).
 
-use raft_traits::{LogIndex, NodeId, StorageError, Term};
+use raft_traits::{LogIndex, NodeId, StateMachineError, StorageError, Term};
 
 use crate::config::ConfigError;
 use crate::core::BootError;
@@ -85,6 +85,9 @@ pub enum StartError {
     /// What storage returned is not a valid Raft state.
     #[error("recovered state is invalid: {0}")]
     Boot(#[from] BootError),
+    /// The state machine could not restore the stored snapshot.
+    #[error("the state machine cannot restore the stored snapshot: {0}")]
+    Restore(#[source] StateMachineError),
 }
 
 /// Why a linearizable read could not be served.
@@ -137,7 +140,25 @@ pub enum MembershipChangeError {
 
 /// Why a service snapshot was not accepted.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
+    /// The node already holds a snapshot that covers `index`: nothing to do.
+    #[error("a snapshot at {current} already covers index {index}")]
+    Stale {
+        /// The index offered.
+        index: LogIndex,
+        /// The index the current snapshot covers.
+        current: LogIndex,
+    },
+    /// The state machine has not been handed `index` yet, so the data cannot be its
+    /// state there.
+    #[error("index {index} is not applied yet (applied up to {applied})")]
+    NotApplied {
+        /// The index offered.
+        index: LogIndex,
+        /// The highest index handed to the state machine.
+        applied: LogIndex,
+    },
     /// The node has stopped.
     #[error("the node has stopped")]
     Stopped,

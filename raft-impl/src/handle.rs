@@ -13,7 +13,7 @@ use raft_traits::{
 };
 
 use crate::config::Config;
-use crate::core::{AnyNode, Effects, Node, RoleKind};
+use crate::core::{AnyNode, Apply, Effect, Effects, Node, RoleKind};
 use crate::driver::MembershipChange;
 use crate::driver::{Driver, Event, run_apply};
 use crate::error::{
@@ -149,6 +149,22 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         )?;
         if let Some(bootstrap) = bootstrap {
             storage.save_snapshot(bootstrap).await?;
+        }
+        // The stored snapshot is restored before `spawn` returns, so that the state
+        // machine never lags what `Status::last_applied` says, and a snapshot it cannot
+        // read is a start error rather than a node that stops later.
+        let mut state_machine = state_machine;
+        for effect in effects.take() {
+            match effect {
+                Effect::Apply(Apply::Snapshot(snapshot)) => {
+                    match state_machine.restore(snapshot).await {
+                        // A persistent state machine may already be further along.
+                        Ok(()) | Err(StateMachineError::Stale { .. }) => {}
+                        Err(error) => return Err(StartError::Restore(error)),
+                    }
+                }
+                other => effects.push(other),
+            }
         }
         let node = AnyNode::from(node);
 
@@ -366,9 +382,29 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// (the lab's `Snapshot`).
     ///
     /// Returns at once, without waiting for the write, so it may be called from inside
-    /// the state machine's `apply`. A snapshot that is not newer than the current one, or
-    /// of an index not yet applied, is ignored.
+    /// the state machine's `apply` (for the entry being applied, too). A snapshot that
+    /// is not newer than the current one is [`SnapshotError::Stale`], one of an index
+    /// not yet handed to the state machine [`SnapshotError::NotApplied`]; neither
+    /// changes anything. (A snapshot from the leader installed in the meantime can
+    /// still make the node ignore an accepted one, as stale; it says so at debug level.)
     pub fn snapshot(&self, index: LogIndex, data: Bytes) -> Result<(), SnapshotError> {
+        let status = self.shared.snapshot_status();
+        if status.stopped {
+            return Err(SnapshotError::Stopped);
+        }
+        if index <= status.snapshot.index {
+            return Err(SnapshotError::Stale {
+                index,
+                current: status.snapshot.index,
+            });
+        }
+        let handed = self.shared.applying();
+        if index > handed {
+            return Err(SnapshotError::NotApplied {
+                index,
+                applied: handed,
+            });
+        }
         self.send(Event::Snapshot { index, data })
             .map_err(|_| SnapshotError::Stopped)
     }

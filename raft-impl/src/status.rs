@@ -104,6 +104,9 @@ pub(crate) struct Shared {
     pub(crate) id: NodeId,
     stopped: AtomicBool,
     last_applied: AtomicU64,
+    /// The index the state machine is applying (or last applied): what a snapshot
+    /// handed to Raft from inside `apply` may cover.
+    applying: AtomicU64,
     status: Mutex<Status>,
     watchers: Mutex<Vec<async_channel::Sender<Leadership>>>,
     /// Callers waiting until the state machine has applied an index.
@@ -234,6 +237,7 @@ impl Shared {
             id,
             stopped: AtomicBool::new(false),
             last_applied: AtomicU64::new(last_applied.0),
+            applying: AtomicU64::new(last_applied.0),
             watchers: Mutex::new(Vec::new()),
             applied_waiters: Mutex::new(Vec::new()),
             has_applied_waiters: AtomicBool::new(false),
@@ -286,6 +290,20 @@ impl Shared {
     /// The index the state machine has applied.
     pub(crate) fn applied(&self) -> LogIndex {
         LogIndex(self.last_applied.load(Ordering::Acquire))
+    }
+
+    /// The state machine is about to apply `index`.
+    pub(crate) fn note_applying(&self, index: LogIndex) {
+        self.applying.fetch_max(index.0, Ordering::AcqRel);
+    }
+
+    /// The highest index handed to the state machine so far: applied, or being applied.
+    pub(crate) fn applying(&self) -> LogIndex {
+        LogIndex(
+            self.applying
+                .load(Ordering::Acquire)
+                .max(self.last_applied.load(Ordering::Acquire)),
+        )
     }
 
     /// The current status, with the applied index as of now.

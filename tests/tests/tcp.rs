@@ -46,9 +46,11 @@ impl StateMachine<KvCommand> for Compacting {
         if self.since >= self.every
             && let Ok(snapshot) = self.kv.snapshot().await
             && let Some(raft) = self.raft.get()
+            // Refused only if a snapshot from the leader already covers the index.
+            && raft
+                .snapshot(snapshot.meta.last_included.index, snapshot.data)
+                .is_ok()
         {
-            raft.snapshot(snapshot.meta.last_included.index, snapshot.data)
-                .unwrap();
             self.since = 0;
         }
         response

@@ -62,6 +62,8 @@ where
             ApplyMsg::Entries(entries) => {
                 for entry in entries {
                     let id = entry.log_id();
+                    // Before `apply`, which may hand Raft a snapshot of this very index.
+                    shared.note_applying(id.index);
                     let response = match entry.payload {
                         Payload::Command(command) => Some(state_machine.apply(id, command).await),
                         Payload::Blank | Payload::Membership(_) => None,

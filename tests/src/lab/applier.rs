@@ -319,10 +319,12 @@ impl StateMachine<Value> for LabApplier {
             }
         };
         // Outside the record's lock, as the lab calls `Snapshot` from its applier thread.
+        // Refused when the node has stopped, or when a snapshot from the leader
+        // already covers the index.
         if let (Some(data), Some(raft)) = (snapshot, self.raft.get())
-            && raft.snapshot(LogIndex(index), data).is_err()
+            && let Err(error) = raft.snapshot(LogIndex(index), data)
         {
-            tracing::debug!(server, index, "snapshot not taken: the node has stopped");
+            tracing::debug!(server, index, %error, "snapshot not taken");
         }
     }
 
