@@ -19,7 +19,7 @@ use crate::driver::{Driver, Event, run_apply};
 use crate::error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
-use crate::status::{LeadershipWatch, Shared, Status};
+use crate::status::{LeadershipWatch, Shared, Status, StatusWatch};
 
 /// The pluggable parts of a node.
 #[derive(Debug)]
@@ -370,6 +370,14 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     pub fn state(&self) -> (Term, bool) {
         let status = self.shared.status();
         (status.term, status.role == RoleKind::Leader)
+    }
+
+    /// A subscription to this node's [`Status`]: `changed()` returns the latest one
+    /// each time something changed (role, term, leader, indices, progress, counters),
+    /// skipping intermediate states for a slow reader, and `None` once the node stops.
+    /// For exporting metrics without polling.
+    pub fn watch_status(&self) -> StatusWatch {
+        self.shared.watch_status()
     }
 
     /// A snapshot of the node's state.

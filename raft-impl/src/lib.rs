@@ -40,10 +40,10 @@ pub mod session;
 mod status;
 
 pub use config::{Config, ConfigError};
-pub use core::{BootError, ReplicationMode, RoleKind};
+pub use core::{BootError, Counters, ReplicationMode, RoleKind};
 pub use driver::MembershipChange;
 pub use error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
 pub use handle::{Parts, Raft};
-pub use status::{FollowerProgress, Leadership, LeadershipWatch, Status};
+pub use status::{FollowerProgress, Leadership, LeadershipWatch, Status, StatusWatch};

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use raft_traits::{Command, LogId, LogIndex, Membership, NodeId, Term};
 
-use crate::core::{AnyNode, ReplicationMode, RoleKind};
+use crate::core::{AnyNode, Counters, ReplicationMode, RoleKind};
 
 /// A snapshot of a node's state, for monitoring and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +44,9 @@ pub struct Status {
     /// Requests and replies it refused or ignored because no correct member could have
     /// sent them (an unknown sender, a term or index out of range).
     pub refused_messages: u64,
+    /// What it has done since it started: elections, proposals, snapshots, leader
+    /// changes.
+    pub counters: Counters,
     /// Whether it has stopped.
     pub stopped: bool,
     /// Why it stopped, if it stopped on its own after a fatal error.
@@ -99,6 +102,39 @@ impl LeadershipWatch {
     }
 }
 
+/// A subscription to a node's [`Status`], from
+/// [`Raft::watch_status`](crate::Raft::watch_status): for exporting metrics, or anything
+/// else that wants the figures as they change rather than by polling.
+///
+/// Each `changed` returns the latest status once something changed since the previous
+/// call; a slow reader skips intermediate states rather than queueing them. It ends
+/// (`changed` returns `None`) once the node stops.
+pub struct StatusWatch {
+    shared: std::sync::Arc<Shared>,
+    changes: async_channel::Receiver<()>,
+}
+
+impl StatusWatch {
+    /// Waits for a change and returns the status as it is then; `None` once the node
+    /// has stopped.
+    pub async fn changed(&mut self) -> Option<Status> {
+        self.changes.recv().await.ok()?;
+        // A signal left pending when the node stopped announces nothing.
+        if self.shared.is_stopped() {
+            return None;
+        }
+        Some(self.shared.snapshot_status())
+    }
+}
+
+impl std::fmt::Debug for StatusWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatusWatch")
+            .field("node", &self.shared.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What the handle and the node's tasks share.
 pub(crate) struct Shared {
     pub(crate) id: NodeId,
@@ -109,6 +145,8 @@ pub(crate) struct Shared {
     applying: AtomicU64,
     status: Mutex<Status>,
     watchers: Mutex<Vec<async_channel::Sender<Leadership>>>,
+    /// Status watchers, each signalled (at most one pending signal) on a change.
+    status_watchers: Mutex<Vec<async_channel::Sender<()>>>,
     /// Callers waiting until the state machine has applied an index.
     applied_waiters: Mutex<Vec<(LogIndex, futures::channel::oneshot::Sender<()>)>>,
     has_applied_waiters: AtomicBool,
@@ -126,6 +164,7 @@ impl Shared {
         self.stopped.store(true, Ordering::Release);
         self.status().stopped = true;
         lock(&self.watchers).clear();
+        lock(&self.status_watchers).clear();
         lock(&self.applied_waiters).clear();
     }
 
@@ -137,6 +176,18 @@ impl Shared {
             lock(&self.watchers).push(tx);
         }
         LeadershipWatch { current, changes }
+    }
+
+    /// A subscription to status changes.
+    pub(crate) fn watch_status(self: &std::sync::Arc<Self>) -> StatusWatch {
+        let (tx, changes) = async_channel::bounded(1);
+        if !self.is_stopped() {
+            lock(&self.status_watchers).push(tx);
+        }
+        StatusWatch {
+            shared: std::sync::Arc::clone(self),
+            changes,
+        }
     }
 
     /// Resolves once the state machine has applied `index`; fails if the node stops
@@ -184,6 +235,9 @@ impl Shared {
         status.last_queued = node.last_applied();
         status.log_entries = node.log().len();
         status.refused_messages = node.refused_messages();
+        let leader_changes = status.counters.leader_changes;
+        status.counters = node.counters();
+        status.counters.leader_changes = leader_changes;
         if &status.membership != node.membership() {
             status.membership = node.membership().clone();
         }
@@ -210,10 +264,20 @@ impl Shared {
             _ => BTreeMap::new(),
         };
         let after = leadership_of(&status);
+        if after.leader != before.leader && after.leader.is_some() {
+            status.counters.leader_changes = status.counters.leader_changes.saturating_add(1);
+        }
         drop(status);
         if after != before {
+            if after.leader != before.leader || after.role != before.role {
+                tracing::info!(node = %self.id, term = %after.term, role = ?after.role, leader = ?after.leader, "leadership changed");
+            }
             lock(&self.watchers).retain(|watcher| watcher.try_send(after).is_ok());
         }
+        // A status watcher is told that something changed; it reads the latest itself,
+        // so a slow one skips intermediate states instead of queueing them.
+        lock(&self.status_watchers)
+            .retain(|watcher| !watcher.try_send(()).is_err_and(|e| e.is_closed()));
     }
 }
 
@@ -239,6 +303,7 @@ impl Shared {
             last_applied: AtomicU64::new(last_applied.0),
             applying: AtomicU64::new(last_applied.0),
             watchers: Mutex::new(Vec::new()),
+            status_watchers: Mutex::new(Vec::new()),
             applied_waiters: Mutex::new(Vec::new()),
             has_applied_waiters: AtomicBool::new(false),
             refused_at_the_door: AtomicU64::new(0),
@@ -258,6 +323,7 @@ impl Shared {
                 committed_membership: Membership::default(),
                 followers: BTreeMap::new(),
                 refused_messages: 0,
+                counters: Counters::default(),
                 stopped: false,
                 fatal: None,
             }),

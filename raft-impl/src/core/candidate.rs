@@ -86,7 +86,9 @@ impl<C: Command> Node<Candidate, C> {
             // Everything in the log was written before the votes were counted.
             role: Leader::new(progress, last_index, now),
         };
-        tracing::info!(node = %leader.shared.id, term = %leader.shared.term(), "became leader");
+        leader.shared.counters.elections_won =
+            leader.shared.counters.elections_won.saturating_add(1);
+        tracing::info!(node = %leader.shared.id, term = %leader.shared.term(), "won the election: leading");
         if leader.shared.config.leader_noop {
             leader.push(Payload::Blank);
         }

@@ -16,7 +16,7 @@ use super::effects::{Effects, ReadId, ReadRefused, RequestId, SendTag};
 use super::follower::Follower;
 use super::leader::{Leader, MembershipRefused, Reader, TransferRefused};
 use super::log::RaftLog;
-use super::node::{Node, RoleKind, SnapshotRefused};
+use super::node::{Counters, Node, RoleKind, SnapshotRefused};
 use super::pre_candidate::PreCandidate;
 use super::quorum::VoteResult;
 
@@ -713,6 +713,11 @@ impl<C: Command> AnyNode<C> {
     /// member could have sent them.
     pub fn refused_messages(&self) -> u64 {
         with_node!(self, node => node.refused_messages())
+    }
+
+    /// What this node has done since it started.
+    pub fn counters(&self) -> Counters {
+        with_node!(self, node => node.counters())
     }
 
     /// The leader as far as this node knows: itself if leader, the leader it follows in

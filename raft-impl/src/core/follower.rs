@@ -149,6 +149,8 @@ pub(super) fn campaign<C: Command>(
 ) -> Node<Candidate, C> {
     let term = shared.term().next();
     let id = shared.id;
+    shared.counters.elections_started = shared.counters.elections_started.saturating_add(1);
+    tracing::info!(node = %id, %term, transfer, "starting an election");
     shared.set_hard_state(term, Some(id), out);
     shared.reset_election_timer(out);
     let request = RequestVote {
@@ -308,6 +310,8 @@ impl<C: Command> Shared<C> {
             .installed(last_included.index, membership, kept_suffix);
         self.refresh_membership();
         self.snapshot = Some(snapshot.clone());
+        self.counters.snapshots_installed = self.counters.snapshots_installed.saturating_add(1);
+        tracing::info!(node = %self.id, covers = %last_included, "installing a snapshot from the leader");
         out.persist(Persist::Snapshot(snapshot.clone()));
         // Every entry up to the old commit index was already handed to the state machine
         // ahead of this snapshot, so it applies them first and then moves forward to the

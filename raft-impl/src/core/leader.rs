@@ -185,6 +185,8 @@ impl<C: Command> Node<Leader, C> {
             .map(|command| self.push(Payload::Command(command)))
             .collect();
         if let Some(last) = ids.last() {
+            let count = ids.len() as u64;
+            self.shared.counters.proposals = self.shared.counters.proposals.saturating_add(count);
             self.replicate(out);
             let written = self.shared.log.entries_between(first, last.index);
             out.persist(Persist::Entries(written));

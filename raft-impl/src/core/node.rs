@@ -136,6 +136,8 @@ pub(super) struct Shared<C> {
     /// Requests and replies refused or ignored because no correct member could have
     /// sent them (an unknown sender, a term or index out of range).
     pub(super) refused_messages: u64,
+    /// Running totals, for metrics.
+    pub(super) counters: Counters,
     /// The time as the driver last told it (monotonic, from an arbitrary origin). The
     /// core never reads a clock: time is an input like any message.
     pub(super) now: Duration,
@@ -288,6 +290,7 @@ impl<C: Command> Node<Follower, C> {
             last_applied: last_included.index,
             next_seq: 0,
             refused_messages: 0,
+            counters: Counters::default(),
             now: Duration::ZERO,
             send_times: VecDeque::new(),
         };
@@ -369,6 +372,11 @@ impl<R: Role, C: Command> Node<R, C> {
     /// member could have sent them.
     pub fn refused_messages(&self) -> u64 {
         self.shared.refused_messages
+    }
+
+    /// What this node has done since it started.
+    pub fn counters(&self) -> Counters {
+        self.shared.counters
     }
 
     /// The role's own state.
@@ -502,9 +510,29 @@ impl<R: Role, C: Command> Node<R, C> {
         };
         shared.log.compact_to(last_included);
         shared.snapshot = Some(snapshot.clone());
+        shared.counters.snapshots_taken = shared.counters.snapshots_taken.saturating_add(1);
         out.persist(Persist::Snapshot(snapshot));
         Ok(last_included)
     }
+}
+
+/// Running totals of what a node has done since it started (not persisted), for
+/// metrics: [`Status::counters`](crate::Status::counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Elections it started (RequestVote rounds; pre-vote rounds are not counted).
+    pub elections_started: u64,
+    /// Elections it won.
+    pub elections_won: u64,
+    /// Commands it appended as leader.
+    pub proposals: u64,
+    /// Snapshots the service handed it that it kept (compacting its log).
+    pub snapshots_taken: u64,
+    /// Snapshots from a leader it installed.
+    pub snapshots_installed: u64,
+    /// Times the leader it knows of changed to another (counted by the driver).
+    pub leader_changes: u64,
 }
 
 /// Why [`Node::snapshot`] did not take a snapshot. Neither is fatal: the log is unchanged.

@@ -391,7 +391,7 @@ where
                 if let Some(node) = self.node.as_mut() {
                     match node.snapshot(index, data, &mut self.effects) {
                         Ok(id) => {
-                            tracing::debug!(node = %self.shared.id, snapshot = %id, "log compacted")
+                            tracing::info!(node = %self.shared.id, snapshot = %id, "snapshot taken: log compacted")
                         }
                         Err(refused) => {
                             tracing::debug!(node = %self.shared.id, %refused, "snapshot refused")
