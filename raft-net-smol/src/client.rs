@@ -433,11 +433,14 @@ impl PeerSlot {
     }
 
     /// The open connection, if there is one; forgets one that has ended.
-    fn live(&self) -> Option<Arc<Connection>> {
+    fn live(&self, idle_timeout: Duration) -> Option<Arc<Connection>> {
         let mut link = self.lock();
         match &link.connection {
-            Some(connection) if connection.is_open() => Some(Arc::clone(connection)),
-            Some(_) => {
+            Some(connection) if connection.is_open() && !connection.is_stale(idle_timeout) => {
+                Some(Arc::clone(connection))
+            }
+            Some(connection) => {
+                connection.close("idle: retired before the server's idle timeout");
                 link.connection = None;
                 None
             }
@@ -450,13 +453,13 @@ impl PeerSlot {
         &self,
         inner: &Inner<K>,
     ) -> Result<Arc<Connection>, TransportError> {
-        if let Some(connection) = self.live() {
+        if let Some(connection) = self.live(inner.config.idle_timeout) {
             return Ok(connection);
         }
         // Waits at most for the attempt under way, which is bounded by the connect
         // timeout (or abandoned, which releases the lock).
         let _turn = self.connecting.lock().await;
-        if let Some(connection) = self.live() {
+        if let Some(connection) = self.live(inner.config.idle_timeout) {
             return Ok(connection);
         }
         let addr = {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use raft_traits::NodeId;
@@ -43,13 +44,28 @@ type ReplySender = oneshot::Sender<Result<Reply, String>>;
 #[derive(Debug)]
 struct Waiting {
     calls: Mutex<Option<HashMap<u64, ReplySender>>>,
+    /// When a request last started or a reply last arrived: the server closes a
+    /// connection idle for its idle timeout, and the client must not race it.
+    last_used: Mutex<Instant>,
 }
 
 impl Waiting {
     fn new() -> Self {
         Waiting {
             calls: Mutex::new(Some(HashMap::new())),
+            last_used: Mutex::new(Instant::now()),
         }
+    }
+
+    fn touch(&self) {
+        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// How long nothing has been going on, or `None` while a request waits.
+    fn idle_for(&self) -> Option<Duration> {
+        let waiting = self.lock().as_ref().is_some_and(|calls| !calls.is_empty());
+        let last_used = *self.last_used.lock().unwrap_or_else(|e| e.into_inner());
+        (!waiting).then(|| last_used.elapsed())
     }
 
     /// The map is only ever changed by single insertions and removals, which cannot
@@ -65,6 +81,7 @@ impl Waiting {
     }
 
     fn take(&self, request_id: u64) -> Option<ReplySender> {
+        self.touch();
         self.lock()
             .as_mut()
             .and_then(|calls| calls.remove(&request_id))
@@ -139,6 +156,16 @@ impl Connection {
         self.waiting.lock().is_some()
     }
 
+    /// Whether no request has used the connection for so long (three quarters of the
+    /// server's idle timeout, which both ends configure alike) that the server may be
+    /// closing it as idle right now: a request sent then could be lost in the race, so
+    /// the client retires the connection first and opens a fresh one.
+    pub(crate) fn is_stale(&self, idle_timeout: Duration) -> bool {
+        self.waiting
+            .idle_for()
+            .is_some_and(|idle| idle >= idle_timeout / 4 * 3)
+    }
+
     /// Queues a request with the encoded body `body`. Gives the body back if the
     /// connection has already ended, in which case nothing was sent.
     pub(crate) fn start(self: &Arc<Self>, body: Vec<u8>) -> Result<Call, Vec<u8>> {
@@ -150,6 +177,7 @@ impl Connection {
                 return Err(body);
             };
             calls.insert(request_id, reply_sender);
+            self.waiting.touch();
         }
         let message = Outgoing::Message {
             kind: FrameKind::Request,
