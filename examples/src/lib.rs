@@ -53,6 +53,7 @@
 //! });
 //! ```
 
+mod changes;
 mod client;
 mod members;
 mod node;
@@ -63,13 +64,15 @@ mod read;
 mod state_machine;
 
 pub use client::{ClientConfig, ClientError, KvClient, describe_failure};
-pub use members::{MembersError, parse_members, resolve};
+pub use members::{MemberAddr, MemberAddrError, MembersError, parse_members, resolve};
 pub use node::{
-    BoundNode, DEFAULT_MAX_SESSIONS, DEFAULT_READ_TIMEOUT, DEFAULT_SNAPSHOT_ENTRIES, KvNode,
-    NodeConfig, NodeError,
+    BoundNode, DEFAULT_CHANGE_WAIT, DEFAULT_MAX_SESSIONS, DEFAULT_READ_TIMEOUT,
+    DEFAULT_SNAPSHOT_ENTRIES, FirstStart, KvNode, NodeConfig, NodeError,
 };
 pub use ports::{PortHolder, free_loopback_addrs};
-pub use protocol::{ClientRequest, ClientResponse, NodeStatus, Role};
+pub use protocol::{
+    ChangeRefused, ClientRequest, ClientResponse, ClusterMembers, NodeStatus, Role,
+};
 pub use proxy::{FaultProxy, LinkMode};
 pub use read::{LinearizableRead, ParseReadModeError, ReadMode, ReadStats};
 pub use state_machine::{
