@@ -17,9 +17,19 @@
 //!   choose ports ahead of time and keep a stopped node's ports for its restart
 //!   ([`KvNode::bind`] makes both unnecessary for nodes in one process).
 //!
-//! The `raft-kv` binary (`src/bin/raft-kv.rs`) runs a node (`raft-kv serve`) or a
-//! client command (`raft-kv put/get/delete/status`); the `kv_cluster` example runs a
-//! whole cluster in one process and shows elections, failover and catch-up.
+//! The `raft-kv` binary (`src/bin/raft-kv.rs`) runs a node (`raft-kv serve`, or
+//! `serve --join` to join a running cluster) or a client command (`raft-kv
+//! put/get/delete/status`, and `add-node/remove-node/members` to change and show the
+//! cluster's members); the `kv_cluster` example runs a whole cluster in one process and
+//! shows elections, failover, catch-up and a node replaced live.
+//!
+//! # Membership
+//!
+//! A node records every member's Raft and client addresses ([`MemberAddr`]) in Raft's
+//! configuration, which the log replicates and storage keeps: a node that joins learns
+//! where everyone is, a restart takes the members from storage ([`FirstStart`] says what
+//! a first start does), and a node that is not the leader can send a client to the
+//! leader's client address, even a leader the client was not told of.
 //!
 //! # Reads are linearizable
 //!
