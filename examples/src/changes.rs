@@ -140,14 +140,14 @@ impl Changes {
 
     /// Makes `change`, waiting for it for at most [`wait`](Self::wait).
     async fn run(&self, change: Change) -> ClientResponse {
-        self.asked.fetch_add(1, Ordering::AcqRel);
+        let asked = Asked::count(&self.asked);
         let done = async { Some(self.make(&change).await) };
         let waited = async {
             smol::Timer::after(self.wait).await;
             None
         };
         let outcome = smol::future::or(done, waited).await;
-        self.asked.fetch_sub(1, Ordering::AcqRel);
+        drop(asked);
         match outcome {
             None => ClientResponse::ChangePending {
                 reason: self.pending_reason(&change),
@@ -336,6 +336,23 @@ impl Changes {
         } else {
             self.client_addr
         }
+    }
+}
+
+/// One client's change counted in [`Changes::asked`] for as long as it lives: also when
+/// the request is dropped half-way (its connection closed).
+struct Asked<'a>(&'a AtomicUsize);
+
+impl<'a> Asked<'a> {
+    fn count(asked: &'a AtomicUsize) -> Asked<'a> {
+        asked.fetch_add(1, Ordering::AcqRel);
+        Asked(asked)
+    }
+}
+
+impl Drop for Asked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -352,7 +352,12 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
                 Some(addr) => {
                     resolve(&addr).map_err(|e| Failure::usage(format!("--client-addr: {e}")))?
                 }
-                None => default_client_addr(raft_addr)?,
+                None => default_client_addr(raft_addr).map_err(|_| {
+                    Failure::usage(format!(
+                        "--addr port {} leaves no room for the default client port (+1000); give --client-addr",
+                        raft_addr.port()
+                    ))
+                })?,
             };
             let client = client(&cluster)?;
             let id = NodeId(id);
