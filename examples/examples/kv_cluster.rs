@@ -8,8 +8,13 @@
 //! 2. kills the leader (shuts it down) and times the election of the next one, while
 //!    the workload keeps going,
 //! 3. restarts the old leader from its files on the same ports and watches it catch up,
-//! 4. reads back every key through the leader and from each node's state, and checks
-//!    that every acknowledged write is there with its last value,
+//! 4. replaces a node live: a fourth node starts to join, is added as a voter (a learner
+//!    until it has caught up), then the leader is removed from the cluster and stopped,
+//!    while the workload keeps going (its clients were told of nodes 1 to 3 only, and
+//!    find the new node through the leaders' redirects when it leads),
+//! 5. reads back every key through the leader and from each remaining node's state
+//!    (the new one included), and checks that every acknowledged write is there with its
+//!    last value,
 //!
 //! then prints throughput and latency percentiles. It exits 0 if every check passed.
 //!
@@ -26,7 +31,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use raft_examples::{ClientConfig, KvClient, KvNode, NodeConfig, NodeStatus, PortHolder, Role};
+use raft_examples::{
+    ClientConfig, FirstStart, KvClient, KvNode, NodeConfig, NodeStatus, PortHolder, Role,
+};
 use raft_traits::{LogIndex, NodeId};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -43,7 +50,8 @@ const SNAPSHOT_ENTRIES: u64 = 2_000;
 /// How long each phase of the workload runs.
 const STEADY: Duration = Duration::from_secs(4);
 const LEADER_DOWN: Duration = Duration::from_secs(3);
-const AFTER_RESTART: Duration = Duration::from_secs(3);
+const AFTER_RESTART: Duration = Duration::from_secs(2);
+const AFTER_REPLACEMENT: Duration = Duration::from_secs(2);
 /// How long any awaited condition (an election, a catch-up) may take before the demo
 /// declares it failed.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -77,7 +85,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// The three nodes: their configurations, and the running instance of each.
+/// The nodes: their configurations, and the running instance of each.
 struct Cluster {
     configs: BTreeMap<NodeId, NodeConfig>,
     nodes: BTreeMap<NodeId, KvNode>,
@@ -225,9 +233,39 @@ async fn demo() -> Result<Vec<String>, String> {
             .then_some(first)
     })
     .await;
+    let running: Vec<String> = cluster.nodes.keys().map(ToString::to_string).collect();
     match converged {
-        Some(index) => println!("\n== all three nodes applied index {}", index.0),
+        Some(index) => println!(
+            "\n== the nodes {} all applied index {}",
+            running.join(", "),
+            index.0
+        ),
         None => failed.push("the nodes did not converge on one applied index".to_owned()),
+    }
+
+    // The configuration: the running nodes are the voters, and no change is under way.
+    match client.members().await {
+        Ok(members) => {
+            let voters: Vec<NodeId> = members.committed.voters.iter().copied().collect();
+            let running: Vec<NodeId> = cluster.nodes.keys().copied().collect();
+            println!(
+                "== the configuration (from the leader {}): voters {}{}",
+                members.node,
+                list(&members.committed.voters),
+                if members.is_settled() {
+                    ", committed"
+                } else {
+                    ", NOT settled"
+                }
+            );
+            if voters != running || !members.is_settled() || !members.committed.learners.is_empty()
+            {
+                failed.push(format!(
+                    "the configuration is not the running nodes {running:?}: {members:?}"
+                ));
+            }
+        }
+        Err(e) => failed.push(format!("cannot read the configuration: {e}")),
     }
 
     // Verification: every acknowledged write, through the leader and on every node.
@@ -432,8 +470,135 @@ async fn scenario(
         None => failed.push(format!("{} did not catch up", old.id)),
     }
     smol::Timer::after(AFTER_RESTART).await;
+    replace_a_node(cluster, progress, failed).await?;
     println!("\n== stopping the workload");
     Ok(())
+}
+
+/// A fourth node joins, becomes a voter, and the leader leaves, with the workload on.
+async fn replace_a_node(
+    cluster: &RefCell<Cluster>,
+    progress: &Progress,
+    failed: &mut Vec<String>,
+) -> Result<(), String> {
+    let new = NodeId(4);
+    let (client_addrs, data_dir) = {
+        let cluster = cluster.borrow();
+        let client_addrs: BTreeMap<NodeId, SocketAddr> = cluster
+            .configs
+            .iter()
+            .map(|(&id, config)| (id, config.client_listen))
+            .collect();
+        let data_dir = cluster
+            .configs
+            .values()
+            .next()
+            .and_then(|config| config.data_dir.as_ref()?.parent())
+            .map(|dir| dir.join(format!("node-{}", new.0)));
+        (client_addrs, data_dir)
+    };
+    let ops_before = progress.ops.load(Ordering::Acquire);
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = NodeConfig::new(new, any, any, []);
+    config.first_start = FirstStart::Join;
+    config.data_dir = data_dir;
+    config.snapshot_entries = SNAPSHOT_ENTRIES;
+    let node = KvNode::start(config.clone())
+        .await
+        .map_err(|e| format!("{new} did not start: {e}"))?;
+    let (raft_addr, client_addr) = (node.raft_addr(), node.client_addr());
+    println!("\n== {new} starts to join: raft {raft_addr} clients {client_addr}, empty log");
+    {
+        let mut cluster = cluster.borrow_mut();
+        cluster.configs.insert(new, node_config_of(&node, config));
+        cluster.nodes.insert(new, node);
+    }
+
+    // The operator's client: told of the first three nodes only, like the workload's.
+    let admin =
+        KvClient::new(client_addrs, ClientConfig::default()).map_err(|e| format!("client: {e}"))?;
+    let started = Instant::now();
+    let members = admin
+        .add_node(new, raft_addr, Some(client_addr), false)
+        .await
+        .map_err(|e| format!("adding {new}: {e}"))?;
+    let status = cluster.borrow().status(new).ok_or("the new node is gone")?;
+    println!(
+        "== {new} added as a voter {} after asking (a learner until it caught up: it has applied {}{}); voters now {}",
+        secs(started.elapsed()),
+        status.last_applied.0,
+        if cluster.borrow().nodes[&new].snapshot_stats().restored > 0 {
+            ", from a snapshot the leader sent"
+        } else {
+            ""
+        },
+        list(&members.committed.voters)
+    );
+    if !members.committed.voters.contains(&new) {
+        failed.push(format!("{new} is not a voter after add_node"));
+    }
+
+    let leader = cluster
+        .borrow()
+        .leader()
+        .ok_or("no leader before the removal")?;
+    let started = Instant::now();
+    let members = admin
+        .remove_node(leader.id)
+        .await
+        .map_err(|e| format!("removing {}: {e}", leader.id))?;
+    println!(
+        "== {} (the leader) removed from the cluster {} after asking; voters now {}",
+        leader.id,
+        secs(started.elapsed()),
+        list(&members.committed.voters)
+    );
+    if members.committed.contains(leader.id) {
+        failed.push(format!("{} is still a member after remove_node", leader.id));
+    }
+    let removed = cluster
+        .borrow_mut()
+        .nodes
+        .remove(&leader.id)
+        .ok_or("the removed leader is not running")?;
+    removed.shutdown().await;
+    cluster.borrow_mut().configs.remove(&leader.id);
+    let next = wait_for(|| cluster.borrow().leader().filter(|s| s.term > leader.term))
+        .await
+        .ok_or("no leader after the removal")?;
+    println!(
+        "== {} leads in term {}; {} stopped",
+        next.id, next.term.0, leader.id
+    );
+    admin.shutdown();
+
+    let after_election = progress.ops.load(Ordering::Acquire);
+    smol::Timer::after(AFTER_REPLACEMENT).await;
+    let now = progress.ops.load(Ordering::Acquire);
+    println!(
+        "== service continued: {} operations completed while the node was replaced, {} in the {} since",
+        after_election - ops_before,
+        now - after_election,
+        secs(AFTER_REPLACEMENT)
+    );
+    if now == after_election {
+        failed.push("no operation completed after a node was replaced".to_owned());
+    }
+    Ok(())
+}
+
+/// The configuration a running node has, with the addresses it is bound to.
+fn node_config_of(node: &KvNode, mut config: NodeConfig) -> NodeConfig {
+    config.listen = node.raft_addr();
+    config.client_listen = node.client_addr();
+    config
+}
+
+fn list(ids: &std::collections::BTreeSet<NodeId>) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One client: puts and gets on its own keys until told to stop.

@@ -13,7 +13,10 @@ use raft_mem::{KvCommand, KvResponse};
 use raft_net_smol::{HandshakeError, TcpClient, TcpConfig, TcpConfigError};
 use raft_traits::{NodeId, TransportError};
 
-use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
+use crate::protocol::{
+    CLIENT_PROTOCOL_VERSION, ChangeRefused, ClientRequest, ClientResponse, ClusterMembers,
+    NodeStatus, client_protocol, client_protocol_version,
+};
 use crate::state_machine::KvSessionResult;
 
 /// How a [`KvClient`] times its attempts.
@@ -83,6 +86,34 @@ pub enum ClientError {
         /// What the handshake found.
         error: HandshakeError,
     },
+    /// The node at a node's address speaks another version of the client protocol: the
+    /// client and the node come from different releases.
+    #[error(
+        "{addr} ({node}) speaks version {server} of the raft-kv client protocol, and this client version {ours}: run the same release of raft-kv on clients and nodes"
+    )]
+    VersionMismatch {
+        /// The node the address was given for.
+        node: NodeId,
+        /// The address.
+        addr: SocketAddr,
+        /// The version the node speaks.
+        server: u32,
+        /// The version this client speaks.
+        ours: u32,
+    },
+    /// The leader refused a membership change; nothing changed.
+    #[error("{0}")]
+    ChangeRefused(ChangeRefused),
+    /// A membership change was still under way at the deadline. It goes on: the leader
+    /// completes it by itself (a voter is promoted once it has caught up), unless it
+    /// loses its leadership first.
+    #[error("the change did not complete within {after:.1?}: {reason}")]
+    ChangeNotDone {
+        /// How long the client waited.
+        after: Duration,
+        /// What the change was waiting for.
+        reason: String,
+    },
     /// A node answered something the protocol does not allow for this request.
     #[error("unexpected answer from {node}: {answer}")]
     Unexpected {
@@ -142,7 +173,9 @@ pub enum ClientError {
 /// notices and handles (see [`ClientError::SessionExpired`]).
 pub struct KvClient {
     rpc: TcpClient<ClientRequest, ClientResponse>,
-    nodes: Vec<NodeId>,
+    /// The nodes it knows, in id order: the ones it was given, and leaders it was sent
+    /// to since, whose client addresses came with the redirect.
+    nodes: Mutex<Vec<NodeId>>,
     leader: Mutex<Option<NodeId>>,
     /// Sessions with no operation in flight, the most recently used last.
     idle_sessions: Mutex<Vec<Session>>,
@@ -163,6 +196,10 @@ struct Session {
 enum Attempt {
     Done(Answer),
     Redirect(NodeId),
+    /// A membership change under way: ask the same node again.
+    Wait {
+        reason: String,
+    },
     Retry {
         next: NodeId,
         reason: String,
@@ -179,6 +216,10 @@ enum Answer {
     Value(Option<Arc<str>>),
     /// The node reads through the log.
     ReadThroughLog,
+    /// The configuration, after a membership change or as asked.
+    Members(Box<ClusterMembers>),
+    /// A membership change refused.
+    Refused(ChangeRefused),
 }
 
 impl Answer {
@@ -189,6 +230,10 @@ impl Answer {
             Answer::Value(_) | Answer::ReadThroughLog => Err(ClientError::Unexpected {
                 node,
                 answer: "a read's answer to a command".to_owned(),
+            }),
+            Answer::Members(_) | Answer::Refused(_) => Err(ClientError::Unexpected {
+                node,
+                answer: "a membership answer to a command".to_owned(),
             }),
         }
     }
@@ -217,7 +262,7 @@ impl KvClient {
         let rpc = TcpClient::new(config.tcp.clone(), client_protocol(), cluster)?;
         Ok(KvClient {
             rpc,
-            nodes,
+            nodes: Mutex::new(nodes),
             leader: Mutex::new(None),
             idle_sessions: Mutex::new(Vec::new()),
             reads_through_log: AtomicBool::new(false),
@@ -260,10 +305,10 @@ impl KvClient {
                     tracing::debug!(node = %outcome.node, "the cluster reads through the log");
                     self.reads_through_log.store(true, Ordering::Relaxed);
                 }
-                Answer::Applied(_) => {
+                Answer::Applied(_) | Answer::Members(_) | Answer::Refused(_) => {
                     return Err(ClientError::Unexpected {
                         node: outcome.node,
-                        answer: "a command's result to a read".to_owned(),
+                        answer: "a command's or a change's answer to a read".to_owned(),
                     });
                 }
             }
@@ -279,6 +324,99 @@ impl KvClient {
         match self.execute(KvCommand::Delete { key: key.into() }).await? {
             (_, KvResponse::Removed(previous)) => Ok(previous),
             (node, other) => Err(unexpected(node, &other)),
+        }
+    }
+
+    /// Adds node `id`, which listens for Raft RPCs at `raft_addr` and for clients at
+    /// `client_addr`, to the cluster: as a voter (the leader adds it as a learner and
+    /// promotes it once it has caught up), or as a learner. The node should run already,
+    /// started to join. Returns the configuration once the change has committed (at
+    /// once if it had been made already).
+    ///
+    /// The leader refuses a node already a member at another address, or a voter to be
+    /// made a learner ([`ChangeRefused::AlreadyMember`]). A new voter that does not catch
+    /// up before the deadline (it does not run, say) ends in
+    /// [`ClientError::ChangeNotDone`], and stays a learner that the leader promotes when
+    /// it catches up.
+    pub async fn add_node(
+        &self,
+        id: NodeId,
+        raft_addr: SocketAddr,
+        client_addr: Option<SocketAddr>,
+        learner: bool,
+    ) -> Result<ClusterMembers, ClientError> {
+        let request = ClientRequest::AddNode {
+            id,
+            raft_addr,
+            client_addr,
+            learner,
+        };
+        self.change(request).await
+    }
+
+    /// Removes node `id` (voter or learner; the leader too) from the cluster. Returns the
+    /// configuration once the change has committed. The removed node's process keeps
+    /// running until stopped, but takes no part in the cluster any more.
+    pub async fn remove_node(&self, id: NodeId) -> Result<ClusterMembers, ClientError> {
+        self.change(ClientRequest::RemoveNode { id }).await
+    }
+
+    /// The cluster's configuration, from the leader.
+    pub async fn members(&self) -> Result<ClusterMembers, ClientError> {
+        let outcome = self.run(ClientRequest::Members, Instant::now()).await?;
+        match outcome.answer {
+            Answer::Members(members) => {
+                self.learn_members(&members);
+                Ok(*members)
+            }
+            _ => Err(ClientError::Unexpected {
+                node: outcome.node,
+                answer: "another answer than the members".to_owned(),
+            }),
+        }
+    }
+
+    /// Asks the leader for a membership change until it completes, is refused, or the
+    /// deadline passes.
+    async fn change(&self, request: ClientRequest) -> Result<ClusterMembers, ClientError> {
+        let started = Instant::now();
+        // Whether an earlier attempt may have started the change.
+        let mut uncertain = false;
+        let mut failures = 0u32;
+        loop {
+            let outcome = self.run(request.clone(), started).await?;
+            uncertain |= outcome.uncertain;
+            let refused = match outcome.answer {
+                Answer::Members(members) => {
+                    self.learn_members(&members);
+                    return Ok(*members);
+                }
+                Answer::Refused(refused) => refused,
+                _ => {
+                    return Err(ClientError::Unexpected {
+                        node: outcome.node,
+                        answer: "another answer than a membership change's".to_owned(),
+                    });
+                }
+            };
+            match (&request, refused) {
+                // An earlier attempt removed it, and its answer was lost.
+                (ClientRequest::RemoveNode { id }, ChangeRefused::UnknownNode(gone))
+                    if uncertain && *id == gone =>
+                {
+                    return self.members().await;
+                }
+                // Most likely this client's own change, which an earlier attempt started
+                // and a new leader is completing.
+                (_, ChangeRefused::ChangeInProgress)
+                    if uncertain && started.elapsed() < self.config.deadline =>
+                {
+                    failures = failures.saturating_add(1);
+                    let remaining = self.config.deadline.saturating_sub(started.elapsed());
+                    smol::Timer::after(self.backoff(failures).min(remaining)).await;
+                }
+                (_, refused) => return Err(ClientError::ChangeRefused(refused)),
+            }
         }
     }
 
@@ -380,9 +518,17 @@ impl KvClient {
         // other during an election cannot make the client spin.
         let mut redirects = 0usize;
         let mut last = String::from("no attempt made");
+        // What a membership change under way waited for at the last attempt.
+        let mut pending: Option<String> = None;
         loop {
             let elapsed = started.elapsed();
             if elapsed >= self.config.deadline {
+                if let Some(reason) = pending {
+                    return Err(ClientError::ChangeNotDone {
+                        after: elapsed,
+                        reason,
+                    });
+                }
                 return Err(ClientError::Unavailable {
                     after: elapsed,
                     attempts,
@@ -394,16 +540,28 @@ impl KvClient {
             let attempt = self.attempt(target, request.clone());
             let expired = async {
                 smol::Timer::after(remaining).await;
-                Ok(Attempt::Retry {
+                Ok(None)
+            };
+            let attempt = match smol::future::or(async { attempt.await.map(Some) }, expired).await?
+            {
+                Some(attempt) => {
+                    // A change under way is still so only if the node says so again.
+                    if !matches!(attempt, Attempt::Wait { .. }) {
+                        pending = None;
+                    }
+                    attempt
+                }
+                None => Attempt::Retry {
                     next: target,
                     reason: "the deadline passed during the attempt".to_owned(),
                     uncertain: true,
-                })
+                },
             };
-            match smol::future::or(attempt, expired).await? {
+            match attempt {
                 Attempt::Done(answer) => {
-                    // Only the leader applies commands; a follower may serve a read.
-                    if matches!(answer, Answer::Applied(_)) {
+                    // Only the leader applies commands and changes the membership; a
+                    // follower may serve a read.
+                    if !matches!(answer, Answer::Value(_) | Answer::ReadThroughLog) {
                         self.set_leader(Some(target));
                     }
                     return Ok(Outcome {
@@ -412,7 +570,7 @@ impl KvClient {
                         uncertain,
                     });
                 }
-                Attempt::Redirect(leader) if redirects < self.nodes.len() => {
+                Attempt::Redirect(leader) if redirects < self.lock_nodes().len() => {
                     tracing::debug!(from = %target, to = %leader, "following the leader hint");
                     last = format!("{target} is not the leader; it named {leader}");
                     self.set_leader(Some(leader));
@@ -423,6 +581,13 @@ impl KvClient {
                 Attempt::Redirect(leader) => {
                     last = format!("{target} is not the leader; it named {leader}");
                     target = leader;
+                }
+                Attempt::Wait { reason } => {
+                    tracing::debug!(node = %target, %reason, "membership change under way");
+                    last = format!("{target}: {reason}");
+                    // The change may complete after all, even if this leader falls.
+                    uncertain = true;
+                    pending = Some(reason);
                 }
                 Attempt::Retry {
                     next,
@@ -453,9 +618,25 @@ impl KvClient {
             Ok(ClientResponse::Applied(result)) => Attempt::Done(Answer::Applied(result)),
             Ok(ClientResponse::Value { value, .. }) => Attempt::Done(Answer::Value(value)),
             Ok(ClientResponse::ReadThroughLog) => Attempt::Done(Answer::ReadThroughLog),
+            Ok(ClientResponse::Members(members)) => {
+                Attempt::Done(Answer::Members(Box::new(members)))
+            }
+            Ok(ClientResponse::ChangeRefused(refused)) => Attempt::Done(Answer::Refused(refused)),
+            Ok(ClientResponse::ChangePending { reason }) => Attempt::Wait { reason },
             Ok(ClientResponse::NotLeader {
                 leader_hint: Some(leader),
-            }) if leader != node && self.nodes.contains(&leader) => Attempt::Redirect(leader),
+                leader_addr,
+            }) if leader != node && self.knows(leader, leader_addr) => Attempt::Redirect(leader),
+            Ok(ClientResponse::NotLeader {
+                leader_hint: Some(leader),
+                ..
+            }) if leader != node => Attempt::Retry {
+                next,
+                reason: format!(
+                    "not the leader; it named {leader}, whose client address the configuration does not record"
+                ),
+                uncertain: false,
+            },
             Ok(ClientResponse::NotLeader { .. }) => Attempt::Retry {
                 next,
                 reason: "not the leader, and it knows no leader".to_owned(),
@@ -515,6 +696,16 @@ impl KvClient {
                 | HandshakeError::VersionRefused { .. }
         );
         let addr = self.rpc.peer_addr(node)?;
+        if let HandshakeError::WrongProtocol { server, .. } = &error
+            && let Some(server) = client_protocol_version(server)
+        {
+            return Some(ClientError::VersionMismatch {
+                node,
+                addr,
+                server,
+                ours: CLIENT_PROTOCOL_VERSION,
+            });
+        }
         permanent.then_some(ClientError::WrongPort { node, addr, error })
     }
 
@@ -531,16 +722,18 @@ impl KvClient {
 
     /// Asks every node for its status, all at once.
     pub async fn statuses(&self) -> Vec<(NodeId, Result<NodeStatus, TransportError>)> {
-        let asks = self.nodes.iter().map(|&node| async move {
+        let nodes = self.nodes();
+        let asks = nodes.into_iter().map(|node| async move {
             let status = self.status(node).await;
             (node, status)
         });
         futures::future::join_all(asks).await
     }
 
-    /// The nodes of the cluster, by id.
-    pub fn nodes(&self) -> &[NodeId] {
-        &self.nodes
+    /// The nodes the client knows, by id: the ones it was given, and the leaders it was
+    /// sent to since.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.lock_nodes().clone()
     }
 
     /// The client address of node `node`.
@@ -583,17 +776,52 @@ impl KvClient {
         self.idle_sessions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Single pushes: a poisoned lock is still consistent.
+    fn lock_nodes(&self) -> MutexGuard<'_, Vec<NodeId>> {
+        self.nodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the client can send a request to `node`: it knows it, or learns it now
+    /// at `addr` (a leader's client address that came with a redirect).
+    fn knows(&self, node: NodeId, addr: Option<SocketAddr>) -> bool {
+        if self.lock_nodes().contains(&node) {
+            return true;
+        }
+        match addr {
+            Some(addr) => {
+                self.learn(node, addr);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds `node`, at client address `addr`, to the nodes the client knows. An address
+    /// it knows already is kept: the one it was given wins over the configuration's.
+    fn learn(&self, node: NodeId, addr: SocketAddr) {
+        let mut nodes = self.lock_nodes();
+        if let Err(at) = nodes.binary_search(&node) {
+            self.rpc.set_peer(node, addr);
+            nodes.insert(at, node);
+            tracing::debug!(%node, %addr, "learned a node's client address");
+        }
+    }
+
+    /// Learns the client addresses that a configuration records.
+    fn learn_members(&self, members: &ClusterMembers) {
+        for (node, addr) in members.client_addrs() {
+            self.learn(node, addr);
+        }
+    }
+
     fn first_node(&self) -> NodeId {
-        self.nodes.first().copied().unwrap_or_default()
+        self.lock_nodes().first().copied().unwrap_or_default()
     }
 
     /// The node after `node` in id order, wrapping around.
     fn node_after(&self, node: NodeId) -> NodeId {
-        self.nodes
-            .iter()
-            .copied()
-            .find(|&n| n > node)
-            .unwrap_or_else(|| self.first_node())
+        let next = self.lock_nodes().iter().copied().find(|&n| n > node);
+        next.unwrap_or_else(|| self.first_node())
     }
 
     /// The pause after the `failures`-th failed attempt of an operation.
@@ -637,7 +865,7 @@ fn unexpected(node: NodeId, response: &KvResponse) -> ClientError {
 impl fmt::Debug for KvClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KvClient")
-            .field("nodes", &self.nodes)
+            .field("nodes", &self.nodes())
             .field("leader", &self.leader())
             .field("idle_sessions", &self.lock_sessions().len())
             .finish_non_exhaustive()

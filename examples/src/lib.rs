@@ -17,9 +17,19 @@
 //!   choose ports ahead of time and keep a stopped node's ports for its restart
 //!   ([`KvNode::bind`] makes both unnecessary for nodes in one process).
 //!
-//! The `raft-kv` binary (`src/bin/raft-kv.rs`) runs a node (`raft-kv serve`) or a
-//! client command (`raft-kv put/get/delete/status`); the `kv_cluster` example runs a
-//! whole cluster in one process and shows elections, failover and catch-up.
+//! The `raft-kv` binary (`src/bin/raft-kv.rs`) runs a node (`raft-kv serve`, or
+//! `serve --join` to join a running cluster) or a client command (`raft-kv
+//! put/get/delete/status`, and `add-node/remove-node/members` to change and show the
+//! cluster's members); the `kv_cluster` example runs a whole cluster in one process and
+//! shows elections, failover, catch-up and a node replaced live.
+//!
+//! # Membership
+//!
+//! A node records every member's Raft and client addresses ([`MemberAddr`]) in Raft's
+//! configuration, which the log replicates and storage keeps: a node that joins learns
+//! where everyone is, a restart takes the members from storage ([`FirstStart`] says what
+//! a first start does), and a node that is not the leader can send a client to the
+//! leader's client address, even a leader the client was not told of.
 //!
 //! # Reads are linearizable
 //!
@@ -53,6 +63,7 @@
 //! });
 //! ```
 
+mod changes;
 mod client;
 mod members;
 mod node;
@@ -63,13 +74,15 @@ mod read;
 mod state_machine;
 
 pub use client::{ClientConfig, ClientError, KvClient, describe_failure};
-pub use members::{MembersError, parse_members, resolve};
+pub use members::{MemberAddr, MemberAddrError, MembersError, parse_members, resolve};
 pub use node::{
-    BoundNode, DEFAULT_MAX_SESSIONS, DEFAULT_READ_TIMEOUT, DEFAULT_SNAPSHOT_ENTRIES, KvNode,
-    NodeConfig, NodeError,
+    BoundNode, DEFAULT_CHANGE_WAIT, DEFAULT_MAX_SESSIONS, DEFAULT_READ_TIMEOUT,
+    DEFAULT_SNAPSHOT_ENTRIES, FirstStart, KvNode, NodeConfig, NodeError,
 };
 pub use ports::{PortHolder, free_loopback_addrs};
-pub use protocol::{ClientRequest, ClientResponse, NodeStatus, Role};
+pub use protocol::{
+    ChangeRefused, ClientRequest, ClientResponse, ClusterMembers, NodeStatus, Role,
+};
 pub use proxy::{FaultProxy, LinkMode};
 pub use read::{LinearizableRead, ParseReadModeError, ReadMode, ReadStats};
 pub use state_machine::{

@@ -1,7 +1,10 @@
-//! Parsing cluster lists: `ID=ADDR,ID=ADDR,...`.
+//! Parsing cluster lists (`ID=ADDR,ID=ADDR,...`), and the addresses a KV node records for
+//! each member in Raft's configuration ([`MemberAddr`]).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::str::FromStr;
 
 use raft_traits::NodeId;
 
@@ -89,4 +92,85 @@ pub fn resolve(addr: &str) -> Result<SocketAddr, MembersError> {
         .map_err(|e| bad(e.to_string()))?
         .next()
         .ok_or_else(|| bad("no address".to_owned()))
+}
+
+/// Where a member of a KV cluster can be reached: its Raft address, and its client
+/// address once known.
+///
+/// This is the address a KV node records for each member in Raft's configuration
+/// ([`Membership::nodes`](raft_traits::Membership::nodes), whose addresses are opaque to
+/// Raft), so that every node knows, from the replicated configuration, where each member
+/// listens for its peers and for clients. Written as `RAFT_ADDR` or
+/// `RAFT_ADDR client=CLIENT_ADDR`:
+///
+/// ```
+/// use raft_examples::MemberAddr;
+///
+/// let addr: MemberAddr = "127.0.0.1:7004 client=127.0.0.1:8004".parse().unwrap();
+/// assert_eq!(addr.raft.port(), 7004);
+/// assert_eq!(addr.client.map(|a| a.port()), Some(8004));
+/// assert_eq!(addr.to_string(), "127.0.0.1:7004 client=127.0.0.1:8004");
+/// let raft_only: MemberAddr = "127.0.0.1:7001".parse().unwrap();
+/// assert_eq!(raft_only.client, None);
+/// assert!("".parse::<MemberAddr>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemberAddr {
+    /// Where the member listens for Raft RPCs from its peers.
+    pub raft: SocketAddr,
+    /// Where it listens for clients, if the configuration records it (a node added with
+    /// `add-node` has it from the start; a member of the cluster's first configuration
+    /// once it has led).
+    pub client: Option<SocketAddr>,
+}
+
+/// Why a member's recorded address could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{address:?} is not a member address (RAFT_ADDR or RAFT_ADDR client=CLIENT_ADDR)")]
+pub struct MemberAddrError {
+    /// The offending address.
+    pub address: String,
+}
+
+impl MemberAddr {
+    /// A member reachable at `raft`, whose client address is not recorded.
+    pub fn raft_only(raft: SocketAddr) -> MemberAddr {
+        MemberAddr { raft, client: None }
+    }
+}
+
+impl fmt::Display for MemberAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.client {
+            Some(client) => write!(f, "{} client={client}", self.raft),
+            None => write!(f, "{}", self.raft),
+        }
+    }
+}
+
+impl FromStr for MemberAddr {
+    type Err = MemberAddrError;
+
+    fn from_str(address: &str) -> Result<MemberAddr, MemberAddrError> {
+        let bad = || MemberAddrError {
+            address: address.to_owned(),
+        };
+        let mut parts = address.split_whitespace();
+        let raft = parts
+            .next()
+            .and_then(|raft| raft.parse().ok())
+            .ok_or_else(bad)?;
+        let client = match parts.next() {
+            None => None,
+            Some(part) => Some(
+                part.strip_prefix("client=")
+                    .and_then(|client| client.parse().ok())
+                    .ok_or_else(bad)?,
+            ),
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MemberAddr { raft, client })
+    }
 }

@@ -16,8 +16,13 @@ use raft_net_smol::{
     Protocol, ServerError, Service, SmolRuntime, TcpConfig, TcpConfigError, TcpServer,
     TcpTransport, TlsConfig,
 };
-use raft_traits::{NodeId, Postcard, Storage, StorageError, async_trait};
+use raft_traits::{
+    Membership, NodeId, Payload, Postcard, RecoveredState, Request, Response, Storage,
+    StorageError, Transport, TransportError, async_trait,
+};
 
+use crate::changes::{Changes, not_leader};
+use crate::members::MemberAddr;
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 use crate::read::{ReadMode, ReadStats};
 use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, SnapshottingKv};
@@ -31,6 +36,29 @@ pub const DEFAULT_MAX_SESSIONS: NonZeroUsize = DEFAULT_CAPACITY;
 /// How long a node works on one read without the log by default.
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a node waits for a membership change before it answers that the change is
+/// pending, by default: below the client's 3 s per attempt, so that the client hears
+/// the answer rather than a timeout.
+pub const DEFAULT_CHANGE_WAIT: Duration = Duration::from_secs(2);
+
+/// How a node starts when its storage holds no cluster configuration (its first start).
+/// Once storage holds one (every later start), the node takes it from there, and
+/// [`NodeConfig::peers`] only tells the transport where the members were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FirstStart {
+    /// Start a new cluster whose members are [`NodeConfig::peers`] and this node, all
+    /// voters (`raft-kv serve --peers`).
+    #[default]
+    Bootstrap,
+    /// Join a running cluster (`raft-kv serve --join`): start with an empty log, never
+    /// campaign, and wait for the leader to add this node (`raft-kv add-node`) and send
+    /// it the log.
+    Join,
+    /// Do not start: a restart was expected, and storage holds no configuration
+    /// ([`NodeError::NoConfiguration`]). `raft-kv serve` without `--peers` or `--join`.
+    Refuse,
+}
+
 /// Everything a [`KvNode`] needs to start.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -40,9 +68,16 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Where this node listens for clients.
     pub client_listen: SocketAddr,
-    /// The Raft addresses of the cluster's members. The entry for `id` itself, if any,
-    /// is ignored, so every node may be given the same list.
+    /// The Raft addresses of the cluster's members. On the cluster's first start (see
+    /// [`first_start`](Self::first_start)) they are its members, with this node; later
+    /// the configuration in storage says who the members are and where they listen, and
+    /// these only seed the transport. The entry for `id` itself, if any, is its address
+    /// in the first configuration (else [`listen`](Self::listen)), so every node may be
+    /// given the same list.
     pub peers: BTreeMap<NodeId, SocketAddr>,
+    /// How the node starts if its storage holds no configuration yet
+    /// ([`FirstStart::Bootstrap`] by default).
+    pub first_start: FirstStart,
     /// Where the node keeps its log, hard state and snapshot; `None` keeps them in memory
     /// (lost when the process ends).
     pub data_dir: Option<PathBuf>,
@@ -61,6 +96,10 @@ pub struct NodeConfig {
     /// before it answers [`ClientResponse::NotApplied`], so that the client tries again
     /// ([`DEFAULT_READ_TIMEOUT`] by default).
     pub read_timeout: Duration,
+    /// How long the node waits for a membership change asked by a client before it
+    /// answers [`ClientResponse::ChangePending`] ([`DEFAULT_CHANGE_WAIT`] by default). The
+    /// change goes on; the client asks again.
+    pub change_wait: Duration,
     /// Raft's timing.
     pub raft: Config,
     /// Limits and timeouts of the Raft transport and of both listeners
@@ -85,11 +124,13 @@ impl NodeConfig {
             listen,
             client_listen,
             peers: peers.into_iter().collect(),
+            first_start: FirstStart::default(),
             data_dir: None,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
             max_sessions: DEFAULT_MAX_SESSIONS,
             read_mode: ReadMode::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,
+            change_wait: DEFAULT_CHANGE_WAIT,
             raft: Config::default(),
             tcp: Self::default_tcp(),
             tls: None,
@@ -107,7 +148,7 @@ impl NodeConfig {
         }
     }
 
-    /// Every member of the cluster, this node included.
+    /// Every member of the cluster's first configuration, this node included.
     pub fn members(&self) -> Vec<NodeId> {
         let mut members: Vec<NodeId> = self.peers.keys().copied().collect();
         if !members.contains(&self.id) {
@@ -115,6 +156,17 @@ impl NodeConfig {
         }
         members.sort();
         members
+    }
+
+    /// The cluster's first configuration, as [`FirstStart::Bootstrap`] starts it: every
+    /// member a voter, with its Raft address (this node's from `peers` if listed there,
+    /// else [`listen`](Self::listen)).
+    pub fn bootstrap_membership(&self) -> Membership {
+        let own = self.peers.get(&self.id).copied().unwrap_or(self.listen);
+        Membership::with_addresses(self.members().into_iter().map(|id| {
+            let raft = if id == self.id { own } else { self.peers[&id] };
+            (id, MemberAddr::raft_only(raft).to_string())
+        }))
     }
 }
 
@@ -133,6 +185,12 @@ pub enum NodeError {
     /// Raft refused to start.
     #[error("cannot start raft: {0}")]
     Start(#[from] StartError),
+    /// [`FirstStart::Refuse`], and storage holds no configuration: this is not a
+    /// restart.
+    #[error(
+        "storage holds no cluster configuration (a first start): give the members to start a new cluster, or join a running one"
+    )]
+    NoConfiguration,
 }
 
 /// One running node of the KV service.
@@ -152,6 +210,9 @@ pub struct KvNode {
     transport: TcpTransport<KvSessionCommand>,
     view: KvView,
     read_mode: ReadMode,
+    /// Records this node's client address in the configuration while it leads; ends
+    /// with the node (and is cancelled with it).
+    _publisher: smol::Task<()>,
 }
 
 impl KvNode {
@@ -318,6 +379,24 @@ impl BoundNode {
             client_server,
         } = self;
         config.raft.lease_reads = config.read_mode == ReadMode::Lease;
+        config.listen = raft_server.local_addr();
+        config.client_listen = client_server.local_addr();
+        // A restart takes the configuration from storage: an argument there would have
+        // to match what storage holds, and the cluster may have changed since its first
+        // start. So only a first start passes one.
+        let mut storage = storage;
+        let recovered = storage.recover().await?;
+        let membership = if holds_configuration(&recovered) {
+            tracing::info!(node = %config.id, "storage holds the cluster's configuration");
+            Membership::default()
+        } else {
+            match config.first_start {
+                FirstStart::Bootstrap => config.bootstrap_membership(),
+                FirstStart::Join => Membership::default(),
+                FirstStart::Refuse => return Err(NodeError::NoConfiguration),
+            }
+        };
+        drop(recovered);
         let peers: Vec<(NodeId, SocketAddr)> = config
             .peers
             .iter()
@@ -338,10 +417,11 @@ impl BoundNode {
             runtime: SmolRuntime::global(),
             storage,
             state_machine,
-            transport: transport.clone(),
+            transport: MemberTransport(transport.clone()),
         };
+        let joining = membership.nodes.is_empty();
         let raft: KvRaft =
-            match KvRaft::spawn(config.id, config.members(), config.raft.clone(), parts).await {
+            match KvRaft::spawn_in(config.id, membership, config.raft.clone(), parts).await {
                 Ok(raft) => raft,
                 Err(error) => {
                     transport.shutdown();
@@ -351,6 +431,7 @@ impl BoundNode {
         // Snapshots start now that the state machine can reach Raft.
         let _ = raft_slot.set(raft.clone());
 
+        let changes = Changes::new(raft.clone(), config.change_wait, client_server.local_addr());
         let node = KvNode {
             id: config.id,
             raft: raft.clone(),
@@ -359,6 +440,7 @@ impl BoundNode {
             transport,
             view: view.clone(),
             read_mode: config.read_mode,
+            _publisher: smol::spawn(Arc::clone(&changes).publish_client_addr()),
         };
         let started = node
             .raft_server
@@ -369,6 +451,7 @@ impl BoundNode {
                     view,
                     read_mode: config.read_mode,
                     read_timeout: config.read_timeout,
+                    changes,
                 }))
             });
         if let Err(error) = started {
@@ -380,6 +463,7 @@ impl BoundNode {
             raft = %node.raft_addr(),
             clients = %node.client_addr(),
             read_mode = %config.read_mode,
+            joining,
             "node started"
         );
         Ok(node)
@@ -403,18 +487,15 @@ struct ClientService {
     view: KvView,
     read_mode: ReadMode,
     read_timeout: Duration,
+    changes: Arc<Changes>,
 }
 
 impl ClientService {
     async fn execute(&self, command: KvSessionCommand) -> Result<ClientResponse, String> {
         match self.raft.propose(command).await {
             Ok(response) => Ok(ClientResponse::Applied(response)),
-            Err(ProposeError::NotLeader { leader_hint }) => {
-                Ok(ClientResponse::NotLeader { leader_hint })
-            }
-            Err(ProposeError::TransferInProgress { to }) => Ok(ClientResponse::NotLeader {
-                leader_hint: Some(to),
-            }),
+            Err(ProposeError::NotLeader { leader_hint }) => Ok(self.not_leader(leader_hint)),
+            Err(ProposeError::TransferInProgress { to }) => Ok(self.not_leader(Some(to))),
             Err(error @ ProposeError::Lost { .. }) => Ok(ClientResponse::NotApplied {
                 reason: error.to_string(),
             }),
@@ -443,9 +524,7 @@ impl ClientService {
                 value: read.value,
                 read_index: read.read_index,
             }),
-            Some(Err(ReadError::NotLeader { leader_hint })) => {
-                Ok(ClientResponse::NotLeader { leader_hint })
-            }
+            Some(Err(ReadError::NotLeader { leader_hint })) => Ok(self.not_leader(leader_hint)),
             Some(Err(ReadError::NotReady)) => Ok(ClientResponse::NotApplied {
                 reason: format!(
                     "the leader committed no entry of its term within {:?}, so it cannot serve reads yet",
@@ -457,6 +536,14 @@ impl ClientService {
             }),
             Some(Err(error)) => Err(error.to_string()),
         }
+    }
+}
+
+impl ClientService {
+    /// "Not the leader", with the leader's client address if the configuration records
+    /// it.
+    fn not_leader(&self, leader_hint: Option<NodeId>) -> ClientResponse {
+        not_leader(&self.raft.status(), leader_hint)
     }
 }
 
@@ -476,6 +563,20 @@ impl Service for ClientService {
             ))),
             ClientRequest::Execute(command) => self.execute(command).await,
             ClientRequest::Read { key } => self.read(&key).await,
+            ClientRequest::AddNode {
+                id,
+                raft_addr,
+                client_addr,
+                learner,
+            } => {
+                let address = MemberAddr {
+                    raft: raft_addr,
+                    client: client_addr,
+                };
+                Ok(self.changes.add_node(id, address, learner).await)
+            }
+            ClientRequest::RemoveNode { id } => Ok(self.changes.remove_node(id).await),
+            ClientRequest::Members => Ok(self.changes.members()),
         }
     }
 
@@ -484,6 +585,47 @@ impl Service for ClientService {
             ClientRequest::Execute(_) => "Execute",
             ClientRequest::Read { .. } => "Read",
             ClientRequest::Status => "Status",
+            ClientRequest::AddNode { .. } => "AddNode",
+            ClientRequest::RemoveNode { .. } => "RemoveNode",
+            ClientRequest::Members => "Members",
         }
+    }
+}
+
+/// Whether what storage recovered holds a cluster configuration: in its snapshot's
+/// metadata (where the first start records the bootstrap configuration) or in a log
+/// entry.
+fn holds_configuration<C>(recovered: &RecoveredState<C>) -> bool {
+    recovered.snapshot.is_some()
+        || recovered
+            .entries
+            .iter()
+            .any(|entry| matches!(entry.payload, Payload::Membership(_)))
+}
+
+/// The TCP transport, told the members' Raft addresses out of the addresses a KV node
+/// records in the configuration ([`MemberAddr`], which also carry client addresses).
+struct MemberTransport(TcpTransport<KvSessionCommand>);
+
+#[async_trait]
+impl Transport<KvSessionCommand> for MemberTransport {
+    async fn send(
+        &self,
+        to: NodeId,
+        request: Request<KvSessionCommand>,
+    ) -> Result<Response, TransportError> {
+        self.0.send(to, request).await
+    }
+
+    fn update_membership(&self, membership: &Membership) {
+        let mut raft_addrs = membership.clone();
+        for address in raft_addrs.nodes.values_mut() {
+            // An address that is not a member address is left for the transport to
+            // judge (it ignores what it cannot parse).
+            if let Ok(member) = address.parse::<MemberAddr>() {
+                *address = member.raft.to_string();
+            }
+        }
+        self.0.update_membership(&raft_addrs);
     }
 }

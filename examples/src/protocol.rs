@@ -4,26 +4,64 @@
 //! The messages travel in `raft-net-smol` frames (the same framing, chunking and
 //! validation as Raft's RPCs), encoded with postcard. Each request gets exactly one
 //! response with its request id; many requests may be in flight on one connection.
+//!
+//! The protocol is versioned by its name in the connection's
+//! [handshake](raft_net_smol::handshake): [`CLIENT_PROTOCOL`] is `raft-kv/2`. Version 1
+//! (named plain `raft-kv`) had no membership requests and no client address in
+//! [`ClientResponse::NotLeader`]. A client and a node of different versions never
+//! exchange a message they could misread: the node refuses the handshake, and the
+//! client says which versions met ([`client_protocol_version`]).
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use raft_impl::Status;
 use raft_impl::core::RoleKind;
 use raft_net_smol::Protocol;
-use raft_traits::{LogId, LogIndex, NodeId, Term};
+use raft_traits::{LogId, LogIndex, Membership, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
+use crate::members::MemberAddr;
 use crate::state_machine::{KvSessionCommand, KvSessionResult};
 
+/// The name of the client protocol's family, which the version follows.
+pub const CLIENT_PROTOCOL_NAME: &str = "raft-kv";
+
+/// The version of the client protocol this build speaks.
+pub const CLIENT_PROTOCOL_VERSION: u32 = 2;
+
 /// The name of the client protocol, which every client connection names in its
-/// [handshake](raft_net_smol::handshake): a client pointed at a node's Raft port, or at
-/// another service, is refused before its request reaches anything.
-pub const CLIENT_PROTOCOL: &str = "raft-kv";
+/// [handshake](raft_net_smol::handshake): a client pointed at a node's Raft port, at
+/// another service, or at a node of another protocol version is refused before its
+/// request reaches anything.
+pub const CLIENT_PROTOCOL: &str = "raft-kv/2";
 
 /// The client protocol, as the handshake names it.
 pub fn client_protocol() -> Protocol {
     Protocol::service(CLIENT_PROTOCOL)
+}
+
+/// The version of the KV client protocol that `protocol` names, if it names that
+/// protocol at all: `raft-kv` is version 1, `raft-kv/N` version N.
+///
+/// ```
+/// use raft_examples::protocol::{client_protocol, client_protocol_version};
+/// use raft_net_smol::Protocol;
+///
+/// assert_eq!(client_protocol_version(&client_protocol()), Some(2));
+/// assert_eq!(client_protocol_version(&Protocol::service("raft-kv")), Some(1));
+/// assert_eq!(client_protocol_version(&Protocol::service("other")), None);
+/// assert_eq!(client_protocol_version(&Protocol::Raft), None);
+/// ```
+pub fn client_protocol_version(protocol: &Protocol) -> Option<u32> {
+    let Protocol::Service(name) = protocol else {
+        return None;
+    };
+    match name.strip_prefix(CLIENT_PROTOCOL_NAME)? {
+        "" => Some(1),
+        version => version.strip_prefix('/')?.parse().ok(),
+    }
 }
 
 /// What a client asks a node.
@@ -46,6 +84,33 @@ pub enum ClientRequest {
     },
     /// Report this node's view of the cluster. Any node answers.
     Status,
+    /// Add node `id` to the cluster: as a voter (added as a learner, and promoted once it
+    /// has caught up with the leader's log), or as a learner if `learner`. Only the
+    /// leader accepts it. The node should already run, started to join
+    /// (`raft-kv serve --join`). Answered with [`ClientResponse::Members`] once the
+    /// configuration that completes it has committed; asking again for a change already
+    /// made, or under way on this leader, is answered the same way.
+    AddNode {
+        /// The node's id.
+        id: NodeId,
+        /// Where it listens for Raft RPCs.
+        raft_addr: SocketAddr,
+        /// Where it listens for clients, recorded in the configuration so that clients
+        /// can be sent there (see [`ClientResponse::NotLeader`]).
+        client_addr: Option<SocketAddr>,
+        /// Add it as a learner (receives the log, never votes) rather than a voter.
+        learner: bool,
+    },
+    /// Remove node `id` (voter or learner) from the cluster; the leader may remove
+    /// itself. Only the leader accepts it. Answered with [`ClientResponse::Members`] once
+    /// the configuration without it has committed.
+    RemoveNode {
+        /// The node to remove.
+        id: NodeId,
+    },
+    /// Report the cluster's configuration, as the leader knows it. Only the leader
+    /// answers ([`ClientResponse::Members`]).
+    Members,
 }
 
 /// What a node answers.
@@ -72,6 +137,9 @@ pub enum ClientResponse {
     NotLeader {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,
+        /// The leader's client address, if the configuration records it: how a client
+        /// reaches a leader it was not told about (one added since the client started).
+        leader_addr: Option<SocketAddr>,
     },
     /// The command was not applied (another leader's entry replaced it before it
     /// committed), or the read was not served (the leader was not ready for reads in
@@ -88,6 +156,108 @@ pub enum ClientResponse {
     },
     /// The answer to [`ClientRequest::Status`].
     Status(NodeStatus),
+    /// The cluster's configuration, from the leader: the answer to
+    /// [`ClientRequest::Members`], and to a membership change once it has completed.
+    Members(ClusterMembers),
+    /// The leader refused the membership change; nothing changed.
+    ChangeRefused(ChangeRefused),
+    /// The membership change is under way but has not completed yet (a new voter still
+    /// catching up, or a configuration not committed yet). Asking again waits for the
+    /// same change; it is not started twice.
+    ChangePending {
+        /// What it waits for.
+        reason: String,
+    },
+}
+
+/// The cluster's configuration as a leader knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMembers {
+    /// The node that answered.
+    pub node: NodeId,
+    /// Its term.
+    pub term: Term,
+    /// The leader as far as it knows (itself, unless it has just removed itself).
+    pub leader: Option<NodeId>,
+    /// The configuration in effect: the latest in its log, committed or not.
+    pub latest: Membership,
+    /// The latest committed configuration.
+    pub committed: Membership,
+}
+
+impl ClusterMembers {
+    /// The report of a node whose status is `status`.
+    pub fn of(status: &Status) -> ClusterMembers {
+        ClusterMembers {
+            node: status.id,
+            term: status.term,
+            leader: status.leader,
+            latest: status.membership.clone(),
+            committed: status.committed_membership.clone(),
+        }
+    }
+
+    /// Whether the latest configuration is the committed one: no change under way.
+    pub fn is_settled(&self) -> bool {
+        self.latest == self.committed && !self.latest.is_joint()
+    }
+
+    /// The recorded address of member `id` (in the latest configuration, else the
+    /// committed one), if it is one and can be read.
+    pub fn addr(&self, id: NodeId) -> Option<MemberAddr> {
+        self.latest
+            .address(id)
+            .or_else(|| self.committed.address(id))?
+            .parse()
+            .ok()
+    }
+
+    /// Every member's client address that the configuration records.
+    pub fn client_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
+        self.latest
+            .nodes
+            .keys()
+            .chain(self.committed.nodes.keys())
+            .filter_map(|&id| Some((id, self.addr(id)?.client?)))
+            .collect()
+    }
+}
+
+/// Why a leader refused a membership change. Nothing changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ChangeRefused {
+    /// Another membership change has not completed (Raft makes one at a time) and did
+    /// not complete while the leader waited for it.
+    #[error(
+        "another membership change is in progress; try again once it has completed (raft-kv members shows it)"
+    )]
+    ChangeInProgress,
+    /// The node named is not a member.
+    #[error("{0} is not a member of the cluster")]
+    UnknownNode(NodeId),
+    /// Removing the node would leave the cluster without a voter.
+    #[error("{0} is the last voter: removing it would leave the cluster without voters")]
+    NoVotersLeft(NodeId),
+    /// The node is already a member, at another address, or as a voter when asked to
+    /// add it as a learner.
+    #[error(
+        "{id} is already a member ({} at {address}); remove it first to add it again differently",
+        if *voter { "a voter" } else { "a learner" }
+    )]
+    AlreadyMember {
+        /// The node.
+        id: NodeId,
+        /// Its recorded address.
+        address: String,
+        /// Whether it votes.
+        voter: bool,
+    },
+    /// Any other reason the leader gave.
+    #[error("the change was refused: {reason}")]
+    Other {
+        /// The leader's reason.
+        reason: String,
+    },
 }
 
 /// The role of a node, as reported to clients.

@@ -6,7 +6,20 @@
 //! raft-kv put color blue --cluster 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003
 //! raft-kv get color      --cluster 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003
 //! raft-kv status         --cluster 1=127.0.0.1:8001,2=127.0.0.1:8002,3=127.0.0.1:8003
+//!
+//! raft-kv serve --id 4 --listen 127.0.0.1:7004 --join --data-dir /tmp/kv4
+//! raft-kv add-node --id 4 --addr 127.0.0.1:7004 --cluster 1=127.0.0.1:8001,...
+//! raft-kv remove-node --id 1 --cluster 1=127.0.0.1:8001,...
+//! raft-kv members --cluster 1=127.0.0.1:8001,...
 //! ```
+//!
+//! Membership: a node started with `serve --join` waits until the leader adds it
+//! (`add-node`, as a voter, or with `--learner` as a learner); `remove-node` takes a
+//! node (the leader too) out of the cluster; `members` prints the configuration. A node
+//! keeps the configuration in its `--data-dir`, so a restart takes it from there and
+//! `--peers` is needed only on a cluster's first start. The configuration records each
+//! member's client address, so a node that is not the leader tells a client where the
+//! leader is, even a leader added after the client's `--cluster` list was written.
 //!
 //! A node listens on two ports: `--listen` for Raft RPCs from its peers (the addresses
 //! in `--peers`), and `--client-listen` for clients (the addresses in `--cluster`),
@@ -36,11 +49,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use raft_examples::{
-    ClientConfig, ClientError, DEFAULT_SNAPSHOT_ENTRIES, KvClient, KvNode, NodeConfig, ReadMode,
-    describe_failure, parse_members, resolve,
+    ClientConfig, ClientError, ClusterMembers, DEFAULT_SNAPSHOT_ENTRIES, FirstStart, KvClient,
+    KvNode, NodeConfig, NodeError, ReadMode, describe_failure, parse_members, resolve,
 };
 use raft_net_smol::{HandshakeError, Protocol, TcpConfig, TlsConfig};
-use raft_traits::NodeId;
+use raft_traits::{Membership, NodeId};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -64,9 +77,15 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: String,
         /// Every node's Raft address, as ID=ADDR,ID=ADDR,... (this node's own entry is
-        /// optional).
+        /// optional): the members of a new cluster, on its first start. Once the
+        /// --data-dir holds the cluster's configuration, the node takes the members from
+        /// there, and these only tell it where to find them.
         #[arg(long, value_name = "ID=ADDR,...")]
-        peers: String,
+        peers: Option<String>,
+        /// Join a running cluster: start with an empty log, never campaign, and wait
+        /// for the leader to add this node (raft-kv add-node). --peers is not needed.
+        #[arg(long)]
+        join: bool,
         /// Where to listen for clients [default: the --listen IP, port + 1000].
         #[arg(long, value_name = "ADDR")]
         client_listen: Option<String>,
@@ -114,6 +133,38 @@ enum Command {
     },
     /// Print every node's role, term, leader, commit and applied indices.
     Status {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Add a node (started with `serve --join`) to the cluster: as a voter, once it has
+    /// caught up with the leader's log, or as a learner.
+    AddNode {
+        /// The new node's id.
+        #[arg(long)]
+        id: u64,
+        /// Its Raft address (its `serve --listen`).
+        #[arg(long, value_name = "RAFT_ADDR")]
+        addr: String,
+        /// Its client address [default: the Raft IP, port + 1000, as `serve` takes].
+        #[arg(long, value_name = "ADDR")]
+        client_addr: Option<String>,
+        /// Add it as a learner: it receives the log but does not vote.
+        #[arg(long)]
+        learner: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Remove a node (voter or learner, the leader too) from the cluster.
+    RemoveNode {
+        /// The node's id.
+        #[arg(long)]
+        id: u64,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Print the cluster's configuration, as the leader knows it: voters, learners,
+    /// addresses, and whether a change is under way.
+    Members {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -219,6 +270,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             id,
             listen,
             peers,
+            join,
             client_listen,
             data_dir,
             snapshot_entries,
@@ -226,7 +278,17 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             cluster_id,
             tls,
         } => {
-            let mut config = node_config(NodeId(id), &listen, &peers, client_listen.as_deref())?;
+            let mut config = node_config(
+                NodeId(id),
+                &listen,
+                peers.as_deref(),
+                client_listen.as_deref(),
+            )?;
+            config.first_start = match (join, &peers) {
+                (true, _) => FirstStart::Join,
+                (false, Some(_)) => FirstStart::Bootstrap,
+                (false, None) => FirstStart::Refuse,
+            };
             config.data_dir = data_dir;
             config.snapshot_entries = snapshot_entries;
             config.read_mode = read_mode;
@@ -278,6 +340,110 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { cluster } => status(&cluster),
+        Command::AddNode {
+            id,
+            addr,
+            client_addr,
+            learner,
+            cluster,
+        } => {
+            let raft_addr = resolve(&addr).map_err(|e| Failure::usage(format!("--addr: {e}")))?;
+            let client_addr = match client_addr {
+                Some(addr) => {
+                    resolve(&addr).map_err(|e| Failure::usage(format!("--client-addr: {e}")))?
+                }
+                None => default_client_addr(raft_addr).map_err(|_| {
+                    Failure::usage(format!(
+                        "--addr port {} leaves no room for the default client port (+1000); give --client-addr",
+                        raft_addr.port()
+                    ))
+                })?,
+            };
+            let client = client(&cluster)?;
+            let id = NodeId(id);
+            smol::block_on(client.add_node(id, raft_addr, Some(client_addr), learner))
+                .map_err(client_failure)?;
+            let role = if learner { "learner" } else { "voter" };
+            println!("OK: {id} is a {role}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RemoveNode { id, cluster } => {
+            let client = client(&cluster)?;
+            let id = NodeId(id);
+            smol::block_on(client.remove_node(id)).map_err(client_failure)?;
+            println!("OK: {id} removed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Members { cluster } => {
+            let client = client(&cluster)?;
+            let members = smol::block_on(client.members()).map_err(client_failure)?;
+            print_members(&members);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `raft-kv members`: the configuration, and the committed one if a change is under way.
+fn print_members(members: &ClusterMembers) {
+    let leader = members
+        .leader
+        .map_or_else(|| "none".to_owned(), |leader| leader.to_string());
+    println!(
+        "leader {leader}, term {} (as {} sees it)",
+        members.term.0, members.node
+    );
+    if members.is_settled() {
+        println!("configuration (committed):");
+        print_configuration(members, &members.latest);
+    } else {
+        println!("latest configuration (in effect, not committed yet):");
+        print_configuration(members, &members.latest);
+        println!("committed configuration:");
+        print_configuration(members, &members.committed);
+    }
+}
+
+fn print_configuration(members: &ClusterMembers, configuration: &Membership) {
+    println!(
+        "  {:<6} {:<18} {:<22} client address",
+        "node", "role", "raft address"
+    );
+    for (&id, address) in &configuration.nodes {
+        let incoming = configuration.voters.contains(&id);
+        let outgoing = configuration
+            .outgoing
+            .as_ref()
+            .is_some_and(|outgoing| outgoing.contains(&id));
+        let role = match (configuration.outgoing.is_some(), incoming, outgoing) {
+            (false, true, _) | (true, true, true) => "voter",
+            (true, true, false) => "voter (incoming)",
+            (true, false, true) if configuration.learners.contains(&id) => "voter -> learner",
+            (true, false, true) => "voter (outgoing)",
+            _ if configuration.learners.contains(&id) => "learner",
+            _ => "-",
+        };
+        let (raft, client) = match members.addr(id) {
+            Some(addr) => (
+                addr.raft.to_string(),
+                addr.client
+                    .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            ),
+            None => (address.clone(), "-".to_owned()),
+        };
+        println!("  {:<6} {role:<18} {raft:<22} {client}", id.to_string());
+    }
+    if let Some(outgoing) = &configuration.outgoing {
+        let list = |ids: &std::collections::BTreeSet<NodeId>| {
+            ids.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "  joint consensus: voters {} -> {} (decisions need a majority of both)",
+            list(outgoing),
+            list(&configuration.voters)
+        );
     }
 }
 
@@ -285,11 +451,14 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
 fn node_config(
     id: NodeId,
     listen: &str,
-    peers: &str,
+    peers: Option<&str>,
     client_listen: Option<&str>,
 ) -> Result<NodeConfig, Failure> {
     let listen = resolve(listen).map_err(|e| Failure::usage(format!("--listen: {e}")))?;
-    let peers = parse_members(peers).map_err(|e| Failure::usage(format!("--peers: {e}")))?;
+    let peers = match peers {
+        Some(peers) => parse_members(peers).map_err(|e| Failure::usage(format!("--peers: {e}")))?,
+        None => BTreeMap::new(),
+    };
     let client_listen = match client_listen {
         Some(addr) => resolve(addr).map_err(|e| Failure::usage(format!("--client-listen: {e}")))?,
         None => default_client_addr(listen)?,
@@ -319,10 +488,25 @@ fn serve(config: NodeConfig) -> Result<ExitCode, Failure> {
     } else {
         ""
     };
+    let data_dir = config.data_dir.clone();
     smol::block_on(async {
-        let node = KvNode::start(config).await?;
+        let node = KvNode::start(config).await.map_err(|error| match error {
+            NodeError::NoConfiguration => Failure::usage(format!(
+                "{} holds no cluster configuration: give --peers to start a new cluster, or --join to join a running one",
+                data_dir.as_ref().map_or_else(
+                    || "memory storage".to_owned(),
+                    |dir| format!("--data-dir {}", dir.display())
+                )
+            )),
+            error => Failure::from(error),
+        })?;
+        let joining = if node.raft().status().membership.nodes.is_empty() {
+            "; not a member yet: waiting for the leader to add it (raft-kv add-node)"
+        } else {
+            ""
+        };
         println!(
-            "raft-kv node {} serving: raft {}, clients {}, storage {storage}, reads {read_mode}{tls}",
+            "raft-kv node {} serving: raft {}, clients {}, storage {storage}, reads {read_mode}{tls}{joining}",
             id.0,
             node.raft_addr(),
             node.client_addr()
@@ -410,7 +594,8 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
                     Some(ClientError::WrongPort { node, addr, error }) => {
                         wrong_port(node, addr, &error)
                     }
-                    _ => describe_failure(&error),
+                    Some(other) => other.to_string(),
+                    None => describe_failure(&error),
                 };
                 println!("{:<6} {:<22} {}", node.to_string(), addr, why);
             }

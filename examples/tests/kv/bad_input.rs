@@ -8,7 +8,7 @@ use proptest::test_runner::{Config as ProptestConfig, TestRunner};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use raft_examples::protocol::client_protocol;
+use raft_examples::protocol::{CLIENT_PROTOCOL, client_protocol};
 use raft_examples::{ClientConfig, ClientError, KvClient, NodeConfig};
 use raft_net_smol::frame::{FrameHeader, FrameKind, HEADER_LEN, MAGIC, VERSION, read_frame};
 use raft_net_smol::handshake::{Hello, Protocol};
@@ -133,10 +133,12 @@ fn bad_inputs(raft: bool) -> Vec<(&'static str, bool, Vec<u8>, bool, String)> {
         cluster_id: "elsewhere".to_owned(),
         ..hello(raft)
     };
+    let client_protocol = format!("the client protocol \"{CLIENT_PROTOCOL}\"");
+    let raft_protocol = "Raft (node to node)".to_owned();
     let (this_protocol, other_protocol) = if raft {
-        ("Raft (node to node)", "the client protocol \"raft-kv\"")
+        (raft_protocol, client_protocol)
     } else {
-        ("the client protocol \"raft-kv\"", "Raft (node to node)")
+        (client_protocol, raft_protocol)
     };
     vec![
         (

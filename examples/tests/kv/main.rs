@@ -17,6 +17,7 @@ mod logs;
 mod support;
 
 mod bad_input;
+mod membership;
 mod partition;
 mod process;
 mod reads;

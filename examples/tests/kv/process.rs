@@ -18,11 +18,11 @@ use crate::support::{FORK_LOCK, PATIENCE, TestCa, client_config, run};
 const BIN: &str = env!("CARGO_BIN_EXE_raft-kv");
 
 /// One `raft-kv serve` process, killed when dropped.
-struct Server {
-    id: NodeId,
+pub(crate) struct Server {
+    pub(crate) id: NodeId,
     /// Its Raft and client addresses.
-    addrs: [SocketAddr; 2],
-    args: Vec<String>,
+    pub(crate) addrs: [SocketAddr; 2],
+    pub(crate) args: Vec<String>,
     log: PathBuf,
     child: Option<Child>,
     /// Its addresses while it is down, kept for its restart.
@@ -30,7 +30,20 @@ struct Server {
 }
 
 impl Server {
-    async fn start(&mut self) {
+    /// A server `id` on `addrs` (Raft, client), run with `args`, logging to `log`; not
+    /// started yet.
+    pub(crate) fn new(id: NodeId, addrs: [SocketAddr; 2], args: Vec<String>, log: PathBuf) -> Self {
+        Server {
+            id,
+            addrs,
+            args,
+            log,
+            child: None,
+            held: None,
+        }
+    }
+
+    pub(crate) async fn start(&mut self) {
         assert!(self.child.is_none(), "{} is running", self.id);
         let _no_fork = FORK_LOCK.lock().await;
         if let Some(held) = self.held.take() {
@@ -55,7 +68,7 @@ impl Server {
     /// SIGKILL: no chance to flush or close anything. With `hold_ports`, its addresses
     /// are kept for its restart (connections to them are then closed at once rather
     /// than refused).
-    fn kill(&mut self, hold_ports: bool) {
+    pub(crate) fn kill(&mut self, hold_ports: bool) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         let status = child.wait().unwrap();
@@ -65,7 +78,7 @@ impl Server {
         }
     }
 
-    fn is_running(&mut self) -> bool {
+    pub(crate) fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => child.try_wait().unwrap().is_none(),
             None => false,
@@ -90,7 +103,7 @@ impl Drop for Server {
     }
 }
 
-fn members(addrs: &BTreeMap<NodeId, SocketAddr>) -> String {
+pub(crate) fn members(addrs: &BTreeMap<NodeId, SocketAddr>) -> String {
     addrs
         .iter()
         .map(|(id, addr)| format!("{}={addr}", id.0))
@@ -98,7 +111,7 @@ fn members(addrs: &BTreeMap<NodeId, SocketAddr>) -> String {
         .join(",")
 }
 
-fn cli(args: &[&str]) -> Output {
+pub(crate) fn cli(args: &[&str]) -> Output {
     let child = {
         let _no_fork = FORK_LOCK.lock_blocking();
         Command::new(BIN)
@@ -115,22 +128,22 @@ fn cli(args: &[&str]) -> Output {
 
 /// [`free_loopback_addrs`], while no child is being spawned: the listeners it closes
 /// must not live on in one.
-fn free_addrs(n: usize) -> Vec<SocketAddr> {
+pub(crate) fn free_addrs(n: usize) -> Vec<SocketAddr> {
     let _no_fork = FORK_LOCK.lock_blocking();
     free_loopback_addrs(n).unwrap()
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// Polls every node's status until one leads and every other reachable node follows
 /// it, skipping `down`.
-async fn wait_for_leader(client: &KvClient, down: &[NodeId]) -> NodeStatus {
+pub(crate) async fn wait_for_leader(client: &KvClient, down: &[NodeId]) -> NodeStatus {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let statuses: Vec<NodeStatus> = client
@@ -155,7 +168,7 @@ async fn wait_for_leader(client: &KvClient, down: &[NodeId]) -> NodeStatus {
 }
 
 /// Polls node `id` until it has applied `index`.
-async fn wait_applied(client: &KvClient, id: NodeId, index: raft_traits::LogIndex) {
+pub(crate) async fn wait_applied(client: &KvClient, id: NodeId, index: raft_traits::LogIndex) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Ok(status) = client.status(id).await
@@ -168,7 +181,7 @@ async fn wait_applied(client: &KvClient, id: NodeId, index: raft_traits::LogInde
     }
 }
 
-async fn put_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>) {
+pub(crate) async fn put_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>) {
     for i in range {
         client
             .put(format!("{prefix}{i}"), format!("value-{i}"))
@@ -177,7 +190,7 @@ async fn put_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>)
     }
 }
 
-async fn check_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>) {
+pub(crate) async fn check_range(client: &KvClient, prefix: &str, range: std::ops::Range<u64>) {
     for i in range {
         let value = client.get(format!("{prefix}{i}")).await.unwrap();
         assert_eq!(
@@ -204,7 +217,7 @@ async fn garbage(addr: SocketAddr) {
 }
 
 /// `raft-kv serve` processes with `extra` arguments.
-fn servers(
+pub(crate) fn servers(
     dir: &Path,
     raft: &BTreeMap<NodeId, SocketAddr>,
     clients: &BTreeMap<NodeId, SocketAddr>,
@@ -230,15 +243,8 @@ fn servers(
                 "50".to_owned(),
             ];
             args.extend(extra.iter().map(|arg| arg.to_string()));
-            let server = Server {
-                id,
-                addrs: [raft[&id], clients[&id]],
-                args,
-                log: dir.join(format!("node-{}.log", id.0)),
-                child: None,
-                held: None,
-            };
-            (id, server)
+            let log = dir.join(format!("node-{}.log", id.0));
+            (id, Server::new(id, [raft[&id], clients[&id]], args, log))
         })
         .collect()
 }

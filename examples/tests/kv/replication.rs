@@ -85,7 +85,10 @@ fn a_follower_refuses_commands_and_names_the_leader() {
                 assert_eq!(
                     answer,
                     ClientResponse::NotLeader {
-                        leader_hint: Some(leader.id)
+                        leader_hint: Some(leader.id),
+                        // The first configuration records no client addresses: every
+                        // client was given them.
+                        leader_addr: None,
                     }
                 );
                 assert_eq!(status.id, follower);
