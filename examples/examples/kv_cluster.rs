@@ -18,7 +18,8 @@
 //!
 //! then prints throughput and latency percentiles. It exits 0 if every check passed.
 //!
-//! Run: `cargo run --release -p raft-examples --example kv_cluster`
+//! Run: `cargo run --release -p raft-examples --example kv_cluster [-- --tls]`
+//! (`--tls`: mutual TLS between the nodes, with certificates from a CA made for the run)
 //! (`RUST_LOG=info` or `debug` shows the nodes' logs on stderr.)
 
 #![allow(clippy::print_stdout)] // an example prints what it shows
@@ -31,6 +32,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use raft_examples::pki::LocalCa;
 use raft_examples::{
     ClientConfig, FirstStart, KvClient, KvNode, NodeConfig, NodeStatus, PortHolder, Role,
 };
@@ -89,6 +91,19 @@ fn main() -> ExitCode {
 struct Cluster {
     configs: BTreeMap<NodeId, NodeConfig>,
     nodes: BTreeMap<NodeId, KvNode>,
+    /// With `--tls`: the CA that certifies every node for mutual TLS between them.
+    ca: Option<LocalCa>,
+}
+
+/// Gives `config` a certificate of `ca` for its node, if the demo runs with `--tls`.
+fn secure(config: &mut NodeConfig, ca: Option<&LocalCa>) -> Result<(), String> {
+    if let Some(ca) = ca {
+        let tls = ca
+            .node(config.id)
+            .map_err(|e| format!("{}: {e}", config.id))?;
+        config.tls = Some(tls);
+    }
+    Ok(())
 }
 
 impl Cluster {
@@ -130,8 +145,18 @@ async fn demo() -> Result<Vec<String>, String> {
     let mut failed = Vec::new();
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a directory: {e}"))?;
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let ca = if std::env::args().any(|arg| arg == "--tls") {
+        Some(LocalCa::new().map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     println!(
-        "== raft-kv demo: 3 nodes on 127.0.0.1, real TCP, files in {}",
+        "== raft-kv demo: 3 nodes on 127.0.0.1, real TCP{}, files in {}",
+        if ca.is_some() {
+            " with mutual TLS between the nodes (a CA made for the run)"
+        } else {
+            ""
+        },
         dir.path().display()
     );
     // Each node binds ports of the system's choosing, then learns the others' addresses.
@@ -141,6 +166,7 @@ async fn demo() -> Result<Vec<String>, String> {
         let mut config = NodeConfig::new(id, any, any, []);
         config.data_dir = Some(dir.path().join(format!("node-{}", id.0)));
         config.snapshot_entries = SNAPSHOT_ENTRIES;
+        secure(&mut config, ca.as_ref())?;
         bound.push(KvNode::bind(config).map_err(|e| format!("{id}: {e}"))?);
     }
     let raft_addrs: Vec<(NodeId, SocketAddr)> = bound
@@ -154,6 +180,7 @@ async fn demo() -> Result<Vec<String>, String> {
     let mut cluster = Cluster {
         configs: BTreeMap::new(),
         nodes: BTreeMap::new(),
+        ca,
     };
     for mut node in bound {
         for &(peer, addr) in &raft_addrs {
@@ -503,6 +530,7 @@ async fn replace_a_node(
     config.first_start = FirstStart::Join;
     config.data_dir = data_dir;
     config.snapshot_entries = SNAPSHOT_ENTRIES;
+    secure(&mut config, cluster.borrow().ca.as_ref())?;
     let node = KvNode::start(config.clone())
         .await
         .map_err(|e| format!("{new} did not start: {e}"))?;

@@ -67,6 +67,7 @@ mod changes;
 mod client;
 mod members;
 mod node;
+pub mod pki;
 mod ports;
 pub mod protocol;
 mod proxy;

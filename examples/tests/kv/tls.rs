@@ -4,53 +4,36 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use raft_examples::pki::LocalCa;
 use raft_mem::KvCommand;
 use raft_net_smol::TcpTransport;
-use raft_net_smol::tls::{TlsConfig, node_name};
+use raft_net_smol::tls::TlsConfig;
 use raft_traits::{LogId, NodeId, Postcard, Request, RequestVote, Term, Transport};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 
 use crate::support::{Options, TestCluster, run};
 
-/// A certificate authority made for one test.
+/// A certificate authority made for one test (test code: failures panic).
 #[derive(Debug)]
-pub(crate) struct TestCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
+pub(crate) struct TestCa(LocalCa);
 
 impl TestCa {
     pub(crate) fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        TestCa { issuer }
+        TestCa(LocalCa::new().unwrap())
     }
 
     /// The CA's certificate, in PEM.
     pub(crate) fn pem(&self) -> String {
-        self.issuer.pem()
+        self.0.pem()
     }
 
     /// A certificate naming node `node`, signed by this CA, and its key, in PEM.
     pub(crate) fn issue(&self, node: NodeId) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![node_name(node)]).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let certificate = params.signed_by(&key, &self.issuer).unwrap();
-        (certificate.pem(), key.serialize_pem())
+        self.0.issue(node).unwrap()
     }
 
     /// Node `node`'s settings: a certificate of this CA naming it, trusting `ca`.
     pub(crate) fn node_trusting(&self, node: NodeId, ca: &TestCa) -> TlsConfig {
-        let (cert, key) = self.issue(node);
-        TlsConfig::from_pem(cert.as_bytes(), key.as_bytes(), ca.pem().as_bytes()).unwrap()
+        self.0.node_trusting(node, &ca.0).unwrap()
     }
 
     /// Node `node`'s settings with this CA.

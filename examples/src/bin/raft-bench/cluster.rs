@@ -1,18 +1,21 @@
 //! Three-node clusters in this process: on direct in-process calls or real loopback TCP,
 //! with memory or durable file storage, and the closed-loop client driver.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raft_examples::pki::LocalCa;
 use raft_file_store::FileStorage;
 use raft_impl::{Config, Parts, Raft};
 use raft_mem::{LocalNetwork, MemStorage};
+use raft_net_smol::tls::TlsConfig;
 use raft_net_smol::{TcpConfig, TcpServer, TcpTransport};
 use raft_traits::{
-    Bytes, Command, LogId, NodeId, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine,
-    StateMachineError, Storage, Transport, async_trait,
+    Bytes, Command, LogId, NodeId, Postcard, RpcHandler, Runtime, Snapshot, SnapshotMeta,
+    StateMachine, StateMachineError, Storage, Transport, async_trait,
 };
 
 use crate::BenchError;
@@ -30,6 +33,8 @@ pub(crate) enum Wiring<C: Command> {
     Tcp {
         /// Boxed: far larger than the other variant.
         config: Box<TcpConfig>,
+        /// With mutual TLS: each node's certificate and the CA, by node.
+        tls: BTreeMap<NodeId, TlsConfig>,
         /// Each node's listening server; `None` while the node is stopped.
         servers: Mutex<Vec<Option<TcpServer>>>,
         addresses: Vec<(NodeId, SocketAddr)>,
@@ -42,16 +47,33 @@ impl<C: Command> Wiring<C> {
     }
 
     pub(crate) fn tcp(config: TcpConfig) -> Result<Self, BenchError> {
+        Self::tcp_with(config, BTreeMap::new())
+    }
+
+    /// TCP with mutual TLS: every node presents a certificate of `ca`.
+    pub(crate) fn tcp_tls(config: TcpConfig, ca: &LocalCa) -> Result<Self, BenchError> {
+        let tls = members()
+            .into_iter()
+            .map(|id| Ok((id, ca.node(id).map_err(|e| BenchError(e.to_string()))?)))
+            .collect::<Result<_, BenchError>>()?;
+        Self::tcp_with(config, tls)
+    }
+
+    fn tcp_with(config: TcpConfig, tls: BTreeMap<NodeId, TlsConfig>) -> Result<Self, BenchError> {
         let mut servers = Vec::new();
         let mut addresses = Vec::new();
         for id in members() {
             let server = TcpServer::bind(([127, 0, 0, 1], 0), config.clone())
                 .map_err(|e| BenchError(format!("cannot listen: {e}")))?;
+            if let Some(tls) = tls.get(&id) {
+                server.set_tls(tls.clone());
+            }
             addresses.push((id, server.local_addr()));
             servers.push(Some(server));
         }
         Ok(Wiring::Tcp {
             config: Box::new(config),
+            tls,
             servers: Mutex::new(servers),
             addresses,
         })
@@ -62,11 +84,24 @@ impl<C: Command> Wiring<C> {
         Ok(match self {
             Wiring::Local(net) => Box::new(net.transport()),
             Wiring::Tcp {
-                config, addresses, ..
-            } => Box::new(
-                TcpTransport::<C>::new(TcpConfig::clone(config), id, addresses.clone())
-                    .map_err(|e| BenchError(format!("bad TCP config: {e}")))?,
-            ),
+                config,
+                addresses,
+                tls,
+                ..
+            } => {
+                let config = TcpConfig::clone(config);
+                let transport = match tls.get(&id) {
+                    Some(tls) => TcpTransport::<C>::with_tls(
+                        config,
+                        Postcard,
+                        id,
+                        tls.clone(),
+                        addresses.clone(),
+                    ),
+                    None => TcpTransport::<C>::new(config, id, addresses.clone()),
+                };
+                Box::new(transport.map_err(|e| BenchError(format!("bad TCP config: {e}")))?)
+            }
         })
     }
 
@@ -80,6 +115,7 @@ impl<C: Command> Wiring<C> {
                 config,
                 servers,
                 addresses,
+                tls,
             } => {
                 let slot = (id.0 - 1) as usize;
                 let mut servers = servers.lock().unwrap_or_else(|e| e.into_inner());
@@ -87,6 +123,9 @@ impl<C: Command> Wiring<C> {
                     // A restarted node listens again where its peers know it.
                     let server = TcpServer::bind(addresses[slot].1, TcpConfig::clone(config))
                         .map_err(|e| BenchError(format!("cannot listen again: {e}")))?;
+                    if let Some(tls) = tls.get(&id) {
+                        server.set_tls(tls.clone());
+                    }
                     servers[slot] = Some(server);
                 }
                 servers[slot]

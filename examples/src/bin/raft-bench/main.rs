@@ -2,7 +2,7 @@
 //! three-node cluster, each verified before it is printed.
 //!
 //! Run: `cargo run --release -p raft-examples --bin raft-bench -- [SCENARIO...] [--json]`
-//! where SCENARIO is `inprocess`, `tcp`, `durable`, `election`, `snapshot`, `memory`,
+//! where SCENARIO is `inprocess`, `tcp`, `tcp-tls`, `durable`, `election`, `snapshot`, `memory`,
 //! `reads` or `all` (the default). See `--help`.
 
 #![allow(clippy::print_stdout)]
@@ -16,6 +16,8 @@ use std::fmt::Write as _;
 
 use clap::{Parser, ValueEnum};
 use raft_net_smol::{SmolRuntime, TcpConfig};
+
+use raft_examples::pki::LocalCa;
 
 use crate::cluster::{Durability, Wiring};
 use crate::measure::Latency;
@@ -66,6 +68,9 @@ enum Scenario {
     Inprocess,
     /// 3 voters in one process talking over real loopback TCP.
     Tcp,
+    /// The TCP scenario with mutual TLS between the nodes (certificates from a CA made
+    /// for the run).
+    TcpTls,
     /// The TCP scenario with the durable file store (fsync on).
     Durable,
     /// Kill the leader 50 times; time until a new leader serves writes.
@@ -110,6 +115,7 @@ fn main() {
         scenarios = vec![
             Scenario::Inprocess,
             Scenario::Tcp,
+            Scenario::TcpTls,
             Scenario::Durable,
             Scenario::Election,
             Scenario::Snapshot,
@@ -200,6 +206,25 @@ async fn run(
                     scenarios::throughput(
                         &config,
                         "tcp",
+                        runtime,
+                        wiring,
+                        Durability::Memory,
+                        c,
+                        writes,
+                    )
+                    .await?,
+                );
+            }
+        }
+        Scenario::TcpTls => {
+            let ca = LocalCa::new().map_err(|e| BenchError(e.to_string()))?;
+            for &c in args.clients.as_deref().unwrap_or(&[1, 64]) {
+                let writes = writes_for(c, 20_000, 200_000);
+                let wiring = Wiring::tcp_tls(TcpConfig::default(), &ca)?;
+                rows.push(
+                    scenarios::throughput(
+                        &config,
+                        "tcp+tls",
                         runtime,
                         wiring,
                         Durability::Memory,
