@@ -56,17 +56,23 @@ async fn elects_itself(runtime: &SimRuntime, raft: &KvRaft) -> bool {
         .is_ok()
 }
 
+/// A lone node's store after its first start and a shutdown, and its configuration.
+async fn first_started_alone(runtime: &SimRuntime) -> (MemStorage<KvCommand>, Membership) {
+    let storage = MemStorage::new();
+    let alone = Membership::from_voters([NodeId(1)]);
+    let raft = spawn(runtime, storage.clone(), alone.clone())
+        .await
+        .unwrap();
+    raft.shutdown().await;
+    (storage, alone)
+}
+
 #[test]
 fn the_first_start_stores_the_bootstrap_configuration_and_a_restart_needs_no_argument() {
     let simulation = Simulation::new(1);
     let runtime = simulation.runtime();
     simulation.block_on(async move {
-        let storage = MemStorage::new();
-        let alone = Membership::from_voters([NodeId(1)]);
-        let raft = spawn(&runtime, storage.clone(), alone.clone())
-            .await
-            .unwrap();
-        raft.shutdown().await;
+        let (storage, alone) = first_started_alone(&runtime).await;
         let recovered = storage.copy().recover().await.unwrap();
         let record = recovered
             .snapshot
@@ -92,12 +98,7 @@ fn a_restart_with_another_clusters_members_is_a_typed_error() {
     let simulation = Simulation::new(2);
     let runtime = simulation.runtime();
     simulation.block_on(async move {
-        let storage = MemStorage::new();
-        let alone = Membership::from_voters([NodeId(1)]);
-        let raft = spawn(&runtime, storage.clone(), alone.clone())
-            .await
-            .unwrap();
-        raft.shutdown().await;
+        let (storage, alone) = first_started_alone(&runtime).await;
 
         let other = Membership::from_voters([NodeId(1), NodeId(7), NodeId(8)]);
         match spawn(&runtime, storage.copy(), other.clone()).await {
