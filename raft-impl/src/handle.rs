@@ -199,6 +199,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             heartbeat_deadline: None,
             commit_notice_deadline: None,
             alarm: None,
+            stop_after_handover: None,
         };
         let _detached = runtime.spawn(driver.run(apply_task));
         tracing::debug!(node = %id, "started");
@@ -420,8 +421,25 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// Stops the node: it sends nothing afterwards, answers no request, and its state
     /// machine is not called again once this returns. Idempotent.
     pub async fn shutdown(&self) {
+        self.stop(false).await;
+    }
+
+    /// Like [`shutdown`](Raft::shutdown), but a leader first hands leadership to the
+    /// voter with the most of its log (as [`transfer_leadership`](Raft::transfer_leadership)
+    /// does) and stops once it has left office, so the cluster does not sit out an
+    /// election timeout without a leader. It waits at most an election timeout for
+    /// that; a node that does not lead, or has no voter to hand to, just stops.
+    pub async fn shutdown_handing_over(&self) {
+        self.stop(true).await;
+    }
+
+    async fn stop(&self, hand_over: bool) {
         let (done, stopped) = oneshot::channel();
-        if self.events.try_send(Event::Shutdown { done }).is_ok() {
+        if self
+            .events
+            .try_send(Event::Shutdown { done, hand_over })
+            .is_ok()
+        {
             let _ = stopped.await;
         }
         self.shared.stop();

@@ -120,8 +120,13 @@ pub(crate) enum Event<C, R> {
     Snapshot { index: LogIndex, data: Bytes },
     /// The apply task failed for good.
     Fatal(String),
-    /// Stop; signal `done` once stopped.
-    Shutdown { done: oneshot::Sender<()> },
+    /// Stop; signal `done` once stopped. With `hand_over`, a leader first hands
+    /// leadership to its most up-to-date voter and stops once it has left office (or
+    /// the transfer gave up).
+    Shutdown {
+        done: oneshot::Sender<()>,
+        hand_over: bool,
+    },
 }
 
 /// The parts a running node is made of.
@@ -150,6 +155,8 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) commit_notice_deadline: Option<Duration>,
     /// The sleep armed for the nearest deadline, and when it ends.
     pub(crate) alarm: Option<(Duration, BoxFuture<'static, ()>)>,
+    /// A shutdown waiting for this leader's handover to end.
+    pub(crate) stop_after_handover: Option<oneshot::Sender<()>>,
 }
 
 enum Next<C, R> {
@@ -201,6 +208,9 @@ where
             self.settle().await;
             self.note_role_change(was_leader);
             self.publish();
+            if shutdown_done.is_none() && self.handover_over() {
+                shutdown_done = self.stop_after_handover.take();
+            }
             if shutdown_done.is_some() {
                 break;
             }
@@ -328,8 +338,12 @@ where
                     ack,
                     waiter,
                 } => proposals.push((command, ack, waiter)),
-                Event::Shutdown { done } => {
+                Event::Shutdown { done, hand_over } => {
                     self.propose(std::mem::take(&mut proposals));
+                    if hand_over && self.stop_after_handover.is_none() && self.start_handover() {
+                        self.stop_after_handover = Some(done);
+                        continue;
+                    }
                     return Some(done);
                 }
                 other => {
@@ -340,6 +354,50 @@ where
         }
         self.propose(proposals);
         None
+    }
+
+    /// Starts handing leadership to the voter with the most of this leader's log, before
+    /// a shutdown (thesis §3.10), so that the cluster need not wait out an election
+    /// timeout without a leader. Returns whether a transfer started.
+    fn start_handover(&mut self) -> bool {
+        let Some(AnyNode::Leader(leader)) = self.node.as_ref() else {
+            return false;
+        };
+        let voters = &leader.membership().voters;
+        let target = leader
+            .peers()
+            .iter()
+            .filter(|peer| voters.contains(peer))
+            .filter_map(|&peer| Some((leader.role().progress(peer)?.match_index(), peer)))
+            .max()
+            .map(|(_, peer)| peer);
+        let Some(target) = target else {
+            return false;
+        };
+        let Some(node) = self.node.as_mut() else {
+            return false;
+        };
+        node.advance_clock(self.runtime.now());
+        match node.transfer_leadership(target, &mut self.effects) {
+            Ok(()) => {
+                tracing::info!(node = %self.shared.id, to = %target, "handing over before shutting down");
+                true
+            }
+            Err(refused) => {
+                tracing::info!(node = %self.shared.id, %refused, "shutting down without a handover");
+                false
+            }
+        }
+    }
+
+    /// Whether a shutdown waiting for a handover may go ahead: this node no longer
+    /// leads, or its transfer ended without success.
+    fn handover_over(&self) -> bool {
+        self.stop_after_handover.is_some()
+            && match self.node.as_ref() {
+                Some(AnyNode::Leader(leader)) => leader.role().transfer().is_none(),
+                _ => true,
+            }
     }
 
     /// Carries out the pending effects, then reports what was written to the core, which

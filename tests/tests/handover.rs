@@ -1,0 +1,103 @@
+//! A leader that shuts down handing over (issue 11, item 3): `shutdown_handing_over`
+//! transfers leadership to the most up-to-date voter before stopping, so the cluster has
+//! a new leader well within an election timeout; a plain `shutdown` leaves the followers
+//! to wait one out.
+
+#![allow(clippy::unwrap_used)] // test code: it panics to fail
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_impl::{Config, Parts, Raft};
+use raft_mem::{KvCommand, KvResponse, KvStateMachine, LocalNetwork, MemStorage};
+use raft_tests::sim::{SimRuntime, Simulation};
+use raft_traits::{NodeId, Runtime, timeout};
+
+type KvRaft = Raft<KvCommand, KvResponse>;
+
+async fn cluster(runtime: &SimRuntime, seed: u64) -> Vec<KvRaft> {
+    let net = LocalNetwork::new();
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let parts = Parts {
+            runtime: runtime.clone(),
+            storage: MemStorage::new(),
+            state_machine: KvStateMachine::new(),
+            transport: net.transport(),
+        };
+        let config = Config::lab().with_seed(Some(seed + id.0));
+        let raft: KvRaft = Raft::spawn(id, ids, config, parts).await.unwrap();
+        net.register(id, Arc::new(raft.clone()));
+        nodes.push(raft);
+    }
+    nodes
+}
+
+/// The node that leads among `nodes`, waiting (boundedly) for one.
+async fn leader(runtime: &SimRuntime, nodes: &[KvRaft]) -> usize {
+    let wait = async {
+        loop {
+            if let Some(i) = nodes.iter().position(|n| !n.is_stopped() && n.state().1) {
+                return i;
+            }
+            runtime.sleep(Duration::from_millis(1)).await;
+        }
+    };
+    timeout(runtime, Duration::from_secs(10), wait)
+        .await
+        .expect("no leader")
+}
+
+/// How long the cluster goes without a leader after its leader stops, handing over or
+/// not.
+fn leaderless_after_stop(hand_over: bool) -> Duration {
+    let simulation = Simulation::new(5);
+    let runtime = simulation.runtime();
+    simulation.block_on(async move {
+        let nodes = cluster(&runtime, 40).await;
+        let old = leader(&runtime, &nodes).await;
+        for k in 0..10 {
+            let put = KvCommand::Put {
+                key: format!("k{k}").into(),
+                value: "v".into(),
+            };
+            nodes[old].propose(put).await.unwrap();
+        }
+        let stopped_at = runtime.now();
+        if hand_over {
+            nodes[old].shutdown_handing_over().await;
+        } else {
+            nodes[old].shutdown().await;
+        }
+        let new = leader(&runtime, &nodes).await;
+        let leaderless = runtime.now() - stopped_at;
+        assert_ne!(new, old);
+        // The new leader has every write.
+        let get = KvCommand::Get { key: "k9".into() };
+        assert_eq!(
+            nodes[new].propose(get).await.unwrap(),
+            KvResponse::Value(Some("v".into()))
+        );
+        for node in &nodes {
+            node.shutdown().await;
+        }
+        leaderless
+    })
+}
+
+#[test]
+fn a_leader_shutting_down_hands_over_within_an_election_timeout() {
+    let election_timeout = Config::lab().election_timeout_min;
+    let handing_over = leaderless_after_stop(true);
+    let plain = leaderless_after_stop(false);
+    println!("leaderless after the leader stops: {handing_over:?} handing over, {plain:?} not");
+    assert!(
+        handing_over < election_timeout / 2,
+        "a handover left the cluster leaderless for {handing_over:?}"
+    );
+    assert!(
+        plain >= election_timeout,
+        "without a handover a leader came in {plain:?}: the comparison shows nothing"
+    );
+}
