@@ -121,6 +121,8 @@ struct NetState<C> {
     /// nor replies to `to`'s requests, whatever the links say.
     one_way_cuts: BTreeSet<(NodeId, NodeId)>,
     rpc_counts: BTreeMap<NodeId, u64>,
+    /// Dispatched requests by sender, receiver and kind.
+    rpc_counts_by_link: BTreeMap<(NodeId, NodeId, &'static str), u64>,
     total_rpcs: u64,
     total_bytes: u64,
 }
@@ -132,6 +134,15 @@ struct Server<C> {
 }
 
 impl<C> NetState<C> {
+    /// A request over `end` reached its server's handler.
+    fn count_dispatch(&mut self, end: End, kind: &'static str) {
+        *self.rpc_counts.entry(end.to).or_insert(0) += 1;
+        *self
+            .rpc_counts_by_link
+            .entry((end.from, end.to, kind))
+            .or_insert(0) += 1;
+    }
+
     fn new_generation(&mut self) -> u64 {
         self.next_generation += 1;
         self.next_generation
@@ -203,6 +214,7 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
                 links: BTreeSet::new(),
                 one_way_cuts: BTreeSet::new(),
                 rpc_counts: BTreeMap::new(),
+                rpc_counts_by_link: BTreeMap::new(),
                 total_rpcs: 0,
                 total_bytes: 0,
             })),
@@ -234,9 +246,10 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
         self.lock().long_delays = long_delays;
     }
 
-    /// Delivers each request a second time with probability `per_mille / 1000` (the
-    /// second handling's reply is discarded), as a network that retransmits might. Not
-    /// part of the lab's model; off by default. Raft's handlers must be idempotent.
+    /// Delivers each request a second time with probability `per_mille / 1000`, up to
+    /// `SHORT_DELAY_MS` later than the first (so the copy may arrive after newer
+    /// requests; its reply is discarded), as a network that retransmits might. Not part
+    /// of the lab's model; off by default. Raft's handlers must be idempotent.
     pub fn set_duplication(&self, per_mille: u32) {
         self.lock().duplicate_per_mille = per_mille.min(1000);
     }
@@ -318,6 +331,23 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
         self.lock().rpc_counts.get(&id).copied().unwrap_or(0)
     }
 
+    /// How many requests of `kind` ([`Request::kind`]: `"AppendEntries"`,
+    /// `"RequestVote"`, `"PreVote"`, ...) `from` dispatched to `to`, counted as
+    /// [`rpc_count`](Self::rpc_count) counts (duplicates included).
+    pub fn rpc_count_of(&self, from: NodeId, to: NodeId, kind: &str) -> u64 {
+        self.lock()
+            .rpc_counts_by_link
+            .iter()
+            .filter(|((f, t, k), _)| *f == from && *t == to && *k == kind)
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Every dispatched-request count, by `(from, to, kind)`, in order.
+    pub fn rpc_counts_by_link(&self) -> BTreeMap<(NodeId, NodeId, &'static str), u64> {
+        self.lock().rpc_counts_by_link.clone()
+    }
+
     /// How many requests entered the network, including those later lost or refused.
     pub fn total_rpcs(&self) -> u64 {
         self.lock().total_rpcs
@@ -335,6 +365,7 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
             peer: end.to,
             reason: reason.to_owned(),
         };
+        let kind = request.kind();
         let request_bytes = self
             .codec
             .encode(&request)
@@ -376,19 +407,22 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
 
         let duplicate = {
             let mut state = self.lock();
-            *state.rpc_counts.entry(end.to).or_insert(0) += 1;
+            state.count_dispatch(end, kind);
             let per_mille = state.duplicate_per_mille;
-            per_mille > 0 && state.rng.random_range(0..1000) < per_mille
+            (per_mille > 0 && state.rng.random_range(0..1000) < per_mille)
+                .then(|| Duration::from_millis(state.rng.random_range(0..SHORT_DELAY_MS)))
         };
         let request: Request<C> = self
             .codec
             .decode(&request_bytes)
             .map_err(|e| failed(&format!("the server cannot decode the request: {e}")))?;
-        if duplicate {
-            *self.lock().rpc_counts.entry(end.to).or_insert(0) += 1;
+        if let Some(later) = duplicate {
+            self.lock().count_dispatch(end, kind);
             let copy = request.clone();
             let handler = Arc::clone(&handler);
+            let runtime = self.runtime.clone();
             let _detached = self.runtime.spawn(async move {
+                runtime.sleep(later).await;
                 let _ = handler.handle(copy).await;
             });
         }
@@ -1000,6 +1034,89 @@ mod tests {
         let result = rt.block_on(transport.send(N2, vote(1)));
         assert!(matches!(result, Err(TransportError::Failed { .. })));
         assert_eq!(net.total_rpcs(), 0);
+        rt.stop();
+    }
+
+    #[test]
+    fn dispatched_requests_are_counted_by_sender_receiver_and_kind() {
+        let rt = SmolRuntime::with_threads(2);
+        let (net, _, transport) = connected(&rt, 3);
+        let read = Request::ReadIndex(raft_traits::ReadIndexRequest {
+            term: Term(1),
+            from: N1,
+        });
+        rt.block_on(async {
+            for term in 0..3 {
+                transport.send(N2, vote(term)).await.unwrap();
+            }
+            transport.send(N2, read).await.unwrap();
+        });
+        assert_eq!(net.rpc_count_of(N1, N2, "RequestVote"), 3);
+        assert_eq!(net.rpc_count_of(N1, N2, "ReadIndex"), 1);
+        assert_eq!(net.rpc_count_of(N2, N1, "RequestVote"), 0);
+        assert_eq!(net.rpc_count_of(N1, N2, "AppendEntries"), 0);
+        let all: Vec<_> = net.rpc_counts_by_link().into_iter().collect();
+        assert_eq!(
+            all,
+            [((N1, N2, "ReadIndex"), 1), ((N1, N2, "RequestVote"), 3)]
+        );
+        rt.stop();
+    }
+
+    /// Records when it handled each request, by term.
+    struct Clock {
+        runtime: SmolRuntime,
+        seen: Mutex<Vec<(u64, Duration)>>,
+    }
+
+    #[async_trait]
+    impl RpcHandler<u64> for Clock {
+        async fn handle(&self, request: Request<u64>) -> Result<Response, HandlerError> {
+            let now = self.runtime.now();
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((request.term().0, now));
+            Ok(reply(request.term().0))
+        }
+    }
+
+    #[test]
+    fn duplicates_arrive_at_their_own_later_times() {
+        let rt = SmolRuntime::with_threads(2);
+        let net = Net::new(rt.clone(), 9);
+        let clock = Arc::new(Clock {
+            runtime: rt.clone(),
+            seen: Mutex::new(Vec::new()),
+        });
+        net.add_server(N2, clock.clone());
+        let transport = net.transport(N1);
+        net.set_link(N1, N2, true);
+        net.set_duplication(1000);
+        rt.block_on(async {
+            for term in 0..20 {
+                transport.send(N2, vote(term)).await.unwrap();
+            }
+            // Every copy is handled within the duplication delay.
+            rt.sleep(Duration::from_millis(SHORT_DELAY_MS * 3)).await;
+        });
+        let seen = clock.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(seen.len(), 40, "every request twice");
+        assert_eq!(net.rpc_count_of(N1, N2, "RequestVote"), 40);
+        // A copy handled after a newer original: it arrived out of order.
+        let overtaken = (0..20u64).any(|term| {
+            let copy = seen
+                .iter()
+                .filter(|(t, _)| *t == term)
+                .map(|(_, at)| *at)
+                .max();
+            let newer = seen.iter().find(|(t, _)| *t == term + 1).map(|(_, at)| *at);
+            matches!((copy, newer), (Some(copy), Some(newer)) if copy > newer)
+        });
+        assert!(
+            overtaken,
+            "no duplicate arrived after a newer request: {seen:?}"
+        );
         rt.stop();
     }
 }
