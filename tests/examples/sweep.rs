@@ -1,11 +1,12 @@
 //! A long sweep of the random fault explorer: many seeds, a progress line, and a summary
 //! of what was exercised. Failing seeds are printed with the command that replays them.
 //!
-//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic] [--transfer-probe]`
+//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic] [--transfer-probe] [--no-membership]`
 //!
 //! `--classic` turns pre-vote, check-quorum and lease reads off (the classic algorithm),
 //! to compare its disruptive elections with the default's. `--transfer-probe` probes
-//! lease reads across leadership transfers (`Options::transfer_probe`).
+//! lease reads across leadership transfers (`Options::transfer_probe`). `--no-membership`
+//! keeps every cluster on its bootstrap members (`Options::membership_changes` off).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -37,6 +38,7 @@ fn main() {
     let options = Options {
         classic_elections: args.iter().any(|a| a == "--classic"),
         transfer_probe: args.iter().any(|a| a == "--transfer-probe"),
+        membership_changes: !args.iter().any(|a| a == "--no-membership"),
         ..Options::default()
     };
 

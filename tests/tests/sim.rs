@@ -119,14 +119,15 @@ mod explorer {
     );
 
     /// Replays one seed (`SIM_SEED`, default 1; of the classic algorithm if `SIM_CLASSIC`
-    /// is set, with the transfer probe if `SIM_TRANSFER_PROBE` is) and prints what it
-    /// exercised.
+    /// is set, with the transfer probe if `SIM_TRANSFER_PROBE` is, without membership
+    /// changes if `SIM_NO_MEMBERSHIP` is) and prints what it exercised.
     #[test]
     fn explorer_replay() {
         let seed = seed_from_env("SIM_SEED").unwrap_or(1);
         let options = Options {
             classic_elections: std::env::var_os("SIM_CLASSIC").is_some(),
             transfer_probe: std::env::var_os("SIM_TRANSFER_PROBE").is_some(),
+            membership_changes: std::env::var_os("SIM_NO_MEMBERSHIP").is_none(),
             ..Options::default()
         };
         match explore(seed, &options) {
