@@ -16,6 +16,7 @@ use super::effects::{Effects, ReadId, ReadRefused, RequestId, SendTag};
 use super::follower::Follower;
 use super::leader::{Leader, MembershipRefused, Reader, TransferRefused};
 use super::log::RaftLog;
+use super::membership::MembershipVersion;
 use super::node::{Counters, Node, RoleKind, SnapshotRefused};
 use super::pre_candidate::PreCandidate;
 use super::quorum::VoteResult;
@@ -358,6 +359,11 @@ impl<C: Command> AnyNode<C> {
     /// The latest committed configuration.
     pub fn committed_membership(&self) -> &Membership {
         with_node!(self, node => node.committed_membership())
+    }
+
+    /// Tells cheaply whether either configuration may have changed.
+    pub fn membership_version(&self) -> MembershipVersion {
+        with_node!(self, node => node.membership_version())
     }
 
     /// Compacts the log up to `index` with the service's snapshot of it.
