@@ -1,7 +1,7 @@
 //! The random fault explorer: per seed, a cluster of 3–7 nodes under a client workload
-//! and a nemesis, checked against Raft's safety properties after every step, then healed
-//! and required to converge and serve, with the clients' history checked for
-//! linearizability.
+//! and a nemesis that also changes its membership, checked against Raft's safety
+//! properties after every step, then healed and required to converge and serve, with the
+//! clients' history checked for linearizability.
 //!
 //! Everything derives from the seed (the cluster's size and settings, the nemesis, the
 //! clients, the network's faults, the scheduling), so a failing seed replays exactly:
@@ -22,6 +22,25 @@
 //! after it.
 //!
 //! [`Options::transfer_probe`] aims at lease reads across leadership transfers.
+//!
+//! # Membership changes
+//!
+//! Besides its 3–7 bootstrap members, a world holds 2–4 spare servers that exist but
+//! start outside the configuration. A share of the nemesis' actions changes the
+//! membership (see the `membership` module): add a learner, promote one, add a voter,
+//! remove a member or the leader itself, replace a voter by a spare that joins from blank
+//! storage, or move to an arbitrary target through joint consensus, under every fault
+//! below. A server starts with the bootstrap members only the first time; restarts and
+//! joining spares start with an empty configuration. The heal phase requires the members
+//! of the leader's settled configuration to converge and serve; a removed server left
+//! running is not one of them.
+//!
+//! Every commit is checked against the storages: the first time an index is seen
+//! committed, the servers whose storage holds it must form a quorum of the configuration
+//! that governs it (the joint C_old,new a majority of both voter sets), and a change the
+//! handle reports done must have a committed configuration that carries it. Committed
+//! configuration and blank entries join the state machine safety and leader completeness
+//! checks like commands.
 //!
 //! # Disruptive elections
 //!
