@@ -36,6 +36,8 @@ use super::{ChangeCounts, KvRaft, Stats, World, index_of, leader_of, node_id};
 /// How long a change may take before its outcome counts as unknown. Adding a voter waits
 /// for the learner to catch up, perhaps through a snapshot.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a request refused for a learner not caught up yet is asked again.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
 /// The most voters the nemesis gives the cluster.
 const MAX_VOTERS: usize = 7;
 /// The fewest voters the nemesis leaves (outside joint targets drawn from fewer members).
@@ -239,6 +241,7 @@ pub(super) async fn step(world: &Arc<World>) {
             } else {
                 // The newcomer learns first, then one joint change swaps the two.
                 let mut swapped = current.clone().with_learner(newcomer, "");
+                swapped.outgoing = None;
                 swapped.learners.remove(&newcomer);
                 swapped.voters.insert(newcomer);
                 swapped.voters.remove(&old);
@@ -323,7 +326,9 @@ fn joint_target(world: &World, current: &Membership) -> Membership {
 
 /// Runs `asks` one after the other (each of the leader of the highest term at its time;
 /// the first of `raft`) in a task of its own, counting them as one change of `kind`:
-/// done if the last is done, refused or unknown as the first that is not.
+/// done if the last is done, refused or unknown as the first that is not. A request
+/// after the first, refused because a learner it promotes has not caught up yet, is
+/// asked again every [`RETRY_EVERY`] until [`CHANGE_TIMEOUT`] has passed.
 fn spawn_change(
     world: &Arc<World>,
     kind: Kind,
@@ -337,7 +342,7 @@ fn spawn_change(
     let _change = world.runtime.clone().spawn(async move {
         let mut raft = Some(raft);
         let mut outcome = Outcome::Unknown;
-        for ask in &asks {
+        for (step, ask) in asks.iter().enumerate() {
             if world.healing.load(Ordering::Acquire) {
                 outcome = Outcome::Unknown;
                 break;
@@ -350,7 +355,18 @@ fn spawn_change(
                 outcome = Outcome::Unknown;
                 break;
             };
+            let give_up = world.runtime.now() + CHANGE_TIMEOUT;
             outcome = ask_once(&world, &asked, ask).await;
+            while matches!(
+                outcome,
+                Outcome::Refused(MembershipRefused::NotCaughtUp { .. })
+            ) && step > 0
+                && world.runtime.now() < give_up
+                && !world.healing.load(Ordering::Acquire)
+            {
+                world.runtime.sleep(RETRY_EVERY).await;
+                outcome = ask_once(&world, &asked, ask).await;
+            }
             if outcome != Outcome::Done {
                 break;
             }
@@ -410,12 +426,13 @@ async fn ask_once(world: &Arc<World>, raft: &KvRaft, ask: &Ask) -> Outcome {
     };
     for id in added {
         let i = index_of(id);
-        let (down, retired) = {
+        let (down, retired, never_started) = {
             let state = world.lock();
-            (state.nodes[i].raft.is_none(), state.nodes[i].retired)
+            let slot = &state.nodes[i];
+            (slot.raft.is_none(), slot.retired, slot.incarnation == 0)
         };
-        // A member down because of a crash stays down: the nemesis restarts it.
-        if down && (retired || world.lock().nodes[i].incarnation == 0) {
+        // A server down because of a crash stays down: the nemesis restarts it.
+        if down && (retired || never_started) {
             world.start(i).await;
         }
     }
