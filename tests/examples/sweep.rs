@@ -128,6 +128,26 @@ fn main() {
         },
         stats.guarded_millis as f64 / 3_600_000.0
     );
+    let changes = stats.changes();
+    println!(
+        "membership changes: {} requested, {} succeeded, {} refused, {} of unknown outcome; {} servers joined, {} removed servers left running, {} shut down; commit quorums checked on storage: {} configurations ({} joint), {} other entries",
+        changes.requested,
+        changes.succeeded,
+        changes.refused,
+        changes.unknown,
+        stats.joins,
+        stats.removed_kept_running,
+        stats.removed_shut_down,
+        stats.config_commits_checked,
+        stats.joint_commits_checked,
+        stats.entry_commits_checked
+    );
+    for (kind, counts) in stats.changes_by_kind() {
+        println!(
+            "  {kind}: {} requested, {} succeeded, {} refused, {} unknown",
+            counts.requested, counts.succeeded, counts.refused, counts.unknown
+        );
+    }
     for failure in failures {
         println!("\n{failure}");
     }
