@@ -53,7 +53,8 @@
 //!   intervals (700 ms), and
 //! * has, for all of the last `W`, been linked both ways (both directed links up without
 //!   a break) to enough servers that ran without a restart for all of `W` that, with `L`,
-//!   they form a majority,
+//!   they form a quorum of `L`'s configuration (a majority of its voters, and of the
+//!   outgoing ones too while it is joint),
 //!
 //! and the election was not started on `L`'s TimeoutNow (a leadership transfer: its
 //! RequestVotes say so). The network is *quiet* once it has been neither lossy nor
