@@ -417,8 +417,12 @@ async fn retire_or_keep(world: &Arc<World>, i: usize) {
 /// Asks `raft` for one change, first starting the servers it adds that are down (a
 /// joining server waits for the leader, so it is started before it is added). When the
 /// change is reported done, checks that a configuration carrying it was seen committed
-/// on its quorum's storage.
+/// on its quorum's storage. Once the heal phase has begun, asks nothing (the heal settles
+/// on the members it finds).
 async fn ask_once(world: &Arc<World>, raft: &KvRaft, ask: &Ask) -> Outcome {
+    if world.healing.load(Ordering::Acquire) {
+        return Outcome::Unknown;
+    }
     let added: Vec<NodeId> = match ask {
         Ask::AddLearner(id) | Ask::AddVoter(id) => vec![*id],
         Ask::Set(target) => target.nodes.keys().copied().collect(),

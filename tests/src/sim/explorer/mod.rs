@@ -1896,11 +1896,20 @@ async fn heal_and_converge(
             let key = format!("k{k}");
             loop {
                 if runtime.now() > deadline {
+                    let leader = leader_of(world).and_then(|l| world.handle(l));
                     return Err(format!(
-                        "liveness: {} did not serve a read of {key} through read_barrier within {:?} of healing",
+                        "liveness: {} did not serve a read of {key} through read_barrier within {:?} of healing (its status {:?}; the leader's {:?})",
                         node_id(target),
-                        options.heal_limit
+                        options.heal_limit,
+                        world.handle(target).map(|raft| raft.status()),
+                        leader.map(|raft| raft.status())
                     ));
+                }
+                // A change asked just before the heal may have committed since the
+                // members settled: a server it removed need not serve.
+                if settled_members(world).is_some_and(|now| !now.contains(&target)) {
+                    world.event(format!("{} is no longer a member", node_id(target)));
+                    break;
                 }
                 match record_read(world, 99, target, &key).await {
                     Some(ReadOutcome::Read(_)) => break,
