@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use raft_traits::{Command, LogId, LogIndex, Membership, NodeId, Term};
 
-use crate::core::{AnyNode, Counters, ReplicationMode, RoleKind};
+use crate::core::{AnyNode, Counters, MembershipVersion, ReplicationMode, RoleKind};
 
 /// A snapshot of a node's state, for monitoring and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +144,9 @@ pub(crate) struct Shared {
     /// handed to Raft from inside `apply` may cover.
     applying: AtomicU64,
     status: Mutex<Status>,
+    /// The version of the configurations in `status`, so that publishing compares two
+    /// numbers rather than two configurations on every event.
+    membership_version: Mutex<Option<MembershipVersion>>,
     watchers: Mutex<Vec<async_channel::Sender<Leadership>>>,
     /// Status watchers, each signalled (at most one pending signal) on a change.
     status_watchers: Mutex<Vec<async_channel::Sender<()>>>,
@@ -238,12 +241,18 @@ impl Shared {
         let leader_changes = status.counters.leader_changes;
         status.counters = node.counters();
         status.counters.leader_changes = leader_changes;
-        if &status.membership != node.membership() {
-            status.membership = node.membership().clone();
+        let version = node.membership_version();
+        let mut published = lock(&self.membership_version);
+        if *published != Some(version) {
+            if &status.membership != node.membership() {
+                status.membership = node.membership().clone();
+            }
+            if &status.committed_membership != node.committed_membership() {
+                status.committed_membership = node.committed_membership().clone();
+            }
+            *published = Some(version);
         }
-        if &status.committed_membership != node.committed_membership() {
-            status.committed_membership = node.committed_membership().clone();
-        }
+        drop(published);
         status.followers = match node {
             AnyNode::Leader(leader) => leader
                 .peers()
@@ -307,6 +316,7 @@ impl Shared {
             applied_waiters: Mutex::new(Vec::new()),
             has_applied_waiters: AtomicBool::new(false),
             refused_at_the_door: AtomicU64::new(0),
+            membership_version: Mutex::new(None),
             status: Mutex::new(Status {
                 id,
                 role: RoleKind::Follower,

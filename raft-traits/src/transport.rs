@@ -56,7 +56,9 @@ pub enum HandlerError {
 /// from a correct member of its cluster. Nothing changed on the server.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestRefused {
-    /// The sender is not a member of the server's configuration.
+    /// The sender is not a member of the server's configuration. (A leader's requests
+    /// from outside it are admitted by a server that hears from no leader it knows: one
+    /// that lags may not know the current leader yet.)
     #[error("{from} is not a member of this cluster")]
     NotAMember {
         /// The claimed sender.

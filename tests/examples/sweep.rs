@@ -1,11 +1,12 @@
 //! A long sweep of the random fault explorer: many seeds, a progress line, and a summary
 //! of what was exercised. Failing seeds are printed with the command that replays them.
 //!
-//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic] [--transfer-probe]`
+//! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic] [--transfer-probe] [--no-membership]`
 //!
 //! `--classic` turns pre-vote, check-quorum and lease reads off (the classic algorithm),
 //! to compare its disruptive elections with the default's. `--transfer-probe` probes
-//! lease reads across leadership transfers (`Options::transfer_probe`).
+//! lease reads across leadership transfers (`Options::transfer_probe`). `--no-membership`
+//! keeps every cluster on its bootstrap members (`Options::membership_changes` off).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -37,6 +38,7 @@ fn main() {
     let options = Options {
         classic_elections: args.iter().any(|a| a == "--classic"),
         transfer_probe: args.iter().any(|a| a == "--transfer-probe"),
+        membership_changes: !args.iter().any(|a| a == "--no-membership"),
         ..Options::default()
     };
 
@@ -126,6 +128,26 @@ fn main() {
         },
         stats.guarded_millis as f64 / 3_600_000.0
     );
+    let changes = stats.changes();
+    println!(
+        "membership changes: {} requested, {} succeeded, {} refused, {} of unknown outcome; {} servers joined, {} removed servers left running, {} shut down; commit quorums checked on storage: {} configurations ({} joint), {} other entries",
+        changes.requested,
+        changes.succeeded,
+        changes.refused,
+        changes.unknown,
+        stats.joins,
+        stats.removed_kept_running,
+        stats.removed_shut_down,
+        stats.config_commits_checked,
+        stats.joint_commits_checked,
+        stats.entry_commits_checked
+    );
+    for (kind, counts) in stats.changes_by_kind() {
+        println!(
+            "  {kind}: {} requested, {} succeeded, {} refused, {} unknown",
+            counts.requested, counts.succeeded, counts.refused, counts.unknown
+        );
+    }
     for failure in failures {
         println!("\n{failure}");
     }

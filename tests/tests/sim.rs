@@ -3,14 +3,16 @@
 //! * the 28 lab scenarios, on the same definitions as the real-time suite (`tests/lab.rs`);
 //! * the random fault explorer over 240 fresh seeds per run, with every safety check, a
 //!   linearizability check of the clients' history (reads through the log and through
-//!   `read_barrier`, ReadIndex and lease), and no disruptive election on a quiet network;
+//!   `read_barrier`, ReadIndex and lease), no disruptive election on a quiet network, and
+//!   membership changes in its nemesis (add, promote, remove, remove the leader, replace,
+//!   joint), every commit checked against the quorum its configuration requires;
 //! * replay: the same seed gives the same run (asserted by trace hash);
 //! * planted bugs are caught within a bounded number of seeds, and replay (among them,
 //!   clients that read a server's state without `read_barrier`, or without waiting for
 //!   the read index to be applied);
-//! * the explorer exercises reads without the log, transfers and live leaders, and the
-//!   classic algorithm (no pre-vote, no check-quorum) shows the disruptive elections
-//!   the default forbids.
+//! * the explorer exercises reads without the log, transfers, live leaders and every kind
+//!   of membership change, and the classic algorithm (no pre-vote, no check-quorum) shows
+//!   the disruptive elections the default forbids.
 //!
 //! ```text
 //! cargo test --release -p raft-tests --test sim
@@ -119,14 +121,15 @@ mod explorer {
     );
 
     /// Replays one seed (`SIM_SEED`, default 1; of the classic algorithm if `SIM_CLASSIC`
-    /// is set, with the transfer probe if `SIM_TRANSFER_PROBE` is) and prints what it
-    /// exercised.
+    /// is set, with the transfer probe if `SIM_TRANSFER_PROBE` is, without membership
+    /// changes if `SIM_NO_MEMBERSHIP` is) and prints what it exercised.
     #[test]
     fn explorer_replay() {
         let seed = seed_from_env("SIM_SEED").unwrap_or(1);
         let options = Options {
             classic_elections: std::env::var_os("SIM_CLASSIC").is_some(),
             transfer_probe: std::env::var_os("SIM_TRANSFER_PROBE").is_some(),
+            membership_changes: std::env::var_os("SIM_NO_MEMBERSHIP").is_none(),
             ..Options::default()
         };
         match explore(seed, &options) {
@@ -217,6 +220,13 @@ mod explorer {
     /// Seeds of the coverage and classic-algorithm tests below.
     const FEW_SEEDS: u64 = 12;
 
+    /// What the first `FEW_SEEDS` seeds exercise with the default options, explored once
+    /// for the coverage tests that share them.
+    fn default_coverage() -> &'static Stats {
+        static STATS: std::sync::OnceLock<Stats> = std::sync::OnceLock::new();
+        STATS.get_or_init(|| explore_few(&Options::default()))
+    }
+
     fn explore_few(options: &Options) -> Stats {
         let mut total = Stats::default();
         for seed in 0..FEW_SEEDS {
@@ -233,7 +243,7 @@ mod explorer {
     /// which a disruptive election is forbidden.
     #[test]
     fn reads_without_the_log_transfers_and_live_leaders_are_exercised() {
-        let stats = explore_few(&Options::default());
+        let stats = default_coverage();
         println!("{stats}");
         assert!(stats.reads_log > 0, "reads through the log");
         assert!(stats.reads_index > 0, "ReadIndex reads");
@@ -246,6 +256,29 @@ mod explorer {
             stats.disruptive_on_quiet_network, 0,
             "a violation, which fails the exploration"
         );
+    }
+
+    /// Every kind of membership change is made and succeeds, removed servers are both left
+    /// running and shut down, spares join, and the commit quorum of configurations (joint
+    /// ones among them) is checked on the storages.
+    #[test]
+    fn membership_changes_of_every_kind_are_exercised() {
+        let stats = default_coverage();
+        for (kind, counts) in stats.changes_by_kind() {
+            assert!(counts.succeeded > 0, "no {kind} succeeded: {counts:?}");
+        }
+        assert!(stats.changes().refused > 0, "refusals");
+        assert!(stats.joins > 0, "spares that joined");
+        assert!(
+            stats.removed_kept_running > 0,
+            "removed servers left running"
+        );
+        assert!(stats.removed_shut_down > 0, "removed servers shut down");
+        assert!(
+            stats.joint_commits_checked > 0,
+            "joint configurations whose commit quorum was checked"
+        );
+        assert!(stats.config_commits_checked > stats.joint_commits_checked);
     }
 
     /// Without pre-vote and check-quorum, the same explorations see elections that depose

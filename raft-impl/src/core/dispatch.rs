@@ -16,6 +16,7 @@ use super::effects::{Effects, ReadId, ReadRefused, RequestId, SendTag};
 use super::follower::Follower;
 use super::leader::{Leader, MembershipRefused, Reader, TransferRefused};
 use super::log::RaftLog;
+use super::membership::MembershipVersion;
 use super::node::{Counters, Node, RoleKind, SnapshotRefused};
 use super::pre_candidate::PreCandidate;
 use super::quorum::VoteResult;
@@ -360,6 +361,11 @@ impl<C: Command> AnyNode<C> {
         with_node!(self, node => node.committed_membership())
     }
 
+    /// Tells cheaply whether either configuration may have changed.
+    pub fn membership_version(&self) -> MembershipVersion {
+        with_node!(self, node => node.membership_version())
+    }
+
     /// Compacts the log up to `index` with the service's snapshot of it.
     pub fn snapshot(
         &mut self,
@@ -580,7 +586,7 @@ impl<C: Command> AnyNode<C> {
     /// index so large that the node could not move past it without overflowing.
     fn admit(&self, request: &Request<C>) -> Result<(), RequestRefused> {
         let from = request.from();
-        if !self.is_peer(from) {
+        if !self.is_peer(from) && !self.admits_unknown_leader(request) {
             return Err(RequestRefused::NotAMember { from });
         }
         let term = request.term();
@@ -616,6 +622,36 @@ impl<C: Command> AnyNode<C> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a leader's request from outside this node's configuration is admitted.
+    ///
+    /// Servers process requests without consulting their configurations (thesis §4.1):
+    /// a server that missed the configuration adding the current leader (it was down,
+    /// or cut off) learns that configuration only from this leader's log, so it must
+    /// listen to a leader it does not know, or stay behind for good. A node that leads,
+    /// or follows another leader heard from within the minimum election timeout, has no
+    /// such need and refuses, so that a stranger cannot take over the servers of a
+    /// healthy cluster; a node whose leader went silent, or that has none, admits it,
+    /// and the term decides as for any leader. Votes, pre-votes and reads always come
+    /// from members only, so that a server removed without knowing it cannot raise the
+    /// members' terms.
+    fn admits_unknown_leader(&self, request: &Request<C>) -> bool {
+        if !matches!(
+            request,
+            Request::Append(_) | Request::InstallSnapshot(_) | Request::TimeoutNow(_)
+        ) {
+            return false;
+        }
+        match self {
+            AnyNode::Leader(_) => false,
+            AnyNode::Follower(node) => {
+                let window = node.config().election_timeout_min;
+                node.role().leader() == Some(request.from())
+                    || !node.role().heard_leader_within(node.now(), window)
+            }
+            AnyNode::PreCandidate(_) | AnyNode::Candidate(_) => true,
+        }
     }
 
     /// Whether `id` is another member of this node's cluster. A node with no

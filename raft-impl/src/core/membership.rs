@@ -13,13 +13,40 @@ pub(super) struct Configs {
     /// `(index, configuration)`. The first is the base: in force at the snapshot's last
     /// included index, or at index 0 for the bootstrap configuration.
     entries: Vec<(LogIndex, Membership)>,
+    /// Changes with every change of `entries`, so that a reader that publishes the
+    /// configurations (on every event) can tell that they have not changed without
+    /// comparing them.
+    generation: u64,
+}
+
+/// Identifies what [`Configs::effective`] and [`Configs::committed`] return: equal
+/// versions, equal configurations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipVersion {
+    /// Of the known configurations, hence of the effective one.
+    generation: u64,
+    /// The index of the committed configuration.
+    committed_at: LogIndex,
 }
 
 impl Configs {
     pub(super) fn new(base_index: LogIndex, base: Membership) -> Configs {
         Configs {
             entries: vec![(base_index, base)],
+            generation: 0,
         }
+    }
+
+    /// The version of the effective configuration and of the one committed at `commit`.
+    pub(super) fn version(&self, commit: LogIndex) -> MembershipVersion {
+        MembershipVersion {
+            generation: self.generation,
+            committed_at: self.committed_entry(commit).0,
+        }
+    }
+
+    fn changed(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// The configuration in effect: the latest known.
@@ -44,16 +71,21 @@ impl Configs {
 
     /// The latest configuration at or below `commit`.
     pub(super) fn committed(&self, commit: LogIndex) -> &Membership {
+        &self.committed_entry(commit).1
+    }
+
+    fn committed_entry(&self, commit: LogIndex) -> &(LogIndex, Membership) {
         self.entries
             .iter()
             .rev()
             .find(|(index, _)| *index <= commit)
-            .map_or(&self.entries[0].1, |(_, membership)| membership)
+            .unwrap_or(&self.entries[0])
     }
 
     /// A configuration entry was appended at `index`.
     pub(super) fn appended(&mut self, index: LogIndex, membership: Membership) {
         self.entries.push((index, membership));
+        self.changed();
     }
 
     /// Entries from `index` on were removed. Returns whether the effective
@@ -63,6 +95,7 @@ impl Configs {
         while self.entries.len() > 1 && self.latest().0 >= index {
             self.entries.pop();
         }
+        self.changed();
         self.entries.len() != before
     }
 
@@ -75,6 +108,7 @@ impl Configs {
             .rposition(|(at, _)| *at <= index)
             .unwrap_or(0);
         self.entries.drain(..keep_from);
+        self.changed();
         self.entries[0].1.clone()
     }
 
@@ -92,6 +126,7 @@ impl Configs {
             Vec::new()
         };
         self.entries = std::iter::once((index, membership)).chain(suffix).collect();
+        self.changed();
     }
 }
 
@@ -122,6 +157,15 @@ mod tests {
         );
         assert!(configs.truncated_from(LogIndex(5)));
         assert_eq!(configs.effective(), &voters(&[1, 2, 3]), "reverted");
+        let version = configs.version(LogIndex(5));
+        configs.appended(LogIndex(5), voters(&[1, 2, 3, 5]));
+        assert_ne!(configs.version(LogIndex(5)), version, "another entry at 5");
+        assert_ne!(
+            configs.version(LogIndex(5)),
+            configs.version(LogIndex(4)),
+            "committed or not"
+        );
+        assert!(configs.truncated_from(LogIndex(5)));
         assert!(
             !configs.truncated_from(LogIndex(0)),
             "the base is never removed"

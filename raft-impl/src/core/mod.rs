@@ -57,6 +57,7 @@ pub use effects::{
 pub use follower::Follower;
 pub use leader::{Leader, MembershipRefused, Transfer, TransferRefused};
 pub use log::{LogError, RaftLog};
+pub use membership::MembershipVersion;
 pub use node::{BootError, Counters, Node, Role, RoleKind, SnapshotRefused};
 pub use pre_candidate::PreCandidate;
 pub use progress::{Progress, ReplicationMode};

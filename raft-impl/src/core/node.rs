@@ -17,7 +17,7 @@ use super::effects::{Apply, Effects, Persist, RequestId, SendTag, Timer};
 use super::follower::Follower;
 use super::leader::Leader;
 use super::log::{LogError, RaftLog};
-use super::membership::Configs;
+use super::membership::{Configs, MembershipVersion};
 use super::pre_candidate::PreCandidate;
 use super::quorum::Quorum;
 use crate::config::{Config, ConfigError};
@@ -341,6 +341,12 @@ impl<R: Role, C: Command> Node<R, C> {
     /// The latest committed configuration.
     pub fn committed_membership(&self) -> &Membership {
         self.shared.configs.committed(self.shared.commit_index)
+    }
+
+    /// Tells cheaply whether [`membership`](Self::membership) or
+    /// [`committed_membership`](Self::committed_membership) may have changed.
+    pub fn membership_version(&self) -> MembershipVersion {
+        self.shared.configs.version(self.shared.commit_index)
     }
 
     /// Whether this node votes: it is in the quorum of its configuration.

@@ -1527,6 +1527,9 @@ fn entries_that_would_run_past_the_highest_index_are_refused() {
 #[test]
 fn requests_from_non_members_are_refused_and_replies_ignored() {
     let node = Boot::new(1, 3).term(2).node();
+    // A follower of a live leader refuses another "leader" it does not know.
+    let (mut node, _) = step(node, append(2, 2, id(0, 0), vec![], 0));
+    at(&mut node, 100);
     let (node, effects) = step(node, append(2, 9, id(0, 0), log_of(&[2]), 1));
     assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
     assert_eq!(
@@ -1541,6 +1544,12 @@ fn requests_from_non_members_are_refused_and_replies_ignored() {
     let (node, effects) = step(node, install);
     assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
     assert_eq!(node.log().last_included(), LogId::default());
+    let timeout_now = request(Request::TimeoutNow(TimeoutNow {
+        term: t(2),
+        leader: n(9),
+    }));
+    let (node, effects) = step(node, timeout_now);
+    assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
 
     // A candidate ignores a grant from a non-member, and a reply of an absurd term.
     let (candidate, effects) = step(node, Input::ElectionTimeout);
@@ -1558,7 +1567,67 @@ fn requests_from_non_members_are_refused_and_replies_ignored() {
     let (candidate, _) = step(candidate, grant(2, u64::MAX));
     assert!(candidate.is_candidate());
     assert_eq!(candidate.term(), t(3), "a reply's absurd term was adopted");
-    assert_eq!(candidate.refused_messages(), 5);
+    assert_eq!(candidate.refused_messages(), 6);
+}
+
+/// Thesis §4.1: a server listens to a leader outside its configuration once it hears
+/// from no leader it knows. Server 1 was down while the cluster {1, 2, 3} added server 9,
+/// which now leads; its log ends before the configuration that added 9, so only 9 can
+/// bring it up to date (found by the simulator's explorer: such a server refused the
+/// leader for ever and never caught up).
+#[test]
+fn a_lagging_member_follows_a_leader_it_does_not_know_once_its_own_is_silent() {
+    let mut joined = voters_of(&[1, 2, 3, 9]);
+    joined.nodes.insert(n(9), String::new());
+    let added = Entry {
+        term: t(2),
+        index: i(2),
+        payload: Payload::Membership(joined.clone()),
+    };
+    let from_9 = || append(3, 9, id(1, 1), vec![added.clone(), entry(3, 3)], 2);
+
+    // Following 2, heard 100 ms ago: 9 is a stranger.
+    let node = Boot::new(1, 3).term(2).log(&[1]).node();
+    let (mut node, _) = step(node, append(2, 2, id(1, 1), vec![], 1));
+    at(&mut node, 100);
+    let (mut node, effects) = step(node, from_9());
+    assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
+
+    // Nothing from 2 for the minimum election timeout: 9 is heard, and its log tells
+    // who it is; it is a member from then on.
+    at(&mut node, 400);
+    let (node, effects) = step(node, from_9());
+    assert_eq!(
+        append_outcome(&effects),
+        AppendOutcome::Success { match_index: i(3) }
+    );
+    assert_eq!(node.log().last_index(), i(3));
+    assert_eq!(
+        node.membership(),
+        &joined,
+        "it learned the leader's configuration"
+    );
+    assert_eq!(node.committed_membership(), &joined);
+    assert_eq!((node.term(), node.leader_hint()), (t(3), Some(n(9))));
+    assert_eq!(node.refused_messages(), 1);
+
+    // Likewise a snapshot from it, for a server further behind that has no leader.
+    let node = Boot::new(1, 3).term(2).node();
+    let mut snapshot = snapshot(5, 2);
+    snapshot.meta.membership = joined.clone();
+    let (node, effects) = step(node, install(3, 9, snapshot));
+    assert!(
+        !effects.iter().any(|e| matches!(e, Effect::Refuse { .. })),
+        "refused: {effects:#?}"
+    );
+    assert_eq!(node.log().last_included(), id(2, 5));
+    assert_eq!(node.membership(), &joined);
+
+    // A leader never takes one it does not know.
+    let leader = committed_leader(3);
+    let (leader, effects) = step(leader, append(9, 9, id(0, 0), vec![], 0));
+    assert_eq!(refusal(&effects), RequestRefused::NotAMember { from: n(9) });
+    assert!(leader.is_leader());
 }
 
 #[test]

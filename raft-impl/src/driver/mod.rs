@@ -24,10 +24,10 @@ use raft_traits::{
 
 pub(crate) use apply::{ApplyMsg, Waiter, run_apply};
 
-use crate::core::MembershipRefused;
 use crate::core::{
     AnyNode, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
 };
+use crate::core::{MembershipRefused, MembershipVersion};
 use crate::error::{MembershipChangeError, ProposeError, ReadError, TransferError};
 use crate::status::Shared;
 
@@ -148,8 +148,9 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) next_read_id: u64,
     /// Membership changes waiting for their configuration to commit.
     pub(crate) pending_changes: Vec<PendingChange>,
-    /// The configuration last handed to the transport.
-    pub(crate) announced_membership: Option<Membership>,
+    /// The configuration last handed to the transport, and the version of the node's
+    /// configurations when it was last looked at (comparing versions is cheap).
+    pub(crate) announced_membership: Option<(Membership, MembershipVersion)>,
     pub(crate) election_deadline: Option<Duration>,
     pub(crate) heartbeat_deadline: Option<Duration>,
     pub(crate) commit_notice_deadline: Option<Duration>,
@@ -302,10 +303,15 @@ where
             self.pending_changes = still;
         }
         // A transport that routes by address learns members added at run time.
-        let membership = node.membership();
-        if self.announced_membership.as_ref() != Some(membership) {
-            self.transport.update_membership(membership);
-            self.announced_membership = Some(membership.clone());
+        let version = node.membership_version();
+        match &mut self.announced_membership {
+            Some((_, seen)) if *seen == version => {}
+            Some((announced, seen)) if announced == node.membership() => *seen = version,
+            announced => {
+                let membership = node.membership();
+                self.transport.update_membership(membership);
+                *announced = Some((membership.clone(), version));
+            }
         }
     }
 

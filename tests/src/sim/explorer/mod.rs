@@ -1,7 +1,7 @@
 //! The random fault explorer: per seed, a cluster of 3–7 nodes under a client workload
-//! and a nemesis, checked against Raft's safety properties after every step, then healed
-//! and required to converge and serve, with the clients' history checked for
-//! linearizability.
+//! and a nemesis that also changes its membership, checked against Raft's safety
+//! properties after every step, then healed and required to converge and serve, with the
+//! clients' history checked for linearizability.
 //!
 //! Everything derives from the seed (the cluster's size and settings, the nemesis, the
 //! clients, the network's faults, the scheduling), so a failing seed replays exactly:
@@ -23,6 +23,25 @@
 //!
 //! [`Options::transfer_probe`] aims at lease reads across leadership transfers.
 //!
+//! # Membership changes
+//!
+//! Besides its 3–7 bootstrap members, a world holds 2–4 spare servers that exist but
+//! start outside the configuration. A share of the nemesis' actions changes the
+//! membership (see the `membership` module): add a learner, promote one, add a voter,
+//! remove a member or the leader itself, replace a voter by a spare that joins from blank
+//! storage, or move to an arbitrary target through joint consensus, under every fault
+//! below. A server starts with the bootstrap members only the first time; restarts and
+//! joining spares start with an empty configuration. The heal phase requires the members
+//! of the leader's settled configuration to converge and serve; a removed server left
+//! running is not one of them.
+//!
+//! Every commit is checked against the storages: the first time an index is seen
+//! committed, the servers whose storage holds it must form a quorum of the configuration
+//! that governs it (the joint C_old,new a majority of both voter sets), and a change the
+//! handle reports done must have a committed configuration that carries it. Committed
+//! configuration and blank entries join the state machine safety and leader completeness
+//! checks like commands.
+//!
 //! # Disruptive elections
 //!
 //! An *election* starts when a candidate sends its first RequestVote of a term; the
@@ -34,7 +53,8 @@
 //!   intervals (700 ms), and
 //! * has, for all of the last `W`, been linked both ways (both directed links up without
 //!   a break) to enough servers that ran without a restart for all of `W` that, with `L`,
-//!   they form a majority,
+//!   they form a quorum of `L`'s configuration (a majority of its voters, and of the
+//!   outgoing ones too while it is joint),
 //!
 //! and the election was not started on `L`'s TimeoutNow (a leadership transfer: its
 //! RequestVotes say so). The network is *quiet* once it has been neither lossy nor
@@ -71,6 +91,8 @@
 //! println!("{:?}", exploration.stats);
 //! ```
 
+mod membership;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -83,13 +105,13 @@ use raft_impl::core::RoleKind;
 use raft_impl::{Config, Parts, ProposeError, Raft, ReadError};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage, MemTransport};
 use raft_traits::{
-    Entry, LogId, LogIndex, NodeId, Payload, Request, Response, Runtime, Snapshot, StateMachine,
-    StateMachineError, Term, Transport, TransportError, async_trait, timeout,
+    Entry, LogId, LogIndex, Membership, NodeId, Payload, Request, Response, Runtime, Snapshot,
+    StateMachine, StateMachineError, Term, Transport, TransportError, async_trait, timeout,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
-use super::invariants::{Observations, check_log_matching};
+use super::invariants::{Durable, Observations, check_log_matching, is_quorum};
 use super::linearizability::{self, Event, History};
 use super::planted::{Planted, PlantedBug};
 use super::runtime::{SimRuntime, Simulation};
@@ -115,6 +137,9 @@ pub struct Options {
     /// from the target to the leader on a reordering network, and once the target leads,
     /// a client writes there and then reads (without the log) at the old leader.
     pub transfer_probe: bool,
+    /// Changes the membership in the nemesis (see the [module](self) notes); off, the
+    /// cluster keeps its bootstrap members and no spare server ever starts.
+    pub membership_changes: bool,
 }
 
 impl Default for Options {
@@ -126,6 +151,7 @@ impl Default for Options {
             heal_limit: Duration::from_secs(30),
             classic_elections: false,
             transfer_probe: false,
+            membership_changes: true,
         }
     }
 }
@@ -210,6 +236,60 @@ pub struct Stats {
     /// Virtual time, in milliseconds, during which a disruptive election would have been a
     /// violation: a leader with a live quorum on a quiet network (sampled every 20 ms).
     pub guarded_millis: u64,
+    /// Servers beyond the bootstrap configuration, started when the nemesis adds them.
+    pub spare_nodes: u64,
+    /// Membership changes adding a learner.
+    pub add_learner: ChangeCounts,
+    /// Membership changes promoting a learner to voter.
+    pub promote: ChangeCounts,
+    /// Membership changes adding a voter (a learner first, promoted once caught up).
+    pub add_voter: ChangeCounts,
+    /// Membership changes removing a member other than the leader.
+    pub remove: ChangeCounts,
+    /// Membership changes in which the leader removes itself.
+    pub remove_leader: ChangeCounts,
+    /// Replacements: a new server (blank storage) joins as a voter and an old one leaves,
+    /// in two single-server changes or one joint change; one request each.
+    pub replace: ChangeCounts,
+    /// Changes to an arbitrary target through `change_membership` (joint consensus when
+    /// more than one voter changes).
+    pub joint: ChangeCounts,
+    /// Servers started for the first time to join the cluster (empty configuration).
+    pub joins: u64,
+    /// Removed servers left running.
+    pub removed_kept_running: u64,
+    /// Removed servers shut down.
+    pub removed_shut_down: u64,
+    /// Configuration entries whose commit quorum was checked against the storages.
+    pub config_commits_checked: u64,
+    /// Of those, joint configurations (C_old,new).
+    pub joint_commits_checked: u64,
+    /// Other entries whose commit quorum was checked against the storages.
+    pub entry_commits_checked: u64,
+}
+
+/// How the membership changes of one kind ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChangeCounts {
+    /// Asked of a leader.
+    pub requested: u64,
+    /// Reported done: the configuration committed.
+    pub succeeded: u64,
+    /// Refused by the leader (not the leader, a change in progress, not ready, a learner
+    /// not caught up, ...).
+    pub refused: u64,
+    /// Of unknown outcome: leadership lost, the node stopped, or no answer in time.
+    pub unknown: u64,
+}
+
+impl ChangeCounts {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &ChangeCounts) {
+        self.requested += other.requested;
+        self.succeeded += other.succeeded;
+        self.refused += other.refused;
+        self.unknown += other.unknown;
+    }
 }
 
 impl Stats {
@@ -258,6 +338,55 @@ impl Stats {
         for (total, value) in fields {
             *total += value;
         }
+        let counts = [
+            (&mut self.add_learner, &other.add_learner),
+            (&mut self.promote, &other.promote),
+            (&mut self.add_voter, &other.add_voter),
+            (&mut self.remove, &other.remove),
+            (&mut self.remove_leader, &other.remove_leader),
+            (&mut self.replace, &other.replace),
+            (&mut self.joint, &other.joint),
+        ];
+        for (total, value) in counts {
+            total.add(value);
+        }
+        let fields = [
+            (&mut self.spare_nodes, other.spare_nodes),
+            (&mut self.joins, other.joins),
+            (&mut self.removed_kept_running, other.removed_kept_running),
+            (&mut self.removed_shut_down, other.removed_shut_down),
+            (
+                &mut self.config_commits_checked,
+                other.config_commits_checked,
+            ),
+            (&mut self.joint_commits_checked, other.joint_commits_checked),
+            (&mut self.entry_commits_checked, other.entry_commits_checked),
+        ];
+        for (total, value) in fields {
+            *total += value;
+        }
+    }
+
+    /// The membership changes of every kind together.
+    pub fn changes(&self) -> ChangeCounts {
+        let mut total = ChangeCounts::default();
+        for kind in self.changes_by_kind() {
+            total.add(kind.1);
+        }
+        total
+    }
+
+    /// The membership changes by kind, named.
+    pub fn changes_by_kind(&self) -> [(&'static str, &ChangeCounts); 7] {
+        [
+            ("add learner", &self.add_learner),
+            ("promote", &self.promote),
+            ("add voter", &self.add_voter),
+            ("remove", &self.remove),
+            ("remove the leader", &self.remove_leader),
+            ("replace", &self.replace),
+            ("joint", &self.joint),
+        ]
     }
 }
 
@@ -304,6 +433,31 @@ impl fmt::Display for Stats {
             self.disruptive_elections,
             self.disruptive_on_quiet_network,
             self.guarded_millis as f64 / 60_000.0
+        )?;
+        let changes = self.changes();
+        write!(
+            f,
+            "; membership changes: {} requested, {} succeeded, {} refused, {} unknown (",
+            changes.requested, changes.succeeded, changes.refused, changes.unknown
+        )?;
+        for (at, (kind, counts)) in self.changes_by_kind().into_iter().enumerate() {
+            let separator = if at == 0 { "" } else { ", " };
+            write!(
+                f,
+                "{separator}{kind} {}/{}",
+                counts.succeeded, counts.requested
+            )?;
+        }
+        write!(
+            f,
+            " succeeded/requested); {} joins, removed servers {} left running / {} shut down; \
+             commit quorums checked on storage: {} configurations ({} joint), {} other entries",
+            self.joins,
+            self.removed_kept_running,
+            self.removed_shut_down,
+            self.config_commits_checked,
+            self.joint_commits_checked,
+            self.entry_commits_checked
         )
     }
 }
@@ -332,6 +486,8 @@ pub struct Failure {
     pub classic_elections: bool,
     /// Whether it probed transfers ([`Options::transfer_probe`]).
     pub transfer_probe: bool,
+    /// Whether it changed the membership ([`Options::membership_changes`]).
+    pub membership_changes: bool,
     /// What went wrong.
     pub reason: String,
     /// The last events before it went wrong.
@@ -364,6 +520,7 @@ impl Failure {
         Options {
             classic_elections: self.classic_elections,
             transfer_probe: self.transfer_probe,
+            membership_changes: self.membership_changes,
             ..Options::default()
         }
     }
@@ -382,8 +539,13 @@ pub fn replay_command(seed: u64, options: &Options) -> String {
     } else {
         ""
     };
+    let fixed = if options.membership_changes {
+        ""
+    } else {
+        "SIM_NO_MEMBERSHIP=1 "
+    };
     format!(
-        "SIM_SEED={seed} {classic}{probe}cargo test --release -p raft-tests --test sim -- explorer_replay --nocapture"
+        "SIM_SEED={seed} {classic}{probe}{fixed}cargo test --release -p raft-tests --test sim -- explorer_replay --nocapture"
     )
 }
 
@@ -428,6 +590,7 @@ pub fn explore(seed: u64, options: &Options) -> Result<Exploration, Failure> {
             planted_bug: options.planted_bug,
             classic_elections: options.classic_elections,
             transfer_probe: options.transfer_probe,
+            membership_changes: options.membership_changes,
             reason,
             recent_events: state.events.iter().cloned().collect(),
             trace_hash,
@@ -469,7 +632,14 @@ struct World {
     seed: u64,
     runtime: SimRuntime,
     net: MemNetwork<KvCommand, SimRuntime>,
+    /// Every server of the world: the bootstrap members, then the spares.
     n: usize,
+    /// The bootstrap members: servers `0..initial`.
+    initial: usize,
+    /// Their configuration, with which each of them starts the first time.
+    bootstrap: Membership,
+    /// See [`Options::membership_changes`].
+    membership_changes: bool,
     config: Config,
     /// The bug planted in every node's storage, if any.
     planted_bug: Option<PlantedBug>,
@@ -521,6 +691,9 @@ struct Slot {
     up_since: Duration,
     storage: MemStorage<KvCommand>,
     incarnation: u64,
+    /// Shut down for good after the cluster removed it (until the nemesis adds it back):
+    /// neither the nemesis nor the heal restarts it.
+    retired: bool,
 }
 
 fn node_id(i: usize) -> NodeId {
@@ -541,7 +714,15 @@ fn mix(seed: u64, salt: u64) -> u64 {
 impl World {
     fn new(seed: u64, runtime: SimRuntime, options: &Options) -> World {
         let mut rng = StdRng::seed_from_u64(mix(seed, 1));
-        let n = rng.random_range(3..=7usize);
+        let initial = rng.random_range(3..=7usize);
+        // Spares, drawn apart so that the draws above and below stay those of an
+        // exploration without membership changes.
+        let spares = if options.membership_changes {
+            StdRng::seed_from_u64(mix(seed, 3)).random_range(2..=4usize)
+        } else {
+            0
+        };
+        let n = initial + spares;
         let mut config = Config::default()
             .with_leader_noop(rng.random_bool(0.5))
             .with_max_inflight_appends(rng.random_range(1..=4))
@@ -565,8 +746,10 @@ impl World {
                 up_since: now,
                 storage: MemStorage::new(),
                 incarnation: 0,
+                retired: false,
             })
             .collect();
+        let bootstrap = Membership::from_voters((0..initial).map(node_id));
         let links: BTreeSet<(usize, usize)> = (0..n)
             .flat_map(|a| (0..n).filter(move |&b| b != a).map(move |b| (a, b)))
             .collect();
@@ -576,6 +759,8 @@ impl World {
             runtime,
             net,
             n,
+            initial,
+            membership_changes: options.membership_changes,
             planted_bug: options.planted_bug,
             snapshot_every,
             healing: AtomicBool::new(false),
@@ -584,10 +769,11 @@ impl World {
             state: Mutex::new(State {
                 nodes,
                 links,
-                observations: Observations::default(),
+                observations: Observations::new(bootstrap.clone()),
                 history: History::default(),
                 stats: Stats {
-                    nodes: n as u64,
+                    nodes: initial as u64,
+                    spare_nodes: spares as u64,
                     lease_runs: u64::from(config.lease_reads),
                     ..Stats::default()
                 },
@@ -604,6 +790,7 @@ impl World {
                 clients_idle_until: now,
                 last_stamp: 0,
             }),
+            bootstrap,
             config,
         }
     }
@@ -665,11 +852,32 @@ impl World {
             .collect()
     }
 
+    /// The servers down that should run: started before, and not retired.
     fn dead(&self) -> Vec<usize> {
         let state = self.lock();
         (0..self.n)
-            .filter(|&i| state.nodes[i].raft.is_none())
+            .filter(|&i| {
+                let slot = &state.nodes[i];
+                slot.raft.is_none() && slot.incarnation > 0 && !slot.retired
+            })
             .collect()
+    }
+
+    /// The servers that take part, running or not: started before, and not retired. (A
+    /// spare not yet started, or a removed server shut down, is not worth a fault.)
+    fn in_play(&self) -> Vec<usize> {
+        let state = self.lock();
+        (0..self.n)
+            .filter(|&i| state.nodes[i].incarnation > 0 && !state.nodes[i].retired)
+            .collect()
+    }
+
+    /// One of `among`, at random.
+    fn pick(&self, among: &[usize]) -> Option<usize> {
+        if among.is_empty() {
+            return None;
+        }
+        Some(among[self.random_range(0..among.len() as u64) as usize])
     }
 
     /// The highest term any server has published so far: an entry applied now was
@@ -739,7 +947,9 @@ impl World {
     /// The leader with a live quorum, if any, that an election in term `term` would
     /// depose: a running server that has led a term below `term` for the whole
     /// [`live_quorum_window`](World::live_quorum_window), linked both ways all that time
-    /// to a majority (itself included) of servers that ran all that time. An election
+    /// to servers that ran all that time and that, with it, form a quorum of the
+    /// configuration it has in effect (a majority of its voters, and while joint of the
+    /// outgoing voters too; a leader removing itself does not count itself). An election
     /// started while there is one is disruptive (see the [module](self) notes).
     fn live_quorum_leader(&self, state: &State, now: Duration, term: Term) -> Option<NodeId> {
         let since = now.checked_sub(self.live_quorum_window())?;
@@ -760,12 +970,20 @@ impl World {
                     .get(&(a, b))
                     .is_some_and(|&at| at <= since)
             };
-            let followers = (0..self.n)
-                .filter(|&x| x != i)
-                .filter(|&x| state.nodes[x].raft.is_some() && state.nodes[x].up_since <= since)
-                .filter(|&x| linked(i, x) && linked(x, i))
-                .count();
-            led_long_enough && 2 * (followers + 1) > self.n
+            if !led_long_enough {
+                return false;
+            }
+            let live: BTreeSet<NodeId> = (0..self.n)
+                .filter(|&x| {
+                    x == i
+                        || (state.nodes[x].raft.is_some()
+                            && state.nodes[x].up_since <= since
+                            && linked(i, x)
+                            && linked(x, i))
+                })
+                .map(node_id)
+                .collect();
+            is_quorum(&status.membership, &live)
         })
     }
 
@@ -835,13 +1053,30 @@ impl World {
             .collect()
     }
 
+    /// The configuration to start server `i` with in its `incarnation`: the bootstrap
+    /// members on a bootstrap member's first start (which stores them), and none
+    /// otherwise: a spare joins (it waits for a leader that has added it), and a restart
+    /// takes its configuration from storage.
+    fn boot_membership(&self, i: usize, incarnation: u64) -> Membership {
+        if i < self.initial && incarnation == 1 {
+            self.bootstrap.clone()
+        } else {
+            Membership::default()
+        }
+    }
+
     async fn start(self: &Arc<Self>, i: usize) {
         let (storage, incarnation) = {
             let mut state = self.lock();
             let slot = &mut state.nodes[i];
             slot.incarnation += 1;
+            slot.retired = false;
             slot.storage = slot.storage.copy();
-            (slot.storage.clone(), slot.incarnation)
+            let first = (slot.storage.clone(), slot.incarnation);
+            if i >= self.initial && first.1 == 1 {
+                state.stats.joins += 1;
+            }
+            first
         };
         let transport = Watched {
             inner: self.net.transport(node_id(i)),
@@ -861,14 +1096,14 @@ impl World {
             .config
             .clone()
             .with_seed(Some(mix(self.seed, 1000 + (i as u64) * 1000 + incarnation)));
-        let members = (0..self.n).map(node_id);
+        let members = self.boot_membership(i, incarnation);
         let parts = Parts {
             runtime: self.runtime.clone(),
             storage: Planted::new(storage, self.planted_bug),
             state_machine,
             transport,
         };
-        let raft = match Raft::spawn(node_id(i), members, config, parts).await {
+        let raft = match Raft::spawn_in(node_id(i), members, config, parts).await {
             Ok(raft) => raft,
             Err(e) => {
                 self.violation(format!(
@@ -916,11 +1151,15 @@ impl World {
         state.stats.checks += 1;
         let mut logs = Vec::with_capacity(self.n);
         let mut problem = None;
+        let mut leader_commits = Vec::new();
         for i in 0..self.n {
             let slot = &state.nodes[i];
             logs.push((node_id(i), slot.storage.log()));
             if let Some(raft) = &slot.raft {
                 let status = raft.status();
+                if status.role == RoleKind::Leader {
+                    leader_commits.push((status.id, status.commit_index));
+                }
                 let (incarnation, storage) = (slot.incarnation, slot.storage.clone());
                 if let Err(e) = state
                     .observations
@@ -937,9 +1176,46 @@ impl World {
         {
             state.violation = Some(problem);
         }
+        drop(state);
+        for (leader, commit) in leader_commits {
+            self.observe_commit(leader, commit);
+        }
+    }
+
+    /// `seen_at` shows everything up to `commit` committed (a leader advertised it, or a
+    /// server applied it): the first time an index is seen so, the storages holding it
+    /// must form the quorum its configuration requires.
+    fn observe_commit(&self, seen_at: NodeId, commit: LogIndex) {
+        if commit <= self.lock().observations.committed_upto() {
+            return;
+        }
+        let max_term = self.max_term();
+        let mut state = self.lock();
+        let durable: Vec<Durable> = state
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| Durable::of(node_id(i), &slot.storage))
+            .collect();
+        match state
+            .observations
+            .record_commit(seen_at, commit, &durable, max_term)
+        {
+            Ok(checks) => {
+                state.stats.config_commits_checked += checks.configurations;
+                state.stats.joint_commits_checked += checks.joint;
+                state.stats.entry_commits_checked += checks.entries;
+            }
+            Err(violation) => {
+                if state.violation.is_none() {
+                    state.violation = Some(violation);
+                }
+            }
+        }
     }
 
     fn record_apply(&self, server: NodeId, entry: &Entry<KvCommand>) {
+        self.observe_commit(server, entry.index);
         let max_term = self.max_term();
         let mut state = self.lock();
         if let Err(e) = state.observations.record_apply(server, entry, max_term)
@@ -988,6 +1264,9 @@ impl Transport<KvCommand> for Watched {
             drop(state);
             if let Err(violation) = verdict {
                 self.world.violation(violation);
+            }
+            if let Request::Append(append) = &request {
+                self.world.observe_commit(from, append.leader_commit);
             }
         }
         let is_vote = matches!(request, Request::Vote(_));
@@ -1156,7 +1435,18 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
 /// One action of the nemesis; with `quiet_network`, none that makes the network lossy or
 /// reorder.
 async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
-    let n = world.n;
+    if world.membership_changes && world.chance(MEMBERSHIP_SHARE) {
+        world.lock().stats.nemesis_steps += 1;
+        membership::step(world).await;
+        return;
+    }
+    // Faults fall on the servers that take part: not on a spare never started, nor on a
+    // removed server shut down.
+    let in_play = world.in_play();
+    let other_than = |world: &World, x: usize| {
+        let others: Vec<usize> = in_play.iter().copied().filter(|&o| o != x).collect();
+        world.pick(&others)
+    };
     let mut roll = world.random_range(0..112);
     while quiet_network && (76..=92).contains(&roll) {
         roll = world.random_range(0..112);
@@ -1170,17 +1460,17 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
             world.set_links(world.all_links());
             world.event("heal all links".into());
         }
-        12..=23 => {
+        12..=23 if in_play.len() > 1 => {
             // Two sides, each possibly of several servers.
-            let mut order: Vec<usize> = (0..n).collect();
+            let mut order = in_play.clone();
             {
                 let mut state = world.lock();
-                for k in (1..n).rev() {
+                for k in (1..order.len()).rev() {
                     let j = state.rng.random_range(0..=k);
                     order.swap(k, j);
                 }
             }
-            let cut = world.random_range(1..n as u64) as usize;
+            let cut = world.random_range(1..order.len() as u64) as usize;
             let side: BTreeSet<usize> = order[..cut].iter().copied().collect();
             let links = world
                 .all_links()
@@ -1192,7 +1482,9 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
             world.event(format!("partition {side:?} | rest"));
         }
         24..=31 => {
-            let victim = world.random_range(0..n as u64) as usize;
+            let Some(victim) = world.pick(&in_play) else {
+                return;
+            };
             let links = world.lock().links.clone();
             world.set_links(
                 links
@@ -1204,8 +1496,12 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
             world.event(format!("isolate {}", node_id(victim)));
         }
         32..=39 => {
-            let from = world.random_range(0..n as u64) as usize;
-            let to = (from + 1 + world.random_range(0..n as u64 - 1) as usize) % n;
+            let Some(from) = world.pick(&in_play) else {
+                return;
+            };
+            let Some(to) = other_than(world, from) else {
+                return;
+            };
             let mut links = world.lock().links.clone();
             links.remove(&(from, to));
             world.set_links(links);
@@ -1213,8 +1509,12 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
             world.event(format!("cut {} -> {} one way", node_id(from), node_id(to)));
         }
         40..=44 => {
-            let a = world.random_range(0..n as u64) as usize;
-            let b = (a + 1 + world.random_range(0..n as u64 - 1) as usize) % n;
+            let Some(a) = world.pick(&in_play) else {
+                return;
+            };
+            let Some(b) = other_than(world, a) else {
+                return;
+            };
             let period = Duration::from_millis(world.random_range(30..300));
             let flips = world.random_range(4..30);
             world.lock().stats.flapping_links += 1;
@@ -1284,7 +1584,9 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
         }
         71..=75 => {
             // Long enough that the others move past it and compact their logs.
-            let victim = world.random_range(0..n as u64) as usize;
+            let Some(victim) = world.pick(&in_play) else {
+                return;
+            };
             let outage = Duration::from_millis(world.random_range(2000..6000));
             let crash = world.chance(0.5);
             world.lock().stats.long_outages += 1;
@@ -1310,7 +1612,7 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
                 if world.healing.load(Ordering::Acquire) {
                     return;
                 }
-                if crash && world.handle(victim).is_none() {
+                if crash && world.dead().contains(&victim) {
                     world.start(victim).await;
                 } else if !crash {
                     let mut links = world.lock().links.clone();
@@ -1358,7 +1660,9 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
             if let Some(leader) = leader_of(world)
                 && let Some(raft) = world.handle(leader)
             {
-                let to = (leader + 1 + world.random_range(0..n as u64 - 1) as usize) % n;
+                let Some(to) = other_than(world, leader) else {
+                    return;
+                };
                 if world.transfer_probe {
                     let mut links = world.lock().links.clone();
                     links.remove(&(to, leader));
@@ -1387,6 +1691,8 @@ async fn nemesis_step(world: &Arc<World>, quiet_network: bool) {
 
 /// The nemesis' first roll that starts a leadership transfer.
 const TRANSFER: u64 = 100;
+/// The share of the nemesis' actions that change the membership.
+const MEMBERSHIP_SHARE: f64 = 0.15;
 
 /// Asks `leader` to hand leadership to server `to`, and follows whether `to` leads a
 /// newer term within two election timeouts.
@@ -1521,14 +1827,25 @@ async fn heal_and_converge(
         }
     }
 
-    // Converge: every server applies everything committed. A leader commits entries of
-    // earlier terms only through one of its own (§5.4.2), so without the blank entry of
-    // `leader_noop` a client must keep writing, as real ones do.
+    // Converge: every member of the leader's configuration, once it is committed and no
+    // change is under way, runs and applies everything committed (servers removed and
+    // left running are not members: they may be stale for ever). A leader commits
+    // entries of earlier terms only through one of its own (§5.4.2), so without the
+    // blank entry of `leader_noop` a client must keep writing, as real ones do.
     let mut barrier = 0u64;
     let mut last_barrier = runtime.now();
-    loop {
-        let statuses: Vec<_> = (0..world.n)
-            .filter_map(|i| world.handle(i))
+    let members = loop {
+        let members = settled_members(world);
+        for &i in members.iter().flatten() {
+            if world.handle(i).is_none() {
+                world.event(format!("heal: start the member {}", node_id(i)));
+                world.start(i).await;
+            }
+        }
+        let statuses: Vec<_> = members
+            .iter()
+            .flatten()
+            .filter_map(|&i| world.handle(i))
             .map(|raft| raft.status())
             .collect();
         let commit = statuses
@@ -1541,18 +1858,21 @@ async fn heal_and_converge(
             .map(|s| s.last_log)
             .max()
             .unwrap_or_default();
-        if statuses.len() == world.n
+        if let Some(members) = &members
+            && statuses.len() == members.len()
             && statuses
                 .iter()
                 .all(|s| s.last_applied == commit && s.commit_index == commit && s.last_log == last)
         {
-            world.event(format!("converged at {commit}"));
-            break;
+            world.event(format!("converged at {commit}: members {members:?}"));
+            break members.clone();
         }
         if runtime.now() > deadline {
+            let leader = leader_of(world).and_then(|l| world.handle(l));
             return Err(format!(
-                "liveness: servers did not converge within {:?}: {statuses:?}",
-                options.heal_limit
+                "liveness: servers did not converge within {:?} (members {members:?}, leader {:?}): {statuses:?}",
+                options.heal_limit,
+                leader.map(|raft| raft.status())
             ));
         }
         if runtime.now() - last_barrier > Duration::from_millis(300)
@@ -1568,19 +1888,28 @@ async fn heal_and_converge(
             record_op(world, 99, leader, put, "k0", Event::Put(value)).await;
         }
         runtime.sleep(Duration::from_millis(20)).await;
-    }
+    };
 
-    // Every server serves reads without the log: each key, at each server.
-    for target in 0..world.n {
+    // Every member serves reads without the log: each key, at each member.
+    for target in members {
         for k in 0..KEYS {
             let key = format!("k{k}");
             loop {
                 if runtime.now() > deadline {
+                    let leader = leader_of(world).and_then(|l| world.handle(l));
                     return Err(format!(
-                        "liveness: {} did not serve a read of {key} through read_barrier within {:?} of healing",
+                        "liveness: {} did not serve a read of {key} through read_barrier within {:?} of healing (its status {:?}; the leader's {:?})",
                         node_id(target),
-                        options.heal_limit
+                        options.heal_limit,
+                        world.handle(target).map(|raft| raft.status()),
+                        leader.map(|raft| raft.status())
                     ));
+                }
+                // A change asked just before the heal may have committed since the
+                // members settled: a server it removed need not serve.
+                if settled_members(world).is_some_and(|now| !now.contains(&target)) {
+                    world.event(format!("{} is no longer a member", node_id(target)));
+                    break;
                 }
                 match record_read(world, 99, target, &key).await {
                     Some(ReadOutcome::Read(_)) => break,
@@ -1608,12 +1937,30 @@ async fn heal_and_converge(
     Ok(())
 }
 
-fn leader_of(world: &World) -> Option<usize> {
-    (0..world.n).find(|&i| {
-        world
-            .handle(i)
-            .is_some_and(|raft| raft.status().role == RoleKind::Leader)
+/// The members of the leader's configuration, if it is committed and not joint (no
+/// change under way).
+fn settled_members(world: &World) -> Option<BTreeSet<usize>> {
+    let status = world.handle(leader_of(world)?)?.status();
+    (status.membership == status.committed_membership && !status.membership.is_joint()).then(|| {
+        status
+            .membership
+            .nodes
+            .keys()
+            .map(|&id| index_of(id))
+            .collect()
     })
+}
+
+/// The running server that leads the highest term, if any (a leader cut off, or one
+/// that was removed, may still think it leads an older one).
+fn leader_of(world: &World) -> Option<usize> {
+    (0..world.n)
+        .filter_map(|i| {
+            let status = world.handle(i)?.status();
+            (status.role == RoleKind::Leader).then_some((status.term, i))
+        })
+        .max()
+        .map(|(_, i)| i)
 }
 
 /// Proposes `command` on server `target` and records it in the history. Returns what it
