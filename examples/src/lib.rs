@@ -66,6 +66,7 @@
 mod changes;
 mod client;
 mod members;
+pub mod metrics;
 mod node;
 pub mod pki;
 mod ports;

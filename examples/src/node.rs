@@ -23,6 +23,7 @@ use raft_traits::{
 
 use crate::changes::{Changes, not_leader};
 use crate::members::MemberAddr;
+use crate::metrics::{MetricsServer, ProposalLatency, render};
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 use crate::read::{ReadMode, ReadStats};
 use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, SnapshottingKv};
@@ -108,6 +109,9 @@ pub struct NodeConfig {
     /// Mutual TLS between the nodes, on the Raft port and the transport (`None` by
     /// default: plain TCP). The client port stays plain TCP.
     pub tls: Option<TlsConfig>,
+    /// Where to serve `GET /metrics` in the Prometheus text format (`None` by default:
+    /// no metrics endpoint).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl NodeConfig {
@@ -134,6 +138,7 @@ impl NodeConfig {
             raft: Config::default(),
             tcp: Self::default_tcp(),
             tls: None,
+            metrics_listen: None,
         }
     }
 
@@ -191,6 +196,14 @@ pub enum NodeError {
         "storage holds no cluster configuration (a first start): give the members to start a new cluster, or join a running one"
     )]
     NoConfiguration,
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve metrics on {addr}: {error}")]
+    Metrics {
+        /// Where it was to listen.
+        addr: SocketAddr,
+        /// Why it could not.
+        error: std::io::Error,
+    },
 }
 
 /// One running node of the KV service.
@@ -213,6 +226,8 @@ pub struct KvNode {
     /// Records this node's client address in the configuration while it leads; ends
     /// with the node (and is cancelled with it).
     _publisher: smol::Task<()>,
+    /// The metrics endpoint, if configured; stops with the node.
+    metrics: Option<MetricsServer>,
 }
 
 impl KvNode {
@@ -267,6 +282,11 @@ impl KvNode {
     /// Where the node listens for clients.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_server.local_addr()
+    }
+
+    /// Where the node serves `GET /metrics`, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     /// The node's view of itself and the cluster.
@@ -432,6 +452,21 @@ impl BoundNode {
         let _ = raft_slot.set(raft.clone());
 
         let changes = Changes::new(raft.clone(), config.change_wait, client_server.local_addr());
+        let latency = Arc::new(ProposalLatency::default());
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let (watched, latency) = (raft.clone(), Arc::clone(&latency));
+                match MetricsServer::start(addr, move || render(&watched.status(), &latency)) {
+                    Ok(server) => Some(server),
+                    Err(error) => {
+                        transport.shutdown();
+                        raft.shutdown().await;
+                        return Err(NodeError::Metrics { addr, error });
+                    }
+                }
+            }
+            None => None,
+        };
         let node = KvNode {
             id: config.id,
             raft: raft.clone(),
@@ -441,6 +476,7 @@ impl BoundNode {
             view: view.clone(),
             read_mode: config.read_mode,
             _publisher: smol::spawn(Arc::clone(&changes).publish_client_addr()),
+            metrics,
         };
         let started = node
             .raft_server
@@ -452,6 +488,7 @@ impl BoundNode {
                     read_mode: config.read_mode,
                     read_timeout: config.read_timeout,
                     changes,
+                    latency,
                 }))
             });
         if let Err(error) = started {
@@ -488,11 +525,21 @@ struct ClientService {
     read_mode: ReadMode,
     read_timeout: Duration,
     changes: Arc<Changes>,
+    latency: Arc<ProposalLatency>,
 }
 
 impl ClientService {
     async fn execute(&self, command: KvSessionCommand) -> Result<ClientResponse, String> {
-        match self.raft.propose(command).await {
+        let started = std::time::Instant::now();
+        let outcome = self.raft.propose(command).await;
+        // Redirected commands were never proposed here.
+        if !matches!(
+            outcome,
+            Err(ProposeError::NotLeader { .. } | ProposeError::TransferInProgress { .. })
+        ) {
+            self.latency.record(started.elapsed());
+        }
+        match outcome {
             Ok(response) => Ok(ClientResponse::Applied(response)),
             Err(ProposeError::NotLeader { leader_hint }) => Ok(self.not_leader(leader_hint)),
             Err(ProposeError::TransferInProgress { to }) => Ok(self.not_leader(Some(to))),

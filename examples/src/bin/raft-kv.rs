@@ -105,6 +105,11 @@ enum Command {
         /// The cluster's name: nodes and clients of another cluster are refused.
         #[arg(long, value_name = "NAME", default_value = TcpConfig::DEFAULT_CLUSTER_ID)]
         cluster_id: String,
+        /// Serve the node's metrics at http://ADDR/metrics in the Prometheus text format
+        /// (role, term, indices, elections, leader changes, proposals, snapshots,
+        /// followers' lag, proposal latency).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         tls: TlsArgs,
     },
@@ -276,6 +281,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             snapshot_entries,
             read_mode,
             cluster_id,
+            metrics_listen,
             tls,
         } => {
             let mut config = node_config(
@@ -293,6 +299,10 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             config.snapshot_entries = snapshot_entries;
             config.read_mode = read_mode;
             config.tcp.cluster_id = cluster_id;
+            config.metrics_listen = metrics_listen
+                .map(|addr| resolve(&addr))
+                .transpose()
+                .map_err(|e| Failure::usage(format!("--metrics-listen: {e}")))?;
             if let TlsArgs {
                 tls_cert: Some(cert),
                 tls_key: Some(key),
@@ -505,8 +515,12 @@ fn serve(config: NodeConfig) -> Result<ExitCode, Failure> {
         } else {
             ""
         };
+        let metrics = node
+            .metrics_addr()
+            .map(|addr| format!(", metrics http://{addr}/metrics"))
+            .unwrap_or_default();
         println!(
-            "raft-kv node {} serving: raft {}, clients {}, storage {storage}, reads {read_mode}{tls}{joining}",
+            "raft-kv node {} serving: raft {}, clients {}{metrics}, storage {storage}, reads {read_mode}{tls}{joining}",
             id.0,
             node.raft_addr(),
             node.client_addr()

@@ -18,6 +18,7 @@ mod support;
 
 mod bad_input;
 mod membership;
+mod metrics;
 mod partition;
 mod process;
 mod reads;

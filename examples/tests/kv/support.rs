@@ -50,6 +50,8 @@ pub(crate) struct Options {
     pub(crate) raft: Config,
     /// Mutual TLS between the nodes, with certificates of a CA made for the cluster.
     pub(crate) tls: Option<Arc<TestCa>>,
+    /// A metrics endpoint on every node (on a port of the system's choosing).
+    pub(crate) metrics: bool,
 }
 
 impl Default for Options {
@@ -64,6 +66,7 @@ impl Default for Options {
             read_mode: ReadMode::default(),
             raft: Config::default(),
             tls: None,
+            metrics: false,
         }
     }
 }
@@ -109,6 +112,9 @@ impl TestCluster {
             config.read_mode = options.read_mode;
             config.raft = options.raft.clone();
             config.tls = options.tls.as_ref().map(|ca| ca.node(id));
+            config.metrics_listen = options
+                .metrics
+                .then(|| SocketAddr::from(([127, 0, 0, 1], 0)));
             config.data_dir = dir
                 .as_ref()
                 .map(|dir| dir.path().join(format!("node-{}", id.0)));
