@@ -16,7 +16,8 @@
 //!    (the new one included), and checks that every acknowledged write is there with its
 //!    last value,
 //!
-//! then prints throughput and latency percentiles. It exits 0 if every check passed.
+//! then scrapes the leader's metrics endpoint (as `curl http://ADDR/metrics` would) and
+//! prints throughput and latency percentiles. It exits 0 if every check passed.
 //!
 //! Run: `cargo run --release -p raft-examples --example kv_cluster [-- --tls]`
 //! (`--tls`: mutual TLS between the nodes, with certificates from a CA made for the run)
@@ -166,6 +167,7 @@ async fn demo() -> Result<Vec<String>, String> {
         let mut config = NodeConfig::new(id, any, any, []);
         config.data_dir = Some(dir.path().join(format!("node-{}", id.0)));
         config.snapshot_entries = SNAPSHOT_ENTRIES;
+        config.metrics_listen = Some(any);
         secure(&mut config, ca.as_ref())?;
         bound.push(KvNode::bind(config).map_err(|e| format!("{id}: {e}"))?);
     }
@@ -192,10 +194,12 @@ async fn demo() -> Result<Vec<String>, String> {
             .await
             .map_err(|e| format!("{} did not start: {e}", config.id))?;
         println!(
-            "   {}: raft {} clients {}",
+            "   {}: raft {} clients {} metrics http://{}/metrics",
             config.id,
             node.raft_addr(),
-            node.client_addr()
+            node.client_addr(),
+            node.metrics_addr()
+                .map_or_else(String::new, |a| a.to_string())
         );
         cluster.configs.insert(config.id, config);
         cluster.nodes.insert(node.id(), node);
@@ -268,6 +272,36 @@ async fn demo() -> Result<Vec<String>, String> {
             index.0
         ),
         None => failed.push("the nodes did not converge on one applied index".to_owned()),
+    }
+
+    // What an operator's scraper sees: the leader's metrics endpoint.
+    let leader_metrics = cluster
+        .leader()
+        .and_then(|leader| cluster.nodes.get(&leader.id)?.metrics_addr());
+    match leader_metrics.map(scrape) {
+        Some(Ok(body)) => {
+            println!("== the leader's metrics (curl http://ADDR/metrics), a few of them:");
+            for line in body.lines().filter(|line| {
+                (line.starts_with("raft_role") && line.ends_with(" 1"))
+                    || [
+                        "raft_term{",
+                        "raft_commit_index{",
+                        "raft_leader_changes_total{",
+                        "raft_proposals_total{",
+                        "raft_follower_lag_entries{",
+                        "kv_proposal_latency_seconds_count{",
+                    ]
+                    .iter()
+                    .any(|name| line.starts_with(name))
+            }) {
+                println!("   {line}");
+            }
+            if !body.contains("role=\"leader\"} 1") {
+                failed.push("the leader's metrics do not say it leads".to_owned());
+            }
+        }
+        Some(Err(error)) => failed.push(format!("the leader's metrics endpoint failed: {error}")),
+        None => failed.push("no leader with a metrics endpoint".to_owned()),
     }
 
     // The configuration: the running nodes are the voters, and no change is under way.
@@ -729,4 +763,22 @@ fn secs(duration: Duration) -> String {
 
 fn millis(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// `GET /metrics` from `addr`, over plain HTTP/1.0; the body.
+fn scrape(addr: SocketAddr) -> Result<String, String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| "no HTTP answer".to_owned())?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(head.lines().next().unwrap_or_default().to_owned());
+    }
+    Ok(body.to_owned())
 }
