@@ -44,28 +44,39 @@ type ReplySender = oneshot::Sender<Result<Reply, String>>;
 #[derive(Debug)]
 struct Waiting {
     calls: Mutex<Option<HashMap<u64, ReplySender>>>,
-    /// When a request last started or a reply last arrived: the server closes a
-    /// connection idle for its idle timeout, and the client must not race it.
-    last_used: Mutex<Instant>,
+    /// When the connection opened, and how long after that a request last started or
+    /// a reply last arrived (µs; an atomic, to keep a lock off every request): the
+    /// server closes a connection idle for its idle timeout, and the client must not
+    /// race it.
+    opened: Instant,
+    last_used_micros: AtomicU64,
 }
 
 impl Waiting {
     fn new() -> Self {
         Waiting {
             calls: Mutex::new(Some(HashMap::new())),
-            last_used: Mutex::new(Instant::now()),
+            opened: Instant::now(),
+            last_used_micros: AtomicU64::new(0),
         }
     }
 
+    fn micros_open(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
     fn touch(&self) {
-        *self.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.last_used_micros
+            .fetch_max(self.micros_open(), Ordering::Relaxed);
     }
 
     /// How long nothing has been going on, or `None` while a request waits.
     fn idle_for(&self) -> Option<Duration> {
         let waiting = self.lock().as_ref().is_some_and(|calls| !calls.is_empty());
-        let last_used = *self.last_used.lock().unwrap_or_else(|e| e.into_inner());
-        (!waiting).then(|| last_used.elapsed())
+        let idle = self
+            .micros_open()
+            .saturating_sub(self.last_used_micros.load(Ordering::Relaxed));
+        (!waiting).then(|| Duration::from_micros(idle))
     }
 
     /// The map is only ever changed by single insertions and removals, which cannot
