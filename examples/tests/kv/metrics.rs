@@ -34,8 +34,10 @@ fn every_node_serves_its_figures_and_the_leader_its_proposals() {
             ..Options::default()
         };
         let cluster = TestCluster::start(options).await;
-        let leader = cluster.wait_for_leader(Term(0), &[]).await;
+        cluster.wait_for_leader(Term(0), &[]).await;
         cluster.put_range("key", 0..20).await;
+        // Whoever leads now (an election on a loaded machine may have moved it).
+        let leader = cluster.wait_for_leader(Term(0), &[]).await;
 
         let node = &cluster.nodes[&leader.id];
         let (status, body) = get(node.metrics_addr().unwrap(), "/metrics");
@@ -51,10 +53,21 @@ fn every_node_serves_its_figures_and_the_leader_its_proposals() {
         );
         assert_eq!(at("raft_leader"), id as f64);
         assert!(at("raft_elections_won_total") >= 1.0);
-        assert!(at("raft_proposals_total") >= 20.0, "{body}");
         assert!(at("raft_commit_index") >= 20.0);
-        assert!(at("kv_proposal_latency_seconds_count") >= 20.0);
+        assert!(at("raft_proposals_total") >= 1.0, "{body}");
         assert!(at("kv_proposal_latency_seconds_sum") > 0.0);
+        // Every put was proposed and timed by whichever node led when it arrived.
+        let mut proposed = 0.0;
+        for (&other, member) in &cluster.nodes {
+            let (_, body) = get(member.metrics_addr().unwrap(), "/metrics");
+            let of = |name: &str| sample(&body, &format!("{name}{{node=\"{}\"}}", other.0));
+            proposed += of("raft_proposals_total");
+            assert_eq!(
+                of("kv_proposal_latency_seconds_count"),
+                of("raft_proposals_total")
+            );
+        }
+        assert!(proposed >= 20.0, "{proposed} proposals for 20 puts");
         let followers = body
             .lines()
             .filter(|line| line.starts_with("raft_follower_lag_entries{"))
@@ -77,7 +90,12 @@ fn every_node_serves_its_figures_and_the_leader_its_proposals() {
             1.0
         );
         assert_eq!(of("raft_leader"), id as f64);
-        assert_eq!(of("raft_proposals_total"), 0.0);
+        // Commands redirected to the leader are not timed here: what it timed is what it
+        // proposed as leader (none, unless it led earlier).
+        assert_eq!(
+            of("kv_proposal_latency_seconds_count"),
+            of("raft_proposals_total")
+        );
         assert!(of("raft_leader_changes_total") >= 1.0);
 
         let (status, _) = get(node.metrics_addr().unwrap(), "/elsewhere");
