@@ -52,6 +52,20 @@ struct Args {
     /// The runtime the nodes and clients of the in-process scenario run on.
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Smol)]
     runtime: RuntimeChoice,
+    /// Where the `reads` scenario runs (default: all three).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    reads_on: Option<Vec<ReadsOn>>,
+}
+
+/// The networks the `reads` scenario can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReadsOn {
+    /// In process, memory storage.
+    Inprocess,
+    /// Loopback TCP, memory storage.
+    Tcp,
+    /// Loopback TCP, the file store with fsync on.
+    Durable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -267,7 +281,19 @@ async fn run(
                 (reads::Network::Tcp, 20_000, 200_000),
                 (reads::Network::Durable, 2_000, 20_000),
             ];
-            for (network, one, many) in networks {
+            let on = args.reads_on.as_deref().unwrap_or(&[
+                ReadsOn::Inprocess,
+                ReadsOn::Tcp,
+                ReadsOn::Durable,
+            ]);
+            for ((network, one, many), choice) in
+                networks
+                    .into_iter()
+                    .zip([ReadsOn::Inprocess, ReadsOn::Tcp, ReadsOn::Durable])
+            {
+                if !on.contains(&choice) {
+                    continue;
+                }
                 let total = |c: usize| writes_for(c, one, many).max(1);
                 reads::reads(runtime, network, &config, clients, total, rows).await?;
             }
