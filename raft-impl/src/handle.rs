@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -47,6 +48,8 @@ pub struct Raft<C, R> {
     /// The state machine's [`StateMachine::check_snapshot`], run on a snapshot from the
     /// leader before the node sees it.
     check_snapshot: fn(&Snapshot) -> Result<(), StateMachineError>,
+    /// The runtime's clock, for lease reads answered here.
+    clock: Arc<dyn Fn() -> Duration + Send + Sync>,
 }
 
 impl<C, R> Clone for Raft<C, R> {
@@ -55,6 +58,7 @@ impl<C, R> Clone for Raft<C, R> {
             shared: Arc::clone(&self.shared),
             events: self.events.clone(),
             check_snapshot: self.check_snapshot,
+            clock: Arc::clone(&self.clock),
         }
     }
 }
@@ -201,12 +205,17 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             alarm: None,
             stop_after_handover: None,
         };
+        let clock = {
+            let runtime = runtime.clone();
+            Arc::new(move || runtime.now())
+        };
         let _detached = runtime.spawn(driver.run(apply_task));
         tracing::debug!(node = %id, "started");
         Ok(Raft {
             shared,
             events: events_tx,
             check_snapshot: M::check_snapshot,
+            clock,
         })
     }
 
@@ -266,6 +275,11 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// when no leader could confirm. See [`read_barrier`](Raft::read_barrier) for the
     /// wait that follows.
     pub async fn read_index(&self) -> Result<LogIndex, ReadError> {
+        // Under a lease the event loop would answer at once with its commit index; the
+        // loop publishes both, so the answer comes from here without the round trip.
+        if let Some(index) = self.shared.lease_read((self.clock)()) {
+            return Ok(index);
+        }
         let (waiter, result) = oneshot::channel();
         self.send(Event::ReadIndex { waiter })
             .map_err(|_| ReadError::Stopped)?;
@@ -274,6 +288,9 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
 
     /// Waits until this node's state machine has applied `index`.
     pub async fn wait_applied(&self, index: LogIndex) -> Result<(), ReadError> {
+        if self.shared.has_applied(index) {
+            return Ok(());
+        }
         let reached = self
             .shared
             .applied_reaches(index)

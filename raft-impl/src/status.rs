@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 use raft_traits::{Command, LogId, LogIndex, Membership, NodeId, Term};
 
-use crate::core::{AnyNode, Counters, MembershipVersion, ReplicationMode, RoleKind};
+use crate::core::{AnyNode, Counters, MembershipVersion, ReadLease, ReplicationMode, RoleKind};
 
 /// A snapshot of a node's state, for monitoring and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,6 +157,13 @@ pub(crate) struct Shared {
     /// Requests the handle refused before they reached the core (a snapshot the state
     /// machine could not restore); the core counts its own refusals.
     refused_at_the_door: AtomicU64,
+    /// The leader's read lease, so that the handle answers lease reads without a trip
+    /// through the event loop: when it ends (nanoseconds on the runtime's clock; 0 for
+    /// none), and the read index it gives. The driver stores the index before the end
+    /// and clears the end first, so a reader that sees a live end sees an index at least
+    /// as new as the one published with it.
+    lease_until_nanos: AtomicU64,
+    lease_index: AtomicU64,
 }
 
 impl Shared {
@@ -165,6 +173,7 @@ impl Shared {
 
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
+        self.lease_until_nanos.store(0, Ordering::Release);
         self.status().stopped = true;
         lock(&self.watchers).clear();
         lock(&self.status_watchers).clear();
@@ -213,6 +222,37 @@ impl Shared {
             waiters.push((index, tx));
         }
         Some(rx)
+    }
+
+    /// Publishes the core's read lease (or its absence). Called before the effects of
+    /// the step that changed it are carried out: a leader that starts a transfer drops
+    /// its lease here before its TimeoutNow leaves.
+    pub(crate) fn set_read_lease(&self, lease: Option<ReadLease>) {
+        let until = lease.map_or(0, |lease| {
+            u64::try_from(lease.until.as_nanos()).unwrap_or(u64::MAX)
+        });
+        if until == self.lease_until_nanos.load(Ordering::Relaxed)
+            && lease.is_none_or(|l| l.index.0 == self.lease_index.load(Ordering::Relaxed))
+        {
+            return;
+        }
+        self.lease_until_nanos.store(0, Ordering::Release);
+        if let Some(lease) = lease {
+            self.lease_index.store(lease.index.0, Ordering::Release);
+            self.lease_until_nanos.store(until, Ordering::Release);
+        }
+    }
+
+    /// The read index a lease gives a read that starts at `now`, if the lease holds.
+    pub(crate) fn lease_read(&self, now: Duration) -> Option<LogIndex> {
+        let until = self.lease_until_nanos.load(Ordering::Acquire);
+        let now = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
+        (now < until).then(|| LogIndex(self.lease_index.load(Ordering::Acquire)))
+    }
+
+    /// Whether the state machine has applied `index` already.
+    pub(crate) fn has_applied(&self, index: LogIndex) -> bool {
+        LogIndex(self.last_applied.load(Ordering::Acquire)) >= index
     }
 
     pub(crate) fn set_fatal(&self, reason: &str) {
@@ -316,6 +356,8 @@ impl Shared {
             applied_waiters: Mutex::new(Vec::new()),
             has_applied_waiters: AtomicBool::new(false),
             refused_at_the_door: AtomicU64::new(0),
+            lease_until_nanos: AtomicU64::new(0),
+            lease_index: AtomicU64::new(0),
             membership_version: Mutex::new(None),
             status: Mutex::new(Status {
                 id,

@@ -771,6 +771,14 @@ impl<C: Command> AnyNode<C> {
         with_node!(self, node => node.commit_index())
     }
 
+    /// The leader's read lease, if this node leads and holds one.
+    pub fn read_lease(&self) -> Option<super::ReadLease> {
+        match self {
+            AnyNode::Leader(leader) => leader.read_lease(),
+            _ => None,
+        }
+    }
+
     /// The highest index handed to the state machine.
     pub fn last_applied(&self) -> LogIndex {
         with_node!(self, node => node.last_applied())

@@ -71,6 +71,17 @@ pub struct Transfer {
     pub started_at: Duration,
 }
 
+/// A leader's read lease (thesis §6.4.1), as [`Node::read_lease`] gives it: a read
+/// that starts before `until` (on the clock the core is given) may use `index` as its
+/// read index without a round of heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadLease {
+    /// When the lease ends.
+    pub until: Duration,
+    /// The read index it gives: the commit index when the lease was read.
+    pub index: LogIndex,
+}
+
 /// Why a membership change was not started.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipRefused {
@@ -526,33 +537,53 @@ impl<C: Command> Node<Leader, C> {
     /// a request sent less than `election_timeout_min - clock_drift_margin` ago, so no
     /// other leader can have been elected since.
     fn has_lease(&self) -> bool {
+        self.lease_until()
+            .is_some_and(|until| self.shared.now < until)
+    }
+
+    /// Until when this leader holds a read lease, if lease reads are on: the time a
+    /// request that a majority has acknowledged was sent, plus `election_timeout_min -
+    /// clock_drift_margin`. Followers refuse votes for that long after hearing from
+    /// this leader (stickiness), so no other leader can be elected before then.
+    fn lease_until(&self) -> Option<Duration> {
         let config = &self.shared.config;
         if !(config.lease_reads && config.check_quorum) {
-            return false;
+            return None;
         }
         // A handover lets the target be elected within the lease (its votes bypass
         // stickiness), so a transfer ends the lease: reads take the ReadIndex round.
         if self.role.transfer.is_some() || self.role.handed_over {
-            return false;
+            return None;
         }
         let me = self.shared.id;
         let progress = &self.role.progress;
-        let Some(seq) = self.shared.quorum.agreed_value(|id| {
+        let seq = self.shared.quorum.agreed_value(|id| {
             if id == me {
                 u64::MAX
             } else {
                 progress.get(&id).map_or(0, Progress::acked_seq)
             }
-        }) else {
-            return false;
-        };
-        let Some(sent_at) = self.shared.sent_at(seq) else {
-            return false;
-        };
+        })?;
+        let sent_at = self.shared.sent_at(seq)?;
         let lease = config
             .election_timeout_min
             .saturating_sub(config.clock_drift_margin);
-        self.shared.now < sent_at + lease
+        sent_at.checked_add(lease)
+    }
+
+    /// The read lease the handle may answer reads from without asking this core: until
+    /// when it holds, and the read index it gives (the commit index). `None` without a
+    /// lease, and before this leader has committed an entry of its term (it does not
+    /// know the latest commit index until then).
+    pub fn read_lease(&self) -> Option<ReadLease> {
+        let commit = self.shared.commit_index;
+        if self.shared.log.term_at(commit) != Some(self.shared.term()) {
+            return None;
+        }
+        Some(ReadLease {
+            until: self.lease_until()?,
+            index: commit,
+        })
     }
 
     /// Fails every waiting read: this node is about to stop leading.

@@ -55,7 +55,7 @@ pub use effects::{
     Apply, Effect, Effects, Persist, ReadId, ReadRefused, RequestId, SendTag, Timer,
 };
 pub use follower::Follower;
-pub use leader::{Leader, MembershipRefused, Transfer, TransferRefused};
+pub use leader::{Leader, MembershipRefused, ReadLease, Transfer, TransferRefused};
 pub use log::{LogError, RaftLog};
 pub use membership::MembershipVersion;
 pub use node::{BootError, Counters, Node, Role, RoleKind, SnapshotRefused};

@@ -2362,11 +2362,21 @@ fn a_leadership_transfer_ends_the_lease() {
         c.lease_reads = true;
     }));
     let term = leader.term().0;
+    assert_eq!(
+        leader.read_lease(),
+        None,
+        "no lease before the leader's first entry commits"
+    );
     let mut out = Effects::new();
     leader = leader.step(Input::Persisted { up_to: id(term, 1) }, &mut out);
     for (to, tag) in heartbeat_tags(&effects) {
         leader = step(leader, reply_to(to, tag, success(term, 1))).0;
     }
+    let lease = leader
+        .read_lease()
+        .expect("a majority acknowledged: a lease");
+    assert_eq!(lease.index, i(1), "the lease gives the commit index");
+    assert!(lease.until > Duration::ZERO);
     let mut out = Effects::new();
     leader.read_index(ReadId(1), &mut out);
     assert_eq!(
@@ -2378,6 +2388,7 @@ fn a_leadership_transfer_ends_the_lease() {
         .transfer_leadership(n(2), &mut out)
         .expect("2 is a voter");
     out.take();
+    assert_eq!(leader.read_lease(), None, "a handover ends the lease");
     leader.read_index(ReadId(2), &mut out);
     assert!(
         reads(&out.take()).is_empty(),

@@ -411,6 +411,13 @@ where
     /// nothing is left.
     async fn settle(&mut self) {
         loop {
+            // The lease is published before the effects go out, so that a leader that
+            // starts a transfer has stopped answering lease reads before its TimeoutNow
+            // leaves, and a commit is visible to lease reads before its entries are
+            // applied (a write is answered only after that).
+            if let Some(node) = &self.node {
+                self.shared.set_read_lease(node.read_lease());
+            }
             match self.execute().await {
                 Ok(Some(up_to)) => self.step(Input::Persisted { up_to }),
                 Ok(None) => return,
