@@ -305,6 +305,14 @@ impl<C: Command> AnyNode<C> {
         }
     }
 
+    /// Starts the round of heartbeats that confirms the reads waiting for one, if this
+    /// node leads; see [`Node::start_read_round`].
+    pub fn start_read_round(&mut self, out: &mut Effects<C>) {
+        if let AnyNode::Leader(node) = self {
+            node.start_read_round(out);
+        }
+    }
+
     /// Starts handing leadership to `to`, if this node is the leader; see
     /// [`Node::transfer_leadership`].
     pub fn transfer_leadership(

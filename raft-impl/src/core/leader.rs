@@ -22,8 +22,8 @@ pub struct Leader {
     pub(super) contact_window_start: Duration,
     /// Reads waiting for a round of heartbeats to confirm this node still leads.
     pub(super) reads: VecDeque<PendingRead>,
-    /// The first request of the confirmation round in flight, if any.
-    pub(super) read_round: Option<u64>,
+    /// The confirmation rounds in flight: the first request of each, oldest first.
+    pub(super) read_rounds: VecDeque<u64>,
     /// A leadership transfer under way.
     pub(super) transfer: Option<Transfer>,
     /// Whether this leader told a follower to campaign at once (TimeoutNow) in this term.
@@ -42,6 +42,11 @@ pub struct Leader {
     /// so a stream of commits delays a follower's notice by at most the configured delay.
     pub(super) commit_notice_armed: bool,
 }
+
+/// How many rounds of heartbeats confirming reads may be in flight at once: enough to
+/// overlap the rounds of reads that keep arriving, few enough that a burst of reads
+/// cannot flood the followers with heartbeats.
+pub const MAX_READ_ROUNDS: usize = 4;
 
 /// A read waiting for confirmation that this node still leads.
 #[derive(Clone, Copy, Debug)]
@@ -150,7 +155,7 @@ impl Leader {
             progress,
             contact_window_start: now,
             reads: VecDeque::new(),
-            read_round: None,
+            read_rounds: VecDeque::new(),
             transfer: None,
             handed_over: false,
             promotions: BTreeSet::new(),
@@ -216,7 +221,10 @@ impl<C: Command> Node<Leader, C> {
             tracing::warn!(node = %self.shared.id, to = %transfer.to, "leadership transfer timed out; taking proposals again");
             self.role.transfer = None;
         }
-        self.start_read_round_at(self.shared.next_seq + 1);
+        // The heartbeat is a round for every read waiting for one.
+        if self.reads_need_round() {
+            self.role.read_rounds.push_back(self.shared.next_seq + 1);
+        }
         self.broadcast(out);
         self.send_timeout_now_if_caught_up(out);
         out.set_timer(Timer::Heartbeat, self.shared.config.heartbeat_interval);
@@ -444,6 +452,10 @@ impl<C: Command> Node<Leader, C> {
     /// Asks for a linearizable read (ReadIndex, thesis §6.4): the answer, an
     /// [`Effect::Read`](super::Effect::Read) with the index to wait for, comes once a
     /// majority has confirmed this node still leads, or at once under a valid lease.
+    ///
+    /// The round of heartbeats that confirms it starts at the next
+    /// [`start_read_round`](Node::start_read_round) (or heartbeat), so that the reads
+    /// that arrive together share one round.
     pub fn read_index(&mut self, id: ReadId, out: &mut Effects<C>) {
         self.read_for(Reader::Local(id), out);
     }
@@ -460,24 +472,36 @@ impl<C: Command> Node<Leader, C> {
             self.answer_read(reader, Ok(commit), out);
             return;
         }
-        let needs_seq = self.shared.next_seq + 1;
         self.role.reads.push_back(PendingRead {
             reader,
             index: commit,
-            needs_seq,
+            needs_seq: self.shared.next_seq + 1,
         });
-        if self.role.read_round.is_none() {
-            self.start_read_round_at(needs_seq);
-            self.broadcast(out);
-        }
+        // A leader alone is a majority: confirmed at once.
         self.confirm_reads(out);
     }
 
-    /// The requests from `seq` on form a confirmation round, if reads wait for one.
-    fn start_read_round_at(&mut self, seq: u64) {
-        if self.role.read_round.is_none() && !self.role.reads.is_empty() {
-            self.role.read_round = Some(seq);
+    /// Starts a round of heartbeats for the reads that arrived since the last round
+    /// began, unless [`MAX_READ_ROUNDS`] rounds are in flight already (the reads then wait
+    /// for the oldest to end). Rounds overlap: a read that arrives while one is in flight
+    /// need not wait for it to end before its own starts, which would make it wait for
+    /// two round trips. The driver calls this once per batch of events.
+    pub fn start_read_round(&mut self, out: &mut Effects<C>) {
+        if self.reads_need_round() && self.role.read_rounds.len() < MAX_READ_ROUNDS {
+            self.role.read_rounds.push_back(self.shared.next_seq + 1);
+            self.broadcast(out);
         }
+    }
+
+    /// Whether a read is waiting for a round that has not started: one that arrived
+    /// after the latest round's requests were sent.
+    fn reads_need_round(&self) -> bool {
+        self.role.reads.back().is_some_and(|read| {
+            self.role
+                .read_rounds
+                .back()
+                .is_none_or(|&round| read.needs_seq > round)
+        })
     }
 
     fn answer_read(
@@ -523,13 +547,20 @@ impl<C: Command> Node<Leader, C> {
             self.role.reads.pop_front();
             self.answer_read(read.reader, Ok(read.index), out);
         }
-        if self.role.read_round.is_some_and(|round| round <= confirmed) {
-            self.role.read_round = None;
-            // Reads that arrived during the round need one of their own.
-            if !self.role.reads.is_empty() {
-                self.start_read_round_at(self.shared.next_seq + 1);
-                self.broadcast(out);
-            }
+        // A round is over once a majority answered it, or anything sent after it (its
+        // own requests may have been lost).
+        let in_flight = self.role.read_rounds.len();
+        while self
+            .role
+            .read_rounds
+            .front()
+            .is_some_and(|&round| round <= confirmed)
+        {
+            self.role.read_rounds.pop_front();
+        }
+        // Reads held back by the limit on rounds in flight go now.
+        if self.role.read_rounds.len() < in_flight {
+            self.start_read_round(out);
         }
     }
 
@@ -592,7 +623,7 @@ impl<C: Command> Node<Leader, C> {
             let refused = ReadRefused::NotLeader { leader_hint: None };
             self.answer_read(read.reader, Err(refused), out);
         }
-        self.role.read_round = None;
+        self.role.read_rounds.clear();
     }
 
     /// Appends an entry of the current term to the in-memory log.

@@ -55,7 +55,9 @@ pub use effects::{
     Apply, Effect, Effects, Persist, ReadId, ReadRefused, RequestId, SendTag, Timer,
 };
 pub use follower::Follower;
-pub use leader::{Leader, MembershipRefused, ReadLease, Transfer, TransferRefused};
+pub use leader::{
+    Leader, MAX_READ_ROUNDS, MembershipRefused, ReadLease, Transfer, TransferRefused,
+};
 pub use log::{LogError, RaftLog};
 pub use membership::MembershipVersion;
 pub use node::{BootError, Counters, Node, Role, RoleKind, SnapshotRefused};

@@ -2003,6 +2003,7 @@ fn a_read_index_is_answered_once_a_majority_confirms_the_leadership() {
 
     let mut out = Effects::new();
     leader.read_index(ReadId(1), &mut out);
+    leader.start_read_round(&mut out);
     let effects = out.take();
     assert!(
         reads(&effects).is_empty(),
@@ -2024,6 +2025,73 @@ fn a_read_index_is_answered_once_a_majority_confirms_the_leadership() {
         "leader + one follower"
     );
     assert!(leader.is_leader());
+}
+
+#[test]
+fn reads_that_arrive_together_share_a_round_and_rounds_overlap_up_to_the_limit() {
+    let (mut leader, effects) =
+        elect_robust(Boot::new(1, 3).term(1).config(|c| c.leader_noop = true));
+    let term = leader.term().0;
+    let mut out = Effects::new();
+    leader = leader.step(Input::Persisted { up_to: id(term, 1) }, &mut out);
+    for (to, tag) in heartbeat_tags(&effects) {
+        leader = step(leader, reply_to(to, tag, success(term, 1))).0;
+    }
+    // A batch of three reads: one round, one heartbeat per follower.
+    let mut out = Effects::new();
+    for read in 1..=3 {
+        leader.read_index(ReadId(read), &mut out);
+    }
+    leader.start_read_round(&mut out);
+    let first = heartbeat_tags(&out.take());
+    assert_eq!(first.len(), 2, "one round for the batch");
+    leader.start_read_round(&mut out);
+    assert!(
+        heartbeat_tags(&out.take()).is_empty(),
+        "no read waits for a round: none starts"
+    );
+    // Reads arriving while it is in flight get rounds of their own at once, up to the
+    // limit; after that they wait.
+    let mut rounds = vec![first];
+    for read in 4..(4 + MAX_READ_ROUNDS as u64) {
+        leader.read_index(ReadId(read), &mut out);
+        leader.start_read_round(&mut out);
+        let round = heartbeat_tags(&out.take());
+        if rounds.len() < MAX_READ_ROUNDS {
+            assert_eq!(round.len(), 2, "an overlapping round for read {read}");
+            rounds.push(round);
+        } else {
+            assert!(
+                round.is_empty(),
+                "{MAX_READ_ROUNDS} rounds in flight: read {read} waits"
+            );
+        }
+    }
+    // The first round's answer confirms the batch, and lets the waiting read's round go.
+    let (to, tag) = rounds[0][0];
+    let (leader, effects) = step(leader, reply_to(to, tag, success(term, 1)));
+    assert_eq!(
+        reads(&effects),
+        [
+            (ReadId(1), Ok(i(1))),
+            (ReadId(2), Ok(i(1))),
+            (ReadId(3), Ok(i(1)))
+        ]
+    );
+    assert_eq!(
+        heartbeat_tags(&effects).len(),
+        2,
+        "the held-back read's round"
+    );
+    // An answer to the newest round confirms every read before it.
+    let (to, tag) = rounds[MAX_READ_ROUNDS - 1][0];
+    let (_, effects) = step(leader, reply_to(to, tag, success(term, 1)));
+    let answered: Vec<ReadId> = reads(&effects).into_iter().map(|(id, _)| id).collect();
+    let expected: Vec<ReadId> = (4..3 + MAX_READ_ROUNDS as u64).map(ReadId).collect();
+    assert_eq!(
+        answered, expected,
+        "all but the read whose round is still out"
+    );
 }
 
 #[test]

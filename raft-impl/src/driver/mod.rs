@@ -415,7 +415,9 @@ where
             // starts a transfer has stopped answering lease reads before its TimeoutNow
             // leaves, and a commit is visible to lease reads before its entries are
             // applied (a write is answered only after that).
-            if let Some(node) = &self.node {
+            if let Some(node) = self.node.as_mut() {
+                // The reads of the batch share one round.
+                node.start_read_round(&mut self.effects);
                 self.shared.set_read_lease(node.read_lease());
             }
             match self.execute().await {
