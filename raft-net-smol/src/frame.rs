@@ -54,11 +54,12 @@ pub const MAGIC: [u8; 4] = *b"RAFT";
 
 /// The protocol version this crate speaks.
 ///
-/// Version 3 carries a checksum with each InstallSnapshot; version 2 opened every
+/// Version 4 says why a read index was refused (a leader not yet ready, or not the
+/// leader); version 3 carries a checksum with each InstallSnapshot; version 2 opened every
 /// connection with a [handshake](crate::handshake); version 1 had none. A server refuses a client of another version with a
 /// [`Refusal::Version`](crate::handshake::Refusal::Version) frame and
 /// [`FrameError::UnsupportedVersion`], and closes the connection.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 
 /// The length of a frame header in bytes.
 pub const HEADER_LEN: usize = 20;
@@ -367,7 +368,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                b'R', b'A', b'F', b'T', 3, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
+                b'R', b'A', b'F', b'T', 4, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
             ]
         );
     }

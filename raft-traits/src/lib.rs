@@ -73,8 +73,8 @@ pub use codec::{Codec, CodecError, Postcard};
 pub use membership::{Membership, MembershipError};
 pub use message::{
     AppendEntries, AppendOutcome, AppendReply, ConflictHint, IndexReply, InstallOutcome,
-    InstallSnapshot, InstallSnapshotReply, ReadIndexRequest, Request, RequestVote, Response,
-    TimeoutNow, VoteReply,
+    InstallSnapshot, InstallSnapshotReply, ReadIndexRefusal, ReadIndexRequest, Request,
+    RequestVote, Response, TimeoutNow, VoteReply,
 };
 pub use runtime::{Elapsed, JoinError, JoinHandle, Runtime, timeout};
 pub use state_machine::{StateMachine, StateMachineError};

@@ -57,6 +57,19 @@ pub struct IndexReply {
     /// lost its quorum). For TimeoutNow: the candidate's last index, or `None` if it did
     /// not campaign.
     pub index: Option<LogIndex>,
+    /// For a read answered without an index: why. `None` otherwise, and for TimeoutNow.
+    pub refusal: Option<ReadIndexRefusal>,
+}
+
+/// Why a leader gave a follower's read no index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReadIndexRefusal {
+    /// The server asked does not lead in the read's term, or stopped leading before a
+    /// majority confirmed it.
+    NotLeader,
+    /// The leader has not yet committed an entry of its own term, so it does not know
+    /// the latest commit index (thesis §6.4): worth asking again shortly.
+    NotReady,
 }
 
 /// AppendEntries: the leader replicates entries, or sends a heartbeat when `entries` is

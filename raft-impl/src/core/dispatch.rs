@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use raft_traits::{
     AppendOutcome, AppendReply, Command, HardState, IndexReply, InstallOutcome,
-    InstallSnapshotReply, LogId, LogIndex, Membership, NodeId, Request, RequestRefused, Response,
-    Term, VoteReply,
+    InstallSnapshotReply, LogId, LogIndex, Membership, NodeId, ReadIndexRefusal, Request,
+    RequestRefused, Response, Term, VoteReply,
 };
 
 use super::candidate::Candidate;
@@ -192,7 +192,8 @@ impl<C: Command> AnyNode<C> {
                     match &mut node {
                         AnyNode::Leader(leader) => leader.handle_send_failure(to, tag, rpc),
                         AnyNode::Follower(follower) if rpc == RpcKind::ReadIndex => {
-                            follower.handle_read_reply(tag.seq, None, out);
+                            let refusal = Some(ReadIndexRefusal::NotLeader);
+                            follower.handle_read_reply(tag.seq, None, refusal, out);
                         }
                         _ => {}
                     }
@@ -459,7 +460,12 @@ impl<C: Command> AnyNode<C> {
                 let voter = with_node!(&node, n => n.is_voter());
                 if timeout.term < term || !follows_sender || !voter || term.checked_next().is_none()
                 {
-                    out.reply(id, Response::Index(IndexReply { term, index: None }));
+                    let reply = IndexReply {
+                        term,
+                        index: None,
+                        refusal: None,
+                    };
+                    out.reply(id, Response::Index(reply));
                     return node;
                 }
                 let AnyNode::Follower(follower) = node else {
@@ -470,6 +476,7 @@ impl<C: Command> AnyNode<C> {
                 let reply = IndexReply {
                     term: candidate.term(),
                     index: Some(candidate.log().last_index()),
+                    refusal: None,
                 };
                 out.reply(id, Response::Index(reply));
                 candidate.into_leader_if_elected(out)
@@ -480,7 +487,12 @@ impl<C: Command> AnyNode<C> {
                     leader.into()
                 }
                 other => {
-                    out.reply(id, Response::Index(IndexReply { term, index: None }));
+                    let reply = IndexReply {
+                        term,
+                        index: None,
+                        refusal: Some(ReadIndexRefusal::NotLeader),
+                    };
+                    out.reply(id, Response::Index(reply));
                     other
                 }
             },
@@ -573,7 +585,7 @@ impl<C: Command> AnyNode<C> {
                 node.into()
             }
             (AnyNode::Follower(mut node), Response::Index(reply)) => {
-                node.handle_read_reply(tag.seq, reply.index, out);
+                node.handle_read_reply(tag.seq, reply.index, reply.refusal, out);
                 node.into()
             }
             // A reply meant for a role this node has left in the same term (a late vote

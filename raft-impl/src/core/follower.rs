@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use raft_traits::{
     AppendEntries, AppendOutcome, AppendReply, Command, ConflictHint, InstallOutcome,
-    InstallSnapshot, InstallSnapshotReply, LogIndex, NodeId, ReadIndexRequest, Request,
-    RequestVote, Response,
+    InstallSnapshot, InstallSnapshotReply, LogIndex, NodeId, ReadIndexRefusal, ReadIndexRequest,
+    Request, RequestVote, Response,
 };
 
 use super::candidate::Candidate;
@@ -89,11 +89,17 @@ impl<C: Command> Node<Follower, C> {
         &mut self,
         seq: u64,
         index: Option<LogIndex>,
+        refusal: Option<ReadIndexRefusal>,
         out: &mut Effects<C>,
     ) {
         if let Some(id) = self.role.reads.remove(&seq) {
-            let result = index.ok_or(ReadRefused::NotLeader {
-                leader_hint: self.role.leader,
+            let result = index.ok_or(match refusal {
+                // A new leader not yet able to serve reads: the caller retries, as a
+                // read on the leader itself would.
+                Some(ReadIndexRefusal::NotReady) => ReadRefused::NotReady,
+                Some(ReadIndexRefusal::NotLeader) | None => ReadRefused::NotLeader {
+                    leader_hint: self.role.leader,
+                },
             });
             out.read(id, result);
         }

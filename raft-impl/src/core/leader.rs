@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use raft_traits::{
     AppendEntries, AppendOutcome, Command, Entry, IndexReply, InstallOutcome, InstallSnapshot,
-    LogId, LogIndex, Membership, NodeId, Payload, Request, Response, TimeoutNow,
+    LogId, LogIndex, Membership, NodeId, Payload, ReadIndexRefusal, Request, Response, TimeoutNow,
 };
 
 use super::dispatch::RpcKind;
@@ -516,6 +516,10 @@ impl<C: Command> Node<Leader, C> {
                 let reply = IndexReply {
                     term: self.shared.term(),
                     index: result.ok(),
+                    refusal: result.err().map(|refused| match refused {
+                        ReadRefused::NotReady => ReadIndexRefusal::NotReady,
+                        ReadRefused::NotLeader { .. } => ReadIndexRefusal::NotLeader,
+                    }),
                 };
                 out.reply(request, Response::Index(reply));
             }

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft_traits::{
-    AppendEntries, AppendOutcome, AppendReply, ConflictHint, Entry, HardState, InstallOutcome,
-    InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, Membership, NodeId, Payload,
-    RecoveredState, Request, RequestRefused, RequestVote, Response, Snapshot, SnapshotMeta, Term,
-    TimeoutNow, VoteReply,
+    AppendEntries, AppendOutcome, AppendReply, ConflictHint, Entry, HardState, IndexReply,
+    InstallOutcome, InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, Membership, NodeId,
+    Payload, ReadIndexRefusal, ReadIndexRequest, RecoveredState, Request, RequestRefused,
+    RequestVote, Response, Snapshot, SnapshotMeta, Term, TimeoutNow, VoteReply,
 };
 
 use super::*;
@@ -1980,6 +1980,63 @@ fn a_read_index_is_refused_before_the_leader_commits_an_entry_of_its_term() {
     assert_eq!(
         reads(&out.take()),
         [(ReadId(7), Err(ReadRefused::NotReady))]
+    );
+}
+
+#[test]
+fn a_follower_read_refused_by_a_leader_not_yet_ready_is_not_ready() {
+    // The leader's side: a follower's read before its first commit in its term is
+    // refused as not ready, not as "not the leader".
+    let (leader, _) = elect_robust(Boot::new(1, 3).term(1).log(&[1]).config(|c| {
+        c.leader_noop = false;
+    }));
+    let term = leader.term();
+    let read = request(Request::ReadIndex(ReadIndexRequest { term, from: n(2) }));
+    let (_, effects) = step(leader, read);
+    assert_eq!(
+        the_reply(&effects),
+        Response::Index(IndexReply {
+            term,
+            index: None,
+            refusal: Some(ReadIndexRefusal::NotReady),
+        })
+    );
+    // The follower's side: it passes the reason on to its reader.
+    let follower = Boot::new(2, 3).term(1).log(&[1]).node();
+    let (mut follower, _) = step(follower, append(2, 1, id(1, 1), vec![], 0));
+    let mut out = Effects::new();
+    follower.read_index(ReadId(3), &mut out);
+    let (to, tag, _) = sends(&out.take())
+        .into_iter()
+        .find(|(_, _, r)| matches!(r, Request::ReadIndex(_)))
+        .expect("the follower asks its leader");
+    assert_eq!(to, n(1));
+    let refused = Response::Index(IndexReply {
+        term: t(2),
+        index: None,
+        refusal: Some(ReadIndexRefusal::NotReady),
+    });
+    let (follower, effects) = step(follower, reply_to(1, tag, refused));
+    assert_eq!(reads(&effects), [(ReadId(3), Err(ReadRefused::NotReady))]);
+    // A refusal for not leading still points the reader at the leader it knows.
+    let mut follower = follower;
+    let mut out = Effects::new();
+    follower.read_index(ReadId(4), &mut out);
+    let (_, tag, _) = sends(&out.take())[0].clone();
+    let refused = Response::Index(IndexReply {
+        term: t(2),
+        index: None,
+        refusal: Some(ReadIndexRefusal::NotLeader),
+    });
+    let (_, effects) = step(follower, reply_to(1, tag, refused));
+    assert_eq!(
+        reads(&effects),
+        [(
+            ReadId(4),
+            Err(ReadRefused::NotLeader {
+                leader_hint: Some(n(1))
+            })
+        )]
     );
 }
 

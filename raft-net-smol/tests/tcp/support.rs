@@ -64,9 +64,11 @@ pub(crate) fn reply_to(request: &Request<u64>) -> Response {
             term,
             granted: true,
         }),
-        Request::TimeoutNow(_) | Request::ReadIndex(_) => {
-            Response::Index(IndexReply { term, index: None })
-        }
+        Request::TimeoutNow(_) | Request::ReadIndex(_) => Response::Index(IndexReply {
+            term,
+            index: None,
+            refusal: None,
+        }),
         Request::Append(append) => Response::Append(AppendReply {
             term,
             outcome: AppendOutcome::Success {

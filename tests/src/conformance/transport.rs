@@ -113,10 +113,12 @@ impl RpcHandler<Cmd> for Oracle {
             Request::TimeoutNow(timeout) => Response::Index(IndexReply {
                 term: timeout.term,
                 index: None,
+                refusal: None,
             }),
             Request::ReadIndex(read) => Response::Index(IndexReply {
                 term: read.term,
                 index: Some(LogIndex(read.from.0)),
+                refusal: None,
             }),
             Request::Append(append) => Response::Append(AppendReply {
                 term: append.term,
