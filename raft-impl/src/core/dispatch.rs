@@ -388,6 +388,11 @@ impl<C: Command> AnyNode<C> {
     /// Whether this node heard from a live leader within the minimum election timeout
     /// (a leader counts itself): with check-quorum it then refuses votes and pre-votes,
     /// so a server that lost contact cannot disrupt a leader the others still follow.
+    ///
+    /// A server that has just started counts as having heard from one: it cannot know
+    /// whether a leader's read lease still counts an acknowledgement it gave before it
+    /// restarted, and a vote granted within that lease could elect a second leader while
+    /// the first still serves lease reads.
     fn heard_leader_recently(&self) -> bool {
         let config = with_node!(self, node => node.config());
         if !config.check_quorum {
@@ -395,9 +400,15 @@ impl<C: Command> AnyNode<C> {
         }
         match self {
             AnyNode::Leader(_) => true,
-            AnyNode::Follower(node) => node
-                .role()
-                .heard_leader_within(node.now(), config.election_timeout_min),
+            AnyNode::Follower(node) => {
+                let window = config.election_timeout_min;
+                let now = node.now();
+                let just_started = node
+                    .shared
+                    .started_at
+                    .is_some_and(|started| now.saturating_sub(started) < window);
+                just_started || node.role().heard_leader_within(now, window)
+            }
             AnyNode::PreCandidate(_) | AnyNode::Candidate(_) => false,
         }
     }

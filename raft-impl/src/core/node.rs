@@ -141,6 +141,8 @@ pub(super) struct Shared<C> {
     /// The time as the driver last told it (monotonic, from an arbitrary origin). The
     /// core never reads a clock: time is an input like any message.
     pub(super) now: Duration,
+    /// The first time the driver reported: when this node started, on its clock.
+    pub(super) started_at: Option<Duration>,
     /// When requests were sent: `(first sequence number sent at that time, time)`,
     /// oldest first, kept for two election timeouts (lease reads need no more).
     pub(super) send_times: VecDeque<(u64, Duration)>,
@@ -292,6 +294,7 @@ impl<C: Command> Node<Follower, C> {
             refused_messages: 0,
             counters: Counters::default(),
             now: Duration::ZERO,
+            started_at: None,
             send_times: VecDeque::new(),
         };
         shared.refresh_membership();
@@ -331,6 +334,7 @@ impl<R: Role, C: Command> Node<R, C> {
     /// Tells the node what time it is (monotonic; an earlier time is ignored).
     pub fn advance_clock(&mut self, now: Duration) {
         self.shared.now = self.shared.now.max(now);
+        self.shared.started_at.get_or_insert(now);
     }
 
     /// The configuration in effect (the latest in the log, committed or not).

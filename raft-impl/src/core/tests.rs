@@ -1862,6 +1862,27 @@ fn a_follower_that_heard_its_leader_recently_refuses_votes_and_pre_votes() {
 }
 
 #[test]
+fn a_server_that_just_started_refuses_votes_for_the_minimum_election_timeout() {
+    // It may have acknowledged a leader just before it restarted, and that leader's
+    // read lease may still count it: a vote now could elect a second leader within it.
+    let mut node = with_robustness(Boot::new(2, 3).term(3).log(&[3])).node();
+    at(&mut node, 5_000); // the first time it is told: it started now
+    at(&mut node, 5_300); // within election_timeout_min (350 ms)
+    let (node, effects) = step(node, pre_vote_request(4, 3, id(3, 5)));
+    assert!(!pre_vote_reply(&effects).granted, "pre-vote refused");
+    let (mut node, effects) = step(node, vote_request(4, 3, id(3, 5)));
+    assert!(!vote_granted(&effects), "vote refused");
+    at(&mut node, 5_400);
+    let (_, effects) = step(node, vote_request(4, 3, id(3, 5)));
+    assert!(vote_granted(&effects), "after the window it votes");
+    // Without check-quorum there is no stickiness, and no lease to protect.
+    let mut classic = Boot::new(2, 3).term(3).log(&[3]).node();
+    at(&mut classic, 5_000);
+    let (_, effects) = step(classic, vote_request(4, 3, id(3, 5)));
+    assert!(vote_granted(&effects));
+}
+
+#[test]
 fn a_transfer_vote_bypasses_stickiness() {
     let mut node = with_robustness(Boot::new(2, 3).term(3)).node();
     at(&mut node, 1_000);
