@@ -12,6 +12,8 @@
 //!   a lost answer is not applied again; `get` is a linearizable read, served as the
 //!   node's [`ReadMode`] says.
 //! * [`protocol`]: the messages between them.
+//! * [`bench`]: the load generator behind `raft-kv bench` ([`Bench`]), and
+//!   [`progress`], the progress bar it and `raft-bench` show on a terminal.
 //! * Test utilities for clusters on real sockets: [`FaultProxy`], a TCP proxy that
 //!   passes, delays, drops or cuts a link; [`free_loopback_addrs`] and [`PortHolder`] to
 //!   choose ports ahead of time and keep a stopped node's ports for its restart
@@ -63,6 +65,7 @@
 //! });
 //! ```
 
+pub mod bench;
 mod changes;
 mod client;
 mod members;
@@ -70,11 +73,13 @@ pub mod metrics;
 mod node;
 pub mod pki;
 mod ports;
+pub mod progress;
 pub mod protocol;
 mod proxy;
 mod read;
 mod state_machine;
 
+pub use bench::{Bench, BenchConfig, BenchError, BenchReport, Stop, Workload};
 pub use client::{ClientConfig, ClientError, KvClient, describe_failure};
 pub use members::{MemberAddr, MemberAddrError, MembersError, parse_members, resolve};
 pub use node::{
@@ -83,7 +88,7 @@ pub use node::{
 };
 pub use ports::{PortHolder, free_loopback_addrs};
 pub use protocol::{
-    ChangeRefused, ClientRequest, ClientResponse, ClusterMembers, NodeStatus, Role,
+    ChangeRefused, ClientRequest, ClientResponse, ClusterMembers, NodeCounters, NodeStatus, Role,
 };
 pub use proxy::{FaultProxy, LinkMode};
 pub use read::{LinearizableRead, ParseReadModeError, ReadMode, ReadStats};

@@ -291,7 +291,7 @@ impl KvNode {
 
     /// The node's view of itself and the cluster.
     pub fn status(&self) -> NodeStatus {
-        NodeStatus::from(&self.raft.status())
+        NodeStatus::of(&self.raft.status(), self.read_mode)
     }
 
     /// Reads this node's applied state directly: fast, but not linearizable (a follower
@@ -605,8 +605,9 @@ impl Service for ClientService {
 
     async fn call(&self, request: ClientRequest) -> Result<ClientResponse, String> {
         match request {
-            ClientRequest::Status => Ok(ClientResponse::Status(NodeStatus::from(
+            ClientRequest::Status => Ok(ClientResponse::Status(NodeStatus::of(
                 &self.raft.status(),
+                self.read_mode,
             ))),
             ClientRequest::Execute(command) => self.execute(command).await,
             ClientRequest::Read { key } => self.read(&key).await,

@@ -6,12 +6,14 @@
 //! response with its request id; many requests may be in flight on one connection.
 //!
 //! The protocol is versioned by its name in the connection's
-//! [handshake](raft_net_smol::handshake): [`CLIENT_PROTOCOL`] is `raft-kv/2`. Version 1
+//! [handshake](raft_net_smol::handshake): [`CLIENT_PROTOCOL`] is `raft-kv/3`. Version 1
 //! (named plain `raft-kv`) had no membership requests and no client address in
-//! [`ClientResponse::NotLeader`]. A client and a node of different versions never
+//! [`ClientResponse::NotLeader`]; version 2 had no read mode, counters or follower lag
+//! in [`NodeStatus`]. A client and a node of different versions never
 //! exchange a message they could misread: the node refuses the handshake, and the
 //! client says which versions met ([`client_protocol_version`]).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,19 +25,20 @@ use raft_traits::{LogId, LogIndex, Membership, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
 use crate::members::MemberAddr;
+use crate::read::ReadMode;
 use crate::state_machine::{KvSessionCommand, KvSessionResult};
 
 /// The name of the client protocol's family, which the version follows.
 pub const CLIENT_PROTOCOL_NAME: &str = "raft-kv";
 
 /// The version of the client protocol this build speaks.
-pub const CLIENT_PROTOCOL_VERSION: u32 = 2;
+pub const CLIENT_PROTOCOL_VERSION: u32 = 3;
 
 /// The name of the client protocol, which every client connection names in its
 /// [handshake](raft_net_smol::handshake): a client pointed at a node's Raft port, at
 /// another service, or at a node of another protocol version is refused before its
 /// request reaches anything.
-pub const CLIENT_PROTOCOL: &str = "raft-kv/2";
+pub const CLIENT_PROTOCOL: &str = "raft-kv/3";
 
 /// The client protocol, as the handshake names it.
 pub fn client_protocol() -> Protocol {
@@ -49,7 +52,7 @@ pub fn client_protocol() -> Protocol {
 /// use raft_examples::protocol::{client_protocol, client_protocol_version};
 /// use raft_net_smol::Protocol;
 ///
-/// assert_eq!(client_protocol_version(&client_protocol()), Some(2));
+/// assert_eq!(client_protocol_version(&client_protocol()), Some(3));
 /// assert_eq!(client_protocol_version(&Protocol::service("raft-kv")), Some(1));
 /// assert_eq!(client_protocol_version(&Protocol::service("other")), None);
 /// assert_eq!(client_protocol_version(&Protocol::Raft), None);
@@ -316,10 +319,52 @@ pub struct NodeStatus {
     pub snapshot: LogId,
     /// How many entries its log holds in memory (after the snapshot).
     pub log_entries: u64,
+    /// How it serves reads (`raft-kv serve --read-mode`).
+    pub read_mode: ReadMode,
+    /// What it has done since it started.
+    pub counters: NodeCounters,
+    /// If it leads: how many entries each follower is known to lack (the leader's last
+    /// log index minus the follower's match index). Empty on the others.
+    pub follower_lag: BTreeMap<NodeId, u64>,
 }
 
-impl From<&Status> for NodeStatus {
-    fn from(status: &Status) -> Self {
+/// What a node has done since it started, as the library counts it
+/// ([`raft_impl::Counters`], [`Status::refused_messages`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCounters {
+    /// Elections it started (pre-vote rounds not counted).
+    pub elections_started: u64,
+    /// Elections it won.
+    pub elections_won: u64,
+    /// Times the leader it knows of changed.
+    pub leader_changes: u64,
+    /// Commands it appended as leader.
+    pub proposals: u64,
+    /// Snapshots it took (log compactions).
+    pub snapshots_taken: u64,
+    /// Snapshots from a leader it installed.
+    pub snapshots_installed: u64,
+    /// Messages it refused because no correct member could have sent them.
+    pub refused_messages: u64,
+}
+
+impl NodeStatus {
+    /// The report of a node whose Raft status is `status` and which serves reads in
+    /// `read_mode`.
+    pub fn of(status: &Status, read_mode: ReadMode) -> NodeStatus {
+        let counters = status.counters;
+        let follower_lag = status
+            .followers
+            .iter()
+            .map(|(&peer, progress)| {
+                let behind = status
+                    .last_log
+                    .index
+                    .0
+                    .saturating_sub(progress.match_index.0);
+                (peer, behind)
+            })
+            .collect();
         NodeStatus {
             id: status.id,
             role: status.role.into(),
@@ -330,6 +375,17 @@ impl From<&Status> for NodeStatus {
             last_log: status.last_log,
             snapshot: status.snapshot,
             log_entries: u64::try_from(status.log_entries).unwrap_or(u64::MAX),
+            read_mode,
+            counters: NodeCounters {
+                elections_started: counters.elections_started,
+                elections_won: counters.elections_won,
+                leader_changes: counters.leader_changes,
+                proposals: counters.proposals,
+                snapshots_taken: counters.snapshots_taken,
+                snapshots_installed: counters.snapshots_installed,
+                refused_messages: status.refused_messages,
+            },
+            follower_lag,
         }
     }
 }

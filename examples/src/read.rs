@@ -18,7 +18,10 @@ use crate::state_machine::{KvRaft, KvView};
 /// [`Log`](ReadMode::Log) mode tells it to send them through the log instead.
 ///
 /// [`ClientRequest::Read`]: crate::ClientRequest::Read
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
 pub enum ReadMode {
     /// A `get` is a command in the log like a `put`: linearizable with no assumption, at
     /// the price of a log entry (a replication round and an fsync on a majority) per read.

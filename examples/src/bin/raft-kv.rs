@@ -48,9 +48,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use raft_examples::progress::{Goal, Progress};
 use raft_examples::{
-    ClientConfig, ClientError, ClusterMembers, DEFAULT_SNAPSHOT_ENTRIES, FirstStart, KvClient,
-    KvNode, NodeConfig, NodeError, ReadMode, describe_failure, parse_members, resolve,
+    Bench, BenchConfig, BenchError, BenchReport, ClientConfig, ClientError, ClusterMembers,
+    DEFAULT_SNAPSHOT_ENTRIES, FirstStart, KvClient, KvNode, NodeConfig, NodeError, NodeStatus,
+    ReadMode, Stop, Workload, describe_failure, parse_members, resolve,
 };
 use raft_net_smol::{HandshakeError, Protocol, TcpConfig, TlsConfig};
 use raft_traits::{Membership, NodeId};
@@ -136,7 +138,9 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Print every node's role, term, leader, commit and applied indices.
+    /// Print every node's role, term, leader, commit and applied indices, and its
+    /// counters (elections, leader changes, proposals, snapshots, refused messages) and,
+    /// on the leader, each follower's lag.
     Status {
         #[command(flatten)]
         cluster: ClusterArgs,
@@ -170,6 +174,47 @@ enum Command {
     /// Print the cluster's configuration, as the leader knows it: voters, learners,
     /// addresses, and whether a change is under way.
     Members {
+        #[command(flatten)]
+        cluster: ClusterArgs,
+    },
+    /// Load the cluster with puts, gets or both from concurrent clients, and print
+    /// throughput and latency percentiles (a progress bar shows on a terminal).
+    Bench {
+        /// What to send: put, get, or mixed (--read-ratio of gets).
+        #[arg(value_name = "WORKLOAD", default_value_t = Workload::Put)]
+        workload: Workload,
+        /// In mixed: the share of gets, from 0 to 1.
+        #[arg(long, value_name = "RATIO", default_value_t = 0.5)]
+        read_ratio: f64,
+        /// Concurrent clients, each with one operation in flight.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        clients: usize,
+        /// Connections the clients share (client i uses connection i mod N).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        conns: usize,
+        /// Stop after N operations [default: 10000, unless --duration].
+        #[arg(long, value_name = "N", conflicts_with = "duration")]
+        total: Option<u64>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Bytes per key (keys are zero-padded decimal numbers).
+        #[arg(long, value_name = "BYTES", default_value_t = 8)]
+        key_size: usize,
+        /// Bytes per value.
+        #[arg(long, value_name = "BYTES", default_value_t = 256)]
+        val_size: usize,
+        /// Cycle over this many keys [default: sequential, distinct keys].
+        #[arg(long, value_name = "N")]
+        key_space: Option<u64>,
+        /// How gets must be served: log (through the log, whatever the nodes' mode), or
+        /// read-index or lease (the nodes' own --read-mode, checked first) [default: as
+        /// the nodes serve them].
+        #[arg(long, value_name = "MODE")]
+        read_mode: Option<ReadMode>,
+        /// Print one JSON object instead of the text summary.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         cluster: ClusterArgs,
     },
@@ -390,7 +435,124 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             print_members(&members);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench {
+            workload,
+            read_ratio,
+            clients,
+            conns,
+            total,
+            duration,
+            key_size,
+            val_size,
+            key_space,
+            read_mode,
+            json,
+            cluster,
+        } => {
+            let stop = match (total, duration) {
+                (_, Some(seconds)) => Stop::After(
+                    Duration::try_from_secs_f64(seconds)
+                        .ok()
+                        .filter(|length| !length.is_zero())
+                        .ok_or_else(|| {
+                            Failure::usage(format!(
+                                "--duration {seconds} is not a positive number of seconds"
+                            ))
+                        })?,
+                ),
+                (Some(total), None) => Stop::Total(total),
+                (None, None) => Stop::Total(10_000),
+            };
+            let config = BenchConfig {
+                workload,
+                read_ratio,
+                clients,
+                conns,
+                stop,
+                key_size,
+                val_size,
+                key_space,
+                read_mode,
+                client: client_config(&cluster)?,
+            };
+            bench(config, &cluster, json)
+        }
     }
+}
+
+/// `raft-kv bench`: runs the load, then prints the summary (or the JSON object). Exit
+/// code 0 if every operation succeeded, 1 if some failed (the summary counts them) or
+/// the bench could not start, 2 for bad settings.
+fn bench(config: BenchConfig, args: &ClusterArgs, json: bool) -> Result<ExitCode, Failure> {
+    let cluster = cluster(args)?;
+    let bench = Bench::new(config).map_err(|error| match error {
+        BenchError::Invalid(why) => Failure::usage(why),
+        other => Failure::from(other),
+    })?;
+    let goal = match bench.config().stop {
+        Stop::Total(total) => Goal::Count(total),
+        Stop::After(length) => Goal::Time(length),
+    };
+    let progress = Progress::start(
+        format!("bench {}", bench.config().workload),
+        bench.progress(),
+        goal,
+    );
+    let report = smol::block_on(bench.run(cluster));
+    drop(progress);
+    let report = report?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_bench(&report);
+    }
+    if report.error_count() > 0 {
+        return Err(Failure::from(format!(
+            "{} of {} operations failed",
+            report.error_count(),
+            report.ops
+        )));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_bench(report: &BenchReport) {
+    let reads = if report.gets > 0 {
+        format!(", reads: {}", report.read_mode)
+    } else {
+        String::new()
+    };
+    println!(
+        "bench {}: {} clients, {} conns, {}-byte keys, {}-byte values{reads}",
+        report.workload, report.clients, report.conns, report.key_size, report.val_size
+    );
+    println!(
+        "ops      {} ({} puts, {} gets, {} of them not found)",
+        report.ops, report.puts, report.gets, report.gets_not_found
+    );
+    let errors = if report.errors.is_empty() {
+        "0".to_owned()
+    } else {
+        let kinds: Vec<String> = report
+            .errors
+            .iter()
+            .map(|(kind, count)| format!("{kind} {count}"))
+            .collect();
+        format!("{} ({})", report.error_count(), kinds.join(", "))
+    };
+    println!("errors   {errors}");
+    println!("elapsed  {:.3} s", report.elapsed_secs);
+    println!("ops/s    {:.0}", report.ops_per_sec);
+    let ms = |micros: f64| micros / 1000.0;
+    let latency = &report.latency_us;
+    println!(
+        "latency  p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  max {:.3} ms",
+        ms(latency.p50),
+        ms(latency.p90),
+        ms(latency.p99),
+        ms(latency.p999),
+        ms(latency.max)
+    );
 }
 
 /// `raft-kv members`: the configuration, and the committed one if a change is under way.
@@ -554,6 +716,11 @@ fn cluster(args: &ClusterArgs) -> Result<BTreeMap<NodeId, SocketAddr>, Failure> 
 
 fn client(args: &ClusterArgs) -> Result<KvClient, Failure> {
     let cluster = cluster(args)?;
+    Ok(KvClient::new(cluster, client_config(args)?)?)
+}
+
+/// The client settings of `--timeout` and `--cluster-id`.
+fn client_config(args: &ClusterArgs) -> Result<ClientConfig, Failure> {
     let deadline = Duration::try_from_secs_f64(args.timeout)
         .ok()
         .filter(|deadline| !deadline.is_zero())
@@ -568,7 +735,7 @@ fn client(args: &ClusterArgs) -> Result<KvClient, Failure> {
         ..ClientConfig::default()
     };
     config.tcp.cluster_id = args.cluster_id.clone();
-    Ok(KvClient::new(cluster, config)?)
+    Ok(config)
 }
 
 fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
@@ -579,7 +746,7 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
         "{:<6} {:<22} {:<10} {:>6} {:<7} {:>8} {:>8}",
         "node", "address", "role", "term", "leader", "commit", "applied"
     );
-    let mut reachable = 0;
+    let mut answered: Vec<NodeStatus> = Vec::new();
     for (node, status) in statuses {
         let addr = cluster
             .get(&node)
@@ -587,7 +754,6 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
             .unwrap_or_default();
         match status {
             Ok(status) => {
-                reachable += 1;
                 let leader = status
                     .leader
                     .map(|leader| leader.to_string())
@@ -602,6 +768,7 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
                     status.commit_index.0,
                     status.last_applied.0
                 );
+                answered.push(status);
             }
             Err(error) => {
                 let why = match client.wrong_port(node) {
@@ -616,10 +783,55 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
         }
     }
     client.shutdown();
-    if reachable == 0 {
+    if answered.is_empty() {
         return Err(Failure::from("no node answered"));
     }
+    print_counters(&answered);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The second part of `raft-kv status`: what each node that answered has done since
+/// it started, its read mode, and the followers' lag as each leader sees it.
+fn print_counters(statuses: &[NodeStatus]) {
+    println!();
+    println!(
+        "{:<6} {:>9} {:>5} {:>14} {:>9} {:>9} {:>9} {:>7}  reads",
+        "node",
+        "elections",
+        "won",
+        "leader-changes",
+        "proposals",
+        "snapshots",
+        "installed",
+        "refused"
+    );
+    for status in statuses {
+        let c = &status.counters;
+        println!(
+            "{:<6} {:>9} {:>5} {:>14} {:>9} {:>9} {:>9} {:>7}  {}",
+            status.id.to_string(),
+            c.elections_started,
+            c.elections_won,
+            c.leader_changes,
+            c.proposals,
+            c.snapshots_taken,
+            c.snapshots_installed,
+            c.refused_messages,
+            status.read_mode
+        );
+    }
+    for status in statuses.iter().filter(|s| !s.follower_lag.is_empty()) {
+        let lags: Vec<String> = status
+            .follower_lag
+            .iter()
+            .map(|(peer, lag)| format!("{peer} {lag}"))
+            .collect();
+        println!(
+            "follower lag on {} (entries): {}",
+            status.id,
+            lags.join(", ")
+        );
+    }
 }
 
 /// The failure of a client command: exit code 1, with the wrong-port advice when the

@@ -562,13 +562,13 @@ fn clients_and_nodes_of_different_protocol_versions_say_so() {
         match client.get("k").await {
             Err(
                 error @ ClientError::VersionMismatch {
-                    server: 1, ours: 2, ..
+                    server: 1, ours: 3, ..
                 },
             ) => {
                 assert_eq!(
                     error.to_string(),
                     format!(
-                        "{addr} (n1) speaks version 1 of the raft-kv client protocol, and this client version 2: run the same release of raft-kv on clients and nodes"
+                        "{addr} (n1) speaks version 1 of the raft-kv client protocol, and this client version 3: run the same release of raft-kv on clients and nodes"
                     )
                 );
             }
@@ -603,7 +603,7 @@ fn clients_and_nodes_of_different_protocol_versions_say_so() {
                 client: Protocol::service(CLIENT_PROTOCOL_NAME),
             }
         );
-        assert!(refusal.to_string().contains("\"raft-kv/2\""), "{refusal}");
+        assert!(refusal.to_string().contains("\"raft-kv/3\""), "{refusal}");
         old_client.shutdown();
         cluster.some_leader().await;
         cluster.shutdown().await;
