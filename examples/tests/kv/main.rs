@@ -17,6 +17,7 @@ mod logs;
 mod support;
 
 mod bad_input;
+mod bench;
 mod membership;
 mod metrics;
 mod partition;

@@ -364,8 +364,10 @@ fn the_command_line_client_works_and_fails_plainly() {
     loop {
         let status = cli(&["status", "--cluster", &cluster]);
         assert!(status.status.success(), "{}", stderr(&status));
-        let table = stdout(&status);
-        assert_eq!(table.lines().count(), 4, "{table}");
+        let output = stdout(&status);
+        // The nodes' table, then their counters after a blank line.
+        let table = output.split("\n\n").next().unwrap_or_default();
+        assert_eq!(table.lines().count(), 4, "{output}");
         let rows = |role: &str| {
             let role = format!(" {role} ");
             table.lines().skip(1).filter(|l| l.contains(&role)).count()
@@ -673,4 +675,109 @@ fn serve_with_tls_flags_forms_a_cluster() {
         &nowhere,
     ]);
     assert_eq!(alone.status.code(), Some(2));
+}
+
+/// README-kv: "2 bad arguments (a one-line reason …)": the arguments of `serve`,
+/// `add-node` and `bench` that the other tests leave out. None of these gets as far as
+/// a connection, so no cluster is needed.
+#[test]
+fn every_bad_address_and_setting_exits_2_with_one_line() {
+    let peers = "1=127.0.0.1:0";
+    let cluster = "1=127.0.0.1:9";
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["serve", "--id", "1", "--listen", "bogus", "--peers", peers],
+            "error: --listen: ",
+        ),
+        (
+            &[
+                "serve",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--peers",
+                peers,
+                "--client-listen",
+                "bogus",
+            ],
+            "error: --client-listen: ",
+        ),
+        (
+            &[
+                "serve",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+                "--peers",
+                peers,
+                "--metrics-listen",
+                "bogus",
+            ],
+            "error: --metrics-listen: ",
+        ),
+        (
+            &[
+                "serve",
+                "--id",
+                "1",
+                "--listen",
+                "127.0.0.1:65000",
+                "--peers",
+                peers,
+            ],
+            "error: --listen port 65000 leaves no room for the default client port (+1000); give --client-listen",
+        ),
+        (
+            &[
+                "add-node",
+                "--id",
+                "4",
+                "--addr",
+                "bogus",
+                "--cluster",
+                cluster,
+            ],
+            "error: --addr: ",
+        ),
+        (
+            &[
+                "add-node",
+                "--id",
+                "4",
+                "--addr",
+                "127.0.0.1:65000",
+                "--cluster",
+                cluster,
+            ],
+            "error: --addr port 65000 leaves no room for the default client port (+1000); give --client-addr",
+        ),
+        (
+            &[
+                "add-node",
+                "--id",
+                "4",
+                "--addr",
+                "127.0.0.1:7004",
+                "--client-addr",
+                "bogus",
+                "--cluster",
+                cluster,
+            ],
+            "error: --client-addr: ",
+        ),
+        (
+            &["bench", "--clients", "0", "--cluster", cluster],
+            "error: --clients must be at least 1",
+        ),
+    ];
+    for (args, start) in cases {
+        let output = cli(args);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert_eq!(message.lines().count(), 1, "{args:?}: {message}");
+        assert!(message.starts_with(start), "{args:?}: {message}");
+        assert_eq!(stdout(&output), "", "{args:?}");
+    }
 }
