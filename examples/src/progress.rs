@@ -49,7 +49,7 @@ impl Progress {
         let (length, template) = match goal {
             Goal::Count(total) => (
                 total,
-                "{prefix} [{bar:30}] {pos}/{len} ({per_sec}, {elapsed_precise}, ETA {eta})",
+                "{prefix} [{bar:30}] {pos}/{len} ({per_sec}, {elapsed_precise}, ETA {eta}) {msg}",
             ),
             Goal::Time(length) => (
                 u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
@@ -90,6 +90,12 @@ impl Progress {
                 .ok()
         };
         Progress { bar, stop, thread }
+    }
+
+    /// Shows `message` after the counts (with a [`Goal::Count`]; a [`Goal::Time`] bar
+    /// shows the counter there).
+    pub fn set_message(&self, message: impl Into<String>) {
+        self.bar.set_message(message.into());
     }
 
     /// Whether the bar is hidden (stderr is not a terminal).

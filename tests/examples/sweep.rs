@@ -1,4 +1,5 @@
-//! A long sweep of the random fault explorer: many seeds, a progress line, and a summary
+//! A long sweep of the random fault explorer: many seeds, a progress bar (on a terminal
+//! only), and a summary
 //! of what was exercised. Failing seeds are printed with the command that replays them.
 //!
 //! Run: `cargo run --release -p raft-tests --example sweep -- --seeds 10000 [--start S] [--threads T] [--classic] [--transfer-probe] [--no-membership]`
@@ -10,11 +11,11 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use raft_examples::progress::{Goal, Progress};
 use raft_tests::sim::explorer::{Failure, Options, Stats, explore};
 
 fn argument(args: &[String], name: &str, default: u64) -> u64 {
@@ -50,9 +51,15 @@ fn main() {
         Vec::<Failure>::new(),
     )));
     let started = Instant::now();
+    let progress = Arc::new(Progress::start(
+        "seeds",
+        Arc::clone(&done),
+        Goal::Count(seeds),
+    ));
     let workers: Vec<_> = (0..threads)
         .map(|_| {
             let (next, done, totals) = (Arc::clone(&next), Arc::clone(&done), Arc::clone(&totals));
+            let progress = Arc::clone(&progress);
             let options = options.clone();
             std::thread::spawn(move || {
                 loop {
@@ -67,7 +74,10 @@ fn main() {
                             totals.0.add(&run.stats);
                             totals.1 += run.virtual_time;
                         }
-                        Err(failure) => totals.2.push(failure),
+                        Err(failure) => {
+                            totals.2.push(failure);
+                            progress.set_message(format!("{} failed", totals.2.len()));
+                        }
                     }
                     done.fetch_add(1, Ordering::Relaxed);
                 }
@@ -75,21 +85,10 @@ fn main() {
         })
         .collect();
 
-    while done.load(Ordering::Relaxed) < seeds {
-        std::thread::sleep(Duration::from_millis(500));
-        let finished = done.load(Ordering::Relaxed);
-        let failed = totals.lock().unwrap().2.len();
-        let rate = finished as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        eprint!(
-            "\r{finished}/{seeds} seeds, {failed} failed, {rate:.0} seeds/s, {:.0?} elapsed   ",
-            started.elapsed()
-        );
-        let _ = std::io::stderr().flush();
-    }
     for worker in workers {
         worker.join().unwrap();
     }
-    eprintln!();
+    drop(progress);
 
     let (stats, virtual_time, failures) = &*totals.lock().unwrap();
     println!(

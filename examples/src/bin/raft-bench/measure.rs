@@ -1,9 +1,6 @@
-//! Measuring: latencies, process CPU time and peak memory, and the progress line.
+//! Measuring: latencies, process CPU time and peak memory, and the progress bar.
 
-use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Latency percentiles of a run.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -73,47 +70,5 @@ fn status_kib(field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Prints `label: done/total` with the current rate on one line, twice a second, until
-/// dropped.
-pub(crate) struct Progress {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Progress {
-    pub(crate) fn start(label: String, done: Arc<AtomicU64>, total: u64) -> Progress {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                let started = Instant::now();
-                let mut last = (Instant::now(), 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(500));
-                    let now = done.load(Ordering::Relaxed);
-                    let rate = (now - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-9);
-                    last = (Instant::now(), now);
-                    eprint!(
-                        "\r  {label}: {now}/{total} ({rate:>9.0}/s, {:>5.1}s)   ",
-                        started.elapsed().as_secs_f64()
-                    );
-                    let _ = std::io::stderr().flush();
-                }
-                eprint!("\r{:80}\r", "");
-            })
-        };
-        Progress {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+/// A progress bar on stderr, hidden when stderr is not a terminal.
+pub(crate) use raft_examples::progress::{Goal, Progress};

@@ -18,7 +18,7 @@ use raft_net_smol::{SmolRuntime, TcpConfig};
 use raft_traits::Runtime;
 
 use crate::cluster::{ScratchDir, Wiring, members, start_node, wait_for_leader};
-use crate::measure::{Latency, Progress, cpu_time, peak_rss_mib};
+use crate::measure::{Goal, Latency, Progress, cpu_time, peak_rss_mib};
 use crate::{BenchError, Row};
 
 /// How many keys the reads and writes go over.
@@ -306,7 +306,11 @@ async fn measure(
     let leader = cluster.leader().await?;
     let before = leader.status();
     let done = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(format!("{name} c={clients}"), Arc::clone(&done), total);
+    let progress = Progress::start(
+        format!("{name} c={clients}"),
+        Arc::clone(&done),
+        Goal::Count(total),
+    );
     let cpu_before = cpu_time();
     let (latencies, elapsed) = closed_loop(cluster, op, clients, total, sequences, done).await?;
     let cpu = cpu_time() - cpu_before;

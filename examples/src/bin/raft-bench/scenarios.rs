@@ -16,7 +16,7 @@ use crate::cluster::{
     CounterCluster, Durability, Wiring, closed_loop, members, start_node, stop_node,
     wait_for_leader,
 };
-use crate::measure::{Latency, Progress, cpu_time, peak_rss_mib, rss_mib};
+use crate::measure::{Goal, Latency, Progress, cpu_time, peak_rss_mib, rss_mib};
 use crate::{BenchError, Row};
 
 /// A closed-loop throughput run on a fresh cluster: `writes` measured after a warm-up.
@@ -43,7 +43,11 @@ pub(crate) async fn throughput<Rt: Runtime>(
     .await?;
 
     let done = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start(format!("{scenario} c={clients}"), Arc::clone(&done), writes);
+    let progress = Progress::start(
+        format!("{scenario} c={clients}"),
+        Arc::clone(&done),
+        Goal::Count(writes),
+    );
     let cpu_before = cpu_time();
     let run = closed_loop(runtime, &leader, clients, writes, |_| (), done).await?;
     let cpu = cpu_time() - cpu_before;
@@ -86,7 +90,7 @@ pub(crate) async fn election(runtime: &SmolRuntime, rounds: usize) -> Result<Row
         );
     }
     let done = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start("election".into(), Arc::clone(&done), rounds as u64);
+    let progress = Progress::start("election", Arc::clone(&done), Goal::Count(rounds as u64));
     let mut failovers = Vec::new();
     for _ in 0..rounds {
         let leader = wait_for_leader(runtime, &nodes).await?;
@@ -238,9 +242,9 @@ pub(crate) async fn snapshot_install(
     let done = Arc::new(AtomicU64::new(0));
     {
         let _progress = Progress::start(
-            "snapshot: filling".into(),
+            "snapshot: filling",
             Arc::clone(&done),
-            megabytes as u64,
+            Goal::Count(megabytes as u64),
         );
         for _ in 0..megabytes {
             leader
@@ -401,7 +405,7 @@ pub(crate) async fn memory(runtime: &SmolRuntime, writes: u64) -> Result<Row, Be
     }
     let leader = wait_for_leader(runtime, &nodes).await?;
     let done = Arc::new(AtomicU64::new(0));
-    let progress = Progress::start("memory".into(), Arc::clone(&done), writes);
+    let progress = Progress::start("memory", Arc::clone(&done), Goal::Count(writes));
     let run = closed_loop(
         runtime,
         &leader,
