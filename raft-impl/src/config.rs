@@ -87,6 +87,11 @@ pub struct Config {
     pub lease_reads: bool,
     /// How much of the lease is given up to cover clock drift between servers.
     pub clock_drift_margin: Duration,
+    /// How many entries a snapshot covers that the log keeps anyway (the trailing
+    /// window): after a snapshot at index `S`, entries `S - n + 1 ..= S` stay, so a
+    /// follower whose next index is inside the window is sent entries instead of the
+    /// whole snapshot. Zero discards everything the snapshot covers.
+    pub snapshot_trailing_entries: u64,
 }
 
 impl Default for Config {
@@ -105,14 +110,17 @@ impl Default for Config {
             check_quorum: true,
             lease_reads: false,
             clock_drift_margin: Duration::from_millis(50),
+            snapshot_trailing_entries: 4096,
         }
     }
 }
 
 impl Config {
     /// The configuration the classic Raft lab's tests expect: ten heartbeats per second,
-    /// elections in 350–700 ms, no leader blank entry, and commit notices batched over
-    /// 10 ms (the lab counts RPCs per agreement, and polls for commits every 20 ms).
+    /// elections in 350–700 ms, no leader blank entry, commit notices batched over
+    /// 10 ms (the lab counts RPCs per agreement, and polls for commits every 20 ms), and
+    /// no trailing window: the lab snapshots every 10 entries and bounds the persisted
+    /// log at 2000 bytes, so the log must really be cut at each snapshot.
     pub fn lab() -> Self {
         Config {
             election_timeout_min: Duration::from_millis(350),
@@ -128,6 +136,7 @@ impl Config {
             check_quorum: true,
             lease_reads: false,
             clock_drift_margin: Duration::from_millis(50),
+            snapshot_trailing_entries: 0,
         }
     }
 
@@ -196,6 +205,8 @@ impl Config {
         with_lease_reads: lease_reads: bool;
         /// Sets [`clock_drift_margin`](Config::clock_drift_margin).
         with_clock_drift_margin: clock_drift_margin: Duration;
+        /// Sets [`snapshot_trailing_entries`](Config::snapshot_trailing_entries).
+        with_snapshot_trailing_entries: snapshot_trailing_entries: u64;
     }
 
     /// The snapshot timeout counted in heartbeats, at least one.

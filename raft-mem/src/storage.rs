@@ -23,11 +23,12 @@ use raft_traits::{
 ///
 /// # Indices
 ///
-/// The log holds the entries `first_index()..=last_index()`, where `first_index()` is the
-/// snapshot's last included index + 1 (1 without a snapshot). Index 0 stands for the
-/// position before the first entry and always counts as compacted: [`Storage::entries`]
-/// and [`Storage::truncate_from`] answer [`StorageError::Compacted`] for any index below
-/// `first_index()`.
+/// The log holds the entries `first_index()..=last_index()`. `first_index()` is the
+/// snapshot's last included index + 1 (1 without a snapshot), or lower while entries the
+/// snapshot covers are kept as Raft's trailing window (until [`Storage::purge_to`]).
+/// Index 0 stands for the position before the first entry and always counts as
+/// compacted: [`Storage::entries`] answers [`StorageError::Compacted`] for any index
+/// below `first_index()`, and [`Storage::truncate_from`] for any the snapshot covers.
 ///
 /// ```
 /// use raft_mem::MemStorage;
@@ -56,7 +57,8 @@ pub struct MemStorage<C> {
 struct Persisted<C> {
     hard_state: HardState,
     snapshot: Option<Snapshot>,
-    /// The entries after the snapshot, contiguous: `entries[i].index == first_index() + i`.
+    /// The kept entries, contiguous: `entries[i].index == first_index() + i`. They may
+    /// start inside the snapshot (the trailing window); then they hold its last entry.
     entries: Vec<Entry<C>>,
 }
 
@@ -79,7 +81,9 @@ impl<C> Persisted<C> {
     }
 
     fn first_index(&self) -> LogIndex {
-        self.snapshot_id().index.next()
+        self.entries
+            .first()
+            .map_or_else(|| self.snapshot_id().index.next(), |entry| entry.index)
     }
 
     fn last_index(&self) -> LogIndex {
@@ -134,8 +138,9 @@ impl<C> MemStorage<C> {
         self.lock().snapshot.clone()
     }
 
-    /// The index of the first entry the log can hold: the snapshot's last included index
-    /// + 1, or 1 without a snapshot.
+    /// The index of the first entry the log holds (or would hold next): the snapshot's
+    /// last included index + 1 (1 without a snapshot), or lower while a trailing window
+    /// of entries the snapshot covers is kept.
     pub fn first_index(&self) -> LogIndex {
         self.lock().first_index()
     }
@@ -186,7 +191,8 @@ impl<C: Command> MemStorage<C> {
         counter.0
     }
 
-    /// Every entry after the snapshot, in index order.
+    /// Every entry kept (the trailing window, then those after the snapshot), in index
+    /// order.
     pub fn log(&self) -> Vec<Entry<C>> {
         self.lock().entries.clone()
     }
@@ -258,7 +264,7 @@ impl<C: Command> Storage<C> for MemStorage<C> {
 
     async fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
         let mut state = self.lock();
-        if index < state.first_index() {
+        if index <= state.snapshot_id().index {
             return Err(StorageError::Compacted { index });
         }
         if let Some(position) = state.position(index) {
@@ -300,25 +306,32 @@ impl<C: Command> Storage<C> for MemStorage<C> {
         if state.snapshot.is_some() && offered.index <= stored.index {
             return Err(StorageError::StaleSnapshot { stored, offered });
         }
-        // Figure 13, steps 6–7: keep the suffix after the snapshot only if the log holds
-        // the snapshot's last entry with the same term; otherwise the log conflicts with
-        // the snapshot and is discarded whole.
-        let keep_from = state
+        // Figure 13, steps 6–7: keep the log only if it holds the snapshot's last entry
+        // with the same term; otherwise it conflicts with the snapshot and is discarded
+        // whole. What the snapshot covers goes later, with `purge_to`.
+        let matches = state
             .position(offered.index)
-            .filter(|&position| {
-                state
-                    .entries
-                    .get(position)
-                    .is_some_and(|entry| entry.term == offered.term)
-            })
-            .map(|position| position + 1);
-        match keep_from {
-            Some(position) => {
-                state.entries.drain(..position);
-            }
-            None => state.entries.clear(),
+            .and_then(|position| state.entries.get(position))
+            .is_some_and(|entry| entry.term == offered.term);
+        if !matches {
+            state.entries.clear();
         }
         state.snapshot = Some(snapshot);
+        Ok(())
+    }
+
+    async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        let covered = state.snapshot_id().index;
+        if state.snapshot.is_none() || index > covered {
+            return Err(StorageError::NotCovered { index, covered });
+        }
+        let purged = state
+            .entries
+            .iter()
+            .take_while(|entry| entry.index <= index)
+            .count();
+        state.entries.drain(..purged);
         Ok(())
     }
 
@@ -549,6 +562,7 @@ mod tests {
             StorageError::Compacted { index: LogIndex(0) }
         ));
         block_on(store.save_snapshot(snapshot(1, 3, b"s"))).unwrap();
+        block_on(store.purge_to(LogIndex(3))).unwrap();
         let err = block_on(store.entries(LogIndex(3), LogIndex(5))).unwrap_err();
         assert!(matches!(
             err,
@@ -565,6 +579,8 @@ mod tests {
         let mut store = five();
         let snap = snapshot(1, 3, b"state");
         block_on(store.save_snapshot(snap.clone())).unwrap();
+        assert_eq!(indices(&store.log()), [1, 2, 3, 4, 5], "kept until purged");
+        block_on(store.purge_to(LogIndex(3))).unwrap();
         assert_eq!(block_on(store.snapshot()).unwrap(), Some(snap.clone()));
         let recovered = block_on(store.recover()).unwrap();
         assert_eq!(recovered.snapshot, Some(snap.meta));
@@ -574,9 +590,60 @@ mod tests {
     }
 
     #[test]
+    fn a_trailing_window_stays_readable_until_purged() {
+        let mut store = five();
+        let err = block_on(store.purge_to(LogIndex(1))).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::NotCovered {
+                index: LogIndex(1),
+                covered: LogIndex(0)
+            }
+        ));
+        block_on(store.save_snapshot(snapshot(1, 4, b"s"))).unwrap();
+        block_on(store.purge_to(LogIndex(2))).unwrap();
+        assert_eq!(store.first_index(), LogIndex(3));
+        assert_eq!(
+            indices(&block_on(store.recover()).unwrap().entries),
+            [3, 4, 5]
+        );
+        assert_eq!(
+            indices(&block_on(store.entries(LogIndex(3), LogIndex(5))).unwrap()),
+            [3, 4]
+        );
+        let err = block_on(store.entries(LogIndex(2), LogIndex(5))).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::Compacted { index: LogIndex(2) }
+        ));
+        let err = block_on(store.truncate_from(LogIndex(4))).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::Compacted { index: LogIndex(4) }
+        ));
+        let err = block_on(store.purge_to(LogIndex(5))).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::NotCovered {
+                index: LogIndex(5),
+                covered: LogIndex(4)
+            }
+        ));
+        block_on(store.purge_to(LogIndex(1))).unwrap();
+        assert_eq!(
+            store.first_index(),
+            LogIndex(3),
+            "purging what is gone changes nothing"
+        );
+        block_on(store.append(&[entry(2, 6)])).unwrap();
+        assert_eq!(store.last_index(), LogIndex(6));
+    }
+
+    #[test]
     fn snapshot_of_the_last_entry_empties_the_log() {
         let mut store = five();
         block_on(store.save_snapshot(snapshot(1, 5, b"s"))).unwrap();
+        block_on(store.purge_to(LogIndex(5))).unwrap();
         assert!(store.log().is_empty());
         assert_eq!(store.last_index(), LogIndex(5));
     }
@@ -602,6 +669,7 @@ mod tests {
     fn stale_snapshot_changes_nothing() {
         let mut store = five();
         block_on(store.save_snapshot(snapshot(1, 3, b"new"))).unwrap();
+        block_on(store.purge_to(LogIndex(3))).unwrap();
         for stale in [snapshot(1, 3, b"same"), snapshot(5, 2, b"older")] {
             let err = block_on(store.save_snapshot(stale)).unwrap_err();
             assert!(matches!(
@@ -663,6 +731,7 @@ mod tests {
         assert_eq!(store.raft_state_size(), expected);
 
         block_on(store.save_snapshot(snapshot(1, 5, &[0; 1000]))).unwrap();
+        block_on(store.purge_to(LogIndex(5))).unwrap();
         let meta = store.snapshot_meta();
         let expected = postcard::to_stdvec(&(HardState::default(), meta, Vec::<Entry<u64>>::new()))
             .unwrap()

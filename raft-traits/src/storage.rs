@@ -13,7 +13,12 @@ pub struct RecoveredState<C> {
     /// What the stored snapshot covers, if there is one. Its data is read separately
     /// with [`Storage::snapshot`].
     pub snapshot: Option<SnapshotMeta>,
-    /// The log entries after the snapshot, in index order and without gaps.
+    /// The log entries the store keeps, in index order and without gaps. They start at
+    /// the first entry not yet purged ([`Storage::purge_to`]), which may lie inside the
+    /// snapshot (the trailing window Raft keeps so that a follower lagging a little
+    /// behind the snapshot still gets entries); every entry after the snapshot is
+    /// included. When they start at or before the snapshot's last included index, the
+    /// entry at that index has the snapshot's term.
     pub entries: Vec<Entry<C>>,
 }
 
@@ -25,17 +30,24 @@ pub struct RecoveredState<C> {
 ///
 /// # The log model
 ///
-/// The store holds an optional snapshot, whose `last_included` id marks the end of the
-/// compacted prefix, followed by a contiguous run of entries. "The last index" below is
-/// the index of the last entry, or of the snapshot's last included entry when there are
-/// no entries, or 0.
+/// The store holds an optional snapshot, whose `last_included` id covers a prefix of
+/// the log, and a contiguous run of entries. The entries start at "the first index"
+/// and may overlap the snapshot (Raft keeps a trailing window of entries the snapshot
+/// covers, so that a follower a little behind still gets entries rather than the whole
+/// snapshot); they never leave a gap after it. "The last index" below is the index of
+/// the last entry, or of the snapshot's last included entry when there are no entries,
+/// or 0. "The first index" is the index of the first entry held, or the last index + 1
+/// when none is held. Index 0 never holds an entry.
 ///
 /// * [`append`](Storage::append) adds entries that start exactly at the last index + 1;
 ///   anything else is [`StorageError::NotContiguous`].
-/// * [`truncate_from`](Storage::truncate_from) removes the suffix starting at an index.
-/// * [`save_snapshot`](Storage::save_snapshot) stores a snapshot and compacts the log,
-///   atomically: a crash leaves either the old snapshot and log or the new ones.
-/// * [`entries`](Storage::entries) reads a range; reading inside the compacted prefix is
+/// * [`truncate_from`](Storage::truncate_from) removes the suffix starting at an index
+///   after the snapshot.
+/// * [`save_snapshot`](Storage::save_snapshot) stores a snapshot, atomically with
+///   dropping a log that conflicts with it; a log that matches it is kept whole.
+/// * [`purge_to`](Storage::purge_to) then discards entries the snapshot covers, up to
+///   where Raft's trailing window starts.
+/// * [`entries`](Storage::entries) reads a range; reading below the first index is
 ///   [`StorageError::Compacted`], past the end is [`StorageError::Unavailable`].
 ///
 /// The exact semantics are pinned by the conformance suite in the `raft-tests` crate
@@ -56,27 +68,45 @@ pub trait Storage<C: Command>: Send + 'static {
     async fn append(&mut self, entries: &[Entry<C>]) -> Result<(), StorageError>;
 
     /// Durably removes every entry with an index `>= index`. Removing nothing (an index
-    /// past the end) is a no-op; an index inside the compacted prefix is
-    /// [`StorageError::Compacted`].
+    /// past the end) is a no-op; an index the snapshot covers (`index <=
+    /// last_included.index`, including index 0) is [`StorageError::Compacted`] carrying
+    /// `index`, and changes nothing: entries a snapshot covers are committed.
     async fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError>;
 
     /// Reads the entries with indices in `from..to`.
+    ///
+    /// * `from` below the first index (see the log model; index 0 always is) is
+    ///   [`StorageError::Compacted`] carrying `from`;
+    /// * otherwise an empty range (`from >= to`) is `Ok` and empty;
+    /// * otherwise `to - 1` past the last index is [`StorageError::Unavailable`] carrying
+    ///   the first requested index the store does not hold: `max(from, last index + 1)`.
+    ///
+    /// Entries inside the snapshot but not yet purged (the trailing window) are read
+    /// like any other.
     async fn entries(
         &mut self,
         from: LogIndex,
         to: LogIndex,
     ) -> Result<Vec<Entry<C>>, StorageError>;
 
-    /// Durably stores `snapshot` and, in the same atomic step, removes the entries it
-    /// covers: every entry up to `snapshot.meta.last_included.index`. If the log does not
-    /// hold the snapshot's last included entry with the same term, the whole log is
-    /// removed, because it conflicts with the snapshot (Figure 13, steps 6–7).
+    /// Durably stores `snapshot`. If the log does not hold the snapshot's last included
+    /// entry with the same term, the whole log is removed in the same atomic step,
+    /// because it conflicts with the snapshot (Figure 13, steps 6–7); a log that holds
+    /// it is kept whole, and Raft discards the covered prefix it no longer needs with
+    /// [`purge_to`](Storage::purge_to).
     ///
     /// A snapshot that is not newer than the stored one is
     /// [`StorageError::StaleSnapshot`] and changes nothing. With no snapshot stored,
     /// any is accepted, including one at index 0: that is how Raft records the
     /// configuration a cluster was bootstrapped with (empty data, nothing compacted).
     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
+
+    /// Durably discards every entry with an index `<= index`; the first index becomes
+    /// `index + 1` unless it already was past it (purging what is already gone is a
+    /// no-op). Only entries the stored snapshot covers may go: an `index` past the
+    /// snapshot's last included index (or any index without a snapshot) is
+    /// [`StorageError::NotCovered`] and changes nothing.
+    async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError>;
 
     /// Reads the stored snapshot, if any.
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError>;
@@ -93,14 +123,23 @@ pub enum StorageError {
     /// The index lies in the compacted prefix, covered by the snapshot.
     #[error("index {index} is compacted into the snapshot")]
     Compacted {
-        /// The requested index.
+        /// The requested index (`from` for [`Storage::entries`], `index` for
+        /// [`Storage::truncate_from`]).
         index: LogIndex,
     },
     /// The index lies past the last entry.
     #[error("index {index} is past the end of the log")]
     Unavailable {
-        /// The requested index.
+        /// The first requested index the store does not hold.
         index: LogIndex,
+    },
+    /// A purge reached past what the stored snapshot covers.
+    #[error("cannot purge up to {index}: the snapshot covers only up to {covered}")]
+    NotCovered {
+        /// The requested purge index.
+        index: LogIndex,
+        /// The stored snapshot's last included index (0 without a snapshot).
+        covered: LogIndex,
     },
     /// An append did not start right after the last entry, or had a gap.
     #[error("entries are not contiguous: expected index {expected}, got {found}")]

@@ -63,6 +63,9 @@ impl Storage<Cmd> for ForgetsTruncation {
     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         self.0.save_snapshot(snapshot).await
     }
+    async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.0.purge_to(index).await
+    }
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.0.snapshot().await
     }

@@ -13,12 +13,15 @@
 //! * `hard_state`: term and vote, replaced atomically (write a temporary file, fsync,
 //!   rename, fsync the directory).
 //! * `snapshot`: the snapshot's metadata and data, replaced atomically the same way.
+//! * `purged`: the index up to which entries were purged ([`Storage::purge_to`]),
+//!   replaced atomically the same way. A store without it (written before purging
+//!   existed) counts everything its snapshot covers as purged.
 //!
-//! Saving a snapshot is atomic with compacting the log because the rename of the
-//! snapshot file is the commit point: recovery applies the compaction rule again (drop
-//! the entries the snapshot covers; drop the whole log if it conflicts with the
-//! snapshot), so a crash before the log file itself is cut changes nothing. The log
-//! file is rewritten without its dead prefix only once that prefix grows large.
+//! Saving a snapshot is atomic with dropping a conflicting log because the rename of
+//! the snapshot file is the commit point: recovery applies the rule again (drop the
+//! whole log if it conflicts with the snapshot; drop the entries up to the purge
+//! index), so a crash before the log file itself is cut changes nothing. The log file
+//! is rewritten without its dead prefix only once that prefix grows large.
 //!
 //! Recovery cuts off a torn tail (an incomplete last record, or a zero-filled one) and
 //! refuses a corrupt record before the end with [`StorageError::Corrupt`]. Records are
@@ -70,6 +73,7 @@ const FORMAT: &str = "format";
 const FORMAT_TAG: &str = "raft-file-store 2\n";
 const HARD_STATE: &str = "hard_state";
 const SNAPSHOT: &str = "snapshot";
+const PURGED: &str = "purged";
 
 /// Rewrite the log file once its dead prefix is at least this large and larger than the
 /// live part.
@@ -99,6 +103,8 @@ struct Store {
     log_len: u64,
     hard_state: HardState,
     snapshot: Option<SnapshotMeta>,
+    /// The entries up to here are purged; `None` while no `purged` file exists.
+    purged: Option<LogIndex>,
     /// Where each live entry's record starts, and its id; contiguous indices.
     live: VecDeque<(u64, LogId)>,
 }
@@ -149,9 +155,13 @@ impl Store {
     fn open<C: Command, K: Codec>(dir: &Path, codec: &K) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir)?;
         check_format(dir)?;
-        for name in [HARD_STATE, SNAPSHOT, LOG] {
+        for name in [HARD_STATE, SNAPSHOT, PURGED, LOG] {
             files::remove_leftover(dir, name)?;
         }
+        let purged = match files::read_checked(dir, PURGED)? {
+            Some(bytes) => Some(codec.decode::<LogIndex>(&bytes)?),
+            None => None,
+        };
         let hard_state = match files::read_checked(dir, HARD_STATE)? {
             Some(bytes) => codec.decode(&bytes)?,
             None => HardState::default(),
@@ -207,14 +217,21 @@ impl Store {
             log_len,
             hard_state,
             snapshot,
+            purged,
             live: all,
         };
-        // Re-apply the compaction of the last snapshot: it may have been saved just
-        // before a crash that left the log file untouched.
+        if store.purged.is_some_and(|p| p > store.snapshot_id().index) {
+            return Err(StorageError::Corrupt(format!(
+                "{PURGED}: purged past the snapshot at {}",
+                store.snapshot_id()
+            )));
+        }
+        // Re-apply the snapshot and the purge: either may have been saved just before a
+        // crash that left the log file untouched.
         store.compact_to_snapshot()?;
         let expected_first = store.snapshot_id().index.next();
         if let Some(&(_, first)) = store.live.front()
-            && first.index != expected_first
+            && first.index > expected_first
         {
             return Err(StorageError::Corrupt(format!(
                 "{LOG}: first entry {} does not follow the snapshot at {}",
@@ -239,7 +256,23 @@ impl Store {
     }
 
     fn first_index(&self) -> LogIndex {
-        self.snapshot_id().index.next()
+        self.live
+            .front()
+            .map_or_else(|| self.snapshot_id().index.next(), |&(_, id)| id.index)
+    }
+
+    /// Where the purged prefix ends: without a `purged` file, everything the snapshot
+    /// covers (how stores behaved before purging existed).
+    fn purge_index(&self) -> LogIndex {
+        self.purged.unwrap_or_else(|| self.snapshot_id().index)
+    }
+
+    /// Records durably that entries up to `index` are purged.
+    fn write_purged<K: Codec>(&mut self, index: LogIndex, codec: &K) -> Result<(), StorageError> {
+        let bytes = codec.encode(&index)?;
+        files::write_atomically(&self.dir, PURGED, &[&bytes])?;
+        self.purged = Some(index);
+        Ok(())
     }
 
     fn position(&self, index: LogIndex) -> Option<usize> {
@@ -248,8 +281,8 @@ impl Store {
         (position < self.live.len()).then_some(position)
     }
 
-    /// Drops the entries the snapshot covers from the live index, or the whole log if it
-    /// conflicts with the snapshot (Figure 13, steps 6–7).
+    /// Drops the purged entries from the live index, or the whole log if it conflicts
+    /// with the snapshot (Figure 13, steps 6–7).
     fn compact_to_snapshot(&mut self) -> Result<(), StorageError> {
         let covered = self.snapshot_id();
         let conflicts = self
@@ -265,11 +298,8 @@ impl Store {
             self.cut_log_at(0)?;
             return Ok(());
         }
-        while self
-            .live
-            .front()
-            .is_some_and(|&(_, id)| id.index <= covered.index)
-        {
+        let purged = self.purge_index();
+        while self.live.front().is_some_and(|&(_, id)| id.index <= purged) {
             self.live.pop_front();
         }
         self.maybe_rewrite()
@@ -347,7 +377,7 @@ impl Store {
     }
 
     fn truncate_from(&mut self, index: LogIndex) -> Result<(), StorageError> {
-        if index < self.first_index() {
+        if index <= self.snapshot_id().index {
             return Err(StorageError::Compacted { index });
         }
         if let Some(position) = self.position(index) {
@@ -513,16 +543,38 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
 
     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         let header = encode_snapshot(&snapshot, &self.codec)?;
-        self.run(move |store, _| {
+        self.run(move |store, codec| {
             let stored = store.snapshot_id();
             let offered = snapshot.meta.last_included;
             // The first snapshot may sit at index 0: the bootstrap record.
             if store.snapshot.is_some() && offered.index <= stored.index {
                 return Err(StorageError::StaleSnapshot { stored, offered });
             }
-            // The rename inside is the commit point of snapshot and compaction together.
+            if store.purged.is_none() {
+                // Without a `purged` file recovery would purge all the new snapshot
+                // covers; record first what is purged now, so the kept log survives.
+                let purged = store.first_index().prev();
+                store.write_purged(purged, codec)?;
+            }
+            // The rename inside is the commit point of snapshot and dropping a
+            // conflicting log together.
             files::write_atomically(&store.dir, SNAPSHOT, &[&header, &snapshot.data])?;
             store.snapshot = Some(snapshot.meta);
+            store.compact_to_snapshot()
+        })
+        .await
+    }
+
+    async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.run(move |store, codec| {
+            let covered = store.snapshot_id().index;
+            if store.snapshot.is_none() || index > covered {
+                return Err(StorageError::NotCovered { index, covered });
+            }
+            if index <= store.purge_index() && store.purged.is_some() {
+                return Ok(());
+            }
+            store.write_purged(index, codec)?;
             store.compact_to_snapshot()
         })
         .await

@@ -36,6 +36,7 @@ enum Op {
     HardState(HardState),
     Truncate(LogIndex),
     Snapshot(Snapshot),
+    Purge(LogIndex),
 }
 
 struct Workload {
@@ -53,7 +54,10 @@ impl Workload {
 
     fn next(&mut self, model: &MemStorage<Cmd>) -> Op {
         let last = model.last_index();
-        let first = model.first_index();
+        // Entries the snapshot covers may still be held (the trailing window), but only
+        // those after it may be truncated or snapshotted again.
+        let covered = model.snapshot_meta().map(|m| m.last_included.index);
+        let first = covered.map_or(LogIndex(1), LogIndex::next);
         let roll = self.rng.random_range(0..100);
         if roll < 70 || last < first {
             let count = self.rng.random_range(1..20u64);
@@ -80,6 +84,10 @@ impl Workload {
             let back = self.rng.random_range(0..=(last.0 - first.0).min(8));
             self.term += 1;
             Op::Truncate(LogIndex(last.0 - back))
+        } else if let Some(covered) = covered.filter(|_| roll >= 96) {
+            // Keep a random trailing window of what the snapshot covers.
+            let held_from = model.first_index().0.min(covered.0);
+            Op::Purge(LogIndex(self.rng.random_range(held_from..=covered.0)))
         } else {
             let index = LogIndex(self.rng.random_range(first.0..=last.0));
             let term = model
@@ -112,6 +120,7 @@ async fn apply<S: Storage<Cmd>>(store: &mut S, op: &Op) {
             .save_snapshot(snapshot.clone())
             .await
             .expect("snapshot"),
+        Op::Purge(index) => store.purge_to(*index).await.expect("purge"),
     }
 }
 
@@ -153,6 +162,7 @@ fn describe_op(op: &Op) -> String {
         Op::HardState(hard_state) => format!("hard state {hard_state:?}"),
         Op::Truncate(index) => format!("truncate from {index}"),
         Op::Snapshot(snapshot) => format!("snapshot at {}", snapshot.meta.last_included),
+        Op::Purge(index) => format!("purge to {index}"),
     }
 }
 

@@ -65,8 +65,12 @@ pub enum Persist<C> {
     Entries(Vec<Entry<C>>),
     /// Remove every entry at or after this index.
     TruncateFrom(LogIndex),
-    /// Store the snapshot and compact the log it covers, atomically.
+    /// Store the snapshot, atomically with dropping a log that conflicts with it
+    /// ([`Storage::save_snapshot`](raft_traits::Storage::save_snapshot)).
     Snapshot(Snapshot),
+    /// Discard the entries up to and including this index, which the stored snapshot
+    /// covers (all but the trailing window).
+    PurgeTo(LogIndex),
 }
 
 /// Something to hand to the state machine, in this order.

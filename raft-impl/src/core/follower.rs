@@ -319,6 +319,7 @@ impl<C: Command> Shared<C> {
         self.counters.snapshots_installed = self.counters.snapshots_installed.saturating_add(1);
         tracing::info!(node = %self.id, covers = %last_included, "installing a snapshot from the leader");
         out.persist(Persist::Snapshot(snapshot.clone()));
+        self.purge_behind_snapshot(out);
         // Every entry up to the old commit index was already handed to the state machine
         // ahead of this snapshot, so it applies them first and then moves forward to the
         // snapshot; nothing older than the snapshot is applied after it.

@@ -865,8 +865,12 @@ fn send_entries<C: Command>(
     ticks: u64,
     out: &mut Effects<C>,
 ) {
+    // The entry before next_index anchors the request; when neither the log (the
+    // trailing window included) nor the snapshot boundary knows its term, only the
+    // snapshot can bring the follower up.
     let last_included = shared.log.last_included();
-    if progress.next_index <= last_included.index {
+    if progress.next_index <= last_included.index && progress.next_index <= shared.log.first_index()
+    {
         send_snapshot(shared, peer, progress, ticks, out);
         return;
     }
@@ -902,7 +906,12 @@ fn send_heartbeat<C: Command>(
     progress: &mut Progress,
     out: &mut Effects<C>,
 ) {
-    let anchor = progress.match_index.max(shared.log.last_included().index);
+    // The match index itself when the log still knows its term (it may lie in the
+    // trailing window), else the snapshot boundary.
+    let anchor = match shared.log.term_at(progress.match_index) {
+        Some(_) => progress.match_index,
+        None => progress.match_index.max(shared.log.last_included().index),
+    };
     let prev_term = shared.log.term_at(anchor).unwrap_or_default();
     let request = AppendEntries {
         term: shared.term(),

@@ -1,8 +1,9 @@
-//! The in-memory view of the log: a snapshot boundary followed by entries.
+//! The in-memory view of the log: a snapshot boundary and a run of entries, which may
+//! start inside the snapshot (the trailing window kept for slightly lagging followers).
 //!
 //! Every index here is a real log index. The entry at index `i` lives at position
-//! `i - last_included.index - 1` of `entries`; all offset arithmetic stays inside this
-//! module, so the rest of the core never mixes positions and indices (the 3D pitfall).
+//! `i - first_index()` of `entries`; all offset arithmetic stays inside this module, so
+//! the rest of the core never mixes positions and indices (the 3D pitfall).
 
 use std::collections::VecDeque;
 
@@ -29,6 +30,15 @@ pub enum LogError {
         /// Its term.
         term: Term,
     },
+    /// The entries start inside the snapshot but do not hold its last entry with its
+    /// term, or start after it with a gap.
+    #[error("log entries starting at {first} do not line up with the snapshot at {snapshot}")]
+    SnapshotMismatch {
+        /// The index of the first recovered entry.
+        first: LogIndex,
+        /// What the snapshot covers.
+        snapshot: LogId,
+    },
 }
 
 /// The log as the core sees it.
@@ -36,15 +46,34 @@ pub enum LogError {
 pub struct RaftLog<C> {
     /// The last entry covered by the snapshot; `LogId::default()` when there is none.
     last_included: LogId,
-    /// Entries `last_included.index + 1 ..`, without gaps.
+    /// Entries from `first_index()` on, without gaps. When they start at or before
+    /// `last_included.index` they hold that entry, with its term: the trailing window.
     entries: VecDeque<Entry<C>>,
 }
 
 impl<C: Clone> RaftLog<C> {
     /// Builds the log from what storage recovered, checking that it is well formed.
     pub(crate) fn recover(last_included: LogId, entries: Vec<Entry<C>>) -> Result<Self, LogError> {
-        let mut expected = last_included.index.next();
-        let mut term = last_included.term;
+        let Some(first) = entries.first().map(|e| e.index) else {
+            return Ok(RaftLog {
+                last_included,
+                entries: VecDeque::new(),
+            });
+        };
+        // Entries may start inside the snapshot (a trailing window), but never after it
+        // with a gap, and index 0 never holds an entry.
+        if first == LogIndex::ZERO || first > last_included.index.next() {
+            return Err(LogError::SnapshotMismatch {
+                first,
+                snapshot: last_included,
+            });
+        }
+        let mut expected = first;
+        let mut term = if first > last_included.index {
+            last_included.term
+        } else {
+            Term(0)
+        };
         for (position, entry) in entries.iter().enumerate() {
             if entry.index != expected {
                 return Err(LogError::Gap {
@@ -62,10 +91,29 @@ impl<C: Clone> RaftLog<C> {
             term = entry.term;
             expected = expected.next();
         }
-        Ok(RaftLog {
+        let log = RaftLog {
             last_included,
             entries: entries.into(),
-        })
+        };
+        if first <= last_included.index && !log.holds(last_included) {
+            return Err(LogError::SnapshotMismatch {
+                first,
+                snapshot: last_included,
+            });
+        }
+        Ok(log)
+    }
+
+    /// Whether an entry with `id` is held (not just the snapshot boundary).
+    fn holds(&self, id: LogId) -> bool {
+        self.entry(id.index).is_some_and(|e| e.term == id.term)
+    }
+
+    /// The index of the first entry held, or the last index + 1 when none is.
+    pub fn first_index(&self) -> LogIndex {
+        self.entries
+            .front()
+            .map_or_else(|| self.last_included.index.next(), |e| e.index)
     }
 
     /// The last entry covered by the snapshot.
@@ -85,7 +133,7 @@ impl<C: Clone> RaftLog<C> {
         self.last_log_id().index
     }
 
-    /// The number of entries held in memory (after the snapshot).
+    /// The number of entries held in memory (the trailing window included).
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -96,7 +144,7 @@ impl<C: Clone> RaftLog<C> {
     }
 
     fn position(&self, index: LogIndex) -> Option<usize> {
-        let offset = index.0.checked_sub(self.last_included.index.0 + 1)?;
+        let offset = index.0.checked_sub(self.first_index().0)?;
         let position = usize::try_from(offset).ok()?;
         (position < self.entries.len()).then_some(position)
     }
@@ -106,9 +154,9 @@ impl<C: Clone> RaftLog<C> {
         self.position(index).map(|p| &self.entries[p])
     }
 
-    /// The term of the entry at `index`: known for held entries and for the snapshot
-    /// boundary itself (index 0 has term 0), unknown inside the compacted prefix and past
-    /// the end.
+    /// The term of the entry at `index`: known for held entries (the trailing window
+    /// included) and for the snapshot boundary itself (index 0 has term 0), unknown in
+    /// the purged prefix and past the end.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         if index == self.last_included.index {
             return Some(self.last_included.term);
@@ -144,37 +192,51 @@ impl<C: Clone> RaftLog<C> {
         self.entries.push_back(entry);
     }
 
-    /// Removes every entry at or after `index` (never the snapshot).
+    /// Removes every entry at or after `index`, never one the snapshot covers: those are
+    /// committed.
     pub(crate) fn truncate_from(&mut self, index: LogIndex) {
-        let keep = index.0.saturating_sub(self.last_included.index.0 + 1);
+        let index = index.max(self.last_included.index.next());
+        let keep = index.0.saturating_sub(self.first_index().0);
         let keep = usize::try_from(keep).unwrap_or(usize::MAX);
         self.entries.truncate(keep);
     }
 
-    /// Discards the entries up to and including `last_included`, which the log holds;
-    /// the service has captured them in a snapshot.
+    /// Moves the snapshot boundary to `last_included`, which the log holds: the service
+    /// has captured the entries up to it in a snapshot. The entries stay until
+    /// [`purge_to`](Self::purge_to).
     pub(crate) fn compact_to(&mut self, last_included: LogId) {
         debug_assert!(self.matches(last_included));
-        while self
-            .entries
-            .front()
-            .is_some_and(|e| e.index <= last_included.index)
-        {
-            self.entries.pop_front();
-        }
         self.last_included = last_included;
     }
 
-    /// Replaces the prefix up to `last_included` with a snapshot received from the
-    /// leader. A suffix that follows a matching entry is kept; anything else conflicts
-    /// with the snapshot and is dropped (Figure 13, steps 6–7).
-    pub(crate) fn install_snapshot(&mut self, last_included: LogId) {
-        if self.matches(last_included) {
-            self.compact_to(last_included);
-        } else {
-            self.entries.clear();
-            self.last_included = last_included;
+    /// Discards the entries up to and including `index`, which the snapshot covers;
+    /// returns whether any was held.
+    pub(crate) fn purge_to(&mut self, index: LogIndex) -> bool {
+        debug_assert!(index <= self.last_included.index);
+        let index = index.min(self.last_included.index);
+        let mut purged = false;
+        while self.entries.front().is_some_and(|e| e.index <= index) {
+            self.entries.pop_front();
+            purged = true;
         }
+        purged
+    }
+
+    /// Where a trailing window of `window` entries before the snapshot boundary starts:
+    /// the index up to which entries may be purged.
+    pub(crate) fn window_purge_index(&self, window: u64) -> LogIndex {
+        LogIndex(self.last_included.index.0.saturating_sub(window))
+    }
+
+    /// Replaces the prefix up to `last_included` with a snapshot received from the
+    /// leader. A log that holds a matching entry is kept (the part the snapshot covers
+    /// until [`purge_to`](Self::purge_to)); anything else conflicts with the snapshot and
+    /// is dropped (Figure 13, steps 6–7).
+    pub(crate) fn install_snapshot(&mut self, last_included: LogId) {
+        if !self.matches(last_included) {
+            self.entries.clear();
+        }
+        self.last_included = last_included;
     }
 
     /// The first index of the run of entries with `term` that contains `index`: where a
@@ -184,7 +246,7 @@ impl<C: Clone> RaftLog<C> {
             return index;
         };
         let mut first = index;
-        while first > self.last_included.index.next() && self.term_at(first.prev()) == Some(term) {
+        while first > self.first_index() && self.term_at(first.prev()) == Some(term) {
             first = first.prev();
         }
         first
@@ -261,8 +323,49 @@ mod tests {
         assert!(matches!(gap, Err(LogError::Gap { .. })));
         let back = RaftLog::recover(LogId::default(), vec![entry(1, 2), entry(2, 1)]);
         assert!(matches!(back, Err(LogError::TermDecreases { .. })));
-        let before_snapshot = RaftLog::recover(LogId::new(Term(1), LogIndex(5)), vec![entry(5, 1)]);
-        assert!(before_snapshot.is_err());
+        let snapshot = LogId::new(Term(1), LogIndex(5));
+        let other_term = RaftLog::recover(snapshot, vec![entry(4, 1), entry(5, 2)]);
+        assert!(matches!(other_term, Err(LogError::SnapshotMismatch { .. })));
+        let short_window = RaftLog::recover(snapshot, vec![entry(3, 1), entry(4, 1)]);
+        assert!(matches!(
+            short_window,
+            Err(LogError::SnapshotMismatch { .. })
+        ));
+        let gap_after = RaftLog::recover(snapshot, vec![entry(7, 1)]);
+        assert!(matches!(gap_after, Err(LogError::SnapshotMismatch { .. })));
+        let window = RaftLog::recover(snapshot, vec![entry(4, 1), entry(5, 1), entry(6, 1)]);
+        assert_eq!(window.map(|log| log.first_index()), Ok(LogIndex(4)));
+    }
+
+    #[test]
+    fn a_trailing_window_keeps_covered_entries_readable() {
+        let mut log = log_with((0, 0), &[1, 1, 1, 2, 2, 2, 2, 2]);
+        log.compact_to(LogId::new(Term(2), LogIndex(7)));
+        assert_eq!(log.window_purge_index(3), LogIndex(4));
+        assert!(log.purge_to(log.window_purge_index(3)));
+        assert_eq!(log.first_index(), LogIndex(5));
+        assert_eq!(log.last_included(), LogId::new(Term(2), LogIndex(7)));
+        assert_eq!(log.term_at(LogIndex(5)), Some(Term(2)), "in the window");
+        assert_eq!(log.term_at(LogIndex(4)), None, "purged");
+        let sent: Vec<_> = log
+            .entries_from(LogIndex(6), 10)
+            .iter()
+            .map(|e| e.index.0)
+            .collect();
+        assert_eq!(sent, [6, 7, 8]);
+        assert_eq!(log.first_index_of_term_at(LogIndex(8)), LogIndex(5));
+        // Nothing the snapshot covers is ever truncated.
+        log.truncate_from(LogIndex(6));
+        assert_eq!(log.last_index(), LogIndex(7));
+        assert_eq!(log.first_index(), LogIndex(5));
+        assert!(!log.purge_to(LogIndex(4)), "already purged");
+        // A matching snapshot from the leader keeps the window; a conflicting one drops it.
+        let mut kept = log.clone();
+        kept.install_snapshot(LogId::new(Term(2), LogIndex(7)));
+        assert_eq!(kept.first_index(), LogIndex(5));
+        log.install_snapshot(LogId::new(Term(3), LogIndex(9)));
+        assert!(log.is_empty());
+        assert_eq!(log.first_index(), LogIndex(10));
     }
 
     #[test]
@@ -271,6 +374,12 @@ mod tests {
         log.truncate_from(LogIndex(4));
         assert_eq!(log.last_log_id(), LogId::new(Term(2), LogIndex(3)));
         log.compact_to(LogId::new(Term(1), LogIndex(2)));
+        assert_eq!(
+            log.len(),
+            3,
+            "compaction keeps the entries until they are purged"
+        );
+        assert!(log.purge_to(LogIndex(2)));
         assert_eq!(log.len(), 1);
         assert_eq!(log.last_included(), LogId::new(Term(1), LogIndex(2)));
         assert_eq!(log.last_index(), LogIndex(3));

@@ -237,7 +237,13 @@ impl<C: Command> Node<Follower, C> {
             Some(base) => Configs::new(last_included.index, base),
             None => Configs::new(LogIndex::ZERO, membership.clone()),
         };
-        for entry in &recovered.entries {
+        // Entries of the trailing window are covered by the snapshot, whose
+        // configuration already accounts for them.
+        for entry in recovered
+            .entries
+            .iter()
+            .filter(|e| e.index > last_included.index)
+        {
             if let Payload::Membership(m) = &entry.payload {
                 configs.appended(entry.index, m.clone());
             }
@@ -522,7 +528,22 @@ impl<R: Role, C: Command> Node<R, C> {
         shared.snapshot = Some(snapshot.clone());
         shared.counters.snapshots_taken = shared.counters.snapshots_taken.saturating_add(1);
         out.persist(Persist::Snapshot(snapshot));
+        shared.purge_behind_snapshot(out);
         Ok(last_included)
+    }
+}
+
+impl<C: Command> Shared<C> {
+    /// Discards the entries the snapshot covers, except the last
+    /// `snapshot_trailing_entries` of them, which stay so that a follower a little
+    /// behind still gets entries instead of the whole snapshot.
+    pub(super) fn purge_behind_snapshot(&mut self, out: &mut Effects<C>) {
+        let purge_index = self
+            .log
+            .window_purge_index(self.config.snapshot_trailing_entries);
+        if purge_index > LogIndex::ZERO && self.log.purge_to(purge_index) {
+            out.persist(Persist::PurgeTo(purge_index));
+        }
     }
 }
 

@@ -1063,13 +1063,17 @@ fn service_snapshot_compacts_the_log_and_persists_atomically() {
     assert_eq!(node.snapshot(i(3), data.clone(), &mut out), Ok(id(1, 3)));
     assert_eq!(
         persists(out.as_slice()),
-        [Persist::Snapshot(Snapshot {
-            meta: SnapshotMeta {
-                last_included: id(1, 3),
-                membership: Membership::from_voters((1..=3).map(n)),
-            },
-            data
-        })]
+        [
+            Persist::Snapshot(Snapshot {
+                meta: SnapshotMeta {
+                    last_included: id(1, 3),
+                    membership: Membership::from_voters((1..=3).map(n)),
+                },
+                data
+            }),
+            Persist::PurgeTo(i(3))
+        ],
+        "the lab configuration keeps no trailing window"
     );
     assert_eq!(node.log().len(), 1);
     assert_eq!(node.log().last_index(), i(4));
@@ -1272,6 +1276,114 @@ fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
         i(11),
         "next index after a snapshot is last included + 1"
     );
+}
+
+#[test]
+fn service_snapshot_keeps_a_trailing_window_of_entries() {
+    let node = Boot::new(1, 3)
+        .term(1)
+        .config(|c| c.snapshot_trailing_entries = 2)
+        .node();
+    let (mut node, _) = step(node, append(1, 2, id(0, 0), log_of(&[1, 1, 1, 1, 1, 1]), 5));
+    let mut out = Effects::new();
+    assert_eq!(node.snapshot(i(5), Bytes::new(), &mut out), Ok(id(1, 5)));
+    let written = persists(out.as_slice());
+    assert!(matches!(&written[0], Persist::Snapshot(s) if s.meta.last_included == id(1, 5)));
+    assert_eq!(
+        written[1..],
+        [Persist::PurgeTo(i(3))],
+        "entries 4 and 5 stay"
+    );
+    assert_eq!(node.log().first_index(), i(4));
+    assert_eq!(node.log().last_included(), id(1, 5));
+    // A window at least as long as the log purges nothing.
+    let node = Boot::new(1, 3)
+        .term(1)
+        .config(|c| c.snapshot_trailing_entries = 100)
+        .node();
+    let (mut node, _) = step(node, append(1, 2, id(0, 0), log_of(&[1, 1, 1]), 3));
+    let mut out = Effects::new();
+    assert_eq!(node.snapshot(i(3), Bytes::new(), &mut out), Ok(id(1, 3)));
+    assert_eq!(
+        persists(out.as_slice()).len(),
+        1,
+        "only the snapshot is written"
+    );
+    assert_eq!(node.log().first_index(), i(1));
+}
+
+#[test]
+fn installing_a_matching_snapshot_keeps_the_follower_window() {
+    let node = Boot::new(1, 3)
+        .term(2)
+        .log(&[1, 1, 2, 2, 2])
+        .config(|c| c.snapshot_trailing_entries = 2)
+        .node();
+    let (node, effects) = step(node, install(2, 2, snapshot(4, 2)));
+    assert_eq!(
+        installed(&effects),
+        InstallOutcome::Installed { match_index: i(4) }
+    );
+    assert!(persists(&effects).contains(&Persist::PurgeTo(i(2))));
+    assert_eq!(node.log().first_index(), i(3));
+    assert_eq!(node.log().last_index(), i(5));
+}
+
+#[test]
+fn restart_recovers_the_trailing_window_and_serves_from_it() {
+    // Storage kept entries 6..=12 although its snapshot covers up to 10.
+    let entries = (6..=12).map(|index| entry(index, 1)).collect();
+    let (leader, effects) = elect(
+        Boot::new(1, 3)
+            .term(1)
+            .snapshot(10, 1)
+            .entries(entries)
+            .config(|c| c.snapshot_trailing_entries = 5),
+    );
+    assert_eq!(leader.log().first_index(), i(6));
+    let (tag2, probe2) = appends_to(&effects, 2)[0].clone();
+    let (tag3, _) = appends_to(&effects, 3)[0].clone();
+    assert_eq!(probe2.prev_log, id(1, 12));
+    let behind = |last: u64| {
+        Response::Append(AppendReply {
+            term: t(2),
+            outcome: AppendOutcome::Conflict {
+                prev_log_index: i(12),
+                hint: ConflictHint {
+                    conflict_term: None,
+                    first_index: i(last + 1),
+                    last_log_index: i(last),
+                },
+            },
+        })
+    };
+    // Peer 2 ends at 7, inside the window: it gets entries, anchored at 7.
+    let (leader, effects) = step(leader, reply_to(2, tag2, behind(7)));
+    let to2 = appends_to(&effects, 2);
+    assert_eq!(to2.len(), 1, "{effects:?}");
+    assert_eq!(to2[0].1.prev_log, id(1, 7));
+    assert_eq!(
+        to2[0]
+            .1
+            .entries
+            .iter()
+            .map(|e| e.index.0)
+            .collect::<Vec<_>>(),
+        [8, 9, 10, 11, 12]
+    );
+    assert!(
+        !sends(&effects)
+            .iter()
+            .any(|(_, _, r)| matches!(r, Request::InstallSnapshot(_))),
+        "no snapshot for a follower inside the window"
+    );
+    // Peer 3 ends at 4, before the window: only the snapshot can bring it up.
+    let (_, effects) = step(leader, reply_to(3, tag3, behind(4)));
+    let snapshots: Vec<_> = sends(&effects)
+        .into_iter()
+        .filter(|(to, _, r)| *to == n(3) && matches!(r, Request::InstallSnapshot(_)))
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{effects:?}");
 }
 
 /// A settled leader of three proposes command 1 and writes it; the tags of the

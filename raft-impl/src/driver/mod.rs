@@ -661,6 +661,7 @@ where
             Persist::Entries(entries) => self.storage.append(&entries).await,
             Persist::TruncateFrom(index) => self.storage.truncate_from(index).await,
             Persist::Snapshot(snapshot) => self.storage.save_snapshot(snapshot).await,
+            Persist::PurgeTo(index) => self.storage.purge_to(index).await,
         }
     }
 

@@ -64,8 +64,14 @@ pub async fn run<F: StorageFactory>(factory: &mut F) -> Report {
         .await;
     report
         .case(
-            "snapshot_compacts_the_prefix_and_keeps_a_matching_suffix",
+            "snapshot_keeps_a_matching_log_until_it_is_purged",
             snapshot_keeps_suffix(factory),
+        )
+        .await;
+    report
+        .case(
+            "purge_keeps_a_trailing_window_across_reopen",
+            purge_window(factory),
         )
         .await;
     report
@@ -315,24 +321,72 @@ async fn truncate_reopen<F: StorageFactory>(factory: &mut F) -> CaseResult {
 
 async fn out_of_range<F: StorageFactory>(factory: &mut F) -> CaseResult {
     let mut store = filled(factory, 5).await?;
+    // Unavailable carries the first requested index the store does not hold.
     let past = store.entries(LogIndex(4), LogIndex(8)).await;
     ensure!(
-        matches!(past, Err(StorageError::Unavailable { .. })),
-        "reading past the end: expected Unavailable, got {past:?}"
+        matches!(past, Err(StorageError::Unavailable { index: LogIndex(6) })),
+        "reading 4..8 of 1..=5: expected Unavailable {{ index: 6 }}, got {past:?}"
     );
+    let beyond = store.entries(LogIndex(8), LogIndex(9)).await;
+    ensure!(
+        matches!(
+            beyond,
+            Err(StorageError::Unavailable { index: LogIndex(8) })
+        ),
+        "reading 8..9 of 1..=5: expected Unavailable {{ index: 8 }}, got {beyond:?}"
+    );
+    // Index 0 never holds an entry: it counts as compacted, even in an empty range.
+    let zero = store.entries(LogIndex(0), LogIndex(2)).await;
+    ensure!(
+        matches!(zero, Err(StorageError::Compacted { index: LogIndex(0) })),
+        "reading from index 0: expected Compacted {{ index: 0 }}, got {zero:?}"
+    );
+    // Otherwise an empty or reversed range is empty, wherever it lies.
+    for (from, to) in [(3, 3), (4, 2), (9, 9), (9, 2)] {
+        let read = ok!(
+            store.entries(LogIndex(from), LogIndex(to)).await,
+            format!("entries({from}, {to})")
+        );
+        ensure!(
+            read.is_empty(),
+            "entries({from}, {to}) is an empty range, got {:?}",
+            indices(&read)
+        );
+    }
     ok!(
         store.save_snapshot(snapshot(3, 1)).await,
         "save_snapshot(3)"
     );
-    let inside = store.entries(LogIndex(2), LogIndex(5)).await;
-    ensure!(
-        matches!(inside, Err(StorageError::Compacted { .. })),
-        "reading inside the compacted prefix: expected Compacted, got {inside:?}"
+    let window = ok!(
+        store.entries(LogIndex(2), LogIndex(5)).await,
+        "entries(2, 5) before any purge"
+    );
+    ensure_eq!(
+        indices(&window),
+        vec![2, 3, 4],
+        "entries the snapshot covers stay readable until purged"
     );
     let truncate = store.truncate_from(LogIndex(3)).await;
     ensure!(
-        matches!(truncate, Err(StorageError::Compacted { .. })),
-        "truncating inside the compacted prefix: expected Compacted, got {truncate:?}"
+        matches!(
+            truncate,
+            Err(StorageError::Compacted { index: LogIndex(3) })
+        ),
+        "truncating at an index the snapshot covers: expected Compacted {{ index: 3 }}, got {truncate:?}"
+    );
+    ok!(store.purge_to(LogIndex(3)).await, "purge_to(3)");
+    let inside = store.entries(LogIndex(2), LogIndex(5)).await;
+    ensure!(
+        matches!(inside, Err(StorageError::Compacted { index: LogIndex(2) })),
+        "reading from a purged index: expected Compacted {{ index: 2 }} (the requested index), got {inside:?}"
+    );
+    let truncate = store.truncate_from(LogIndex(3)).await;
+    ensure!(
+        matches!(
+            truncate,
+            Err(StorageError::Compacted { index: LogIndex(3) })
+        ),
+        "truncating inside the compacted prefix: expected Compacted {{ index: 3 }}, got {truncate:?}"
     );
     let after = ok!(
         store.entries(LogIndex(4), LogIndex(6)).await,
@@ -350,6 +404,13 @@ async fn snapshot_keeps_suffix<F: StorageFactory>(factory: &mut F) -> CaseResult
     );
     let state = ok!(store.recover().await, "recover");
     ensure_eq!(
+        indices(&state.entries),
+        vec![1, 2, 3, 4, 5, 6],
+        "a log matching the snapshot is kept whole until purged"
+    );
+    ok!(store.purge_to(LogIndex(4)).await, "purge_to(4)");
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(
         state.snapshot,
         Some(snapshot(4, 1).meta),
         "snapshot metadata"
@@ -363,6 +424,63 @@ async fn snapshot_keeps_suffix<F: StorageFactory>(factory: &mut F) -> CaseResult
         ok!(store.snapshot().await, "snapshot"),
         Some(snapshot(4, 1)),
         "stored snapshot"
+    );
+    Ok(())
+}
+
+async fn purge_window<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 8).await?;
+    let early = store.purge_to(LogIndex(2)).await;
+    ensure!(
+        matches!(
+            early,
+            Err(StorageError::NotCovered {
+                index: LogIndex(2),
+                covered: LogIndex(0)
+            })
+        ),
+        "purging without a snapshot: expected NotCovered {{ index: 2, covered: 0 }}, got {early:?}"
+    );
+    ok!(
+        store.save_snapshot(snapshot(6, 1)).await,
+        "save_snapshot(6)"
+    );
+    let far = store.purge_to(LogIndex(7)).await;
+    ensure!(
+        matches!(
+            far,
+            Err(StorageError::NotCovered {
+                index: LogIndex(7),
+                covered: LogIndex(6)
+            })
+        ),
+        "purging past the snapshot: expected NotCovered {{ index: 7, covered: 6 }}, got {far:?}"
+    );
+    ok!(store.purge_to(LogIndex(3)).await, "purge_to(3)");
+    ok!(store.purge_to(LogIndex(2)).await, "purging what is gone");
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover after reopen");
+    ensure_eq!(
+        indices(&state.entries),
+        vec![4, 5, 6, 7, 8],
+        "the trailing window and the entries after the snapshot after reopen"
+    );
+    let window = ok!(
+        store.entries(LogIndex(4), LogIndex(7)).await,
+        "entries(4, 7) after reopen"
+    );
+    ensure_eq!(window, entries(4, &[1, 1, 1]), "window entries");
+    ok!(
+        store.append(&entries(9, &[2])).await,
+        "append after the window"
+    );
+    ok!(store.purge_to(LogIndex(6)).await, "purge_to(6)");
+    let mut store = reopen(factory, store)?;
+    let state = ok!(store.recover().await, "recover after reopen");
+    ensure_eq!(
+        indices(&state.entries),
+        vec![7, 8, 9],
+        "log after purging all the snapshot covers"
     );
     Ok(())
 }
@@ -402,6 +520,7 @@ async fn stale_snapshot<F: StorageFactory>(factory: &mut F) -> CaseResult {
         store.save_snapshot(snapshot(5, 1)).await,
         "save_snapshot(5)"
     );
+    ok!(store.purge_to(LogIndex(5)).await, "purge_to(5)");
     for older in [snapshot(5, 1), snapshot(3, 1)] {
         let result = store.save_snapshot(older.clone()).await;
         ensure!(
@@ -453,6 +572,7 @@ async fn bootstrap_record<F: StorageFactory>(factory: &mut F) -> CaseResult {
         store.save_snapshot(snapshot(2, 1)).await,
         "a real snapshot after the record"
     );
+    ok!(store.purge_to(LogIndex(2)).await, "purge_to(2)");
     let mut store = reopen(factory, store)?;
     let state = ok!(store.recover().await, "recover");
     ensure_eq!(state.snapshot, Some(snapshot(2, 1).meta), "replaced");
@@ -475,6 +595,7 @@ async fn snapshot_reopen<F: StorageFactory>(factory: &mut F) -> CaseResult {
         store.save_snapshot(snapshot(5, 1)).await,
         "save_snapshot(5)"
     );
+    ok!(store.purge_to(LogIndex(5)).await, "purge_to(5)");
     let mut store = reopen(factory, store)?;
     let state = ok!(store.recover().await, "recover after reopen");
     ensure_eq!(
@@ -561,6 +682,7 @@ enum Op {
     Append(Vec<Entry<Cmd>>),
     Truncate(LogIndex),
     Snapshot(Snapshot),
+    Purge(LogIndex),
     Reopen,
 }
 
@@ -583,6 +705,13 @@ fn next_op(rng: &mut StdRng, model: &Model, term: &mut u64) -> Op {
             *term += 1;
             Op::Truncate(LogIndex(rng.random_range(first.0..=last.0)))
         }
+        90..=94 if model.snapshot.is_some() => {
+            let covered = model.last_included().index;
+            let lowest = model.entries.first().map_or(covered, |e| e.index);
+            Op::Purge(LogIndex(rng.random_range(
+                lowest.0.saturating_sub(1).min(covered.0)..=covered.0,
+            )))
+        }
         75..=89 if last >= first => {
             let index = LogIndex(rng.random_range(first.0..=last.0 + 2));
             // Usually the term the log holds there; sometimes another, a conflict.
@@ -603,13 +732,12 @@ fn apply_to_model(model: &mut Model, op: &Op) {
         Op::Truncate(index) => model.entries.retain(|e| e.index < *index),
         Op::Snapshot(snapshot) => {
             let covered = snapshot.meta.last_included;
-            if model.term_at(covered.index) == Some(covered.term) {
-                model.entries.retain(|e| e.index > covered.index);
-            } else {
+            if model.term_at(covered.index) != Some(covered.term) {
                 model.entries.clear();
             }
             model.snapshot = Some(snapshot.clone());
         }
+        Op::Purge(index) => model.entries.retain(|e| e.index > *index),
         Op::Reopen => {}
     }
 }
@@ -634,6 +762,7 @@ async fn model_sequences<F: StorageFactory>(factory: &mut F) -> CaseResult {
                 Op::Snapshot(snapshot) => {
                     ok!(store.save_snapshot(snapshot.clone()).await, context())
                 }
+                Op::Purge(index) => ok!(store.purge_to(*index).await, context()),
                 Op::Reopen => store = reopen(factory, store)?,
             }
             apply_to_model(&mut model, &op);

@@ -102,6 +102,11 @@ impl<S: Storage<C>, C: Command> Storage<C> for Planted<S, C> {
         self.inner.save_snapshot(snapshot).await
     }
 
+    async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.write_behind().await?;
+        self.inner.purge_to(index).await
+    }
+
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.write_behind().await?;
         self.inner.snapshot().await

@@ -736,6 +736,15 @@ impl World {
             config.lease_reads = false;
         }
         let snapshot_every = rng.random_range(5..40);
+        // The trailing window, drawn apart like the spares: a third of the explorations
+        // keep none, the others a window short enough that lagging followers are still
+        // sent snapshots, and followers inside it entries.
+        let mut window_rng = StdRng::seed_from_u64(mix(seed, 4));
+        config.snapshot_trailing_entries = if window_rng.random_bool(1.0 / 3.0) {
+            0
+        } else {
+            window_rng.random_range(1..=50)
+        };
         let net = MemNetwork::new(runtime.clone(), mix(seed, 2));
         net.set_long_delays(false);
         let now = runtime.now();

@@ -1,0 +1,226 @@
+//! Snapshots in a running cluster (issue 14): after a snapshot the log keeps a trailing
+//! window of the entries it covers, so a follower lagging by less than the window is
+//! caught up with entries and only one lagging further is sent the snapshot.
+
+#![allow(clippy::unwrap_used)] // test code: it panics to fail
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use raft_impl::{Config, Parts, Raft};
+use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage};
+use raft_tests::sim::{SimRuntime, Simulation};
+use raft_traits::{
+    Bytes, LogId, LogIndex, NodeId, Runtime, Snapshot, StateMachine, StateMachineError,
+    async_trait, timeout,
+};
+
+type KvRaft = Raft<KvCommand, KvResponse>;
+
+/// The key-value state machine, which also keeps its serialized state as of every
+/// `every`-th entry, so the test can hand Raft a snapshot of a chosen index.
+struct Capturing {
+    inner: KvStateMachine,
+    every: u64,
+    captured: Arc<Mutex<BTreeMap<LogIndex, Bytes>>>,
+}
+
+#[async_trait]
+impl StateMachine<KvCommand> for Capturing {
+    type Response = KvResponse;
+
+    async fn apply(&mut self, log_id: LogId, command: KvCommand) -> KvResponse {
+        let response = self.inner.apply(log_id, command).await;
+        if log_id.index.0.is_multiple_of(self.every) {
+            let snapshot = self.inner.snapshot().await.unwrap();
+            self.captured
+                .lock()
+                .unwrap()
+                .insert(log_id.index, snapshot.data);
+        }
+        response
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
+        self.inner.snapshot().await
+    }
+
+    async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
+        self.inner.restore(snapshot).await
+    }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        KvStateMachine::check_snapshot(snapshot)
+    }
+}
+
+struct Cluster {
+    runtime: SimRuntime,
+    net: MemNetwork<KvCommand, SimRuntime>,
+    ids: Vec<NodeId>,
+    nodes: Vec<KvRaft>,
+    captured: Vec<Arc<Mutex<BTreeMap<LogIndex, Bytes>>>>,
+}
+
+impl Cluster {
+    async fn start(runtime: &SimRuntime, seed: u64, config: Config) -> Cluster {
+        let net = MemNetwork::new(runtime.clone(), seed);
+        let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let mut nodes = Vec::new();
+        let mut captured = Vec::new();
+        for &id in &ids {
+            let states = Arc::new(Mutex::new(BTreeMap::new()));
+            let parts = Parts {
+                runtime: runtime.clone(),
+                storage: MemStorage::new(),
+                state_machine: Capturing {
+                    inner: KvStateMachine::new(),
+                    every: 5,
+                    captured: Arc::clone(&states),
+                },
+                transport: net.transport(id),
+            };
+            let config = config.clone().with_seed(Some(seed + id.0));
+            let raft: KvRaft = Raft::spawn(id, ids.clone(), config, parts).await.unwrap();
+            net.add_server(id, Arc::new(raft.clone()));
+            nodes.push(raft);
+            captured.push(states);
+        }
+        let cluster = Cluster {
+            runtime: runtime.clone(),
+            net,
+            ids,
+            nodes,
+            captured,
+        };
+        // A new transport's ends start disabled.
+        for i in 0..cluster.ids.len() {
+            cluster.isolate(i, false);
+        }
+        cluster
+    }
+
+    /// Polls `condition` every simulated millisecond for up to ten simulated seconds.
+    async fn until(&self, what: &str, mut condition: impl FnMut(&Cluster) -> bool) {
+        let wait = async {
+            while !condition(self) {
+                self.runtime.sleep(Duration::from_millis(1)).await;
+            }
+        };
+        timeout(&self.runtime, Duration::from_secs(10), wait)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    async fn leader(&self) -> usize {
+        self.until("a leader", |c| c.nodes.iter().any(|n| n.state().1))
+            .await;
+        self.nodes.iter().position(|n| n.state().1).unwrap()
+    }
+
+    fn isolate(&self, i: usize, isolated: bool) {
+        for j in 0..self.ids.len() {
+            if j != i {
+                self.net.set_link(self.ids[i], self.ids[j], !isolated);
+                self.net.set_link(self.ids[j], self.ids[i], !isolated);
+            }
+        }
+    }
+
+    async fn put(&self, leader: usize, k: u64) {
+        let put = KvCommand::Put {
+            key: format!("k{k}").into(),
+            value: format!("v{k}").into(),
+        };
+        self.nodes[leader].propose(put).await.unwrap();
+    }
+
+    fn install_snapshots_to(&self, to: usize) -> u64 {
+        self.ids
+            .iter()
+            .map(|&from| self.net.rpc_count_of(from, self.ids[to], "InstallSnapshot"))
+            .sum()
+    }
+}
+
+/// Ten commands reach everyone; then a follower is cut off while `missed` more commit,
+/// the leader snapshots at the last of them with a window of `window` entries, and the
+/// follower comes back. Returns how many InstallSnapshot RPCs it was sent, after
+/// checking that it caught up and holds the latest value.
+fn install_snapshots_after_missing(missed: u64, window: u64, seed: u64) -> u64 {
+    let simulation = Simulation::new(seed);
+    let runtime = simulation.runtime();
+    simulation.block_on(async move {
+        let mut config = Config::lab();
+        config.snapshot_trailing_entries = window;
+        let cluster = Cluster::start(&runtime, seed, config).await;
+        let leader = cluster.leader().await;
+        for k in 1..=10 {
+            cluster.put(leader, k).await;
+        }
+        let follower = (leader + 1) % 3;
+        cluster
+            .until("the follower applies the first ten", |c| {
+                c.nodes[follower].status().last_applied >= LogIndex(10)
+            })
+            .await;
+        cluster.isolate(follower, true);
+        let last = 10 + missed;
+        for k in 11..=last {
+            cluster.put(leader, k).await;
+        }
+        let at = LogIndex(last);
+        cluster
+            .until("the leader captures its state", |c| {
+                c.captured[leader].lock().unwrap().contains_key(&at)
+            })
+            .await;
+        let data = cluster.captured[leader].lock().unwrap()[&at].clone();
+        cluster.nodes[leader].snapshot(at, data).unwrap();
+        cluster
+            .until("the leader snapshots", |c| {
+                c.nodes[leader].status().snapshot.index == at
+            })
+            .await;
+        let status = cluster.nodes[leader].status();
+        assert_eq!(
+            status.log_entries as u64,
+            window.min(last),
+            "the leader keeps exactly the trailing window: {status:?}"
+        );
+        assert_eq!(cluster.install_snapshots_to(follower), 0);
+
+        cluster.isolate(follower, false);
+        cluster
+            .until("the follower catches up", |c| {
+                c.nodes[follower].status().last_applied >= at
+            })
+            .await;
+        let get = KvCommand::Get {
+            key: format!("k{last}").into(),
+        };
+        let leader = cluster.leader().await;
+        assert_eq!(
+            cluster.nodes[leader].propose(get).await.unwrap(),
+            KvResponse::Value(Some(format!("v{last}").into()))
+        );
+        let sent = cluster.install_snapshots_to(follower);
+        for node in &cluster.nodes {
+            node.shutdown().await;
+        }
+        sent
+    })
+}
+
+#[test]
+fn a_follower_lagging_inside_the_trailing_window_gets_entries_not_the_snapshot() {
+    // Snapshot at 25 with a window of 20: entries 6..=25 stay, the follower needs 11..
+    assert_eq!(install_snapshots_after_missing(15, 20, 3), 0);
+}
+
+#[test]
+fn a_follower_lagging_beyond_the_trailing_window_gets_one_snapshot() {
+    // Snapshot at 50 with a window of 20: entries 31..=50 stay, the follower needs 11..
+    assert_eq!(install_snapshots_after_missing(40, 20, 4), 1);
+}
