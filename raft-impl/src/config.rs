@@ -33,6 +33,7 @@ macro_rules! setters {
 /// let config = Config::default().with_heartbeat_interval(Duration::from_millis(20));
 /// assert!(config.validate().is_ok());
 /// assert!(config.clone().with_max_append_entries(0).validate().is_err());
+/// assert!(config.clone().with_snapshot_after_entries(Some(0)).validate().is_err());
 ///
 /// let mut lab = Config::lab();
 /// lab.seed = Some(42);
@@ -92,6 +93,14 @@ pub struct Config {
     /// follower whose next index is inside the window is sent entries instead of the
     /// whole snapshot. Zero discards everything the snapshot covers.
     pub snapshot_trailing_entries: u64,
+    /// The snapshot policy: once this many entries have been applied since the last
+    /// snapshot, the node takes one itself. It captures the state machine's state with
+    /// [`StateMachine::capture_snapshot`](raft_traits::StateMachine::capture_snapshot)
+    /// between two applies and serializes it on a task of its own (or, for a state
+    /// machine that cannot capture cheaply, awaits
+    /// [`StateMachine::snapshot`](raft_traits::StateMachine::snapshot) there). `None`
+    /// leaves snapshots to the service, through `Raft::snapshot`, which works either way.
+    pub snapshot_after_entries: Option<u64>,
 }
 
 impl Default for Config {
@@ -111,6 +120,7 @@ impl Default for Config {
             lease_reads: false,
             clock_drift_margin: Duration::from_millis(50),
             snapshot_trailing_entries: 4096,
+            snapshot_after_entries: None,
         }
     }
 }
@@ -137,6 +147,7 @@ impl Config {
             lease_reads: false,
             clock_drift_margin: Duration::from_millis(50),
             snapshot_trailing_entries: 0,
+            snapshot_after_entries: None,
         }
     }
 
@@ -171,6 +182,9 @@ impl Config {
                 margin: self.clock_drift_margin,
                 election_min: self.election_timeout_min,
             });
+        }
+        if self.snapshot_after_entries == Some(0) {
+            return Err(ConfigError::Zero("snapshot_after_entries"));
         }
         if self.install_snapshot_timeout.is_zero() {
             return Err(ConfigError::Zero("install_snapshot_timeout"));
@@ -207,6 +221,8 @@ impl Config {
         with_clock_drift_margin: clock_drift_margin: Duration;
         /// Sets [`snapshot_trailing_entries`](Config::snapshot_trailing_entries).
         with_snapshot_trailing_entries: snapshot_trailing_entries: u64;
+        /// Sets [`snapshot_after_entries`](Config::snapshot_after_entries).
+        with_snapshot_after_entries: snapshot_after_entries: Option<u64>;
     }
 
     /// The snapshot timeout counted in heartbeats, at least one.

@@ -16,7 +16,7 @@ use raft_traits::{
 use crate::config::Config;
 use crate::core::{AnyNode, Apply, Effect, Effects, Node, RoleKind};
 use crate::driver::MembershipChange;
-use crate::driver::{Driver, Event, run_apply};
+use crate::driver::{Driver, Event, SnapshotPolicy, run_apply};
 use crate::error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
@@ -127,6 +127,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             None => None,
         };
         let seed = config.seed.unwrap_or_else(|| runtime.random_seed());
+        let snapshot_policy = config.snapshot_after_entries;
         // The cluster's first start on this store: the bootstrap configuration is made
         // durable (as an empty snapshot at index 0, which compaction later replaces), so
         // every later start knows it without the argument, and can tell a contradicting
@@ -182,6 +183,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             apply_rx,
             events_tx.clone(),
             Arc::clone(&shared),
+            SnapshotPolicy::new(runtime.clone(), snapshot_policy, node.last_applied()),
         ));
         let driver = Driver {
             node: Some(node),

@@ -112,7 +112,7 @@ use std::fmt;
 use std::num::NonZeroUsize;
 
 use raft_traits::{
-    Bytes, Codec, LogId, LogIndex, Postcard, Snapshot, SnapshotMeta, StateMachine,
+    Bytes, Codec, LogId, LogIndex, Postcard, Snapshot, SnapshotJob, SnapshotMeta, StateMachine,
     StateMachineError, async_trait,
 };
 use serde::de::DeserializeOwned;
@@ -354,29 +354,36 @@ impl<M, R> Sessions<M, R> {
 impl<M, R: Serialize> Sessions<M, R> {
     /// The table and `inner`'s bytes in the snapshot format.
     fn encode_snapshot(&self, inner: Bytes) -> Result<Vec<u8>, StateMachineError> {
-        let body = SnapshotBody {
-            sessions: self
-                .sessions
-                .iter()
-                .map(|(&client, session)| SessionRecord {
-                    client,
-                    last_used: session.last_used,
-                    last: session.last.as_ref().map(|last| Recorded {
-                        sequence: last.sequence,
-                        response: &last.response,
-                    }),
-                })
-                .collect(),
-            inner,
-        };
-        let mut data = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 + body.inner.len());
-        data.extend_from_slice(&SNAPSHOT_MAGIC);
-        data.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        Postcard
-            .encode_into(&body, &mut data)
-            .map_err(|e| StateMachineError::Other(Box::new(e)))?;
-        Ok(data)
+        encode_snapshot(&self.sessions, inner)
     }
+}
+
+/// `sessions` and the inner machine's bytes in the snapshot format.
+fn encode_snapshot<R: Serialize>(
+    sessions: &BTreeMap<ClientId, Session<R>>,
+    inner: Bytes,
+) -> Result<Vec<u8>, StateMachineError> {
+    let body = SnapshotBody {
+        sessions: sessions
+            .iter()
+            .map(|(&client, session)| SessionRecord {
+                client,
+                last_used: session.last_used,
+                last: session.last.as_ref().map(|last| Recorded {
+                    sequence: last.sequence,
+                    response: &last.response,
+                }),
+            })
+            .collect(),
+        inner,
+    };
+    let mut data = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 + body.inner.len());
+    data.extend_from_slice(&SNAPSHOT_MAGIC);
+    data.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    Postcard
+        .encode_into(&body, &mut data)
+        .map_err(|e| StateMachineError::Other(Box::new(e)))?;
+    Ok(data)
 }
 
 /// A session table read from a snapshot, checked.
@@ -522,6 +529,25 @@ where
             },
             data: Bytes::from(data),
         })
+    }
+
+    /// Captures the inner machine's state (if it can, cheaply) and a copy of the
+    /// session table, which is bounded by the capacity; both are encoded on the job.
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        let inner = self.inner.capture_snapshot()?;
+        let sessions = self.sessions.clone();
+        let last_included = self.last_applied;
+        Some(Box::pin(async move {
+            let inner = inner.await?;
+            let data = encode_snapshot(&sessions, inner.data)?;
+            Ok(Snapshot {
+                meta: SnapshotMeta {
+                    last_included,
+                    membership: inner.meta.membership,
+                },
+                data: Bytes::from(data),
+            })
+        }))
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft_traits::{
-    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
-    async_trait,
+    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, StateMachine,
+    StateMachineError, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +65,12 @@ pub enum KvResponse {
 /// log id of the last command it applied. A snapshot is the postcard encoding of the map,
 /// with `meta.last_included` set to that log id.
 ///
+/// The map sits behind an `Arc` and is written copy-on-write, so
+/// [`capture_snapshot`](StateMachine::capture_snapshot) only clones the `Arc`: the
+/// snapshot is encoded on its own task while commands keep applying. The first write
+/// while an encoding still holds the map copies the map once (its entries are `Arc`s:
+/// reference counts, not text); a write after the encoding finished copies nothing.
+///
 /// ```
 /// use raft_mem::{KvCommand, KvResponse, KvStateMachine};
 /// use raft_traits::{LogId, LogIndex, StateMachine, Term};
@@ -82,8 +88,25 @@ pub enum KvResponse {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStateMachine {
-    data: BTreeMap<Arc<str>, Arc<str>>,
+    data: Arc<BTreeMap<Arc<str>, Arc<str>>>,
     last_applied: LogId,
+}
+
+/// Encodes `data` as a snapshot covering `last_included`.
+fn encode(
+    data: &BTreeMap<Arc<str>, Arc<str>>,
+    last_included: LogId,
+) -> Result<Snapshot, StateMachineError> {
+    let data = Postcard
+        .encode(data)
+        .map_err(|e| StateMachineError::Other(Box::new(e)))?;
+    Ok(Snapshot {
+        meta: SnapshotMeta {
+            last_included,
+            membership: Default::default(),
+        },
+        data: Bytes::from(data),
+    })
 }
 
 impl KvStateMachine {
@@ -127,23 +150,29 @@ impl StateMachine<KvCommand> for KvStateMachine {
         }
         self.last_applied = log_id;
         match command {
-            KvCommand::Put { key, value } => KvResponse::Replaced(self.data.insert(key, value)),
+            KvCommand::Put { key, value } => {
+                KvResponse::Replaced(Arc::make_mut(&mut self.data).insert(key, value))
+            }
             KvCommand::Get { key } => KvResponse::Value(self.data.get(&key).cloned()),
-            KvCommand::Delete { key } => KvResponse::Removed(self.data.remove(&key)),
+            KvCommand::Delete { key } => {
+                // Only a delete that removes something writes (and may copy the map).
+                if self.data.contains_key(&key) {
+                    KvResponse::Removed(Arc::make_mut(&mut self.data).remove(&key))
+                } else {
+                    KvResponse::Removed(None)
+                }
+            }
         }
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
-        let data = Postcard
-            .encode(&self.data)
-            .map_err(|e| StateMachineError::Other(Box::new(e)))?;
-        Ok(Snapshot {
-            meta: SnapshotMeta {
-                last_included: self.last_applied,
-                membership: Default::default(),
-            },
-            data: Bytes::from(data),
-        })
+        encode(&self.data, self.last_applied)
+    }
+
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        let data = Arc::clone(&self.data);
+        let last_included = self.last_applied;
+        Some(Box::pin(async move { encode(&data, last_included) }))
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
@@ -157,7 +186,7 @@ impl StateMachine<KvCommand> for KvStateMachine {
         let data = Postcard
             .decode(&snapshot.data)
             .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))?;
-        self.data = data;
+        self.data = Arc::new(data);
         self.last_applied = offered;
         Ok(())
     }
@@ -279,6 +308,35 @@ mod tests {
         // Applying continues after the snapshot.
         let reply = block_on(restored.apply(at(2, 4), get("b")));
         assert_eq!(reply, KvResponse::Value(some("2")));
+    }
+
+    #[test]
+    fn a_captured_snapshot_is_the_state_at_capture_and_shares_the_map() {
+        let mut kv = KvStateMachine::new();
+        let (job, at_capture) = block_on(async {
+            kv.apply(at(1, 1), put("a", "1")).await;
+            kv.apply(at(1, 2), put("b", "2")).await;
+            let at_capture = kv.snapshot().await.unwrap();
+            (
+                kv.capture_snapshot().expect("the KV store captures"),
+                at_capture,
+            )
+        });
+        assert_eq!(Arc::strong_count(&kv.data), 2, "the capture shares the map");
+        // Applies after the capture do not reach the captured state.
+        block_on(async {
+            kv.apply(at(1, 3), put("a", "changed")).await;
+            kv.apply(at(1, 4), delete("b")).await;
+        });
+        assert_eq!(Arc::strong_count(&kv.data), 1, "the write copied the map");
+        let captured = block_on(job).unwrap();
+        assert_eq!(captured, at_capture);
+        assert_eq!(kv.get("a"), Some("changed"));
+        // Once the job is done, a capture and a write copy nothing.
+        drop(block_on(async { kv.capture_snapshot().unwrap().await }).unwrap());
+        let map = Arc::as_ptr(&kv.data);
+        block_on(kv.apply(at(1, 5), put("c", "3")));
+        assert_eq!(Arc::as_ptr(&kv.data), map);
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub use message::{
     RequestVote, Response, TimeoutNow, VoteReply,
 };
 pub use runtime::{Elapsed, JoinError, JoinHandle, Runtime, timeout};
-pub use state_machine::{StateMachine, StateMachineError};
+pub use state_machine::{SnapshotJob, StateMachine, StateMachineError};
 pub use storage::{RecoveredState, Storage, StorageError};
 pub use transport::{HandlerError, RequestRefused, RpcHandler, Transport, TransportError};
 pub use types::{

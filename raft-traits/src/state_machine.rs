@@ -1,8 +1,14 @@
 //! The application that Raft replicates.
 
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 
 use crate::types::{Command, LogId, Snapshot};
+
+/// The work that serializes a captured state into a snapshot, returned by
+/// [`StateMachine::capture_snapshot`]. Raft runs it on a task of its own, so it owns
+/// everything it reads.
+pub type SnapshotJob = BoxFuture<'static, Result<Snapshot, StateMachineError>>;
 
 /// The replicated application: a deterministic state machine fed with committed commands.
 ///
@@ -16,7 +22,9 @@ use crate::types::{Command, LogId, Snapshot};
 ///   state and responses on every server. Errors of the application (a missing key, a
 ///   failed precondition) belong in the response, not in a panic.
 /// * `snapshot` captures everything applied so far; its `meta.last_included` is the id of
-///   the last applied command.
+///   the last applied command. Raft calls it when its snapshot policy
+///   (`Config::snapshot_after_entries` in `raft-impl`) says so, between two applies,
+///   unless [`capture_snapshot`](StateMachine::capture_snapshot) offers a cheaper way.
 /// * `restore` replaces the state with a snapshot's. A snapshot that is not newer than
 ///   the state already applied must be refused with [`StateMachineError::Stale`] or
 ///   ignored: a state machine never moves backwards.
@@ -33,6 +41,22 @@ pub trait StateMachine<C: Command>: Send + 'static {
 
     /// Serializes the current state.
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError>;
+
+    /// Captures the current state for a snapshot without serializing it, and returns
+    /// the job that serializes it (with `meta.last_included` the last applied id, as
+    /// [`snapshot`](StateMachine::snapshot)'s).
+    ///
+    /// Raft's snapshot policy calls this between two applies and runs the job on a task
+    /// of its own while `apply` goes on, so `apply` is held up only as long as this
+    /// call takes: capture a cheap handle (an `Arc` of a persistent or copy-on-write
+    /// structure), not a copy of the state. The job must not see later applies.
+    ///
+    /// The default returns `None`: Raft then awaits
+    /// [`snapshot`](StateMachine::snapshot) on the apply task, and applying waits until
+    /// the state is serialized.
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        None
+    }
 
     /// Replaces the current state with the snapshot's.
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError>;

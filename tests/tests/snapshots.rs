@@ -224,3 +224,148 @@ fn a_follower_lagging_beyond_the_trailing_window_gets_one_snapshot() {
     // Snapshot at 50 with a window of 20: entries 31..=50 stay, the follower needs 11..
     assert_eq!(install_snapshots_after_missing(40, 20, 4), 1);
 }
+
+/// The key-value store without its cheap capture: the policy falls back to awaiting
+/// `snapshot` on the apply task.
+struct SerializesInline(KvStateMachine);
+
+#[async_trait]
+impl StateMachine<KvCommand> for SerializesInline {
+    type Response = KvResponse;
+
+    async fn apply(&mut self, log_id: LogId, command: KvCommand) -> KvResponse {
+        self.0.apply(log_id, command).await
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
+        self.0.snapshot().await
+    }
+
+    async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
+        self.0.restore(snapshot).await
+    }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        KvStateMachine::check_snapshot(snapshot)
+    }
+}
+
+const AFTER: u64 = 20;
+const WINDOW: u64 = 10;
+
+/// Three nodes with the snapshot policy on (a snapshot every `AFTER` entries, a window of
+/// `WINDOW`) take 200 commands; no one calls `Raft::snapshot`. Every node must compact
+/// by itself: its snapshot index advances, and its log never holds much more than the
+/// window plus the entries since the last snapshot.
+fn policy_compacts_by_itself<M, F>(seed: u64, state_machine: F)
+where
+    M: StateMachine<KvCommand, Response = KvResponse>,
+    F: Fn() -> M + Send + 'static,
+{
+    let simulation = Simulation::new(seed);
+    let runtime = simulation.runtime();
+    simulation.block_on(async move {
+        let net: MemNetwork<KvCommand, SimRuntime> = MemNetwork::new(runtime.clone(), seed);
+        let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+        let mut nodes: Vec<KvRaft> = Vec::new();
+        for &id in &ids {
+            let parts = Parts {
+                runtime: runtime.clone(),
+                storage: MemStorage::new(),
+                state_machine: state_machine(),
+                transport: net.transport(id),
+            };
+            let config = Config::lab()
+                .with_seed(Some(seed + id.0))
+                .with_snapshot_after_entries(Some(AFTER))
+                .with_snapshot_trailing_entries(WINDOW);
+            let raft = Raft::spawn(id, ids.clone(), config, parts).await.unwrap();
+            net.add_server(id, Arc::new(raft.clone()));
+            nodes.push(raft);
+        }
+        for &from in &ids {
+            for &to in &ids {
+                net.set_link(from, to, true);
+            }
+        }
+        let wait_leader = async {
+            loop {
+                if let Some(i) = nodes.iter().position(|n| n.state().1) {
+                    return i;
+                }
+                runtime.sleep(Duration::from_millis(1)).await;
+            }
+        };
+        let leader = timeout(&runtime, Duration::from_secs(10), wait_leader)
+            .await
+            .expect("a leader");
+        let mut longest = 0;
+        for k in 1..=200u64 {
+            let put = KvCommand::Put {
+                key: format!("k{}", k % 7).into(),
+                value: format!("v{k}").into(),
+            };
+            nodes[leader].propose(put).await.unwrap();
+            for node in &nodes {
+                longest = longest.max(node.status().log_entries as u64);
+            }
+        }
+        let all_applied = async {
+            while nodes
+                .iter()
+                .any(|n| n.status().last_applied < LogIndex(200))
+            {
+                runtime.sleep(Duration::from_millis(1)).await;
+            }
+        };
+        timeout(&runtime, Duration::from_secs(10), all_applied)
+            .await
+            .expect("every node applies all 200");
+        // The policy's snapshots land on the event loop shortly after they are taken.
+        let compacted = async {
+            while nodes
+                .iter()
+                .any(|n| n.status().snapshot.index < LogIndex(200 - AFTER))
+            {
+                runtime.sleep(Duration::from_millis(1)).await;
+            }
+        };
+        timeout(&runtime, Duration::from_secs(10), compacted)
+            .await
+            .unwrap_or_else(|_| {
+                let snapshots: Vec<_> = nodes.iter().map(|n| n.status().snapshot).collect();
+                panic!("not every node compacted by itself: {snapshots:?}")
+            });
+        for node in &nodes {
+            let status = node.status();
+            assert!(
+                status.counters.snapshots_taken >= 200 / AFTER - 1,
+                "node {} took {} snapshots",
+                status.id,
+                status.counters.snapshots_taken
+            );
+        }
+        assert!(
+            longest <= WINDOW + 2 * AFTER,
+            "a log grew to {longest} entries with a snapshot every {AFTER} and a window of {WINDOW}"
+        );
+        let get = KvCommand::Get { key: "k4".into() };
+        assert_eq!(
+            nodes[leader].propose(get).await.unwrap(),
+            KvResponse::Value(Some("v200".into()))
+        );
+        for node in &nodes {
+            node.shutdown().await;
+        }
+    });
+}
+
+#[test]
+fn the_snapshot_policy_compacts_every_node_by_itself() {
+    policy_compacts_by_itself(7, KvStateMachine::new);
+}
+
+#[test]
+fn the_snapshot_policy_serializes_on_the_apply_task_without_a_cheap_capture() {
+    policy_compacts_by_itself(8, || SerializesInline(KvStateMachine::new()));
+}

@@ -7,11 +7,13 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, Entry, LogId, LogIndex, Payload, Snapshot, StateMachine, StateMachineError, Term,
+    Command, Entry, LogId, LogIndex, Payload, Runtime, Snapshot, SnapshotJob, StateMachine,
+    StateMachineError, Term,
 };
 
 use super::Event;
@@ -46,15 +48,99 @@ impl<C, R> From<Apply<C>> for ApplyMsg<C, R> {
     }
 }
 
-pub(crate) async fn run_apply<C, M>(
+/// The library's own snapshots (`Config::snapshot_after_entries`): when to take one, and
+/// whether one is being serialized.
+pub(crate) struct SnapshotPolicy<Rt> {
+    runtime: Rt,
+    /// Take a snapshot once this many entries were applied since the last; `None`: never.
+    after_entries: Option<u64>,
+    /// The index of the last snapshot taken, restored or asked for.
+    last: LogIndex,
+    /// Whether a captured snapshot is still being serialized; none is captured meanwhile.
+    busy: Arc<AtomicBool>,
+}
+
+impl<Rt: Runtime> SnapshotPolicy<Rt> {
+    pub(crate) fn new(runtime: Rt, after_entries: Option<u64>, last: LogIndex) -> Self {
+        SnapshotPolicy {
+            runtime,
+            after_entries,
+            last,
+            busy: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn due(&self, applied: LogIndex) -> bool {
+        self.after_entries.is_some_and(|after| {
+            applied.0.saturating_sub(self.last.0) >= after && !self.busy.load(Ordering::Acquire)
+        })
+    }
+
+    /// Takes a snapshot of the state machine, which has applied up to `applied`, and hands
+    /// it to the event loop. Applying waits only for the capture; the serialization runs
+    /// on a task of its own unless the state machine cannot capture cheaply.
+    async fn take<C, M>(
+        &mut self,
+        state_machine: &mut M,
+        applied: LogIndex,
+        events: &Sender<Event<C, M::Response>>,
+        node: raft_traits::NodeId,
+    ) where
+        C: Command,
+        M: StateMachine<C>,
+    {
+        self.last = applied;
+        let job: SnapshotJob = match state_machine.capture_snapshot() {
+            Some(job) => job,
+            None => {
+                let snapshot = state_machine.snapshot().await;
+                hand_over(snapshot, events, node);
+                return;
+            }
+        };
+        self.busy.store(true, Ordering::Release);
+        let busy = Arc::clone(&self.busy);
+        let events = events.clone();
+        let _detached = self.runtime.spawn(async move {
+            let snapshot = job.await;
+            hand_over(snapshot, &events, node);
+            busy.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Hands a snapshot the policy took to the event loop, which compacts the log with it.
+fn hand_over<C, R>(
+    snapshot: Result<Snapshot, StateMachineError>,
+    events: &Sender<Event<C, R>>,
+    node: raft_traits::NodeId,
+) {
+    match snapshot {
+        Ok(snapshot) => {
+            let index = snapshot.meta.last_included.index;
+            tracing::debug!(%node, %index, size = snapshot.data.len(), "snapshot policy: snapshot taken");
+            let _ = events.try_send(Event::Snapshot {
+                index,
+                data: snapshot.data,
+            });
+        }
+        Err(error) => {
+            tracing::warn!(%node, %error, "snapshot policy: the state machine cannot take a snapshot; the log keeps growing");
+        }
+    }
+}
+
+pub(crate) async fn run_apply<C, M, Rt>(
     mut state_machine: M,
     inbox: Receiver<ApplyMsg<C, M::Response>>,
     events: Sender<Event<C, M::Response>>,
     shared: Arc<Shared>,
+    mut policy: SnapshotPolicy<Rt>,
 ) -> M
 where
     C: Command,
     M: StateMachine<C>,
+    Rt: Runtime,
 {
     let mut waiters = Waiters::default();
     while let Ok(msg) = inbox.recv().await {
@@ -79,6 +165,11 @@ where
                         };
                         let _ = waiter.send(result);
                     }
+                    if policy.due(id.index) {
+                        policy
+                            .take(&mut state_machine, id.index, &events, shared.id)
+                            .await;
+                    }
                 }
             }
             ApplyMsg::Snapshot(snapshot) => {
@@ -96,6 +187,7 @@ where
                     }
                 }
                 shared.store_applied(covered);
+                policy.last = policy.last.max(covered);
                 for (index, _, waiter) in waiters.take_up_to(covered) {
                     let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
                 }

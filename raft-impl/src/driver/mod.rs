@@ -22,7 +22,7 @@ use raft_traits::{
     Runtime, StateMachine, Storage, StorageError, Transport, TransportError,
 };
 
-pub(crate) use apply::{ApplyMsg, Waiter, run_apply};
+pub(crate) use apply::{ApplyMsg, SnapshotPolicy, Waiter, run_apply};
 
 use crate::core::{
     AnyNode, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
