@@ -28,6 +28,16 @@ impl StorageFactory for Memory {
         // A restart keeps exactly what was stored: an independent copy of it.
         Ok(store.copy())
     }
+
+    fn can_crash(&self) -> bool {
+        true
+    }
+
+    fn crash(&mut self, store: Self::Store) -> Result<Self::Store, StorageError> {
+        // Every write is durable once it returns (it is in the shared state), so a crash
+        // keeps what a clean restart keeps.
+        Ok(store.copy())
+    }
 }
 
 #[test]

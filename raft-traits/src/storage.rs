@@ -50,8 +50,18 @@ pub struct RecoveredState<C> {
 /// * [`entries`](Storage::entries) reads a range; reading below the first index is
 ///   [`StorageError::Compacted`], past the end is [`StorageError::Unavailable`].
 ///
+/// # Blocking
+///
+/// Raft awaits each call on the node's own task, which shares its executor with timers,
+/// the network and perhaps other nodes. A call may take as long as the write needs (Raft
+/// waits for it), but must not block the executor's thread while it does: run blocking
+/// work (a synchronous `fsync`, a file read, a lock another thread may hold for long) on
+/// a blocking pool, as the file store in `examples/file-store` does with
+/// `blocking::unblock`. An in-memory store that only takes a short lock may run inline.
+///
 /// The exact semantics are pinned by the conformance suite in the `raft-tests` crate
-/// (`raft_tests::conformance::storage`): run it against your backend.
+/// (`raft_tests::conformance::storage`): run it against your backend, with a factory that
+/// can simulate a crash if your backend can.
 #[async_trait]
 pub trait Storage<C: Command>: Send + 'static {
     /// Reads back the hard state, snapshot metadata and log after a (re)start. A store
@@ -96,7 +106,9 @@ pub trait Storage<C: Command>: Send + 'static {
     /// [`purge_to`](Storage::purge_to).
     ///
     /// A snapshot that is not newer than the stored one is
-    /// [`StorageError::StaleSnapshot`] and changes nothing. With no snapshot stored,
+    /// [`StorageError::StaleSnapshot`] and changes nothing. "Newer" compares the last
+    /// included index alone: a snapshot at the stored index is stale whatever its term
+    /// (both cover the same committed entries, which cannot differ). With no snapshot stored,
     /// any is accepted, including one at index 0: that is how Raft records the
     /// configuration a cluster was bootstrapped with (empty data, nothing compacted).
     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;

@@ -28,6 +28,17 @@ impl StorageFactory for Files {
         drop(store);
         FileStorage::open(dir)
     }
+
+    fn can_crash(&self) -> bool {
+        true
+    }
+
+    /// A process crash: the store buffers nothing in user space (every write is written
+    /// and fsynced before it returns), so dropping it is all a crash of the process does.
+    /// This does not simulate power loss; `tests/crash.rs` kills a writer process.
+    fn crash(&mut self, store: Self::Store) -> Result<Self::Store, StorageError> {
+        self.reopen(store)
+    }
 }
 
 #[test]

@@ -24,6 +24,21 @@ pub trait StorageFactory {
 
     /// Closes `store` and opens its backing data again, as a restarted server would.
     fn reopen(&mut self, store: Self::Store) -> Result<Self::Store, StorageError>;
+
+    /// Whether [`crash`](Self::crash) simulates a crash; the cases that need one are
+    /// skipped when it does not.
+    fn can_crash(&self) -> bool {
+        false
+    }
+
+    /// Drops `store` the way a crash would, without closing or flushing anything, and
+    /// opens its backing data again: what survives is only what the store made durable.
+    /// (A factory whose stores write through to the operating system, as the file store
+    /// does, simulates a process crash by dropping and reopening; power loss, which also
+    /// loses the operating system's cache, needs a fault-injecting file system.)
+    fn crash(&mut self, store: Self::Store) -> Result<Self::Store, StorageError> {
+        self.reopen(store)
+    }
 }
 
 /// How many random operation sequences the model case runs.
@@ -102,6 +117,12 @@ pub async fn run<F: StorageFactory>(factory: &mut F) -> Report {
         .case(
             "append_continues_after_the_snapshot",
             append_after_snapshot(factory),
+        )
+        .await;
+    report
+        .case(
+            "acknowledged_writes_survive_a_crash",
+            crash_keeps_acknowledged(factory),
         )
         .await;
     report
@@ -521,7 +542,8 @@ async fn stale_snapshot<F: StorageFactory>(factory: &mut F) -> CaseResult {
         "save_snapshot(5)"
     );
     ok!(store.purge_to(LogIndex(5)).await, "purge_to(5)");
-    for older in [snapshot(5, 1), snapshot(3, 1)] {
+    // "Newer" compares indices: one at the stored index is stale whatever its term.
+    for older in [snapshot(5, 1), snapshot(5, 2), snapshot(3, 1)] {
         let result = store.save_snapshot(older.clone()).await;
         ensure!(
             matches!(result, Err(StorageError::StaleSnapshot { .. })),
@@ -646,6 +668,44 @@ async fn append_after_snapshot<F: StorageFactory>(factory: &mut F) -> CaseResult
     Ok(())
 }
 
+/// Every kind of write, each acknowledged, then a crash: all must be there after it.
+async fn crash_keeps_acknowledged<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    if !factory.can_crash() {
+        return Err(CaseError::Skipped(
+            "the factory cannot simulate a crash".to_owned(),
+        ));
+    }
+    let mut store = filled(factory, 6).await?;
+    let voted = HardState {
+        term: Term(3),
+        voted_for: Some(NodeId(2)),
+    };
+    ok!(store.save_hard_state(voted).await, "save_hard_state");
+    ok!(store.truncate_from(LogIndex(6)).await, "truncate_from(6)");
+    ok!(store.append(&entries(6, &[3, 3])).await, "append 6..=7");
+    ok!(
+        store.save_snapshot(snapshot(4, 1)).await,
+        "save_snapshot(4)"
+    );
+    ok!(store.purge_to(LogIndex(2)).await, "purge_to(2)");
+    let mut store = factory
+        .crash(store)
+        .map_err(|e| CaseError::Failed(format!("reopening after a crash failed: {e}")))?;
+    let state = ok!(store.recover().await, "recover after a crash");
+    let expected = RecoveredState {
+        hard_state: voted,
+        snapshot: Some(snapshot(4, 1).meta),
+        entries: [entries(3, &[1, 1, 1]), entries(6, &[3, 3])].concat(),
+    };
+    ensure_eq!(state, expected, "state after a crash");
+    ensure_eq!(
+        ok!(store.snapshot().await, "snapshot after a crash"),
+        Some(snapshot(4, 1)),
+        "snapshot data after a crash"
+    );
+    Ok(())
+}
+
 /// The reference model: what a store must hold after a sequence of operations.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Model {
@@ -684,6 +744,8 @@ enum Op {
     Snapshot(Snapshot),
     Purge(LogIndex),
     Reopen,
+    /// A crash, where the factory can simulate one; a reopen otherwise.
+    Crash,
 }
 
 fn next_op(rng: &mut StdRng, model: &Model, term: &mut u64) -> Op {
@@ -721,6 +783,7 @@ fn next_op(rng: &mut StdRng, model: &Model, term: &mut u64) -> Op {
             };
             Op::Snapshot(snapshot(index.0, term))
         }
+        _ if rng.random_bool(0.5) => Op::Crash,
         _ => Op::Reopen,
     }
 }
@@ -738,7 +801,7 @@ fn apply_to_model(model: &mut Model, op: &Op) {
             model.snapshot = Some(snapshot.clone());
         }
         Op::Purge(index) => model.entries.retain(|e| e.index > *index),
-        Op::Reopen => {}
+        Op::Reopen | Op::Crash => {}
     }
 }
 
@@ -764,6 +827,11 @@ async fn model_sequences<F: StorageFactory>(factory: &mut F) -> CaseResult {
                 }
                 Op::Purge(index) => ok!(store.purge_to(*index).await, context()),
                 Op::Reopen => store = reopen(factory, store)?,
+                Op::Crash => {
+                    store = factory.crash(store).map_err(|e| {
+                        CaseError::Failed(format!("crash reopen failed: {e}, {}", context()))
+                    })?
+                }
             }
             apply_to_model(&mut model, &op);
             let state = ok!(store.recover().await, context());
