@@ -1,6 +1,7 @@
 //! InstallSnapshot over TCP, with a snapshot several times the maximum frame size.
 
 use raft_examples::NodeConfig;
+use raft_impl::Config;
 use raft_net_smol::TcpConfig;
 use raft_traits::Term;
 
@@ -19,6 +20,8 @@ fn a_lagging_follower_receives_a_snapshot_larger_than_a_frame() {
                 chunk_size: MAX_FRAME,
                 ..NodeConfig::default_tcp()
             },
+            // A trailing window of 10 entries, far shorter than the follower's lag.
+            raft: Config::default().with_snapshot_trailing_entries(10),
             ..Options::default()
         };
         let mut cluster = TestCluster::start(options).await;
@@ -32,7 +35,8 @@ fn a_lagging_follower_receives_a_snapshot_larger_than_a_frame() {
         cluster.stop(lagging).await;
 
         // 200 values of 200 bytes: a state of about 40 KiB, ten frames' worth. The
-        // leader snapshots every 20 commands and drops the log before them.
+        // leader snapshots every 20 commands and drops the log before them but the
+        // last 10 entries.
         let value = "x".repeat(200);
         for i in 0..200 {
             cluster
