@@ -73,18 +73,17 @@ pub enum ClientError {
 pub enum Attempt {
     /// The command was applied (or, for a retry, answered from the session table).
     Answered(BankReply),
-    /// This node did not append the command: it is not the leader (try `leader_hint`),
-    /// it is handing leadership over, it has stopped, or the entry it appended was
-    /// overwritten by another leader's before it committed. The command will not be
-    /// applied from this attempt.
+    /// The command will not be applied from this attempt: this node is not the leader
+    /// (try `leader_hint`), or is handing leadership over, so it did not append it; or
+    /// the entry it appended was overwritten by another leader's before it committed.
     NotAppended {
         /// The leader as far as this node knows.
         leader_hint: Option<NodeId>,
     },
     /// The command may or may not be applied: it was appended at `index`, and the node
-    /// stopped leading before it saw the entry commit (`index` known), or no answer came
-    /// within the timeout (`index` unknown: perhaps never appended, perhaps committed
-    /// and applied with the answer still on its way). Only a retry *in the same
+    /// stopped leading before it saw the entry commit (`index` known); or no answer came
+    /// within the timeout, or the node has stopped (`index` unknown: perhaps never
+    /// appended, perhaps committed, with the answer lost). Only a retry *in the same
     /// session, with the same sequence number* is safe: the session table applies it
     /// at most once and hands the retry the first attempt's answer.
     OutcomeUnknown {
@@ -114,9 +113,11 @@ pub async fn propose_with_timeout(
         Some(Err(ProposeError::TransferInProgress { to })) => Attempt::NotAppended {
             leader_hint: Some(to),
         },
-        Some(Err(ProposeError::Lost { .. } | ProposeError::Stopped)) => {
-            Attempt::NotAppended { leader_hint: None }
-        }
+        Some(Err(ProposeError::Lost { .. })) => Attempt::NotAppended { leader_hint: None },
+        // Usually a node that stopped refused the command, but one that stopped on a
+        // fatal error drops the answers it owed, so this cannot be told apart from a
+        // command appended before the stop.
+        Some(Err(ProposeError::Stopped)) => Attempt::OutcomeUnknown { index: None },
         Some(Err(ProposeError::OutcomeUnknown { index })) => {
             Attempt::OutcomeUnknown { index: Some(index) }
         }
@@ -134,11 +135,11 @@ pub struct ClientStats {
     /// Answers that came from the session table: a retry of a command that had been
     /// applied already (its first answer was lost, or came too late).
     pub duplicates: u64,
-    /// Attempts at a node that did not take the command or read (not the leader, or
-    /// stopped), each followed by one at the leader it named or at the next node.
+    /// Attempts at a node that did not take the command or read (not the leader), each
+    /// followed by one at the leader it named or at the next node.
     pub redirects: u64,
-    /// Attempts whose outcome was unknown (a timeout, a leader that stepped down), each
-    /// followed by a retry in the session.
+    /// Attempts whose outcome was unknown (a timeout, a leader that stepped down, a
+    /// stopped node), each followed by a retry in the session.
     pub unknown_outcomes: u64,
 }
 

@@ -121,8 +121,10 @@ impl StateMachine<BankRequest> for BankMachine {
     type Response = BankReply;
 
     async fn apply(&mut self, log_id: LogId, request: BankRequest) -> BankReply {
-        let state = Arc::clone(&self.state);
-        let mut state = state.write().await;
+        // Readers wait while one command is applied, never longer. (A clone of the
+        // `Arc`, so that `compact` may borrow `self` while the lock is held.)
+        let shared = Arc::clone(&self.state);
+        let mut state = shared.write().await;
         let reply = state.apply(log_id, request).await;
         self.applied_since_snapshot += 1;
         if self.snapshot_every > 0 && self.applied_since_snapshot >= self.snapshot_every {

@@ -1,6 +1,7 @@
 //! The bank on a real 3-node TCP cluster: concurrent transfers while the leader stops,
 //! a command whose answer was lost retried in its session, and at the end, money
-//! conserved, every command applied exactly once, and every replica agreeing.
+//! conserved, every command applied exactly once, and every replica agreeing. And the
+//! README's walk through the crate: its excerpts must still be the code.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -218,4 +219,47 @@ fn transfers_through_a_leader_stop_conserve_money_and_apply_each_command_once() 
         }
         cluster.shutdown().await;
     });
+}
+
+/// Every `rust` excerpt in the README's section on the bank is made of lines of the
+/// source file named last before it (`examples/bank/src/….rs`), in the file's order,
+/// so that the walk-through cannot drift from the code.
+#[test]
+fn the_readme_excerpts_match_the_code() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let start = readme
+        .find("## Your first application: a bank")
+        .expect("the README has the bank section");
+    let section = &readme[start..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let mut excerpts = 0;
+    let mut rest = section;
+    while let Some(open) = rest.find("```rust") {
+        let body_start = open + rest[open..].find('\n').expect("a fence line") + 1;
+        let body_len = rest[body_start..].find("```").expect("a closing fence");
+        let body = &rest[body_start..body_start + body_len];
+        rest = &rest[body_start + body_len + 3..];
+        // The last source path named before the excerpt, within the section so far.
+        let named = &section[..section.len() - rest.len() - body.len() - 3];
+        let path_start = named
+            .rfind("`examples/bank/src/")
+            .unwrap_or_else(|| panic!("no source file named before:\n{body}"));
+        let path = &named[path_start + 1..];
+        let path = &path[..path.find('`').expect("a closing backtick")];
+        let source = std::fs::read_to_string(root.join(path)).expect(path);
+        let lines: Vec<&str> = source.lines().map(str::trim).collect();
+        let mut at = 0;
+        for line in body.lines().map(str::trim).filter(|line| !line.is_empty()) {
+            let found = lines[at..].iter().position(|candidate| *candidate == line);
+            let offset = found.unwrap_or_else(|| {
+                panic!("README excerpt line not in {path} (after line {at}): {line}")
+            });
+            at += offset + 1;
+        }
+        excerpts += 1;
+    }
+    assert!(excerpts >= 8, "only {excerpts} excerpts found");
 }
