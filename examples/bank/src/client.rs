@@ -61,6 +61,9 @@ pub enum ClientError {
         /// How long the client tried.
         waited: Duration,
     },
+    /// The client was given no node to reach.
+    #[error("no node to reach")]
+    NoNodes,
     /// A node answered something a bank command never gets (a registration for a
     /// command): a bug, reported rather than hidden.
     #[error("unexpected answer: {0}")]
@@ -178,10 +181,7 @@ impl BankClient {
             .keys()
             .next()
             .copied()
-            .ok_or(ClientError::Unavailable {
-                attempts: 0,
-                waited: Duration::ZERO,
-            })?;
+            .ok_or(ClientError::NoNodes)?;
         let mut client = BankClient {
             replicas,
             target,
