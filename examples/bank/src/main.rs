@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use raft_bank::{BankClient, BankCommand, BankError, ClientConfig, ClientError, Cluster, Settings};
@@ -21,7 +21,8 @@ const ACCOUNTS: [&str; 6] = ["alice", "bob", "carol", "dave", "erin", "frank"];
 const OPENING_BALANCE: u64 = 1_000;
 /// Concurrent clients, each in its own session.
 const CLIENTS: u64 = 4;
-const TRANSFERS_PER_CLIENT: u64 = 100;
+/// Transfers done (all clients together) before the leader stops, and again after.
+const TRANSFERS_EACH_SIDE: u64 = 200;
 /// The deposit whose answer is lost when the leader stops.
 const LOST_DEPOSIT: u64 = 500;
 /// Each replica hands Raft a snapshot every this many commands.
@@ -79,19 +80,20 @@ async fn run(cluster: &mut Cluster) -> Result<(), String> {
     );
 
     // Clients move money at random between the accounts, each in its own session.
-    println!("{CLIENTS} clients make {TRANSFERS_PER_CLIENT} transfers each, at once");
+    println!("{CLIENTS} clients make transfers at once");
     let done = Arc::new(AtomicU64::new(0));
+    let enough = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for seed in 0..CLIENTS {
         let client = connect(cluster).await?;
-        workers.push(smol::spawn(transfers(client, seed, Arc::clone(&done))));
+        let (done, enough) = (Arc::clone(&done), Arc::clone(&enough));
+        workers.push(smol::spawn(transfers(client, seed, done, enough)));
     }
 
     // Midway: a deposit reaches the leader and is applied, but its answer is lost
     // (we never read it), and the leader stops with transfers in flight.
-    let half = CLIENTS * TRANSFERS_PER_CLIENT / 2;
-    wait_until("half the transfers are done", || {
-        done.load(Ordering::Relaxed) >= half
+    wait_until("the first transfers are done", || {
+        done.load(Ordering::Relaxed) >= TRANSFERS_EACH_SIDE
     })
     .await?;
     let deposit = teller.number(BankCommand::Deposit {
@@ -117,10 +119,10 @@ async fn run(cluster: &mut Cluster) -> Result<(), String> {
         smol::Timer::after(Duration::from_millis(5)).await;
     };
     cluster.stop(leader).await;
+    let at_stop = done.load(Ordering::Relaxed);
     println!(
-        "stopped the leader, node {}, after {} transfers; its answer to a deposit of {LOST_DEPOSIT} into alice was lost",
+        "stopped the leader, node {}, after {at_stop} transfers; its answer to a deposit of {LOST_DEPOSIT} into alice was lost",
         leader.0,
-        done.load(Ordering::Relaxed)
     );
     // Retried in its session with its number: answered from the session table.
     let duplicates = teller.stats().duplicates;
@@ -131,6 +133,13 @@ async fn run(cluster: &mut Cluster) -> Result<(), String> {
     println!(
         "retried the deposit: answered from the session table (alice had {balance}), not applied twice"
     );
+
+    // The clients go on through the new leader, then stop.
+    wait_until("transfers are done through the new leader", || {
+        done.load(Ordering::Relaxed) >= at_stop + TRANSFERS_EACH_SIDE
+    })
+    .await?;
+    enough.store(true, Ordering::Relaxed);
 
     // Every transfer the clients were told succeeded, and none other, moved money.
     // (Signed: the transfers are summed in another order than they were applied in.)
@@ -173,7 +182,7 @@ async fn run(cluster: &mut Cluster) -> Result<(), String> {
     .await?;
     let restarted = cluster.node(leader).ok_or("restarted node missing")?;
     println!(
-        "restarted node {}: it caught up to index {} (restored from {} snapshots)",
+        "restarted node {}: it caught up to index {} (snapshots restored: {})",
         leader.0,
         restarted.raft().status().last_applied.0,
         restarted.view().snapshots_restored()
@@ -233,11 +242,12 @@ struct Report {
     unknown_outcomes: u64,
 }
 
-/// Makes random transfers, one at a time, in `client`'s session.
+/// Makes random transfers, one at a time, in `client`'s session, until `enough`.
 async fn transfers(
     mut client: BankClient,
     seed: u64,
     done: Arc<AtomicU64>,
+    enough: Arc<AtomicBool>,
 ) -> Result<Report, String> {
     let mut random = SplitMix(seed);
     let mut report = Report {
@@ -247,7 +257,7 @@ async fn transfers(
         unknown_outcomes: 0,
     };
     let pick = |random: &mut SplitMix| ACCOUNTS[(random.next() % ACCOUNTS.len() as u64) as usize];
-    for _ in 0..TRANSFERS_PER_CLIENT {
+    while !enough.load(Ordering::Relaxed) {
         let (from, to) = (pick(&mut random), pick(&mut random));
         let amount = 1 + random.next() % 400;
         match client.transfer(from, to, amount).await {

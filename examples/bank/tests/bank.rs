@@ -4,6 +4,8 @@
 //! README's walk through the crate: its excerpts must still be the code.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use raft_bank::{BankClient, BankCommand, BankError, ClientConfig, ClientError, Cluster, Settings};
@@ -12,7 +14,8 @@ use raft_traits::NodeId;
 const ACCOUNTS: [&str; 4] = ["alice", "bob", "carol", "dave"];
 const OPENING_BALANCE: u64 = 100;
 const CLIENTS: u64 = 3;
-const TRANSFERS_PER_CLIENT: u64 = 30;
+/// Transfers done (all clients together) before the leader stops, and again after.
+const TRANSFERS_EACH_SIDE: u64 = 30;
 const LOST_DEPOSIT: u64 = 7;
 /// Generous: an election on a loaded machine, a catch-up.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -36,15 +39,19 @@ async fn connect(cluster: &Cluster) -> BankClient {
         .expect("a session")
 }
 
-/// Transfers between the accounts, chosen by `seed`; returns those the bank applied.
+/// Transfers between the accounts, chosen by `seed`, until `enough`; returns those the
+/// bank applied.
 async fn transfers(
     mut client: BankClient,
     seed: u64,
-    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: Arc<AtomicU64>,
+    enough: Arc<AtomicBool>,
 ) -> Vec<(&'static str, &'static str, u64)> {
     let mut applied = Vec::new();
     let mut state = seed;
-    for round in 0..TRANSFERS_PER_CLIENT {
+    let mut round = 0;
+    while !enough.load(Ordering::Relaxed) {
+        round += 1;
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
@@ -55,7 +62,7 @@ async fn transfers(
             Err(ClientError::Bank(BankError::InsufficientFunds { .. })) => {}
             Err(error) => panic!("client {seed}, transfer {round}: {error}"),
         }
-        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        done.fetch_add(1, Ordering::Relaxed);
     }
     applied
 }
@@ -79,14 +86,16 @@ fn transfers_through_a_leader_stop_conserve_money_and_apply_each_command_once() 
             );
         }
 
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let enough = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
         for seed in 0..CLIENTS {
             let client = connect(&cluster).await;
-            workers.push(smol::spawn(transfers(client, seed, done.clone())));
+            let (done, enough) = (done.clone(), enough.clone());
+            workers.push(smol::spawn(transfers(client, seed, done, enough)));
         }
-        wait_until("a third of the transfers are done", || {
-            done.load(std::sync::atomic::Ordering::Relaxed) >= CLIENTS * TRANSFERS_PER_CLIENT / 3
+        wait_until("the first transfers are done", || {
+            done.load(Ordering::Relaxed) >= TRANSFERS_EACH_SIDE
         })
         .await;
 
@@ -111,6 +120,7 @@ fn transfers_through_a_leader_stop_conserve_money_and_apply_each_command_once() 
             .raft()
             .watch_leadership();
         assert!(cluster.stop(old_leader).await);
+        let at_stop = done.load(Ordering::Relaxed);
 
         // The survivor's watch reports the next leader, in a later term.
         let next = smol::future::or(
@@ -145,6 +155,13 @@ fn transfers_through_a_leader_stop_conserve_money_and_apply_each_command_once() 
             duplicates + 1,
             "the retry was not answered from the session table"
         );
+
+        // The clients go on through the new leader, then stop.
+        wait_until("transfers are done through the new leader", || {
+            done.load(Ordering::Relaxed) >= at_stop + TRANSFERS_EACH_SIDE
+        })
+        .await;
+        enough.store(true, Ordering::Relaxed);
 
         let mut expected: BTreeMap<String, i128> = ACCOUNTS
             .iter()
