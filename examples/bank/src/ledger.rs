@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use raft_traits::{
-    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
-    async_trait,
+    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, StateMachine,
+    StateMachineError, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +205,12 @@ impl StateMachine<BankCommand> for Ledger {
     async fn apply(&mut self, log_id: LogId, command: BankCommand) -> BankResult {
         self.last_applied = log_id;
         self.execute(command)
+    }
+
+    /// The ledger is small: a copy is the cheap handle, encoded on Raft's own task.
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        let mut copy = self.clone();
+        Some(Box::pin(async move { copy.snapshot().await }))
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {

@@ -96,25 +96,27 @@ impl BankNode {
         settings: &Settings,
     ) -> Result<BankNode, NodeError> {
         let transport = TcpTransport::new(settings.tcp.clone(), id, peers)?;
-        let state_machine = BankMachine::new(settings.snapshot_every, settings.max_sessions);
-        let raft_slot = state_machine.raft_slot();
+        let state_machine = BankMachine::new(settings.max_sessions);
         // `spawn` takes the state machine by value; the view is how we read it later.
         let view = state_machine.view();
+        // Compaction: Raft snapshots the state machine by itself every `snapshot_every`
+        // applied commands (its snapshot policy), so the state machine needs no handle.
+        let mut config = settings.raft.clone();
+        config.snapshot_after_entries =
+            (settings.snapshot_every > 0).then_some(settings.snapshot_every);
         let parts = Parts {
             runtime: SmolRuntime::global(),
             storage,
             state_machine,
             transport: transport.clone(),
         };
-        let raft = match BankRaft::spawn(id, members, settings.raft.clone(), parts).await {
+        let raft = match BankRaft::spawn(id, members, config, parts).await {
             Ok(raft) => raft,
             Err(error) => {
                 transport.shutdown();
                 return Err(error.into());
             }
         };
-        // From now on the state machine can hand Raft its snapshots.
-        let _ = raft_slot.set(raft.clone());
         // Peers' RPCs reach the node through its handle.
         server.set_node_id(id);
         if let Err(error) = server.serve::<BankRequest>(Arc::new(raft.clone())) {

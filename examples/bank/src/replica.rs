@@ -1,14 +1,14 @@
 //! [`BankMachine`]: the [`Ledger`] as one replica runs it: in client sessions, shared
-//! for reads, and compacting Raft's log by itself.
+//! for reads, and snapshotted when Raft's snapshot policy asks.
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use raft_impl::Raft;
 use raft_impl::session::{SessionCommand, SessionResult, Sessions};
-use raft_traits::{LogId, Snapshot, StateMachine, StateMachineError, async_trait};
+use raft_traits::{LogId, Snapshot, SnapshotJob, StateMachine, StateMachineError, async_trait};
 use smol::lock::RwLock;
 
 use crate::ledger::{BankCommand, BankResult, Ledger};
@@ -36,15 +36,13 @@ pub type BankSessions = Sessions<Ledger, BankResult>;
 /// * **Shared for reads.** `spawn` takes the state machine by value and runs it on its
 ///   own task, so the node keeps a [`BankView`] onto the same state, behind an async
 ///   read-write lock that `apply` holds only while it applies one command.
-/// * **Compaction.** Every `snapshot_every` applied commands it hands Raft a snapshot of
-///   the whole state (ledger and session table) with [`Raft::snapshot`], from inside
-///   `apply`; Raft saves it and drops the log it covers. The Raft handle only exists
-///   once the node is spawned, so it arrives later, through [`raft_slot`](Self::raft_slot).
+/// * **Compaction.** Raft's snapshot policy (`Config::snapshot_after_entries`) asks for a
+///   snapshot of the whole state (ledger and session table) between two applies, through
+///   [`capture_snapshot`](StateMachine::capture_snapshot): the state machine hands over a
+///   copy, Raft encodes it on a task of its own while `apply` goes on, saves it and drops
+///   the log it covers. The state machine needs no Raft handle for that.
 pub struct BankMachine {
     state: Arc<RwLock<BankSessions>>,
-    raft: Arc<OnceLock<BankRaft>>,
-    snapshot_every: u64,
-    applied_since_snapshot: u64,
     snapshots: Arc<SnapshotCounts>,
 }
 
@@ -57,24 +55,15 @@ struct SnapshotCounts {
 
 impl BankMachine {
     /// An empty bank that keeps at most `max_sessions` client sessions (every node of a
-    /// cluster must use the same number) and snapshots every `snapshot_every` applied
-    /// commands (never if 0).
-    pub fn new(snapshot_every: u64, max_sessions: NonZeroUsize) -> Self {
+    /// cluster must use the same number).
+    pub fn new(max_sessions: NonZeroUsize) -> Self {
         BankMachine {
             state: Arc::new(RwLock::new(Sessions::with_capacity(
                 Ledger::new(),
                 max_sessions,
             ))),
-            raft: Arc::new(OnceLock::new()),
-            snapshot_every,
-            applied_since_snapshot: 0,
             snapshots: Arc::default(),
         }
-    }
-
-    /// Where to put the node's Raft handle once it is spawned; snapshots start then.
-    pub fn raft_slot(&self) -> Arc<OnceLock<BankRaft>> {
-        Arc::clone(&self.raft)
     }
 
     /// A view of the state, for reading it while Raft owns the state machine.
@@ -84,34 +73,15 @@ impl BankMachine {
             snapshots: Arc::clone(&self.snapshots),
         }
     }
-
-    /// Compaction, all of it: hands Raft a snapshot of `state` as it is right after
-    /// applying `log_id`. [`Raft::snapshot`] returns at once (it is made to be called
-    /// from inside `apply`); Raft writes the snapshot and trims its log on its own task.
-    async fn compact(&mut self, log_id: LogId, state: &mut BankSessions) {
-        let Some(raft) = self.raft.get() else {
-            return;
-        };
-        match state.snapshot().await {
-            // Refused only if stale (a snapshot from the leader got there first) or if
-            // the node stopped: either way there is nothing to do.
-            Ok(snapshot) => match raft.snapshot(log_id.index, snapshot.data) {
-                Ok(()) => {
-                    self.applied_since_snapshot = 0;
-                    self.snapshots.taken.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(error) => tracing::debug!(%log_id, %error, "snapshot not taken"),
-            },
-            Err(error) => tracing::warn!(%log_id, %error, "cannot snapshot the bank"),
-        }
-    }
 }
 
 impl fmt::Debug for BankMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BankMachine")
-            .field("snapshot_every", &self.snapshot_every)
-            .field("applied_since_snapshot", &self.applied_since_snapshot)
+            .field(
+                "snapshots_taken",
+                &self.snapshots.taken.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -121,20 +91,27 @@ impl StateMachine<BankRequest> for BankMachine {
     type Response = BankReply;
 
     async fn apply(&mut self, log_id: LogId, request: BankRequest) -> BankReply {
-        // Readers wait while one command is applied, never longer. (A clone of the
-        // `Arc`, so that `compact` may borrow `self` while the lock is held.)
-        let shared = Arc::clone(&self.state);
-        let mut state = shared.write().await;
-        let reply = state.apply(log_id, request).await;
-        self.applied_since_snapshot += 1;
-        if self.snapshot_every > 0 && self.applied_since_snapshot >= self.snapshot_every {
-            self.compact(log_id, &mut state).await;
-        }
-        reply
+        // Readers wait while one command is applied, never longer.
+        self.state.write().await.apply(log_id, request).await
+    }
+
+    /// Compaction, all of it. Raft's policy calls this between two applies and encodes
+    /// the copy on a task of its own, so `apply` waits only for the copy. A bank's ledger
+    /// is small and the session table is bounded, so a copy is cheap; a large state
+    /// would sit in a persistent or copy-on-write map (as raft-mem's KV store does), and
+    /// capturing it would be an `Arc` clone.
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        // Nothing else writes between two applies; if a reader holds the lock right now,
+        // Raft awaits `snapshot` instead.
+        let job = self.state.try_write()?.capture_snapshot()?;
+        self.snapshots.taken.fetch_add(1, Ordering::Relaxed);
+        Some(job)
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
-        self.state.write().await.snapshot().await
+        let snapshot = self.state.write().await.snapshot().await?;
+        self.snapshots.taken.fetch_add(1, Ordering::Relaxed);
+        Ok(snapshot)
     }
 
     /// At start-up from storage, or when the leader sends a snapshot because this
@@ -142,7 +119,6 @@ impl StateMachine<BankRequest> for BankMachine {
     /// retry is recognised on a restored replica as on any other.
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         self.state.write().await.restore(snapshot).await?;
-        self.applied_since_snapshot = 0;
         self.snapshots.restored.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -186,7 +162,7 @@ impl BankView {
         self.state.read().await.clone()
     }
 
-    /// How many snapshots this replica handed to Raft.
+    /// How many snapshots this replica handed to Raft (when its snapshot policy asked).
     pub fn snapshots_taken(&self) -> u64 {
         self.snapshots.taken.load(Ordering::Relaxed)
     }
@@ -232,7 +208,7 @@ mod tests {
 
     /// A replica with a session (registered at index 1) and alice's account (index 2).
     async fn replica() -> (BankMachine, ClientId) {
-        let mut machine = BankMachine::new(0, NonZeroUsize::MIN.saturating_add(9));
+        let mut machine = BankMachine::new(NonZeroUsize::MIN.saturating_add(9));
         let Ok(SessionResponse::Registered(client)) =
             machine.apply(at(1), SessionCommand::Register).await
         else {
@@ -314,7 +290,7 @@ mod tests {
             let snapshot = machine.snapshot().await.expect("snapshot");
             assert_eq!(snapshot.meta.last_included, at(3));
 
-            let mut restored = BankMachine::new(0, NonZeroUsize::MIN.saturating_add(9));
+            let mut restored = BankMachine::new(NonZeroUsize::MIN.saturating_add(9));
             let view = restored.view();
             BankMachine::check_snapshot(&snapshot).expect("valid");
             restored.restore(snapshot).await.expect("restored");

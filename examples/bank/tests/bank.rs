@@ -193,6 +193,17 @@ fn transfers_through_a_leader_stop_conserve_money_and_apply_each_command_once() 
                 .all(|node| node.raft().status().last_applied >= commit)
         })
         .await;
+        // Raft's snapshot policy compacted every replica that ran throughout, with no
+        // call from the service.
+        for node in cluster.running() {
+            if node.raft().id() != old_leader {
+                assert!(
+                    node.view().snapshots_taken() > 0 && node.raft().status().snapshot.index.0 > 0,
+                    "node {} never snapshotted",
+                    node.raft().id()
+                );
+            }
+        }
 
         let balances = connect(&cluster)
             .await
