@@ -30,9 +30,7 @@
 //!
 //! # Example: a service's own state machine and storage
 //!
-//! ```no_run
-//! use std::time::Duration;
-//!
+//! ```
 //! use raft_impl::{Config, ProposeError};
 //! use raft_mem::MemStorage;
 //! use raft_net_smol::SmolRuntime;
@@ -91,13 +89,13 @@
 //!     }
 //! }
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 //! let runtime = SmolRuntime::with_threads(2);
 //! let stores = MemStores::new();
-//! let harness = runtime.block_on({
+//! let outcome = runtime.block_on({
 //!     let runtime = runtime.clone();
 //!     async move {
-//!         HarnessBuilder::new(runtime)
+//!         let harness = HarnessBuilder::new(runtime)
 //!             .nodes(3)
 //!             .seed(7)
 //!             .config(Config::default())
@@ -105,31 +103,34 @@
 //!             // After a crash, the restarted node gets what its predecessor persisted.
 //!             .storage(move |node, instance| Traced(stores.open(node, instance)))
 //!             .build()
-//!             .await
-//!     }
-//! })?;
-//! runtime.block_on({
-//!     let harness = harness.clone();
-//!     async move {
+//!             .await?;
 //!         let leader = harness.leader().await?;
+//!         let leader_id = harness.node_id(leader);
 //!         let follower = (leader + 1) % harness.n();
+//!         harness
+//!             .wait_until("the follower knows the leader", || {
+//!                 harness.status(follower).is_some_and(|s| s.leader == Some(leader_id))
+//!             })
+//!             .await?;
 //!         // A follower refuses, naming the leader.
 //!         let refused = harness.propose(follower, 1).await;
-//!         assert_eq!(
-//!             refused,
-//!             Err(ProposeError::NotLeader { leader_hint: Some(harness.node_id(leader)) })
-//!         );
+//!         assert_eq!(refused, Err(ProposeError::NotLeader { leader_hint: Some(leader_id) }));
 //!         assert_eq!(harness.propose_to_leader(2).await?, 2);
 //!
+//!         // Requests and replies from the leader to the follower are lost from now on.
+//!         harness.cut_one_way(leader, follower)?;
+//!         println!("{:?}", harness.net().rpc_counts_by_link());
+//!         harness.heal_one_way(leader, follower)?;
+//!
 //!         harness.crash(follower).await?;
-//!         harness.cut_one_way(leader, (leader + 2) % harness.n())?;
 //!         harness.restart(follower).await?;
 //!         harness.shutdown().await;
 //!         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
 //!     }
-//! }).map_err(|e| e as Box<dyn std::error::Error>)?;
+//! });
 //! runtime.stop();
-//! # Ok(()) }
+//! outcome
+//! # }
 //! ```
 
 use std::collections::BTreeMap;
@@ -455,9 +456,9 @@ where
                 }
                 let parts = Parts {
                     runtime: runtime.clone(),
-                    storage: (&mut *lock(&storage))(id, instance),
-                    state_machine: (&mut *lock(&state_machine))(id, instance),
-                    transport: (&mut *lock(&transport))(id, mem),
+                    storage: (*lock(&storage))(id, instance),
+                    state_machine: (*lock(&state_machine))(id, instance),
+                    transport: (*lock(&transport))(id, mem),
                 };
                 Box::pin(async move {
                     Raft::spawn_in(id, membership, config, parts)

@@ -22,12 +22,15 @@ use raft_traits::{
 
 // ---- the user's pieces ------------------------------------------------------------
 
-/// What each node's current instance applied: `(index, value)` in apply order.
+/// What one state machine applied: `(index, value)` in apply order.
+type Applied = Vec<(u64, u64)>;
+
+/// What each node's current instance applied.
 #[derive(Clone, Default)]
-struct AppliedLog(Arc<Mutex<BTreeMap<NodeId, Vec<(u64, u64)>>>>);
+struct AppliedLog(Arc<Mutex<BTreeMap<NodeId, Applied>>>);
 
 impl AppliedLog {
-    fn of(&self, node: NodeId) -> Vec<(u64, u64)> {
+    fn of(&self, node: NodeId) -> Applied {
         self.0
             .lock()
             .unwrap()
@@ -432,7 +435,7 @@ fn a_restarted_node_recovers_its_storage_and_catches_up() {
 
 /// A scenario on the simulator: proposals, a crash, a restart and a one-way cut. Returns
 /// the simulation's trace digest and what node 0 applied.
-fn simulated(seed: u64) -> (u64, Vec<(u64, u64)>) {
+fn simulated(seed: u64) -> (u64, Applied) {
     let simulation = Simulation::new(seed);
     let rt: SimRuntime = simulation.runtime();
     let applied = simulation.block_on(async move {
