@@ -433,7 +433,8 @@ fn a_restarted_node_recovers_its_storage_and_catches_up() {
     });
 }
 
-/// A scenario on the simulator: proposals, a crash, a restart and a one-way cut. Returns
+/// A scenario on the simulator: proposals, a crash, a restart, a one-way cut and a
+/// leadership transfer to the restarted node. Returns
 /// the simulation's trace digest and what node 0 applied.
 fn simulated(seed: u64) -> (u64, Applied) {
     let simulation = Simulation::new(seed);
@@ -454,6 +455,15 @@ fn simulated(seed: u64) -> (u64, Applied) {
         h.propose_to_leader(7).await.unwrap();
         h.wait_until("every node applied 7 values", || {
             (0..h.n()).all(|i| pieces.applied.of(h.node_id(i)).len() == 7)
+        })
+        .await
+        .unwrap();
+        // The restarted node's own requests get through too: it can win an election.
+        let restarted = h.node_id(follower);
+        let old_leader = h.raft(leader).unwrap();
+        old_leader.transfer_leadership(restarted).await.unwrap();
+        h.wait_until("the restarted node leads", || {
+            h.current_leader().ok().flatten() == Some(follower)
         })
         .await
         .unwrap();
