@@ -290,8 +290,13 @@ struct CutOutcome {
 
 /// Cuts the leader's link to one follower (requests and replies) for `window` of the
 /// runtime's clock, proposing through the leader meanwhile, and reports what happened.
-async fn one_way_cut<Rt: Runtime>(rt: Rt, config: Config, window: Duration) -> CutOutcome {
-    let (h, _) = harness(rt.clone(), 3, config).await;
+async fn one_way_cut<Rt: Runtime>(
+    rt: Rt,
+    seed: u64,
+    config: Config,
+    window: Duration,
+) -> CutOutcome {
+    let (h, _) = harness(rt.clone(), seed, config).await;
     let leader = h.leader().await.unwrap();
     let follower = (leader + 1) % h.n();
     let (leader_id, follower_id) = (h.node_id(leader), h.node_id(follower));
@@ -346,22 +351,42 @@ async fn one_way_cut<Rt: Runtime>(rt: Rt, config: Config, window: Duration) -> C
     outcome
 }
 
-/// Five longest election timeouts of the default configuration.
+/// The configuration of the one-way cut in real time: the default, with elections slow
+/// enough (10 to 20 heartbeats) that a loaded machine's stalls do not time them out.
+fn patient() -> Config {
+    Config::default()
+        .with_election_timeout_min(Duration::from_millis(500))
+        .with_election_timeout_max(Duration::from_millis(1000))
+}
+
+/// Three longest election timeouts of [`patient`].
 const CUT_WINDOW: Duration = Duration::from_millis(3000);
+
+/// Checks the outcome of a one-way cut with pre-vote and check-quorum on.
+fn assert_undisturbed(outcome: &CutOutcome) {
+    assert_eq!(outcome.appends_through, 0, "the cut let appends through");
+    assert!(outcome.pre_votes > 0, "the cut follower never timed out");
+    assert_eq!(outcome.votes, 0);
+    assert_eq!(outcome.term_increases, 0);
+    assert_eq!(outcome.leader_changes, 0);
+    assert!(outcome.same_leader);
+}
+
+/// Checks the outcome of a one-way cut with pre-vote and check-quorum off.
+fn assert_disrupted(outcome: &CutOutcome) {
+    assert_eq!(outcome.appends_through, 0, "the cut let appends through");
+    assert!(outcome.votes > 0, "the cut follower never campaigned");
+    assert!(outcome.term_increases > 0);
+}
 
 /// With pre-vote and check-quorum on (the default), a follower that no longer hears the
 /// leader asks for pre-votes but is refused, so no term rises and the leader stays.
 #[test]
 fn a_one_way_cut_from_the_leader_changes_no_leader_with_pre_vote() {
     on_smol(|rt| async move {
-        let outcome = one_way_cut(rt, Config::default(), CUT_WINDOW).await;
+        let outcome = one_way_cut(rt, 3, patient(), CUT_WINDOW).await;
         println!("one-way cut, pre-vote and check-quorum on: {outcome:?}");
-        assert_eq!(outcome.appends_through, 0, "the cut let appends through");
-        assert!(outcome.pre_votes > 0, "the cut follower never timed out");
-        assert_eq!(outcome.votes, 0);
-        assert_eq!(outcome.term_increases, 0);
-        assert_eq!(outcome.leader_changes, 0);
-        assert!(outcome.same_leader);
+        assert_undisturbed(&outcome);
     });
 }
 
@@ -370,15 +395,33 @@ fn a_one_way_cut_from_the_leader_changes_no_leader_with_pre_vote() {
 #[test]
 fn a_one_way_cut_from_the_leader_disrupts_without_pre_vote() {
     on_smol(|rt| async move {
-        let config = Config::default()
-            .with_pre_vote(false)
-            .with_check_quorum(false);
-        let outcome = one_way_cut(rt, config, CUT_WINDOW).await;
+        let config = patient().with_pre_vote(false).with_check_quorum(false);
+        let outcome = one_way_cut(rt, 3, config, CUT_WINDOW).await;
         println!("one-way cut, pre-vote and check-quorum off: {outcome:?}");
-        assert_eq!(outcome.appends_through, 0, "the cut let appends through");
-        assert!(outcome.votes > 0, "the cut follower never campaigned");
-        assert!(outcome.term_increases > 0);
+        assert_disrupted(&outcome);
     });
+}
+
+/// Both, on the simulator with the default configuration, for ten longest election
+/// timeouts of virtual time, over several seeds.
+#[test]
+fn a_one_way_cut_in_virtual_time() {
+    let window = Config::default().election_timeout_max * 10;
+    for seed in 0..4 {
+        for robust in [true, false] {
+            let simulation = Simulation::new(seed);
+            let rt = simulation.runtime();
+            let config = Config::default()
+                .with_pre_vote(robust)
+                .with_check_quorum(robust);
+            let outcome = simulation.block_on(one_way_cut(rt, seed, config, window));
+            if robust {
+                assert_undisturbed(&outcome);
+            } else {
+                assert_disrupted(&outcome);
+            }
+        }
+    }
 }
 
 /// A crashed follower restarted on the storage that survived it recovers its log from
