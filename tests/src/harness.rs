@@ -87,6 +87,9 @@
 //!     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
 //!         self.0.snapshot().await
 //!     }
+//!     async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
+//!         self.0.purge_to(index).await
+//!     }
 //! }
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

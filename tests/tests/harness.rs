@@ -130,6 +130,10 @@ impl Storage<u64> for Counted {
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.inner.snapshot().await
     }
+
+    async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.inner.purge_to(index).await
+    }
 }
 
 /// What a test sees of the user's pieces.
