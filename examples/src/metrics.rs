@@ -1,53 +1,14 @@
 //! The node's metrics in the Prometheus text format (`raft-kv serve --metrics-listen`):
-//! Raft's [`Status`] and counters as the library reports them, and the latency of the
-//! proposals this node made for its clients.
+//! Raft's [`Status`] and counters, and the latency of the proposals this node made for
+//! its clients, all as the library reports them.
 
 use std::fmt::Write as _;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use raft_impl::{RoleKind, Status};
-
-/// Upper bounds of the proposal latency buckets, in seconds.
-const BUCKETS: [f64; 14] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
-
-/// A histogram of how long proposals took, from the client's request to the state
-/// machine's response (or the error).
-#[derive(Debug, Default)]
-pub struct ProposalLatency {
-    /// Cumulative counts per bucket of [`BUCKETS`], then `+Inf`.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-impl ProposalLatency {
-    /// Records one proposal that took `took`.
-    pub fn record(&self, took: Duration) {
-        let seconds = took.as_secs_f64();
-        let first = BUCKETS
-            .iter()
-            .position(|&bound| seconds <= bound)
-            .unwrap_or(BUCKETS.len());
-        // Cumulative, as Prometheus buckets are: every bucket from the first that holds
-        // it, and +Inf.
-        for bucket in &self.buckets[first..] {
-            bucket.fetch_add(1, Ordering::Relaxed);
-        }
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
-    }
-
-    /// How many proposals were recorded.
-    pub fn count(&self) -> u64 {
-        self.buckets[BUCKETS.len()].load(Ordering::Relaxed)
-    }
-}
+use raft_impl::{LATENCY_BUCKETS, ProposalLatency, RoleKind, Status};
 
 /// Renders `status` and `latency` as a Prometheus text exposition.
 pub fn render(status: &Status, latency: &ProposalLatency) -> String {
@@ -176,17 +137,12 @@ pub fn render(status: &Status, latency: &ProposalLatency) -> String {
         "On the leader: entries each follower is known to lack.",
         &lag,
     );
-    let mut histogram: Vec<(String, f64)> = BUCKETS
+    let mut histogram: Vec<(String, f64)> = LATENCY_BUCKETS
         .iter()
-        .zip(&latency.buckets)
-        .map(|(bound, count)| {
-            (
-                format!(",le=\"{bound}\""),
-                count.load(Ordering::Relaxed) as f64,
-            )
-        })
+        .zip(&latency.at_most)
+        .map(|(bound, &count)| (format!(",le=\"{}\"", bound.as_secs_f64()), count as f64))
         .collect();
-    histogram.push((",le=\"+Inf\"".to_owned(), latency.count() as f64));
+    histogram.push((",le=\"+Inf\"".to_owned(), latency.count as f64));
     let name = "kv_proposal_latency_seconds";
     let _ = writeln!(
         out,
@@ -196,9 +152,9 @@ pub fn render(status: &Status, latency: &ProposalLatency) -> String {
     for (labels, value) in histogram {
         let _ = writeln!(out, "{name}_bucket{{node=\"{node}\"{labels}}} {value}");
     }
-    let sum = latency.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let sum = latency.sum.as_secs_f64();
     let _ = writeln!(out, "{name}_sum{{node=\"{node}\"}} {sum}");
-    let _ = writeln!(out, "{name}_count{{node=\"{node}\"}} {}", latency.count());
+    let _ = writeln!(out, "{name}_count{{node=\"{node}\"}} {}", latency.count);
     out
 }
 

@@ -23,7 +23,7 @@ use raft_traits::{
 
 use crate::changes::{Changes, not_leader};
 use crate::members::MemberAddr;
-use crate::metrics::{MetricsServer, ProposalLatency, render};
+use crate::metrics::{MetricsServer, render};
 use crate::protocol::{ClientRequest, ClientResponse, NodeStatus, client_protocol};
 use crate::read::{ReadMode, ReadStats};
 use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, SnapshottingKv};
@@ -452,11 +452,11 @@ impl BoundNode {
         let _ = raft_slot.set(raft.clone());
 
         let changes = Changes::new(raft.clone(), config.change_wait, client_server.local_addr());
-        let latency = Arc::new(ProposalLatency::default());
         let metrics = match config.metrics_listen {
             Some(addr) => {
-                let (watched, latency) = (raft.clone(), Arc::clone(&latency));
-                match MetricsServer::start(addr, move || render(&watched.status(), &latency)) {
+                let watched = raft.clone();
+                let scrape = move || render(&watched.status(), &watched.proposal_latency());
+                match MetricsServer::start(addr, scrape) {
                     Ok(server) => Some(server),
                     Err(error) => {
                         transport.shutdown();
@@ -488,7 +488,6 @@ impl BoundNode {
                     read_mode: config.read_mode,
                     read_timeout: config.read_timeout,
                     changes,
-                    latency,
                 }))
             });
         if let Err(error) = started {
@@ -525,21 +524,12 @@ struct ClientService {
     read_mode: ReadMode,
     read_timeout: Duration,
     changes: Arc<Changes>,
-    latency: Arc<ProposalLatency>,
 }
 
 impl ClientService {
     async fn execute(&self, command: KvSessionCommand) -> Result<ClientResponse, String> {
-        let started = std::time::Instant::now();
-        let outcome = self.raft.propose(command).await;
-        // Redirected commands were never proposed here.
-        if !matches!(
-            outcome,
-            Err(ProposeError::NotLeader { .. } | ProposeError::TransferInProgress { .. })
-        ) {
-            self.latency.record(started.elapsed());
-        }
-        match outcome {
+        // Raft times the proposals it appends (`Raft::proposal_latency`): the metrics.
+        match self.raft.propose(command).await {
             Ok(response) => Ok(ClientResponse::Applied(response)),
             Err(ProposeError::NotLeader { leader_hint }) => Ok(self.not_leader(leader_hint)),
             Err(ProposeError::TransferInProgress { to }) => Ok(self.not_leader(Some(to))),

@@ -20,6 +20,7 @@ use crate::driver::{Driver, Event, SnapshotPolicy, run_apply};
 use crate::error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
+use crate::latency::ProposalLatency;
 use crate::status::{LeadershipWatch, Shared, Status, StatusWatch};
 
 /// The pluggable parts of a node.
@@ -258,13 +259,29 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// Must not be awaited from inside the state machine's `apply`: it would wait for
     /// itself.
     pub async fn propose(&self, command: C) -> Result<R, ProposeError> {
+        let started = (self.clock)();
         let (waiter, result) = oneshot::channel();
         self.send(Event::Propose {
             command,
             ack: None,
             waiter: Some(waiter),
         })?;
-        result.await.unwrap_or(Err(ProposeError::Stopped))
+        let result = result.await.unwrap_or(Err(ProposeError::Stopped));
+        // Only what the leader appended: a refusal's time says nothing of replication.
+        if let Ok(_) | Err(ProposeError::Lost { .. } | ProposeError::OutcomeUnknown { .. }) =
+            &result
+        {
+            let took = (self.clock)().saturating_sub(started);
+            self.shared.proposal_latency.record(took);
+        }
+        result
+    }
+
+    /// How long the proposals made through [`propose`](Raft::propose) on this node (on
+    /// any of its handles) that the leader appended took to end: a histogram over
+    /// [`LATENCY_BUCKETS`](crate::LATENCY_BUCKETS), measured on the runtime's clock.
+    pub fn proposal_latency(&self) -> ProposalLatency {
+        self.shared.proposal_latency.read()
     }
 
     /// Obtains a read index (ReadIndex, Raft thesis §6.4): once this node's state

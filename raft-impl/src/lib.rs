@@ -36,6 +36,7 @@ pub mod core;
 mod driver;
 mod error;
 mod handle;
+mod latency;
 pub mod session;
 mod status;
 
@@ -46,4 +47,5 @@ pub use error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
 pub use handle::{Parts, Raft};
+pub use latency::{LATENCY_BUCKETS, ProposalLatency};
 pub use status::{FollowerProgress, Leadership, LeadershipWatch, Status, StatusWatch};

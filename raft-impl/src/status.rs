@@ -10,6 +10,7 @@ use std::time::Duration;
 use raft_traits::{Command, LogId, LogIndex, Membership, NodeId, Term};
 
 use crate::core::{AnyNode, Counters, MembershipVersion, ReadLease, ReplicationMode, RoleKind};
+use crate::latency::LatencyRecorder;
 
 /// A snapshot of a node's state, for monitoring and tests.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +158,8 @@ pub(crate) struct Shared {
     /// Requests the handle refused before they reached the core (a snapshot the state
     /// machine could not restore); the core counts its own refusals.
     refused_at_the_door: AtomicU64,
+    /// How long the proposals made through the handle and appended took to end.
+    pub(crate) proposal_latency: LatencyRecorder,
     /// The leader's read lease, so that the handle answers lease reads without a trip
     /// through the event loop: when it ends (nanoseconds on the runtime's clock; 0 for
     /// none), and the read index it gives. The driver stores the index before the end
@@ -356,6 +359,7 @@ impl Shared {
             applied_waiters: Mutex::new(Vec::new()),
             has_applied_waiters: AtomicBool::new(false),
             refused_at_the_door: AtomicU64::new(0),
+            proposal_latency: LatencyRecorder::default(),
             lease_until_nanos: AtomicU64::new(0),
             lease_index: AtomicU64::new(0),
             membership_version: Mutex::new(None),
