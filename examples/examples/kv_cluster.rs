@@ -420,7 +420,7 @@ async fn demo() -> Result<Vec<String>, String> {
         println!(
             "   {}: {} snapshots taken, {} restored; log holds {} entries after snapshot {}",
             node.id(),
-            stats.taken,
+            status.counters.snapshots_taken,
             stats.restored,
             status.log_entries,
             status.snapshot.index.0

@@ -82,7 +82,11 @@ pub struct NodeConfig {
     /// Where the node keeps its log, hard state and snapshot; `None` keeps them in memory
     /// (lost when the process ends).
     pub data_dir: Option<PathBuf>,
-    /// Snapshot every this many applied commands; 0 never.
+    /// Snapshot every this many applied entries; 0 never. It sets
+    /// [`Config::snapshot_after_entries`] in `raft` when the node starts: Raft's
+    /// snapshot policy takes the snapshots, capturing the state between two applies
+    /// (an `Arc` clone of the key-value map and a copy of the session table) and
+    /// encoding it off the apply task.
     pub snapshot_entries: u64,
     /// How many client sessions the state machine keeps before the least recently used
     /// one expires ([`DEFAULT_MAX_SESSIONS`] by default). Part of the replicated state's
@@ -399,6 +403,8 @@ impl BoundNode {
             client_server,
         } = self;
         config.raft.lease_reads = config.read_mode == ReadMode::Lease;
+        config.raft.snapshot_after_entries =
+            (config.snapshot_entries > 0).then_some(config.snapshot_entries);
         config.listen = raft_server.local_addr();
         config.client_listen = client_server.local_addr();
         // A restart takes the configuration from storage: an argument there would have
@@ -430,8 +436,7 @@ impl BoundNode {
             None => TcpTransport::new(config.tcp.clone(), config.id, peers)?,
         };
 
-        let state_machine = SnapshottingKv::new(config.snapshot_entries, config.max_sessions);
-        let raft_slot = state_machine.raft_slot();
+        let state_machine = SnapshottingKv::new(config.max_sessions);
         let view = state_machine.view();
         let parts = Parts {
             runtime: SmolRuntime::global(),
@@ -448,8 +453,6 @@ impl BoundNode {
                     return Err(error.into());
                 }
             };
-        // Snapshots start now that the state machine can reach Raft.
-        let _ = raft_slot.set(raft.clone());
 
         let changes = Changes::new(raft.clone(), config.change_wait, client_server.local_addr());
         let metrics = match config.metrics_listen {

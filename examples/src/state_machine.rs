@@ -1,15 +1,15 @@
-//! [`SnapshottingKv`]: the KV store, in client sessions, as a state machine that compacts
-//! Raft's log by itself.
+//! [`SnapshottingKv`]: the KV store, in client sessions, as a state machine that Raft's
+//! snapshot policy snapshots cheaply.
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use raft_impl::Raft;
 use raft_impl::session::{SessionCommand, SessionResult, Sessions};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine};
-use raft_traits::{LogId, Snapshot, StateMachine, StateMachineError, async_trait};
+use raft_traits::{LogId, Snapshot, SnapshotJob, StateMachine, StateMachineError, async_trait};
 use smol::lock::RwLock;
 
 use crate::read::ReadCounters;
@@ -28,23 +28,21 @@ pub type KvSessions = Sessions<KvStateMachine, KvResponse>;
 pub type KvRaft = Raft<KvSessionCommand, KvSessionResult>;
 
 /// Wraps [`KvStateMachine`] in client sessions ([`KvSessions`]: each client's command is
-/// applied once, however often it is retried) and hands Raft a snapshot of both every
-/// `snapshot_entries` applied commands, so that a long-running node's log (in memory and
-/// in storage) stays bounded.
+/// applied once, however often it is retried), and lets Raft's snapshot policy compact
+/// the log cheaply.
 ///
-/// The snapshot is taken from inside [`apply`](StateMachine::apply), with
-/// [`Raft::snapshot`], which returns at once; the Raft handle is only known once the node
-/// has been spawned with this state machine, so it is handed over later through
-/// [`raft_slot`](Self::raft_slot). Until then, no snapshot is taken.
+/// It takes no snapshot by itself: the node sets
+/// [`Config::snapshot_after_entries`](raft_impl::Config::snapshot_after_entries), and
+/// Raft calls [`capture_snapshot`](StateMachine::capture_snapshot) between two applies.
+/// The capture clones the `Arc` of the copy-on-write key-value map and copies the
+/// session table (at most `max_sessions` small records); the encoding runs on a task of
+/// Raft's own while commands keep applying.
 ///
 /// The state is kept behind a shared read-write lock so that the node can read it
 /// ([`KvView`]): after a read barrier for linearizable reads without the log
 /// ([`KvView::read`]), or directly for checks and debugging (local, not linearizable).
 pub struct SnapshottingKv {
     state: Arc<RwLock<KvSessions>>,
-    raft: Arc<OnceLock<KvRaft>>,
-    snapshot_entries: u64,
-    applied_since_snapshot: u64,
     stats: Arc<SnapshotCounters>,
     reads: Arc<ReadCounters>,
 }
@@ -58,14 +56,30 @@ struct SnapshotCounters {
     last_restored_size: AtomicU64,
 }
 
+impl SnapshotCounters {
+    fn note_taken(&self, snapshot: &Result<Snapshot, StateMachineError>) {
+        match snapshot {
+            Ok(snapshot) => {
+                let size = u64::try_from(snapshot.data.len()).unwrap_or(u64::MAX);
+                self.taken.fetch_add(1, Ordering::Relaxed);
+                self.last_taken_size.store(size, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot encode a snapshot; the log keeps growing");
+            }
+        }
+    }
+}
+
 /// What a [`SnapshottingKv`] did with snapshots so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotStats {
-    /// Snapshots it made and handed to Raft.
+    /// Snapshots it encoded for Raft. Raft's own count of the snapshots that compacted
+    /// its log is `Status::counters.snapshots_taken` (the node's `status`).
     pub taken: u64,
     /// Snapshots it was restored from: at start-up from storage, or sent by the leader.
     pub restored: u64,
-    /// The size in bytes of the last snapshot it made.
+    /// The size in bytes of the last snapshot it encoded.
     pub last_taken_size: u64,
     /// The size in bytes of the last snapshot it was restored from.
     pub last_restored_size: u64,
@@ -80,25 +94,17 @@ pub struct KvView {
 }
 
 impl SnapshottingKv {
-    /// An empty store that keeps at most `max_sessions` client sessions and snapshots
-    /// every `snapshot_entries` applied commands (never if 0).
-    pub fn new(snapshot_entries: u64, max_sessions: NonZeroUsize) -> Self {
+    /// An empty store that keeps at most `max_sessions` client sessions. How often it is
+    /// snapshotted is Raft's [`Config::snapshot_after_entries`](raft_impl::Config).
+    pub fn new(max_sessions: NonZeroUsize) -> Self {
         SnapshottingKv {
             state: Arc::new(RwLock::new(Sessions::with_capacity(
                 KvStateMachine::new(),
                 max_sessions,
             ))),
-            raft: Arc::new(OnceLock::new()),
-            snapshot_entries,
-            applied_since_snapshot: 0,
             stats: Arc::new(SnapshotCounters::default()),
             reads: Arc::new(ReadCounters::default()),
         }
-    }
-
-    /// Where to put the Raft handle once the node is spawned; snapshots start then.
-    pub fn raft_slot(&self) -> Arc<OnceLock<KvRaft>> {
-        Arc::clone(&self.raft)
     }
 
     /// A view of the state, for reading it from outside. Every view of one state machine
@@ -110,35 +116,12 @@ impl SnapshottingKv {
             reads: Arc::clone(&self.reads),
         }
     }
-
-    /// Hands Raft `snapshot`, taken right after applying `log_id`.
-    fn hand_over(&mut self, log_id: LogId, snapshot: Result<Snapshot, StateMachineError>) {
-        let Some(raft) = self.raft.get() else {
-            return;
-        };
-        let snapshot = match snapshot {
-            Ok(snapshot) => snapshot,
-            Err(error) => {
-                tracing::warn!(%error, "cannot take a snapshot; the log keeps growing");
-                return;
-            }
-        };
-        let size = u64::try_from(snapshot.data.len()).unwrap_or(u64::MAX);
-        // Returns at once: Raft saves the snapshot and compacts its log on its own task.
-        if raft.snapshot(log_id.index, snapshot.data).is_ok() {
-            self.applied_since_snapshot = 0;
-            self.stats.taken.fetch_add(1, Ordering::Relaxed);
-            self.stats.last_taken_size.store(size, Ordering::Relaxed);
-            tracing::debug!(%log_id, size, "snapshot handed to raft");
-        }
-    }
 }
 
 impl fmt::Debug for SnapshottingKv {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SnapshottingKv")
-            .field("snapshot_entries", &self.snapshot_entries)
-            .field("applied_since_snapshot", &self.applied_since_snapshot)
+            .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
 }
@@ -148,25 +131,38 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
     type Response = KvSessionResult;
 
     async fn apply(&mut self, log_id: LogId, command: KvSessionCommand) -> KvSessionResult {
-        let mut state = self.state.write().await;
-        let response = state.apply(log_id, command).await;
-        self.applied_since_snapshot += 1;
-        if self.snapshot_entries > 0 && self.applied_since_snapshot >= self.snapshot_entries {
-            let snapshot = state.snapshot().await;
-            drop(state);
-            self.hand_over(log_id, snapshot);
-        }
-        response
+        self.state.write().await.apply(log_id, command).await
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
-        self.state.write().await.snapshot().await
+        let snapshot = self.state.write().await.snapshot().await;
+        self.stats.note_taken(&snapshot);
+        snapshot
+    }
+
+    /// Clones the key-value map's `Arc` and copies the session table, under the state's
+    /// lock (so never while a reader holds it); the job encodes both.
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        // Raft calls this between two applies on the apply task, the only writer: the
+        // lock is free unless a reader holds it, and a reader holds it only to copy a
+        // value or an `Arc` (never across an await), so this waits microseconds at most.
+        let job = loop {
+            if let Some(mut state) = self.state.try_write() {
+                break state.capture_snapshot()?;
+            }
+            std::thread::yield_now();
+        };
+        let stats = Arc::clone(&self.stats);
+        Some(Box::pin(async move {
+            let snapshot = job.await;
+            stats.note_taken(&snapshot);
+            snapshot
+        }))
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let size = u64::try_from(snapshot.data.len()).unwrap_or(u64::MAX);
         self.state.write().await.restore(snapshot).await?;
-        self.applied_since_snapshot = 0;
         self.stats.restored.fetch_add(1, Ordering::Relaxed);
         self.stats.last_restored_size.store(size, Ordering::Relaxed);
         Ok(())
@@ -216,5 +212,63 @@ impl fmt::Debug for KvView {
             .field("snapshots", &self.snapshot_stats())
             .field("reads", &self.read_stats())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
+    use raft_impl::session::{ClientId, SessionResponse};
+    use raft_mem::KvCommand;
+    use raft_traits::{LogIndex, Term};
+
+    use super::*;
+    use crate::DEFAULT_MAX_SESSIONS;
+
+    fn at(index: u64) -> LogId {
+        LogId::new(Term(1), LogIndex(index))
+    }
+
+    fn put(client: ClientId, sequence: u64, key: &str, value: &str) -> KvSessionCommand {
+        SessionCommand::Request {
+            client,
+            sequence,
+            command: KvCommand::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        }
+    }
+
+    /// The snapshot policy's capture: the job encodes the state as it was at the
+    /// capture, the same bytes as `snapshot` then, whatever is applied meanwhile.
+    #[test]
+    fn a_captured_snapshot_is_the_state_at_the_capture() {
+        smol::block_on(async {
+            let mut kv = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
+            let client = match kv.apply(at(1), SessionCommand::Register).await {
+                Ok(SessionResponse::Registered(client)) => client,
+                other => panic!("{other:?}"),
+            };
+            kv.apply(at(2), put(client, 1, "a", "1")).await.unwrap();
+            let expected = kv.snapshot().await.unwrap();
+            let job = kv
+                .capture_snapshot()
+                .expect("the KV store captures cheaply");
+            // Applied after the capture: the job must not see it.
+            kv.apply(at(3), put(client, 2, "a", "2")).await.unwrap();
+            let captured = job.await.unwrap();
+            assert_eq!(captured.meta.last_included, at(2));
+            assert_eq!(captured.data, expected.data);
+            assert_eq!(kv.view().snapshot_stats().taken, 2);
+
+            // Restored elsewhere, it holds the captured value and the session.
+            let mut other = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
+            other.restore(captured).await.unwrap();
+            let view = other.view();
+            assert_eq!(view.get("a").await.as_deref(), Some("1"));
+            assert_eq!(view.sessions().await.last_sequence(client), Some(1));
+        });
     }
 }

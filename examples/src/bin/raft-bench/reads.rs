@@ -101,9 +101,11 @@ impl ReadCluster {
         let mut nodes = Vec::new();
         let mut views = Vec::new();
         let mut dirs = Vec::new();
+        // The KV service's snapshot setting, taken by Raft's snapshot policy.
+        let mut config = config.clone();
+        config.snapshot_after_entries = Some(DEFAULT_SNAPSHOT_ENTRIES);
         for id in members() {
-            let machine = SnapshottingKv::new(DEFAULT_SNAPSHOT_ENTRIES, DEFAULT_MAX_SESSIONS);
-            let slot = machine.raft_slot();
+            let machine = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
             views.push(machine.view());
             let raft = if network == Network::Durable {
                 let dir = ScratchDir::new(&format!("reads-node{}", id.0))?;
@@ -115,7 +117,6 @@ impl ReadCluster {
                 let storage = MemStorage::new();
                 start_node(runtime, &wiring, id, config.clone(), storage, machine).await?
             };
-            let _ = slot.set(raft.clone());
             nodes.push(raft);
         }
         let mut cluster = ReadCluster {
