@@ -138,8 +138,8 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Print every node's role, term, leader, commit and applied indices, and its
-    /// counters (elections, leader changes, proposals, snapshots, refused messages) and,
+    /// Print every node's role, term, leader, commit and applied indices, the index its
+    /// snapshot covers and the entries its log holds, and its counters (elections, leader changes, proposals, snapshots, refused messages) and,
     /// on the leader, each follower's lag.
     Status {
         #[command(flatten)]
@@ -743,8 +743,8 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
     let client = client(args)?;
     let statuses = smol::block_on(client.statuses());
     println!(
-        "{:<6} {:<22} {:<10} {:>6} {:<7} {:>8} {:>8}",
-        "node", "address", "role", "term", "leader", "commit", "applied"
+        "{:<6} {:<22} {:<10} {:>6} {:<7} {:>8} {:>8} {:>8} {:>7}",
+        "node", "address", "role", "term", "leader", "commit", "applied", "snapshot", "log"
     );
     let mut answered: Vec<NodeStatus> = Vec::new();
     for (node, status) in statuses {
@@ -759,14 +759,16 @@ fn status(args: &ClusterArgs) -> Result<ExitCode, Failure> {
                     .map(|leader| leader.to_string())
                     .unwrap_or_else(|| "-".to_owned());
                 println!(
-                    "{:<6} {:<22} {:<10} {:>6} {:<7} {:>8} {:>8}",
+                    "{:<6} {:<22} {:<10} {:>6} {:<7} {:>8} {:>8} {:>8} {:>7}",
                     node.to_string(),
                     addr,
                     status.role,
                     status.term.0,
                     leader,
                     status.commit_index.0,
-                    status.last_applied.0
+                    status.last_applied.0,
+                    status.snapshot.index.0,
+                    status.log_entries
                 );
                 answered.push(status);
             }
