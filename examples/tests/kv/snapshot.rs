@@ -81,3 +81,44 @@ fn a_lagging_follower_receives_a_snapshot_larger_than_a_frame() {
         cluster.shutdown().await;
     });
 }
+
+/// `snapshot_entries` (raft-kv's `--snapshot-entries`) is Raft's snapshot policy: every
+/// node compacts its log by itself, and its log stays bounded by the setting plus the
+/// trailing window.
+#[test]
+fn every_node_snapshots_by_itself_every_snapshot_entries() {
+    const EVERY: u64 = 100;
+    const WINDOW: u64 = 10;
+    run(async {
+        let options = Options {
+            snapshot_entries: EVERY,
+            raft: Config::default().with_snapshot_trailing_entries(WINDOW),
+            ..Options::default()
+        };
+        let cluster = TestCluster::start(options).await;
+        cluster.wait_for_leader(Term(0), &[]).await;
+        for i in 0..350 {
+            cluster
+                .client
+                .put(format!("key{i:03}"), format!("value {i}"))
+                .await
+                .unwrap();
+        }
+        for &id in cluster.nodes.keys() {
+            let status = wait_until(&format!("{id} to compact its log"), || {
+                let status = cluster.status(id);
+                (status.snapshot.index.0 >= 2 * EVERY
+                    && status.counters.snapshots_taken >= 2
+                    && status.log_entries <= EVERY + WINDOW)
+                    .then_some(status)
+            })
+            .await;
+            // Applied commands past the snapshot are still in the log.
+            assert!(status.last_applied >= status.snapshot.index, "{status:?}");
+            let stats = cluster.node(id).snapshot_stats();
+            assert!(stats.taken >= 2, "{id} encoded {stats:?}");
+            assert!(stats.last_taken_size > 0, "{id}: {stats:?}");
+        }
+        cluster.shutdown().await;
+    });
+}
