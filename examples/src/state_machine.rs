@@ -35,8 +35,8 @@ pub type KvRaft = Raft<KvSessionCommand, KvSessionResult>;
 /// [`Config::snapshot_after_entries`](raft_impl::Config::snapshot_after_entries), and
 /// Raft calls [`capture_snapshot`](StateMachine::capture_snapshot) between two applies.
 /// The capture clones the `Arc` of the copy-on-write key-value map and copies the
-/// session table (at most `max_sessions` small records); the encoding runs on a task of
-/// Raft's own while commands keep applying.
+/// session table (at most `max_sessions` small records); the encoding runs on a thread
+/// of the blocking pool while commands keep applying.
 ///
 /// The state is kept behind a shared read-write lock so that the node can read it
 /// ([`KvView`]): after a read barrier for linearizable reads without the log
@@ -154,7 +154,11 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
         };
         let stats = Arc::clone(&self.stats);
         Some(Box::pin(async move {
-            let snapshot = job.await;
+            // Encoding is CPU work of tens of milliseconds per million keys: on a thread
+            // of the blocking pool, not on an executor thread, where it would hold up the
+            // connections and the event loop sharing that thread (smol's global executor
+            // runs on one thread by default).
+            let snapshot = smol::unblock(move || smol::block_on(job)).await;
             stats.note_taken(&snapshot);
             snapshot
         }))
