@@ -261,6 +261,14 @@ pub struct NoStorage;
 /// harness can only be built once both [`state_machine`](Self::state_machine) and
 /// [`storage`](Self::storage) were given.
 pub struct HarnessBuilder<C, Rt, M = NoStateMachine, S = NoStorage, T = MemTransport<C, Rt>> {
+    settings: Settings<Rt>,
+    state_machine: Factory<M>,
+    storage: Factory<S>,
+    transport: TransportHook<C, Rt, T>,
+}
+
+/// What a [`HarnessBuilder`] knows besides the factories, whose types its own change.
+struct Settings<Rt> {
     runtime: Rt,
     nodes: usize,
     voters: Option<usize>,
@@ -268,9 +276,6 @@ pub struct HarnessBuilder<C, Rt, M = NoStateMachine, S = NoStorage, T = MemTrans
     config: Arc<dyn Fn(NodeId) -> Config + Send + Sync>,
     deadline: Duration,
     propose_tries: usize,
-    state_machine: Factory<M>,
-    storage: Factory<S>,
-    transport: TransportHook<C, Rt, T>,
 }
 
 impl<C: Command, Rt: Runtime> HarnessBuilder<C, Rt> {
@@ -280,13 +285,15 @@ impl<C: Command, Rt: Runtime> HarnessBuilder<C, Rt> {
     /// [`MemTransport`] as it is. State machine and storage factories are still to give.
     pub fn new(runtime: Rt) -> Self {
         HarnessBuilder {
-            runtime,
-            nodes: 3,
-            voters: None,
-            seed: 0,
-            config: Arc::new(|_| Config::default()),
-            deadline: Duration::from_secs(10),
-            propose_tries: 10,
+            settings: Settings {
+                runtime,
+                nodes: 3,
+                voters: None,
+                seed: 0,
+                config: Arc::new(|_| Config::default()),
+                deadline: Duration::from_secs(10),
+                propose_tries: 10,
+            },
             state_machine: Arc::new(Mutex::new(|_, _| NoStateMachine)),
             storage: Arc::new(Mutex::new(|_, _| NoStorage)),
             transport: Arc::new(Mutex::new(|_, transport| transport)),
@@ -297,7 +304,7 @@ impl<C: Command, Rt: Runtime> HarnessBuilder<C, Rt> {
 impl<C: Command, Rt: Runtime, M, S, T> HarnessBuilder<C, Rt, M, S, T> {
     /// The number of nodes, numbered `0..nodes` (ids `1..=nodes`).
     pub fn nodes(mut self, nodes: usize) -> Self {
-        self.nodes = nodes;
+        self.settings.nodes = nodes;
         self
     }
 
@@ -306,7 +313,7 @@ impl<C: Command, Rt: Runtime, M, S, T> HarnessBuilder<C, Rt, M, S, T> {
     /// ([`Raft::add_voter`], [`Raft::add_learner`]; the address is not used by the
     /// in-memory network). All of them by default.
     pub fn voters(mut self, voters: usize) -> Self {
-        self.voters = Some(voters);
+        self.settings.voters = Some(voters);
         self
     }
 
@@ -314,19 +321,19 @@ impl<C: Command, Rt: Runtime, M, S, T> HarnessBuilder<C, Rt, M, S, T> {
     /// [`Config::seed`], of the nodes' election timeouts (mixed with the node id and
     /// instance). On the simulator, the simulation's seed and this one fix the run.
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.settings.seed = seed;
         self
     }
 
     /// The configuration of every node.
     pub fn config(mut self, config: Config) -> Self {
-        self.config = Arc::new(move |_| config.clone());
+        self.settings.config = Arc::new(move |_| config.clone());
         self
     }
 
     /// A configuration per node.
     pub fn config_for(mut self, config: impl Fn(NodeId) -> Config + Send + Sync + 'static) -> Self {
-        self.config = Arc::new(config);
+        self.settings.config = Arc::new(config);
         self
     }
 
@@ -334,14 +341,14 @@ impl<C: Command, Rt: Runtime, M, S, T> HarnessBuilder<C, Rt, M, S, T> {
     /// [`Harness::crash`] for a node to shut down, and [`Harness::wait_until`] for its
     /// condition. 10 s by default.
     pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = deadline;
+        self.settings.deadline = deadline;
         self
     }
 
     /// How many nodes [`Harness::propose_to_leader`] tries before it gives up (at least
     /// one). 10 by default.
     pub fn propose_tries(mut self, tries: usize) -> Self {
-        self.propose_tries = tries.max(1);
+        self.settings.propose_tries = tries.max(1);
         self
     }
 
@@ -352,13 +359,7 @@ impl<C: Command, Rt: Runtime, M, S, T> HarnessBuilder<C, Rt, M, S, T> {
         factory: impl FnMut(NodeId, u64) -> M2 + Send + 'static,
     ) -> HarnessBuilder<C, Rt, M2, S, T> {
         HarnessBuilder {
-            runtime: self.runtime,
-            nodes: self.nodes,
-            voters: self.voters,
-            seed: self.seed,
-            config: self.config,
-            deadline: self.deadline,
-            propose_tries: self.propose_tries,
+            settings: self.settings,
             state_machine: Arc::new(Mutex::new(factory)),
             storage: self.storage,
             transport: self.transport,
@@ -374,13 +375,7 @@ impl<C: Command, Rt: Runtime, M, S, T> HarnessBuilder<C, Rt, M, S, T> {
         factory: impl FnMut(NodeId, u64) -> S2 + Send + 'static,
     ) -> HarnessBuilder<C, Rt, M, S2, T> {
         HarnessBuilder {
-            runtime: self.runtime,
-            nodes: self.nodes,
-            voters: self.voters,
-            seed: self.seed,
-            config: self.config,
-            deadline: self.deadline,
-            propose_tries: self.propose_tries,
+            settings: self.settings,
             state_machine: self.state_machine,
             storage: Arc::new(Mutex::new(factory)),
             transport: self.transport,
@@ -397,13 +392,7 @@ impl<C: Command, Rt: Runtime, M, S, T> HarnessBuilder<C, Rt, M, S, T> {
         hook: impl FnMut(NodeId, MemTransport<C, Rt>) -> T2 + Send + 'static,
     ) -> HarnessBuilder<C, Rt, M, S, T2> {
         HarnessBuilder {
-            runtime: self.runtime,
-            nodes: self.nodes,
-            voters: self.voters,
-            seed: self.seed,
-            config: self.config,
-            deadline: self.deadline,
-            propose_tries: self.propose_tries,
+            settings: self.settings,
             state_machine: self.state_machine,
             storage: self.storage,
             transport: Arc::new(Mutex::new(hook)),
@@ -427,11 +416,12 @@ where
     /// [`HarnessError::Start`] if a node cannot start; the nodes already started are shut
     /// down then.
     pub async fn build(self) -> Result<Harness<C, M::Response, Rt>, HarnessError> {
-        let nodes = self.nodes;
+        let settings = self.settings;
+        let nodes = settings.nodes;
         if nodes == 0 {
             return Err(HarnessError::NoNodes);
         }
-        let voters = self.voters.unwrap_or(nodes);
+        let voters = settings.voters.unwrap_or(nodes);
         if voters == 0 || voters > nodes {
             return Err(HarnessError::Voters { voters, nodes });
         }
@@ -439,11 +429,11 @@ where
             .map(|id| NodeId(u64::try_from(id).unwrap_or(u64::MAX)))
             .collect();
         let bootstrap = Membership::from_voters(ids[..voters].iter().copied());
-        let net = MemNetwork::new(self.runtime.clone(), mix(self.seed, NETWORK_SALT));
+        let net = MemNetwork::new(settings.runtime.clone(), mix(settings.seed, NETWORK_SALT));
         let spawner: Spawner<C, M::Response, Rt> = {
-            let runtime = self.runtime.clone();
-            let seed = self.seed;
-            let config = self.config;
+            let runtime = settings.runtime.clone();
+            let seed = settings.seed;
+            let config = settings.config;
             let state_machine = self.state_machine;
             let storage = self.storage;
             let transport = self.transport;
@@ -476,12 +466,12 @@ where
         };
         let harness = Harness {
             inner: Arc::new(Inner {
-                runtime: self.runtime,
+                runtime: settings.runtime,
                 net,
-                seed: self.seed,
+                seed: settings.seed,
                 ids,
-                deadline: self.deadline,
-                propose_tries: self.propose_tries,
+                deadline: settings.deadline,
+                propose_tries: settings.propose_tries,
                 spawner,
                 slots: Mutex::new(
                     (0..nodes)
@@ -508,11 +498,11 @@ where
 impl<C, Rt, M, S, T> fmt::Debug for HarnessBuilder<C, Rt, M, S, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HarnessBuilder")
-            .field("nodes", &self.nodes)
-            .field("voters", &self.voters)
-            .field("seed", &self.seed)
-            .field("deadline", &self.deadline)
-            .field("propose_tries", &self.propose_tries)
+            .field("nodes", &self.settings.nodes)
+            .field("voters", &self.settings.voters)
+            .field("seed", &self.settings.seed)
+            .field("deadline", &self.settings.deadline)
+            .field("propose_tries", &self.settings.propose_tries)
             .finish_non_exhaustive()
     }
 }
