@@ -274,11 +274,25 @@ async fn demo() -> Result<Vec<String>, String> {
         None => failed.push("the nodes did not converge on one applied index".to_owned()),
     }
 
-    // What an operator's scraper sees: the leader's metrics endpoint.
-    let leader_metrics = cluster
-        .leader()
-        .and_then(|leader| cluster.nodes.get(&leader.id)?.metrics_addr());
-    match leader_metrics.map(scrape) {
+    // What an operator's scraper sees: the leader's metrics endpoint. Waited for, as the
+    // leadership may be changing hands on a loaded machine; a scrape that finds the node
+    // no longer leading asks the next leader.
+    let mut last_error = None;
+    let leader_metrics = wait_for(|| {
+        let leader = cluster.leader()?;
+        let addr = cluster.nodes.get(&leader.id)?.metrics_addr()?;
+        match scrape(addr) {
+            Ok(body) if body.contains("role=\"leader\"} 1") => Some(Ok(body)),
+            Ok(_) => None,
+            Err(error) => {
+                last_error = Some(error);
+                None
+            }
+        }
+    })
+    .await
+    .or_else(|| last_error.map(Err));
+    match leader_metrics {
         Some(Ok(body)) => {
             println!("== the leader's metrics (curl http://ADDR/metrics), a few of them:");
             for line in body.lines().filter(|line| {
@@ -564,6 +578,8 @@ async fn replace_a_node(
     config.first_start = FirstStart::Join;
     config.data_dir = data_dir;
     config.snapshot_entries = SNAPSHOT_ENTRIES;
+    // Like every node, it serves metrics: it may well be the leader at the end.
+    config.metrics_listen = Some(any);
     secure(&mut config, cluster.borrow().ca.as_ref())?;
     let node = KvNode::start(config.clone())
         .await
