@@ -85,8 +85,11 @@ pub(crate) fn capture() {
 pub(crate) fn closing_of(client: SocketAddr) -> Option<String> {
     let closings = CLOSINGS.get()?.0.lock().unwrap();
     let client = client.to_string();
+    // The latest: tests run in parallel and share the capture, and a client port the
+    // system handed out before (to another test's connection) may be handed out again.
     closings
         .iter()
+        .rev()
         .find(|(peer, _)| *peer == client)
         .map(|(_, error)| error.clone())
 }
