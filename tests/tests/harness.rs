@@ -568,3 +568,164 @@ fn bad_node_numbers_and_counts_are_typed_errors() {
         h.shutdown().await;
     });
 }
+
+/// The user's transport: wraps each node's `MemTransport`, counts what it forwards by
+/// `(from, to, kind)`, and refuses requests on the links it was told to block without
+/// passing them on.
+#[derive(Clone, Default)]
+struct Tap {
+    forwarded: Arc<Mutex<BTreeMap<(NodeId, NodeId, &'static str), u64>>>,
+    refused: Arc<Mutex<BTreeMap<(NodeId, NodeId), u64>>>,
+    blocked: Arc<Mutex<std::collections::BTreeSet<(NodeId, NodeId)>>>,
+}
+
+impl Tap {
+    fn forwarded(&self, from: NodeId, to: NodeId, kind: &'static str) -> u64 {
+        let forwarded = self.forwarded.lock().unwrap();
+        forwarded.get(&(from, to, kind)).copied().unwrap_or(0)
+    }
+
+    fn refused(&self, from: NodeId, to: NodeId) -> u64 {
+        self.refused
+            .lock()
+            .unwrap()
+            .get(&(from, to))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn block(&self, from: NodeId, to: NodeId, blocked: bool) {
+        let mut links = self.blocked.lock().unwrap();
+        if blocked {
+            links.insert((from, to));
+        } else {
+            links.remove(&(from, to));
+        }
+    }
+}
+
+/// One node's end of a [`Tap`].
+struct Tapped<Rt: Runtime> {
+    me: NodeId,
+    inner: raft_mem::MemTransport<u64, Rt>,
+    tap: Tap,
+}
+
+#[async_trait]
+impl<Rt: Runtime> raft_traits::Transport<u64> for Tapped<Rt> {
+    async fn send(
+        &self,
+        to: NodeId,
+        request: raft_traits::Request<u64>,
+    ) -> Result<raft_traits::Response, raft_traits::TransportError> {
+        let link = (self.me, to);
+        if self.tap.blocked.lock().unwrap().contains(&link) {
+            *self.tap.refused.lock().unwrap().entry(link).or_default() += 1;
+            return Err(raft_traits::TransportError::Unreachable {
+                peer: to,
+                reason: "blocked by the test's transport".into(),
+            });
+        }
+        *self
+            .tap
+            .forwarded
+            .lock()
+            .unwrap()
+            .entry((self.me, to, request.kind()))
+            .or_default() += 1;
+        self.inner.send(to, request).await
+    }
+}
+
+/// The transport hook puts the user's transport in every node's path: requests it
+/// forwards reach the network (never more than it forwarded), and requests it refuses
+/// never do: a follower behind a blocked link falls behind while the others commit, and
+/// catches up once the link is unblocked.
+#[test]
+fn a_users_transport_carries_every_request() {
+    let simulation = Simulation::new(21);
+    let rt: SimRuntime = simulation.runtime();
+    simulation.block_on(async move {
+        let tap = Tap::default();
+        let applied = AppliedLog::default();
+        let h = HarnessBuilder::new(rt)
+            .nodes(3)
+            .seed(21)
+            .state_machine({
+                let applied = applied.clone();
+                move |node, _| Recorder::new(node, &applied)
+            })
+            .storage(|_, _| MemStorage::<u64>::new())
+            .transport({
+                let tap = tap.clone();
+                move |me, inner| Tapped {
+                    me,
+                    inner,
+                    tap: tap.clone(),
+                }
+            })
+            .build()
+            .await
+            .unwrap();
+        for value in 1..=3 {
+            h.propose_to_leader(value).await.unwrap();
+        }
+        let leader = h.leader().await.unwrap();
+        let (leader_id, follower_id, other_id) = (
+            h.node_id(leader),
+            h.node_id((leader + 1) % h.n()),
+            h.node_id((leader + 2) % h.n()),
+        );
+        h.wait_until("the follower applied 3 values", || {
+            applied.values(follower_id).len() == 3
+        })
+        .await
+        .unwrap();
+        // Every request the network delivered went through the tap (some the tap passed
+        // on may still be on their way).
+        for (from, to, kind) in [
+            (leader_id, follower_id, "AppendEntries"),
+            (leader_id, other_id, "AppendEntries"),
+        ] {
+            let through_tap = tap.forwarded(from, to, kind);
+            let delivered = h.net().rpc_count_of(from, to, kind);
+            assert!(delivered > 0, "no {kind} from {from} to {to} was delivered");
+            assert!(
+                delivered <= through_tap,
+                "{delivered} {kind} from {from} to {to} delivered, {through_tap} through the tap"
+            );
+        }
+
+        tap.block(leader_id, follower_id, true);
+        let delivered = h
+            .net()
+            .rpc_count_of(leader_id, follower_id, "AppendEntries");
+        for value in 4..=8 {
+            h.propose_to_leader(value).await.unwrap();
+        }
+        h.wait_until("the other follower applied 8 values", || {
+            applied.values(other_id).len() == 8
+        })
+        .await
+        .unwrap();
+        assert!(
+            tap.refused(leader_id, follower_id) > 0,
+            "the tap refused nothing"
+        );
+        assert_eq!(
+            h.net()
+                .rpc_count_of(leader_id, follower_id, "AppendEntries"),
+            delivered,
+            "a request the tap refused reached the network"
+        );
+        assert_eq!(applied.values(follower_id), [1, 2, 3]);
+
+        tap.block(leader_id, follower_id, false);
+        h.wait_until("the follower caught up", || {
+            applied.values(follower_id) == (1..=8).collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        h.shutdown().await;
+    });
+}
