@@ -574,7 +574,7 @@ fn bad_node_numbers_and_counts_are_typed_errors() {
 /// passing them on.
 #[derive(Clone, Default)]
 struct Tap {
-    forwarded: Arc<Mutex<BTreeMap<(NodeId, NodeId, &'static str), u64>>>,
+    forwarded: Arc<Mutex<BTreeMap<LinkKind, u64>>>,
     refused: Arc<Mutex<BTreeMap<(NodeId, NodeId), u64>>>,
     blocked: Arc<Mutex<std::collections::BTreeSet<(NodeId, NodeId)>>>,
 }
@@ -603,6 +603,9 @@ impl Tap {
         }
     }
 }
+
+/// A directed link and a request kind.
+type LinkKind = (NodeId, NodeId, &'static str);
 
 /// One node's end of a [`Tap`].
 struct Tapped<Rt: Runtime> {
