@@ -192,7 +192,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             storage,
             transport: Arc::new(transport),
             events,
-            events_tx: events_tx.clone(),
+            _events_open: events_tx.clone(),
             apply_tx,
             shared: Arc::clone(&shared),
             effects,
@@ -207,6 +207,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             commit_notice_deadline: None,
             alarm: None,
             stop_after_handover: None,
+            in_flight: Default::default(),
         };
         let clock = {
             let runtime = runtime.clone();

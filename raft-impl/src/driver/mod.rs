@@ -2,21 +2,24 @@
 //! out its effects through the storage, transport and apply task.
 //!
 //! The road of a proposal: the handle sends [`Event::Propose`]; the loop steps the leader
-//! core, which appends the entry; the loop persists it, then spawns one task per
-//! AppendEntries; replies come back as [`Event::Outcome`]; once a majority matches, the
-//! core commits and emits the entries to apply; the loop passes them to the apply task,
-//! which calls the state machine and answers the proposer.
+//! core, which appends the entry; the loop starts one AppendEntries per follower and
+//! persists the entry while they travel (it keeps polling the requests in flight while
+//! it waits for storage); replies come back as [`Event::Outcome`]; once a majority
+//! matches, the core commits and emits the entries to apply; the loop passes them to the
+//! apply task, which calls the state machine and answers the proposer.
 
 mod apply;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::channel::oneshot;
-use futures::future::{BoxFuture, Either, select};
+use futures::future::{BoxFuture, Either, FutureExt, select};
+use futures::stream::{FuturesUnordered, StreamExt};
 use raft_traits::{
     Command, Entry, LogId, LogIndex, Membership, NodeId, Request, RequestRefused, Response,
     Runtime, StateMachine, Storage, StorageError, Transport, TransportError,
@@ -136,7 +139,9 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) storage: S,
     pub(crate) transport: Arc<T>,
     pub(crate) events: Receiver<Event<C, R>>,
-    pub(crate) events_tx: Sender<Event<C, R>>,
+    /// Keeps the event channel open: a node runs until it is shut down, even when no
+    /// handle to it is left.
+    pub(crate) _events_open: Sender<Event<C, R>>,
     pub(crate) apply_tx: Sender<ApplyMsg<C, R>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) effects: Effects<C>,
@@ -158,6 +163,54 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) alarm: Option<(Duration, BoxFuture<'static, ()>)>,
     /// A shutdown waiting for this leader's handover to end.
     pub(crate) stop_after_handover: Option<oneshot::Sender<()>>,
+    /// The requests this node sent that await their replies: polled by the loop itself
+    /// (in [`next`](Driver::next), and while it waits for storage), not spawned as tasks
+    /// of their own, which would cost a task hand-off and often a thread wake-up each.
+    pub(crate) in_flight: InFlight<C, R>,
+}
+
+/// Requests in flight, each resolving to its [`Event::Outcome`], and the outcomes that
+/// arrived while the loop was waiting for storage.
+pub(crate) struct InFlight<C, R> {
+    requests: FuturesUnordered<BoxFuture<'static, Event<C, R>>>,
+    arrived: VecDeque<Event<C, R>>,
+}
+
+impl<C, R> Default for InFlight<C, R> {
+    fn default() -> Self {
+        InFlight {
+            requests: FuturesUnordered::new(),
+            arrived: VecDeque::new(),
+        }
+    }
+}
+
+impl<C: Send + 'static, R: Send + 'static> InFlight<C, R> {
+    /// The next outcome; never resolves while nothing is in flight.
+    async fn next_outcome(&mut self) -> Event<C, R> {
+        if let Some(event) = self.arrived.pop_front() {
+            return event;
+        }
+        match self.requests.next().await {
+            Some(event) => event,
+            None => futures::future::pending().await,
+        }
+    }
+
+    /// Awaits `write` while the requests in flight keep moving: a leader's AppendEntries
+    /// travel, and its followers fsync, while the leader fsyncs the same entries (thesis
+    /// §10.2.1). Outcomes that arrive meanwhile wait in `arrived` for the loop.
+    async fn overlap<F: Future>(&mut self, write: F) -> F::Output {
+        let mut write = std::pin::pin!(write);
+        while !self.requests.is_empty() {
+            match select(write.as_mut(), self.requests.next()).await {
+                Either::Left((output, _)) => return output,
+                Either::Right((Some(event), _)) => self.arrived.push_back(event),
+                Either::Right((None, _)) => break,
+            }
+        }
+        write.await
+    }
 }
 
 enum Next<C, R> {
@@ -231,6 +284,9 @@ where
     }
 
     async fn next(&mut self) -> Next<C, R> {
+        if let Some(event) = self.in_flight.arrived.pop_front() {
+            return Next::Event(event);
+        }
         loop {
             let deadline = [
                 self.election_deadline.map(|d| (d, Timer::Election)),
@@ -243,7 +299,12 @@ where
             .min();
             let Some((at, timer)) = deadline else {
                 self.alarm = None;
-                return self.events.recv().await.map_or(Next::Closed, Next::Event);
+                let received = std::pin::pin!(self.events.recv());
+                let outcome = std::pin::pin!(self.in_flight.next_outcome());
+                return match select(received, outcome).await {
+                    Either::Left((event, _)) => event.map_or(Next::Closed, Next::Event),
+                    Either::Right((event, _)) => Next::Event(event),
+                };
             };
             let now = self.runtime.now();
             if at <= now {
@@ -259,8 +320,12 @@ where
                 continue;
             };
             let received = std::pin::pin!(self.events.recv());
-            match select(received, sleep).await {
-                Either::Left((event, _)) => return event.map_or(Next::Closed, Next::Event),
+            let outcome = std::pin::pin!(self.in_flight.next_outcome());
+            match select(select(received, outcome), sleep).await {
+                Either::Left((Either::Left((event, _)), _)) => {
+                    return event.map_or(Next::Closed, Next::Event);
+                }
+                Either::Left((Either::Right((event, _)), _)) => return Next::Event(event),
                 Either::Right(((), _)) => self.alarm = None,
             }
         }
@@ -610,7 +675,7 @@ where
         let Some(last) = entries.last().map(Entry::log_id) else {
             return Ok(None);
         };
-        self.storage.append(entries).await?;
+        self.in_flight.overlap(self.storage.append(entries)).await?;
         entries.clear();
         for effect in waiting.drain(..) {
             self.carry_out(effect);
@@ -656,35 +721,37 @@ where
     }
 
     async fn persist(&mut self, write: Persist<C>) -> Result<(), StorageError> {
+        let storage = &mut self.storage;
+        let in_flight = &mut self.in_flight;
         match write {
-            Persist::HardState(hard_state) => self.storage.save_hard_state(hard_state).await,
-            Persist::Entries(entries) => self.storage.append(&entries).await,
-            Persist::TruncateFrom(index) => self.storage.truncate_from(index).await,
-            Persist::Snapshot(snapshot) => self.storage.save_snapshot(snapshot).await,
-            Persist::PurgeTo(index) => self.storage.purge_to(index).await,
+            Persist::HardState(hard_state) => {
+                in_flight.overlap(storage.save_hard_state(hard_state)).await
+            }
+            Persist::Entries(entries) => in_flight.overlap(storage.append(&entries)).await,
+            Persist::TruncateFrom(index) => in_flight.overlap(storage.truncate_from(index)).await,
+            Persist::Snapshot(snapshot) => in_flight.overlap(storage.save_snapshot(snapshot)).await,
+            Persist::PurgeTo(index) => in_flight.overlap(storage.purge_to(index)).await,
         }
     }
 
-    /// Each request goes out on its own task, so a slow or dead peer never holds up the
-    /// loop or the other peers.
-    fn send(&self, to: NodeId, tag: SendTag, request: Request<C>) {
+    /// Starts a request; the loop polls it with the others in flight, so a slow or dead
+    /// peer never holds up the loop or the other peers (the transport bounds how long a
+    /// request waits). Requests still in flight when the node stops are dropped.
+    fn send(&mut self, to: NodeId, tag: SendTag, request: Request<C>) {
         let transport = Arc::clone(&self.transport);
-        let events = self.events_tx.clone();
-        let shared = Arc::clone(&self.shared);
         let rpc = RpcKind::of(&request);
-        let _detached = self.runtime.spawn(async move {
-            // A stopped node sends nothing, even what it decided to send before stopping.
-            if shared.is_stopped() {
-                return;
+        self.in_flight.requests.push(
+            async move {
+                let result = transport.send(to, request).await;
+                Event::Outcome {
+                    to,
+                    tag,
+                    rpc,
+                    result,
+                }
             }
-            let result = transport.send(to, request).await;
-            let _ = events.try_send(Event::Outcome {
-                to,
-                tag,
-                rpc,
-                result,
-            });
-        });
+            .boxed(),
+        );
     }
 
     fn fail(&mut self, reason: &str) {
