@@ -16,7 +16,7 @@ use raft_traits::{
 use crate::config::Config;
 use crate::core::{AnyNode, Apply, Effect, Effects, Node, RoleKind};
 use crate::driver::MembershipChange;
-use crate::driver::{Driver, Event, SnapshotPolicy, run_apply};
+use crate::driver::{Driver, Event, Queuing, SnapshotPolicy, run_apply};
 use crate::error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
@@ -301,8 +301,14 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             return Ok(index);
         }
         let (waiter, result) = oneshot::channel();
-        self.send(Event::ReadIndex { waiter })
-            .map_err(|_| ReadError::Stopped)?;
+        match self.shared.reads.push(waiter) {
+            Queuing::Announce => {
+                if self.send(Event::ReadIndex).is_err() {
+                    self.shared.reads.close();
+                }
+            }
+            Queuing::Covered | Queuing::Closed => {}
+        }
         result.await.unwrap_or(Err(ReadError::Stopped))
     }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use raft_traits::{Command, LogId, LogIndex, Membership, NodeId, Term};
 
 use crate::core::{AnyNode, Counters, MembershipVersion, ReadLease, ReplicationMode, RoleKind};
+use crate::driver::ReadQueue;
 use crate::latency::LatencyRecorder;
 
 /// A snapshot of a node's state, for monitoring and tests.
@@ -167,6 +168,8 @@ pub(crate) struct Shared {
     /// as new as the one published with it.
     lease_until_nanos: AtomicU64,
     lease_index: AtomicU64,
+    /// Linearizable reads waiting for the event loop.
+    pub(crate) reads: ReadQueue,
 }
 
 impl Shared {
@@ -176,6 +179,7 @@ impl Shared {
 
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
+        self.reads.close();
         self.lease_until_nanos.store(0, Ordering::Release);
         self.status().stopped = true;
         lock(&self.watchers).clear();
@@ -362,6 +366,7 @@ impl Shared {
             proposal_latency: LatencyRecorder::default(),
             lease_until_nanos: AtomicU64::new(0),
             lease_index: AtomicU64::new(0),
+            reads: ReadQueue::default(),
             membership_version: Mutex::new(None),
             status: Mutex::new(Status {
                 id,

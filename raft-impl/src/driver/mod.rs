@@ -9,6 +9,7 @@
 //! apply task, which calls the state machine and answers the proposer.
 
 mod apply;
+mod read_queue;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -26,6 +27,7 @@ use raft_traits::{
 };
 
 pub(crate) use apply::{ApplyMsg, SnapshotPolicy, Waiter, run_apply};
+pub(crate) use read_queue::{Queuing, ReadQueue};
 
 use crate::core::{
     AnyNode, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
@@ -107,8 +109,9 @@ pub(crate) enum Event<C, R> {
         ack: Option<oneshot::Sender<Result<LogId, ProposeError>>>,
         waiter: Option<Waiter<R>>,
     },
-    /// A linearizable read: `waiter` learns the index to wait for.
-    ReadIndex { waiter: ReadWaiter },
+    /// Linearizable reads are queued in [`Shared::reads`]: take them, and find their
+    /// read index together.
+    ReadIndex,
     /// Change the configuration.
     ChangeMembership {
         change: MembershipChange,
@@ -148,8 +151,8 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) pending_replies:
         BTreeMap<RequestId, oneshot::Sender<Result<Response, RequestRefused>>>,
     pub(crate) next_request_id: u64,
-    /// Reads waiting for their index, by the id the core hands back.
-    pub(crate) pending_reads: BTreeMap<ReadId, ReadWaiter>,
+    /// Batches of reads waiting for their index, by the id the core hands back.
+    pub(crate) pending_reads: BTreeMap<ReadId, Vec<ReadWaiter>>,
     pub(crate) next_read_id: u64,
     /// Membership changes waiting for their configuration to commit.
     pub(crate) pending_changes: Vec<PendingChange>,
@@ -210,6 +213,14 @@ impl<C: Send + 'static, R: Send + 'static> InFlight<C, R> {
             }
         }
         write.await
+    }
+}
+
+impl<C: Command, R, Rt, S, T> Drop for Driver<C, R, Rt, S, T> {
+    fn drop(&mut self) {
+        // Also when the runtime drops the loop without letting it finish: queued
+        // readers must learn that nobody will answer them.
+        self.shared.reads.close();
     }
 }
 
@@ -537,10 +548,14 @@ where
                     }
                 }
             }
-            Event::ReadIndex { waiter } => {
+            Event::ReadIndex => {
+                let waiters = self.shared.reads.take();
+                if waiters.is_empty() {
+                    return;
+                }
                 self.next_read_id += 1;
                 let id = ReadId(self.next_read_id);
-                self.pending_reads.insert(id, waiter);
+                self.pending_reads.insert(id, waiters);
                 if let Some(node) = self.node.as_mut() {
                     node.advance_clock(self.runtime.now());
                     node.read_index(id, &mut self.effects);
@@ -694,8 +709,11 @@ where
                 }
             }
             Effect::Read { id, result } => {
-                if let Some(waiter) = self.pending_reads.remove(&id) {
-                    let _ = waiter.send(result.map_err(ReadError::from));
+                if let Some(waiters) = self.pending_reads.remove(&id) {
+                    let result = result.map_err(ReadError::from);
+                    for waiter in waiters {
+                        let _ = waiter.send(result.clone());
+                    }
                 }
             }
             Effect::Refuse { id, reason } => {
