@@ -250,6 +250,34 @@ async fn run(
             }
         }
         Scenario::Durable => {
+            // The floor first: what one durable write's fsync costs on this disk, alone
+            // and with the three nodes' fsyncs at once.
+            let probe = cluster::ScratchDir::new("fsync-probe")?;
+            for writers in [1, 3] {
+                let rounds = 500 / scale as usize;
+                let latency = measure::disk_fsync(&probe.0, writers, rounds, 256).map_err(|e| {
+                    BenchError(format!("fsync probe in {}: {e}", probe.0.display()))
+                })?;
+                rows.push(Row {
+                    scenario: if writers == 1 { "disk fsync" } else { "disk fsync x3" },
+                    operation: "fsync",
+                    clients: writers,
+                    writes: (writers * rounds) as u64,
+                    // All writers in step: each round ends with the slowest fsync.
+                    writes_per_sec: if latency.mean_us > 0.0 {
+                        writers as f64 * 1e6 / latency.mean_us
+                    } else {
+                        0.0
+                    },
+                    latency,
+                    cpu_us_per_write: 0.0,
+                    peak_rss_mib: 0.0,
+                    note: format!(
+                        "{writers} thread(s) in step, each appending 256 B and fdatasync-ing a file of its own"
+                    ),
+                });
+            }
+            drop(probe);
             for &c in args.clients.as_deref().unwrap_or(&[1, 64]) {
                 let writes = writes_for(c, 2_000, 200_000);
                 let wiring = Wiring::tcp(TcpConfig::default())?;

@@ -72,3 +72,61 @@ fn status_kib(field: &str) -> f64 {
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.
 pub(crate) use raft_examples::progress::{Goal, Progress};
+
+/// The disk's own latency for what a durable write needs: `writers` threads at once
+/// (the nodes of a cluster sharing one disk) each append `bytes` to a file of its own
+/// in `dir` and `fdatasync` it, `rounds` times, in step. The floor of a durable write is
+/// one such round, so the durable scenario prints it beside its own latency.
+pub(crate) fn disk_fsync(
+    dir: &std::path::Path,
+    writers: usize,
+    rounds: usize,
+    bytes: usize,
+) -> std::io::Result<Latency> {
+    use std::io::Write as _;
+    let barrier = std::sync::Barrier::new(writers);
+    let record = vec![0x5a_u8; bytes];
+    let per_writer: Vec<std::io::Result<Vec<u64>>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..writers)
+            .map(|writer| {
+                let (barrier, record) = (&barrier, &record);
+                scope.spawn(move || -> std::io::Result<Vec<u64>> {
+                    let path = dir.join(format!("fsync-probe-{writer}"));
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&path)?;
+                    let mut nanos = Vec::with_capacity(rounds);
+                    // The first rounds create the file and its first blocks: not timed.
+                    const WARM_UP: usize = 20;
+                    for round in 0..rounds + WARM_UP {
+                        barrier.wait();
+                        let start = std::time::Instant::now();
+                        file.write_all(record)?;
+                        file.sync_data()?;
+                        if round >= WARM_UP {
+                            let took = start.elapsed().as_nanos();
+                            nanos.push(u64::try_from(took).unwrap_or(u64::MAX));
+                        }
+                    }
+                    drop(file);
+                    std::fs::remove_file(&path)?;
+                    Ok(nanos)
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("fsync probe thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(writers * rounds);
+    for nanos in per_writer {
+        all.extend(nanos?);
+    }
+    Ok(Latency::of(all))
+}
