@@ -722,6 +722,10 @@ where
                 }
             }
             Effect::Apply(apply) => {
+                // Published first, so that `Status::last_applied` (which the apply task
+                // publishes itself) never runs ahead of the status, even while the loop
+                // still waits for storage before its own publish.
+                self.publish();
                 let _ = self.apply_tx.try_send(ApplyMsg::from(apply));
             }
             Effect::SetTimer { timer, after } => {

@@ -11,6 +11,7 @@ mod invariants;
 pub mod linearizability;
 mod planted;
 mod runtime;
+mod slow_disk;
 
 use std::future::Future;
 

@@ -115,6 +115,7 @@ use super::invariants::{Durable, Observations, check_log_matching, is_quorum};
 use super::linearizability::{self, Event, History};
 use super::planted::{Planted, PlantedBug};
 use super::runtime::{SimRuntime, Simulation};
+use super::slow_disk::SlowDisk;
 
 /// What an exploration does besides what its seed decides.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -643,6 +644,8 @@ struct World {
     config: Config,
     /// The bug planted in every node's storage, if any.
     planted_bug: Option<PlantedBug>,
+    /// The longest write latency of the nodes' disks, in microseconds (0: instant).
+    disk_latency_micros: u64,
     snapshot_every: u64,
     /// Set once the heal phase starts: flapping and outages stop meddling.
     healing: AtomicBool,
@@ -745,6 +748,13 @@ impl World {
         } else {
             window_rng.random_range(1..=50)
         };
+        // Half the explorations give the nodes a disk whose writes take time (drawn
+        // apart, like the window), so that writes run while the event loop goes on.
+        let disk_latency_micros = if StdRng::seed_from_u64(mix(seed, 5)).random_bool(0.5) {
+            StdRng::seed_from_u64(mix(seed, 6)).random_range(100..=5_000)
+        } else {
+            0
+        };
         let net = MemNetwork::new(runtime.clone(), mix(seed, 2));
         net.set_long_delays(false);
         let now = runtime.now();
@@ -771,6 +781,7 @@ impl World {
             initial,
             membership_changes: options.membership_changes,
             planted_bug: options.planted_bug,
+            disk_latency_micros,
             snapshot_every,
             healing: AtomicBool::new(false),
             disruption_forbidden: config.pre_vote && config.check_quorum,
@@ -1108,7 +1119,12 @@ impl World {
         let members = self.boot_membership(i, incarnation);
         let parts = Parts {
             runtime: self.runtime.clone(),
-            storage: Planted::new(storage, self.planted_bug),
+            storage: SlowDisk::new(
+                Planted::new(storage, self.planted_bug),
+                self.runtime.clone(),
+                mix(self.seed, 2000 + (i as u64) * 1000 + incarnation),
+                self.disk_latency_micros,
+            ),
             state_machine,
             transport,
         };
