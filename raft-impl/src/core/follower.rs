@@ -149,7 +149,7 @@ impl<C: Command> Node<Follower, C> {
 /// The step into candidacy, shared by a follower or pre-candidate that may campaign and
 /// a candidate whose election failed.
 pub(super) fn campaign<C: Command>(
-    mut shared: Shared<C>,
+    mut shared: Box<Shared<C>>,
     transfer: bool,
     out: &mut Effects<C>,
 ) -> Node<Candidate, C> {
@@ -181,7 +181,7 @@ pub(super) fn campaign<C: Command>(
 /// adopted. The election timer is restarted so that a round that gets no answer is
 /// retried.
 pub(super) fn pre_campaign<C: Command>(
-    mut shared: Shared<C>,
+    mut shared: Box<Shared<C>>,
     out: &mut Effects<C>,
 ) -> Node<PreCandidate, C> {
     let id = shared.id;

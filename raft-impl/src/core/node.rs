@@ -107,7 +107,7 @@ impl fmt::Display for RoleKind {
 /// ```
 #[derive(Debug)]
 pub struct Node<R: Role, C> {
-    pub(super) shared: Shared<C>,
+    pub(super) shared: Box<Shared<C>>,
     pub(super) role: R,
 }
 
@@ -309,7 +309,7 @@ impl<C: Command> Node<Follower, C> {
         }
         shared.reset_election_timer(out);
         Ok(Node {
-            shared,
+            shared: Box::new(shared),
             role: Follower::new(None),
         })
     }
