@@ -13,17 +13,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_rustls::TlsConnector;
+use raft_traits::Runtime;
 use raft_traits::{Codec, NodeId, Postcard, TransportError};
 use rand::RngExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use smol::Timer;
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
 
 use self::connection::{Call, Connection, Reply};
 use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError, HandshakeError, TcpConfigError};
+use crate::executor::Executor;
 use crate::frame::FrameKind;
 use crate::handshake::{self, Hello, Protocol};
 use crate::stream::{self, Reader, Writer};
@@ -61,9 +62,11 @@ use crate::tls::{self, TlsConfig};
 /// A request waits at most `connect_timeout` for a connection (its handshake included)
 /// and then at most `request_timeout` for its reply.
 ///
-/// The client is a handle: clones share the same servers and connections. Its
-/// connections run as tasks on smol's global executor (see `smol::spawn`; the number of
-/// its threads is set by the `SMOL_THREADS` environment variable); they end when the
+/// The client is a handle: clones share the same servers and connections. Each
+/// connection runs as a task, and the client's timeouts as timers, on the client's
+/// runtime: smol's global executor unless [`set_runtime`](Self::set_runtime) names
+/// another (an application that runs its nodes on tokio gives the client its tokio
+/// runtime, so that one executor runs everything). A connection's task ends when the
 /// client is shut down or its last handle is dropped.
 ///
 /// `Req` is the request type, `Resp` the response type and `K` the codec, which the
@@ -83,6 +86,8 @@ struct Inner<K> {
     /// TLS settings, if the client speaks TLS.
     tls: Option<TlsConfig>,
     peers: Mutex<HashMap<NodeId, Arc<PeerSlot>>>,
+    /// Where connections run and timeouts are timed.
+    executor: Mutex<Executor>,
     shut_down: AtomicBool,
     /// Closed by [`TcpClient::shutdown`]; never carries a message. Closing it wakes
     /// every request in flight through `on_shutdown`.
@@ -169,12 +174,22 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
                 hello_bytes,
                 tls,
                 peers: Mutex::new(peers),
+                executor: Mutex::new(Executor::default()),
                 shut_down: AtomicBool::new(false),
                 shutdown_signal,
                 on_shutdown,
             }),
             _messages: PhantomData,
         })
+    }
+
+    /// Runs the client's connections and timers on `runtime` instead of smol's global
+    /// executor: choose the runtime the application runs everything else on. Applies to
+    /// the connections opened from now on, so call it before the first request.
+    ///
+    /// The sockets are smol's (`async-io`), which work under any executor.
+    pub fn set_runtime<R: Runtime>(&self, runtime: R) {
+        *self.inner.lock_executor() = Executor::new(runtime);
     }
 
     /// Adds server `peer` at `addr`, or moves it there.
@@ -318,6 +333,16 @@ impl<K: Codec> Inner<K> {
         self.shut_down.load(Ordering::SeqCst)
     }
 
+    /// Replacing the executor is a single assignment: a poisoned lock is still
+    /// consistent.
+    fn lock_executor(&self) -> MutexGuard<'_, Executor> {
+        self.executor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn executor(&self) -> Executor {
+        self.lock_executor().clone()
+    }
+
     /// Every update of the map is a single insertion or removal: a poisoned lock is
     /// still consistent.
     fn lock_peers(&self) -> MutexGuard<'_, HashMap<NodeId, Arc<PeerSlot>>> {
@@ -370,8 +395,9 @@ impl<K: Codec> Inner<K> {
         let after = self.config.request_timeout;
         let reply = {
             let reply = call.reply();
+            let timer = self.executor().sleep(after);
             let expired = async {
-                Timer::after(after).await;
+                timer.await;
                 None
             };
             smol::future::or(async { Some(reply.await) }, expired).await
@@ -481,8 +507,10 @@ impl PeerSlot {
         };
 
         let timeout = inner.config.connect_timeout;
+        let executor = inner.executor();
+        let timer = executor.sleep(timeout);
         let expired = async {
-            Timer::after(timeout).await;
+            timer.await;
             None
         };
         let attempt = smol::future::or(async { Some(self.open(inner, addr).await) }, expired);
@@ -500,7 +528,8 @@ impl PeerSlot {
             }
         };
         let (stream, reader, writer) = stream;
-        let connection = Connection::open(self.peer, stream, reader, writer, &inner.config);
+        let connection =
+            Connection::open(self.peer, stream, reader, writer, &inner.config, &executor);
 
         let refusal = {
             let mut link = self.lock();

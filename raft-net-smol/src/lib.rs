@@ -67,6 +67,7 @@
 mod client;
 mod config;
 mod error;
+mod executor;
 pub mod frame;
 pub mod handshake;
 mod outbox;

@@ -10,14 +10,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use raft_traits::{Codec, Command, NodeId, Postcard, RpcHandler};
-use smol::Task;
+use raft_traits::{Codec, Command, NodeId, Postcard, RpcHandler, Runtime};
 use smol::io::AsyncReadExt;
 use smol::net::{TcpListener, TcpStream};
 
 use self::connection::Setup;
 use crate::config::TcpConfig;
 use crate::error::{ConnectionError, LimitError, ServerError};
+use crate::executor::{Executor, Task};
 use crate::handshake::{self, Hello, Refusal};
 use crate::reassembly::Budget;
 use crate::service::{RaftService, Service};
@@ -65,9 +65,13 @@ const MAX_REFUSING: usize = 16;
 /// `max_connections` is told so with a refusal before it is closed. A connection that
 /// fails at the socket level is logged at `debug` level.
 ///
-/// The server's tasks run on smol's global executor. [`shutdown`](TcpServer::shutdown)
-/// closes the listening socket and every connection; dropping the server does the same
-/// without waiting.
+/// The server's tasks (its accept loop, one per connection and one per request being
+/// handled, so also [`Service::call`]) and its timers run on the server's runtime:
+/// smol's global executor unless [`set_runtime`](TcpServer::set_runtime) names another.
+/// An application that runs its nodes on tokio gives the server its tokio runtime: one
+/// executor then runs everything, and a service may use tokio's timers and I/O.
+/// [`shutdown`](TcpServer::shutdown) closes the listening socket and every connection;
+/// dropping the server does the same without waiting.
 ///
 /// [`TcpTransport`]: crate::TcpTransport
 /// [`TcpClient`]: crate::TcpClient
@@ -117,7 +121,9 @@ struct State {
     node: Option<NodeId>,
     /// TLS settings, if connections must speak TLS.
     tls: Option<TlsConfig>,
-    accept_loop: Option<Task<()>>,
+    /// Where the server's tasks run and its timeouts are timed.
+    executor: Executor,
+    accept_loop: Option<Task>,
     connections: HashMap<u64, Served>,
     next_connection: u64,
     shut_down: bool,
@@ -126,7 +132,7 @@ struct State {
 /// A connection being served.
 struct Served {
     stream: TcpStream,
-    task: Option<Task<()>>,
+    task: Option<Task>,
 }
 
 impl Drop for Served {
@@ -192,6 +198,16 @@ impl<K: Codec> TcpServer<K> {
         self.shared.lock().tls = Some(tls);
     }
 
+    /// Runs the server's tasks and timers on `runtime` instead of smol's global
+    /// executor: choose the runtime the application runs everything else on. Call it
+    /// before [`serve`](Self::serve); the accept loop, every connection and every
+    /// [`Service::call`] then run on it.
+    ///
+    /// The sockets are smol's (`async-io`), which work under any executor.
+    pub fn set_runtime<R: Runtime>(&self, runtime: R) {
+        self.shared.lock().executor = Executor::new(runtime);
+    }
+
     /// The bytes that unfinished requests hold, over all connections, right now.
     pub fn buffered_bytes(&self) -> usize {
         self.shared.budget.held()
@@ -235,8 +251,14 @@ impl<K: Codec> TcpServer<K> {
             return Err(ServerError::ShutDown);
         }
         let listener = state.listener.take().ok_or(ServerError::AlreadyServing)?;
-        let accepting = accept_loop(Arc::downgrade(&self.shared), listener, service);
-        state.accept_loop = Some(smol::spawn(accepting));
+        let executor = state.executor.clone();
+        let accepting = accept_loop(
+            Arc::downgrade(&self.shared),
+            listener,
+            service,
+            executor.clone(),
+        );
+        state.accept_loop = Some(executor.spawn(accepting));
         Ok(())
     }
 
@@ -282,6 +304,7 @@ async fn accept_loop<S: Service, K: Codec>(
     shared: Weak<Shared<K>>,
     listener: TcpListener,
     service: Arc<S>,
+    executor: Executor,
 ) {
     loop {
         let accepted = listener.accept().await;
@@ -293,7 +316,7 @@ async fn accept_loop<S: Service, K: Codec>(
             Err(e) => {
                 tracing::warn!(addr = %server.local_addr, error = %e, "accept failed");
                 drop(server);
-                smol::Timer::after(ACCEPT_RETRY).await;
+                executor.sleep(ACCEPT_RETRY).await;
             }
         }
     }
@@ -329,8 +352,9 @@ impl<K: Codec> Shared<K> {
         };
         if state.connections.len() >= self.config.max_connections {
             let tls = state.tls.is_some();
+            let executor = state.executor.clone();
             drop(state);
-            self.refuse_busy(stream, peer, hello_bytes, tls);
+            self.refuse_busy(stream, peer, hello_bytes, tls, &executor);
             return;
         }
         let id = state.next_connection;
@@ -342,11 +366,12 @@ impl<K: Codec> Shared<K> {
             hello_bytes,
             budget: Arc::clone(&self.budget),
             tls: state.tls.clone(),
+            executor: state.executor.clone(),
         };
         let serving = connection::serve(stream.clone(), Arc::clone(service), setup);
         let weak = Weak::clone(weak);
         // Registered before the task can finish: it deregisters under the same lock.
-        let task = smol::spawn(async move {
+        let task = state.executor.spawn(async move {
             match serving.await {
                 Ok(()) => tracing::debug!(%peer, "connection closed by the client"),
                 Err(ConnectionError::Io(error)) => {
@@ -390,7 +415,14 @@ impl<K: Codec> Shared<K> {
     /// many others are being told already, and closes it. A TLS client is not told: it
     /// expects a TLS handshake, and spending one on a connection being refused would
     /// make the cap cheap to exhaust.
-    fn refuse_busy(&self, stream: TcpStream, peer: SocketAddr, hello_bytes: Vec<u8>, tls: bool) {
+    fn refuse_busy(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        hello_bytes: Vec<u8>,
+        tls: bool,
+        executor: &Executor,
+    ) {
         let error = LimitError::TooManyConnections {
             max: self.config.max_connections,
         };
@@ -406,7 +438,8 @@ impl<K: Codec> Shared<K> {
         }
         let refusing = Arc::clone(&self.refusing);
         let linger = self.config.handshake_timeout;
-        smol::spawn(async move {
+        let expired = executor.sleep(linger);
+        executor.spawn_detached(async move {
             let telling = async {
                 let mut writer = stream.clone();
                 handshake::refuse(&mut writer, Refusal::Busy, &hello_bytes).await;
@@ -418,15 +451,10 @@ impl<K: Codec> Shared<K> {
                 let mut scratch = [0u8; 1024];
                 while let Ok(1..) = reader.read(&mut scratch).await {}
             };
-            let expired = smol::Timer::after(linger);
-            smol::future::or(telling, async {
-                expired.await;
-            })
-            .await;
+            smol::future::or(telling, expired).await;
             let _ = stream.shutdown(Shutdown::Both);
             refusing.fetch_sub(1, Ordering::SeqCst);
-        })
-        .detach();
+        });
     }
 }
 

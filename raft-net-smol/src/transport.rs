@@ -4,8 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use raft_traits::{
-    Codec, Command, Membership, NodeId, Postcard, Request, Response, Transport, TransportError,
-    async_trait,
+    Codec, Command, Membership, NodeId, Postcard, Request, Response, Runtime, Transport,
+    TransportError, async_trait,
 };
 
 use crate::client::TcpClient;
@@ -53,8 +53,12 @@ use crate::tls::TlsConfig;
 /// added to the cluster later is reached without restarting the others.
 ///
 /// The transport is a handle: clones share the same peers and connections. Its
-/// connections run as tasks on smol's global executor (see `smol::spawn`; the number of
-/// its threads is set by the `SMOL_THREADS` environment variable); they end when the
+/// connections run as tasks, and its timeouts as timers, on the transport's runtime:
+/// smol's global executor (whose thread count the `SMOL_THREADS` environment variable
+/// sets) unless [`set_runtime`](Self::set_runtime) names another. Give it the runtime
+/// the node runs on (the one in its `Parts`), and the same to the node's
+/// [`TcpServer`](crate::TcpServer), so that one executor runs the whole node rather
+/// than two handing every message across threads. A connection's task ends when the
 /// transport is shut down or its last handle is dropped.
 ///
 /// ```
@@ -133,6 +137,13 @@ impl<C: Command, K: Codec> TcpTransport<C, K> {
                 peers,
             )?,
         })
+    }
+
+    /// Runs the transport's connections and timers on `runtime` (the node's) instead of
+    /// smol's global executor. Applies to the connections opened from now on, so call it
+    /// before the node starts. See [`TcpClient::set_runtime`].
+    pub fn set_runtime<R: Runtime>(&self, runtime: R) {
+        self.client.set_runtime(runtime);
     }
 
     /// The node this transport sends for.

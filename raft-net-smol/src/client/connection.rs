@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use raft_traits::NodeId;
-use smol::Task;
 use smol::channel::Sender;
 use smol::io::BufReader;
 use smol::net::TcpStream;
 
 use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError};
+use crate::executor::{Executor, Task};
 use crate::frame::{FrameKind, read_frame};
 use crate::outbox::{Outgoing, write_frames};
 use crate::reassembly::Reassembler;
@@ -118,7 +118,7 @@ pub(crate) struct Connection {
     outbox: Sender<Outgoing>,
     stream: TcpStream,
     next_request_id: AtomicU64,
-    _task: Task<()>,
+    _task: Task,
 }
 
 impl Connection {
@@ -130,6 +130,7 @@ impl Connection {
         reader: Reader,
         writer: Writer,
         config: &TcpConfig,
+        executor: &Executor,
     ) -> Arc<Connection> {
         let waiting = Arc::new(Waiting::new());
         let (outbox, outgoing) = smol::channel::unbounded();
@@ -137,7 +138,7 @@ impl Connection {
             let waiting = Arc::clone(&waiting);
             let stream = stream.clone();
             let config = config.clone();
-            smol::spawn(async move {
+            executor.spawn(async move {
                 let reading = read_replies(reader, &waiting, &config);
                 let writing = write_frames(writer, outgoing, config.chunk_size);
                 let reason = match smol::future::or(reading, writing).await {

@@ -10,13 +10,13 @@ use futures::FutureExt;
 use futures_rustls::TlsAcceptor;
 use raft_traits::{Codec, NodeId};
 use serde::Serialize;
-use smol::Timer;
 use smol::channel::Sender;
 use smol::io::BufReader;
 use smol::net::TcpStream;
 
 use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError, HandshakeError, LimitError};
+use crate::executor::Executor;
 use crate::frame::{FrameKind, read_frame};
 use crate::handshake::{self, Hello};
 use crate::outbox::{Outgoing, write_frames};
@@ -39,6 +39,8 @@ pub(super) struct Setup<K> {
     pub(super) budget: Arc<Budget>,
     /// TLS settings, if connections must speak TLS.
     pub(super) tls: Option<TlsConfig>,
+    /// Where the requests are handled and the timeouts timed.
+    pub(super) executor: Executor,
 }
 
 /// Serves `stream` until the client closes it (`Ok`) or breaks the protocol, goes over a
@@ -62,11 +64,13 @@ pub(super) async fn serve<S: Service, K: Codec>(
         hello_bytes,
         budget,
         tls,
+        executor,
     } = setup;
     let opening = open(&stream, tls, &hello, &hello_bytes, config.max_frame_size);
     let after = config.handshake_timeout;
+    let timer = executor.sleep(after);
     let expired = async {
-        Timer::after(after).await;
+        timer.await;
         Err(LimitError::HandshakeTimeout { after }.into())
     };
     let Some((client, reader, writer)) = smol::future::or(opening, expired).await? else {
@@ -93,9 +97,10 @@ pub(super) async fn serve<S: Service, K: Codec>(
         outbox,
         fatal,
         activity: Arc::clone(&activity),
+        executor: executor.clone(),
     };
     let reading = read_requests(reader, reassembler, config.max_frame_size, requests);
-    let idling = watch_idle(&activity, config.idle_timeout);
+    let idling = watch_idle(&activity, config.idle_timeout, &executor);
     let failing = async {
         match fatal_errors.recv().await {
             Ok(error) => Err(error),
@@ -209,11 +214,15 @@ impl Drop for Handling {
 
 /// Ends (with [`LimitError::Idle`]) once nothing has arrived and no request has been
 /// handled for `idle`.
-async fn watch_idle(activity: &Activity, idle: Duration) -> Result<(), ConnectionError> {
+async fn watch_idle(
+    activity: &Activity,
+    idle: Duration,
+    executor: &Executor,
+) -> Result<(), ConnectionError> {
     loop {
         match activity.last().checked_add(idle) {
             Some(deadline) => {
-                Timer::at(deadline).await;
+                executor.sleep_until(deadline).await;
             }
             // So far in the future that it never comes.
             None => return std::future::pending().await,
@@ -239,6 +248,8 @@ struct Requests<S, K> {
     outbox: Sender<Outgoing>,
     fatal: Sender<ConnectionError>,
     activity: Arc<Activity>,
+    /// Runs each request's handling.
+    executor: Executor,
 }
 
 async fn read_requests<S: Service, K: Codec>(
@@ -261,7 +272,7 @@ async fn read_requests<S: Service, K: Codec>(
                         requests
                             .clone()
                             .answer(message.request_id, message.body, handling);
-                    smol::spawn(answering).detach();
+                    requests.executor.spawn_detached(answering);
                 }
             }
             FrameKind::Cancel => {
@@ -292,6 +303,7 @@ impl<S, K: Clone> Clone for Requests<S, K> {
             outbox: self.outbox.clone(),
             fatal: self.fatal.clone(),
             activity: Arc::clone(&self.activity),
+            executor: self.executor.clone(),
         }
     }
 }
@@ -307,6 +319,7 @@ impl<S: Service, K: Codec> Requests<S, K> {
             outbox,
             fatal,
             activity: _,
+            executor: _,
         } = self;
         let request: S::Request = match codec.decode(&body) {
             Ok(request) => request,

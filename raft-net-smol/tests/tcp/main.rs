@@ -21,5 +21,6 @@ mod handshake;
 mod limits;
 mod peers;
 mod request_reply;
+mod runtime;
 mod service;
 mod tls;

@@ -1,0 +1,98 @@
+//! The server and client run their tasks and timers on the runtime the application
+//! chooses (`set_runtime`), here tokio: a service may then use tokio's own timers, and
+//! one executor runs everything.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_net_smol::{Protocol, Service, TcpClient, TcpServer};
+use raft_tokio::TokioRuntime;
+use raft_traits::{NodeId, Term, Transport, TransportError, async_trait};
+
+use crate::support::{PEER, TestHandler, config, transport, vote, vote_reply, within};
+
+/// Answers `n` with `n + 1` after a tokio sleep, and names the thread that answered.
+struct TokioNapper;
+
+#[async_trait]
+impl Service for TokioNapper {
+    type Request = u64;
+    type Response = (u64, String);
+
+    fn protocol(&self) -> Protocol {
+        Protocol::service("napper")
+    }
+
+    async fn call(&self, n: u64) -> Result<(u64, String), String> {
+        // Panics ("there is no reactor running") outside a tokio runtime.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let thread = std::thread::current().name().unwrap_or_default().to_owned();
+        Ok((n + 1, thread))
+    }
+}
+
+const SERVER: NodeId = NodeId(9);
+
+fn tokio_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("test-tokio")
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_service_on_a_tokio_runtime_can_await_tokio_timers() {
+    let tokio = tokio_runtime();
+    let runtime = TokioRuntime::new(tokio.handle().clone());
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    server.set_runtime(runtime.clone());
+    server.serve_service(Arc::new(TokioNapper)).unwrap();
+    let client: TcpClient<u64, (u64, String)> = TcpClient::new(
+        config(),
+        Protocol::service("napper"),
+        [(SERVER, server.local_addr())],
+    )
+    .unwrap();
+    client.set_runtime(runtime);
+    tokio.block_on(async {
+        for n in 0..3 {
+            let (answer, thread) = within("a call", client.call(SERVER, n)).await.unwrap();
+            assert_eq!(answer, n + 1);
+            assert_eq!(thread, "test-tokio", "the service ran outside the runtime");
+        }
+        client.shutdown();
+        within("the server to shut down", server.shutdown()).await;
+    });
+}
+
+#[test]
+fn a_server_and_transport_on_a_tokio_runtime_shut_down_their_tasks() {
+    let tokio = tokio_runtime();
+    let runtime = TokioRuntime::new(tokio.handle().clone());
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    server.set_runtime(runtime.clone());
+    server.serve::<u64>(TestHandler::new()).unwrap();
+    let transport = transport(server.local_addr(), config());
+    transport.set_runtime(runtime);
+    tokio.block_on(async {
+        let reply = within("a vote", transport.send(PEER, vote(Term(4)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(4))));
+        assert_eq!(server.connection_count(), 1);
+        // Returns once the accept loop and the connection's task have ended.
+        within("the server to shut down", server.shutdown()).await;
+        assert_eq!(server.connection_count(), 0);
+        // The server closed the connection and no longer listens.
+        let reply = within("a vote after shutdown", transport.send(PEER, vote(Term(5)))).await;
+        assert!(
+            matches!(
+                reply,
+                Err(TransportError::Failed { .. } | TransportError::Unreachable { .. })
+            ),
+            "{reply:?}"
+        );
+        transport.shutdown();
+    });
+}
