@@ -79,8 +79,12 @@ impl<C: Command> Wiring<C> {
         })
     }
 
-    /// Node `id`'s transport.
-    fn transport(&self, id: NodeId) -> Result<Box<dyn Transport<C>>, BenchError> {
+    /// Node `id`'s transport, whose connections run on `runtime` (the node's).
+    fn transport<Rt: Runtime>(
+        &self,
+        id: NodeId,
+        runtime: &Rt,
+    ) -> Result<Box<dyn Transport<C>>, BenchError> {
         Ok(match self {
             Wiring::Local(net) => Box::new(net.transport()),
             Wiring::Tcp {
@@ -99,13 +103,21 @@ impl<C: Command> Wiring<C> {
                         addresses.clone(),
                     ),
                     None => TcpTransport::<C>::new(config, id, addresses.clone()),
-                };
-                Box::new(transport.map_err(|e| BenchError(format!("bad TCP config: {e}")))?)
+                }
+                .map_err(|e| BenchError(format!("bad TCP config: {e}")))?;
+                transport.set_runtime(runtime.clone());
+                Box::new(transport)
             }
         })
     }
 
-    fn attach(&self, id: NodeId, handler: Arc<dyn RpcHandler<C>>) -> Result<(), BenchError> {
+    /// Serves node `id`'s RPCs with `handler`, on `runtime` (the node's).
+    fn attach<Rt: Runtime>(
+        &self,
+        id: NodeId,
+        handler: Arc<dyn RpcHandler<C>>,
+        runtime: &Rt,
+    ) -> Result<(), BenchError> {
         match self {
             Wiring::Local(net) => {
                 net.register(id, handler);
@@ -130,7 +142,10 @@ impl<C: Command> Wiring<C> {
                 }
                 servers[slot]
                     .as_ref()
-                    .map_or(Ok(()), |server| server.serve(handler))
+                    .map_or(Ok(()), |server| {
+                        server.set_runtime(runtime.clone());
+                        server.serve(handler)
+                    })
                     .map_err(|e| BenchError(format!("cannot serve: {e}")))
             }
         }
@@ -197,12 +212,12 @@ where
         runtime: runtime.clone(),
         storage,
         state_machine,
-        transport: Boxed(wiring.transport(id)?),
+        transport: Boxed(wiring.transport(id, runtime)?),
     };
     let raft = Raft::spawn(id, members(), config, parts)
         .await
         .map_err(|e| BenchError(format!("cannot start {id}: {e}")))?;
-    wiring.attach(id, Arc::new(raft.clone()))?;
+    wiring.attach(id, Arc::new(raft.clone()), runtime)?;
     Ok(raft)
 }
 

@@ -49,7 +49,8 @@ struct Args {
     /// AppendEntries in flight per follower (`Config::max_inflight_appends`).
     #[arg(long)]
     inflight: Option<usize>,
-    /// The runtime the nodes and clients of the in-process scenario run on.
+    /// The runtime the nodes, their connections and the clients of the `inprocess` and
+    /// `tcp` scenarios run on.
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Smol)]
     runtime: RuntimeChoice,
     /// Where the `reads` scenario runs (default: all three).
@@ -70,9 +71,10 @@ enum ReadsOn {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum RuntimeChoice {
-    /// `raft_net_smol::SmolRuntime` on its own executor.
+    /// `raft_net_smol::SmolRuntime` on its own executor (`--threads` threads).
     Smol,
-    /// `raft_tokio::TokioRuntime` on a multi-threaded tokio runtime.
+    /// `raft_tokio::TokioRuntime` on a multi-threaded tokio runtime (`--threads`
+    /// workers).
     Tokio,
 }
 
@@ -123,7 +125,10 @@ pub(crate) struct Row {
 
 fn main() {
     let args = Args::parse();
-    let runtime = SmolRuntime::with_threads(args.threads.max(1));
+    // Started on first use: its threads would otherwise sit in async-io's `block_on`
+    // during the tokio scenarios, and async-io's reactor thread then polls at intervals
+    // instead of waiting on the sockets (see `run_on_tokio`).
+    let mut smol_runtime: Option<SmolRuntime> = None;
     let mut scenarios = args.scenarios.clone();
     if scenarios.contains(&Scenario::All) {
         scenarios = vec![
@@ -141,13 +146,24 @@ fn main() {
     let mut rows = Vec::new();
     let mut failed = false;
     for scenario in scenarios {
-        let result = runtime.block_on(run(scenario, &args, scale, &runtime, &mut rows));
+        let result = match (args.runtime, scenario) {
+            (RuntimeChoice::Tokio, Scenario::Inprocess | Scenario::Tcp) => {
+                run_on_tokio(scenario, &args, scale, &mut rows)
+            }
+            _ => {
+                let runtime = smol_runtime
+                    .get_or_insert_with(|| SmolRuntime::with_threads(args.threads.max(1)));
+                runtime.block_on(run(scenario, &args, scale, runtime, &mut rows))
+            }
+        };
         if let Err(BenchError(reason)) = result {
             eprintln!("{scenario:?}: FAILED: {reason}");
             failed = true;
         }
     }
-    runtime.stop();
+    if let Some(runtime) = smol_runtime {
+        runtime.stop();
+    }
     if args.json {
         println!("{}", json(&rows));
     } else {
@@ -156,6 +172,54 @@ fn main() {
     if failed {
         std::process::exit(1);
     }
+}
+
+/// Runs the `inprocess` or `tcp` scenario on a multi-threaded tokio runtime of
+/// `--threads` workers, which the nodes, their connections and the clients share.
+///
+/// Not inside the smol runtime's `block_on`: a thread blocked there on tokio would keep
+/// async-io's own reactor thread polling at intervals instead of waiting on its sockets.
+fn run_on_tokio(
+    scenario: Scenario,
+    args: &Args,
+    scale: u64,
+    rows: &mut Vec<Row>,
+) -> Result<(), BenchError> {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_time()
+        .build()
+        .map_err(|e| BenchError(format!("cannot start tokio: {e}")))?;
+    let rt = raft_tokio::TokioRuntime::new(tokio.handle().clone());
+    let mut config = raft_impl::Config::default();
+    if let Some(inflight) = args.inflight {
+        config.max_inflight_appends = inflight;
+    }
+    let (name, default_clients, one, many): (_, &[usize], _, _) = match scenario {
+        Scenario::Tcp => ("tcp tokio", &[1, 16, 64, 256], 20_000, 200_000),
+        _ => (
+            "in-process tokio",
+            &[1, 16, 64, 256, 1024],
+            200_000,
+            2_000_000,
+        ),
+    };
+    let result = tokio.block_on(async {
+        for &c in args.clients.as_deref().unwrap_or(default_clients) {
+            let writes = args.writes.unwrap_or(if c == 1 { one } else { many }) / scale;
+            let wiring = match scenario {
+                Scenario::Tcp => Wiring::tcp(TcpConfig::default())?,
+                _ => Wiring::local(),
+            };
+            rows.push(
+                scenarios::throughput(&config, name, &rt, wiring, Durability::Memory, c, writes)
+                    .await?,
+            );
+        }
+        Ok(())
+    });
+    tokio.shutdown_background();
+    result
 }
 
 async fn run(
@@ -176,40 +240,18 @@ async fn run(
         Scenario::Inprocess => {
             for &c in args.clients.as_deref().unwrap_or(&[1, 16, 64, 256, 1024]) {
                 let writes = writes_for(c, 200_000, 2_000_000);
-                let row = match args.runtime {
-                    RuntimeChoice::Smol => {
-                        scenarios::throughput(
-                            &config,
-                            "in-process",
-                            runtime,
-                            Wiring::local(),
-                            Durability::Memory,
-                            c,
-                            writes,
-                        )
-                        .await?
-                    }
-                    RuntimeChoice::Tokio => {
-                        let tokio = tokio::runtime::Builder::new_multi_thread()
-                            .worker_threads(args.threads.max(1))
-                            .enable_time()
-                            .build()
-                            .map_err(|e| BenchError(format!("cannot start tokio: {e}")))?;
-                        let rt = raft_tokio::TokioRuntime::new(tokio.handle().clone());
-                        let row = tokio.block_on(scenarios::throughput(
-                            &config,
-                            "in-process tokio",
-                            &rt,
-                            Wiring::local(),
-                            Durability::Memory,
-                            c,
-                            writes,
-                        ))?;
-                        tokio.shutdown_background();
-                        row
-                    }
-                };
-                rows.push(row);
+                rows.push(
+                    scenarios::throughput(
+                        &config,
+                        "in-process",
+                        runtime,
+                        Wiring::local(),
+                        Durability::Memory,
+                        c,
+                        writes,
+                    )
+                    .await?,
+                );
             }
         }
         Scenario::Tcp => {
