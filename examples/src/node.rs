@@ -218,7 +218,9 @@ pub enum NodeError {
 /// by the log. Reads are linearizable in every [`ReadMode`]: through the log, or after a
 /// read barrier ([`KvView::read`]) on the leader or on a follower.
 ///
-/// Everything runs on smol's global executor ([`SmolRuntime::global`]).
+/// Everything runs on smol's global executor ([`SmolRuntime::global`]): the node's Raft
+/// tasks, and its transport's and servers' connections and requests (their
+/// `set_runtime`).
 pub struct KvNode {
     id: NodeId,
     raft: KvRaft,
@@ -438,8 +440,14 @@ impl BoundNode {
 
         let state_machine = SnapshottingKv::new(config.max_sessions);
         let view = state_machine.view();
+        // One executor for the whole node: the Raft tasks, the transport's connections
+        // and both servers' connections and requests.
+        let runtime = SmolRuntime::global();
+        transport.set_runtime(runtime.clone());
+        raft_server.set_runtime(runtime.clone());
+        client_server.set_runtime(runtime.clone());
         let parts = Parts {
-            runtime: SmolRuntime::global(),
+            runtime,
             storage,
             state_machine,
             transport: MemberTransport(transport.clone()),

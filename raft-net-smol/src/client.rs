@@ -187,7 +187,8 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
     /// executor: choose the runtime the application runs everything else on. Applies to
     /// the connections opened from now on, so call it before the first request.
     ///
-    /// The sockets are smol's (`async-io`), which work under any executor.
+    /// The sockets are smol's (`async-io`), which work under any executor; see
+    /// [`TcpServer::set_runtime`](crate::TcpServer::set_runtime) for the one pitfall.
     pub fn set_runtime<R: Runtime>(&self, runtime: R) {
         *self.inner.lock_executor() = Executor::new(runtime);
     }

@@ -4,6 +4,11 @@
 //! through the [`Runtime`] trait. This crate adapts tokio to it in a few lines, and its
 //! tests run the `Runtime` conformance suite and a three-node cluster on it.
 //!
+//! Over TCP, give the same runtime to `raft_net_smol`'s transport and server
+//! (`TcpTransport::set_runtime`, `TcpServer::set_runtime`): their connections and the
+//! handling of each request then run on tokio too, one executor for the whole node, and
+//! a `Service` may use tokio's timers (the cluster test does this).
+//!
 //! ```
 //! use std::time::Duration;
 //! use raft_tokio::TokioRuntime;
