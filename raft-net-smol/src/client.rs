@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
 
-use self::connection::{Call, Connection, Reply};
+use self::connection::{Call, Connection, NoReply, Reply};
 use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError, HandshakeError, TcpConfigError};
 use crate::executor::Executor;
@@ -60,7 +60,8 @@ use crate::tls::{self, TlsConfig};
 /// | after [`shutdown`](Self::shutdown), including requests in flight at that moment | [`TransportError::Closed`] |
 ///
 /// A request waits at most `connect_timeout` for a connection (its handshake included)
-/// and then at most `request_timeout` for its reply.
+/// and then `request_timeout` for its reply (checked an eighth of it apart, so it may
+/// wait up to an eighth longer).
 ///
 /// The client is a handle: clones share the same servers and connections. Each
 /// connection runs as a task, and the client's timeouts as timers, on the client's
@@ -393,24 +394,15 @@ impl<K: Codec> Inner<K> {
         to: NodeId,
         mut call: Call,
     ) -> Result<Resp, TransportError> {
-        let after = self.config.request_timeout;
-        let reply = {
-            let reply = call.reply();
-            let timer = self.executor().sleep(after);
-            let expired = async {
-                timer.await;
-                None
-            };
-            smol::future::or(async { Some(reply.await) }, expired).await
-        };
-        let reply = match reply {
-            None => {
+        // The connection's sweep times the request out (see `connection`).
+        let reply = match call.reply().await {
+            Err(NoReply::TimedOut) => {
+                let after = self.config.request_timeout;
                 tracing::debug!(peer = %to, ?after, "request timed out");
-                // Dropping `call` abandons the request.
                 return Err(TransportError::Timeout { peer: to, after });
             }
-            Some(Err(reason)) => return Err(failed(to, reason)),
-            Some(Ok(reply)) => reply,
+            Err(NoReply::Closed(reason)) => return Err(failed(to, reason)),
+            Ok(reply) => reply,
         };
         let Reply { kind, body } = reply;
         if kind == FrameKind::Response {

@@ -85,7 +85,9 @@ pub struct TcpConfig {
     pub connect_timeout: Duration,
     /// How long the transport waits for a reply once a request has been queued on a
     /// connection (default 5 s). It covers sending the request, so it must leave room for
-    /// the largest snapshot at the link's speed.
+    /// the largest snapshot at the link's speed. Each connection checks its requests'
+    /// deadlines an eighth of this apart, so a request fails between this and an eighth
+    /// more after it was queued.
     pub request_timeout: Duration,
     /// The wait after a first failed connection attempt before the next one (default
     /// 50 ms). It doubles after each further failure, up to `backoff_max`.

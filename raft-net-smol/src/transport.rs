@@ -46,7 +46,8 @@ use crate::tls::TlsConfig;
 /// | after [`shutdown`](Self::shutdown), including requests in flight at that moment | [`TransportError::Closed`] |
 ///
 /// A request waits at most `connect_timeout` for a connection (its handshake included)
-/// and then at most `request_timeout` for its reply.
+/// and then `request_timeout` for its reply (checked an eighth of it apart, so it may
+/// wait up to an eighth longer).
 ///
 /// Peers can be added, moved and removed while the transport runs
 /// ([`set_peer`](Self::set_peer), [`remove_peer`](Self::remove_peer)), so that a node

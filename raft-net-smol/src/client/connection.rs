@@ -3,7 +3,14 @@
 //! Requests are numbered; each waits on its own one-shot channel for the reply with its
 //! number. One task per connection runs a reader, which reassembles replies and hands
 //! each to the request waiting for it, next to the [writer](crate::outbox), which sends
-//! requests interleaved chunk by chunk.
+//! requests interleaved chunk by chunk, and a sweep, which fails the requests whose
+//! reply is overdue.
+//!
+//! The sweep times every request of the connection with one timer, ticking an eighth of
+//! the request timeout apart, rather than one timer per request: arming an OS timer
+//! wakes the thread waiting on the reactor (an `eventfd` write and a context switch), a
+//! cost every request paid while the timer almost never fires. A request therefore
+//! times out between its timeout and an eighth of it later.
 
 use std::collections::HashMap;
 use std::net::Shutdown;
@@ -13,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
 use raft_traits::NodeId;
-use smol::channel::Sender;
+use smol::channel::{Sender, WeakSender};
 use smol::io::BufReader;
 use smol::net::TcpStream;
 
@@ -36,14 +43,31 @@ pub(crate) struct Reply {
     pub(crate) body: Vec<u8>,
 }
 
-/// What a waiting request receives: its reply, or why the connection ended first.
-type ReplySender = oneshot::Sender<Result<Reply, String>>;
+/// Why a request ended without a reply.
+#[derive(Debug)]
+pub(crate) enum NoReply {
+    /// The connection ended first, for this reason.
+    Closed(String),
+    /// The reply did not come within the request timeout.
+    TimedOut,
+}
+
+/// What a waiting request receives: its reply, or why none came.
+type ReplySender = oneshot::Sender<Result<Reply, NoReply>>;
+
+/// A request waiting for its reply.
+#[derive(Debug)]
+struct Pending {
+    reply: ReplySender,
+    /// When the sweep fails it as timed out; `None` if so far ahead it never comes.
+    deadline: Option<Instant>,
+}
 
 /// The requests waiting for a reply on a connection; `None` once the connection has
 /// ended, so that no request can start waiting on a dead connection.
 #[derive(Debug)]
 struct Waiting {
-    calls: Mutex<Option<HashMap<u64, ReplySender>>>,
+    calls: Mutex<Option<HashMap<u64, Pending>>>,
     /// When the connection opened, and how long after that a request last started or
     /// a reply last arrived (µs; an atomic, to keep a lock off every request): the
     /// server closes a connection idle for its idle timeout, and the client must not
@@ -81,7 +105,7 @@ impl Waiting {
 
     /// The map is only ever changed by single insertions and removals, which cannot
     /// leave it half-updated: a poisoned lock is still consistent.
-    fn lock(&self) -> MutexGuard<'_, Option<HashMap<u64, ReplySender>>> {
+    fn lock(&self) -> MutexGuard<'_, Option<HashMap<u64, Pending>>> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -96,14 +120,32 @@ impl Waiting {
         self.lock()
             .as_mut()
             .and_then(|calls| calls.remove(&request_id))
+            .map(|pending| pending.reply)
+    }
+
+    /// Removes the requests whose deadline has passed at `now`, and returns them.
+    fn take_overdue(&self, now: Instant) -> Vec<(u64, ReplySender)> {
+        let mut calls = self.lock();
+        let Some(calls) = calls.as_mut() else {
+            return Vec::new();
+        };
+        let overdue: Vec<u64> = calls
+            .iter()
+            .filter(|(_, pending)| pending.deadline.is_some_and(|d| d <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        overdue
+            .into_iter()
+            .filter_map(|id| calls.remove(&id).map(|pending| (id, pending.reply)))
+            .collect()
     }
 
     /// Ends the connection's bookkeeping: every waiting request fails with `reason`.
     fn fail_all(&self, reason: &str) {
         let calls = self.lock().take();
-        for (_, reply) in calls.into_iter().flatten() {
+        for (_, pending) in calls.into_iter().flatten() {
             // The request may have stopped waiting; then nobody needs to know.
-            let _ = reply.send(Err(reason.to_owned()));
+            let _ = pending.reply.send(Err(NoReply::Closed(reason.to_owned())));
         }
     }
 }
@@ -118,6 +160,7 @@ pub(crate) struct Connection {
     outbox: Sender<Outgoing>,
     stream: TcpStream,
     next_request_id: AtomicU64,
+    request_timeout: Duration,
     _task: Task,
 }
 
@@ -138,16 +181,21 @@ impl Connection {
             let waiting = Arc::clone(&waiting);
             let stream = stream.clone();
             let config = config.clone();
+            // Weak, so that the writer still ends once the connection's handle is gone.
+            let abandon = outbox.downgrade();
+            let timers = executor.clone();
             executor.spawn(async move {
                 let reading = read_replies(reader, &waiting, &config);
                 let writing = write_frames(writer, outgoing, config.chunk_size);
-                let reason = match smol::future::or(reading, writing).await {
-                    Ok(()) => "the peer closed the connection".to_owned(),
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "connection failed");
-                        format!("the connection failed: {e}")
-                    }
-                };
+                let sweeping = sweep(&waiting, &abandon, &timers, config.request_timeout);
+                let reason =
+                    match smol::future::or(sweeping, smol::future::or(reading, writing)).await {
+                        Ok(()) => "the peer closed the connection".to_owned(),
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "connection failed");
+                            format!("the connection failed: {e}")
+                        }
+                    };
                 waiting.fail_all(&reason);
                 // Also wakes up anything still blocked on the socket.
                 let _ = stream.shutdown(Shutdown::Both);
@@ -159,6 +207,7 @@ impl Connection {
             outbox,
             stream,
             next_request_id: AtomicU64::new(1),
+            request_timeout: config.request_timeout,
             _task: task,
         })
     }
@@ -183,12 +232,17 @@ impl Connection {
     pub(crate) fn start(self: &Arc<Self>, body: Vec<u8>) -> Result<Call, Vec<u8>> {
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let (reply_sender, reply) = oneshot::channel();
+        let deadline = Instant::now().checked_add(self.request_timeout);
         {
             let mut calls = self.waiting.lock();
             let Some(calls) = calls.as_mut() else {
                 return Err(body);
             };
-            calls.insert(request_id, reply_sender);
+            let pending = Pending {
+                reply: reply_sender,
+                deadline,
+            };
+            calls.insert(request_id, pending);
             self.waiting.touch();
         }
         let message = Outgoing::Message {
@@ -234,18 +288,19 @@ impl Drop for Connection {
 pub(crate) struct Call {
     connection: Arc<Connection>,
     request_id: u64,
-    reply: Option<oneshot::Receiver<Result<Reply, String>>>,
+    reply: Option<oneshot::Receiver<Result<Reply, NoReply>>>,
 }
 
 impl Call {
-    /// Waits for the reply, or for the reason the connection ended first.
-    pub(crate) async fn reply(&mut self) -> Result<Reply, String> {
+    /// Waits for the reply, for the request timeout, or for the reason the connection
+    /// ended first.
+    pub(crate) async fn reply(&mut self) -> Result<Reply, NoReply> {
         let Some(reply) = self.reply.as_mut() else {
-            return Err("the reply was already taken".to_owned());
+            return Err(NoReply::Closed("the reply was already taken".to_owned()));
         };
         let result = match reply.await {
             Ok(result) => result,
-            Err(oneshot::Canceled) => Err("the connection closed".to_owned()),
+            Err(oneshot::Canceled) => Err(NoReply::Closed("the connection closed".to_owned())),
         };
         self.reply = None;
         result
@@ -305,11 +360,38 @@ async fn read_replies(
             FrameKind::Cancel => {
                 reassembler.discard(header.request_id);
                 if let Some(reply) = waiting.take(header.request_id) {
-                    let _ = reply.send(Err("the peer abandoned its reply".to_owned()));
+                    let reason = "the peer abandoned its reply".to_owned();
+                    let _ = reply.send(Err(NoReply::Closed(reason)));
                 }
             }
             FrameKind::Request | FrameKind::Hello | FrameKind::Welcome | FrameKind::Refusal => {
                 return Err(FrameError::UnexpectedKind { kind: header.kind }.into());
+            }
+        }
+    }
+}
+
+/// Fails the requests whose reply is overdue, an eighth of `request_timeout` apart (at
+/// least a millisecond), and stops sending what is left of their bodies. Never ends.
+async fn sweep(
+    waiting: &Waiting,
+    outbox: &WeakSender<Outgoing>,
+    executor: &Executor,
+    request_timeout: Duration,
+) -> Result<(), ConnectionError> {
+    let tick = (request_timeout / 8).max(Duration::from_millis(1));
+    loop {
+        executor.sleep(tick).await;
+        let overdue = waiting.take_overdue(Instant::now());
+        if overdue.is_empty() {
+            continue;
+        }
+        let outbox = outbox.upgrade();
+        for (request_id, reply) in overdue {
+            // The request may have stopped waiting; then nobody needs to know.
+            let _ = reply.send(Err(NoReply::TimedOut));
+            if let Some(outbox) = &outbox {
+                let _ = outbox.try_send(Outgoing::Abandon(request_id));
             }
         }
     }
