@@ -4,11 +4,16 @@
 //! Run: `cargo run --release -p raft-examples --bin raft-bench -- [SCENARIO...] [--json]`
 //! where SCENARIO is `inprocess`, `tcp`, `tcp-tls`, `durable`, `election`, `snapshot`, `memory`,
 //! `reads` or `all` (the default). See `--help`.
+//!
+//! `--plot FILE.svg` draws the scenarios measured at several client counts (throughput and
+//! latency against clients), with `--anchor NAME=FILE` figures of another system beside
+//! them; `--rows FILE` plots the rows of an earlier `--json` run instead of running.
 
 #![allow(clippy::print_stdout)]
 
 mod cluster;
 mod measure;
+mod plot;
 mod reads;
 mod scenarios;
 
@@ -56,6 +61,24 @@ struct Args {
     /// Where the `reads` scenario runs (default: all three).
     #[arg(long, value_enum, value_delimiter = ',')]
     reads_on: Option<Vec<ReadsOn>>,
+    /// Draws throughput and latency against clients, for the scenarios measured at two or
+    /// more client counts, into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
+    /// Another system's figures to draw beside ours (with --plot): NAME=FILE, FILE a JSON
+    /// list of {"clients", "ops_per_sec", "p50_us", "p99_us"} (latencies optional).
+    /// Repeatable.
+    #[arg(long, value_name = "NAME=FILE", requires = "plot")]
+    anchor: Vec<String>,
+    /// Plots the rows an earlier `raft-bench --json` printed into FILE instead of running
+    /// scenarios. Repeatable.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "plot",
+        conflicts_with = "scenarios"
+    )]
+    rows: Vec<std::path::PathBuf>,
 }
 
 /// The networks the `reads` scenario can run on.
@@ -125,6 +148,23 @@ pub(crate) struct Row {
 
 fn main() {
     let args = Args::parse();
+    if !args.rows.is_empty() {
+        let mut measured = Vec::new();
+        let mut failed = false;
+        for path in &args.rows {
+            match plot::rows(path) {
+                Ok(rows) => measured.extend(rows),
+                Err(e) => {
+                    eprintln!("plot: {e}");
+                    failed = true;
+                }
+            }
+        }
+        if failed || !draw(&args, &measured) {
+            std::process::exit(1);
+        }
+        return;
+    }
     // Started on first use: its threads would otherwise sit in async-io's `block_on`
     // during the tokio scenarios, and async-io's reactor thread then polls at intervals
     // instead of waiting on the sockets (see `run_on_tokio`).
@@ -168,6 +208,19 @@ fn main() {
         println!("{}", json(&rows));
     } else {
         print!("{}", table(&rows));
+    }
+    if args.plot.is_some() {
+        let measured: Vec<plot::Measured> = rows
+            .iter()
+            .map(|row| plot::Measured {
+                scenario: row.scenario.to_string(),
+                clients: row.clients,
+                ops_per_sec: row.writes_per_sec,
+                p50_us: Some(row.latency.p50_us),
+                p99_us: Some(row.latency.p99_us),
+            })
+            .collect();
+        failed |= !draw(&args, &measured);
     }
     if failed {
         std::process::exit(1);
@@ -371,6 +424,36 @@ async fn run(
         Scenario::All => {}
     }
     Ok(())
+}
+
+/// Draws `measured` and the anchors into the `--plot` file; says what went wrong and
+/// returns false when it cannot.
+fn draw(args: &Args, measured: &[plot::Measured]) -> bool {
+    let Some(path) = &args.plot else {
+        return true;
+    };
+    let result = plot::sweeps(measured).and_then(|ours| {
+        let anchors = args
+            .anchor
+            .iter()
+            .map(|spec| plot::anchor(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        plot::write(path, &ours, &anchors)?;
+        Ok((ours.len(), anchors.len()))
+    });
+    match result {
+        Ok((ours, anchors)) => {
+            eprintln!(
+                "plot: {} ({ours} series of ours, {anchors} anchors)",
+                path.display()
+            );
+            true
+        }
+        Err(e) => {
+            eprintln!("plot: {e}");
+            false
+        }
+    }
 }
 
 fn table(rows: &[Row]) -> String {
