@@ -354,6 +354,7 @@ fn throughput_panel(
         .map_err(draw)?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .axis_desc_style(("sans-serif", 15))
         .label_style(("sans-serif", 13))
         .x_desc("clients (log scale)")
@@ -397,6 +398,7 @@ fn latency_panel(
         .map_err(draw)?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .axis_desc_style(("sans-serif", 15))
         .label_style(("sans-serif", 13))
         .x_desc("clients (log scale)")
@@ -468,6 +470,7 @@ fn ratio_panel(
         .map_err(draw)?;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .axis_desc_style(("sans-serif", 15))
         .label_style(("sans-serif", 13))
         .x_desc("clients (log scale)")
