@@ -45,6 +45,12 @@ pub(crate) struct Point {
     /// 99th percentile latency, µs, when measured.
     #[serde(default)]
     pub(crate) p99_us: Option<f64>,
+    /// For an anchor: our throughput over this point's as measured pair by pair in the
+    /// same run (the median of per-run ratios, which a load that changes between runs
+    /// distorts less than the ratio of two medians). The ratio panel draws it instead of
+    /// dividing the two figures.
+    #[serde(default)]
+    pub(crate) ours_over: Option<f64>,
 }
 
 /// A named line on the chart: points in increasing client order.
@@ -77,6 +83,12 @@ pub(crate) enum PlotError {
     /// points at one client count).
     #[error("series {series:?}: {reason}")]
     BadPoint { series: String, reason: String },
+    /// An anchor gives paired ratios (`ours_over`) but there is more than one series of
+    /// ours they could belong to.
+    #[error(
+        "anchor {anchor:?} gives ours_over, but there are {ours} series of ours: plot one (--rows)"
+    )]
+    AmbiguousRatio { anchor: String, ours: usize },
     /// No scenario was measured at two or more client counts, and no anchor was given.
     #[error("nothing to plot: no scenario was measured at two or more client counts")]
     Nothing,
@@ -127,6 +139,7 @@ pub(crate) fn sweeps(rows: &[Measured]) -> Result<Vec<Series>, PlotError> {
             ops_per_sec: row.ops_per_sec,
             p50_us: positive(row.p50_us),
             p99_us: positive(row.p99_us),
+            ours_over: None,
         });
     }
     let mut series = Vec::new();
@@ -206,6 +219,7 @@ fn check(series: &Series) -> Result<(), PlotError> {
             ("ops/s", Some(p.ops_per_sec)),
             ("p50", p.p50_us),
             ("p99", p.p99_us),
+            ("ours_over", p.ours_over),
         ];
         for (what, value) in figures {
             if let Some(v) = value
@@ -222,11 +236,19 @@ fn check(series: &Series) -> Result<(), PlotError> {
 }
 
 /// Ours over each anchor's throughput at the client counts both measured, named
-/// `OURS / ANCHOR`.
-fn ratios(ours: &[Series], anchors: &[Series]) -> Vec<Series> {
+/// `OURS / ANCHOR`: the anchor's paired ratio (`ours_over`) where it gives one, else the
+/// quotient of the two figures.
+fn ratios(ours: &[Series], anchors: &[Series]) -> Result<Vec<Series>, PlotError> {
     let mut out = Vec::new();
-    for us in ours {
-        for them in anchors {
+    for them in anchors {
+        let paired = them.points.iter().any(|q| q.ours_over.is_some());
+        if paired && ours.len() > 1 {
+            return Err(PlotError::AmbiguousRatio {
+                anchor: them.name.clone(),
+                ours: ours.len(),
+            });
+        }
+        for us in ours {
             let points: Vec<Point> = us
                 .points
                 .iter()
@@ -234,21 +256,23 @@ fn ratios(ours: &[Series], anchors: &[Series]) -> Vec<Series> {
                     let q = them.points.iter().find(|q| q.clients == p.clients)?;
                     Some(Point {
                         clients: p.clients,
-                        ops_per_sec: p.ops_per_sec / q.ops_per_sec,
+                        ops_per_sec: q.ours_over.unwrap_or(p.ops_per_sec / q.ops_per_sec),
                         p50_us: None,
                         p99_us: None,
+                        ours_over: None,
                     })
                 })
                 .collect();
             if !points.is_empty() {
+                let how = if paired { " (paired runs)" } else { "" };
                 out.push(Series {
-                    name: format!("{} / {}", us.name, them.name),
+                    name: format!("{} / {}{how}", us.name, them.name),
                     points,
                 });
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Draws the chart of our series and the anchors' as an SVG document.
@@ -260,7 +284,7 @@ pub(crate) fn svg(ours: &[Series], anchors: &[Series]) -> Result<String, PlotErr
     for s in &all {
         check(s)?;
     }
-    let ratios = ratios(ours, anchors);
+    let ratios = ratios(ours, anchors)?;
     let with_latency = all
         .iter()
         .flat_map(|s| &s.points)
@@ -528,6 +552,7 @@ mod tests {
             ops_per_sec: ops,
             p50_us: p50,
             p99_us: p99,
+            ours_over: None,
         }
     }
 
@@ -748,6 +773,28 @@ mod tests {
     }
 
     #[test]
+    fn paired_ratios_are_drawn_as_given() {
+        let us = ours();
+        let mut them = theirs();
+        let paired = [2.6, 1.9, 2.2, 2.5, 2.7];
+        for (p, r) in them.points.iter_mut().zip(paired) {
+            p.ours_over = Some(r);
+        }
+        let drawn = svg(std::slice::from_ref(&us), std::slice::from_ref(&them)).expect("svg");
+        let expected: Vec<(usize, f64)> =
+            them.points.iter().map(|p| p.clients).zip(paired).collect();
+        assert_on_scales(&markers(&drawn), 2, &[(2, true, expected)], false);
+        assert!(drawn.contains(">\nin-process / openraft (paired runs)\n</text>"));
+        // Two series of ours: whose ratios they are is not known.
+        let mut other = ours();
+        other.name = "tcp".into();
+        assert!(matches!(
+            svg(&[us, other], &[them]),
+            Err(PlotError::AmbiguousRatio { ours: 2, .. })
+        ));
+    }
+
+    #[test]
     fn axis_labels_are_short() {
         let labels: Vec<String> = [0.0, 12.0, 500_000.0, 12_500.0, 1_234_567.0, 2_500_000.0]
             .iter()
@@ -811,6 +858,7 @@ mod tests {
             r#"[{"clients": 0, "ops_per_sec": 1}]"#,
             r#"[{"clients": 1, "ops_per_sec": -1}]"#,
             r#"[{"clients": 1, "ops_per_sec": 5, "p99_us": 0}]"#,
+            r#"[{"clients": 1, "ops_per_sec": 5, "ours_over": -2}]"#,
             r#"[{"clients": 1, "ops_per_sec": 5}, {"clients": 1, "ops_per_sec": 6}]"#,
             r#"[]"#,
         ] {
