@@ -574,6 +574,15 @@ impl<C: Command> AnyNode<C> {
                 return self.conclude_pre_vote(out);
             }
         }
+        // A granted pre-vote that arrives after its round ended carries the term it was
+        // asked about, not the voter's: it is no newer term to adopt (adopting it would
+        // raise the term with every lost round, and the others would then refuse the
+        // next pre-vote as stale: terms climb and no election is ever won).
+        if let Response::PreVote(vote) = &response
+            && vote.granted
+        {
+            return self;
+        }
         // The order of the lab's reply rule: a newer term wins and ends the matter; a
         // reply to a request of another term is dropped; only then act on it.
         if response.term() > self.term() {

@@ -1919,6 +1919,37 @@ fn a_pre_vote_majority_starts_the_real_election_and_a_refusal_majority_ends_it()
     assert!(persists(&effects).is_empty());
 }
 
+/// A granted pre-vote carries the term it was asked about, not the voter's. One that
+/// arrives after the round ended (lost to refusals, or timed out) must not raise the
+/// term: otherwise every lost round pushes the node one term up, the others then refuse
+/// its next pre-vote as stale, and the terms climb with no election ever won (found by
+/// the lab's `change_while_the_leader_is_cut_off` with LAB_SEED=18351885222288877139).
+#[test]
+fn a_granted_pre_vote_that_arrives_after_the_round_raises_no_term() {
+    let node = with_robustness(Boot::new(1, 5).term(4)).node();
+    let (node, effects) = step(node, Input::ElectionTimeout);
+    let tags: Vec<SendTag> = sends(&effects).iter().map(|s| s.1).collect();
+    let refused = Response::PreVote(VoteReply {
+        term: t(4),
+        granted: false,
+    });
+    let (node, _) = step(node, reply_to(2, tags[0], refused.clone()));
+    let (node, _) = step(node, reply_to(3, tags[1], refused.clone()));
+    let (node, _) = step(node, reply_to(4, tags[2], refused));
+    assert!(
+        node.is_follower(),
+        "three refusals of five: the pre-vote is lost"
+    );
+    let late = Response::PreVote(VoteReply {
+        term: t(5),
+        granted: true,
+    });
+    let (node, effects) = step(node, reply_to(5, tags[3], late));
+    assert!(node.is_follower());
+    assert_eq!(node.term(), t(4), "a late pre-vote grant raised the term");
+    assert!(persists(&effects).is_empty(), "{effects:?}");
+}
+
 #[test]
 fn a_pre_vote_is_granted_only_to_an_up_to_date_log_and_changes_nothing() {
     let voter = || with_robustness(Boot::new(2, 3).term(3).log(&[1, 3, 3])).node();
