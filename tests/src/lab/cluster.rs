@@ -578,7 +578,28 @@ impl<Rt: Runtime> Cluster<Rt> {
                 return in_term[0];
             }
         }
-        panic!("expected one leader, got none");
+        panic!(
+            "expected one leader, got none; the connected servers: {}",
+            self.describe_connected()
+        );
+    }
+
+    /// Each connected server's role, term, log and leader, for a failure message.
+    fn describe_connected(&self) -> String {
+        (0..self.inner.n)
+            .filter_map(|i| {
+                let status = self.connected_alive(i)?.status();
+                Some(format!(
+                    "{i}: {:?} term {} last log {} commit {} leader {:?}",
+                    status.role,
+                    status.term.0,
+                    status.last_log,
+                    status.commit_index.0,
+                    status.leader
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The lab's `checkTerms`: every connected server reports the same term, which is
