@@ -39,39 +39,8 @@ async fn three_nodes_on_tokio_elect_and_replicate() {
         }
     }
 
-    let mut leader = None;
-    for _ in 0..100 {
-        rt.sleep(Duration::from_millis(50)).await;
-        leader = nodes.iter().find(|n| n.state().1).cloned();
-        if leader.is_some() {
-            break;
-        }
-    }
-    let leader = leader.expect("a leader within 5 s");
-    for i in 0..20 {
-        let put = KvCommand::Put {
-            key: format!("k{i}").into(),
-            value: i.to_string().into(),
-        };
-        leader.propose(put).await.unwrap();
-    }
-    let read = leader
-        .propose(KvCommand::Get { key: "k7".into() })
-        .await
-        .unwrap();
-    assert_eq!(read, KvResponse::Value(Some("7".into())));
-
     // Every node applies everything: the leader's noop entry plus 21 commands.
-    let target = leader.status().last_applied;
-    for node in &nodes {
-        for _ in 0..100 {
-            if node.status().last_applied >= target {
-                break;
-            }
-            rt.sleep(Duration::from_millis(20)).await;
-        }
-        assert_eq!(node.status().last_applied, target, "{:?}", node.status());
-    }
+    replicate(&rt, &nodes).await;
     for node in &nodes {
         node.shutdown().await;
     }
