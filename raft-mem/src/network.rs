@@ -277,6 +277,16 @@ impl<C: Command, Rt: Runtime, K: Codec> MemNetwork<C, Rt, K> {
         }
     }
 
+    /// Disables every outgoing end of `from`'s current transports for good, as a crash
+    /// does: whatever the dying instance still tries to send (it may be finishing a write
+    /// that no longer counts) reaches nobody. The next [`transport`](Self::transport) for
+    /// `from` starts a new generation of ends, as on a restart.
+    pub fn retire_ends(&self, from: NodeId) {
+        let mut state = self.lock();
+        state.ends.remove(&from);
+        state.links.retain(|&(source, _)| source != from);
+    }
+
     /// A fresh client for node `from`, like the lab's fresh end names on a restart: a new
     /// generation of `from`'s outgoing ends, which start **disabled**. Every end of the
     /// older generations of `from` is disabled forever, so the transports of a crashed

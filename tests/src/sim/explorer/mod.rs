@@ -1155,8 +1155,11 @@ impl World {
             let mut state = self.lock();
             let slot = &mut state.nodes[i];
             // What survives is what was stored by now; later writes of the dying instance
-            // go to a copy nobody reads.
+            // go to a copy nobody reads, and nothing it sends from now on reaches anyone
+            // (it may still be finishing a write to that copy, and a message sent on the
+            // strength of such a write would claim what no surviving storage holds).
             slot.storage = slot.storage.copy();
+            self.net.retire_ends(node_id(i));
             let raft = slot.raft.take();
             slot.kv = None;
             if let Some(raft) = &raft {
