@@ -694,6 +694,10 @@ struct Slot {
     up_since: Duration,
     storage: MemStorage<KvCommand>,
     incarnation: u64,
+    /// Set when the running instance crashes. A crashed instance may still be finishing a
+    /// write (to a storage nobody reads any more) and act on it; after a real crash it
+    /// would do nothing, so what it applies or answers from then on is not observed.
+    crashed: Arc<AtomicBool>,
     /// Shut down for good after the cluster removed it (until the nemesis adds it back):
     /// neither the nemesis nor the heal restarts it.
     retired: bool,
@@ -765,6 +769,7 @@ impl World {
                 up_since: now,
                 storage: MemStorage::new(),
                 incarnation: 0,
+                crashed: Arc::new(AtomicBool::new(false)),
                 retired: false,
             })
             .collect();
@@ -1086,13 +1091,18 @@ impl World {
     }
 
     async fn start(self: &Arc<Self>, i: usize) {
-        let (storage, incarnation) = {
+        let (storage, incarnation, crashed) = {
             let mut state = self.lock();
             let slot = &mut state.nodes[i];
             slot.incarnation += 1;
+            slot.crashed = Arc::new(AtomicBool::new(false));
             slot.retired = false;
             slot.storage = slot.storage.copy();
-            let first = (slot.storage.clone(), slot.incarnation);
+            let first = (
+                slot.storage.clone(),
+                slot.incarnation,
+                Arc::clone(&slot.crashed),
+            );
             if i >= self.initial && first.1 == 1 {
                 state.stats.joins += 1;
             }
@@ -1106,6 +1116,7 @@ impl World {
         let kv: SharedKv = Arc::new(futures::lock::Mutex::new(KvStateMachine::new()));
         let state_machine = CheckedKv {
             server: node_id(i),
+            crashed,
             world: Arc::clone(self),
             kv: Arc::clone(&kv),
             raft: Arc::clone(&handle),
@@ -1159,6 +1170,7 @@ impl World {
             // (it may still be finishing a write to that copy, and a message sent on the
             // strength of such a write would claim what no surviving storage holds).
             slot.storage = slot.storage.copy();
+            slot.crashed.store(true, Ordering::SeqCst);
             self.net.retire_ends(node_id(i));
             let raft = slot.raft.take();
             slot.kv = None;
@@ -1319,6 +1331,8 @@ impl Transport<KvCommand> for Watched {
 /// state is shared with the clients, which read it directly after a read barrier.
 struct CheckedKv {
     server: NodeId,
+    /// This instance's [`Slot::crashed`].
+    crashed: Arc<AtomicBool>,
     world: Arc<World>,
     kv: SharedKv,
     raft: Arc<OnceLock<KvRaft>>,
@@ -1336,7 +1350,9 @@ impl StateMachine<KvCommand> for CheckedKv {
             index: log_id.index,
             payload: Payload::Command(command.clone()),
         };
-        self.world.record_apply(self.server, &entry);
+        if !self.crashed.load(Ordering::SeqCst) {
+            self.world.record_apply(self.server, &entry);
+        }
         let response = self.kv.lock().await.apply(log_id, command).await;
         if matches!(response, KvResponse::AlreadyApplied { .. }) {
             self.world.violation(format!(
@@ -2002,6 +2018,7 @@ async fn record_op(
     event: Event,
 ) -> Option<Option<String>> {
     let raft = world.handle(target)?;
+    let crashed = Arc::clone(&world.lock().nodes[target].crashed);
     let is_read = event == Event::Get;
     let ticket = {
         let mut state = world.lock();
@@ -2012,6 +2029,13 @@ async fn record_op(
     let mut state = world.lock();
     let at = world.stamp(&mut state);
     match outcome {
+        // The server crashed before it answered: after a real crash the client would
+        // never hear back, so the operation stays open (it may or may not have been
+        // applied).
+        Ok(Ok(_)) if crashed.load(Ordering::SeqCst) => {
+            state.stats.ops_unknown += 1;
+            None
+        }
         Ok(Ok(response)) => {
             let observed = match response {
                 KvResponse::Value(v) | KvResponse::Replaced(v) | KvResponse::Removed(v) => {
