@@ -6,8 +6,9 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft_traits::{
-    Command, Entry, HardState, LogId, LogIndex, RecoveredState, Snapshot, SnapshotMeta, Storage,
-    StorageError, async_trait,
+    Bytes, BytesReader, Command, Entry, HardState, LogId, LogIndex, PendingSnapshot,
+    RecoveredState, Snapshot, SnapshotChecksum, SnapshotDescriptor, SnapshotMeta, SnapshotReader,
+    Storage, StorageError, async_trait,
 };
 
 /// An in-memory [`Storage`], the counterpart of the classic lab's persister.
@@ -57,6 +58,10 @@ pub struct MemStorage<C> {
 struct Persisted<C> {
     hard_state: HardState,
     snapshot: Option<Snapshot>,
+    /// The stored snapshot's checksum (computed once, when it is stored).
+    snapshot_checksum: u32,
+    /// The snapshot being written in pieces, if any.
+    pending: Option<Pending>,
     /// The kept entries, contiguous: `entries[i].index == first_index() + i`. They may
     /// start inside the snapshot (the trailing window); then they hold its last entry.
     entries: Vec<Entry<C>>,
@@ -67,12 +72,51 @@ impl<C: Clone> Clone for Persisted<C> {
         Persisted {
             hard_state: self.hard_state,
             snapshot: self.snapshot.clone(),
+            snapshot_checksum: self.snapshot_checksum,
+            pending: self.pending.clone(),
             entries: self.entries.clone(),
         }
     }
 }
 
+/// A snapshot being written in pieces.
+#[derive(Clone)]
+struct Pending {
+    descriptor: SnapshotDescriptor,
+    data: Vec<u8>,
+    checksum: SnapshotChecksum,
+}
+
 impl<C> Persisted<C> {
+    /// Refuses a snapshot that is not newer than the stored one.
+    fn check_newer(&self, offered: LogId) -> Result<(), StorageError> {
+        let stored = self.snapshot_id();
+        // The first snapshot may sit at index 0: the bootstrap record.
+        if self.snapshot.is_some() && offered.index <= stored.index {
+            return Err(StorageError::StaleSnapshot { stored, offered });
+        }
+        Ok(())
+    }
+
+    /// Stores `snapshot`, dropping the log if it conflicts with it (Figure 13, steps 6–7).
+    fn install(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        let offered = snapshot.meta.last_included;
+        self.check_newer(offered)?;
+        // Keep the log only if it holds the snapshot's last entry with the same term;
+        // otherwise it conflicts with the snapshot and is discarded whole. What the
+        // snapshot covers goes later, with `purge_to`.
+        let matches = self
+            .position(offered.index)
+            .and_then(|position| self.entries.get(position))
+            .is_some_and(|entry| entry.term == offered.term);
+        if !matches {
+            self.entries.clear();
+        }
+        self.snapshot_checksum = snapshot.checksum();
+        self.snapshot = Some(snapshot);
+        Ok(())
+    }
+
     fn snapshot_id(&self) -> LogId {
         self.snapshot
             .as_ref()
@@ -108,6 +152,8 @@ impl<C> MemStorage<C> {
             state: Arc::new(Mutex::new(Persisted {
                 hard_state: HardState::default(),
                 snapshot: None,
+                snapshot_checksum: 0,
+                pending: None,
                 entries: Vec::new(),
             })),
         }
@@ -298,26 +344,99 @@ impl<C: Command> Storage<C> for MemStorage<C> {
         Ok(state.entries.get(start..end).unwrap_or_default().to_vec())
     }
 
+    /// Stores the snapshot's bytes as they are (no copy), discarding a pending snapshot.
     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
         let mut state = self.lock();
-        let stored = state.snapshot_id();
-        let offered = snapshot.meta.last_included;
-        // The first snapshot may sit at index 0: the bootstrap record.
-        if state.snapshot.is_some() && offered.index <= stored.index {
-            return Err(StorageError::StaleSnapshot { stored, offered });
-        }
-        // Figure 13, steps 6–7: keep the log only if it holds the snapshot's last entry
-        // with the same term; otherwise it conflicts with the snapshot and is discarded
-        // whole. What the snapshot covers goes later, with `purge_to`.
-        let matches = state
-            .position(offered.index)
-            .and_then(|position| state.entries.get(position))
-            .is_some_and(|entry| entry.term == offered.term);
-        if !matches {
-            state.entries.clear();
-        }
-        state.snapshot = Some(snapshot);
+        state.install(snapshot)?;
+        state.pending = None;
         Ok(())
+    }
+
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        state.check_newer(descriptor.meta.last_included)?;
+        state.pending = Some(Pending {
+            checksum: SnapshotChecksum::new(descriptor.meta.last_included),
+            descriptor,
+            data: Vec::new(),
+        });
+        Ok(())
+    }
+
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+        let mut state = self.lock();
+        let pending = state
+            .pending
+            .as_mut()
+            .ok_or(StorageError::NoPendingSnapshot)?;
+        let written = pending.data.len() as u64;
+        if offset != written {
+            return Err(StorageError::SnapshotOffset {
+                expected: written,
+                found: offset,
+            });
+        }
+        let end = written.saturating_add(data.len() as u64);
+        if end > pending.descriptor.size {
+            return Err(StorageError::SnapshotRange {
+                offset: end,
+                len: pending.descriptor.size,
+            });
+        }
+        pending.checksum.update(&data);
+        pending.data.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+        let mut state = self.lock();
+        let pending = state
+            .pending
+            .take()
+            .ok_or(StorageError::NoPendingSnapshot)?;
+        let written = pending.data.len() as u64;
+        let computed = pending.checksum.value();
+        let descriptor = pending.descriptor;
+        if written != descriptor.size || computed != descriptor.checksum {
+            return Err(StorageError::SnapshotMismatch {
+                size: descriptor.size,
+                written,
+                declared: descriptor.checksum,
+                computed,
+            });
+        }
+        state.install(Snapshot {
+            meta: descriptor.meta.clone(),
+            data: Bytes::from(pending.data),
+        })?;
+        Ok(descriptor)
+    }
+
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+        self.lock().pending = None;
+        Ok(())
+    }
+
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+        Ok(self.lock().pending.as_ref().map(|pending| PendingSnapshot {
+            descriptor: pending.descriptor.clone(),
+            written: pending.data.len() as u64,
+        }))
+    }
+
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, std::sync::Arc<dyn SnapshotReader>)>, StorageError>
+    {
+        let state = self.lock();
+        Ok(state.snapshot.as_ref().map(|snapshot| {
+            let descriptor = SnapshotDescriptor {
+                meta: snapshot.meta.clone(),
+                size: snapshot.data.len() as u64,
+                checksum: state.snapshot_checksum,
+            };
+            (descriptor, BytesReader::shared(snapshot.data.clone()))
+        }))
     }
 
     async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {

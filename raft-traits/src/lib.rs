@@ -64,6 +64,7 @@ mod codec;
 mod membership;
 mod message;
 mod runtime;
+mod snapshot;
 mod state_machine;
 mod storage;
 mod transport;
@@ -77,8 +78,11 @@ pub use message::{
     RequestVote, Response, TimeoutNow, VoteReply,
 };
 pub use runtime::{Elapsed, JoinError, JoinHandle, Runtime, timeout};
+pub use snapshot::{
+    BytesReader, PendingSnapshot, SnapshotChecksum, SnapshotDescriptor, SnapshotReader, read_all,
+};
 pub use state_machine::{SnapshotJob, StateMachine, StateMachineError};
-pub use storage::{RecoveredState, Storage, StorageError};
+pub use storage::{READ_PIECE, RecoveredState, Storage, StorageError};
 pub use transport::{HandlerError, RequestRefused, RpcHandler, Transport, TransportError};
 pub use types::{
     Command, Entry, HardState, LogId, LogIndex, NodeId, Payload, Snapshot, SnapshotMeta, Term,

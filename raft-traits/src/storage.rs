@@ -1,9 +1,16 @@
 //! Stable storage for Raft's hard state, log and snapshot.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::codec::CodecError;
+use crate::snapshot::{PendingSnapshot, SnapshotDescriptor, SnapshotReader, read_all};
 use crate::types::{Command, Entry, HardState, LogId, LogIndex, Snapshot, SnapshotMeta};
+
+/// The piece size [`Storage::snapshot`]'s default reads a snapshot's data in.
+pub const READ_PIECE: usize = 1 << 20;
 
 /// Everything a server needs to come back after a restart.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,11 +106,14 @@ pub trait Storage<C: Command>: Send + 'static {
         to: LogIndex,
     ) -> Result<Vec<Entry<C>>, StorageError>;
 
-    /// Durably stores `snapshot`. If the log does not hold the snapshot's last included
-    /// entry with the same term, the whole log is removed in the same atomic step,
-    /// because it conflicts with the snapshot (Figure 13, steps 6–7); a log that holds
-    /// it is kept whole, and Raft discards the covered prefix it no longer needs with
-    /// [`purge_to`](Storage::purge_to).
+    /// Durably stores `snapshot`, whole: the convenience form of
+    /// [`begin_snapshot`](Storage::begin_snapshot),
+    /// [`write_snapshot_chunk`](Storage::write_snapshot_chunk) and
+    /// [`finish_snapshot`](Storage::finish_snapshot), with their rules. If the log does
+    /// not hold the snapshot's last included entry with the same term, the whole log is
+    /// removed in the same atomic step, because it conflicts with the snapshot (Figure 13,
+    /// steps 6–7); a log that holds it is kept whole, and Raft discards the covered
+    /// prefix it no longer needs with [`purge_to`](Storage::purge_to).
     ///
     /// A snapshot that is not newer than the stored one is
     /// [`StorageError::StaleSnapshot`] and changes nothing. "Newer" compares the last
@@ -111,7 +121,78 @@ pub trait Storage<C: Command>: Send + 'static {
     /// (both cover the same committed entries, which cannot differ). With no snapshot stored,
     /// any is accepted, including one at index 0: that is how Raft records the
     /// configuration a cluster was bootstrapped with (empty data, nothing compacted).
-    async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError>;
+    ///
+    /// It discards a pending snapshot (one begun and not finished), as
+    /// `begin_snapshot` does.
+    async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
+        let descriptor = snapshot.descriptor();
+        self.begin_snapshot(descriptor).await?;
+        if !snapshot.data.is_empty() {
+            self.write_snapshot_chunk(0, snapshot.data).await?;
+        }
+        self.finish_snapshot().await.map(drop)
+    }
+
+    /// Starts writing a snapshot in pieces: the *pending* snapshot, described by
+    /// `descriptor` (its size and checksum are what
+    /// [`finish_snapshot`](Storage::finish_snapshot) checks the written data against).
+    ///
+    /// * A descriptor that is not newer than the stored snapshot (the rule of
+    ///   [`save_snapshot`](Storage::save_snapshot)) is [`StorageError::StaleSnapshot`]
+    ///   and changes nothing.
+    /// * Otherwise any pending snapshot is discarded (there is at most one) and an empty
+    ///   one begins, durably: [`pending_snapshot`](Storage::pending_snapshot) reports it
+    ///   with nothing written, also after a crash.
+    ///
+    /// The stored snapshot and the log are untouched until `finish_snapshot`.
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError>;
+
+    /// Durably appends `data` to the pending snapshot's data at `offset`.
+    ///
+    /// * Without a pending snapshot: [`StorageError::NoPendingSnapshot`].
+    /// * `offset` other than the number of bytes written so far:
+    ///   [`StorageError::SnapshotOffset`] carrying both, and nothing is written (pieces
+    ///   come in order, without gaps or overlaps).
+    /// * Data that would run past the descriptor's size: [`StorageError::SnapshotRange`],
+    ///   and nothing is written.
+    ///
+    /// When it returns `Ok` the bytes survive a crash (a backend on disk has synced them),
+    /// so that a restarted server resumes from [`pending_snapshot`](Storage::pending_snapshot).
+    /// Writing nothing is a no-op (after the same checks).
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError>;
+
+    /// Makes the pending snapshot the stored one, atomically with the log handling of
+    /// [`save_snapshot`](Storage::save_snapshot), and returns its descriptor.
+    ///
+    /// * Without a pending snapshot: [`StorageError::NoPendingSnapshot`].
+    /// * If the bytes written are not the descriptor's size, or their
+    ///   [`SnapshotChecksum`](crate::SnapshotChecksum) is not the descriptor's checksum:
+    ///   [`StorageError::SnapshotMismatch`]; the pending snapshot is discarded and
+    ///   nothing else changes.
+    /// * If it is no longer newer than the stored snapshot:
+    ///   [`StorageError::StaleSnapshot`]; the pending snapshot is discarded and nothing
+    ///   else changes.
+    ///
+    /// A crash before it returns leaves either the old snapshot and log (perhaps with the
+    /// pending snapshot still reported) or the new ones, never a mix.
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError>;
+
+    /// Discards the pending snapshot, if any, durably. Without one it is a no-op.
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError>;
+
+    /// The pending snapshot and how much of its data is written, if one was begun and
+    /// neither finished nor discarded. After a crash `written` counts at least every byte
+    /// of a [`write_snapshot_chunk`](Storage::write_snapshot_chunk) that returned `Ok`
+    /// (it may count part of a write the crash cut short; `finish_snapshot`'s checksum
+    /// catches any such bytes that are wrong).
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError>;
+
+    /// The stored snapshot's descriptor and a reader over its data, if a snapshot is
+    /// stored. The reader does not borrow the store: it keeps serving this snapshot's
+    /// data after the store has moved on to a newer one.
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError>;
 
     /// Durably discards every entry with an index `<= index`; the first index becomes
     /// `index + 1` unless it already was past it (purging what is already gone is a
@@ -120,8 +201,19 @@ pub trait Storage<C: Command>: Send + 'static {
     /// [`StorageError::NotCovered`] and changes nothing.
     async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError>;
 
-    /// Reads the stored snapshot, if any.
-    async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError>;
+    /// Reads the stored snapshot whole into memory, if any. The default reads it through
+    /// [`open_snapshot`](Storage::open_snapshot); Raft itself never holds a snapshot's data
+    /// whole, and only tools and tests use this.
+    async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        let Some((descriptor, reader)) = self.open_snapshot().await? else {
+            return Ok(None);
+        };
+        let data = read_all(reader.as_ref(), READ_PIECE).await?;
+        Ok(Some(Snapshot {
+            meta: descriptor.meta,
+            data,
+        }))
+    }
 }
 
 /// Why a storage operation failed.
@@ -168,6 +260,43 @@ pub enum StorageError {
         stored: LogId,
         /// What the rejected snapshot covers.
         offered: LogId,
+    },
+    /// A snapshot piece was written without a pending snapshot
+    /// ([`Storage::begin_snapshot`]), or a pending snapshot finished without one.
+    #[error("no snapshot is being written")]
+    NoPendingSnapshot,
+    /// A piece of a pending snapshot did not start where the data written so far ends.
+    #[error("snapshot piece at offset {found}, but {expected} bytes are written")]
+    SnapshotOffset {
+        /// The number of bytes written so far: where the next piece must start.
+        expected: u64,
+        /// Where the refused piece started.
+        found: u64,
+    },
+    /// A read or write of snapshot data outside the data: a read starting past its end,
+    /// or a write running past the size the snapshot was begun with.
+    #[error("snapshot position {offset} lies outside its {len} bytes")]
+    SnapshotRange {
+        /// The offending position (for a write: where it would end).
+        offset: u64,
+        /// The length of the data.
+        len: u64,
+    },
+    /// A pending snapshot whose written data does not match its descriptor, so it was
+    /// discarded and not installed.
+    #[error(
+        "snapshot data does not match its descriptor: {written} bytes of {size}, checksum \
+         {computed:#010x} instead of {declared:#010x}"
+    )]
+    SnapshotMismatch {
+        /// The size the snapshot was begun with.
+        size: u64,
+        /// The bytes written.
+        written: u64,
+        /// The checksum the snapshot was begun with.
+        declared: u32,
+        /// The checksum of the bytes written.
+        computed: u32,
     },
     /// The store was written in a format this build does not read (an older version,
     /// or another program's files).

@@ -35,9 +35,12 @@
 //! use raft_mem::MemStorage;
 //! use raft_net_smol::SmolRuntime;
 //! use raft_tests::harness::{HarnessBuilder, MemStores};
+//! use std::sync::Arc;
+//!
 //! use raft_traits::{
-//!     Entry, HardState, LogId, LogIndex, RecoveredState, Snapshot, StateMachine,
-//!     StateMachineError, Storage, StorageError, async_trait,
+//!     Bytes, Entry, HardState, LogId, LogIndex, PendingSnapshot, RecoveredState, Snapshot,
+//!     SnapshotDescriptor, SnapshotReader, StateMachine, StateMachineError, Storage,
+//!     StorageError, async_trait,
 //! };
 //!
 //! /// The service's state machine: adds up what it is sent.
@@ -83,6 +86,29 @@
 //!     }
 //!     async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
 //!         self.0.save_snapshot(snapshot).await
+//!     }
+//!     async fn begin_snapshot(
+//!         &mut self,
+//!         descriptor: SnapshotDescriptor,
+//!     ) -> Result<(), StorageError> {
+//!         self.0.begin_snapshot(descriptor).await
+//!     }
+//!     async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+//!         self.0.write_snapshot_chunk(offset, data).await
+//!     }
+//!     async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+//!         self.0.finish_snapshot().await
+//!     }
+//!     async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+//!         self.0.abort_snapshot().await
+//!     }
+//!     async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+//!         self.0.pending_snapshot().await
+//!     }
+//!     async fn open_snapshot(
+//!         &mut self,
+//!     ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError> {
+//!         self.0.open_snapshot().await
 //!     }
 //!     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
 //!         self.0.snapshot().await

@@ -19,9 +19,9 @@ use raft_tests::conformance::transport::TransportFactory;
 use raft_tests::conformance::{self, Cmd, Report};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
-    Entry, HardState, JoinHandle, LogId, LogIndex, NodeId, RecoveredState, Request, Response,
-    RpcHandler, Runtime, Snapshot, StateMachine, StateMachineError, Storage, StorageError,
-    Transport, TransportError, async_trait,
+    Bytes, Entry, HardState, JoinHandle, LogId, LogIndex, NodeId, PendingSnapshot, RecoveredState,
+    Request, Response, RpcHandler, Runtime, Snapshot, SnapshotDescriptor, SnapshotReader,
+    StateMachine, StateMachineError, Storage, StorageError, Transport, TransportError, async_trait,
 };
 
 fn assert_reported(report: &Report, cases: &[&str]) {
@@ -65,6 +65,26 @@ impl Storage<Cmd> for ForgetsTruncation {
     }
     async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
         self.0.purge_to(index).await
+    }
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
+        self.0.begin_snapshot(descriptor).await
+    }
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+        self.0.write_snapshot_chunk(offset, data).await
+    }
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+        self.0.finish_snapshot().await
+    }
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+        self.0.abort_snapshot().await
+    }
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+        self.0.pending_snapshot().await
+    }
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError> {
+        self.0.open_snapshot().await
     }
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.0.snapshot().await
@@ -130,6 +150,26 @@ impl Storage<Cmd> for NeverSyncs {
     }
     async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
         self.cache.purge_to(index).await
+    }
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
+        self.cache.begin_snapshot(descriptor).await
+    }
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+        self.cache.write_snapshot_chunk(offset, data).await
+    }
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+        self.cache.finish_snapshot().await
+    }
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+        self.cache.abort_snapshot().await
+    }
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+        self.cache.pending_snapshot().await
+    }
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError> {
+        self.cache.open_snapshot().await
     }
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.cache.snapshot().await

@@ -16,8 +16,9 @@ use raft_net_smol::SmolRuntime;
 use raft_tests::harness::{Harness, HarnessBuilder, MemStores};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
-    Entry, HardState, LogId, LogIndex, NodeId, RecoveredState, Runtime, Snapshot, StateMachine,
-    StateMachineError, Storage, StorageError, async_trait,
+    Bytes, Entry, HardState, LogId, LogIndex, NodeId, PendingSnapshot, RecoveredState, Runtime,
+    Snapshot, SnapshotDescriptor, SnapshotReader, StateMachine, StateMachineError, Storage,
+    StorageError, async_trait,
 };
 
 // ---- the user's pieces ------------------------------------------------------------
@@ -127,6 +128,26 @@ impl Storage<u64> for Counted {
         self.inner.save_snapshot(snapshot).await
     }
 
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
+        self.inner.begin_snapshot(descriptor).await
+    }
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+        self.inner.write_snapshot_chunk(offset, data).await
+    }
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+        self.inner.finish_snapshot().await
+    }
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+        self.inner.abort_snapshot().await
+    }
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+        self.inner.pending_snapshot().await
+    }
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError> {
+        self.inner.open_snapshot().await
+    }
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.inner.snapshot().await
     }

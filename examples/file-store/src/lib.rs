@@ -4,15 +4,22 @@
 //! A store is a directory holding a `format` file that names its format and version
 //! (a store of another version, or a directory with raft files but no `format`, is
 //! refused with [`StorageError::UnsupportedFormat`]: version 2 added cluster
-//! configurations to log entries and snapshot metadata, which version 1 cannot hold),
-//! and three data files:
+//! configurations to log entries and snapshot metadata, which version 1 cannot hold;
+//! version 3 stores the snapshot's size and checksum in a header ahead of its data, so
+//! that the data is read and written in pieces, never whole), and these data files:
 //!
 //! * `log`: an append-only sequence of checksummed records, one per entry. An append is
 //!   one `write` and one `fsync`, however many entries it carries (group commit).
 //!   Truncating a suffix cuts the file and fsyncs it.
 //! * `hard_state`: term and vote, replaced atomically (write a temporary file, fsync,
 //!   rename, fsync the directory).
-//! * `snapshot`: the snapshot's metadata and data, replaced atomically the same way.
+//! * `snapshot`: a checksummed header (the [`SnapshotDescriptor`]: metadata, data size
+//!   and data checksum) followed by the data. A snapshot is written in pieces
+//!   ([`Storage::begin_snapshot`], [`Storage::write_snapshot_chunk`]) into
+//!   `snapshot.pending`, each piece fsynced so that a restarted store reports how far it
+//!   got ([`Storage::pending_snapshot`]); [`Storage::finish_snapshot`] checks size and
+//!   checksum, then renames it over `snapshot` and fsyncs the directory. Opening the store
+//!   checks the stored data against its checksum, reading it in pieces.
 //! * `purged`: the index up to which entries were purged ([`Storage::purge_to`]),
 //!   replaced atomically the same way. A store without it (written before purging
 //!   existed) counts everything its snapshot covers as purged.
@@ -53,6 +60,7 @@
 
 mod files;
 mod record;
+mod snapshot;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -63,14 +71,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft_traits::{
-    Bytes, Codec, Command, Entry, HardState, LogId, LogIndex, Postcard, RecoveredState, Snapshot,
-    SnapshotMeta, Storage, StorageError, async_trait,
+    Bytes, Codec, Command, Entry, HardState, LogId, LogIndex, PendingSnapshot, Postcard,
+    RecoveredState, SnapshotDescriptor, SnapshotReader, Storage, StorageError, async_trait,
 };
+
+use crate::snapshot::{FileReader, Pending};
 
 const LOG: &str = "log";
 const FORMAT: &str = "format";
 /// What the `format` file of a store of this version holds.
-const FORMAT_TAG: &str = "raft-file-store 2\n";
+const FORMAT_TAG: &str = "raft-file-store 3\n";
 const HARD_STATE: &str = "hard_state";
 const SNAPSHOT: &str = "snapshot";
 const PURGED: &str = "purged";
@@ -102,7 +112,9 @@ struct Store {
     log: File,
     log_len: u64,
     hard_state: HardState,
-    snapshot: Option<SnapshotMeta>,
+    snapshot: Option<SnapshotDescriptor>,
+    /// The snapshot being written in pieces, if any.
+    pending: Option<Pending>,
     /// The entries up to here are purged; `None` while no `purged` file exists.
     purged: Option<LogIndex>,
     /// Where each live entry's record starts, and its id; contiguous indices.
@@ -155,7 +167,7 @@ impl Store {
     fn open<C: Command, K: Codec>(dir: &Path, codec: &K) -> Result<Store, StorageError> {
         std::fs::create_dir_all(dir)?;
         check_format(dir)?;
-        for name in [HARD_STATE, SNAPSHOT, PURGED, LOG] {
+        for name in [HARD_STATE, PURGED, LOG] {
             files::remove_leftover(dir, name)?;
         }
         let purged = match files::read_checked(dir, PURGED)? {
@@ -166,10 +178,8 @@ impl Store {
             Some(bytes) => codec.decode(&bytes)?,
             None => HardState::default(),
         };
-        let snapshot = match files::read_checked(dir, SNAPSHOT)? {
-            Some(bytes) => Some(decode_snapshot(&bytes, codec)?.meta),
-            None => None,
-        };
+        let snapshot = snapshot::read_stored(dir, codec)?;
+        let pending = snapshot::recover_pending(dir, codec)?;
 
         let mut log = OpenOptions::new()
             .create(true)
@@ -217,6 +227,7 @@ impl Store {
             log_len,
             hard_state,
             snapshot,
+            pending,
             purged,
             live: all,
         };
@@ -245,8 +256,18 @@ impl Store {
     fn snapshot_id(&self) -> LogId {
         self.snapshot
             .as_ref()
-            .map(|m| m.last_included)
+            .map(|d| d.meta.last_included)
             .unwrap_or_default()
+    }
+
+    /// Refuses a snapshot that is not newer than the stored one.
+    fn check_newer(&self, offered: LogId) -> Result<(), StorageError> {
+        let stored = self.snapshot_id();
+        // The first snapshot may sit at index 0: the bootstrap record.
+        if self.snapshot.is_some() && offered.index <= stored.index {
+            return Err(StorageError::StaleSnapshot { stored, offered });
+        }
+        Ok(())
     }
 
     fn last_index(&self) -> LogIndex {
@@ -466,27 +487,6 @@ fn record_len(records: &[u8]) -> usize {
     record::HEADER_LEN + u32::from_le_bytes(len) as usize
 }
 
-fn encode_snapshot<K: Codec>(snapshot: &Snapshot, codec: &K) -> Result<Vec<u8>, StorageError> {
-    let meta = codec.encode(&snapshot.meta)?;
-    let mut header = Vec::with_capacity(4 + meta.len());
-    header.extend_from_slice(&u32::try_from(meta.len()).unwrap_or(u32::MAX).to_le_bytes());
-    header.extend_from_slice(&meta);
-    Ok(header)
-}
-
-fn decode_snapshot<K: Codec>(bytes: &[u8], codec: &K) -> Result<Snapshot, StorageError> {
-    let corrupt = || StorageError::Corrupt(format!("{SNAPSHOT}: truncated header"));
-    let len_bytes = bytes.get(0..4).ok_or_else(corrupt)?;
-    let mut len = [0u8; 4];
-    len.copy_from_slice(len_bytes);
-    let meta_end = 4 + u32::from_le_bytes(len) as usize;
-    let meta: SnapshotMeta = codec.decode(bytes.get(4..meta_end).ok_or_else(corrupt)?)?;
-    Ok(Snapshot {
-        meta,
-        data: Bytes::copy_from_slice(&bytes[meta_end..]),
-    })
-}
-
 #[async_trait]
 impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
     async fn recover(&mut self) -> Result<RecoveredState<C>, StorageError> {
@@ -499,7 +499,7 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
             };
             Ok(RecoveredState {
                 hard_state: store.hard_state,
-                snapshot: store.snapshot.clone(),
+                snapshot: store.snapshot.as_ref().map(|d| d.meta.clone()),
                 entries,
             })
         })
@@ -541,14 +541,40 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
             .await
     }
 
-    async fn save_snapshot(&mut self, snapshot: Snapshot) -> Result<(), StorageError> {
-        let header = encode_snapshot(&snapshot, &self.codec)?;
-        self.run(move |store, codec| {
-            let stored = store.snapshot_id();
-            let offered = snapshot.meta.last_included;
-            // The first snapshot may sit at index 0: the bootstrap record.
-            if store.snapshot.is_some() && offered.index <= stored.index {
-                return Err(StorageError::StaleSnapshot { stored, offered });
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
+        let header = snapshot::encode_header(&descriptor, &self.codec)?;
+        self.run(move |store, _| {
+            store.check_newer(descriptor.meta.last_included)?;
+            store.pending = None;
+            store.pending = Some(Pending::begin(&store.dir, descriptor, &header)?);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+        self.run(move |store, _| {
+            store
+                .pending
+                .as_mut()
+                .ok_or(StorageError::NoPendingSnapshot)?
+                .write(offset, &data)
+        })
+        .await
+    }
+
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+        self.run(|store, codec| {
+            let pending = store
+                .pending
+                .take()
+                .ok_or(StorageError::NoPendingSnapshot)?;
+            let checked = pending
+                .check()
+                .and_then(|()| store.check_newer(pending.descriptor().meta.last_included));
+            if let Err(e) = checked {
+                pending.discard(&store.dir)?;
+                return Err(e);
             }
             if store.purged.is_none() {
                 // Without a `purged` file recovery would purge all the new snapshot
@@ -558,9 +584,42 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
             }
             // The rename inside is the commit point of snapshot and dropping a
             // conflicting log together.
-            files::write_atomically(&store.dir, SNAPSHOT, &[&header, &snapshot.data])?;
-            store.snapshot = Some(snapshot.meta);
-            store.compact_to_snapshot()
+            let descriptor = pending.commit(&store.dir, SNAPSHOT)?;
+            store.snapshot = Some(descriptor.clone());
+            store.compact_to_snapshot()?;
+            Ok(descriptor)
+        })
+        .await
+    }
+
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+        self.run(|store, _| match store.pending.take() {
+            Some(pending) => pending.discard(&store.dir),
+            None => Ok(()),
+        })
+        .await
+    }
+
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+        self.run(|store, _| {
+            Ok(store.pending.as_ref().map(|pending| PendingSnapshot {
+                descriptor: pending.descriptor().clone(),
+                written: pending.written(),
+            }))
+        })
+        .await
+    }
+
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError> {
+        self.run(|store, codec| {
+            if store.snapshot.is_none() {
+                return Ok(None);
+            }
+            let (descriptor, reader) = FileReader::open(&store.dir.join(SNAPSHOT), codec)?;
+            let reader: Arc<dyn SnapshotReader> = Arc::new(reader);
+            Ok(Some((descriptor, reader)))
         })
         .await
     }
@@ -577,16 +636,6 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
             store.write_purged(index, codec)?;
             store.compact_to_snapshot()
         })
-        .await
-    }
-
-    async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        self.run(
-            |store, codec| match files::read_checked(&store.dir, SNAPSHOT)? {
-                Some(bytes) => decode_snapshot(&bytes, codec).map(Some),
-                None => Ok(None),
-            },
-        )
         .await
     }
 }

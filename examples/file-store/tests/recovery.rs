@@ -146,7 +146,14 @@ fn a_store_of_another_format_version_is_a_typed_error() {
     store_with(dir.path(), 3);
     assert_eq!(
         std::fs::read_to_string(dir.path().join("format")).unwrap(),
-        "raft-file-store 2\n"
+        "raft-file-store 3\n"
+    );
+    // Version 2 kept the snapshot's data without its size and checksum.
+    std::fs::write(dir.path().join("format"), "raft-file-store 2\n").unwrap();
+    let v2 = FileStorage::<String>::open(dir.path());
+    assert!(
+        matches!(v2, Err(StorageError::UnsupportedFormat { ref found, ref supported }) if found == "raft-file-store 2" && supported == "raft-file-store 3"),
+        "{v2:?}"
     );
     // A store of version 1 had no format file.
     std::fs::remove_file(dir.path().join("format")).unwrap();
@@ -161,6 +168,6 @@ fn a_store_of_another_format_version_is_a_typed_error() {
         matches!(newer, Err(StorageError::UnsupportedFormat { ref found, .. }) if found == "raft-file-store 7"),
         "{newer:?}"
     );
-    std::fs::write(dir.path().join("format"), "raft-file-store 2\n").unwrap();
+    std::fs::write(dir.path().join("format"), "raft-file-store 3\n").unwrap();
     assert_eq!(indices(dir.path()), [1, 2, 3], "nothing was lost meanwhile");
 }

@@ -6,8 +6,8 @@
 //! sequences of operations against a simple reference model, reopening at random points.
 
 use raft_traits::{
-    Bytes, Entry, HardState, LogId, LogIndex, Membership, NodeId, Payload, RecoveredState,
-    Snapshot, SnapshotMeta, Storage, StorageError, Term,
+    Bytes, Entry, HardState, LogId, LogIndex, Membership, NodeId, Payload, PendingSnapshot,
+    RecoveredState, Snapshot, SnapshotMeta, SnapshotReader, Storage, StorageError, Term,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -123,6 +123,42 @@ pub async fn run<F: StorageFactory>(factory: &mut F) -> Report {
         .case(
             "acknowledged_writes_survive_a_crash",
             crash_keeps_acknowledged(factory),
+        )
+        .await;
+    report
+        .case(
+            "a_snapshot_written_in_pieces_reads_back_in_pieces",
+            pieces_round_trip(factory),
+        )
+        .await;
+    report
+        .case(
+            "pieces_out_of_order_or_past_the_size_are_refused",
+            pieces_in_order(factory),
+        )
+        .await;
+    report
+        .case(
+            "finishing_with_wrong_data_installs_nothing",
+            finish_checks_data(factory),
+        )
+        .await;
+    report
+        .case(
+            "pending_snapshots_are_replaced_discarded_and_stale_checked",
+            pending_lifecycle(factory),
+        )
+        .await;
+    report
+        .case(
+            "a_reader_keeps_its_snapshot_after_a_newer_one",
+            reader_outlives_snapshot(factory),
+        )
+        .await;
+    report
+        .case(
+            "a_crash_mid_save_keeps_the_old_snapshot_and_the_written_pieces",
+            crash_mid_save(factory),
         )
         .await;
     report
@@ -702,6 +738,465 @@ async fn crash_keeps_acknowledged<F: StorageFactory>(factory: &mut F) -> CaseRes
         ok!(store.snapshot().await, "snapshot after a crash"),
         Some(snapshot(4, 1)),
         "snapshot data after a crash"
+    );
+    Ok(())
+}
+
+/// The size of [`large_snapshot`]'s data: larger than any piece the cases write or read.
+const LARGE: usize = 300_000;
+
+/// A snapshot at `index` whose data (`len` bytes) differs at every position, so that a
+/// piece stored at the wrong place or twice is seen.
+fn large_snapshot(index: u64, term: u64, len: usize) -> Snapshot {
+    let mut state = index.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            // xorshift64: cheap, deterministic, no repeating short period.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    Snapshot {
+        meta: snapshot(index, term).meta,
+        data: Bytes::from(data),
+    }
+}
+
+/// Writes `data[from..]` in pieces of varying sizes (up to `max_piece`), checking after
+/// each that the pending snapshot reports the bytes written.
+async fn write_pieces<S: Storage<Cmd>>(
+    store: &mut S,
+    data: &Bytes,
+    from: usize,
+    max_piece: usize,
+) -> CaseResult {
+    let mut offset = from;
+    let mut step = 0usize;
+    while offset < data.len() {
+        // Sizes cycle through 1, max/3, max/2, max so that pieces straddle every
+        // boundary a backend might have.
+        let size = [1, max_piece / 3, max_piece / 2, max_piece][step % 4].max(1);
+        step += 1;
+        let end = (offset + size).min(data.len());
+        ok!(
+            store
+                .write_snapshot_chunk(offset as u64, data.slice(offset..end))
+                .await,
+            format!("write_snapshot_chunk({offset}, {} bytes)", end - offset)
+        );
+        offset = end;
+        let pending = ok!(store.pending_snapshot().await, "pending_snapshot");
+        ensure!(
+            pending.as_ref().map(|p| p.written) == Some(offset as u64),
+            "after writing up to {offset}: pending_snapshot reports {:?}",
+            pending.map(|p| p.written)
+        );
+    }
+    Ok(())
+}
+
+/// Reads a reader's whole data in pieces of `piece` bytes, checking each piece's length.
+async fn read_pieces(reader: &dyn SnapshotReader, piece: usize) -> Result<Vec<u8>, CaseError> {
+    let len = reader.len();
+    let mut data = Vec::new();
+    let mut offset = 0u64;
+    while offset < len {
+        let bytes = ok!(
+            reader.read_at(offset, piece).await,
+            format!("read_at({offset}, {piece})")
+        );
+        let expected = (len - offset).min(piece as u64);
+        ensure!(
+            bytes.len() as u64 == expected,
+            "read_at({offset}, {piece}) of {len} bytes returned {} bytes, not {expected}",
+            bytes.len()
+        );
+        offset += bytes.len() as u64;
+        data.extend_from_slice(&bytes);
+    }
+    Ok(data)
+}
+
+/// Opens the stored snapshot and checks its descriptor and data against `expected`.
+async fn check_stored<S: Storage<Cmd>>(
+    store: &mut S,
+    expected: &Snapshot,
+    what: &str,
+) -> CaseResult {
+    let opened = ok!(
+        store.open_snapshot().await,
+        format!("open_snapshot ({what})")
+    );
+    let Some((descriptor, reader)) = opened else {
+        return Err(CaseError::Failed(format!("{what}: no snapshot stored")));
+    };
+    ensure_eq!(
+        descriptor,
+        expected.descriptor(),
+        format!("descriptor ({what})")
+    );
+    ensure_eq!(
+        reader.len(),
+        expected.data.len() as u64,
+        format!("reader length ({what})")
+    );
+    let data = read_pieces(reader.as_ref(), 7_000).await?;
+    ensure!(
+        data == expected.data,
+        "{what}: the data read back in pieces differs from the data written"
+    );
+    let end = ok!(reader.read_at(reader.len(), 10).await, "read_at(len)");
+    ensure!(
+        end.is_empty(),
+        "{what}: read_at(len) returned {} bytes",
+        end.len()
+    );
+    let past = reader.read_at(reader.len() + 1, 10).await;
+    ensure!(
+        matches!(past, Err(StorageError::SnapshotRange { .. })),
+        "{what}: read_at(len + 1): expected SnapshotRange, got {past:?}"
+    );
+    Ok(())
+}
+
+async fn pieces_round_trip<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 8).await?;
+    let big = large_snapshot(6, 1, LARGE);
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        None,
+        "pending snapshot of a store that never began one"
+    );
+    ok!(
+        store.begin_snapshot(big.descriptor()).await,
+        "begin_snapshot(6)"
+    );
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        Some(PendingSnapshot {
+            descriptor: big.descriptor(),
+            written: 0
+        }),
+        "pending snapshot just begun"
+    );
+    ensure_eq!(
+        ok!(store.recover().await, "recover").snapshot,
+        None,
+        "stored snapshot while one is pending"
+    );
+    write_pieces(&mut store, &big.data, 0, 64 * 1024).await?;
+    let finished = ok!(store.finish_snapshot().await, "finish_snapshot");
+    ensure_eq!(finished, big.descriptor(), "finish_snapshot's descriptor");
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        None,
+        "pending snapshot after finishing"
+    );
+    check_stored(&mut store, &big, "just finished").await?;
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(state.snapshot, Some(big.meta.clone()), "snapshot meta");
+    ensure_eq!(
+        indices(&state.entries),
+        (1..=8).collect::<Vec<_>>(),
+        "a matching log is kept"
+    );
+    let mut store = reopen(factory, store)?;
+    check_stored(&mut store, &big, "after reopen").await?;
+    let whole = ok!(store.snapshot().await, "snapshot");
+    ensure!(
+        whole.as_ref() == Some(&big),
+        "snapshot() after reopen differs"
+    );
+    Ok(())
+}
+
+async fn pieces_in_order<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = fresh(factory)?;
+    let big = large_snapshot(4, 1, 10_000);
+    let orphan = store.write_snapshot_chunk(0, big.data.slice(0..10)).await;
+    ensure!(
+        matches!(orphan, Err(StorageError::NoPendingSnapshot)),
+        "a piece without begin_snapshot: expected NoPendingSnapshot, got {orphan:?}"
+    );
+    let finish = store.finish_snapshot().await;
+    ensure!(
+        matches!(finish, Err(StorageError::NoPendingSnapshot)),
+        "finish without begin_snapshot: expected NoPendingSnapshot, got {finish:?}"
+    );
+    ok!(
+        store.begin_snapshot(big.descriptor()).await,
+        "begin_snapshot(4)"
+    );
+    ok!(
+        store.write_snapshot_chunk(0, big.data.slice(0..1000)).await,
+        "first piece"
+    );
+    for (offset, what) in [
+        (0u64, "duplicate"),
+        (500, "overlapping"),
+        (1001, "gap"),
+        (5000, "far gap"),
+    ] {
+        let end = (offset as usize + 1000).min(big.data.len());
+        let result = store
+            .write_snapshot_chunk(offset, big.data.slice(offset as usize..end))
+            .await;
+        ensure!(
+            matches!(result, Err(StorageError::SnapshotOffset { expected: 1000, found }) if found == offset),
+            "a {what} piece at {offset}: expected SnapshotOffset {{ expected: 1000, found: {offset} }}, got {result:?}"
+        );
+    }
+    let past = store
+        .write_snapshot_chunk(1000, Bytes::from(vec![0u8; 9_001]))
+        .await;
+    ensure!(
+        matches!(past, Err(StorageError::SnapshotRange { .. })),
+        "a piece running past the size: expected SnapshotRange, got {past:?}"
+    );
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot").map(|p| p.written),
+        Some(1000),
+        "bytes written after refused pieces"
+    );
+    ok!(
+        store.write_snapshot_chunk(1000, Bytes::new()).await,
+        "an empty piece"
+    );
+    write_pieces(&mut store, &big.data, 1000, 3000).await?;
+    ok!(store.finish_snapshot().await, "finish_snapshot");
+    check_stored(&mut store, &big, "after refused pieces").await
+}
+
+async fn finish_checks_data<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 8).await?;
+    ok!(
+        store.save_snapshot(snapshot(3, 1)).await,
+        "save_snapshot(3)"
+    );
+    let big = large_snapshot(6, 1, 20_000);
+    // The right size with one byte changed, then one byte short.
+    let mut flipped = big.data.to_vec();
+    flipped[12_345] ^= 0x40;
+    let flipped = Bytes::from(flipped);
+    let short = big.data.slice(..big.data.len() - 1);
+    for (data, what) in [(flipped, "a changed byte"), (short, "a missing byte")] {
+        ok!(
+            store.begin_snapshot(big.descriptor()).await,
+            "begin_snapshot(6)"
+        );
+        write_pieces(&mut store, &data, 0, 4096).await?;
+        let result = store.finish_snapshot().await;
+        ensure!(
+            matches!(result, Err(StorageError::SnapshotMismatch { .. })),
+            "finishing with {what}: expected SnapshotMismatch, got {result:?}"
+        );
+        ensure_eq!(
+            ok!(store.pending_snapshot().await, "pending_snapshot"),
+            None,
+            format!("pending snapshot after finishing with {what}")
+        );
+        check_stored(
+            &mut store,
+            &snapshot(3, 1),
+            &format!("after finishing with {what}"),
+        )
+        .await?;
+        let state = ok!(store.recover().await, "recover");
+        ensure_eq!(
+            indices(&state.entries),
+            (1..=8).collect::<Vec<_>>(),
+            format!("log after finishing with {what}")
+        );
+    }
+    let mut store = reopen(factory, store)?;
+    check_stored(
+        &mut store,
+        &snapshot(3, 1),
+        "after refused finishes and a reopen",
+    )
+    .await
+}
+
+async fn pending_lifecycle<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 8).await?;
+    ok!(
+        store.save_snapshot(snapshot(5, 1)).await,
+        "save_snapshot(5)"
+    );
+    for stale in [large_snapshot(5, 2, 100), large_snapshot(4, 1, 100)] {
+        let result = store.begin_snapshot(stale.descriptor()).await;
+        ensure!(
+            matches!(result, Err(StorageError::StaleSnapshot { .. })),
+            "begin_snapshot at {} after one at 5: expected StaleSnapshot, got {result:?}",
+            stale.meta.last_included
+        );
+    }
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        None,
+        "after stale begins"
+    );
+    // A newer begin replaces the pending one.
+    let six = large_snapshot(6, 1, 5_000);
+    let seven = large_snapshot(7, 1, 6_000);
+    ok!(
+        store.begin_snapshot(six.descriptor()).await,
+        "begin_snapshot(6)"
+    );
+    ok!(
+        store.write_snapshot_chunk(0, six.data.slice(0..2000)).await,
+        "piece of 6"
+    );
+    ok!(
+        store.begin_snapshot(seven.descriptor()).await,
+        "begin_snapshot(7)"
+    );
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        Some(PendingSnapshot {
+            descriptor: seven.descriptor(),
+            written: 0
+        }),
+        "pending snapshot replaced by a newer begin"
+    );
+    // Aborting discards it, durably.
+    ok!(
+        store
+            .write_snapshot_chunk(0, seven.data.slice(0..100))
+            .await,
+        "piece of 7"
+    );
+    ok!(store.abort_snapshot().await, "abort_snapshot");
+    ok!(
+        store.abort_snapshot().await,
+        "abort_snapshot without a pending one"
+    );
+    let mut store = reopen(factory, store)?;
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        None,
+        "after abort and reopen"
+    );
+    // A whole snapshot saved meanwhile discards a pending one; a pending one that is no
+    // longer newer when it finishes is refused.
+    ok!(
+        store.begin_snapshot(seven.descriptor()).await,
+        "begin_snapshot(7)"
+    );
+    ok!(
+        store.save_snapshot(snapshot(6, 1)).await,
+        "save_snapshot(6) while 7 is pending"
+    );
+    let finish = store.finish_snapshot().await;
+    ensure!(
+        matches!(finish, Err(StorageError::NoPendingSnapshot)),
+        "finish after save_snapshot discarded the pending one: expected NoPendingSnapshot, got {finish:?}"
+    );
+    ok!(
+        store.begin_snapshot(seven.descriptor()).await,
+        "begin_snapshot(7)"
+    );
+    write_pieces(&mut store, &seven.data, 0, 4096).await?;
+    ok!(store.finish_snapshot().await, "finish_snapshot(7)");
+    check_stored(&mut store, &seven, "after the lifecycle").await
+}
+
+async fn reader_outlives_snapshot<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    let mut store = filled(factory, 8).await?;
+    let old = large_snapshot(4, 1, 50_000);
+    ok!(store.save_snapshot(old.clone()).await, "save_snapshot(4)");
+    let Some((_, reader)) = ok!(store.open_snapshot().await, "open_snapshot") else {
+        return Err(CaseError::Failed("no snapshot after saving one".to_owned()));
+    };
+    let first = ok!(reader.read_at(0, 1000).await, "read_at(0)");
+    ensure!(first == old.data.slice(0..1000), "first piece differs");
+    let new = large_snapshot(7, 1, 70_000);
+    ok!(
+        store.begin_snapshot(new.descriptor()).await,
+        "begin_snapshot(7)"
+    );
+    write_pieces(&mut store, &new.data, 0, 16 * 1024).await?;
+    ok!(store.finish_snapshot().await, "finish_snapshot(7)");
+    ok!(store.purge_to(LogIndex(7)).await, "purge_to(7)");
+    ensure_eq!(reader.len(), old.data.len() as u64, "old reader's length");
+    let data = read_pieces(reader.as_ref(), 9_999).await?;
+    ensure!(
+        data == old.data,
+        "the old reader no longer reads the old snapshot's data"
+    );
+    check_stored(&mut store, &new, "the new snapshot").await
+}
+
+async fn crash_mid_save<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    if !factory.can_crash() {
+        return Err(CaseError::Skipped(
+            "the factory cannot simulate a crash".to_owned(),
+        ));
+    }
+    let mut store = filled(factory, 8).await?;
+    let old = large_snapshot(3, 1, 40_000);
+    ok!(store.save_snapshot(old.clone()).await, "save_snapshot(3)");
+    let big = large_snapshot(8, 1, LARGE);
+    ok!(
+        store.begin_snapshot(big.descriptor()).await,
+        "begin_snapshot(8)"
+    );
+    let half = LARGE / 2;
+    write_pieces(&mut store, &big.data.slice(..half), 0, 32 * 1024).await?;
+    let mut store = factory
+        .crash(store)
+        .map_err(|e| CaseError::Failed(format!("reopening after a crash failed: {e}")))?;
+    let state = ok!(store.recover().await, "recover after a crash");
+    ensure_eq!(
+        state.snapshot,
+        Some(old.meta.clone()),
+        "stored snapshot after a crash mid-save"
+    );
+    ensure_eq!(
+        indices(&state.entries),
+        (1..=8).collect::<Vec<_>>(),
+        "log after a crash mid-save"
+    );
+    check_stored(&mut store, &old, "after a crash mid-save").await?;
+    let pending = ok!(
+        store.pending_snapshot().await,
+        "pending_snapshot after a crash"
+    );
+    let Some(PendingSnapshot {
+        descriptor,
+        written,
+    }) = pending
+    else {
+        return Err(CaseError::Failed(
+            "the pending snapshot's acknowledged pieces were lost in the crash".to_owned(),
+        ));
+    };
+    ensure_eq!(
+        descriptor,
+        big.descriptor(),
+        "pending descriptor after a crash"
+    );
+    ensure!(
+        written >= half as u64 && written <= LARGE as u64,
+        "after a crash with {half} bytes acknowledged, pending_snapshot reports {written}"
+    );
+    // Resume where the store says it is.
+    write_pieces(&mut store, &big.data, written as usize, 32 * 1024).await?;
+    ok!(
+        store.finish_snapshot().await,
+        "finish_snapshot after resuming"
+    );
+    check_stored(&mut store, &big, "resumed after a crash").await?;
+    let mut store = factory
+        .crash(store)
+        .map_err(|e| CaseError::Failed(format!("reopening after a crash failed: {e}")))?;
+    check_stored(&mut store, &big, "after a crash once finished").await?;
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        None,
+        "pending after finishing and a crash"
     );
     Ok(())
 }

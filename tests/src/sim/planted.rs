@@ -3,9 +3,11 @@
 //! durability) or of the application using it (a client that reads without the
 //! barrier), never a switch inside the protocol's own code.
 
+use std::sync::Arc;
+
 use raft_traits::{
-    Command, Entry, HardState, LogIndex, RecoveredState, Snapshot, Storage, StorageError,
-    async_trait,
+    Bytes, Command, Entry, HardState, LogIndex, PendingSnapshot, RecoveredState, Snapshot,
+    SnapshotDescriptor, SnapshotReader, Storage, StorageError, async_trait,
 };
 
 /// A known way to break a Raft deployment.
@@ -107,6 +109,32 @@ impl<S: Storage<C>, C: Command> Storage<C> for Planted<S, C> {
         self.inner.purge_to(index).await
     }
 
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
+        self.write_behind().await?;
+        self.inner.begin_snapshot(descriptor).await
+    }
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+        self.write_behind().await?;
+        self.inner.write_snapshot_chunk(offset, data).await
+    }
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+        self.write_behind().await?;
+        self.inner.finish_snapshot().await
+    }
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+        self.write_behind().await?;
+        self.inner.abort_snapshot().await
+    }
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+        self.write_behind().await?;
+        self.inner.pending_snapshot().await
+    }
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError> {
+        self.write_behind().await?;
+        self.inner.open_snapshot().await
+    }
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         self.write_behind().await?;
         self.inner.snapshot().await

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raft_traits::{
-    Command, Entry, HardState, LogIndex, RecoveredState, Runtime, Snapshot, Storage, StorageError,
-    async_trait,
+    Bytes, Command, Entry, HardState, LogIndex, PendingSnapshot, RecoveredState, Runtime, Snapshot,
+    SnapshotDescriptor, SnapshotReader, Storage, StorageError, async_trait,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -88,6 +88,36 @@ impl<S: Storage<C>, Rt: Runtime, C: Command> Storage<C> for SlowDisk<S, Rt> {
     async fn purge_to(&mut self, index: LogIndex) -> Result<(), StorageError> {
         self.pause().await;
         self.inner.purge_to(index).await
+    }
+
+    async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
+        self.pause().await;
+        self.inner.begin_snapshot(descriptor).await
+    }
+
+    async fn write_snapshot_chunk(&mut self, offset: u64, data: Bytes) -> Result<(), StorageError> {
+        self.pause().await;
+        self.inner.write_snapshot_chunk(offset, data).await
+    }
+
+    async fn finish_snapshot(&mut self) -> Result<SnapshotDescriptor, StorageError> {
+        self.pause().await;
+        self.inner.finish_snapshot().await
+    }
+
+    async fn abort_snapshot(&mut self) -> Result<(), StorageError> {
+        self.pause().await;
+        self.inner.abort_snapshot().await
+    }
+
+    async fn pending_snapshot(&mut self) -> Result<Option<PendingSnapshot>, StorageError> {
+        self.inner.pending_snapshot().await
+    }
+
+    async fn open_snapshot(
+        &mut self,
+    ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError> {
+        self.inner.open_snapshot().await
     }
 
     async fn snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
