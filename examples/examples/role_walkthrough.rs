@@ -19,6 +19,12 @@ fn show(step: &str, out: &mut Effects<String>) {
         let line = match effect {
             Effect::Persist(write) => format!("persist   {write:?}"),
             Effect::Send { to, request, .. } => format!("send      {} to {to}", request.kind()),
+            Effect::SendSnapshot {
+                to, request, len, ..
+            } => format!(
+                "send      InstallSnapshot piece at {} ({len} bytes) to {to}",
+                request.offset
+            ),
             Effect::Reply { response, .. } => format!("reply     {response:?}"),
             Effect::Refuse { reason, .. } => format!("refuse    {reason}"),
             Effect::Read { id, result } => format!("read      {id:?}: {result:?}"),

@@ -55,8 +55,8 @@ pub struct Config {
     /// How many AppendEntries carrying entries may be in flight to one follower before
     /// the leader waits for replies (pipelining). Heartbeats are not limited by it.
     pub max_inflight_appends: usize,
-    /// How long a leader waits for an InstallSnapshot reply before it sends the snapshot
-    /// again.
+    /// How long a leader waits for a reply to an InstallSnapshot piece before it asks the
+    /// follower where it stands and resumes from there.
     pub install_snapshot_timeout: Duration,
     /// How long a leader may wait before it tells idle followers of a new commit index
     /// with an empty AppendEntries. Any AppendEntries sent meanwhile carries the index
@@ -101,6 +101,13 @@ pub struct Config {
     /// [`StateMachine::snapshot`](raft_traits::StateMachine::snapshot) there). `None`
     /// leaves snapshots to the service, through `Raft::snapshot`, which works either way.
     pub snapshot_after_entries: Option<u64>,
+    /// The most snapshot data one InstallSnapshot carries. A snapshot is sent in pieces
+    /// of this size, read from storage as they go, so neither end holds it whole.
+    pub snapshot_chunk_size: usize,
+    /// How many InstallSnapshot pieces may be in flight to one follower before the
+    /// leader waits for replies. The leader reads at most this many pieces into memory
+    /// per follower at once.
+    pub snapshot_chunks_in_flight: usize,
 }
 
 impl Default for Config {
@@ -121,6 +128,8 @@ impl Default for Config {
             clock_drift_margin: Duration::from_millis(50),
             snapshot_trailing_entries: 4096,
             snapshot_after_entries: None,
+            snapshot_chunk_size: 1 << 20,
+            snapshot_chunks_in_flight: 4,
         }
     }
 }
@@ -148,6 +157,8 @@ impl Config {
             clock_drift_margin: Duration::from_millis(50),
             snapshot_trailing_entries: 0,
             snapshot_after_entries: None,
+            snapshot_chunk_size: 1 << 20,
+            snapshot_chunks_in_flight: 4,
         }
     }
 
@@ -186,6 +197,12 @@ impl Config {
         if self.snapshot_after_entries == Some(0) {
             return Err(ConfigError::Zero("snapshot_after_entries"));
         }
+        if self.snapshot_chunk_size == 0 {
+            return Err(ConfigError::Zero("snapshot_chunk_size"));
+        }
+        if self.snapshot_chunks_in_flight == 0 {
+            return Err(ConfigError::Zero("snapshot_chunks_in_flight"));
+        }
         if self.install_snapshot_timeout.is_zero() {
             return Err(ConfigError::Zero("install_snapshot_timeout"));
         }
@@ -223,6 +240,10 @@ impl Config {
         with_snapshot_trailing_entries: snapshot_trailing_entries: u64;
         /// Sets [`snapshot_after_entries`](Config::snapshot_after_entries).
         with_snapshot_after_entries: snapshot_after_entries: Option<u64>;
+        /// Sets [`snapshot_chunk_size`](Config::snapshot_chunk_size).
+        with_snapshot_chunk_size: snapshot_chunk_size: usize;
+        /// Sets [`snapshot_chunks_in_flight`](Config::snapshot_chunks_in_flight).
+        with_snapshot_chunks_in_flight: snapshot_chunks_in_flight: usize;
     }
 
     /// The snapshot timeout counted in heartbeats, at least one.

@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
-    Response, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
-    Storage, Term, Transport, async_trait,
+    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, READ_PIECE, Request,
+    RequestRefused, Response, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine,
+    StateMachineError, Storage, StorageError, Term, Transport, async_trait, read_all,
 };
 
 use crate::config::Config;
@@ -123,10 +123,11 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             transport,
         } = parts;
         let recovered = storage.recover().await?;
-        let snapshot = match recovered.snapshot {
-            Some(_) => storage.snapshot().await?,
+        let opened = match recovered.snapshot {
+            Some(_) => storage.open_snapshot().await?,
             None => None,
         };
+        let pending = storage.pending_snapshot().await?;
         let seed = config.seed.unwrap_or_else(|| runtime.random_seed());
         let snapshot_policy = config.snapshot_after_entries;
         // The cluster's first start on this store: the bootstrap configuration is made
@@ -144,15 +145,18 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             data: Bytes::new(),
         });
         let mut effects = Effects::new();
-        let node = Node::boot(
+        let mut node = Node::boot(
             id,
             membership,
             config,
             seed,
             recovered,
-            snapshot,
+            opened.as_ref().map(|(descriptor, _)| descriptor.clone()),
             &mut effects,
         )?;
+        if let Some(pending) = pending {
+            node.resume_receiving(pending, &mut effects);
+        }
         if let Some(bootstrap) = bootstrap {
             storage.save_snapshot(bootstrap).await?;
         }
@@ -162,7 +166,18 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         let mut state_machine = state_machine;
         for effect in effects.take() {
             match effect {
-                Effect::Apply(Apply::Snapshot(snapshot)) => {
+                Effect::Apply(Apply::Snapshot(descriptor)) => {
+                    let Some((_, reader)) = &opened else {
+                        return Err(StartError::Storage(StorageError::Corrupt(format!(
+                            "the snapshot at {} is not stored",
+                            descriptor.meta.last_included
+                        ))));
+                    };
+                    let data = read_all(reader.as_ref(), READ_PIECE).await?;
+                    let snapshot = Snapshot {
+                        meta: descriptor.meta,
+                        data,
+                    };
                     match state_machine.restore(snapshot).await {
                         // A persistent state machine may already be further along.
                         Ok(()) | Err(StateMachineError::Stale { .. }) => {}
@@ -208,6 +223,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             alarm: None,
             stop_after_handover: None,
             in_flight: Default::default(),
+            snapshot_reader: opened,
         };
         let clock = {
             let runtime = runtime.clone();
@@ -511,8 +527,19 @@ impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
         // state left to serve from. Its checksum is the core's to check, with the other
         // admission rules (computing it here too would read a large snapshot twice);
         // damaged bytes that no longer decode are refused here as invalid.
+        //
+        // The check needs the whole data, so it runs on a snapshot that arrives in one
+        // piece (at most `Config::snapshot_chunk_size` bytes). A snapshot sent in several
+        // pieces is never held whole on this side: its bytes are checked against the
+        // leader's checksum of them, so they are what the leader's own state machine
+        // produced, and a state machine that cannot restore them stops this node.
         if let Request::InstallSnapshot(install) = &request
-            && let Err(error) = (self.check_snapshot)(&install.snapshot)
+            && install.offset == 0
+            && install.done
+            && let Err(error) = (self.check_snapshot)(&Snapshot {
+                meta: install.snapshot.meta.clone(),
+                data: install.data.clone(),
+            })
         {
             self.shared.note_refused();
             tracing::warn!(

@@ -421,6 +421,7 @@ impl<C: Command> Storage<C> for MemStorage<C> {
         Ok(self.lock().pending.as_ref().map(|pending| PendingSnapshot {
             descriptor: pending.descriptor.clone(),
             written: pending.data.len() as u64,
+            checksum: pending.checksum.value(),
         }))
     }
 

@@ -54,12 +54,13 @@ pub const MAGIC: [u8; 4] = *b"RAFT";
 
 /// The protocol version this crate speaks.
 ///
-/// Version 4 says why a read index was refused (a leader not yet ready, or not the
+/// Version 5 sends a snapshot in pieces (offset, data, done, a checksum per piece;
+/// [`InstallSnapshot`](raft_traits::InstallSnapshot)); version 4 says why a read index was refused (a leader not yet ready, or not the
 /// leader); version 3 carries a checksum with each InstallSnapshot; version 2 opened every
 /// connection with a [handshake](crate::handshake); version 1 had none. A server refuses a client of another version with a
 /// [`Refusal::Version`](crate::handshake::Refusal::Version) frame and
 /// [`FrameError::UnsupportedVersion`], and closes the connection.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 
 /// The length of a frame header in bytes.
 pub const HEADER_LEN: usize = 20;

@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::{Entry, LogId, LogIndex, NodeId, Snapshot, Term};
+use bytes::Bytes;
+
+use crate::snapshot::SnapshotDescriptor;
+use crate::types::{Entry, LogId, LogIndex, NodeId, Term};
 
 /// RequestVote: a candidate asks for a vote (§5.2).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,21 +137,92 @@ pub struct ConflictHint {
     pub last_log_index: LogIndex,
 }
 
-/// InstallSnapshot: the leader sends its snapshot to a follower that needs entries the
-/// leader has already discarded (§7).
+/// InstallSnapshot: the leader sends a piece of its snapshot to a follower that needs
+/// entries the leader has already discarded (§7, Figure 13: offset, data, done).
+///
+/// A snapshot travels in pieces of at most `Config::snapshot_chunk_size` bytes, several
+/// in flight. The follower writes a piece only if it starts exactly where the data it
+/// holds of this snapshot ends, and answers with the offset it then holds
+/// ([`InstallOutcome::Received`]), so a leader that lost track (a lost reply, a new
+/// connection, a restarted follower) resumes from the follower's offset. A piece with no
+/// data asks for that offset without sending anything.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallSnapshot {
     /// The leader's term.
     pub term: Term,
     /// The leader, so followers can redirect clients.
     pub leader: NodeId,
-    /// The snapshot: what it covers and the application's bytes.
-    pub snapshot: Snapshot,
-    /// [`Snapshot::checksum`] as the leader computed it: the follower refuses a
-    /// snapshot whose bytes do not match it ([`RequestRefused::SnapshotChecksum`]).
+    /// The snapshot the piece belongs to: what it covers, its size and the checksum of
+    /// all its data, which the follower checks before installing it
+    /// ([`RequestRefused::SnapshotChecksum`]).
+    ///
+    /// [`RequestRefused::SnapshotChecksum`]: crate::RequestRefused::SnapshotChecksum
+    pub snapshot: SnapshotDescriptor,
+    /// Where in the snapshot's data the piece starts.
+    pub offset: u64,
+    /// The piece.
+    pub data: Bytes,
+    /// Whether the piece is the last: `offset + data.len() == snapshot.size`.
+    pub done: bool,
+    /// [`InstallSnapshot::chunk_checksum`] of the piece as the leader computed it: the
+    /// follower refuses a piece whose bytes do not match it
+    /// ([`RequestRefused::SnapshotChecksum`]) and writes nothing.
     ///
     /// [`RequestRefused::SnapshotChecksum`]: crate::RequestRefused::SnapshotChecksum
     pub checksum: u32,
+}
+
+impl InstallSnapshot {
+    /// The whole of `snapshot` as a single piece (offset 0, done), with its checksums:
+    /// what a leader sends for a snapshot no larger than one piece.
+    ///
+    /// ```
+    /// use raft_traits::{Bytes, InstallSnapshot, NodeId, Snapshot, Term};
+    ///
+    /// let mut snapshot = Snapshot::default();
+    /// snapshot.data = Bytes::from_static(b"state");
+    /// let piece = InstallSnapshot::whole(Term(1), NodeId(1), snapshot.clone());
+    /// assert!(piece.done);
+    /// assert_eq!(piece.snapshot, snapshot.descriptor());
+    /// assert_eq!(piece.checksum, piece.computed_checksum());
+    /// ```
+    pub fn whole(term: Term, leader: NodeId, snapshot: crate::Snapshot) -> InstallSnapshot {
+        let mut request = InstallSnapshot {
+            term,
+            leader,
+            snapshot: snapshot.descriptor(),
+            offset: 0,
+            data: snapshot.data,
+            done: true,
+            checksum: 0,
+        };
+        request.checksum = request.computed_checksum();
+        request
+    }
+
+    /// The CRC-32 of a piece: over the whole snapshot's checksum, the piece's offset
+    /// and `done` flag, and its data, so that a piece cannot be taken for a piece of
+    /// another snapshot or another place.
+    pub fn chunk_checksum(
+        snapshot: &SnapshotDescriptor,
+        offset: u64,
+        done: bool,
+        data: &[u8],
+    ) -> u32 {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&snapshot.checksum.to_le_bytes());
+        hasher.update(&snapshot.size.to_le_bytes());
+        hasher.update(&offset.to_le_bytes());
+        hasher.update(&[u8::from(done)]);
+        hasher.update(data);
+        hasher.finalize()
+    }
+
+    /// This request's [`chunk_checksum`](InstallSnapshot::chunk_checksum), computed
+    /// from its fields.
+    pub fn computed_checksum(&self) -> u32 {
+        Self::chunk_checksum(&self.snapshot, self.offset, self.done, &self.data)
+    }
 }
 
 /// The reply to [`InstallSnapshot`].
@@ -170,6 +244,13 @@ pub enum InstallOutcome {
     Installed {
         /// The last index known to match the leader's log.
         match_index: LogIndex,
+    },
+    /// The follower durably holds the first `offset` bytes of the snapshot the request
+    /// named (after writing the piece, if it started there; otherwise it wrote nothing):
+    /// the leader sends on from `offset`.
+    Received {
+        /// How many bytes of the snapshot's data the follower holds.
+        offset: u64,
     },
 }
 

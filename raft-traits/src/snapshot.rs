@@ -82,6 +82,26 @@ impl SnapshotChecksum {
         SnapshotChecksum { hasher }
     }
 
+    /// Continues a checksum whose [`value`](Self::value) so far was `value`: adding the
+    /// rest of the data to it gives the checksum of the whole.
+    ///
+    /// ```
+    /// use raft_traits::{LogId, SnapshotChecksum};
+    ///
+    /// let mut whole = SnapshotChecksum::new(LogId::default());
+    /// whole.update(b"first half, second half");
+    /// let mut first = SnapshotChecksum::new(LogId::default());
+    /// first.update(b"first half");
+    /// let mut resumed = SnapshotChecksum::resume(first.value());
+    /// resumed.update(b", second half");
+    /// assert_eq!(resumed.value(), whole.value());
+    /// ```
+    pub fn resume(value: u32) -> SnapshotChecksum {
+        SnapshotChecksum {
+            hasher: crc32fast::Hasher::new_with_initial(value),
+        }
+    }
+
     /// Adds the next piece of data.
     pub fn update(&mut self, data: &[u8]) {
         self.hasher.update(data);
@@ -176,4 +196,7 @@ pub struct PendingSnapshot {
     pub descriptor: SnapshotDescriptor,
     /// How many bytes of its data are stored: the offset the next write must start at.
     pub written: u64,
+    /// The [`SnapshotChecksum`] of those bytes, so that a restarted server continues it
+    /// ([`SnapshotChecksum::resume`]) instead of reading them back.
+    pub checksum: u32,
 }

@@ -85,6 +85,21 @@ pub enum RequestRefused {
         /// The checksum of the bytes received.
         computed: u32,
     },
+    /// A piece of a snapshot that does not fit it: running past its size, or marked
+    /// last (`done`) where it does not end the data, or the reverse.
+    #[error(
+        "snapshot piece at {offset} of {len} bytes does not fit a snapshot of {size} bytes (done: {done})"
+    )]
+    SnapshotChunk {
+        /// Where the piece starts.
+        offset: u64,
+        /// Its length.
+        len: u64,
+        /// The snapshot's size.
+        size: u64,
+        /// Whether it was marked last.
+        done: bool,
+    },
     /// A snapshot the state machine refused as not a valid state
     /// ([`StateMachine::check_snapshot`](crate::StateMachine::check_snapshot)).
     #[error("invalid snapshot: {reason}")]

@@ -136,13 +136,9 @@ fn snapshot_request(from: NodeId, data: &'static [u8], damage: bool) -> Request<
         },
         data: Bytes::from_static(data),
     };
-    let checksum = snapshot.checksum() ^ u32::from(damage);
-    Request::InstallSnapshot(InstallSnapshot {
-        term: Term(0),
-        leader: from,
-        checksum,
-        snapshot,
-    })
+    let mut request = InstallSnapshot::whole(Term(0), from, snapshot);
+    request.checksum ^= u32::from(damage);
+    Request::InstallSnapshot(request)
 }
 
 /// The named attacks.

@@ -605,6 +605,7 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
             Ok(store.pending.as_ref().map(|pending| PendingSnapshot {
                 descriptor: pending.descriptor().clone(),
                 written: pending.written(),
+                checksum: pending.checksum(),
             }))
         })
         .await

@@ -201,6 +201,10 @@ impl Pending {
         &self.descriptor
     }
 
+    pub(crate) fn checksum(&self) -> u32 {
+        self.checksum.value()
+    }
+
     pub(crate) fn written(&self) -> u64 {
         self.written
     }

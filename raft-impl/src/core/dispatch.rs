@@ -650,14 +650,28 @@ impl<C: Command> AnyNode<C> {
             });
         }
         // Bytes damaged anywhere between the leader's snapshot and here (or a random
-        // frame that happens to decode as InstallSnapshot) must never replace this
-        // node's state.
+        // frame that happens to decode as InstallSnapshot) must never reach this node's
+        // storage: each piece carries its own checksum, and the whole data is checked
+        // against the snapshot's before it is installed. A piece must also fit the
+        // snapshot it claims to belong to.
         if let Request::InstallSnapshot(install) = request {
-            let computed = install.snapshot.checksum();
+            let computed = install.computed_checksum();
             if computed != install.checksum {
                 return Err(RequestRefused::SnapshotChecksum {
                     carried: install.checksum,
                     computed,
+                });
+            }
+            let len = install.data.len() as u64;
+            let end = install.offset.checked_add(len);
+            let fits = end.is_some_and(|end| end <= install.snapshot.size);
+            let done_right = end.is_some_and(|end| install.done == (end == install.snapshot.size));
+            if !fits || !done_right {
+                return Err(RequestRefused::SnapshotChunk {
+                    offset: install.offset,
+                    len,
+                    size: install.snapshot.size,
+                    done: install.done,
                 });
             }
         }

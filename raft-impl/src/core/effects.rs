@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use raft_traits::{
-    Entry, HardState, LogIndex, NodeId, Request, RequestRefused, Response, Snapshot, Term,
+    Bytes, Entry, HardState, InstallSnapshot, LogIndex, NodeId, Request, RequestRefused, Response,
+    Snapshot, SnapshotDescriptor, Term,
 };
 
 /// Identifies an incoming request whose reply the core will emit as [`Effect::Reply`].
@@ -71,6 +72,25 @@ pub enum Persist<C> {
     /// Discard the entries up to and including this index, which the stored snapshot
     /// covers (all but the trailing window).
     PurgeTo(LogIndex),
+    /// Start receiving a snapshot in pieces, discarding any other one being received
+    /// ([`Storage::begin_snapshot`](raft_traits::Storage::begin_snapshot)).
+    BeginSnapshot(SnapshotDescriptor),
+    /// Append a piece to the snapshot being received, at `offset`
+    /// ([`Storage::write_snapshot_chunk`](raft_traits::Storage::write_snapshot_chunk)).
+    SnapshotChunk {
+        /// Where the piece starts in the snapshot's data.
+        offset: u64,
+        /// The piece.
+        data: Bytes,
+    },
+    /// Make the snapshot received the stored one, atomically with dropping a log that
+    /// conflicts with it
+    /// ([`Storage::finish_snapshot`](raft_traits::Storage::finish_snapshot)). The core
+    /// emits it only once the data's checksum matched.
+    FinishSnapshot,
+    /// Discard the snapshot being received
+    /// ([`Storage::abort_snapshot`](raft_traits::Storage::abort_snapshot)).
+    AbortSnapshot,
 }
 
 /// Something to hand to the state machine, in this order.
@@ -78,9 +98,10 @@ pub enum Persist<C> {
 pub enum Apply<C> {
     /// Committed entries, consecutive, starting right after the last applied one.
     Entries(Vec<Entry<C>>),
-    /// A snapshot that replaces the state machine's state; the next entries start right
-    /// after its last included index.
-    Snapshot(Snapshot),
+    /// The stored snapshot, which replaces the state machine's state; the next entries
+    /// start right after its last included index. The driver reads its data from
+    /// storage.
+    Snapshot(SnapshotDescriptor),
 }
 
 /// One thing the driver must do.
@@ -101,6 +122,19 @@ pub enum Effect<C> {
         tag: SendTag,
         /// The request.
         request: Request<C>,
+    },
+    /// Send a piece of the stored snapshot to a peer: `request` with its data (empty
+    /// here) filled with the `len` bytes of the snapshot at `request.offset`, read from
+    /// storage, and its checksum set to match. Report the reply or failure with `tag`.
+    SendSnapshot {
+        /// The peer.
+        to: NodeId,
+        /// Hand back with the outcome.
+        tag: SendTag,
+        /// The request, without its data.
+        request: InstallSnapshot,
+        /// How many bytes of data it carries.
+        len: u64,
     },
     /// Answer the incoming request `id`.
     Reply {
@@ -195,6 +229,21 @@ impl<C> Effects<C> {
 
     pub(crate) fn send(&mut self, to: NodeId, tag: SendTag, request: Request<C>) {
         self.push(Effect::Send { to, tag, request });
+    }
+
+    pub(crate) fn send_snapshot(
+        &mut self,
+        to: NodeId,
+        tag: SendTag,
+        request: InstallSnapshot,
+        len: u64,
+    ) {
+        self.push(Effect::SendSnapshot {
+            to,
+            tag,
+            request,
+            len,
+        });
     }
 
     pub(crate) fn reply(&mut self, id: RequestId, response: Response) {

@@ -7,12 +7,12 @@ use std::time::Duration;
 use raft_traits::{
     AppendEntries, AppendOutcome, AppendReply, Command, ConflictHint, InstallOutcome,
     InstallSnapshot, InstallSnapshotReply, LogIndex, NodeId, ReadIndexRefusal, ReadIndexRequest,
-    Request, RequestVote, Response,
+    Request, RequestRefused, RequestVote, Response, SnapshotChecksum, SnapshotDescriptor,
 };
 
 use super::candidate::Candidate;
 use super::effects::{Apply, Effects, Persist, ReadId, ReadRefused, RequestId};
-use super::node::{Node, Shared};
+use super::node::{Node, Receiving, Shared};
 use super::pre_candidate::PreCandidate;
 use super::quorum::Ballot;
 
@@ -120,7 +120,14 @@ impl<C: Command> Node<Follower, C> {
         out.reply(id, Response::Append(AppendReply { term, outcome }));
     }
 
-    /// Handles InstallSnapshot from the leader of the current term (Figure 13).
+    /// Handles a piece of a snapshot from the leader of the current term (Figure 13).
+    ///
+    /// The piece is written only if it starts exactly where the data held of the same
+    /// snapshot ends; any other piece (a duplicate, one overtaken by a later one, one
+    /// after a gap, one of another snapshot not at offset 0) writes nothing and is
+    /// answered with the offset held, from which the leader sends on. The last piece
+    /// installs the snapshot once the checksum of all its data matches; otherwise the
+    /// received data is discarded and the request refused.
     pub(super) fn handle_install_snapshot(
         &mut self,
         id: RequestId,
@@ -129,12 +136,16 @@ impl<C: Command> Node<Follower, C> {
     ) {
         debug_assert_eq!(request.term, self.shared.term());
         self.heard_from_leader(request.leader, out);
-        let outcome = self.shared.install_snapshot(request.snapshot, out);
-        let term = self.shared.term();
-        out.reply(
-            id,
-            Response::InstallSnapshot(InstallSnapshotReply { term, outcome }),
-        );
+        match self.shared.receive_snapshot_piece(request, out) {
+            Ok(outcome) => {
+                let term = self.shared.term();
+                out.reply(
+                    id,
+                    Response::InstallSnapshot(InstallSnapshotReply { term, outcome }),
+                );
+            }
+            Err(refused) => out.refuse(id, refused),
+        }
     }
 }
 
@@ -290,19 +301,99 @@ impl<C: Command> Shared<C> {
         AppendOutcome::Success { match_index }
     }
 
+    /// Takes a piece of a snapshot (see [`Node::handle_install_snapshot`]).
+    fn receive_snapshot_piece(
+        &mut self,
+        request: InstallSnapshot,
+        out: &mut Effects<C>,
+    ) -> Result<InstallOutcome, RequestRefused> {
+        let descriptor = request.snapshot;
+        if descriptor.meta.last_included.index <= self.commit_index {
+            // Everything it covers is already committed here, and committed entries match
+            // the leader's. Installing it would move the state machine backwards.
+            if self
+                .receiving
+                .take_if(|r| r.descriptor.meta.last_included.index <= self.commit_index)
+                .is_some()
+            {
+                out.persist(Persist::AbortSnapshot);
+            }
+            return Ok(InstallOutcome::Installed {
+                match_index: self.commit_index,
+            });
+        }
+        let same = self
+            .receiving
+            .as_ref()
+            .is_some_and(|r| r.descriptor == descriptor);
+        if !same {
+            if request.offset != 0 {
+                // A piece of a snapshot this node holds nothing of: start from the top.
+                return Ok(InstallOutcome::Received { offset: 0 });
+            }
+            tracing::info!(node = %self.id, covers = %descriptor.meta.last_included, size = descriptor.size, "receiving a snapshot from the leader");
+            out.persist(Persist::BeginSnapshot(descriptor.clone()));
+            self.receiving = Some(Receiving {
+                checksum: SnapshotChecksum::new(descriptor.meta.last_included),
+                descriptor: descriptor.clone(),
+                received: 0,
+                early: BTreeMap::new(),
+            });
+        }
+        let Some(receiving) = self.receiving.as_mut() else {
+            return Ok(InstallOutcome::Received { offset: 0 });
+        };
+        if request.offset != receiving.received {
+            // Ahead of what is held (overtaken by a later piece on the way): kept, within
+            // the window, for when the pieces before it arrive. Behind (a duplicate, or
+            // one resent after a lost reply): nothing to do.
+            let room = receiving.early.len() < self.config.snapshot_chunks_in_flight;
+            if request.offset > receiving.received && room && !request.data.is_empty() {
+                receiving.early.insert(request.offset, request.data);
+            }
+            return Ok(InstallOutcome::Received {
+                offset: receiving.received,
+            });
+        }
+        // The admission check saw that the piece fits the snapshot; the sum cannot
+        // overflow. Write it, then the early pieces it makes contiguous.
+        let mut next = Some((request.offset, request.data));
+        while let Some((offset, data)) = next {
+            if !data.is_empty() {
+                receiving.checksum.update(&data);
+                receiving.received = offset.saturating_add(data.len() as u64);
+                out.persist(Persist::SnapshotChunk { offset, data });
+            }
+            receiving.early.retain(|&at, _| at >= receiving.received);
+            next = receiving.early.remove_entry(&receiving.received);
+        }
+        if receiving.received < descriptor.size {
+            return Ok(InstallOutcome::Received {
+                offset: receiving.received,
+            });
+        }
+        let computed = receiving.checksum.value();
+        if computed != descriptor.checksum {
+            tracing::warn!(node = %self.id, covers = %descriptor.meta.last_included, "discarding a received snapshot whose data fails its checksum");
+            self.receiving = None;
+            out.persist(Persist::AbortSnapshot);
+            return Err(RequestRefused::SnapshotChecksum {
+                carried: descriptor.checksum,
+                computed,
+            });
+        }
+        self.receiving = None;
+        out.persist(Persist::FinishSnapshot);
+        Ok(self.install_snapshot(descriptor, out))
+    }
+
+    /// Installs a snapshot whose data storage now holds (Figure 13, steps 6–8).
     fn install_snapshot(
         &mut self,
-        snapshot: raft_traits::Snapshot,
+        snapshot: SnapshotDescriptor,
         out: &mut Effects<C>,
     ) -> InstallOutcome {
         let last_included = snapshot.meta.last_included;
-        if last_included.index <= self.commit_index {
-            // Everything it covers is already committed here, and committed entries match
-            // the leader's. Installing it would move the state machine backwards.
-            return InstallOutcome::Installed {
-                match_index: self.commit_index,
-            };
-        }
         let kept_suffix = self.log.matches(last_included);
         self.log.install_snapshot(last_included);
         let membership = if snapshot.meta.membership.validate().is_ok() {
@@ -318,7 +409,6 @@ impl<C: Command> Shared<C> {
         self.snapshot = Some(snapshot.clone());
         self.counters.snapshots_installed = self.counters.snapshots_installed.saturating_add(1);
         tracing::info!(node = %self.id, covers = %last_included, "installing a snapshot from the leader");
-        out.persist(Persist::Snapshot(snapshot.clone()));
         self.purge_behind_snapshot(out);
         // Every entry up to the old commit index was already handed to the state machine
         // ahead of this snapshot, so it applies them first and then moves forward to the

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use raft_traits::{
-    AppendEntries, AppendOutcome, Command, Entry, IndexReply, InstallOutcome, InstallSnapshot,
-    LogId, LogIndex, Membership, NodeId, Payload, ReadIndexRefusal, Request, Response, TimeoutNow,
+    AppendEntries, AppendOutcome, Bytes, Command, Entry, IndexReply, InstallOutcome,
+    InstallSnapshot, LogId, LogIndex, Membership, NodeId, Payload, ReadIndexRefusal, Request,
+    Response, TimeoutNow,
 };
 
 use super::dispatch::RpcKind;
@@ -664,10 +665,18 @@ impl<C: Command> Node<Leader, C> {
         let last_index = self.shared.log.last_index();
         for (&peer, progress) in &mut self.role.progress {
             match progress.mode {
+                // Pieces in flight, answered recently enough: the transfer is moving.
                 ReplicationMode::Snapshot { sent_at_tick, .. }
-                    if ticks.saturating_sub(sent_at_tick) < resend_after =>
+                    if !progress.pieces.is_empty()
+                        && ticks.saturating_sub(sent_at_tick) < resend_after =>
                 {
                     send_heartbeat(&mut self.shared, peer, progress, out);
+                }
+                // Nothing in flight (a failure wrote it off), or no answer for too long:
+                // ask the follower where it stands, and go on from there.
+                ReplicationMode::Snapshot { .. } => {
+                    progress.snapshot_stalled();
+                    send_snapshot(&mut self.shared, peer, progress, ticks, out);
                 }
                 ReplicationMode::Replicate if progress.next_index > last_index => {
                     send_heartbeat(&mut self.shared, peer, progress, out);
@@ -797,6 +806,13 @@ impl<C: Command> Node<Leader, C> {
         match outcome {
             InstallOutcome::StaleTerm => {}
             InstallOutcome::Installed { match_index } => self.acknowledged(from, match_index, out),
+            InstallOutcome::Received { offset } => {
+                let ticks = self.role.ticks;
+                if let Some(progress) = self.role.progress.get_mut(&from) {
+                    progress.snapshot_received(tag.seq, offset, ticks);
+                    send_snapshot(&mut self.shared, from, progress, ticks, out);
+                }
+            }
         }
     }
 
@@ -925,6 +941,9 @@ fn send_heartbeat<C: Command>(
     progress.sent_append(tag.seq, anchor, 0, commit);
 }
 
+/// Sends `peer` the pieces of the snapshot the window has room for (starting the
+/// transfer if it is not under way). The core names each piece; the driver reads its
+/// bytes from storage.
 fn send_snapshot<C: Command>(
     shared: &mut Shared<C>,
     peer: NodeId,
@@ -936,13 +955,21 @@ fn send_snapshot<C: Command>(
         tracing::error!(peer = %peer, "the log is compacted but no snapshot is held");
         return;
     };
-    let last_included = snapshot.meta.last_included.index;
-    let request = InstallSnapshot {
-        term: shared.term(),
-        leader: shared.id,
-        checksum: snapshot.checksum(),
-        snapshot,
-    };
-    let tag = shared.send(peer, Request::InstallSnapshot(request), out);
-    progress.sent_snapshot(tag.seq, last_included, ticks);
+    progress.start_snapshot(snapshot.meta.last_included.index, ticks);
+    let chunk = shared.config.snapshot_chunk_size as u64;
+    let window = shared.config.snapshot_chunks_in_flight;
+    while let Some((offset, len)) = progress.next_snapshot_piece(snapshot.size, chunk, window) {
+        let done = offset.saturating_add(len) == snapshot.size;
+        let request = InstallSnapshot {
+            term: shared.term(),
+            leader: shared.id,
+            snapshot: snapshot.clone(),
+            offset,
+            data: Bytes::new(),
+            done,
+            checksum: 0,
+        };
+        let tag = shared.send_snapshot_piece(peer, request, len, out);
+        progress.sent_snapshot_piece(tag.seq, offset, len, snapshot.size, ticks);
+    }
 }

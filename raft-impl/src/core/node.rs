@@ -6,8 +6,9 @@ use std::fmt;
 use std::time::Duration;
 
 use raft_traits::{
-    Command, Entry, HardState, LogId, LogIndex, Membership, NodeId, Payload, RecoveredState,
-    Request, RequestVote, Response, Snapshot, Term, VoteReply,
+    Command, Entry, HardState, InstallSnapshot, LogId, LogIndex, Membership, NodeId, Payload,
+    PendingSnapshot, RecoveredState, Request, RequestVote, Response, Snapshot, SnapshotChecksum,
+    SnapshotDescriptor, Term, VoteReply,
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -127,8 +128,11 @@ pub(super) struct Shared<C> {
     pub(super) rng: Xoshiro256PlusPlus,
     pub(super) hard_state: HardState,
     pub(super) log: RaftLog<C>,
-    /// The latest snapshot, kept to send to followers that need it.
-    pub(super) snapshot: Option<Snapshot>,
+    /// The latest snapshot's descriptor (its data stays in storage), to send it to
+    /// followers that need it.
+    pub(super) snapshot: Option<SnapshotDescriptor>,
+    /// The snapshot being received from a leader, piece by piece.
+    pub(super) receiving: Option<Receiving>,
     pub(super) commit_index: LogIndex,
     /// The last index handed to the state machine (as an [`Apply`] effect).
     pub(super) last_applied: LogIndex,
@@ -146,6 +150,21 @@ pub(super) struct Shared<C> {
     /// When requests were sent: `(first sequence number sent at that time, time)`,
     /// oldest first, kept for two election timeouts (lease reads need no more).
     pub(super) send_times: VecDeque<(u64, Duration)>,
+}
+
+/// A snapshot a follower is receiving in pieces: what storage holds of it.
+#[derive(Clone, Debug)]
+pub(super) struct Receiving {
+    /// The snapshot.
+    pub(super) descriptor: SnapshotDescriptor,
+    /// How many bytes of its data are durably written.
+    pub(super) received: u64,
+    /// The checksum of those bytes.
+    pub(super) checksum: SnapshotChecksum,
+    /// Pieces that arrived ahead of `received` (overtaken on the way), by offset, kept
+    /// until the pieces before them arrive: at most `snapshot_chunks_in_flight` of them,
+    /// so at most a window of data.
+    pub(super) early: std::collections::BTreeMap<u64, bytes::Bytes>,
 }
 
 /// Why a node could not boot.
@@ -168,7 +187,7 @@ pub enum BootError {
     SnapshotMismatch {
         /// What the log's metadata says.
         meta: LogId,
-        /// What the snapshot data covers.
+        /// What the stored snapshot covers.
         data: LogId,
     },
     /// Storage already holds this cluster's configuration, and the bootstrap membership
@@ -201,7 +220,7 @@ impl<C: Command> Node<Follower, C> {
         config: Config,
         seed: u64,
         recovered: RecoveredState<C>,
-        snapshot: Option<Snapshot>,
+        snapshot: Option<SnapshotDescriptor>,
         out: &mut Effects<C>,
     ) -> Result<Self, BootError> {
         config.validate()?;
@@ -293,6 +312,7 @@ impl<C: Command> Node<Follower, C> {
             hard_state: recovered.hard_state,
             log,
             snapshot: snapshot.filter(|s| s.meta.last_included.index > LogIndex::ZERO),
+            receiving: None,
             // Everything in the snapshot is committed and will be applied by restoring it.
             commit_index: last_included.index,
             last_applied: last_included.index,
@@ -312,6 +332,27 @@ impl<C: Command> Node<Follower, C> {
             shared: Box::new(shared),
             role: Follower::new(None),
         })
+    }
+}
+
+impl<C: Command> Node<Follower, C> {
+    /// Takes up a snapshot storage was receiving when the server stopped
+    /// ([`Storage::pending_snapshot`](raft_traits::Storage::pending_snapshot)), so that
+    /// the transfer resumes from the bytes already written. One that no longer matters
+    /// (everything it covers is committed here) is discarded.
+    pub fn resume_receiving(&mut self, pending: PendingSnapshot, out: &mut Effects<C>) {
+        let covers = pending.descriptor.meta.last_included;
+        if covers.index <= self.shared.commit_index || pending.written > pending.descriptor.size {
+            out.persist(Persist::AbortSnapshot);
+            return;
+        }
+        tracing::info!(node = %self.shared.id, %covers, received = pending.written, "resuming a snapshot transfer");
+        self.shared.receiving = Some(Receiving {
+            descriptor: pending.descriptor,
+            received: pending.written,
+            checksum: SnapshotChecksum::resume(pending.checksum),
+            early: std::collections::BTreeMap::new(),
+        });
     }
 }
 
@@ -525,7 +566,9 @@ impl<R: Role, C: Command> Node<R, C> {
             data,
         };
         shared.log.compact_to(last_included);
-        shared.snapshot = Some(snapshot.clone());
+        shared.snapshot = Some(snapshot.descriptor());
+        // Storage discards a snapshot being received when it saves this one.
+        shared.receiving = None;
         shared.counters.snapshots_taken = shared.counters.snapshots_taken.saturating_add(1);
         out.persist(Persist::Snapshot(snapshot));
         shared.purge_behind_snapshot(out);
@@ -697,6 +740,19 @@ impl<C: Command> Shared<C> {
     ) -> SendTag {
         let tag = self.next_tag();
         out.send(to, tag, request);
+        tag
+    }
+
+    /// Sends a piece of the stored snapshot, whose data the driver reads.
+    pub(super) fn send_snapshot_piece(
+        &mut self,
+        to: NodeId,
+        request: InstallSnapshot,
+        len: u64,
+        out: &mut Effects<C>,
+    ) -> SendTag {
+        let tag = self.next_tag();
+        out.send_snapshot(to, tag, request, len);
         tag
     }
 

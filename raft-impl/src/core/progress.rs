@@ -18,15 +18,27 @@ pub enum ReplicationMode {
     /// optimistically, advancing `next_index` as it sends, with up to
     /// `max_inflight_appends` requests in flight.
     Replicate,
-    /// The follower needs entries the leader has compacted; an InstallSnapshot is on its
-    /// way.
+    /// The follower needs entries the leader has compacted; the snapshot is on its way,
+    /// in pieces, up to `snapshot_chunks_in_flight` at a time.
     Snapshot {
         /// The last index the snapshot covers.
         last_included: LogIndex,
-        /// The leader's heartbeat count when it was sent, to resend after a timeout.
+        /// The leader's heartbeat count when a piece was last sent or answered, to ask
+        /// again after a timeout.
         sent_at_tick: u64,
-        /// The request's sequence number, to tell its outcome from a stale one.
+        /// The newest piece's sequence number.
         seq: u64,
+        /// How many bytes of the snapshot's data the follower said it holds.
+        acked: u64,
+        /// Where the next piece starts.
+        next: u64,
+        /// Whether the leader is waiting to learn the follower's offset: it then sends a
+        /// single piece, from the offset the follower last confirmed, and pipelines only
+        /// once the follower answered (so a follower that holds more than the leader
+        /// knows costs at most that one piece).
+        probing: bool,
+        /// Whether the piece that ends the data is in flight.
+        final_sent: bool,
     },
 }
 
@@ -54,6 +66,9 @@ pub struct Progress {
     /// AppendEntries with entries sent in the current mode and not yet answered: their
     /// sequence numbers, and the last index each carried.
     pub(super) inflight: BTreeMap<u64, LogIndex>,
+    /// Snapshot pieces sent and not yet answered: their sequence numbers, and the offset
+    /// each ends at.
+    pub(super) pieces: BTreeMap<u64, u64>,
     /// The commit index carried by the last AppendEntries sent to the follower.
     pub(super) commit_sent: LogIndex,
     /// The leader's last sequence number when it learned `match_index`: requests with a
@@ -73,6 +88,7 @@ impl Progress {
             match_index: LogIndex::ZERO,
             mode: ReplicationMode::Probe,
             inflight: BTreeMap::new(),
+            pieces: BTreeMap::new(),
             commit_sent: LogIndex::ZERO,
             match_known_at: 0,
             acked_seq: 0,
@@ -163,14 +179,146 @@ impl Progress {
         }
     }
 
-    /// Records an InstallSnapshot sent as request `seq`, covering up to `last_included`,
-    /// at heartbeat `tick`.
-    pub(super) fn sent_snapshot(&mut self, seq: u64, last_included: LogIndex, tick: u64) {
+    /// Starts sending the snapshot covering up to `last_included`, unless it is already
+    /// being sent. Begins with one piece from offset 0, whose answer says how much of the
+    /// snapshot the follower holds.
+    pub(super) fn start_snapshot(&mut self, last_included: LogIndex, tick: u64) {
+        if matches!(self.mode, ReplicationMode::Snapshot { last_included: sending, .. } if sending == last_included)
+        {
+            return;
+        }
         self.enter(ReplicationMode::Snapshot {
             last_included,
             sent_at_tick: tick,
-            seq,
+            seq: 0,
+            acked: 0,
+            next: 0,
+            probing: true,
+            final_sent: false,
         });
+    }
+
+    /// The next piece of a snapshot of `size` bytes to send, as `(offset, len)`, if the
+    /// window of `window` pieces has room (of one piece while probing): up to `chunk`
+    /// bytes from where the last piece ended.
+    pub(super) fn next_snapshot_piece(
+        &self,
+        size: u64,
+        chunk: u64,
+        window: usize,
+    ) -> Option<(u64, u64)> {
+        let ReplicationMode::Snapshot {
+            next,
+            probing,
+            final_sent,
+            ..
+        } = self.mode
+        else {
+            return None;
+        };
+        let window = if probing { 1 } else { window };
+        if final_sent || self.pieces.len() >= window || next > size {
+            return None;
+        }
+        Some((next, chunk.min(size - next)))
+    }
+
+    /// Records a snapshot piece sent as request `seq`: `len` bytes at `offset` of a
+    /// snapshot of `size` bytes, at heartbeat `tick`.
+    pub(super) fn sent_snapshot_piece(
+        &mut self,
+        seq: u64,
+        offset: u64,
+        len: u64,
+        size: u64,
+        tick: u64,
+    ) {
+        let end = offset.saturating_add(len);
+        if let ReplicationMode::Snapshot {
+            sent_at_tick,
+            seq: newest,
+            next,
+            probing,
+            final_sent,
+            ..
+        } = &mut self.mode
+        {
+            self.pieces.insert(seq, end);
+            *sent_at_tick = tick;
+            *newest = seq;
+            if !*probing {
+                *next = end;
+                *final_sent = end == size;
+            }
+        }
+    }
+
+    /// The follower answered snapshot piece `seq`, saying it holds `offset` bytes, at
+    /// heartbeat `tick`.
+    ///
+    /// * The answer to the first piece (or the first after a stall) says where the
+    ///   follower stands: the leader goes on from there.
+    /// * An offset at or past the piece's end: it was written (with any before it).
+    /// * An offset short of the piece: the follower lacks the data from `offset`. If a
+    ///   piece starting there is still in flight, it was only overtaken (the follower
+    ///   keeps early pieces for when the gap fills): wait for it. Otherwise that data was
+    ///   lost: resend from `offset`, writing off the pieces in flight.
+    ///
+    /// An offset below one the follower already confirmed is outdated (answers overtake
+    /// each other) and ignored. Once nothing is in flight and the follower holds less than
+    /// was sent, the rest is resent from its offset.
+    pub(super) fn snapshot_received(&mut self, seq: u64, offset: u64, tick: u64) {
+        let Some(end) = self.pieces.remove(&seq) else {
+            // An answer to a piece written off already.
+            return;
+        };
+        let ReplicationMode::Snapshot {
+            sent_at_tick,
+            acked,
+            next,
+            probing,
+            final_sent,
+            ..
+        } = &mut self.mode
+        else {
+            return;
+        };
+        *sent_at_tick = tick;
+        // Answers overtake each other too: one below what the follower already confirmed
+        // is older news and changes nothing. (Should the follower really have gone back,
+        // the pieces it refuses time out, and the leader asks again.)
+        let outdated = !*probing && offset < *acked;
+        let gap_in_flight = self.pieces.values().any(|&piece_end| piece_end > offset);
+        let rewind = *probing || (offset < end && !gap_in_flight && !outdated) || offset > *next;
+        *acked = (*acked).max(offset);
+        if rewind {
+            *probing = false;
+            *acked = offset;
+            *next = offset;
+            *final_sent = false;
+            self.pieces.clear();
+        } else if self.pieces.is_empty() && *acked < *next {
+            *next = *acked;
+            *final_sent = false;
+        }
+    }
+
+    /// The pieces in flight got no answer (a failure, or a timeout): the next piece sent
+    /// asks the follower where it stands again.
+    pub(super) fn snapshot_stalled(&mut self) {
+        if let ReplicationMode::Snapshot {
+            acked,
+            next,
+            probing,
+            final_sent,
+            ..
+        } = &mut self.mode
+        {
+            *probing = true;
+            *next = *acked;
+            *final_sent = false;
+            self.pieces.clear();
+        }
     }
 
     /// Starts over from `next_index` in probe mode.
@@ -234,10 +382,10 @@ impl Progress {
             (RpcKind::Append, ReplicationMode::Replicate) if tracked => {
                 self.rewind_to(self.match_index.next());
             }
-            (RpcKind::InstallSnapshot, ReplicationMode::Snapshot { seq: sent, .. })
-                if sent == seq =>
+            (RpcKind::InstallSnapshot, ReplicationMode::Snapshot { .. })
+                if self.pieces.contains_key(&seq) =>
             {
-                self.enter(ReplicationMode::Probe);
+                self.snapshot_stalled();
             }
             _ => {}
         }
@@ -246,6 +394,7 @@ impl Progress {
     fn enter(&mut self, mode: ReplicationMode) {
         self.mode = mode;
         self.inflight.clear();
+        self.pieces.clear();
     }
 
     /// Records that the follower's log matches up to `index`; `now` is the leader's last

@@ -111,6 +111,7 @@ impl Boot {
             snapshot: self.snapshot.as_ref().map(|s| s.meta.clone()),
             entries: self.log,
         };
+        let snapshot = self.snapshot.as_ref().map(Snapshot::descriptor);
         let seed = self.config.seed.unwrap_or(1);
         let node = Node::boot(
             n(self.id),
@@ -118,7 +119,7 @@ impl Boot {
             self.config,
             seed,
             recovered,
-            self.snapshot,
+            snapshot,
             &mut out,
         )
         .expect("valid boot state");
@@ -209,6 +210,10 @@ fn sends(effects: &[Effect<Cmd>]) -> Vec<(NodeId, SendTag, Request<Cmd>)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Send { to, tag, request } => Some((*to, *tag, request.clone())),
+            // A snapshot piece, without the data the driver adds.
+            Effect::SendSnapshot {
+                to, tag, request, ..
+            } => Some((*to, *tag, Request::InstallSnapshot(request.clone()))),
             _ => None,
         })
         .collect()
@@ -1135,12 +1140,11 @@ fn append_reaching_into_the_snapshot_uses_real_indices() {
 }
 
 fn install(term: u64, leader: u64, snapshot: Snapshot) -> Input<Cmd> {
-    request(Request::InstallSnapshot(InstallSnapshot {
-        term: t(term),
-        leader: n(leader),
-        checksum: snapshot.checksum(),
+    request(Request::InstallSnapshot(InstallSnapshot::whole(
+        t(term),
+        n(leader),
         snapshot,
-    }))
+    )))
 }
 
 fn installed(effects: &[Effect<Cmd>]) -> InstallOutcome {
@@ -1159,7 +1163,7 @@ fn install_snapshot_keeps_a_matching_suffix_and_moves_forward() {
         InstallOutcome::Installed { match_index: i(3) }
     );
     let persisted = position(&effects, |e| {
-        matches!(e, Effect::Persist(Persist::Snapshot(_)))
+        matches!(e, Effect::Persist(Persist::FinishSnapshot))
     });
     let handed = position(&effects, |e| matches!(e, Effect::Apply(Apply::Snapshot(_))));
     let replied = position(&effects, |e| matches!(e, Effect::Reply { .. }));
@@ -1178,19 +1182,14 @@ fn a_snapshot_whose_bytes_fail_their_checksum_is_refused_and_changes_nothing() {
     let good = snapshot(4, 2);
     let mut damaged = good.clone();
     damaged.data = Bytes::from_static(b"flipped bits");
-    let input = request(Request::InstallSnapshot(InstallSnapshot {
-        term: t(3),
-        leader: n(2),
-        checksum: good.checksum(),
-        snapshot: damaged.clone(),
-    }));
-    let (node, effects) = step(node, input);
+    let mut piece = InstallSnapshot::whole(t(3), n(2), good.clone());
+    let carried = piece.checksum;
+    piece.data = damaged.data.clone();
+    let computed = piece.computed_checksum();
+    let (node, effects) = step(node, request(Request::InstallSnapshot(piece)));
     assert_eq!(
         refusal(&effects),
-        RequestRefused::SnapshotChecksum {
-            carried: good.checksum(),
-            computed: damaged.checksum(),
-        }
+        RequestRefused::SnapshotChecksum { carried, computed }
     );
     assert!(
         !effects
@@ -1799,7 +1798,7 @@ fn boot_over_stored(
         Config::lab(),
         1,
         recovered,
-        Some(record),
+        Some(record.descriptor()),
         &mut out,
     )
 }
@@ -2684,3 +2683,5 @@ fn a_leadership_transfer_ends_the_lease() {
         "during a handover a read waits for a round of heartbeats"
     );
 }
+
+mod chunks;

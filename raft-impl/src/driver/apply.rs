@@ -12,12 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, Entry, LogId, LogIndex, Payload, Runtime, Snapshot, SnapshotJob, StateMachine,
-    StateMachineError, Term,
+    Command, Entry, LogId, LogIndex, Payload, READ_PIECE, Runtime, Snapshot, SnapshotDescriptor,
+    SnapshotJob, SnapshotReader, StateMachine, StateMachineError, Term, read_all,
 };
 
 use super::Event;
-use crate::core::Apply;
 use crate::error::ProposeError;
 use crate::status::Shared;
 
@@ -28,8 +27,8 @@ pub(crate) type Waiter<R> = oneshot::Sender<Result<R, ProposeError>>;
 pub(crate) enum ApplyMsg<C, R> {
     /// Committed entries, consecutive.
     Entries(Vec<Entry<C>>),
-    /// A snapshot replacing the state.
-    Snapshot(Snapshot),
+    /// The stored snapshot, replacing the state, and a reader over its data.
+    Snapshot(SnapshotDescriptor, Arc<dyn SnapshotReader>),
     /// Someone waits for the result of the command at `id`.
     Waiter { id: LogId, waiter: Waiter<R> },
     /// This node stopped leading with everything after `after` uncommitted: those
@@ -37,15 +36,6 @@ pub(crate) enum ApplyMsg<C, R> {
     Abandon { after: LogIndex },
     /// Stop after what came before.
     Shutdown,
-}
-
-impl<C, R> From<Apply<C>> for ApplyMsg<C, R> {
-    fn from(apply: Apply<C>) -> Self {
-        match apply {
-            Apply::Entries(entries) => ApplyMsg::Entries(entries),
-            Apply::Snapshot(snapshot) => ApplyMsg::Snapshot(snapshot),
-        }
-    }
 }
 
 /// The library's own snapshots (`Config::snapshot_after_entries`): when to take one, and
@@ -172,9 +162,19 @@ where
                     }
                 }
             }
-            ApplyMsg::Snapshot(snapshot) => {
-                let covered = snapshot.meta.last_included.index;
-                match state_machine.restore(snapshot).await {
+            ApplyMsg::Snapshot(descriptor, reader) => {
+                let covered = descriptor.meta.last_included.index;
+                let restored = match read_all(reader.as_ref(), READ_PIECE).await {
+                    Ok(data) => {
+                        let snapshot = Snapshot {
+                            meta: descriptor.meta,
+                            data,
+                        };
+                        state_machine.restore(snapshot).await
+                    }
+                    Err(error) => Err(StateMachineError::Other(Box::new(error))),
+                };
+                match restored {
                     Ok(()) => {}
                     Err(StateMachineError::Stale { applied, offered }) => {
                         tracing::debug!(node = %shared.id, %applied, %offered, "state machine kept its newer state");

@@ -22,15 +22,16 @@ use futures::channel::oneshot;
 use futures::future::{BoxFuture, Either, FutureExt, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 use raft_traits::{
-    Command, Entry, LogId, LogIndex, Membership, NodeId, Request, RequestRefused, Response,
-    Runtime, StateMachine, Storage, StorageError, Transport, TransportError,
+    Command, Entry, InstallSnapshot, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
+    Response, Runtime, SnapshotDescriptor, SnapshotReader, StateMachine, Storage, StorageError,
+    Transport, TransportError,
 };
 
 pub(crate) use apply::{ApplyMsg, SnapshotPolicy, Waiter, run_apply};
 pub(crate) use read_queue::{Queuing, ReadQueue};
 
 use crate::core::{
-    AnyNode, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
+    AnyNode, Apply, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
 };
 use crate::core::{MembershipRefused, MembershipVersion};
 use crate::error::{MembershipChangeError, ProposeError, ReadError, TransferError};
@@ -170,6 +171,9 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     /// (in [`next`](Driver::next), and while it waits for storage), not spawned as tasks
     /// of their own, which would cost a task hand-off and often a thread wake-up each.
     pub(crate) in_flight: InFlight<C, R>,
+    /// The stored snapshot and a reader over its data, opened once per snapshot: pieces
+    /// sent to followers and the state machine's restore read from it.
+    pub(crate) snapshot_reader: Option<OpenSnapshot>,
 }
 
 /// Requests in flight, each resolving to its [`Event::Outcome`], and the outcomes that
@@ -224,6 +228,12 @@ impl<C: Command, R, Rt, S, T> Drop for Driver<C, R, Rt, S, T> {
     }
 }
 
+/// A stored snapshot's descriptor and a reader over its data.
+pub(crate) type OpenSnapshot = (SnapshotDescriptor, Arc<dyn SnapshotReader>);
+
+// An event moves through `Next` once per loop turn; boxing it would add an allocation
+// per event to save a few bytes of stack.
+#[allow(clippy::large_enum_variant)]
 enum Next<C, R> {
     Event(Event<C, R>),
     Timer(Timer),
@@ -703,6 +713,12 @@ where
         match effect {
             Effect::Persist(_) => debug_assert!(false, "writes are awaited by `execute`"),
             Effect::Send { to, tag, request } => self.send(to, tag, request),
+            Effect::SendSnapshot {
+                to,
+                tag,
+                request,
+                len,
+            } => self.send_snapshot_piece(to, tag, request, len),
             Effect::Reply { id, response } => {
                 if let Some(reply) = self.pending_replies.remove(&id) {
                     let _ = reply.send(Ok(response));
@@ -721,13 +737,27 @@ where
                     let _ = reply.send(Err(reason));
                 }
             }
-            Effect::Apply(apply) => {
+            Effect::Apply(Apply::Entries(entries)) => {
                 // Published first, so that `Status::last_applied` (which the apply task
                 // publishes itself) never runs ahead of the status, even while the loop
                 // still waits for storage before its own publish.
                 self.publish();
-                let _ = self.apply_tx.try_send(ApplyMsg::from(apply));
+                let _ = self.apply_tx.try_send(ApplyMsg::Entries(entries));
             }
+            Effect::Apply(Apply::Snapshot(descriptor)) => match &self.snapshot_reader {
+                // The snapshot was stored (and its reader opened) before this effect.
+                Some((stored, reader)) if *stored == descriptor => {
+                    let reader = Arc::clone(reader);
+                    self.publish();
+                    let _ = self
+                        .apply_tx
+                        .try_send(ApplyMsg::Snapshot(descriptor, reader));
+                }
+                _ => self.fail(&format!(
+                    "the snapshot at {} to restore is not the stored one",
+                    descriptor.meta.last_included
+                )),
+            },
             Effect::SetTimer { timer, after } => {
                 let at = Some(self.runtime.now() + after);
                 match timer {
@@ -751,9 +781,69 @@ where
             }
             Persist::Entries(entries) => in_flight.overlap(storage.append(&entries)).await,
             Persist::TruncateFrom(index) => in_flight.overlap(storage.truncate_from(index)).await,
-            Persist::Snapshot(snapshot) => in_flight.overlap(storage.save_snapshot(snapshot)).await,
+            Persist::Snapshot(snapshot) => {
+                in_flight.overlap(storage.save_snapshot(snapshot)).await?;
+                self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
+                Ok(())
+            }
             Persist::PurgeTo(index) => in_flight.overlap(storage.purge_to(index)).await,
+            Persist::BeginSnapshot(descriptor) => {
+                in_flight.overlap(storage.begin_snapshot(descriptor)).await
+            }
+            Persist::SnapshotChunk { offset, data } => {
+                in_flight
+                    .overlap(storage.write_snapshot_chunk(offset, data))
+                    .await
+            }
+            Persist::FinishSnapshot => {
+                in_flight.overlap(storage.finish_snapshot()).await?;
+                self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
+                Ok(())
+            }
+            Persist::AbortSnapshot => in_flight.overlap(storage.abort_snapshot()).await,
         }
+    }
+
+    /// Starts sending a piece of the stored snapshot: the request, polled with the others
+    /// in flight, first reads the piece's bytes from the snapshot's reader, so the loop
+    /// never waits for the read and holds no more of the snapshot than the pieces in
+    /// flight.
+    fn send_snapshot_piece(
+        &mut self,
+        to: NodeId,
+        tag: SendTag,
+        request: InstallSnapshot,
+        len: u64,
+    ) {
+        let transport = Arc::clone(&self.transport);
+        let reader = match &self.snapshot_reader {
+            Some((stored, reader)) if *stored == request.snapshot => Some(Arc::clone(reader)),
+            _ => None,
+        };
+        self.in_flight.requests.push(
+            async move {
+                let result = match reader {
+                    Some(reader) => match read_piece(reader.as_ref(), request, len).await {
+                        Ok(request) => transport.send(to, Request::InstallSnapshot(request)).await,
+                        Err(error) => Err(TransportError::Failed {
+                            peer: to,
+                            reason: format!("cannot read the snapshot to send: {error}"),
+                        }),
+                    },
+                    None => Err(TransportError::Failed {
+                        peer: to,
+                        reason: "the snapshot to send is no longer the stored one".to_owned(),
+                    }),
+                };
+                Event::Outcome {
+                    to,
+                    tag,
+                    rpc: RpcKind::InstallSnapshot,
+                    result,
+                }
+            }
+            .boxed(),
+        );
     }
 
     /// Starts a request; the loop polls it with the others in flight, so a slow or dead
@@ -787,6 +877,32 @@ where
             self.shared.publish(node);
         }
     }
+}
+
+/// Fills a snapshot piece with its `len` bytes from `reader`, and its checksum.
+async fn read_piece(
+    reader: &dyn SnapshotReader,
+    mut request: InstallSnapshot,
+    len: u64,
+) -> Result<InstallSnapshot, StorageError> {
+    let wanted = usize::try_from(len).map_err(|_| StorageError::SnapshotRange {
+        offset: request.offset.saturating_add(len),
+        len: reader.len(),
+    })?;
+    let data = if wanted == 0 {
+        Bytes::new()
+    } else {
+        reader.read_at(request.offset, wanted).await?
+    };
+    if data.len() != wanted {
+        return Err(StorageError::SnapshotRange {
+            offset: request.offset.saturating_add(len),
+            len: reader.len(),
+        });
+    }
+    request.data = data;
+    request.checksum = request.computed_checksum();
+    Ok(request)
 }
 
 fn unreachable_shutdown() {

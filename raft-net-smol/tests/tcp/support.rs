@@ -78,7 +78,7 @@ pub(crate) fn reply_to(request: &Request<u64>) -> Response {
         Request::InstallSnapshot(install) => Response::InstallSnapshot(InstallSnapshotReply {
             term,
             outcome: InstallOutcome::Installed {
-                match_index: LogIndex(checksum(&install.snapshot.data)),
+                match_index: LogIndex(checksum(&install.data)),
             },
         }),
     }
@@ -255,12 +255,7 @@ pub(crate) fn snapshot(term: Term, len: usize) -> (Request<u64>, u64) {
         meta: SnapshotMeta::default(),
         data: Bytes::from(data),
     };
-    let request = Request::InstallSnapshot(InstallSnapshot {
-        term,
-        leader: ME,
-        checksum: snapshot.checksum(),
-        snapshot,
-    });
+    let request = Request::InstallSnapshot(InstallSnapshot::whole(term, ME, snapshot));
     (request, sum)
 }
 

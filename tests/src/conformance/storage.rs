@@ -7,7 +7,8 @@
 
 use raft_traits::{
     Bytes, Entry, HardState, LogId, LogIndex, Membership, NodeId, Payload, PendingSnapshot,
-    RecoveredState, Snapshot, SnapshotMeta, SnapshotReader, Storage, StorageError, Term,
+    RecoveredState, Snapshot, SnapshotChecksum, SnapshotMeta, SnapshotReader, Storage,
+    StorageError, Term,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -788,6 +789,19 @@ async fn write_pieces<S: Storage<Cmd>>(
         );
         offset = end;
         let pending = ok!(store.pending_snapshot().await, "pending_snapshot");
+        let Some(reported) = &pending else {
+            return Err(CaseError::Failed(format!(
+                "after writing up to {offset}: no pending snapshot"
+            )));
+        };
+        let mut expected = SnapshotChecksum::new(reported.descriptor.meta.last_included);
+        expected.update(&data[..offset]);
+        ensure!(
+            reported.checksum == expected.value(),
+            "after writing up to {offset}: pending checksum {:#010x}, expected {:#010x}",
+            reported.checksum,
+            expected.value()
+        );
         ensure!(
             pending.as_ref().map(|p| p.written) == Some(offset as u64),
             "after writing up to {offset}: pending_snapshot reports {:?}",
@@ -877,7 +891,8 @@ async fn pieces_round_trip<F: StorageFactory>(factory: &mut F) -> CaseResult {
         ok!(store.pending_snapshot().await, "pending_snapshot"),
         Some(PendingSnapshot {
             descriptor: big.descriptor(),
-            written: 0
+            written: 0,
+            checksum: SnapshotChecksum::new(big.meta.last_included).value(),
         }),
         "pending snapshot just begun"
     );
@@ -1057,7 +1072,8 @@ async fn pending_lifecycle<F: StorageFactory>(factory: &mut F) -> CaseResult {
         ok!(store.pending_snapshot().await, "pending_snapshot"),
         Some(PendingSnapshot {
             descriptor: seven.descriptor(),
-            written: 0
+            written: 0,
+            checksum: SnapshotChecksum::new(seven.meta.last_included).value(),
         }),
         "pending snapshot replaced by a newer begin"
     );
@@ -1167,6 +1183,7 @@ async fn crash_mid_save<F: StorageFactory>(factory: &mut F) -> CaseResult {
     let Some(PendingSnapshot {
         descriptor,
         written,
+        checksum,
     }) = pending
     else {
         return Err(CaseError::Failed(
@@ -1181,6 +1198,13 @@ async fn crash_mid_save<F: StorageFactory>(factory: &mut F) -> CaseResult {
     ensure!(
         written >= half as u64 && written <= LARGE as u64,
         "after a crash with {half} bytes acknowledged, pending_snapshot reports {written}"
+    );
+    let mut expected = SnapshotChecksum::new(big.meta.last_included);
+    expected.update(&big.data[..written as usize]);
+    ensure_eq!(
+        checksum,
+        expected.value(),
+        "pending checksum after a crash (of the bytes it reports written)"
     );
     // Resume where the store says it is.
     write_pieces(&mut store, &big.data, written as usize, 32 * 1024).await?;
