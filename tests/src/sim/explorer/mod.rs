@@ -759,6 +759,11 @@ impl World {
         } else {
             0
         };
+        // Snapshots travel in tiny pieces, drawn apart too, so that every exploration
+        // that sends a snapshot sends it in several pieces, several in flight.
+        let mut chunk_rng = StdRng::seed_from_u64(mix(seed, 7));
+        config.snapshot_chunk_size = chunk_rng.random_range(8..=128);
+        config.snapshot_chunks_in_flight = chunk_rng.random_range(1..=4);
         let net = MemNetwork::new(runtime.clone(), mix(seed, 2));
         net.set_long_delays(false);
         let now = runtime.now();
@@ -1401,12 +1406,14 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
         world.start(i).await;
     }
     world.event(format!(
-        "{} nodes, noop {}, inflight {}, batch {}, snapshot every {}{}",
+        "{} nodes, noop {}, inflight {}, batch {}, snapshot every {}, pieces of {} bytes ({} in flight){}",
         world.n,
         world.config.leader_noop,
         world.config.max_inflight_appends,
         world.config.max_append_entries,
         world.snapshot_every,
+        world.config.snapshot_chunk_size,
+        world.config.snapshot_chunks_in_flight,
         options
             .planted_bug
             .map(|bug| format!(", planted bug {bug:?}"))
