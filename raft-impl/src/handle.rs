@@ -8,9 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, READ_PIECE, Request,
-    RequestRefused, Response, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine,
-    StateMachineError, Storage, StorageError, Term, Transport, async_trait, read_all,
+    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
+    Response, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
+    Storage, StorageError, Term, Transport, async_trait,
 };
 
 use crate::config::Config;
@@ -173,12 +173,10 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
                             descriptor.meta.last_included
                         ))));
                     };
-                    let data = read_all(reader.as_ref(), READ_PIECE).await?;
-                    let snapshot = Snapshot {
-                        meta: descriptor.meta,
-                        data,
-                    };
-                    match state_machine.restore(snapshot).await {
+                    match state_machine
+                        .restore_from(descriptor.meta, Arc::clone(reader))
+                        .await
+                    {
                         // A persistent state machine may already be further along.
                         Ok(()) | Err(StateMachineError::Stale { .. }) => {}
                         Err(error) => return Err(StartError::Restore(error)),

@@ -1,9 +1,13 @@
 //! The application that Raft replicates.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::types::{Command, LogId, Snapshot};
+use crate::snapshot::{SnapshotReader, read_all};
+use crate::storage::READ_PIECE;
+use crate::types::{Command, LogId, Snapshot, SnapshotMeta};
 
 /// The work that serializes a captured state into a snapshot, returned by
 /// [`StateMachine::capture_snapshot`]. Raft runs it on a task of its own, so it owns
@@ -60,6 +64,26 @@ pub trait StateMachine<C: Command>: Send + 'static {
 
     /// Replaces the current state with the snapshot's.
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError>;
+
+    /// Replaces the current state with the snapshot `meta` describes, whose data
+    /// `reader` serves in pieces. Raft restores through this method (on the apply task,
+    /// and at start before `Raft::spawn` returns), so a state machine that overrides it
+    /// can rebuild its state piece by piece without ever holding the serialized snapshot
+    /// whole. Read the data with [`SnapshotReader::read_at`] in pieces of any size; the
+    /// rules of [`restore`](StateMachine::restore) apply.
+    ///
+    /// The default reads the whole data into memory and calls
+    /// [`restore`](StateMachine::restore).
+    async fn restore_from(
+        &mut self,
+        meta: SnapshotMeta,
+        reader: Arc<dyn SnapshotReader>,
+    ) -> Result<(), StateMachineError> {
+        let data = read_all(reader.as_ref(), READ_PIECE)
+            .await
+            .map_err(|error| StateMachineError::Other(Box::new(error)))?;
+        self.restore(Snapshot { meta, data }).await
+    }
 
     /// Checks that a snapshot received from the leader holds a state
     /// [`restore`](StateMachine::restore) would accept, before Raft installs it. Raft

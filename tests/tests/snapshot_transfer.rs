@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: it panics to fail
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use raft_impl::{Config, Parts, Raft};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
-    HandlerError, LogIndex, NodeId, Request, Response, RpcHandler, Runtime, SnapshotDescriptor,
+    Bytes, HandlerError, LogId, LogIndex, NodeId, Request, Response, RpcHandler, Runtime, Snapshot,
+    SnapshotDescriptor, SnapshotJob, SnapshotMeta, SnapshotReader, StateMachine, StateMachineError,
     Storage, async_trait, timeout,
 };
 
@@ -60,8 +62,61 @@ impl RpcHandler<KvCommand> for Recorder {
     }
 }
 
+/// The key-value state machine, restored from the snapshot's reader in small pieces
+/// (counting the restores that came this way).
+struct Streaming {
+    inner: KvStateMachine,
+    streamed: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl StateMachine<KvCommand> for Streaming {
+    type Response = KvResponse;
+
+    async fn apply(&mut self, log_id: LogId, command: KvCommand) -> KvResponse {
+        self.inner.apply(log_id, command).await
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
+        self.inner.snapshot().await
+    }
+
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        self.inner.capture_snapshot()
+    }
+
+    async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
+        self.inner.restore(snapshot).await
+    }
+
+    async fn restore_from(
+        &mut self,
+        meta: SnapshotMeta,
+        reader: Arc<dyn SnapshotReader>,
+    ) -> Result<(), StateMachineError> {
+        let mut data = Vec::new();
+        while (data.len() as u64) < reader.len() {
+            let piece = reader
+                .read_at(data.len() as u64, 300)
+                .await
+                .map_err(|e| StateMachineError::Other(Box::new(e)))?;
+            assert!(!piece.is_empty() && piece.len() <= 300);
+            data.extend_from_slice(&piece);
+        }
+        self.streamed.fetch_add(1, Ordering::SeqCst);
+        let data = Bytes::from(data);
+        self.inner.restore(Snapshot { meta, data }).await
+    }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        KvStateMachine::check_snapshot(snapshot)
+    }
+}
+
 struct Node {
     raft: KvRaft,
+    /// How many snapshots this incarnation restored through `restore_from`.
+    streamed: Arc<AtomicU64>,
     storage: MemStorage<KvCommand>,
     /// The pieces this incarnation was sent.
     pieces: Arc<Mutex<Vec<Piece>>>,
@@ -105,10 +160,14 @@ impl Cluster {
 
     async fn spawn(&self, i: usize, storage: MemStorage<KvCommand>) -> Node {
         let id = self.ids[i];
+        let streamed = Arc::new(AtomicU64::new(0));
         let parts = Parts {
             runtime: self.runtime.clone(),
             storage: storage.clone(),
-            state_machine: KvStateMachine::new(),
+            state_machine: Streaming {
+                inner: KvStateMachine::new(),
+                streamed: Arc::clone(&streamed),
+            },
             transport: self.net.transport(id),
         };
         let config = self.config.clone().with_seed(Some(self.seed + id.0));
@@ -124,6 +183,7 @@ impl Cluster {
         self.net.add_server(id, Arc::new(recorder));
         Node {
             raft,
+            streamed,
             storage,
             pieces,
         }
@@ -294,6 +354,11 @@ fn a_follower_that_crashes_mid_transfer_resumes_from_its_offset() {
         );
         cluster.check_caught_up(follower, KEYS + 5).await;
         assert_eq!(cluster.stored(follower).await.as_ref(), Some(&snapshot));
+        assert_eq!(
+            cluster.nodes[follower].streamed.load(Ordering::SeqCst),
+            1,
+            "the installed snapshot was restored from its reader"
+        );
         let pieces = cluster.nodes[follower].pieces.lock().unwrap().clone();
         let resent = bytes_below(&pieces, &snapshot, held);
         let sent: u64 = pieces.iter().map(|p| p.len).sum();

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, Entry, LogId, LogIndex, Payload, READ_PIECE, Runtime, Snapshot, SnapshotDescriptor,
-    SnapshotJob, SnapshotReader, StateMachine, StateMachineError, Term, read_all,
+    Command, Entry, LogId, LogIndex, Payload, Runtime, Snapshot, SnapshotDescriptor, SnapshotJob,
+    SnapshotReader, StateMachine, StateMachineError, Term,
 };
 
 use super::Event;
@@ -164,16 +164,7 @@ where
             }
             ApplyMsg::Snapshot(descriptor, reader) => {
                 let covered = descriptor.meta.last_included.index;
-                let restored = match read_all(reader.as_ref(), READ_PIECE).await {
-                    Ok(data) => {
-                        let snapshot = Snapshot {
-                            meta: descriptor.meta,
-                            data,
-                        };
-                        state_machine.restore(snapshot).await
-                    }
-                    Err(error) => Err(StateMachineError::Other(Box::new(error))),
-                };
+                let restored = state_machine.restore_from(descriptor.meta, reader).await;
                 match restored {
                     Ok(()) => {}
                     Err(StateMachineError::Stale { applied, offered }) => {
