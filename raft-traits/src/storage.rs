@@ -17,8 +17,8 @@ pub const READ_PIECE: usize = 1 << 20;
 pub struct RecoveredState<C> {
     /// The last saved term and vote.
     pub hard_state: HardState,
-    /// What the stored snapshot covers, if there is one. Its data is read separately
-    /// with [`Storage::snapshot`].
+    /// What the stored snapshot covers, if there is one. Its data is read separately,
+    /// in pieces, through [`Storage::open_snapshot`].
     pub snapshot: Option<SnapshotMeta>,
     /// The log entries the store keeps, in index order and without gaps. They start at
     /// the first entry not yet purged ([`Storage::purge_to`]), which may lie inside the
@@ -52,6 +52,13 @@ pub struct RecoveredState<C> {
 ///   after the snapshot.
 /// * [`save_snapshot`](Storage::save_snapshot) stores a snapshot, atomically with
 ///   dropping a log that conflicts with it; a log that matches it is kept whole.
+/// * [`begin_snapshot`](Storage::begin_snapshot),
+///   [`write_snapshot_chunk`](Storage::write_snapshot_chunk) and
+///   [`finish_snapshot`](Storage::finish_snapshot) store a snapshot received in pieces
+///   (a *pending* snapshot, reported after a restart by
+///   [`pending_snapshot`](Storage::pending_snapshot)); finishing is `save_snapshot`'s
+///   atomic step. [`open_snapshot`](Storage::open_snapshot) reads the stored snapshot
+///   back in pieces.
 /// * [`purge_to`](Storage::purge_to) then discards entries the snapshot covers, up to
 ///   where Raft's trailing window starts.
 /// * [`entries`](Storage::entries) reads a range; reading below the first index is
