@@ -369,7 +369,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                b'R', b'A', b'F', b'T', 4, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
+                b'R', b'A', b'F', b'T', 5, 3, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0x0a, 0x0b, 0x0c, 0x0d
             ]
         );
     }
