@@ -79,9 +79,10 @@ pub use message::{
 };
 pub use runtime::{Elapsed, JoinError, JoinHandle, Runtime, timeout};
 pub use snapshot::{
-    BytesReader, PendingSnapshot, SnapshotChecksum, SnapshotDescriptor, SnapshotReader, read_all,
+    BufferWriter, BytesReader, PendingSnapshot, SnapshotChecksum, SnapshotDescriptor,
+    SnapshotReader, SnapshotWriter, StagedSnapshot, read_all,
 };
-pub use state_machine::{SnapshotJob, StateMachine, StateMachineError};
+pub use state_machine::{SnapshotJob, SnapshotSource, StateMachine, StateMachineError};
 pub use storage::{READ_PIECE, RecoveredState, Storage, StorageError};
 pub use transport::{HandlerError, RequestRefused, RpcHandler, Transport, TransportError};
 pub use types::{

@@ -200,3 +200,108 @@ pub struct PendingSnapshot {
     /// ([`SnapshotChecksum::resume`]) instead of reading them back.
     pub checksum: u32,
 }
+
+/// Where a snapshot the server takes itself is written, piece by piece, apart from the
+/// store: [`Storage::create_snapshot`](crate::Storage::create_snapshot) opens one for a
+/// [`SnapshotMeta`], the state machine writes its data into it on a task of its own
+/// while Raft goes on using the store, and [`finish`](SnapshotWriter::finish) returns
+/// the [`StagedSnapshot`] that
+/// [`Storage::save_staged_snapshot`](crate::Storage::save_staged_snapshot) installs.
+///
+/// Nothing written is the stored snapshot before that: a writer dropped unfinished, or a
+/// staged snapshot never saved, leaves the stored snapshot and log as they were (a
+/// backend on disk removes what it wrote).
+#[async_trait]
+pub trait SnapshotWriter: Send + 'static {
+    /// Appends `data` to the snapshot's data. It need not be durable before
+    /// [`finish`](SnapshotWriter::finish).
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError>;
+
+    /// Makes everything written durable and returns it, staged: complete, described
+    /// (size and checksum of what was written), and not yet the stored snapshot.
+    async fn finish(self: Box<Self>) -> Result<StagedSnapshot, StorageError>;
+}
+
+/// A snapshot written through a [`SnapshotWriter`] and finished, ready for
+/// [`Storage::save_staged_snapshot`](crate::Storage::save_staged_snapshot) of the store
+/// that created it.
+pub struct StagedSnapshot {
+    /// What the written data is: its meta, size and checksum.
+    pub descriptor: SnapshotDescriptor,
+    /// Where the backend that staged it keeps the data (a file, a buffer); only that
+    /// backend reads it, by downcasting.
+    pub data: Box<dyn std::any::Any + Send>,
+}
+
+impl Debug for StagedSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagedSnapshot")
+            .field("descriptor", &self.descriptor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StagedSnapshot {
+    /// The staged data of a [`BufferWriter`], as a whole [`Snapshot`]; `None` if
+    /// another kind of writer staged it.
+    pub fn into_buffered(self) -> Option<Snapshot> {
+        let data = self.data.downcast::<Bytes>().ok()?;
+        Some(Snapshot {
+            meta: self.descriptor.meta,
+            data: *data,
+        })
+    }
+}
+
+/// The [`SnapshotWriter`] of a store that keeps snapshots in memory: it collects the
+/// data into one buffer. [`Storage::create_snapshot`](crate::Storage::create_snapshot)'s
+/// default returns it.
+///
+/// ```
+/// use raft_traits::{BufferWriter, Bytes, SnapshotMeta, SnapshotWriter};
+///
+/// futures::executor::block_on(async {
+///     let mut writer: Box<dyn SnapshotWriter> = Box::new(BufferWriter::new(SnapshotMeta::default()));
+///     writer.write(Bytes::from_static(b"some ")).await.unwrap();
+///     writer.write(Bytes::from_static(b"state")).await.unwrap();
+///     let staged = writer.finish().await.unwrap();
+///     assert_eq!(staged.descriptor.size, 10);
+///     let snapshot = staged.into_buffered().unwrap();
+///     assert_eq!(&snapshot.data[..], b"some state");
+///     assert_eq!(snapshot.checksum(), snapshot.descriptor().checksum);
+/// });
+/// ```
+#[derive(Debug)]
+pub struct BufferWriter {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+impl BufferWriter {
+    /// An empty buffer for a snapshot described by `meta`.
+    pub fn new(meta: SnapshotMeta) -> BufferWriter {
+        BufferWriter {
+            meta,
+            data: Vec::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl SnapshotWriter for BufferWriter {
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        self.data.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<StagedSnapshot, StorageError> {
+        let snapshot = Snapshot {
+            meta: self.meta,
+            data: Bytes::from(self.data),
+        };
+        Ok(StagedSnapshot {
+            descriptor: snapshot.descriptor(),
+            data: Box::new(snapshot.data),
+        })
+    }
+}

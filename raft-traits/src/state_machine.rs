@@ -5,8 +5,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::snapshot::{SnapshotReader, read_all};
-use crate::storage::READ_PIECE;
+use crate::snapshot::{SnapshotReader, SnapshotWriter, read_all};
+use crate::storage::{READ_PIECE, StorageError};
 use crate::types::{Command, LogId, Snapshot, SnapshotMeta};
 
 /// The work that serializes a captured state into a snapshot, returned by
@@ -62,6 +62,47 @@ pub trait StateMachine<C: Command>: Send + 'static {
         None
     }
 
+    /// Captures the current state for a snapshot without serializing it, and returns
+    /// the source that writes it, in pieces, into storage: the streaming form of
+    /// [`capture_snapshot`](StateMachine::capture_snapshot), for a state too large to
+    /// serialize whole in memory.
+    ///
+    /// Raft's snapshot policy prefers it to `capture_snapshot` and
+    /// [`snapshot`](StateMachine::snapshot). It calls it between two applies (the
+    /// snapshot covers the last applied command), then runs
+    /// [`SnapshotSource::write_to`] on a task of its own, into a
+    /// [`SnapshotWriter`] of the server's storage, while `apply` goes on; so capture a
+    /// cheap handle (an `Arc` of a persistent or copy-on-write structure), and write
+    /// pieces of bounded size (a few hundred KiB to a few MiB each).
+    ///
+    /// The default returns `None`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use raft_traits::{
+    ///     Bytes, SnapshotSource, SnapshotWriter, StateMachineError, async_trait,
+    /// };
+    ///
+    /// /// A captured list of records, written one record per piece.
+    /// struct Records(Arc<Vec<Bytes>>);
+    ///
+    /// #[async_trait]
+    /// impl SnapshotSource for Records {
+    ///     async fn write_to(
+    ///         self: Box<Self>,
+    ///         out: &mut dyn SnapshotWriter,
+    ///     ) -> Result<(), StateMachineError> {
+    ///         for record in self.0.iter() {
+    ///             out.write(record.clone()).await?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// ```
+    fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        None
+    }
+
     /// Replaces the current state with the snapshot's.
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError>;
 
@@ -79,9 +120,7 @@ pub trait StateMachine<C: Command>: Send + 'static {
         meta: SnapshotMeta,
         reader: Arc<dyn SnapshotReader>,
     ) -> Result<(), StateMachineError> {
-        let data = read_all(reader.as_ref(), READ_PIECE)
-            .await
-            .map_err(|error| StateMachineError::Other(Box::new(error)))?;
+        let data = read_all(reader.as_ref(), READ_PIECE).await?;
         self.restore(Snapshot { meta, data }).await
     }
 
@@ -103,6 +142,20 @@ pub trait StateMachine<C: Command>: Send + 'static {
     }
 }
 
+/// A state captured for a snapshot
+/// ([`StateMachine::capture_snapshot_stream`]) that writes itself into storage in
+/// pieces.
+#[async_trait]
+pub trait SnapshotSource: Send + 'static {
+    /// Writes the captured state's serialized form into `out`, in order, in pieces of
+    /// any size. Raft finishes the writer afterwards; a failure (of the state machine or
+    /// of `out`) abandons the snapshot and keeps the stored one.
+    async fn write_to(
+        self: Box<Self>,
+        out: &mut dyn SnapshotWriter,
+    ) -> Result<(), StateMachineError>;
+}
+
 /// Why a state machine could not take or restore a snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum StateMachineError {
@@ -117,6 +170,9 @@ pub enum StateMachineError {
     /// The snapshot's bytes are not a valid state.
     #[error("invalid snapshot: {0}")]
     InvalidSnapshot(String),
+    /// Reading or writing the snapshot's data in storage failed.
+    #[error("snapshot storage failed: {0}")]
+    Storage(#[from] StorageError),
     /// Any other failure.
     #[error("state machine failed: {0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),

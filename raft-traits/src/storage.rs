@@ -6,7 +6,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::codec::CodecError;
-use crate::snapshot::{PendingSnapshot, SnapshotDescriptor, SnapshotReader, read_all};
+use crate::snapshot::{
+    BufferWriter, PendingSnapshot, SnapshotDescriptor, SnapshotReader, SnapshotWriter,
+    StagedSnapshot, read_all,
+};
 use crate::types::{Command, Entry, HardState, LogId, LogIndex, Snapshot, SnapshotMeta};
 
 /// The piece size [`Storage::snapshot`]'s default reads a snapshot's data in.
@@ -59,6 +62,10 @@ pub struct RecoveredState<C> {
 ///   [`pending_snapshot`](Storage::pending_snapshot)); finishing is `save_snapshot`'s
 ///   atomic step. [`open_snapshot`](Storage::open_snapshot) reads the stored snapshot
 ///   back in pieces.
+/// * [`create_snapshot`](Storage::create_snapshot) opens a writer for a snapshot the
+///   server takes of its own state, written apart from the store while Raft goes on;
+///   [`save_staged_snapshot`](Storage::save_staged_snapshot) installs what it staged, as
+///   `save_snapshot` would.
 /// * [`purge_to`](Storage::purge_to) then discards entries the snapshot covers, up to
 ///   where Raft's trailing window starts.
 /// * [`entries`](Storage::entries) reads a range; reading below the first index is
@@ -201,6 +208,45 @@ pub trait Storage<C: Command>: Send + 'static {
         &mut self,
     ) -> Result<Option<(SnapshotDescriptor, Arc<dyn SnapshotReader>)>, StorageError>;
 
+    /// Opens a writer for a snapshot this server takes of its own state, described by
+    /// `meta`: the state machine writes the data into it on a task of its own while Raft
+    /// goes on calling the store, and
+    /// [`save_staged_snapshot`](Storage::save_staged_snapshot) installs what it staged.
+    /// The writer must not borrow the store, and nothing it writes touches the stored
+    /// snapshot, the log or the pending snapshot of
+    /// [`begin_snapshot`](Storage::begin_snapshot).
+    ///
+    /// Raft calls it on its event loop, so it must return at once: it only sets the
+    /// writer up, and the writer does its I/O (creating a file, say) in its own methods.
+    ///
+    /// The default returns a [`BufferWriter`], which collects the data in memory; a
+    /// backend on disk writes it to a file of its own instead, so that a snapshot of any
+    /// size is taken in bounded memory.
+    fn create_snapshot(&mut self, meta: SnapshotMeta) -> Box<dyn SnapshotWriter> {
+        Box::new(BufferWriter::new(meta))
+    }
+
+    /// Makes a snapshot staged by a writer of [`create_snapshot`](Storage::create_snapshot)
+    /// the stored one, with the rules of [`save_snapshot`](Storage::save_snapshot): atomic
+    /// with dropping a log that conflicts with it, [`StorageError::StaleSnapshot`] (and
+    /// nothing changes) if it is not newer than the stored one, and it discards a pending
+    /// snapshot. Returns its descriptor.
+    ///
+    /// A staged snapshot this store did not create is
+    /// [`StorageError::ForeignStagedSnapshot`]. The default installs a
+    /// [`BufferWriter`]'s data with `save_snapshot`.
+    async fn save_staged_snapshot(
+        &mut self,
+        staged: StagedSnapshot,
+    ) -> Result<SnapshotDescriptor, StorageError> {
+        let descriptor = staged.descriptor.clone();
+        let snapshot = staged
+            .into_buffered()
+            .ok_or(StorageError::ForeignStagedSnapshot)?;
+        self.save_snapshot(snapshot).await?;
+        Ok(descriptor)
+    }
+
     /// Durably discards every entry with an index `<= index`; the first index becomes
     /// `index + 1` unless it already was past it (purging what is already gone is a
     /// no-op). Only entries the stored snapshot covers may go: an `index` past the
@@ -305,6 +351,10 @@ pub enum StorageError {
         /// The checksum of the bytes written.
         computed: u32,
     },
+    /// A staged snapshot ([`Storage::save_staged_snapshot`]) that another store, or
+    /// another kind of writer, staged.
+    #[error("the staged snapshot was not created by this store")]
+    ForeignStagedSnapshot,
     /// The store was written in a format this build does not read (an older version,
     /// or another program's files).
     #[error("unsupported storage format: found {found}, this build reads {supported}")]
