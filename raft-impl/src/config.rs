@@ -94,11 +94,14 @@ pub struct Config {
     /// whole snapshot. Zero discards everything the snapshot covers.
     pub snapshot_trailing_entries: u64,
     /// The snapshot policy: once this many entries have been applied since the last
-    /// snapshot, the node takes one itself. It captures the state machine's state with
-    /// [`StateMachine::capture_snapshot`](raft_traits::StateMachine::capture_snapshot)
-    /// between two applies and serializes it on a task of its own (or, for a state
-    /// machine that cannot capture cheaply, awaits
-    /// [`StateMachine::snapshot`](raft_traits::StateMachine::snapshot) there). `None`
+    /// snapshot, the node takes one itself. It captures the state machine's state
+    /// between two applies with
+    /// [`StateMachine::capture_snapshot_stream`](raft_traits::StateMachine::capture_snapshot_stream)
+    /// (or [`capture_snapshot`](raft_traits::StateMachine::capture_snapshot)) and writes
+    /// it on a task of its own, in pieces, into a writer of the storage
+    /// ([`Storage::create_snapshot`](raft_traits::Storage::create_snapshot)); for a state
+    /// machine that cannot capture cheaply it awaits
+    /// [`StateMachine::snapshot`](raft_traits::StateMachine::snapshot) there. `None`
     /// leaves snapshots to the service, through `Raft::snapshot`, which works either way.
     pub snapshot_after_entries: Option<u64>,
     /// The most snapshot data one InstallSnapshot carries. A snapshot is sent in pieces

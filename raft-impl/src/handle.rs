@@ -222,6 +222,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             stop_after_handover: None,
             in_flight: Default::default(),
             snapshot_reader: opened,
+            staged: None,
         };
         let clock = {
             let runtime = runtime.clone();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use raft_traits::{
     AppendOutcome, AppendReply, Command, HardState, IndexReply, InstallOutcome,
     InstallSnapshotReply, LogId, LogIndex, Membership, NodeId, ReadIndexRefusal, Request,
-    RequestRefused, Response, Term, VoteReply,
+    RequestRefused, Response, SnapshotDescriptor, SnapshotMeta, Term, VoteReply,
 };
 
 use super::candidate::Candidate;
@@ -383,6 +383,22 @@ impl<C: Command> AnyNode<C> {
         out: &mut Effects<C>,
     ) -> Result<LogId, SnapshotRefused> {
         with_node!(self, node => node.snapshot(index, data, out))
+    }
+
+    /// What a snapshot of this server's state up to `index` covers
+    /// ([`Node::snapshot_meta`]).
+    pub fn snapshot_meta(&self, index: LogIndex) -> Result<SnapshotMeta, SnapshotRefused> {
+        with_node!(self, node => node.snapshot_meta(index))
+    }
+
+    /// Installs the snapshot of this server's state that storage staged
+    /// ([`Node::snapshot_staged`]).
+    pub fn snapshot_staged(
+        &mut self,
+        descriptor: SnapshotDescriptor,
+        out: &mut Effects<C>,
+    ) -> Result<LogId, SnapshotRefused> {
+        with_node!(self, node => node.snapshot_staged(descriptor, out))
     }
 
     /// Whether this node heard from a live leader within the minimum election timeout

@@ -69,6 +69,10 @@ pub enum Persist<C> {
     /// Store the snapshot, atomically with dropping a log that conflicts with it
     /// ([`Storage::save_snapshot`](raft_traits::Storage::save_snapshot)).
     Snapshot(Snapshot),
+    /// Store the snapshot of this server's own state that the driver staged with this
+    /// descriptor, as `Snapshot` does
+    /// ([`Storage::save_staged_snapshot`](raft_traits::Storage::save_staged_snapshot)).
+    StagedSnapshot(SnapshotDescriptor),
     /// Discard the entries up to and including this index, which the stored snapshot
     /// covers (all but the trailing window).
     PurgeTo(LogIndex),

@@ -99,6 +99,18 @@ impl Configs {
         self.entries.len() != before
     }
 
+    /// The configuration in force at `index`: that of the last configuration entry at
+    /// or before it (the base, if none).
+    pub(super) fn config_at(&self, index: LogIndex) -> &Membership {
+        &self
+            .entries
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= index)
+            .unwrap_or(&self.entries[0])
+            .1
+    }
+
     /// The log up to `index` was compacted into a snapshot: the configuration in force
     /// there becomes the base. Returns it, for the snapshot's metadata.
     pub(super) fn compacted_to(&mut self, index: LogIndex) -> Membership {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use raft_traits::{
     Command, Entry, HardState, InstallSnapshot, LogId, LogIndex, Membership, NodeId, Payload,
     PendingSnapshot, RecoveredState, Request, RequestVote, Response, Snapshot, SnapshotChecksum,
-    SnapshotDescriptor, Term, VoteReply,
+    SnapshotDescriptor, SnapshotMeta, Term, VoteReply,
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -538,39 +538,74 @@ impl<R: Role, C: Command> Node<R, C> {
         data: bytes::Bytes,
         out: &mut Effects<C>,
     ) -> Result<LogId, SnapshotRefused> {
-        let shared = &mut self.shared;
+        let meta = self.snapshot_meta(index)?;
+        let snapshot = Snapshot { meta, data };
+        self.took_snapshot(snapshot.descriptor(), Persist::Snapshot(snapshot), out)
+    }
+
+    /// What a snapshot of the state up to `index` covers, for a snapshot this server is
+    /// about to take of its own state machine
+    /// ([`Storage::create_snapshot`](raft_traits::Storage::create_snapshot)): the entry's
+    /// id and the configuration in force there. Refused unless `index` is applied and
+    /// newer than the current snapshot.
+    pub fn snapshot_meta(&self, index: LogIndex) -> Result<SnapshotMeta, SnapshotRefused> {
+        let shared = &self.shared;
         let current = shared.log.last_included();
         if index <= current.index {
             return Err(SnapshotRefused::NotNewer { current });
         }
+        let not_applied = SnapshotRefused::NotApplied {
+            index,
+            last_applied: shared.last_applied,
+        };
         if index > shared.last_applied {
-            return Err(SnapshotRefused::NotApplied {
-                index,
-                last_applied: shared.last_applied,
+            return Err(not_applied);
+        }
+        let term = shared.log.term_at(index).ok_or(not_applied)?;
+        Ok(SnapshotMeta {
+            last_included: LogId::new(term, index),
+            membership: shared.configs.config_at(index).clone(),
+        })
+    }
+
+    /// A snapshot this server took of its own state machine is written and staged in
+    /// storage ([`Storage::save_staged_snapshot`](raft_traits::Storage::save_staged_snapshot)):
+    /// install it and discard the log it covers. Its meta must still be
+    /// [`snapshot_meta`](Self::snapshot_meta)'s: a snapshot installed meanwhile makes it
+    /// stale.
+    pub fn snapshot_staged(
+        &mut self,
+        descriptor: SnapshotDescriptor,
+        out: &mut Effects<C>,
+    ) -> Result<LogId, SnapshotRefused> {
+        let meta = self.snapshot_meta(descriptor.meta.last_included.index)?;
+        if meta != descriptor.meta {
+            return Err(SnapshotRefused::Changed {
+                staged: descriptor.meta.last_included,
             });
         }
-        let term = shared
-            .log
-            .term_at(index)
-            .ok_or(SnapshotRefused::NotApplied {
-                index,
-                last_applied: shared.last_applied,
-            })?;
-        let last_included = LogId::new(term, index);
-        let membership = shared.configs.compacted_to(index);
-        let snapshot = Snapshot {
-            meta: raft_traits::SnapshotMeta {
-                last_included,
-                membership,
-            },
-            data,
-        };
+        let persist = Persist::StagedSnapshot(descriptor.clone());
+        self.took_snapshot(descriptor, persist, out)
+    }
+
+    /// Compacts the log into a snapshot of this server's own state, which `persist`
+    /// stores.
+    fn took_snapshot(
+        &mut self,
+        descriptor: SnapshotDescriptor,
+        persist: Persist<C>,
+        out: &mut Effects<C>,
+    ) -> Result<LogId, SnapshotRefused> {
+        let shared = &mut self.shared;
+        let last_included = descriptor.meta.last_included;
+        let membership = shared.configs.compacted_to(last_included.index);
+        debug_assert_eq!(membership, descriptor.meta.membership);
         shared.log.compact_to(last_included);
-        shared.snapshot = Some(snapshot.descriptor());
+        shared.snapshot = Some(descriptor);
         // Storage discards a snapshot being received when it saves this one.
         shared.receiving = None;
         shared.counters.snapshots_taken = shared.counters.snapshots_taken.saturating_add(1);
-        out.persist(Persist::Snapshot(snapshot));
+        out.persist(persist);
         shared.purge_behind_snapshot(out);
         Ok(last_included)
     }
@@ -625,6 +660,12 @@ pub enum SnapshotRefused {
         index: LogIndex,
         /// The last index handed to the state machine.
         last_applied: LogIndex,
+    },
+    /// A staged snapshot no longer describes the state at its index.
+    #[error("the staged snapshot at {staged} no longer matches the log")]
+    Changed {
+        /// What the staged snapshot covers.
+        staged: LogId,
     },
 }
 

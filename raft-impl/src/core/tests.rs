@@ -8,7 +8,7 @@ use raft_traits::{
     AppendEntries, AppendOutcome, AppendReply, ConflictHint, Entry, HardState, IndexReply,
     InstallOutcome, InstallSnapshot, InstallSnapshotReply, LogId, LogIndex, Membership, NodeId,
     Payload, ReadIndexRefusal, ReadIndexRequest, RecoveredState, Request, RequestRefused,
-    RequestVote, Response, Snapshot, SnapshotMeta, Term, TimeoutNow, VoteReply,
+    RequestVote, Response, Snapshot, SnapshotDescriptor, SnapshotMeta, Term, TimeoutNow, VoteReply,
 };
 
 use super::*;
@@ -1090,6 +1090,57 @@ fn service_snapshot_compacts_the_log_and_persists_atomically() {
     assert!(matches!(
         node.snapshot(i(4), Bytes::new(), &mut out),
         Err(SnapshotRefused::NotApplied { .. })
+    ));
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_snapshot_the_server_takes_itself_is_described_first_and_installed_once_staged() {
+    let node = Boot::new(1, 3).term(1).node();
+    let (mut node, _) = step(node, append(1, 2, id(0, 0), log_of(&[1, 1, 1, 1]), 3));
+    let meta = SnapshotMeta {
+        last_included: id(1, 3),
+        membership: Membership::from_voters((1..=3).map(n)),
+    };
+    assert_eq!(node.snapshot_meta(i(3)), Ok(meta.clone()));
+    assert!(matches!(
+        node.snapshot_meta(i(4)),
+        Err(SnapshotRefused::NotApplied { .. })
+    ));
+    // Storage staged it: size and checksum are what the writer saw.
+    let staged = SnapshotDescriptor {
+        meta: meta.clone(),
+        size: 5,
+        checksum: 0x1234,
+    };
+    let mut out = Effects::new();
+    // A descriptor that does not describe the log at its index is refused.
+    let mut wrong = staged.clone();
+    wrong.meta.membership = Membership::from_voters([n(1)]);
+    assert_eq!(
+        node.snapshot_staged(wrong, &mut out),
+        Err(SnapshotRefused::Changed { staged: id(1, 3) })
+    );
+    assert!(out.is_empty());
+    assert_eq!(node.snapshot_staged(staged.clone(), &mut out), Ok(id(1, 3)));
+    assert_eq!(
+        persists(out.as_slice()),
+        [
+            Persist::StagedSnapshot(staged.clone()),
+            Persist::PurgeTo(i(3))
+        ]
+    );
+    assert_eq!(node.log().len(), 1);
+    assert_eq!(node.log().last_included(), id(1, 3));
+    // Once installed, the same or an older one is stale.
+    let mut out = Effects::new();
+    assert!(matches!(
+        node.snapshot_staged(staged, &mut out),
+        Err(SnapshotRefused::NotNewer { .. })
+    ));
+    assert!(matches!(
+        node.snapshot_meta(i(2)),
+        Err(SnapshotRefused::NotNewer { .. })
     ));
     assert!(out.is_empty());
 }

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, Entry, LogId, LogIndex, Payload, Runtime, Snapshot, SnapshotDescriptor, SnapshotJob,
-    SnapshotReader, StateMachine, StateMachineError, Term,
+    Bytes, Command, Entry, LogId, LogIndex, Payload, Runtime, SnapshotDescriptor, SnapshotJob,
+    SnapshotReader, SnapshotSource, SnapshotWriter, StateMachine, StateMachineError, Term,
+    async_trait,
 };
 
 use super::Event;
@@ -66,9 +67,10 @@ impl<Rt: Runtime> SnapshotPolicy<Rt> {
         })
     }
 
-    /// Takes a snapshot of the state machine, which has applied up to `applied`, and hands
-    /// it to the event loop. Applying waits only for the capture; the serialization runs
-    /// on a task of its own unless the state machine cannot capture cheaply.
+    /// Takes a snapshot of the state machine, which has applied up to `applied`, and
+    /// writes it into storage. Applying waits only for the capture: the state is written
+    /// on a task of its own, in pieces, unless the state machine can only serialize
+    /// itself whole ([`StateMachine::snapshot`]), which the apply task awaits.
     async fn take<C, M>(
         &mut self,
         state_machine: &mut M,
@@ -80,44 +82,83 @@ impl<Rt: Runtime> SnapshotPolicy<Rt> {
         M: StateMachine<C>,
     {
         self.last = applied;
-        let job: SnapshotJob = match state_machine.capture_snapshot() {
-            Some(job) => job,
-            None => {
-                let snapshot = state_machine.snapshot().await;
-                hand_over(snapshot, events, node);
-                return;
+        // The state captured covers exactly the entries applied so far, whatever the
+        // state machine's own idea of its last index (blank and configuration entries
+        // never reach it): the snapshot is taken at `applied`.
+        let source: Box<dyn SnapshotSource> = if let Some(source) =
+            state_machine.capture_snapshot_stream()
+        {
+            source
+        } else if let Some(job) = state_machine.capture_snapshot() {
+            Box::new(Serialized::Job(job))
+        } else {
+            match state_machine.snapshot().await {
+                Ok(snapshot) => Box::new(Serialized::Done(snapshot.data)),
+                Err(error) => {
+                    tracing::warn!(%node, %error, "snapshot policy: the state machine cannot take a snapshot; the log keeps growing");
+                    return;
+                }
             }
         };
         self.busy.store(true, Ordering::Release);
         let busy = Arc::clone(&self.busy);
         let events = events.clone();
         let _detached = self.runtime.spawn(async move {
-            let snapshot = job.await;
-            hand_over(snapshot, &events, node);
+            match write_snapshot(source, applied, &events).await {
+                Ok(true) => tracing::debug!(%node, index = %applied, "snapshot policy: snapshot written"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(%node, index = %applied, %error, "snapshot policy: the snapshot could not be written; the log keeps growing");
+                }
+            }
             busy.store(false, Ordering::Release);
         });
     }
 }
 
-/// Hands a snapshot the policy took to the event loop, which compacts the log with it.
-fn hand_over<C, R>(
-    snapshot: Result<Snapshot, StateMachineError>,
-    events: &Sender<Event<C, R>>,
-    node: raft_traits::NodeId,
-) {
-    match snapshot {
-        Ok(snapshot) => {
-            let index = snapshot.meta.last_included.index;
-            tracing::debug!(%node, %index, size = snapshot.data.len(), "snapshot policy: snapshot taken");
-            let _ = events.try_send(Event::Snapshot {
-                index,
-                data: snapshot.data,
-            });
-        }
-        Err(error) => {
-            tracing::warn!(%node, %error, "snapshot policy: the state machine cannot take a snapshot; the log keeps growing");
-        }
+/// A state serialized whole, or being serialized, written into storage as one piece.
+enum Serialized {
+    Job(SnapshotJob),
+    Done(Bytes),
+}
+
+#[async_trait]
+impl SnapshotSource for Serialized {
+    async fn write_to(
+        self: Box<Self>,
+        out: &mut dyn SnapshotWriter,
+    ) -> Result<(), StateMachineError> {
+        let data = match *self {
+            Serialized::Job(job) => job.await?.data,
+            Serialized::Done(data) => data,
+        };
+        out.write(data).await?;
+        Ok(())
     }
+}
+
+/// Writes the state `source` captured at `index` into a writer the event loop opens on
+/// its storage, and hands the staged snapshot back to the loop, which installs it and
+/// compacts the log. `Ok(false)`: the loop declined (a snapshot as recent is stored).
+async fn write_snapshot<C, R>(
+    source: Box<dyn SnapshotSource>,
+    index: LogIndex,
+    events: &Sender<Event<C, R>>,
+) -> Result<bool, StateMachineError> {
+    let (reply, writer) = oneshot::channel();
+    if events
+        .try_send(Event::CreateSnapshot { index, reply })
+        .is_err()
+    {
+        return Ok(false);
+    }
+    let Ok(Some(mut writer)) = writer.await else {
+        return Ok(false);
+    };
+    source.write_to(writer.as_mut()).await?;
+    let staged = writer.finish().await?;
+    let _ = events.try_send(Event::SnapshotStaged(staged));
+    Ok(true)
 }
 
 pub(crate) async fn run_apply<C, M, Rt>(

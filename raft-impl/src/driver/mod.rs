@@ -23,8 +23,8 @@ use futures::future::{BoxFuture, Either, FutureExt, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 use raft_traits::{
     Command, Entry, InstallSnapshot, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
-    Response, Runtime, SnapshotDescriptor, SnapshotReader, StateMachine, Storage, StorageError,
-    Transport, TransportError,
+    Response, Runtime, SnapshotDescriptor, SnapshotReader, SnapshotWriter, StagedSnapshot,
+    StateMachine, Storage, StorageError, Transport, TransportError,
 };
 
 pub(crate) use apply::{ApplyMsg, SnapshotPolicy, Waiter, run_apply};
@@ -125,6 +125,14 @@ pub(crate) enum Event<C, R> {
     },
     /// The service's snapshot of everything up to `index`.
     Snapshot { index: LogIndex, data: Bytes },
+    /// The snapshot policy captured the state up to `index`: open a writer for it on
+    /// storage, or answer `None` if no snapshot of that index is wanted.
+    CreateSnapshot {
+        index: LogIndex,
+        reply: oneshot::Sender<Option<Box<dyn SnapshotWriter>>>,
+    },
+    /// The snapshot policy's snapshot is written: install it.
+    SnapshotStaged(StagedSnapshot),
     /// The apply task failed for good.
     Fatal(String),
     /// Stop; signal `done` once stopped. With `hand_over`, a leader first hands
@@ -174,6 +182,9 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     /// The stored snapshot and a reader over its data, opened once per snapshot: pieces
     /// sent to followers and the state machine's restore read from it.
     pub(crate) snapshot_reader: Option<OpenSnapshot>,
+    /// The snapshot policy's snapshot, written and staged, while the core decides on it
+    /// ([`Persist::StagedSnapshot`] installs it).
+    pub(crate) staged: Option<StagedSnapshot>,
 }
 
 /// Requests in flight, each resolving to its [`Event::Outcome`], and the outcomes that
@@ -558,6 +569,35 @@ where
                     }
                 }
             }
+            Event::CreateSnapshot { index, reply } => {
+                let Some(node) = self.node.as_ref() else {
+                    return;
+                };
+                let meta = match node.snapshot_meta(index) {
+                    Ok(meta) => meta,
+                    Err(refused) => {
+                        tracing::debug!(node = %self.shared.id, %refused, "snapshot not taken");
+                        let _ = reply.send(None);
+                        return;
+                    }
+                };
+                let _ = reply.send(Some(self.storage.create_snapshot(meta)));
+            }
+            Event::SnapshotStaged(staged) => {
+                let Some(node) = self.node.as_mut() else {
+                    return;
+                };
+                let descriptor = staged.descriptor.clone();
+                match node.snapshot_staged(descriptor, &mut self.effects) {
+                    Ok(id) => {
+                        tracing::info!(node = %self.shared.id, snapshot = %id, size = staged.descriptor.size, "snapshot taken: log compacted");
+                        self.staged = Some(staged);
+                    }
+                    Err(refused) => {
+                        tracing::debug!(node = %self.shared.id, %refused, "snapshot refused")
+                    }
+                }
+            }
             Event::ReadIndex => {
                 let waiters = self.shared.reads.take();
                 if waiters.is_empty() {
@@ -783,6 +823,22 @@ where
             Persist::TruncateFrom(index) => in_flight.overlap(storage.truncate_from(index)).await,
             Persist::Snapshot(snapshot) => {
                 in_flight.overlap(storage.save_snapshot(snapshot)).await?;
+                self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
+                Ok(())
+            }
+            Persist::StagedSnapshot(descriptor) => {
+                let staged = match self.staged.take() {
+                    Some(staged) if staged.descriptor == descriptor => staged,
+                    _ => {
+                        return Err(StorageError::Corrupt(format!(
+                            "the staged snapshot at {} is gone",
+                            descriptor.meta.last_included
+                        )));
+                    }
+                };
+                in_flight
+                    .overlap(storage.save_staged_snapshot(staged))
+                    .await?;
                 self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
                 Ok(())
             }
