@@ -18,8 +18,13 @@
 //!   ([`Storage::begin_snapshot`], [`Storage::write_snapshot_chunk`]) into
 //!   `snapshot.pending`, each piece fsynced so that a restarted store reports how far it
 //!   got ([`Storage::pending_snapshot`]); [`Storage::finish_snapshot`] checks size and
-//!   checksum, then renames it over `snapshot` and fsyncs the directory. Opening the store
-//!   checks the stored data against its checksum, reading it in pieces.
+//!   checksum, then renames it over `snapshot` and fsyncs the directory. A snapshot the
+//!   server takes of its own state ([`Storage::create_snapshot`]) is written, unsynced,
+//!   into `snapshot.staged-<index>` with room left for its header, which is filled in and
+//!   the file fsynced once the data is complete; [`Storage::save_staged_snapshot`] renames
+//!   it over `snapshot` the same way. Staged files left by a crash are removed on open.
+//!   Opening the store checks the stored data against its checksum, reading it in
+//!   pieces.
 //! * `purged`: the index up to which entries were purged ([`Storage::purge_to`]),
 //!   replaced atomically the same way. A store without it (written before purging
 //!   existed) counts everything its snapshot covers as purged.
@@ -72,10 +77,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use raft_traits::{
     Bytes, Codec, Command, Entry, HardState, LogId, LogIndex, PendingSnapshot, Postcard,
-    RecoveredState, SnapshotDescriptor, SnapshotReader, Storage, StorageError, async_trait,
+    RecoveredState, SnapshotDescriptor, SnapshotMeta, SnapshotReader, SnapshotWriter,
+    StagedSnapshot, Storage, StorageError, async_trait,
 };
 
-use crate::snapshot::{FileReader, Pending};
+use crate::snapshot::{FileReader, Pending, StagedFile, StagedWriter};
 
 const LOG: &str = "log";
 const FORMAT: &str = "format";
@@ -94,6 +100,8 @@ const REWRITE_THRESHOLD: u64 = 4 << 20;
 /// `C` is the command type, `K` the codec entries and state are encoded with.
 pub struct FileStorage<C, K = Postcard> {
     store: Arc<Mutex<Store>>,
+    /// The store's directory, also outside the lock, which an fsync may hold for long.
+    dir: PathBuf,
     codec: K,
     _command: PhantomData<fn() -> C>,
 }
@@ -101,7 +109,7 @@ pub struct FileStorage<C, K = Postcard> {
 impl<C, K> fmt::Debug for FileStorage<C, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileStorage")
-            .field("dir", &lock(&self.store).dir)
+            .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
 }
@@ -140,6 +148,7 @@ impl<C: Command, K: Codec> FileStorage<C, K> {
     pub fn open_with(dir: impl AsRef<Path>, codec: K) -> Result<Self, StorageError> {
         let store = Store::open::<C, K>(dir.as_ref(), &codec)?;
         Ok(FileStorage {
+            dir: store.dir.clone(),
             store: Arc::new(Mutex::new(store)),
             codec,
             _command: PhantomData,
@@ -148,7 +157,7 @@ impl<C: Command, K: Codec> FileStorage<C, K> {
 
     /// The directory this store lives in.
     pub fn dir(&self) -> PathBuf {
-        lock(&self.store).dir.clone()
+        self.dir.clone()
     }
 
     /// Runs `operation` on the blocking thread pool with the store locked.
@@ -178,6 +187,7 @@ impl Store {
             Some(bytes) => codec.decode(&bytes)?,
             None => HardState::default(),
         };
+        snapshot::remove_staged(dir)?;
         let snapshot = snapshot::read_stored(dir, codec)?;
         let pending = snapshot::recover_pending(dir, codec)?;
 
@@ -251,6 +261,29 @@ impl Store {
             )));
         }
         Ok(store)
+    }
+
+    /// Makes the complete, synced snapshot file at `from` the stored snapshot, atomically
+    /// with dropping a log that conflicts with it.
+    fn install_snapshot<K: Codec>(
+        &mut self,
+        from: &Path,
+        descriptor: SnapshotDescriptor,
+        codec: &K,
+    ) -> Result<SnapshotDescriptor, StorageError> {
+        if self.purged.is_none() {
+            // Without a `purged` file recovery would purge all the new snapshot
+            // covers; record first what is purged now, so the kept log survives.
+            let purged = self.first_index().prev();
+            self.write_purged(purged, codec)?;
+        }
+        // The rename is the commit point of snapshot and dropping a conflicting log
+        // together.
+        std::fs::rename(from, self.dir.join(SNAPSHOT))?;
+        files::sync_dir(&self.dir)?;
+        self.snapshot = Some(descriptor.clone());
+        self.compact_to_snapshot()?;
+        Ok(descriptor)
     }
 
     fn snapshot_id(&self) -> LogId {
@@ -542,7 +575,7 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
     }
 
     async fn begin_snapshot(&mut self, descriptor: SnapshotDescriptor) -> Result<(), StorageError> {
-        let header = snapshot::encode_header(&descriptor, &self.codec)?;
+        let header = snapshot::encode_header(&descriptor, &self.codec, 0)?;
         self.run(move |store, _| {
             store.check_newer(descriptor.meta.last_included)?;
             store.pending = None;
@@ -576,18 +609,37 @@ impl<C: Command, K: Codec> Storage<C> for FileStorage<C, K> {
                 pending.discard(&store.dir)?;
                 return Err(e);
             }
-            if store.purged.is_none() {
-                // Without a `purged` file recovery would purge all the new snapshot
-                // covers; record first what is purged now, so the kept log survives.
-                let purged = store.first_index().prev();
-                store.write_purged(purged, codec)?;
+            let descriptor = pending.close()?;
+            store.install_snapshot(&store.dir.join(snapshot::PENDING), descriptor, codec)
+        })
+        .await
+    }
+
+    fn create_snapshot(&mut self, meta: SnapshotMeta) -> Box<dyn SnapshotWriter> {
+        Box::new(StagedWriter::new(&self.dir, self.codec.clone(), meta))
+    }
+
+    async fn save_staged_snapshot(
+        &mut self,
+        staged: StagedSnapshot,
+    ) -> Result<SnapshotDescriptor, StorageError> {
+        let descriptor = staged.descriptor;
+        let mut file = staged
+            .data
+            .downcast::<StagedFile>()
+            .map_err(|_| StorageError::ForeignStagedSnapshot)?;
+        self.run(move |store, codec| {
+            if file.dir != store.dir {
+                return Err(StorageError::ForeignStagedSnapshot);
             }
-            // The rename inside is the commit point of snapshot and dropping a
-            // conflicting log together.
-            let descriptor = pending.commit(&store.dir, SNAPSHOT)?;
-            store.snapshot = Some(descriptor.clone());
-            store.compact_to_snapshot()?;
-            Ok(descriptor)
+            // A stale one is dropped here, which removes its file.
+            store.check_newer(descriptor.meta.last_included)?;
+            if let Some(pending) = store.pending.take() {
+                pending.discard(&store.dir)?;
+            }
+            let installed = store.install_snapshot(&file.path, descriptor, codec)?;
+            file.installed = true;
+            Ok(installed)
         })
         .await
     }

@@ -1,20 +1,27 @@
 //! The snapshot file, written and read in pieces.
 //!
 //! ```text
-//! | crc32 of the rest of the header: u32 LE | body length: u32 LE | body: the encoded
-//!   SnapshotDescriptor | data (descriptor.size bytes) |
+//! | crc32 of the rest of the header: u32 LE | header length: u32 LE | body length: u32 LE |
+//!   body: the encoded SnapshotDescriptor | zero padding to the header length |
+//!   data (descriptor.size bytes) |
 //! ```
+//!
+//! The header length counts the whole header, so the data starts there. The padding lets
+//! a snapshot this server takes itself be written before its size and checksum are known:
+//! its writer reserves room for the largest descriptor its meta can have and fills the
+//! header in at the end ([`StagedWriter`]).
 //!
 //! The data is covered by the descriptor's checksum ([`SnapshotChecksum`]), checked when
 //! a pending snapshot is finished and when a store is opened.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use raft_traits::{
-    Bytes, Codec, SnapshotChecksum, SnapshotDescriptor, SnapshotReader, StorageError, async_trait,
+    Bytes, Codec, SnapshotChecksum, SnapshotDescriptor, SnapshotMeta, SnapshotReader,
+    SnapshotWriter, StagedSnapshot, StorageError, async_trait,
 };
 
 use crate::files;
@@ -23,23 +30,37 @@ use crate::files;
 pub(crate) const PENDING: &str = "snapshot.pending";
 /// The stored snapshot's file.
 const STORED: &str = "snapshot";
+/// The prefix of the files the server's own snapshots are staged in
+/// ([`Storage::create_snapshot`](raft_traits::Storage::create_snapshot)).
+pub(crate) const STAGED_PREFIX: &str = "snapshot.staged-";
 /// The piece size for reading the data back to check it.
 const CHECK_PIECE: usize = 1 << 20;
+/// The fixed part of the header: checksum, header length, body length.
+const FIXED: usize = 12;
+/// The largest header accepted on reading; a descriptor is a few hundred bytes.
+const MAX_HEADER: u32 = 1 << 20;
 
-/// The header of a snapshot file holding `descriptor`.
+/// The header of a snapshot file holding `descriptor`, padded to at least `at_least`
+/// bytes.
 pub(crate) fn encode_header<K: Codec>(
     descriptor: &SnapshotDescriptor,
     codec: &K,
+    at_least: usize,
 ) -> Result<Vec<u8>, StorageError> {
     let body = codec.encode(descriptor)?;
-    let len = u32::try_from(body.len())
-        .map_err(|_| StorageError::Corrupt("snapshot descriptor too large".to_owned()))?;
-    let mut rest = Vec::with_capacity(4 + body.len());
-    rest.extend_from_slice(&len.to_le_bytes());
-    rest.extend_from_slice(&body);
-    let mut header = Vec::with_capacity(4 + rest.len());
-    header.extend_from_slice(&crc32fast::hash(&rest).to_le_bytes());
-    header.extend_from_slice(&rest);
+    let total = (FIXED + body.len()).max(at_least);
+    let too_large = || StorageError::Corrupt("snapshot descriptor too large".to_owned());
+    let header_len = u32::try_from(total)
+        .ok()
+        .filter(|len| *len <= MAX_HEADER)
+        .ok_or_else(too_large)?;
+    let body_len = u32::try_from(body.len()).map_err(|_| too_large())?;
+    let mut header = vec![0u8; total];
+    header[4..8].copy_from_slice(&header_len.to_le_bytes());
+    header[8..12].copy_from_slice(&body_len.to_le_bytes());
+    header[FIXED..FIXED + body.len()].copy_from_slice(&body);
+    let crc = crc32fast::hash(&header[4..]);
+    header[..4].copy_from_slice(&crc.to_le_bytes());
     Ok(header)
 }
 
@@ -50,29 +71,29 @@ fn read_header<K: Codec>(
     codec: &K,
 ) -> Result<(SnapshotDescriptor, u64), StorageError> {
     let corrupt = |what: &str| StorageError::Corrupt(format!("{name}: {what}"));
-    let mut fixed = [0u8; 8];
+    let mut fixed = [0u8; FIXED];
     file.seek(SeekFrom::Start(0))?;
     file.read_exact(&mut fixed)
         .map_err(|_| corrupt("truncated header"))?;
-    let (crc, len) = fixed.split_at(4);
-    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| corrupt("header"))?);
-    let len_bytes: [u8; 4] = len.try_into().map_err(|_| corrupt("header"))?;
-    let len = u32::from_le_bytes(len_bytes);
-    // A descriptor is a few hundred bytes; refuse to allocate for a corrupt length.
-    if len > 1 << 20 {
+    let word =
+        |at: usize| u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
+    let (crc, header_len, body_len) = (word(0), word(4), word(8));
+    // Refuse to allocate for a corrupt length.
+    if header_len > MAX_HEADER || (header_len as usize) < FIXED {
         return Err(corrupt("header length out of range"));
     }
-    let mut body = vec![0u8; len as usize];
-    file.read_exact(&mut body)
+    let mut header = vec![0u8; header_len as usize];
+    header[..FIXED].copy_from_slice(&fixed);
+    file.read_exact(&mut header[FIXED..])
         .map_err(|_| corrupt("truncated header"))?;
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&len_bytes);
-    hasher.update(&body);
-    if hasher.finalize() != crc {
+    if crc32fast::hash(&header[4..]) != crc {
         return Err(corrupt("header checksum mismatch"));
     }
-    let descriptor: SnapshotDescriptor = codec.decode(&body)?;
-    Ok((descriptor, 8 + u64::from(len)))
+    let body = header
+        .get(FIXED..FIXED.saturating_add(body_len as usize))
+        .ok_or_else(|| corrupt("body length out of range"))?;
+    let descriptor: SnapshotDescriptor = codec.decode(body)?;
+    Ok((descriptor, u64::from(header_len)))
 }
 
 /// The checksum of the data from `data_start` to the end of `file`, and its length,
@@ -268,12 +289,10 @@ impl Pending {
         Ok(())
     }
 
-    /// Makes the pending file the stored snapshot `dir/name`: the commit point.
-    pub(crate) fn commit(self, dir: &Path, name: &str) -> Result<SnapshotDescriptor, StorageError> {
+    /// Syncs the pending file, whole, and closes it, for the store to rename it over the
+    /// stored snapshot.
+    pub(crate) fn close(self) -> Result<SnapshotDescriptor, StorageError> {
         self.file.sync_all()?;
-        drop(self.file);
-        fs::rename(dir.join(PENDING), dir.join(name))?;
-        files::sync_dir(dir)?;
         Ok(self.descriptor)
     }
 }
@@ -338,4 +357,194 @@ impl SnapshotReader for FileReader {
         })
         .await
     }
+}
+
+/// Writes a snapshot this server takes of its own state into a file of its own
+/// (`snapshot.staged-<index>`), apart from the store: the header is reserved first and
+/// filled in once the size and checksum are known.
+pub(crate) struct StagedWriter<K> {
+    dir: PathBuf,
+    path: PathBuf,
+    codec: K,
+    meta: SnapshotMeta,
+    /// The header's length once reserved: room for the largest descriptor `meta` can
+    /// have.
+    header_len: Option<usize>,
+    /// The open file, once the first write created it; taken while a write runs on the
+    /// blocking pool.
+    file: Option<File>,
+    written: u64,
+    checksum: SnapshotChecksum,
+    /// A write failed part way: the file no longer matches what was counted.
+    broken: bool,
+    /// Finishing handed the file on to the staged snapshot.
+    handed_over: bool,
+}
+
+impl<K: Codec> StagedWriter<K> {
+    pub(crate) fn new(dir: &Path, codec: K, meta: SnapshotMeta) -> StagedWriter<K> {
+        let path = dir.join(format!("{STAGED_PREFIX}{}", meta.last_included.index.0));
+        StagedWriter {
+            dir: dir.to_path_buf(),
+            path,
+            codec,
+            checksum: SnapshotChecksum::new(meta.last_included),
+            meta,
+            header_len: None,
+            file: None,
+            written: 0,
+            broken: false,
+            handed_over: false,
+        }
+    }
+
+    /// The header's length, reserved on first use.
+    fn header_len(&mut self) -> Result<usize, StorageError> {
+        if self.broken {
+            return Err(StorageError::Corrupt(format!(
+                "{}: an earlier write failed",
+                self.path.display()
+            )));
+        }
+        if let Some(len) = self.header_len {
+            return Ok(len);
+        }
+        // Postcard's variable-length integers are longest at their maximum values, so the
+        // real descriptor is never longer than this one.
+        let largest = SnapshotDescriptor {
+            meta: self.meta.clone(),
+            size: u64::MAX,
+            checksum: u32::MAX,
+        };
+        let len = encode_header(&largest, &self.codec, 0)?.len();
+        self.header_len = Some(len);
+        Ok(len)
+    }
+
+    /// Runs `work` on the file (created with its header reserved if need be) on the
+    /// blocking pool.
+    async fn with_file<T, F>(&mut self, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut File) -> Result<T, StorageError> + Send + 'static,
+    {
+        let header_len = self.header_len()?;
+        let file = self.file.take();
+        let path = self.path.clone();
+        let (file, result) = blocking::unblock(move || {
+            let mut file = match file {
+                Some(file) => file,
+                None => match create_reserved(&path, header_len) {
+                    Ok(file) => file,
+                    Err(error) => return (None, Err(error)),
+                },
+            };
+            let result = work(&mut file);
+            (Some(file), result)
+        })
+        .await;
+        self.file = file;
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+}
+
+/// Creates the file at `path` with `header_len` zero bytes where the header goes.
+fn create_reserved(path: &Path, header_len: usize) -> Result<File, StorageError> {
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(&vec![0u8; header_len])?;
+    Ok(file)
+}
+
+impl<K> Drop for StagedWriter<K> {
+    fn drop(&mut self) {
+        // An unfinished writer leaves nothing behind.
+        if self.header_len.is_some() && !self.handed_over {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[async_trait]
+impl<K: Codec> SnapshotWriter for StagedWriter<K> {
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let length = data.len() as u64;
+        self.checksum.update(&data);
+        self.with_file(move |file| Ok(file.write_all(&data)?))
+            .await?;
+        self.written = self.written.saturating_add(length);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<StagedSnapshot, StorageError> {
+        let header_len = self.header_len()?;
+        let descriptor = SnapshotDescriptor {
+            meta: self.meta.clone(),
+            size: self.written,
+            checksum: self.checksum.value(),
+        };
+        let header = encode_header(&descriptor, &self.codec, header_len)?;
+        if header.len() != header_len {
+            return Err(StorageError::Corrupt(format!(
+                "{}: the snapshot descriptor outgrew the room reserved for it",
+                self.path.display()
+            )));
+        }
+        self.with_file(move |file| {
+            file.seek(SeekFrom::Start(0))?;
+            file.write_all(&header)?;
+            file.sync_all()?;
+            Ok(())
+        })
+        .await?;
+        self.handed_over = true;
+        self.file = None;
+        Ok(StagedSnapshot {
+            descriptor,
+            data: Box::new(StagedFile {
+                dir: self.dir.clone(),
+                path: self.path.clone(),
+                installed: false,
+            }),
+        })
+    }
+}
+
+/// A snapshot staged in its own file, until the store renames it over the stored one.
+pub(crate) struct StagedFile {
+    pub(crate) dir: PathBuf,
+    pub(crate) path: PathBuf,
+    pub(crate) installed: bool,
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.installed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Removes staged files a crash (or a snapshot never installed) left behind.
+pub(crate) fn remove_staged(dir: &Path) -> Result<(), StorageError> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(STAGED_PREFIX))
+        {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }

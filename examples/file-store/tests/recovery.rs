@@ -171,3 +171,81 @@ fn a_store_of_another_format_version_is_a_typed_error() {
     std::fs::write(dir.path().join("format"), "raft-file-store 3\n").unwrap();
     assert_eq!(indices(dir.path()), [1, 2, 3], "nothing was lost meanwhile");
 }
+
+/// The names of the staged snapshot files in `dir`.
+fn staged_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("snapshot.staged"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn staged_snapshot_files_never_outlive_their_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    store_with(dir.path(), 6);
+    let mut store: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+    let meta = |index| SnapshotMeta {
+        last_included: LogId::new(Term(1), LogIndex(index)),
+        membership: Default::default(),
+    };
+    // A writer dropped unfinished removes its file; so does a staged snapshot never saved.
+    let mut writer = store.create_snapshot(meta(3));
+    block_on(writer.write(Bytes::from_static(b"state up to 3"))).unwrap();
+    assert_eq!(staged_files(dir.path()), ["snapshot.staged-3"]);
+    drop(writer);
+    assert!(staged_files(dir.path()).is_empty());
+    let mut writer = store.create_snapshot(meta(4));
+    block_on(writer.write(Bytes::from_static(b"state up to 4"))).unwrap();
+    let staged = block_on(writer.finish()).unwrap();
+    drop(staged);
+    assert!(staged_files(dir.path()).is_empty());
+    // A crash runs no destructor: what it leaves is removed when the store opens again.
+    let mut writer = store.create_snapshot(meta(5));
+    block_on(writer.write(Bytes::from_static(b"state up to 5"))).unwrap();
+    std::mem::forget(writer);
+    drop(store);
+    assert_eq!(staged_files(dir.path()), ["snapshot.staged-5"]);
+    let mut store: FileStorage<String> = FileStorage::open(dir.path()).unwrap();
+    assert!(staged_files(dir.path()).is_empty());
+    assert_eq!(block_on(store.recover()).unwrap().snapshot, None);
+    // A saved one is the stored snapshot, and its file is gone.
+    let mut writer = store.create_snapshot(meta(5));
+    block_on(writer.write(Bytes::from_static(b"state "))).unwrap();
+    block_on(writer.write(Bytes::from_static(b"up to 5"))).unwrap();
+    let staged = block_on(writer.finish()).unwrap();
+    block_on(store.save_staged_snapshot(staged)).unwrap();
+    assert!(staged_files(dir.path()).is_empty());
+    let stored = block_on(store.snapshot()).unwrap().unwrap();
+    assert_eq!(&stored.data[..], b"state up to 5");
+}
+
+#[test]
+fn a_staged_snapshot_of_another_store_is_refused() {
+    let (one, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut store: FileStorage<String> = FileStorage::open(one.path()).unwrap();
+    let mut stranger: FileStorage<String> = FileStorage::open(other.path()).unwrap();
+    let meta = SnapshotMeta::default();
+    let mut writer = stranger.create_snapshot(meta.clone());
+    block_on(writer.write(Bytes::from_static(b"theirs"))).unwrap();
+    let theirs = block_on(writer.finish()).unwrap();
+    let refused = block_on(store.save_staged_snapshot(theirs));
+    assert!(
+        matches!(refused, Err(StorageError::ForeignStagedSnapshot)),
+        "{refused:?}"
+    );
+    let buffered = block_on(
+        (Box::new(raft_traits::BufferWriter::new(meta)) as Box<dyn raft_traits::SnapshotWriter>)
+            .finish(),
+    )
+    .unwrap();
+    let refused = block_on(store.save_staged_snapshot(buffered));
+    assert!(
+        matches!(refused, Err(StorageError::ForeignStagedSnapshot)),
+        "{refused:?}"
+    );
+    assert_eq!(block_on(store.recover()).unwrap().snapshot, None);
+}
