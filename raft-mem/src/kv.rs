@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft_traits::{
-    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, StateMachine,
-    StateMachineError, async_trait,
+    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, SnapshotSource,
+    SnapshotWriter, StateMachine, StateMachineError, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,10 +66,13 @@ pub enum KvResponse {
 /// with `meta.last_included` set to that log id.
 ///
 /// The map sits behind an `Arc` and is written copy-on-write, so
-/// [`capture_snapshot`](StateMachine::capture_snapshot) only clones the `Arc`: the
+/// [`capture_snapshot_stream`](StateMachine::capture_snapshot_stream) (and
+/// [`capture_snapshot`](StateMachine::capture_snapshot)) only clone the `Arc`: the
 /// snapshot is encoded on its own task while commands keep applying. The first write
 /// while an encoding still holds the map copies the map once (its entries are `Arc`s:
 /// reference counts, not text); a write after the encoding finished copies nothing.
+/// The streamed encoding goes to storage in pieces of about 64 KiB, so
+/// taking a snapshot needs no memory for the encoded map whole.
 ///
 /// ```
 /// use raft_mem::{KvCommand, KvResponse, KvStateMachine};
@@ -90,6 +93,33 @@ pub enum KvResponse {
 pub struct KvStateMachine {
     data: Arc<BTreeMap<Arc<str>, Arc<str>>>,
     last_applied: LogId,
+}
+
+/// About how many bytes of encoded entries the streamed snapshot writes at a time.
+const SNAPSHOT_PIECE: usize = 64 * 1024;
+
+/// The map captured for a snapshot, which encodes itself into storage entry by entry.
+struct CapturedMap(Arc<BTreeMap<Arc<str>, Arc<str>>>);
+
+#[async_trait]
+impl SnapshotSource for CapturedMap {
+    async fn write_to(
+        self: Box<Self>,
+        out: &mut dyn SnapshotWriter,
+    ) -> Result<(), StateMachineError> {
+        // The same bytes as encoding the map whole: postcard writes a map as its length
+        // (a varint) followed by each key and value in order.
+        let encode_error = |e| StateMachineError::Other(Box::new(e));
+        let mut piece = Postcard.encode(&self.0.len()).map_err(encode_error)?;
+        for entry in self.0.iter() {
+            piece.extend(Postcard.encode(&entry).map_err(encode_error)?);
+            if piece.len() >= SNAPSHOT_PIECE {
+                out.write(Bytes::from(std::mem::take(&mut piece))).await?;
+            }
+        }
+        out.write(Bytes::from(piece)).await?;
+        Ok(())
+    }
 }
 
 /// Encodes `data` as a snapshot covering `last_included`.
@@ -173,6 +203,10 @@ impl StateMachine<KvCommand> for KvStateMachine {
         let data = Arc::clone(&self.data);
         let last_included = self.last_applied;
         Some(Box::pin(async move { encode(&data, last_included) }))
+    }
+
+    fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        Some(Box::new(CapturedMap(Arc::clone(&self.data))))
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
@@ -308,6 +342,50 @@ mod tests {
         // Applying continues after the snapshot.
         let reply = block_on(restored.apply(at(2, 4), get("b")));
         assert_eq!(reply, KvResponse::Value(some("2")));
+    }
+
+    #[test]
+    fn the_streamed_snapshot_is_the_whole_encoding_in_pieces() {
+        let mut kv = KvStateMachine::new();
+        block_on(async {
+            // Enough entries for several pieces.
+            for i in 1..=20_000u64 {
+                let value = format!("{i:0>8}");
+                kv.apply(at(1, i), put(&format!("key{i}"), &value)).await;
+            }
+        });
+        let whole = block_on(kv.snapshot()).unwrap();
+        let source = kv.capture_snapshot_stream().expect("the KV store streams");
+        // Applies after the capture do not reach the captured state.
+        block_on(kv.apply(at(1, 20_001), put("key1", "changed")));
+        /// Collects what the source writes, counting the pieces.
+        #[derive(Default)]
+        struct Collect {
+            data: Vec<u8>,
+            pieces: usize,
+        }
+        #[async_trait]
+        impl SnapshotWriter for Collect {
+            async fn write(&mut self, data: Bytes) -> Result<(), raft_traits::StorageError> {
+                self.pieces += 1;
+                self.data.extend_from_slice(&data);
+                Ok(())
+            }
+            async fn finish(
+                self: Box<Self>,
+            ) -> Result<raft_traits::StagedSnapshot, raft_traits::StorageError> {
+                unreachable!("a source never finishes its writer")
+            }
+        }
+        let mut collected = Collect::default();
+        block_on(source.write_to(&mut collected)).unwrap();
+        let count = collected.pieces;
+        assert!(
+            count > 3,
+            "{} bytes came in {count} pieces",
+            whole.data.len()
+        );
+        assert!(collected.data == whole.data, "the streamed bytes differ");
     }
 
     #[test]
