@@ -17,8 +17,8 @@ use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
     Bytes, HandlerError, LogId, LogIndex, NodeId, Request, Response, RpcHandler, Runtime, Snapshot,
-    SnapshotDescriptor, SnapshotJob, SnapshotMeta, SnapshotReader, StateMachine, StateMachineError,
-    Storage, async_trait, timeout,
+    SnapshotDescriptor, SnapshotMeta, SnapshotReader, SnapshotSource, StateMachine,
+    StateMachineError, Storage, async_trait, timeout,
 };
 
 type KvRaft = Raft<KvCommand, KvResponse>;
@@ -62,8 +62,8 @@ impl RpcHandler<KvCommand> for Recorder {
     }
 }
 
-/// The key-value state machine, restored from the snapshot's reader in small pieces
-/// (counting the restores that came this way).
+/// The key-value state machine, which writes its snapshots in pieces and is restored
+/// from the snapshot's reader in small pieces (counting the restores that came this way).
 struct Streaming {
     inner: KvStateMachine,
     streamed: Arc<AtomicU64>,
@@ -81,8 +81,8 @@ impl StateMachine<KvCommand> for Streaming {
         self.inner.snapshot().await
     }
 
-    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
-        self.inner.capture_snapshot()
+    fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        self.inner.capture_snapshot_stream()
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {

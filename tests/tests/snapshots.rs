@@ -12,8 +12,8 @@ use raft_impl::{Config, Parts, Raft};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
-    Bytes, LogId, LogIndex, NodeId, Runtime, Snapshot, StateMachine, StateMachineError,
-    async_trait, timeout,
+    Bytes, LogId, LogIndex, NodeId, Runtime, Snapshot, SnapshotJob, StateMachine,
+    StateMachineError, async_trait, timeout,
 };
 
 type KvRaft = Raft<KvCommand, KvResponse>;
@@ -250,6 +250,35 @@ impl StateMachine<KvCommand> for SerializesInline {
     }
 }
 
+/// The key-value state machine, capturing its state for a job that serializes it whole
+/// ([`StateMachine::capture_snapshot`]) rather than streaming it.
+struct CapturesWhole(KvStateMachine);
+
+#[async_trait]
+impl StateMachine<KvCommand> for CapturesWhole {
+    type Response = KvResponse;
+
+    async fn apply(&mut self, log_id: LogId, command: KvCommand) -> KvResponse {
+        self.0.apply(log_id, command).await
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
+        self.0.snapshot().await
+    }
+
+    fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
+        self.0.capture_snapshot()
+    }
+
+    async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
+        self.0.restore(snapshot).await
+    }
+
+    fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
+        KvStateMachine::check_snapshot(snapshot)
+    }
+}
+
 const AFTER: u64 = 20;
 const WINDOW: u64 = 10;
 
@@ -361,8 +390,13 @@ where
 }
 
 #[test]
-fn the_snapshot_policy_compacts_every_node_by_itself() {
+fn the_snapshot_policy_compacts_every_node_by_itself_with_streamed_snapshots() {
     policy_compacts_by_itself(7, KvStateMachine::new);
+}
+
+#[test]
+fn the_snapshot_policy_runs_a_job_that_serializes_the_captured_state_whole() {
+    policy_compacts_by_itself(9, || CapturesWhole(KvStateMachine::new()));
 }
 
 #[test]
