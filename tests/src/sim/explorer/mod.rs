@@ -106,7 +106,8 @@ use raft_impl::{Config, Parts, ProposeError, Raft, ReadError};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage, MemTransport};
 use raft_traits::{
     Entry, LogId, LogIndex, Membership, NodeId, Payload, Request, Response, Runtime, Snapshot,
-    StateMachine, StateMachineError, Term, Transport, TransportError, async_trait, timeout,
+    SnapshotSource, StateMachine, StateMachineError, Term, Transport, TransportError, async_trait,
+    timeout,
 };
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -647,6 +648,9 @@ struct World {
     /// The longest write latency of the nodes' disks, in microseconds (0: instant).
     disk_latency_micros: u64,
     snapshot_every: u64,
+    /// Whether Raft's snapshot policy takes the snapshots (streamed into storage by the
+    /// state machine) rather than the state machine handing them to `Raft::snapshot`.
+    policy_snapshots: bool,
     /// Set once the heal phase starts: flapping and outages stop meddling.
     healing: AtomicBool,
     /// Whether a disruptive election on a quiet network is a violation (pre-vote and
@@ -764,6 +768,11 @@ impl World {
         let mut chunk_rng = StdRng::seed_from_u64(mix(seed, 7));
         config.snapshot_chunk_size = chunk_rng.random_range(8..=128);
         config.snapshot_chunks_in_flight = chunk_rng.random_range(1..=4);
+        // Half the explorations leave snapshots to Raft's policy, drawn apart too.
+        let policy_snapshots = StdRng::seed_from_u64(mix(seed, 8)).random_bool(0.5);
+        if policy_snapshots {
+            config.snapshot_after_entries = Some(snapshot_every);
+        }
         let net = MemNetwork::new(runtime.clone(), mix(seed, 2));
         net.set_long_delays(false);
         let now = runtime.now();
@@ -793,6 +802,7 @@ impl World {
             planted_bug: options.planted_bug,
             disk_latency_micros,
             snapshot_every,
+            policy_snapshots,
             healing: AtomicBool::new(false),
             disruption_forbidden: config.pre_vote && config.check_quorum,
             transfer_probe: options.transfer_probe,
@@ -1332,8 +1342,9 @@ impl Transport<KvCommand> for Watched {
 }
 
 /// The key-value machine of an explored server: it records every apply for the safety
-/// checks and snapshots itself every `snapshot_every` commands, from inside `apply`. Its
-/// state is shared with the clients, which read it directly after a read barrier.
+/// checks and snapshots itself every `snapshot_every` commands, from inside `apply`, or
+/// leaves that to Raft's policy, streaming its state when asked. Its state is shared
+/// with the clients, which read it directly after a read barrier.
 struct CheckedKv {
     server: NodeId,
     /// This instance's [`Slot::crashed`].
@@ -1367,7 +1378,8 @@ impl StateMachine<KvCommand> for CheckedKv {
         }
         self.applied_any = true;
         self.since_snapshot += 1;
-        if self.since_snapshot >= self.world.snapshot_every
+        if !self.world.policy_snapshots
+            && self.since_snapshot >= self.world.snapshot_every
             && let Some(raft) = self.raft.get()
             && let Ok(snapshot) = self.kv.lock().await.snapshot().await
         {
@@ -1379,7 +1391,16 @@ impl StateMachine<KvCommand> for CheckedKv {
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
+        self.world.lock().stats.snapshots_taken += 1;
         self.kv.lock().await.snapshot().await
+    }
+
+    fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        // A client reading the state holds the lock for a moment; Raft then awaits
+        // `snapshot` instead.
+        let source = self.kv.try_lock()?.capture_snapshot_stream()?;
+        self.world.lock().stats.snapshots_taken += 1;
+        Some(source)
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
@@ -1406,12 +1427,17 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
         world.start(i).await;
     }
     world.event(format!(
-        "{} nodes, noop {}, inflight {}, batch {}, snapshot every {}, pieces of {} bytes ({} in flight){}",
+        "{} nodes, noop {}, inflight {}, batch {}, snapshot every {}{}, pieces of {} bytes ({} in flight){}",
         world.n,
         world.config.leader_noop,
         world.config.max_inflight_appends,
         world.config.max_append_entries,
         world.snapshot_every,
+        if world.policy_snapshots {
+            " by the policy"
+        } else {
+            ""
+        },
         world.config.snapshot_chunk_size,
         world.config.snapshot_chunks_in_flight,
         options
