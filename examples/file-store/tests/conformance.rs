@@ -4,7 +4,7 @@
 #![allow(clippy::print_stdout, clippy::unwrap_used)] // test code: it prints reports and panics to fail
 
 use raft_file_store::FileStorage;
-use raft_tests::conformance::storage::StorageFactory;
+use raft_tests::conformance::storage::{Damage, StorageFactory};
 use raft_tests::conformance::{self, Cmd};
 use raft_traits::StorageError;
 use tempfile::TempDir;
@@ -38,6 +38,33 @@ impl StorageFactory for Files {
     /// This does not simulate power loss; `tests/crash.rs` kills a writer process.
     fn crash(&mut self, store: Self::Store) -> Result<Self::Store, StorageError> {
         self.reopen(store)
+    }
+
+    fn can_corrupt(&self) -> bool {
+        true
+    }
+
+    /// Flips a bit in the middle of the `log` file (among the records, none the last)
+    /// or half way into the `snapshot` file's data (which ends the file).
+    fn corrupt(&mut self, store: Self::Store, damage: Damage) -> Result<Self::Store, StorageError> {
+        let dir = store.dir();
+        drop(store);
+        let name = match damage {
+            Damage::SnapshotData => "snapshot",
+            Damage::LogEntry => "log",
+            _ => return FileStorage::open(dir),
+        };
+        let path = dir.join(name);
+        let mut bytes = std::fs::read(&path)?;
+        let len = bytes.len();
+        let at = if damage == Damage::LogEntry {
+            len / 2
+        } else {
+            len - len / 4
+        };
+        bytes[at] ^= 0x10;
+        std::fs::write(&path, bytes)?;
+        FileStorage::open(dir)
     }
 }
 

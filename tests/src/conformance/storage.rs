@@ -40,6 +40,31 @@ pub trait StorageFactory {
     fn crash(&mut self, store: Self::Store) -> Result<Self::Store, StorageError> {
         self.reopen(store)
     }
+
+    /// Whether [`corrupt`](Self::corrupt) damages stored bytes; the case that needs it
+    /// is skipped when it does not.
+    fn can_corrupt(&self) -> bool {
+        false
+    }
+
+    /// Closes `store`, changes stored bytes of what `damage` names in its backing data
+    /// (as a failing disk would), and opens it again: the result of opening, which may
+    /// be the error of a backend that notices the damage there.
+    fn corrupt(&mut self, store: Self::Store, damage: Damage) -> Result<Self::Store, StorageError> {
+        let _ = damage;
+        self.reopen(store)
+    }
+}
+
+/// Which stored bytes [`StorageFactory::corrupt`] damages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damage {
+    /// A byte in the middle of the stored snapshot's data.
+    SnapshotData,
+    /// A byte of a stored log entry that is neither the first nor the last (damage to
+    /// the last one may pass for a write a crash cut short).
+    LogEntry,
 }
 
 /// How many random operation sequences the model case runs.
@@ -178,6 +203,12 @@ pub async fn run<F: StorageFactory>(factory: &mut F) -> Report {
         .case(
             "a_crash_while_taking_a_snapshot_keeps_the_old_one",
             crash_while_staging(factory),
+        )
+        .await;
+    report
+        .case(
+            "damaged_stored_bytes_are_reported_never_served",
+            damage_is_detected(factory),
         )
         .await;
     report
@@ -1410,6 +1441,90 @@ async fn crash_while_staging<F: StorageFactory>(factory: &mut F) -> CaseResult {
         .crash(store)
         .map_err(|e| CaseError::Failed(format!("reopening after a crash failed: {e}")))?;
     check_stored(&mut store, &big, "a saved staged snapshot after a crash").await
+}
+
+/// Whether `result` is the error of a store that noticed damage.
+fn noticed<T>(result: &Result<T, StorageError>) -> bool {
+    matches!(
+        result,
+        Err(StorageError::Corrupt(_) | StorageError::Codec(_))
+    )
+}
+
+async fn damage_is_detected<F: StorageFactory>(factory: &mut F) -> CaseResult {
+    if !factory.can_corrupt() {
+        return Err(CaseError::Skipped(
+            "the factory cannot damage stored bytes".to_owned(),
+        ));
+    }
+    for damage in [Damage::SnapshotData, Damage::LogEntry] {
+        let mut store = filled(factory, 8).await?;
+        let snapshot = large_snapshot(3, 1, 40_000);
+        ok!(
+            store.save_snapshot(snapshot.clone()).await,
+            "save_snapshot(3)"
+        );
+        let before = ok!(store.recover().await, "recover");
+        let mut store = match factory.corrupt(store, damage) {
+            Ok(store) => store,
+            Err(StorageError::Corrupt(_) | StorageError::Codec(_)) => continue,
+            Err(error) => {
+                return Err(CaseError::Failed(format!(
+                    "{damage:?}: opening a damaged store failed with {error:?}, not a typed \
+                     Corrupt or Codec error"
+                )));
+            }
+        };
+        // Opened: the damage must show when the damaged bytes are read, never as
+        // different data.
+        let recovered = store.recover().await;
+        if noticed(&recovered) {
+            continue;
+        }
+        let recovered = ok!(recovered, format!("recover after {damage:?}"));
+        ensure!(
+            recovered == before,
+            "{damage:?}: the store recovered different state from damaged bytes"
+        );
+        let entries = store.entries(LogIndex(1), LogIndex(9)).await;
+        if noticed(&entries) {
+            continue;
+        }
+        ensure!(
+            ok!(entries, format!("entries after {damage:?}")) == before.entries,
+            "{damage:?}: the store served different entries from damaged bytes"
+        );
+        let opened = store.open_snapshot().await;
+        if noticed(&opened) {
+            continue;
+        }
+        let Some((_, reader)) = ok!(opened, format!("open_snapshot after {damage:?}")) else {
+            return Err(CaseError::Failed(format!(
+                "{damage:?}: the snapshot is gone without an error"
+            )));
+        };
+        let mut data = Vec::new();
+        while (data.len() as u64) < reader.len() {
+            let piece = reader.read_at(data.len() as u64, 4096).await;
+            if noticed(&piece) {
+                break;
+            }
+            let piece = ok!(piece, format!("read_at after {damage:?}"));
+            ensure!(!piece.is_empty(), "{damage:?}: read_at returned nothing");
+            data.extend_from_slice(&piece);
+        }
+        if (data.len() as u64) < reader.len() {
+            continue;
+        }
+        ensure!(
+            data != snapshot.data,
+            "{damage:?}: every byte read back unchanged: the factory damaged nothing"
+        );
+        return Err(CaseError::Failed(format!(
+            "{damage:?}: the store served damaged data without an error"
+        )));
+    }
+    Ok(())
 }
 
 /// The reference model: what a store must hold after a sequence of operations.
