@@ -538,7 +538,7 @@ impl<R: Role, C: Command> Node<R, C> {
         data: bytes::Bytes,
         out: &mut Effects<C>,
     ) -> Result<LogId, SnapshotRefused> {
-        let meta = self.snapshot_meta(index)?;
+        let meta = self.meta_at(index)?;
         let snapshot = Snapshot { meta, data };
         self.took_snapshot(snapshot.descriptor(), Persist::Snapshot(snapshot), out)
     }
@@ -547,8 +547,21 @@ impl<R: Role, C: Command> Node<R, C> {
     /// about to take of its own state machine
     /// ([`Storage::create_snapshot`](raft_traits::Storage::create_snapshot)): the entry's
     /// id and the configuration in force there. Refused unless `index` is applied and
-    /// newer than the current snapshot.
+    /// newer than the current snapshot, and while a snapshot from the leader is being
+    /// received: installing this one would discard what was received, and the leader's
+    /// is the newer state.
     pub fn snapshot_meta(&self, index: LogIndex) -> Result<SnapshotMeta, SnapshotRefused> {
+        if let Some(receiving) = &self.shared.receiving {
+            return Err(SnapshotRefused::Receiving {
+                covers: receiving.descriptor.meta.last_included,
+            });
+        }
+        self.meta_at(index)
+    }
+
+    /// The meta of a snapshot at `index`, if `index` is applied and newer than the
+    /// current snapshot.
+    fn meta_at(&self, index: LogIndex) -> Result<SnapshotMeta, SnapshotRefused> {
         let shared = &self.shared;
         let current = shared.log.last_included();
         if index <= current.index {
@@ -644,7 +657,8 @@ pub struct Counters {
     pub leader_changes: u64,
 }
 
-/// Why [`Node::snapshot`] did not take a snapshot. Neither is fatal: the log is unchanged.
+/// Why the node took no snapshot ([`Node::snapshot`], [`Node::snapshot_meta`],
+/// [`Node::snapshot_staged`]). None is fatal: the log is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotRefused {
     /// The node already has a snapshot at least this recent.
@@ -660,6 +674,13 @@ pub enum SnapshotRefused {
         index: LogIndex,
         /// The last index handed to the state machine.
         last_applied: LogIndex,
+    },
+    /// A snapshot from the leader is being received; the server takes none of its own
+    /// meanwhile.
+    #[error("a snapshot covering {covers} is being received from the leader")]
+    Receiving {
+        /// What the snapshot being received covers.
+        covers: LogId,
     },
     /// A staged snapshot no longer describes the state at its index.
     #[error("the staged snapshot at {staged} no longer matches the log")]

@@ -556,3 +556,30 @@ fn an_empty_snapshot_is_one_piece_that_is_also_the_last() {
     );
     let _: SnapshotDescriptor = snap.descriptor();
 }
+
+#[test]
+fn no_snapshot_of_its_own_is_taken_while_one_is_received() {
+    let snap = big(30);
+    let (mut node, _) = step(follower(), piece(&snap, 0, 10));
+    let receiving = SnapshotRefused::Receiving {
+        covers: snap.meta.last_included,
+    };
+    assert_eq!(node.snapshot_meta(i(1)), Err(receiving));
+    let mut out = Effects::new();
+    let own = SnapshotDescriptor {
+        meta: SnapshotMeta {
+            last_included: id(1, 1),
+            membership: Membership::from_voters((1..=3).map(n)),
+        },
+        size: 0,
+        checksum: 0,
+    };
+    assert_eq!(node.snapshot_staged(own, &mut out), Err(receiving));
+    assert!(out.is_empty(), "a refused snapshot writes nothing");
+    // Once the leader's is installed, the refusal is about the index again.
+    let (node, _) = step(node, piece(&snap, 10, 20));
+    assert!(matches!(
+        node.snapshot_meta(i(10)),
+        Err(SnapshotRefused::NotNewer { .. })
+    ));
+}
