@@ -210,6 +210,22 @@ impl Cluster {
             .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
     }
 
+    /// Writes a few keys, cuts a follower off, and writes on until the leader has
+    /// compacted its log past what the follower holds. Returns the leader and the
+    /// follower, which stays cut off.
+    async fn leave_a_follower_behind_a_snapshot(&self) -> (usize, usize) {
+        let leader = self.leader().await;
+        let follower = (leader + 1) % 3;
+        self.write(1, 5).await;
+        self.isolate(follower, true);
+        self.write(6, KEYS + 5).await;
+        self.until("the leader snapshots", |c| {
+            c.nodes[leader].raft.status().snapshot.index >= LogIndex(KEYS)
+        })
+        .await;
+        (leader, follower)
+    }
+
     async fn leader(&self) -> usize {
         self.until("a leader", |c| c.nodes.iter().any(|n| n.raft.state().1))
             .await;
@@ -310,16 +326,7 @@ async fn transfer_under_way(
     fraction: f64,
 ) -> (Cluster, usize, SnapshotDescriptor) {
     let cluster = Cluster::start(runtime, seed).await;
-    let leader = cluster.leader().await;
-    let follower = (leader + 1) % 3;
-    cluster.write(1, 5).await;
-    cluster.isolate(follower, true);
-    cluster.write(6, KEYS + 5).await;
-    cluster
-        .until("the leader snapshots", |c| {
-            c.nodes[leader].raft.status().snapshot.index >= LogIndex(KEYS)
-        })
-        .await;
+    let (leader, follower) = cluster.leave_a_follower_behind_a_snapshot().await;
     let snapshot = cluster.stored(leader).await.unwrap();
     assert!(
         snapshot.size > (20 * CHUNK) as u64,
@@ -430,16 +437,7 @@ fn pieces_duplicated_reordered_and_lost_still_install_the_leaders_state() {
         let runtime = simulation.runtime();
         simulation.block_on(async move {
             let cluster = Cluster::start(&runtime, seed).await;
-            let leader = cluster.leader().await;
-            let follower = (leader + 1) % 3;
-            cluster.write(1, 5).await;
-            cluster.isolate(follower, true);
-            cluster.write(6, KEYS + 5).await;
-            cluster
-                .until("the leader snapshots", |c| {
-                    c.nodes[leader].raft.status().snapshot.index >= LogIndex(KEYS)
-                })
-                .await;
+            let (_, follower) = cluster.leave_a_follower_behind_a_snapshot().await;
             cluster.net.set_reliable(false);
             cluster.net.set_duplication(300);
             cluster.net.set_long_reordering(true);

@@ -924,6 +924,34 @@ async fn check_stored<S: Storage<Cmd>>(
     Ok(())
 }
 
+/// Checks that `snapshot` was just installed over a log of entries `1..=last`, which
+/// matches it: no pending snapshot is left, the snapshot reads back, the log is kept
+/// whole; and again after a reopen. Returns the reopened store.
+async fn check_installed<F: StorageFactory>(
+    factory: &mut F,
+    mut store: F::Store,
+    snapshot: &Snapshot,
+    last: u64,
+    how: &str,
+) -> Result<F::Store, CaseError> {
+    ensure_eq!(
+        ok!(store.pending_snapshot().await, "pending_snapshot"),
+        None,
+        format!("pending snapshot once one is {how}")
+    );
+    check_stored(&mut store, snapshot, how).await?;
+    let state = ok!(store.recover().await, "recover");
+    ensure_eq!(state.snapshot, Some(snapshot.meta.clone()), "snapshot meta");
+    ensure_eq!(
+        indices(&state.entries),
+        (1..=last).collect::<Vec<_>>(),
+        "a matching log is kept"
+    );
+    let mut store = reopen(factory, store)?;
+    check_stored(&mut store, snapshot, &format!("{how}, after reopen")).await?;
+    Ok(store)
+}
+
 async fn pieces_round_trip<F: StorageFactory>(factory: &mut F) -> CaseResult {
     let mut store = filled(factory, 8).await?;
     let big = large_snapshot(6, 1, LARGE);
@@ -953,21 +981,7 @@ async fn pieces_round_trip<F: StorageFactory>(factory: &mut F) -> CaseResult {
     write_pieces(&mut store, &big.data, 0, 64 * 1024).await?;
     let finished = ok!(store.finish_snapshot().await, "finish_snapshot");
     ensure_eq!(finished, big.descriptor(), "finish_snapshot's descriptor");
-    ensure_eq!(
-        ok!(store.pending_snapshot().await, "pending_snapshot"),
-        None,
-        "pending snapshot after finishing"
-    );
-    check_stored(&mut store, &big, "just finished").await?;
-    let state = ok!(store.recover().await, "recover");
-    ensure_eq!(state.snapshot, Some(big.meta.clone()), "snapshot meta");
-    ensure_eq!(
-        indices(&state.entries),
-        (1..=8).collect::<Vec<_>>(),
-        "a matching log is kept"
-    );
-    let mut store = reopen(factory, store)?;
-    check_stored(&mut store, &big, "after reopen").await?;
+    let mut store = check_installed(factory, store, &big, 8, "finished").await?;
     let whole = ok!(store.snapshot().await, "snapshot");
     ensure!(
         whole.as_ref() == Some(&big),
@@ -1337,21 +1351,7 @@ async fn staged_round_trip<F: StorageFactory>(factory: &mut F) -> CaseResult {
         "save_staged_snapshot(6)"
     );
     ensure_eq!(saved, big.descriptor(), "save_staged_snapshot's descriptor");
-    ensure_eq!(
-        ok!(store.pending_snapshot().await, "pending_snapshot"),
-        None,
-        "pending snapshot after saving a staged one"
-    );
-    check_stored(&mut store, &big, "just saved").await?;
-    let state = ok!(store.recover().await, "recover");
-    ensure_eq!(state.snapshot, Some(big.meta.clone()), "snapshot meta");
-    ensure_eq!(
-        indices(&state.entries),
-        (1..=9).collect::<Vec<_>>(),
-        "a matching log is kept"
-    );
-    let mut store = reopen(factory, store)?;
-    check_stored(&mut store, &big, "after reopen").await?;
+    let mut store = check_installed(factory, store, &big, 9, "staged and saved").await?;
     // A staged snapshot that conflicts with the log drops it, as save_snapshot does.
     let conflicting = large_snapshot(9, 2, 5_000);
     let staged = stage(&mut store, &conflicting).await?;

@@ -353,6 +353,11 @@ fn pieces(effects: &[Effect<Cmd>]) -> Vec<(SendTag, u64, u64, bool)> {
         .collect()
 }
 
+/// The (offset, length) of each piece sent.
+fn spans(effects: &[Effect<Cmd>]) -> Vec<(u64, u64)> {
+    pieces(effects).iter().map(|p| (p.1, p.2)).collect()
+}
+
 fn install_reply(outcome: InstallOutcome) -> Response {
     Response::InstallSnapshot(InstallSnapshotReply {
         term: t(2),
@@ -469,10 +474,7 @@ fn a_lost_piece_is_resent_from_the_follower_s_offset_without_resending_what_it_h
     // leader ask again from what the follower confirmed: one piece, at 20.
     let (_, effects) = step(leader, reply_to(2, next[0].0, install_reply(received(20))));
     assert_eq!(
-        pieces(&effects)
-            .iter()
-            .map(|p| (p.1, p.2))
-            .collect::<Vec<_>>(),
+        spans(&effects),
         [(20, 10)],
         "resent from the confirmed offset, one piece"
     );
@@ -501,10 +503,7 @@ fn after_a_failure_with_nothing_in_flight_the_next_heartbeat_resumes() {
     }
     let (_, effects) = step(leader, Input::HeartbeatTimeout);
     assert_eq!(
-        pieces(&effects)
-            .iter()
-            .map(|p| (p.1, p.2))
-            .collect::<Vec<_>>(),
+        spans(&effects),
         [(10, 10)],
         "resumed at the next heartbeat from the confirmed offset"
     );
@@ -530,10 +529,7 @@ fn pieces_without_an_answer_are_asked_again_after_the_timeout() {
     }
     let (_, effects) = step(leader, Input::HeartbeatTimeout);
     assert_eq!(
-        pieces(&effects)
-            .iter()
-            .map(|p| (p.1, p.2))
-            .collect::<Vec<_>>(),
+        spans(&effects),
         [(10, 10)],
         "asked again from the confirmed offset"
     );
