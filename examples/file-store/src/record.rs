@@ -171,4 +171,23 @@ mod tests {
         file[end - 1] ^= 1;
         assert_eq!(scan(&file).unwrap().records.len(), 1);
     }
+    #[test]
+    fn in_allocated_room_a_cut_short_record_is_torn_and_damage_before_it_is_not() {
+        let intact = file_of(&[b"first", b"second", b"third"]);
+        let room = [0u8; 64];
+        // Every prefix of the last record, followed by the room's zeros.
+        let last_start = intact.len() - (HEADER_LEN + 5);
+        for cut in last_start..intact.len() {
+            let mut file = intact[..cut].to_vec();
+            file.extend_from_slice(&room);
+            let scan = scan(&file).unwrap();
+            assert_eq!(scan.records.len(), 2, "cut at {cut}");
+            assert_eq!(scan.valid_len, last_start as u64, "cut at {cut}");
+        }
+        // A damaged record with a record after it is corruption, room or not.
+        let mut file = intact.clone();
+        file[HEADER_LEN + 2] ^= 1;
+        file.extend_from_slice(&room);
+        assert!(scan(&file).is_err());
+    }
 }
