@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo run --release -p raft-examples --bin raft-bench -- [SCENARIO...] [--json]`
 //! where SCENARIO is `inprocess`, `tcp`, `tcp-tls`, `durable`, `election`, `snapshot`, `memory`,
-//! `reads` or `all` (the default). See `--help`.
+//! `reads` or `all` (the default). See `--help`. `snapshot --size 256MiB,1GiB` sends snapshots
+//! of those sizes between two node processes (see `stream`).
 //!
 //! `--plot FILE.svg` draws the scenarios measured at several client counts (throughput and
 //! latency against clients), with `--anchor NAME=FILE` figures of another system beside
@@ -16,6 +17,7 @@ mod measure;
 mod plot;
 mod reads;
 mod scenarios;
+mod stream;
 
 use std::fmt::Write as _;
 
@@ -79,6 +81,37 @@ struct Args {
         conflicts_with = "scenarios"
     )]
     rows: Vec<std::path::PathBuf>,
+    /// Snapshot sizes for the `snapshot` scenario, like 256MiB or 1GiB (default both).
+    #[arg(long, value_delimiter = ',', value_parser = stream::parse_size)]
+    size: Option<Vec<u64>>,
+    /// How many times the `snapshot` scenario runs each size.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// The piece size of InstallSnapshot in the `snapshot` scenario
+    /// (`Config::snapshot_chunk_size`; default 1MiB).
+    #[arg(long, value_parser = stream::parse_size)]
+    snapshot_chunk: Option<u64>,
+    /// Pieces in flight in the `snapshot` scenario (`Config::snapshot_chunks_in_flight`;
+    /// default 4).
+    #[arg(long)]
+    snapshot_window: Option<usize>,
+    /// The largest size the whole-snapshot anchor of the `snapshot` scenario runs at
+    /// (its three in-process nodes hold the data several times over); larger sizes are
+    /// compared with it at this size. 0: no anchor.
+    #[arg(long, value_parser = parse_size_or_zero, default_value = "256MiB")]
+    anchor_max: u64,
+    /// Test hook: the leader's snapshot gets this byte inverted, which only the
+    /// follower's byte check can notice.
+    #[arg(long, hide = true)]
+    flip_byte: Option<u64>,
+}
+
+fn parse_size_or_zero(text: &str) -> Result<u64, String> {
+    if text.trim() == "0" {
+        Ok(0)
+    } else {
+        stream::parse_size(text)
+    }
 }
 
 /// The networks the `reads` scenario can run on.
@@ -114,7 +147,10 @@ enum Scenario {
     Durable,
     /// Kill the leader 50 times; time until a new leader serves writes.
     Election,
-    /// Bring a wiped follower back with a 256 MiB snapshot over TCP.
+    /// A snapshot of each `--size` (default 256 MiB and 1 GiB) sent between two node
+    /// processes over loopback TCP, on the file store: MB/s, the RSS growth of each, and
+    /// the bytes resent after the follower is killed half way; beside the whole-snapshot
+    /// anchor (a wiped follower brought back in process, memory storage).
     Snapshot,
     /// 1 000 000 key-value writes with snapshots; memory at the end.
     Memory,
@@ -147,6 +183,9 @@ pub(crate) struct Row {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(stream::NODE_COMMAND) {
+        std::process::exit(stream::node_main(std::env::args().skip(1)));
+    }
     let args = Args::parse();
     if !args.rows.is_empty() {
         let mut measured = Vec::new();
@@ -184,6 +223,7 @@ fn main() {
     }
     let scale = if args.quick { 10 } else { 1 };
     let mut rows = Vec::new();
+    let mut snapshots = Vec::new();
     let mut failed = false;
     for scenario in scenarios {
         let result = match (args.runtime, scenario) {
@@ -193,7 +233,14 @@ fn main() {
             _ => {
                 let runtime = smol_runtime
                     .get_or_insert_with(|| SmolRuntime::with_threads(args.threads.max(1)));
-                runtime.block_on(run(scenario, &args, scale, runtime, &mut rows))
+                runtime.block_on(run(
+                    scenario,
+                    &args,
+                    scale,
+                    runtime,
+                    &mut rows,
+                    &mut snapshots,
+                ))
             }
         };
         if let Err(BenchError(reason)) = result {
@@ -208,6 +255,9 @@ fn main() {
         println!("{}", json(&rows));
     } else {
         print!("{}", table(&rows));
+        if !snapshots.is_empty() {
+            print!("\n{}", stream::table(&snapshots));
+        }
     }
     if args.plot.is_some() {
         let measured: Vec<plot::Measured> = rows
@@ -281,6 +331,7 @@ async fn run(
     scale: u64,
     runtime: &SmolRuntime,
     rows: &mut Vec<Row>,
+    snapshots: &mut Vec<stream::Measured>,
 ) -> Result<(), BenchError> {
     let mut config = raft_impl::Config::default();
     if let Some(inflight) = args.inflight {
@@ -393,9 +444,7 @@ async fn run(
         Scenario::Election => {
             rows.push(scenarios::election(runtime, (50 / scale as usize).max(5)).await?)
         }
-        Scenario::Snapshot => {
-            rows.push(scenarios::snapshot_install(runtime, 256 / scale as usize).await?)
-        }
+        Scenario::Snapshot => snapshot(args, scale, runtime, rows, snapshots).await?,
         Scenario::Memory => rows.push(scenarios::memory(runtime, 1_000_000 / scale).await?),
         Scenario::Reads => {
             let clients = args.clients.as_deref().unwrap_or(&[1, 64]);
@@ -422,6 +471,95 @@ async fn run(
             }
         }
         Scenario::All => {}
+    }
+    Ok(())
+}
+
+/// The `snapshot` scenario: per run and size, a transfer, an interrupted one, and the
+/// whole-snapshot anchor (once per run and anchor size).
+async fn snapshot(
+    args: &Args,
+    scale: u64,
+    runtime: &SmolRuntime,
+    rows: &mut Vec<Row>,
+    snapshots: &mut Vec<stream::Measured>,
+) -> Result<(), BenchError> {
+    let defaults = raft_impl::Config::default();
+    let chunk = match args.snapshot_chunk {
+        Some(chunk) => usize::try_from(chunk)
+            .map_err(|_| BenchError(format!("--snapshot-chunk {chunk} is too large")))?,
+        None => defaults.snapshot_chunk_size,
+    };
+    let window = args
+        .snapshot_window
+        .unwrap_or(defaults.snapshot_chunks_in_flight);
+    let sizes: Vec<u64> = args
+        .size
+        .clone()
+        .unwrap_or_else(|| vec![256 << 20, 1 << 30])
+        .into_iter()
+        .map(|size| (size / scale).max(1))
+        .collect();
+    for run in 1..=args.runs {
+        let options = stream::Options {
+            chunk,
+            window,
+            seed: 14 + run as u64,
+            flip_byte: args.flip_byte,
+        };
+        let mut anchors: Vec<(u64, f64)> = Vec::new();
+        for &size in &sizes {
+            let name = stream::show_size(size);
+            eprintln!("snapshot {name}, run {run}: send + install");
+            let send = stream::transfer(&options, size, false).await?;
+            eprintln!(
+                "snapshot {name}, run {run}: {:.0} MB/s; now interrupted at 50% and resumed",
+                send.size as f64 / 1e6 / send.secs
+            );
+            let resume = stream::transfer(&options, size, true).await?;
+            let anchor_mib = size.min(args.anchor_max).div_ceil(1 << 20);
+            let anchor = if anchor_mib == 0 {
+                None
+            } else if let Some(&(_, mbps)) = anchors.iter().find(|(at, _)| *at == anchor_mib) {
+                Some((mbps, anchor_mib << 20))
+            } else {
+                eprintln!(
+                    "snapshot {name}, run {run}: the whole-snapshot anchor at {anchor_mib} MiB"
+                );
+                let row = scenarios::snapshot_install(runtime, anchor_mib as usize).await?;
+                let secs = row.latency.mean_us / 1e6;
+                let mbps = (anchor_mib << 20) as f64 / 1e6 / secs;
+                rows.push(row);
+                anchors.push((anchor_mib, mbps));
+                Some((mbps, anchor_mib << 20))
+            };
+            let measured = stream::Measured {
+                run,
+                send,
+                resume,
+                window: (chunk * window) as u64,
+                anchor,
+            };
+            rows.push(Row {
+                scenario: "snapshot stream",
+                operation: "snapshot",
+                clients: 0,
+                writes: 1,
+                writes_per_sec: 0.0,
+                latency: Latency::of(vec![(measured.send.secs * 1e9) as u64]),
+                cpu_us_per_write: 0.0,
+                peak_rss_mib: 0.0,
+                note: format!(
+                    "{name} run {run}: {:.0} MB/s; RSS growth sender {:.1} MiB, receiver {:.1} MiB; resent {} bytes (window {} bytes)",
+                    measured.mbps(),
+                    measured.send.sender_growth_kib as f64 / 1024.0,
+                    measured.send.receiver_growth_kib as f64 / 1024.0,
+                    measured.resume.resume.as_ref().map_or(-1, |r| r.resent),
+                    measured.window
+                ),
+            });
+            snapshots.push(measured);
+        }
     }
     Ok(())
 }
