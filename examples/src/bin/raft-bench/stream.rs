@@ -756,6 +756,9 @@ pub(crate) struct Transfer {
     pub(crate) secs: f64,
     pub(crate) sender_growth_kib: u64,
     pub(crate) receiver_growth_kib: u64,
+    /// The baselines the growths are measured from.
+    pub(crate) sender_baseline_kib: u64,
+    pub(crate) receiver_baseline_kib: u64,
     /// For a resumed transfer.
     pub(crate) resume: Option<Resumed>,
 }
@@ -907,16 +910,16 @@ pub(crate) async fn transfer(
         )));
     }
     let growth = |peak: u64, baseline: u64| peak.saturating_sub(baseline);
+    let follower_baseline: u64 = number(&follower_ready, "rss_kib")?;
     let delivered: u64 = number(&report, "delivered")?;
     let attempted: u64 = number(&report, "attempted")?;
     Ok(Transfer {
         size,
         secs,
         sender_growth_kib: growth(number(&report, "hwm_kib")?, leader_baseline),
-        receiver_growth_kib: growth(
-            number(&restored, "hwm_kib")?,
-            number(&follower_ready, "rss_kib")?,
-        ),
+        receiver_growth_kib: growth(number(&restored, "hwm_kib")?, follower_baseline),
+        sender_baseline_kib: leader_baseline,
+        receiver_baseline_kib: follower_baseline,
         resume: resume.map(|(durable, delivered_before)| {
             let after = delivered.saturating_sub(delivered_before);
             Resumed {
@@ -1053,6 +1056,15 @@ pub(crate) fn table(measured: &[Measured]) -> String {
          the bytes it lacked."
     );
     for m in measured {
+        let _ = writeln!(
+            out,
+            "  {} run {}: {:.2} s; baselines: sender {:.1} MiB, receiver {:.1} MiB",
+            show_size(m.send.size),
+            m.run,
+            m.send.secs,
+            mib(m.send.sender_baseline_kib),
+            mib(m.send.receiver_baseline_kib),
+        );
         if let Some(r) = &m.resume.resume {
             let _ = writeln!(
                 out,
