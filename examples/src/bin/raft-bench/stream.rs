@@ -971,6 +971,9 @@ pub(crate) fn show_size(bytes: u64) -> String {
             return format!("{} {unit}", bytes >> shift);
         }
     }
+    if bytes >= 1 << 20 {
+        return format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20));
+    }
     format!("{bytes} B")
 }
 
@@ -1009,7 +1012,7 @@ pub(crate) fn table(measured: &[Measured]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<8} {:>3} | {:>22} | {:>22} | {:>22} | {:>26} | {:>8} | {:>18}",
+        "{:<10} {:>3} | {:>22} | {:>22} | {:>22} | {:>26} | {:>8} | {:>18}",
         "size",
         "run",
         "MB/s (>= 151)",
@@ -1031,7 +1034,7 @@ pub(crate) fn table(measured: &[Measured]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<8} {:>3} | {:>6.0} {:>15} | {:>5.1} MiB {:>12} | {:>5.1} MiB {:>12} | {:>11} {:>14} | {:>8} | {:>18}",
+            "{:<10} {:>3} | {:>6.0} {:>15} | {:>5.1} MiB {:>12} | {:>5.1} MiB {:>12} | {:>11} {:>14} | {:>8} | {:>18}",
             show_size(m.send.size),
             m.run,
             mbps,
