@@ -150,7 +150,8 @@ enum Scenario {
     /// A snapshot of each `--size` (default 256 MiB and 1 GiB) sent between two node
     /// processes over loopback TCP, on the file store: MB/s, the RSS growth of each, and
     /// the bytes resent after the follower is killed half way; beside the whole-snapshot
-    /// anchor (a wiped follower brought back in process, memory storage).
+    /// anchor (a wiped follower brought back in process, memory storage); and the
+    /// snapshot policy taking a snapshot of that size in a node process of its own.
     Snapshot,
     /// 1 000 000 key-value writes with snapshots; memory at the end.
     Memory,
@@ -517,6 +518,8 @@ async fn snapshot(
                 send.size as f64 / 1e6 / send.secs
             );
             let resume = stream::transfer(&options, size, true).await?;
+            eprintln!("snapshot {name}, run {run}: taken by the snapshot policy");
+            let take = stream::take_snapshot(&options, size).await?;
             let anchor_mib = size.min(args.anchor_max).div_ceil(1 << 20);
             let anchor = if anchor_mib == 0 {
                 None
@@ -539,6 +542,7 @@ async fn snapshot(
                 resume,
                 window: (chunk * window) as u64,
                 anchor,
+                take,
             };
             rows.push(Row {
                 scenario: "snapshot stream",

@@ -26,7 +26,8 @@ use raft_net_smol::{SmolRuntime, TcpConfig, TcpServer, TcpTransport};
 use raft_traits::{
     Bytes, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, Request, Response,
     RpcHandler, Snapshot, SnapshotChecksum, SnapshotDescriptor, SnapshotMeta, SnapshotReader,
-    StateMachine, StateMachineError, Storage, Term, Transport, TransportError, async_trait,
+    SnapshotSource, SnapshotWriter, StateMachine, StateMachineError, Storage, Term, Transport,
+    TransportError, async_trait,
 };
 
 use crate::BenchError;
@@ -53,6 +54,9 @@ const HEADER: u64 = 16;
 /// store in.
 const RESTORE_PIECE: usize = 1 << 20;
 const BUILD_PIECE: usize = 4 << 20;
+
+/// The taking phase: the snapshot policy takes a snapshot after this many entries.
+const TAKE_AFTER: u64 = 8;
 
 /// The targets of issue 14.
 pub(crate) const TARGET_MBPS: f64 = 151.0;
@@ -163,8 +167,12 @@ enum Event {
 
 /// A state machine whose state is the generator's data (seed, size): it holds no data,
 /// and checks every byte of a snapshot it restores.
+///
+/// On the taking node (`taking` set), the first command applied makes the state the
+/// expected data, and the snapshot policy's capture streams it into storage.
 struct Generated {
     expected: Data,
+    taking: Option<Arc<Taking>>,
     /// Whether restoring compares the bytes (always, but for the test hook's leader).
     compare: bool,
     /// The data of the current state; size 0 before any snapshot.
@@ -178,7 +186,18 @@ impl StateMachine<()> for Generated {
     type Response = ();
 
     async fn apply(&mut self, log_id: LogId, _command: ()) {
+        if self.taking.is_some() && self.state.size == 0 {
+            self.state = self.expected;
+        }
         self.last = log_id;
+    }
+
+    fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        let taking = Arc::clone(self.taking.as_ref()?);
+        Some(Box::new(Source {
+            data: self.state,
+            taking,
+        }))
     }
 
     /// The whole data, made from the generator. The scenario never has Raft take a
@@ -235,6 +254,41 @@ impl StateMachine<()> for Generated {
                 Err(StateMachineError::InvalidSnapshot(reason))
             }
         }
+    }
+}
+
+/// When the taking node's state machine streamed its snapshot, and how much.
+#[derive(Debug, Default)]
+struct Taking {
+    started: OnceLock<Instant>,
+    ended: OnceLock<Instant>,
+    written: AtomicU64,
+}
+
+/// A captured state: the generator's data, written in pieces of [`RESTORE_PIECE`].
+struct Source {
+    data: Data,
+    taking: Arc<Taking>,
+}
+
+#[async_trait]
+impl SnapshotSource for Source {
+    async fn write_to(
+        self: Box<Self>,
+        out: &mut dyn SnapshotWriter,
+    ) -> Result<(), StateMachineError> {
+        self.taking.started.get_or_init(Instant::now);
+        let mut offset = 0;
+        while offset < self.data.size {
+            let len = (self.data.size - offset).min(RESTORE_PIECE as u64);
+            let mut piece = vec![0u8; len as usize];
+            self.data.fill_at(offset, &mut piece);
+            out.write(Bytes::from(piece)).await?;
+            offset += len;
+            self.taking.written.store(offset, Ordering::Relaxed);
+        }
+        self.taking.ended.get_or_init(Instant::now);
+        Ok(())
     }
 }
 
@@ -319,6 +373,8 @@ fn reset_peak() -> bool {
 enum Role {
     Leader,
     Follower,
+    /// A one-node cluster whose snapshot policy takes the snapshot.
+    Taker,
 }
 
 /// The arguments of one node process (raft-bench snapshot-node ...).
@@ -388,8 +444,20 @@ async fn node(runtime: &SmolRuntime, args: NodeArgs) -> Result<i32, BenchError> 
         move |e: &dyn std::fmt::Display| BenchError(format!("{what}: {e}"))
     };
     let (id, other) = match args.role {
-        Role::Leader => (LEADER, FOLLOWER),
+        Role::Leader | Role::Taker => (LEADER, FOLLOWER),
         Role::Follower => (FOLLOWER, LEADER),
+    };
+    let (voters, taking, config) = match args.role {
+        Role::Taker => {
+            let mut config = node_config(args.chunk, args.window);
+            config.snapshot_after_entries = Some(TAKE_AFTER);
+            (vec![LEADER], Some(Arc::new(Taking::default())), config)
+        }
+        _ => (
+            members().to_vec(),
+            None,
+            node_config(args.chunk, args.window),
+        ),
     };
     let mut storage: FileStorage<()> =
         FileStorage::open(&args.dir).map_err(|e| fail("open store")(&e))?;
@@ -416,6 +484,7 @@ async fn node(runtime: &SmolRuntime, args: NodeArgs) -> Result<i32, BenchError> 
             size: args.size,
         },
         compare: !args.unchecked,
+        taking: taking.clone(),
         state: Data { seed: 0, size: 0 },
         last: LogId::default(),
         events: events.clone(),
@@ -430,7 +499,7 @@ async fn node(runtime: &SmolRuntime, args: NodeArgs) -> Result<i32, BenchError> 
         },
     };
     // The leader's state machine restores (and checks) its stored snapshot in here.
-    let raft = Raft::spawn(id, members(), node_config(args.chunk, args.window), parts)
+    let raft = Raft::spawn(id, voters, config, parts)
         .await
         .map_err(|e| fail("start")(&e))?;
     // Drop what the start-up restore reported: the follower's figures begin later.
@@ -498,6 +567,10 @@ async fn node(runtime: &SmolRuntime, args: NodeArgs) -> Result<i32, BenchError> 
                     status_kib("VmHWM:"),
                     status_kib("VmRSS:")
                 ),
+                ["take"] => match take(runtime, &raft, taking.as_deref(), args.size).await {
+                    Ok(line) => println!("{line}"),
+                    Err(BenchError(reason)) => println!("failed reason={reason}"),
+                },
                 ["quit"] => break,
                 _ => println!("failed reason=unknown command {line:?}"),
             },
@@ -509,6 +582,59 @@ async fn node(runtime: &SmolRuntime, args: NodeArgs) -> Result<i32, BenchError> 
     server.shutdown().await;
     transport.shutdown();
     Ok(code)
+}
+
+/// The taking node: once it leads, proposes [`TAKE_AFTER`] commands (the first makes its
+/// state the data) and waits until the policy's snapshot is stored; returns the `taken`
+/// line.
+async fn take(
+    runtime: &SmolRuntime,
+    raft: &Raft<(), ()>,
+    taking: Option<&Taking>,
+    size: u64,
+) -> Result<String, BenchError> {
+    use raft_traits::Runtime as _;
+    let taking = taking.ok_or_else(|| BenchError("this node takes no snapshots".into()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !raft.state().1 {
+        if Instant::now() > deadline {
+            return Err(BenchError("the taker did not become leader in 10 s".into()));
+        }
+        runtime.sleep(Duration::from_millis(2)).await;
+    }
+    for _ in 0..TAKE_AFTER {
+        raft.propose(())
+            .await
+            .map_err(|e| BenchError(format!("a write failed: {e}")))?;
+    }
+    let deadline = Instant::now() + bound(size, 300);
+    let stored = loop {
+        let status = raft.status();
+        if status.snapshot.index > LogIndex::ZERO {
+            break Instant::now();
+        }
+        if status.stopped || Instant::now() > deadline {
+            return Err(BenchError(format!(
+                "no snapshot was stored (written {} bytes): {status:?}",
+                taking.written.load(Ordering::Relaxed)
+            )));
+        }
+        runtime.sleep(Duration::from_millis(1)).await;
+    };
+    let started = taking
+        .started
+        .get()
+        .ok_or_else(|| BenchError("a snapshot was stored, not streamed".into()))?;
+    let ended = taking.ended.get().copied().unwrap_or(stored);
+    Ok(format!(
+        "taken secs={} write_secs={} written={} index={} hwm_kib={} rss_kib={}",
+        stored.saturating_duration_since(*started).as_secs_f64(),
+        ended.saturating_duration_since(*started).as_secs_f64(),
+        taking.written.load(Ordering::Relaxed),
+        raft.status().snapshot.index.0,
+        status_kib("VmHWM:"),
+        status_kib("VmRSS:")
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -746,6 +872,70 @@ async fn build_leader_store(dir: &Path, data: Data, flip: Option<u64>) -> Result
     }
     store.finish_snapshot().await.map_err(fail)?;
     Ok(())
+}
+
+/// What taking a snapshot cost the taking node.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Taken {
+    pub(crate) size: u64,
+    /// From the state machine's first write to the snapshot stored.
+    pub(crate) secs: f64,
+    pub(crate) growth_kib: u64,
+    pub(crate) baseline_kib: u64,
+}
+
+/// The taking phase: a one-node cluster on the file store whose snapshot policy takes a
+/// `size`-byte snapshot of its state machine, which streams it into storage; then the
+/// stored snapshot is read back and every byte checked.
+pub(crate) async fn take_snapshot(options: &Options, size: u64) -> Result<Taken, BenchError> {
+    let data = Data {
+        seed: options.seed,
+        size: size.max(HEADER),
+    };
+    let size = data.size;
+    let scratch = ScratchDir::new(&format!("stream-{size}-take"))?;
+    let dir = scratch.0.join("taker");
+    let loopback: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let mut taker = NodeProcess::start(
+        "taker",
+        node_args("taker", &dir, loopback, None, data, options),
+    )?;
+    let ready = taker.expect("ready", Duration::from_secs(30)).await?;
+    check_reset(&ready)?;
+    let baseline: u64 = number(&ready, "rss_kib")?;
+    taker.send("take")?;
+    let taken = taker.expect("taken", bound(size, 300)).await?;
+    taker.quit().await?;
+    let written: u64 = number(&taken, "written")?;
+    if written != size {
+        return Err(BenchError(format!(
+            "the state machine wrote {written} bytes of {size}"
+        )));
+    }
+
+    // Read back what was stored.
+    let fail = |e: raft_traits::StorageError| BenchError(format!("the taken snapshot: {e}"));
+    let mut store: FileStorage<()> = FileStorage::open(&dir).map_err(fail)?;
+    store.recover().await.map_err(fail)?;
+    let (descriptor, reader) = store
+        .open_snapshot()
+        .await
+        .map_err(fail)?
+        .ok_or_else(|| BenchError("the taker stored no snapshot".into()))?;
+    if descriptor.size != size || descriptor.meta.last_included.index == LogIndex::ZERO {
+        return Err(BenchError(format!(
+            "the taker stored {descriptor:?}, not {size} bytes"
+        )));
+    }
+    verify(reader.as_ref(), data, true)
+        .await
+        .map_err(|reason| BenchError(format!("the taken snapshot is wrong: {reason}")))?;
+    Ok(Taken {
+        size,
+        secs: number(&taken, "secs")?,
+        growth_kib: number::<u64>(&taken, "hwm_kib")?.saturating_sub(baseline),
+        baseline_kib: baseline,
+    })
 }
 
 /// One transfer's figures.
@@ -986,6 +1176,8 @@ pub(crate) struct Measured {
     pub(crate) window: u64,
     /// The anchor's MB/s and the size it ran at.
     pub(crate) anchor: Option<(f64, u64)>,
+    /// The snapshot policy taking a snapshot of the size.
+    pub(crate) take: Taken,
 }
 
 impl Measured {
@@ -1012,7 +1204,7 @@ pub(crate) fn table(measured: &[Measured]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<10} {:>3} | {:>22} | {:>22} | {:>22} | {:>26} | {:>8} | {:>18}",
+        "{:<10} {:>3} | {:>22} | {:>22} | {:>22} | {:>26} | {:>8} | {:>18} | {:>9} | {:>22}",
         "size",
         "run",
         "MB/s (>= 151)",
@@ -1020,7 +1212,9 @@ pub(crate) fn table(measured: &[Measured]) -> String {
         "receiver RSS + (< 64)",
         "resent bytes (< window)",
         "window",
-        "anchor MB/s"
+        "anchor MB/s",
+        "take MB/s",
+        "taker RSS + (< 64 MiB)"
     );
     for m in measured {
         let mbps = m.mbps();
@@ -1034,7 +1228,7 @@ pub(crate) fn table(measured: &[Measured]) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<10} {:>3} | {:>6.0} {:>15} | {:>5.1} MiB {:>12} | {:>5.1} MiB {:>12} | {:>11} {:>14} | {:>8} | {:>18}",
+            "{:<10} {:>3} | {:>6.0} {:>15} | {:>5.1} MiB {:>12} | {:>5.1} MiB {:>12} | {:>11} {:>14} | {:>8} | {:>18} | {:>9.0} | {:>5.1} MiB {:>12}",
             show_size(m.send.size),
             m.run,
             mbps,
@@ -1046,7 +1240,10 @@ pub(crate) fn table(measured: &[Measured]) -> String {
             resent,
             verdict(resent >= 0 && (resent as u64) < m.window),
             show_size(m.window),
-            anchor
+            anchor,
+            m.take.size as f64 / 1e6 / m.take.secs,
+            mib(m.take.growth_kib),
+            verdict(mib(m.take.growth_kib) < TARGET_RSS_MIB)
         );
     }
     let _ = writeln!(
@@ -1056,17 +1253,24 @@ pub(crate) fn table(measured: &[Measured]) -> String {
          RSS +: the peak (VmHWM, reset through /proc/self/clear_refs at the baseline) less the \
          baseline (VmRSS once the node is up and idle, before the transfer), per process.\n\
          resent: bytes delivered to the restarted follower (killed by SIGKILL at 50%) beyond \
-         the bytes it lacked."
+         the bytes it lacked.\n\
+         take: a one-node cluster's snapshot policy (Config::snapshot_after_entries) takes \
+         the snapshot, its state machine streaming it into the file store: MB/s from the \
+         first piece written to the snapshot stored; taker RSS + as above; every stored byte \
+         checked afterwards."
     );
     for m in measured {
         let _ = writeln!(
             out,
-            "  {} run {}: {:.2} s; baselines: sender {:.1} MiB, receiver {:.1} MiB",
+            "  {} run {}: {:.2} s; baselines: sender {:.1} MiB, receiver {:.1} MiB; taking \
+             {:.2} s from a baseline of {:.1} MiB",
             show_size(m.send.size),
             m.run,
             m.send.secs,
             mib(m.send.sender_baseline_kib),
             mib(m.send.receiver_baseline_kib),
+            m.take.secs,
+            mib(m.take.baseline_kib),
         );
         if let Some(r) = &m.resume.resume {
             let _ = writeln!(
