@@ -1,7 +1,7 @@
 //! `raft-bench snapshot` end to end at a tiny size (4 MiB in 64 KiB pieces), so that the
 //! scenario's code path keeps working: two node processes, a transfer whose every byte
-//! the follower checks, one interrupted by a SIGKILL and resumed, and the whole-snapshot
-//! anchor. It checks the bytes and the bookkeeping, never the speed or the memory.
+//! the follower checks, one interrupted by a SIGKILL and resumed, the whole-snapshot
+//! anchor, and a snapshot taken by the snapshot policy (every stored byte checked). It checks the bytes and the bookkeeping, never the speed or the memory.
 
 #![allow(clippy::unwrap_used)] // test code: it panics to fail
 
@@ -50,6 +50,9 @@ fn a_tiny_snapshot_is_sent_checked_interrupted_and_resumed() {
         .collect();
     assert_eq!(rows.len(), 1, "{stdout}");
     assert!(rows[0].contains("256 KiB"), "{stdout}");
+    // Every column: size and run, MB/s, the two RSS growths, resent, window, anchor, and
+    // the taking phase's MB/s and RSS growth.
+    assert_eq!(rows[0].matches('|').count(), 8, "{stdout}");
     // The anchor ran in the same run, at its cap.
     assert!(rows[0].contains("(at 1 MiB)"), "{stdout}");
     // The interrupted transfer: the follower held part of the data when it restarted,
