@@ -1,7 +1,9 @@
 //! The `snapshot` scenario: a snapshot of SIZE bytes sent in pieces over loopback TCP from
 //! a leader process to a follower process, both on the file store, with the peak memory
 //! of each process measured against its own idle baseline; then the same transfer with
-//! the follower killed half way and restarted, counting the bytes the leader sends again.
+//! the follower killed half way and restarted, counting the bytes the leader sends again;
+//! then a one-node cluster whose snapshot policy takes a snapshot of that size, its state
+//! machine streaming it into the file store.
 //!
 //! raft-bench runs each node as a child process of its own (itself, with the hidden
 //! [`NODE_COMMAND`]); they talk to the coordinating parent over stdin and stdout in
