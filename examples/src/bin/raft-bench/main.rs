@@ -400,13 +400,19 @@ async fn run(
             // The floor first: what one durable write's fsync costs on this disk, alone
             // and with the three nodes' fsyncs at once.
             let probe = cluster::ScratchDir::new("fsync-probe")?;
-            for writers in [1, 3] {
+            for (writers, in_place) in [(1, false), (3, false), (1, true), (3, true)] {
                 let rounds = 500 / scale as usize;
-                let latency = measure::disk_fsync(&probe.0, writers, rounds, 256).map_err(|e| {
-                    BenchError(format!("fsync probe in {}: {e}", probe.0.display()))
-                })?;
+                let latency = measure::disk_fsync(&probe.0, writers, rounds, 256, in_place)
+                    .map_err(|e| {
+                        BenchError(format!("fsync probe in {}: {e}", probe.0.display()))
+                    })?;
                 rows.push(Row {
-                    scenario: if writers == 1 { "disk fsync" } else { "disk fsync x3" },
+                    scenario: match (writers, in_place) {
+                        (1, false) => "disk fsync",
+                        (_, false) => "disk fsync x3",
+                        (1, true) => "disk fsync in place",
+                        _ => "disk fsync in place x3",
+                    },
                     operation: "fsync",
                     clients: writers,
                     writes: (writers * rounds) as u64,
@@ -420,7 +426,12 @@ async fn run(
                     cpu_us_per_write: 0.0,
                     peak_rss_mib: 0.0,
                     note: format!(
-                        "{writers} thread(s) in step, each appending 256 B and fdatasync-ing a file of its own"
+                        "{writers} thread(s) in step, each {} 256 B and fdatasync-ing a file of its own",
+                        if in_place {
+                            "overwriting zeros already allocated (as the file store's log) with"
+                        } else {
+                            "appending"
+                        }
                     ),
                 });
             }

@@ -77,11 +77,16 @@ pub(crate) use raft_examples::progress::{Goal, Progress};
 /// (the nodes of a cluster sharing one disk) each append `bytes` to a file of its own
 /// in `dir` and `fdatasync` it, `rounds` times, in step. The floor of a durable write is
 /// one such round, so the durable scenario prints it beside its own latency.
+///
+/// `in_place`: the file is filled with zeros first and the records overwrite them, as
+/// the file store writes its log (room allocated ahead), so that a sync writes the data
+/// without the inode; otherwise every append grows the file.
 pub(crate) fn disk_fsync(
     dir: &std::path::Path,
     writers: usize,
     rounds: usize,
     bytes: usize,
+    in_place: bool,
 ) -> std::io::Result<Latency> {
     use std::io::Write as _;
     let barrier = std::sync::Barrier::new(writers);
@@ -92,13 +97,19 @@ pub(crate) fn disk_fsync(
                 let (barrier, record) = (&barrier, &record);
                 scope.spawn(move || -> std::io::Result<Vec<u64>> {
                     let path = dir.join(format!("fsync-probe-{writer}"));
-                    let mut file = std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(&path)?;
-                    let mut nanos = Vec::with_capacity(rounds);
                     // The first rounds create the file and its first blocks: not timed.
                     const WARM_UP: usize = 20;
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .truncate(true)
+                        .write(true)
+                        .open(&path)?;
+                    if in_place {
+                        file.write_all(&vec![0u8; (rounds + WARM_UP) * record.len()])?;
+                        file.sync_all()?;
+                        std::io::Seek::rewind(&mut file)?;
+                    }
+                    let mut nanos = Vec::with_capacity(rounds);
                     for round in 0..rounds + WARM_UP {
                         barrier.wait();
                         let start = std::time::Instant::now();
