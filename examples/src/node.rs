@@ -29,7 +29,14 @@ use crate::read::{ReadMode, ReadStats};
 use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, SnapshottingKv};
 
 /// How many applied commands a node lets pass between two snapshots by default.
-pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 10_000;
+///
+/// Every snapshot writes the whole state, so this bounds how much is written per
+/// command: with 200 000 keys of 256-byte values (about 54 MB of state), a snapshot
+/// every 10 000 commands wrote twenty times the log's own bytes and held 64 clients to
+/// 25k puts/s (p99 26 ms); every 100 000, 35k (p99 4.6 ms). etcd's default
+/// `--snapshot-count` is the same 100 000. The log held in memory between two snapshots
+/// grows accordingly (some 30 MB at that value size).
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 
 /// How many client sessions a node keeps by default (the session wrapper's default).
 pub const DEFAULT_MAX_SESSIONS: NonZeroUsize = DEFAULT_CAPACITY;
