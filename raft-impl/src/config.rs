@@ -104,6 +104,13 @@ pub struct Config {
     /// [`StateMachine::snapshot`](raft_traits::StateMachine::snapshot) there. `None`
     /// leaves snapshots to the service, through `Raft::snapshot`, which works either way.
     pub snapshot_after_entries: Option<u64>,
+    /// The snapshot policy's other trigger: once the entries applied since the last
+    /// snapshot amount to this many bytes (their postcard encoding, what the log holds
+    /// of them), the node takes one, as for
+    /// [`snapshot_after_entries`](Config::snapshot_after_entries); whichever is reached
+    /// first. Counting costs an encoding of each applied entry, so it is done only when
+    /// this is set. `None`: entries alone decide.
+    pub snapshot_after_bytes: Option<u64>,
     /// The most snapshot data one InstallSnapshot carries. A snapshot is sent in pieces
     /// of this size, read from storage as they go, so neither end holds it whole.
     pub snapshot_chunk_size: usize,
@@ -131,6 +138,7 @@ impl Default for Config {
             clock_drift_margin: Duration::from_millis(50),
             snapshot_trailing_entries: 4096,
             snapshot_after_entries: None,
+            snapshot_after_bytes: None,
             snapshot_chunk_size: 1 << 20,
             snapshot_chunks_in_flight: 4,
         }
@@ -160,6 +168,7 @@ impl Config {
             clock_drift_margin: Duration::from_millis(50),
             snapshot_trailing_entries: 0,
             snapshot_after_entries: None,
+            snapshot_after_bytes: None,
             snapshot_chunk_size: 1 << 20,
             snapshot_chunks_in_flight: 4,
         }
@@ -199,6 +208,9 @@ impl Config {
         }
         if self.snapshot_after_entries == Some(0) {
             return Err(ConfigError::Zero("snapshot_after_entries"));
+        }
+        if self.snapshot_after_bytes == Some(0) {
+            return Err(ConfigError::Zero("snapshot_after_bytes"));
         }
         if self.snapshot_chunk_size == 0 {
             return Err(ConfigError::Zero("snapshot_chunk_size"));
@@ -243,6 +255,8 @@ impl Config {
         with_snapshot_trailing_entries: snapshot_trailing_entries: u64;
         /// Sets [`snapshot_after_entries`](Config::snapshot_after_entries).
         with_snapshot_after_entries: snapshot_after_entries: Option<u64>;
+        /// Sets [`snapshot_after_bytes`](Config::snapshot_after_bytes).
+        with_snapshot_after_bytes: snapshot_after_bytes: Option<u64>;
         /// Sets [`snapshot_chunk_size`](Config::snapshot_chunk_size).
         with_snapshot_chunk_size: snapshot_chunk_size: usize;
         /// Sets [`snapshot_chunks_in_flight`](Config::snapshot_chunks_in_flight).

@@ -129,7 +129,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         };
         let pending = storage.pending_snapshot().await?;
         let seed = config.seed.unwrap_or_else(|| runtime.random_seed());
-        let snapshot_policy = config.snapshot_after_entries;
+        let snapshot_policy = (config.snapshot_after_entries, config.snapshot_after_bytes);
         // The cluster's first start on this store: the bootstrap configuration is made
         // durable (as an empty snapshot at index 0, which compaction later replaces), so
         // every later start knows it without the argument, and can tell a contradicting

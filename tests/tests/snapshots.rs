@@ -12,8 +12,8 @@ use raft_impl::{Config, Parts, Raft};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
-    Bytes, LogId, LogIndex, NodeId, Runtime, Snapshot, SnapshotJob, StateMachine,
-    StateMachineError, async_trait, timeout,
+    Bytes, Codec, Entry, LogId, LogIndex, NodeId, Payload, Postcard, Runtime, Snapshot,
+    SnapshotJob, StateMachine, StateMachineError, Term, async_trait, timeout,
 };
 
 type KvRaft = Raft<KvCommand, KvResponse>;
@@ -291,6 +291,20 @@ where
     M: StateMachine<KvCommand, Response = KvResponse>,
     F: Fn() -> M + Send + 'static,
 {
+    policy_compacts_with(seed, state_machine, |config| {
+        config.with_snapshot_after_entries(Some(AFTER))
+    });
+}
+
+/// [`policy_compacts_by_itself`] with the policy `policy` sets on the lab configuration.
+fn policy_compacts_with<M, F>(
+    seed: u64,
+    state_machine: F,
+    policy: impl Fn(Config) -> Config + Send + 'static,
+) where
+    M: StateMachine<KvCommand, Response = KvResponse>,
+    F: Fn() -> M + Send + 'static,
+{
     let simulation = Simulation::new(seed);
     let runtime = simulation.runtime();
     simulation.block_on(async move {
@@ -304,9 +318,8 @@ where
                 state_machine: state_machine(),
                 transport: net.transport(id),
             };
-            let config = Config::lab()
+            let config = policy(Config::lab())
                 .with_seed(Some(seed + id.0))
-                .with_snapshot_after_entries(Some(AFTER))
                 .with_snapshot_trailing_entries(WINDOW);
             let raft = Raft::spawn(id, ids.clone(), config, parts).await.unwrap();
             net.add_server(id, Arc::new(raft.clone()));
@@ -367,8 +380,9 @@ where
             });
         for node in &nodes {
             let status = node.status();
+            // About one per AFTER entries: neither much fewer nor much more.
             assert!(
-                status.counters.snapshots_taken >= 200 / AFTER - 1,
+                (200 / AFTER - 1..=2 * 200 / AFTER).contains(&status.counters.snapshots_taken),
                 "node {} took {} snapshots",
                 status.id,
                 status.counters.snapshots_taken
@@ -392,6 +406,24 @@ where
 #[test]
 fn the_snapshot_policy_compacts_every_node_by_itself_with_streamed_snapshots() {
     policy_compacts_by_itself(7, KvStateMachine::new);
+}
+
+#[test]
+fn the_snapshot_policy_compacts_by_the_size_of_the_entries_applied() {
+    // The largest of the test's entries, encoded as the policy counts them: a size
+    // trigger of `AFTER` of them fires within about `AFTER` entries.
+    let largest = Entry {
+        term: Term(9),
+        index: LogIndex(999),
+        payload: Payload::Command(KvCommand::Put {
+            key: "k6".into(),
+            value: "v200".into(),
+        }),
+    };
+    let size = Postcard.encode(&largest).unwrap().len() as u64;
+    policy_compacts_with(10, KvStateMachine::new, move |config| {
+        config.with_snapshot_after_bytes(Some(AFTER * size))
+    });
 }
 
 #[test]

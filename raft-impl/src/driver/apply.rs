@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_channel::{Receiver, Sender};
 use futures::channel::oneshot;
 use raft_traits::{
-    Bytes, Command, Entry, LogId, LogIndex, Payload, Runtime, SnapshotDescriptor, SnapshotJob,
-    SnapshotReader, SnapshotSource, SnapshotWriter, StateMachine, StateMachineError, Term,
-    async_trait,
+    Bytes, Codec, Command, Entry, LogId, LogIndex, Payload, Postcard, Runtime, SnapshotDescriptor,
+    SnapshotJob, SnapshotReader, SnapshotSource, SnapshotWriter, StateMachine, StateMachineError,
+    Term, async_trait,
 };
 
 use super::Event;
@@ -39,32 +39,67 @@ pub(crate) enum ApplyMsg<C, R> {
     Shutdown,
 }
 
-/// The library's own snapshots (`Config::snapshot_after_entries`): when to take one, and
-/// whether one is being serialized.
+/// The library's own snapshots (`Config::snapshot_after_entries` and
+/// `Config::snapshot_after_bytes`): when to take one, and whether one is being written.
 pub(crate) struct SnapshotPolicy<Rt> {
     runtime: Rt,
-    /// Take a snapshot once this many entries were applied since the last; `None`: never.
+    /// Take a snapshot once this many entries were applied since the last; `None`: not
+    /// by count.
     after_entries: Option<u64>,
+    /// Take a snapshot once the entries applied since the last encode to this many
+    /// bytes; `None`: not by size.
+    after_bytes: Option<u64>,
     /// The index of the last snapshot taken, restored or asked for.
     last: LogIndex,
-    /// Whether a captured snapshot is still being serialized; none is captured meanwhile.
+    /// The encoded size of the entries applied since `last` (counted only with
+    /// `after_bytes`).
+    bytes: u64,
+    /// Where entries are encoded to be measured, reused.
+    scratch: Vec<u8>,
+    /// Whether a captured snapshot is still being written; none is captured meanwhile.
     busy: Arc<AtomicBool>,
 }
 
 impl<Rt: Runtime> SnapshotPolicy<Rt> {
-    pub(crate) fn new(runtime: Rt, after_entries: Option<u64>, last: LogIndex) -> Self {
+    /// A policy with the triggers `(after_entries, after_bytes)`, the last snapshot at
+    /// `last`.
+    pub(crate) fn new(runtime: Rt, after: (Option<u64>, Option<u64>), last: LogIndex) -> Self {
         SnapshotPolicy {
             runtime,
-            after_entries,
+            after_entries: after.0,
+            after_bytes: after.1,
             last,
+            bytes: 0,
+            scratch: Vec::new(),
             busy: Arc::new(AtomicBool::new(false)),
         }
     }
 
+    /// Counts `entry`, about to be applied, toward the size trigger.
+    fn count<C: Command>(&mut self, entry: &Entry<C>) {
+        if self.after_bytes.is_none() {
+            return;
+        }
+        self.scratch.clear();
+        // An entry that does not encode is counted as nothing: it is in the log, so it
+        // encoded once; this is only an estimate of the log's size.
+        if Postcard.encode_into(entry, &mut self.scratch).is_ok() {
+            self.bytes = self.bytes.saturating_add(self.scratch.len() as u64);
+        }
+    }
+
+    /// The last snapshot now covers `index`: the triggers count from there.
+    fn restart_at(&mut self, index: LogIndex) {
+        self.last = index;
+        self.bytes = 0;
+    }
+
     fn due(&self, applied: LogIndex) -> bool {
-        self.after_entries.is_some_and(|after| {
-            applied.0.saturating_sub(self.last.0) >= after && !self.busy.load(Ordering::Acquire)
-        })
+        let by_count = self
+            .after_entries
+            .is_some_and(|after| applied.0.saturating_sub(self.last.0) >= after);
+        let by_size = self.after_bytes.is_some_and(|after| self.bytes >= after);
+        (by_count || by_size) && !self.busy.load(Ordering::Acquire)
     }
 
     /// Takes a snapshot of the state machine, which has applied up to `applied`, and
@@ -81,7 +116,7 @@ impl<Rt: Runtime> SnapshotPolicy<Rt> {
         C: Command,
         M: StateMachine<C>,
     {
-        self.last = applied;
+        self.restart_at(applied);
         // The state captured covers exactly the entries applied so far, whatever the
         // state machine's own idea of its last index (blank and configuration entries
         // never reach it): the snapshot is taken at `applied`.
@@ -179,6 +214,7 @@ where
             ApplyMsg::Entries(entries) => {
                 for entry in entries {
                     let id = entry.log_id();
+                    policy.count(&entry);
                     // Before `apply`, which may hand Raft a snapshot of this very index.
                     shared.note_applying(id.index);
                     let response = match entry.payload {
@@ -219,7 +255,9 @@ where
                     }
                 }
                 shared.store_applied(covered);
-                policy.last = policy.last.max(covered);
+                if covered > policy.last {
+                    policy.restart_at(covered);
+                }
                 for (index, _, waiter) in waiters.take_up_to(covered) {
                     let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
                 }
