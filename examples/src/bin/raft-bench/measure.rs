@@ -49,15 +49,16 @@ pub(crate) fn cpu_time() -> Duration {
 
 /// The peak resident set size of this process, in MiB, from `/proc/self/status`.
 pub(crate) fn peak_rss_mib() -> f64 {
-    status_kib("VmHWM:") / 1024.0
+    status_kib("VmHWM:") as f64 / 1024.0
 }
 
 /// The current resident set size of this process, in MiB.
 pub(crate) fn rss_mib() -> f64 {
-    status_kib("VmRSS:") / 1024.0
+    status_kib("VmRSS:") as f64 / 1024.0
 }
 
-fn status_kib(field: &str) -> f64 {
+/// A field of /proc/self/status counted in KiB (`VmRSS:`, `VmHWM:`), 0 if unknown.
+pub(crate) fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -65,9 +66,9 @@ fn status_kib(field: &str) -> f64 {
                 .lines()
                 .find(|line| line.starts_with(field))
                 .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse::<f64>().ok())
+                .and_then(|kib| kib.parse().ok())
         })
-        .unwrap_or(0.0)
+        .unwrap_or(0)
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal.

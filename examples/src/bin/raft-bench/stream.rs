@@ -34,6 +34,7 @@ use raft_traits::{
 
 use crate::BenchError;
 use crate::cluster::ScratchDir;
+use crate::measure::status_kib;
 
 /// The hidden first argument that makes raft-bench run one node of this scenario.
 pub(crate) const NODE_COMMAND: &str = "snapshot-node";
@@ -348,19 +349,6 @@ impl RpcHandler<()> for Receiving {
 
 // ---------------------------------------------------------------------------------------
 // Memory.
-
-fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with(field))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Resets the process's peak resident set (VmHWM) to its current size (Linux: "5" to
 /// /proc/self/clear_refs). Returns whether it could.
