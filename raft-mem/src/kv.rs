@@ -110,11 +110,17 @@ impl SnapshotSource for CapturedMap {
         // The same bytes as encoding the map whole: postcard writes a map as its length
         // (a varint) followed by each key and value in order.
         let encode_error = |e| StateMachineError::Other(Box::new(e));
-        let mut piece = Postcard.encode(&self.0.len()).map_err(encode_error)?;
+        let mut piece = Vec::with_capacity(SNAPSHOT_PIECE);
+        Postcard
+            .encode_into(&self.0.len(), &mut piece)
+            .map_err(encode_error)?;
         for entry in self.0.iter() {
-            piece.extend(Postcard.encode(&entry).map_err(encode_error)?);
+            Postcard
+                .encode_into(&entry, &mut piece)
+                .map_err(encode_error)?;
             if piece.len() >= SNAPSHOT_PIECE {
-                out.write(Bytes::from(std::mem::take(&mut piece))).await?;
+                let full = std::mem::replace(&mut piece, Vec::with_capacity(SNAPSHOT_PIECE));
+                out.write(Bytes::from(full)).await?;
             }
         }
         out.write(Bytes::from(piece)).await?;

@@ -234,7 +234,8 @@ pub trait Storage<C: Command>: Send + 'static {
     ///
     /// A staged snapshot this store did not create is
     /// [`StorageError::ForeignStagedSnapshot`]. The default installs a
-    /// [`BufferWriter`]'s data with `save_snapshot`.
+    /// [`BufferWriter`]'s data with `save_snapshot`. A backend overrides both methods or
+    /// neither, and a wrapper around another store forwards both to it.
     async fn save_staged_snapshot(
         &mut self,
         staged: StagedSnapshot,

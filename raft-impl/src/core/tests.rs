@@ -1283,16 +1283,10 @@ fn an_older_snapshot_never_moves_the_state_machine_back() {
     assert_eq!(node.last_applied(), i(6));
 }
 
-#[test]
-fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
-    let (mut leader, effects) = elect(Boot::new(1, 3).term(1).snapshot(10, 1));
-    let (tag, probe) = appends_to(&effects, 2)[0].clone();
-    assert_eq!(
-        probe.prev_log,
-        id(1, 10),
-        "real index of the snapshot boundary"
-    );
-    let short = Response::Append(AppendReply {
+/// A follower's refusal of the leader's first AppendEntries (at the snapshot boundary,
+/// 10) that says its log ends at 3: it needs entries the leader compacted.
+fn behind_the_snapshot() -> Response {
+    Response::Append(AppendReply {
         term: t(2),
         outcome: AppendOutcome::Conflict {
             prev_log_index: i(10),
@@ -1302,9 +1296,20 @@ fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
                 last_log_index: i(3),
             },
         },
-    });
+    })
+}
+
+#[test]
+fn leader_sends_its_snapshot_when_a_follower_needs_compacted_entries() {
+    let (mut leader, effects) = elect(Boot::new(1, 3).term(1).snapshot(10, 1));
+    let (tag, probe) = appends_to(&effects, 2)[0].clone();
+    assert_eq!(
+        probe.prev_log,
+        id(1, 10),
+        "real index of the snapshot boundary"
+    );
     let mut out = Effects::new();
-    leader = leader.step(reply_to(2, tag, short), &mut out);
+    leader = leader.step(reply_to(2, tag, behind_the_snapshot()), &mut out);
     let snapshots: Vec<_> = sends(out.as_slice())
         .into_iter()
         .filter(|(to, _, r)| *to == n(2) && matches!(r, Request::InstallSnapshot(_)))

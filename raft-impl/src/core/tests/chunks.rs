@@ -323,18 +323,7 @@ fn leader_sending(snapshot: Snapshot) -> (AnyNode<Cmd>, Vec<Effect<Cmd>>) {
     boot.snapshot = Some(snapshot);
     let (leader, effects) = elect(boot);
     let (tag, _) = appends_to(&effects, 2)[0].clone();
-    let short = Response::Append(AppendReply {
-        term: t(2),
-        outcome: AppendOutcome::Conflict {
-            prev_log_index: i(10),
-            hint: ConflictHint {
-                conflict_term: None,
-                first_index: i(4),
-                last_log_index: i(3),
-            },
-        },
-    });
-    step(leader, reply_to(2, tag, short))
+    step(leader, reply_to(2, tag, behind_the_snapshot()))
 }
 
 /// The snapshot pieces sent to peer 2: tag, offset, length, done.
