@@ -813,18 +813,24 @@ where
     }
 
     async fn persist(&mut self, write: Persist<C>) -> Result<(), StorageError> {
+        // A write that replaces the stored snapshot is followed by opening a reader over
+        // the new one, for the pieces sent to followers and the state machine's restore.
+        let replaces_snapshot = matches!(
+            write,
+            Persist::Snapshot(_) | Persist::StagedSnapshot(_) | Persist::FinishSnapshot
+        );
         let storage = &mut self.storage;
         let in_flight = &mut self.in_flight;
         match write {
             Persist::HardState(hard_state) => {
-                in_flight.overlap(storage.save_hard_state(hard_state)).await
+                in_flight
+                    .overlap(storage.save_hard_state(hard_state))
+                    .await?
             }
-            Persist::Entries(entries) => in_flight.overlap(storage.append(&entries)).await,
-            Persist::TruncateFrom(index) => in_flight.overlap(storage.truncate_from(index)).await,
+            Persist::Entries(entries) => in_flight.overlap(storage.append(&entries)).await?,
+            Persist::TruncateFrom(index) => in_flight.overlap(storage.truncate_from(index)).await?,
             Persist::Snapshot(snapshot) => {
-                in_flight.overlap(storage.save_snapshot(snapshot)).await?;
-                self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
-                Ok(())
+                in_flight.overlap(storage.save_snapshot(snapshot)).await?
             }
             Persist::StagedSnapshot(descriptor) => {
                 let staged = match self.staged.take() {
@@ -838,26 +844,30 @@ where
                 };
                 in_flight
                     .overlap(storage.save_staged_snapshot(staged))
-                    .await?;
-                self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
-                Ok(())
+                    .await
+                    .map(drop)?
             }
-            Persist::PurgeTo(index) => in_flight.overlap(storage.purge_to(index)).await,
+            Persist::PurgeTo(index) => in_flight.overlap(storage.purge_to(index)).await?,
             Persist::BeginSnapshot(descriptor) => {
-                in_flight.overlap(storage.begin_snapshot(descriptor)).await
+                in_flight
+                    .overlap(storage.begin_snapshot(descriptor))
+                    .await?
             }
             Persist::SnapshotChunk { offset, data } => {
                 in_flight
                     .overlap(storage.write_snapshot_chunk(offset, data))
-                    .await
+                    .await?
             }
-            Persist::FinishSnapshot => {
-                in_flight.overlap(storage.finish_snapshot()).await?;
-                self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
-                Ok(())
-            }
-            Persist::AbortSnapshot => in_flight.overlap(storage.abort_snapshot()).await,
+            Persist::FinishSnapshot => in_flight
+                .overlap(storage.finish_snapshot())
+                .await
+                .map(drop)?,
+            Persist::AbortSnapshot => in_flight.overlap(storage.abort_snapshot()).await?,
         }
+        if replaces_snapshot {
+            self.snapshot_reader = in_flight.overlap(storage.open_snapshot()).await?;
+        }
+        Ok(())
     }
 
     /// Starts sending a piece of the stored snapshot: the request, polled with the others
