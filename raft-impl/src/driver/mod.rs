@@ -309,6 +309,16 @@ where
         self.pending_replies.clear();
         let _ = self.apply_tx.try_send(ApplyMsg::Shutdown);
         let _ = apply_task.await;
+        // A shutdown asked for while the loop was finishing is in the queue, where its
+        // asker would wait for good (the handles keep the channel's senders): closed now,
+        // the queue takes no more, and what it holds is answered, the state machine being
+        // done.
+        self.events.close();
+        while let Ok(event) = self.events.try_recv() {
+            if let Event::Shutdown { done, .. } = event {
+                let _ = done.send(());
+            }
+        }
         if let Some(done) = shutdown_done {
             let _ = done.send(());
         }
