@@ -78,6 +78,7 @@ mod service;
 mod stream;
 pub mod tls;
 mod transport;
+mod workers;
 
 pub use client::TcpClient;
 pub use config::TcpConfig;

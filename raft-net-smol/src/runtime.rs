@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Weak};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -11,8 +10,8 @@ use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use raft_traits::{JoinError, JoinHandle, Runtime};
 use rand::RngExt;
-use smol::Executor;
-use smol::channel::{Receiver, Sender};
+
+use crate::workers::Pool;
 
 /// The smol runtime: real time, OS threads, the system's randomness.
 ///
@@ -49,13 +48,10 @@ struct Shared {
 
 enum Flavour {
     Global,
-    /// The worker threads own the executor; the handle only borrows it, so that stopping
-    /// the threads drops the executor and every task still on it, even while tasks hold
+    /// The worker threads own the pool; the handle only borrows it, so that stopping
+    /// the threads drops the pool and every task still on it, even while tasks hold
     /// clones of the runtime.
-    Owned {
-        executor: Weak<Executor<'static>>,
-        stop: Sender<()>,
-    },
+    Owned(Weak<Pool>),
 }
 
 impl SmolRuntime {
@@ -71,27 +67,10 @@ impl SmolRuntime {
 
     /// A runtime with its own executor running on `threads` new OS threads (at least one).
     pub fn with_threads(threads: usize) -> Self {
-        let executor = Arc::new(Executor::new());
-        let (stop, stopped): (Sender<()>, Receiver<()>) = smol::channel::bounded(1);
-        for n in 0..threads.max(1) {
-            let executor = Arc::clone(&executor);
-            let stopped = stopped.clone();
-            thread::Builder::new()
-                .name(format!("raft-smol-{n}"))
-                .spawn(move || {
-                    // Runs tasks until `stop` is closed; `recv` then returns an error.
-                    smol::block_on(executor.run(async { stopped.recv().await.ok() }));
-                })
-                .map_err(|e| tracing::error!("cannot start a runtime thread: {e}"))
-                .ok();
-        }
         SmolRuntime {
             shared: Arc::new(Shared {
                 epoch: Instant::now(),
-                executor: Flavour::Owned {
-                    executor: Arc::downgrade(&executor),
-                    stop,
-                },
+                executor: Flavour::Owned(Pool::start(threads)),
             }),
         }
     }
@@ -106,8 +85,10 @@ impl SmolRuntime {
     /// drops every task still on it. Later spawns end at once with [`JoinError`]. Does
     /// nothing on the global runtime.
     pub fn stop(&self) {
-        if let Flavour::Owned { stop, .. } = &self.shared.executor {
-            stop.close();
+        if let Flavour::Owned(pool) = &self.shared.executor
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.stop();
         }
     }
 }
@@ -125,9 +106,9 @@ impl Runtime for SmolRuntime {
         };
         match &self.shared.executor {
             Flavour::Global => smol::spawn(task).detach(),
-            Flavour::Owned { executor, .. } => {
-                if let Some(executor) = executor.upgrade() {
-                    executor.spawn(task).detach();
+            Flavour::Owned(pool) => {
+                if let Some(pool) = pool.upgrade() {
+                    pool.spawn(task);
                 }
             }
         }
@@ -155,7 +136,7 @@ impl fmt::Debug for SmolRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let flavour = match self.shared.executor {
             Flavour::Global => "global",
-            Flavour::Owned { .. } => "owned",
+            Flavour::Owned(_) => "owned",
         };
         f.debug_struct("SmolRuntime")
             .field("executor", &flavour)

@@ -1,0 +1,464 @@
+//! The worker threads behind [`SmolRuntime::with_threads`](crate::SmolRuntime::with_threads):
+//! one task queue shared by the threads, each of which drives async-io's reactor (the
+//! sockets' and timers' readiness) while it has nothing to run.
+//!
+//! Why not smol's `Executor`: every time one of its threads picks a task, it wakes another
+//! sleeping thread "in case the task takes long". A Raft write is a chain of short tasks
+//! (a socket read wakes the node's loop, which wakes a connection's writer, ...), so each
+//! link woke the other thread, which mostly found nothing to do and went back to sleep:
+//! a futex or eventfd write, a context switch and a reactor round, several times per write
+//! (`raft-bench tcp --clients 1` spent 1.7 times the CPU per write on two threads as on one).
+//! Here a thread is woken only when queued tasks outnumber the threads looking for work,
+//! and a task woken by the running task runs next on the same thread (its *next* slot),
+//! as with tokio's LIFO slot. The price is the same as tokio's: a task in that slot waits
+//! for the task that woke it to yield.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+use std::thread;
+
+use async_task::Runnable;
+use concurrent_queue::ConcurrentQueue;
+
+/// Tasks a thread runs before it lets its reactor check the sockets again.
+const BUDGET: usize = 64;
+
+/// Tasks in a row a thread takes from its *next* slot before the queue's turn: a task that
+/// keeps waking itself must not starve the others.
+const NEXT_IN_A_ROW: usize = 16;
+
+/// The shared state of a pool of worker threads.
+pub(crate) struct Pool {
+    queue: ConcurrentQueue<Runnable>,
+    /// Threads awake and not running a task: they will take what is queued.
+    searching: AtomicUsize,
+    /// The waker of each thread that sleeps, by thread number.
+    sleeping: Mutex<Vec<Option<Waker>>>,
+    /// Every task not yet finished, so that stopping drops them all.
+    tasks: Mutex<Tasks>,
+    stopped: AtomicBool,
+}
+
+#[derive(Default)]
+struct Tasks {
+    next_id: u64,
+    wakers: BTreeMap<u64, Waker>,
+}
+
+/// What a worker thread knows about itself.
+struct Worker {
+    /// The pool it belongs to (a thread only ever belongs to one).
+    pool: *const Pool,
+    id: usize,
+    /// Whether it is running a task right now.
+    running: bool,
+    /// A task woken by the running task, to run next.
+    next: Option<Runnable>,
+}
+
+thread_local! {
+    static WORKER: RefCell<Option<Worker>> = const { RefCell::new(None) };
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Pool {
+    /// Starts `threads` worker threads (at least one). The threads hold the pool; the
+    /// returned handle does not keep it alive.
+    pub(crate) fn start(threads: usize) -> Weak<Pool> {
+        let threads = threads.max(1);
+        let pool = Arc::new(Pool {
+            queue: ConcurrentQueue::unbounded(),
+            searching: AtomicUsize::new(threads),
+            sleeping: Mutex::new(vec![None; threads]),
+            tasks: Mutex::new(Tasks::default()),
+            stopped: AtomicBool::new(false),
+        });
+        let handle = Arc::downgrade(&pool);
+        for id in 0..threads {
+            let pool = Arc::clone(&pool);
+            let started = thread::Builder::new()
+                .name(format!("raft-smol-{id}"))
+                .spawn(move || pool.work(id));
+            if let Err(e) = started {
+                tracing::error!("cannot start a runtime thread: {e}");
+                // It will never look for work.
+                handle
+                    .upgrade()
+                    .map(|pool| pool.searching.fetch_sub(1, Ordering::SeqCst));
+            }
+        }
+        handle
+    }
+
+    /// Runs `future` on the pool until it completes; dropped unfinished if the pool stops.
+    pub(crate) fn spawn<F>(self: &Arc<Self>, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let id = {
+            let mut tasks = lock(&self.tasks);
+            tasks.next_id += 1;
+            tasks.next_id
+        };
+        let forget = Forget {
+            pool: Arc::downgrade(self),
+            id,
+        };
+        let task = async move {
+            let _forget = forget;
+            future.await;
+        };
+        let pool = Arc::downgrade(self);
+        let (runnable, task) = async_task::spawn(task, move |runnable| match pool.upgrade() {
+            Some(pool) => pool.schedule(runnable),
+            // Stopped: dropping the runnable drops the task's future.
+            None => drop(runnable),
+        });
+        lock(&self.tasks).wakers.insert(id, runnable.waker());
+        task.detach();
+        runnable.schedule();
+    }
+
+    /// Stops the threads; the tasks are dropped once the last thread has left.
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let wakers: Vec<Waker> = lock(&self.sleeping)
+            .iter_mut()
+            .flat_map(Option::take)
+            .collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    fn schedule(&self, runnable: Runnable) {
+        let me: *const Pool = self;
+        // A task woken by the task this thread is running goes to the thread's next slot:
+        // no other thread needs waking for it. What was in the slot goes to the queue.
+        let queued = WORKER
+            .try_with(|worker| match worker.try_borrow_mut().as_deref_mut() {
+                Ok(Some(worker)) if worker.pool == me && worker.running => {
+                    worker.next.replace(runnable)
+                }
+                _ => Some(runnable),
+            })
+            .unwrap_or_else(|_| None);
+        let Some(runnable) = queued else {
+            return;
+        };
+        if let Err(refused) = self.queue.push(runnable) {
+            // The queue is never closed; a refused task is dropped, as on a stopped pool.
+            drop(refused.into_inner());
+            return;
+        }
+        // Pairs with the fence of a thread going to sleep: either it sees this task, or
+        // this sees it asleep.
+        fence(Ordering::SeqCst);
+        self.wake_if_needed();
+    }
+
+    /// Wakes a sleeping thread if the queued tasks outnumber the threads looking for work.
+    /// A thread that sleeps inside the reactor and schedules a task (an I/O event woke it)
+    /// is woken first: waking itself costs no system call.
+    fn wake_if_needed(&self) {
+        let worker = self.current_worker();
+        if let Some((id, false)) = worker {
+            self.wake_self(id);
+        }
+        if self.queue.len() <= self.searching.load(Ordering::SeqCst) {
+            return;
+        }
+        let waker = {
+            let mut sleeping = lock(&self.sleeping);
+            let Some(id) = sleeping.iter().rposition(Option::is_some) else {
+                return;
+            };
+            self.searching.fetch_add(1, Ordering::SeqCst);
+            sleeping[id].take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// This thread's number and whether it is running a task, if it is one of this pool's threads.
+    fn current_worker(&self) -> Option<(usize, bool)> {
+        let me: *const Pool = self;
+        WORKER
+            .try_with(|worker| match worker.try_borrow().as_deref() {
+                Ok(Some(worker)) if worker.pool == me => Some((worker.id, worker.running)),
+                _ => None,
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// A worker thread's life: run tasks; with none left, sleep in async-io's `block_on`,
+    /// which waits on the reactor (or for another thread that does) until woken.
+    fn work(self: Arc<Self>, id: usize) {
+        let me: *const Pool = &*self;
+        WORKER.with(|worker| {
+            *worker.borrow_mut() = Some(Worker {
+                pool: me,
+                id,
+                running: false,
+                next: None,
+            })
+        });
+        smol::block_on(std::future::poll_fn(|cx| self.poll_work(id, cx)));
+        let left = WORKER.with(|worker| worker.borrow_mut().take());
+        drop(left);
+    }
+
+    fn poll_work(&self, id: usize, cx: &mut Context<'_>) -> Poll<()> {
+        // Polled without being woken (block_on may): take this thread off the sleepers.
+        self.unsleep(id);
+        let mut ran = 0;
+        let mut next_in_a_row = 0;
+        loop {
+            if self.stopped.load(Ordering::SeqCst) {
+                return Poll::Ready(());
+            }
+            if ran == BUDGET {
+                // Let block_on poll the reactor, then come back.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let next = WORKER.with(|worker| worker.borrow_mut().as_mut()?.next.take());
+            let runnable = match next {
+                Some(next) if next_in_a_row < NEXT_IN_A_ROW => {
+                    next_in_a_row += 1;
+                    Some(next)
+                }
+                Some(next) => {
+                    next_in_a_row = 0;
+                    // Behind the queue; it holds a task at least, so it pops one.
+                    let _ = self.queue.push(next);
+                    self.queue.pop().ok()
+                }
+                None => {
+                    next_in_a_row = 0;
+                    self.queue.pop().ok()
+                }
+            };
+            if let Some(runnable) = runnable {
+                self.searching.fetch_sub(1, Ordering::SeqCst);
+                set_running(true);
+                runnable.run();
+                set_running(false);
+                self.searching.fetch_add(1, Ordering::SeqCst);
+                ran += 1;
+                continue;
+            }
+            // Nothing to run: sleep, then look once more, since a task queued after the
+            // look above saw this thread still searching and woke nobody.
+            {
+                let mut sleeping = lock(&self.sleeping);
+                sleeping[id] = Some(cx.waker().clone());
+                self.searching.fetch_sub(1, Ordering::SeqCst);
+            }
+            fence(Ordering::SeqCst);
+            if self.queue.is_empty() && !self.stopped.load(Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+            // Awake again, by its own hand or by whoever took its waker.
+            self.unsleep(id);
+        }
+    }
+
+    /// Takes this thread off the sleepers if it is still on them.
+    fn unsleep(&self, id: usize) {
+        let mut sleeping = lock(&self.sleeping);
+        if sleeping[id].take().is_some() {
+            self.searching.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes this thread off the sleepers if it is still on them, and wakes it.
+    fn wake_self(&self, id: usize) {
+        let waker = {
+            let mut sleeping = lock(&self.sleeping);
+            let waker = sleeping[id].take();
+            if waker.is_some() {
+                self.searching.fetch_add(1, Ordering::SeqCst);
+            }
+            waker
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+fn set_running(running: bool) {
+    WORKER.with(|worker| {
+        if let Some(worker) = worker.borrow_mut().as_mut() {
+            worker.running = running;
+        }
+    });
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        // Waking a task of a dropped pool drops its future (its schedule finds no pool).
+        let wakers = std::mem::take(&mut lock(&self.tasks).wakers);
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+    }
+}
+
+/// Takes a finished (or dropped) task off the pool's list.
+struct Forget {
+    pool: Weak<Pool>,
+    id: u64,
+}
+
+impl Drop for Forget {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.upgrade() {
+            lock(&pool.tasks).wakers.remove(&self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Waits until `done` holds, for at most 30 s.
+    fn eventually(done: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if done() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        done()
+    }
+
+    /// Tasks that hand a token around a ring, each woken by the one before it (on either
+    /// thread, or from outside): every hand-off must wake someone, or the ring stalls.
+    #[test]
+    fn a_ring_of_tasks_never_stalls() {
+        let handle = Pool::start(2);
+        let pool = handle.upgrade().expect("running");
+        const TASKS: usize = 8;
+        const ROUNDS: u64 = 20_000;
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..TASKS)
+            .map(|_| smol::channel::unbounded::<u64>())
+            .unzip();
+        let finished = Arc::new(AtomicU64::new(0));
+        for (at, inbox) in receivers.into_iter().enumerate() {
+            let next = senders[(at + 1) % TASKS].clone();
+            let finished = Arc::clone(&finished);
+            pool.spawn(async move {
+                while let Ok(token) = inbox.recv().await {
+                    if token == ROUNDS {
+                        finished.fetch_add(1, Ordering::SeqCst);
+                        // Pass the end on so that every task finishes.
+                        let _ = next.send(token).await;
+                        return;
+                    }
+                    let _ = next.send(token + 1).await;
+                }
+            });
+        }
+        // The token enters from a thread that is not the pool's.
+        senders[0].send_blocking(0).expect("open");
+        let all = eventually(|| finished.load(Ordering::SeqCst) == TASKS as u64);
+        pool.stop();
+        assert!(
+            all,
+            "only {} tasks finished",
+            finished.load(Ordering::SeqCst)
+        );
+    }
+
+    /// A task answering a thread outside the pool: each request arrives while the pool's
+    /// threads are going to sleep after the last answer, the moment a wake can be lost.
+    #[test]
+    fn a_task_woken_from_outside_as_the_pool_goes_to_sleep_runs() {
+        let handle = Pool::start(2);
+        let pool = handle.upgrade().expect("running");
+        let (requests, inbox) = smol::channel::bounded::<u64>(1);
+        let (outbox, answers) = smol::channel::bounded::<u64>(1);
+        pool.spawn(async move {
+            while let Ok(n) = inbox.recv().await {
+                let _ = outbox.send(n).await;
+            }
+        });
+        // The outside thread spins rather than sleeps, so that its next request lands
+        // within a few instructions of the answer, while the pool's thread parks.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut answered = Ok(());
+        'requests: for n in 0..50_000 {
+            if requests.try_send(n).is_err() {
+                answered = Err(n);
+                break;
+            }
+            loop {
+                match answers.try_recv() {
+                    Ok(answer) if answer == n => break,
+                    Ok(_) => {
+                        answered = Err(n);
+                        break 'requests;
+                    }
+                    Err(_) if Instant::now() > deadline => {
+                        answered = Err(n);
+                        break 'requests;
+                    }
+                    Err(_) => std::hint::spin_loop(),
+                }
+            }
+        }
+        pool.stop();
+        assert_eq!(answered, Ok(()), "a wake was lost");
+    }
+
+    /// Sets its flag when dropped.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn stopping_drops_the_tasks_that_are_waiting() {
+        let handle = Pool::start(2);
+        let pool = handle.upgrade().expect("running");
+        let dropped = Arc::new(AtomicBool::new(false));
+        let flag = DropFlag(Arc::clone(&dropped));
+        let (_keep, never) = smol::channel::bounded::<()>(1);
+        let (started_tx, started) = smol::channel::bounded::<()>(1);
+        pool.spawn(async move {
+            let _flag = flag;
+            let _ = started_tx.send(()).await;
+            let _ = never.recv().await;
+        });
+        started.recv_blocking().expect("the task ran");
+        pool.stop();
+        drop(pool);
+        assert!(
+            eventually(|| dropped.load(Ordering::SeqCst)),
+            "the waiting task was kept"
+        );
+        assert!(
+            eventually(|| handle.upgrade().is_none()),
+            "the threads kept the pool"
+        );
+    }
+}
