@@ -34,8 +34,8 @@ where
     (Box::new(reader), Box::new(writer))
 }
 
-/// Reads a socket, but once a read found it empty, reads again only after the reactor
-/// said that it is readable.
+/// Reads a socket, but once a read found it empty (or emptied it), reads again only after
+/// the reactor said that it is readable.
 ///
 /// A connection's reader and writer share one task, which every message to send wakes;
 /// the socket's own reader tries a read on every poll, so each of those wakes cost a
@@ -73,6 +73,13 @@ impl AsyncRead for SocketReader {
             match (&mut this.socket.get_ref()).read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.dry = true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(read) if read > 0 && read < buf.len() => {
+                    // A read that did not fill the buffer emptied the socket: the next
+                    // read would find nothing, so it waits for readiness instead (the
+                    // interest it registers fires at once if bytes came in meanwhile).
+                    this.dry = true;
+                    return Poll::Ready(Ok(read));
+                }
                 result => return Poll::Ready(result),
             }
         }
