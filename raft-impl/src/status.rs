@@ -300,25 +300,29 @@ impl Shared {
             *published = Some(version);
         }
         drop(published);
-        status.followers = match node {
-            AnyNode::Leader(leader) => leader
-                .peers()
-                .iter()
-                .filter_map(|&peer| {
-                    let progress = leader.role().progress(peer)?;
-                    Some((
-                        peer,
-                        FollowerProgress {
-                            match_index: progress.match_index(),
-                            next_index: progress.next_index(),
-                            mode: progress.mode(),
-                            inflight: progress.inflight(),
-                        },
-                    ))
-                })
-                .collect(),
-            _ => BTreeMap::new(),
-        };
+        // Updated in place: a leader publishes after every batch, and collecting a new
+        // map each time showed in profiles.
+        match node {
+            AnyNode::Leader(leader) => {
+                status
+                    .followers
+                    .retain(|&peer, _| leader.role().progress(peer).is_some());
+                for &peer in leader.peers() {
+                    if let Some(progress) = leader.role().progress(peer) {
+                        status.followers.insert(
+                            peer,
+                            FollowerProgress {
+                                match_index: progress.match_index(),
+                                next_index: progress.next_index(),
+                                mode: progress.mode(),
+                                inflight: progress.inflight(),
+                            },
+                        );
+                    }
+                }
+            }
+            _ => status.followers.clear(),
+        }
         let after = leadership_of(&status);
         if after.leader != before.leader && after.leader.is_some() {
             status.counters.leader_changes = status.counters.leader_changes.saturating_add(1);

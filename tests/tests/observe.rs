@@ -77,3 +77,63 @@ fn counters_count_and_the_status_watch_pushes_changes_until_the_node_stops() {
         );
     });
 }
+
+/// A leader's status lists each follower's progress, and only its current followers: one
+/// removed from the configuration leaves the list.
+#[test]
+fn a_leaders_status_lists_its_current_followers() {
+    let simulation = Simulation::new(12);
+    let runtime = simulation.runtime();
+    simulation.block_on(async move {
+        let net = LocalNetwork::new();
+        let ids = [NodeId(1), NodeId(2), NodeId(3)];
+        let mut nodes: Vec<KvRaft> = Vec::new();
+        for id in ids {
+            let parts = Parts {
+                runtime: runtime.clone(),
+                storage: MemStorage::new(),
+                state_machine: KvStateMachine::new(),
+                transport: net.transport(),
+            };
+            let config = Config::lab().with_seed(Some(id.0));
+            let raft: KvRaft = Raft::spawn(id, ids, config, parts).await.unwrap();
+            net.register(id, std::sync::Arc::new(raft.clone()));
+            nodes.push(raft);
+        }
+        let wait = async {
+            loop {
+                if let Some(leader) = nodes.iter().find(|n| n.state().1) {
+                    return leader.clone();
+                }
+                raft_traits::Runtime::sleep(&runtime, Duration::from_millis(1)).await;
+            }
+        };
+        let leader = timeout(&runtime, Duration::from_secs(10), wait)
+            .await
+            .expect("a leader");
+        let me = leader.status().id;
+        let put = KvCommand::Put {
+            key: "k".into(),
+            value: "v".into(),
+        };
+        leader.propose(put).await.unwrap();
+        let mut watch = leader.watch_status();
+        let last = leader.status().last_log.index;
+        let all = until(&runtime, &mut watch, |s| {
+            s.followers.len() == 2 && s.followers.values().all(|f| f.match_index == last)
+        })
+        .await;
+        let others: Vec<NodeId> = ids.into_iter().filter(|&id| id != me).collect();
+        assert_eq!(all.followers.keys().copied().collect::<Vec<_>>(), others);
+
+        leader.remove_node(others[0]).await.unwrap();
+        let one = until(&runtime, &mut watch, |s| s.followers.len() == 1).await;
+        assert_eq!(
+            one.followers.keys().copied().collect::<Vec<_>>(),
+            [others[1]]
+        );
+        for node in &nodes {
+            node.shutdown().await;
+        }
+    });
+}
