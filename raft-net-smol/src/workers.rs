@@ -9,9 +9,13 @@
 //! a futex or eventfd write, a context switch and a reactor round, several times per write
 //! (`raft-bench tcp --clients 1` spent 1.7 times the CPU per write on two threads as on one).
 //! Here a thread is woken only when queued tasks outnumber the threads looking for work,
-//! and a task woken by the running task runs next on the same thread (its *next* slot),
-//! as with tokio's LIFO slot. The price is the same as tokio's: a task in that slot waits
-//! for the task that woke it to yield.
+//! and a thread that wakes a task while it sleeps inside the reactor (an I/O event came)
+//! takes the task itself, which costs no system call.
+//!
+//! Tried and dropped: running a task woken by the running task next on the same thread
+//! (tokio's LIFO slot). It cut the 1-client TCP p50 by about 10 us more, but it kept the
+//! second thread asleep under load, so every fsync completion and socket event had to wake
+//! it: `raft-bench durable --clients 64` fell from 131k-150k to 83k-94k writes/s.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -26,10 +30,6 @@ use concurrent_queue::ConcurrentQueue;
 
 /// Tasks a thread runs before it lets its reactor check the sockets again.
 const BUDGET: usize = 64;
-
-/// Tasks in a row a thread takes from its *next* slot before the queue's turn: a task that
-/// keeps waking itself must not starve the others.
-const NEXT_IN_A_ROW: usize = 16;
 
 /// The shared state of a pool of worker threads.
 pub(crate) struct Pool {
@@ -54,10 +54,8 @@ struct Worker {
     /// The pool it belongs to (a thread only ever belongs to one).
     pool: *const Pool,
     id: usize,
-    /// Whether it is running a task right now.
+    /// Whether it is running a task right now (else it looks for one, or sleeps).
     running: bool,
-    /// A task woken by the running task, to run next.
-    next: Option<Runnable>,
 }
 
 thread_local! {
@@ -139,20 +137,6 @@ impl Pool {
     }
 
     fn schedule(&self, runnable: Runnable) {
-        let me: *const Pool = self;
-        // A task woken by the task this thread is running goes to the thread's next slot:
-        // no other thread needs waking for it. What was in the slot goes to the queue.
-        let queued = WORKER
-            .try_with(|worker| match worker.try_borrow_mut().as_deref_mut() {
-                Ok(Some(worker)) if worker.pool == me && worker.running => {
-                    worker.next.replace(runnable)
-                }
-                _ => Some(runnable),
-            })
-            .unwrap_or_else(|_| None);
-        let Some(runnable) = queued else {
-            return;
-        };
         if let Err(refused) = self.queue.push(runnable) {
             // The queue is never closed; a refused task is dropped, as on a stopped pool.
             drop(refused.into_inner());
@@ -209,19 +193,16 @@ impl Pool {
                 pool: me,
                 id,
                 running: false,
-                next: None,
             })
         });
         smol::block_on(std::future::poll_fn(|cx| self.poll_work(id, cx)));
-        let left = WORKER.with(|worker| worker.borrow_mut().take());
-        drop(left);
+        WORKER.with(|worker| worker.borrow_mut().take());
     }
 
     fn poll_work(&self, id: usize, cx: &mut Context<'_>) -> Poll<()> {
         // Polled without being woken (block_on may): take this thread off the sleepers.
         self.unsleep(id);
         let mut ran = 0;
-        let mut next_in_a_row = 0;
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return Poll::Ready(());
@@ -231,23 +212,7 @@ impl Pool {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            let next = WORKER.with(|worker| worker.borrow_mut().as_mut()?.next.take());
-            let runnable = match next {
-                Some(next) if next_in_a_row < NEXT_IN_A_ROW => {
-                    next_in_a_row += 1;
-                    Some(next)
-                }
-                Some(next) => {
-                    next_in_a_row = 0;
-                    // Behind the queue; it holds a task at least, so it pops one.
-                    let _ = self.queue.push(next);
-                    self.queue.pop().ok()
-                }
-                None => {
-                    next_in_a_row = 0;
-                    self.queue.pop().ok()
-                }
-            };
+            let runnable = self.queue.pop().ok();
             if let Some(runnable) = runnable {
                 self.searching.fetch_sub(1, Ordering::SeqCst);
                 set_running(true);
