@@ -25,14 +25,19 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::BoxFuture;
 use raft_mem::{KvCommand, KvResponse};
-use raft_traits::NodeId;
+use raft_traits::{JoinError, JoinHandle, NodeId, Runtime};
 use serde::Serialize;
 
 use crate::client::{ClientConfig, ClientError, KvClient};
@@ -403,15 +408,31 @@ impl Bench {
         &self,
         cluster: BTreeMap<NodeId, SocketAddr>,
     ) -> Result<BenchReport, BenchError> {
-        let config = &self.config;
-        let clients: Vec<KvClient> = (0..config.conns)
-            .map(|_| KvClient::new(cluster.clone(), config.client.clone()))
-            .collect::<Result<_, _>>()?;
-        let result = self.run_with(&clients).await;
+        let runtime = LocalRuntime::new();
+        let clients = self.clients(&cluster, &runtime)?;
+        let result = runtime.executor.run(self.run_with(&clients)).await;
         for client in &clients {
             client.shutdown();
         }
         result
+    }
+
+    /// The bench's clients, whose connections run on `runtime`: on an executor that
+    /// [`run`](Self::run) drives itself, on the thread that polls it and the clients. An
+    /// answer then wakes the client waiting for it on the same thread, not a connection
+    /// task on another one, and the client's next request is written from there too.
+    fn clients(
+        &self,
+        cluster: &BTreeMap<NodeId, SocketAddr>,
+        runtime: &LocalRuntime,
+    ) -> Result<Vec<KvClient>, BenchError> {
+        (0..self.config.conns)
+            .map(|_| {
+                let client = KvClient::new(cluster.clone(), self.config.client.clone())?;
+                client.set_runtime(runtime.clone());
+                Ok(client)
+            })
+            .collect()
     }
 
     async fn run_with(&self, clients: &[KvClient]) -> Result<BenchReport, BenchError> {
@@ -545,6 +566,57 @@ impl Bench {
     }
 }
 
+/// A [`Runtime`] whose tasks run only while [`Bench::run`] drives its executor, on the
+/// thread that polls `run`.
+#[derive(Clone)]
+struct LocalRuntime {
+    executor: Arc<smol::Executor<'static>>,
+    epoch: Instant,
+}
+
+impl LocalRuntime {
+    fn new() -> Self {
+        LocalRuntime {
+            executor: Arc::new(smol::Executor::new()),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Runtime for LocalRuntime {
+    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let (done, output) = oneshot::channel();
+        self.executor
+            .spawn(async move {
+                // The receiver may be gone: the handle was dropped, which detaches.
+                let _ = done.send(future.await);
+            })
+            .detach();
+        JoinHandle::new(output.map(|result| result.map_err(|_| JoinError)))
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        let timer = smol::Timer::after(duration);
+        async move {
+            timer.await;
+        }
+        .boxed()
+    }
+
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn random_seed(&self) -> u64 {
+        // The connections' backoff jitter needs no more than this.
+        RandomState::new().hash_one(self.epoch.elapsed())
+    }
+}
+
 /// A short name for the kind of a client error, as the report counts them.
 pub fn error_kind(error: &ClientError) -> &'static str {
     match error {
@@ -564,7 +636,46 @@ pub fn error_kind(error: &ClientError) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail by panicking")]
+
     use super::*;
+
+    /// The bench's connections run on its own executor, driven by the thread that polls
+    /// the bench: a request of one of its clients puts the connection's task there, and
+    /// a task there runs on that thread.
+    #[test]
+    fn the_bench_connections_run_on_the_thread_that_drives_it() {
+        let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let node = smol::block_on(crate::KvNode::start(crate::NodeConfig::new(
+            NodeId(1),
+            loopback(0),
+            loopback(0),
+            [],
+        )))
+        .unwrap();
+        let cluster = BTreeMap::from([(NodeId(1), node.client_addr())]);
+        let bench = Bench::new(BenchConfig::default()).unwrap();
+        let runtime = LocalRuntime::new();
+        let clients = bench.clients(&cluster, &runtime).unwrap();
+        assert!(runtime.executor.is_empty());
+        let driver = std::thread::current().id();
+        let ran_on = smol::block_on(runtime.executor.run(async {
+            let statuses = clients[0].statuses().await;
+            assert!(statuses[0].1.is_ok(), "{statuses:?}");
+            // The open connection's task is on the bench's executor, and a task there
+            // runs on this thread.
+            assert!(!runtime.executor.is_empty());
+            runtime
+                .spawn(async { std::thread::current().id() })
+                .await
+                .unwrap()
+        }));
+        assert_eq!(ran_on, driver);
+        for client in &clients {
+            client.shutdown();
+        }
+        smol::block_on(node.shutdown());
+    }
 
     fn plan(workload: Workload, read_ratio: f64, space: u64) -> Plan {
         Plan {

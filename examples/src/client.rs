@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use raft_impl::session::{ClientId, SessionCommand, SessionError, SessionResponse};
 use raft_mem::{KvCommand, KvResponse};
 use raft_net_smol::{HandshakeError, TcpClient, TcpConfig, TcpConfigError};
-use raft_traits::{NodeId, TransportError};
+use raft_traits::{NodeId, Runtime, TransportError};
 
 use crate::protocol::{
     CLIENT_PROTOCOL_VERSION, ChangeRefused, ClientRequest, ClientResponse, ClusterMembers,
@@ -744,6 +744,15 @@ impl KvClient {
     /// The node the client takes for the leader, if any.
     pub fn leader(&self) -> Option<NodeId> {
         *self.lock_leader()
+    }
+
+    /// Runs the client's connections and timers on `runtime` instead of smol's global
+    /// executor (see [`TcpClient::set_runtime`]): call it before the first request. A
+    /// program that drives its requests from one thread keeps their connections there
+    /// too, so that an answer does not wake another thread (what [`Bench`](crate::Bench)
+    /// does).
+    pub fn set_runtime<R: Runtime>(&self, runtime: R) {
+        self.rpc.set_runtime(runtime);
     }
 
     /// Closes every connection; operations in flight and later ones fail with
