@@ -404,6 +404,10 @@ impl Bench {
     /// Before it starts, it asks the nodes for their status, to learn their read mode
     /// (and fails if none answers, or the mode is not the one asked for). Failed
     /// operations are counted by kind; they do not stop the bench.
+    ///
+    /// The clients' connections run on an executor of the bench's own, which this
+    /// future drives: everything the bench does runs on the thread that polls it (with
+    /// `smol::block_on`, say), and nothing of it runs while it is not polled.
     pub async fn run(
         &self,
         cluster: BTreeMap<NodeId, SocketAddr>,
