@@ -34,10 +34,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use raft_mem::{KvCommand, KvResponse};
-use raft_traits::{JoinError, JoinHandle, NodeId, Runtime};
+use raft_traits::{JoinHandle, NodeId, Runtime};
 use serde::Serialize;
 
 use crate::client::{ClientConfig, ClientError, KvClient};
@@ -593,14 +592,9 @@ impl Runtime for LocalRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (done, output) = oneshot::channel();
-        self.executor
-            .spawn(async move {
-                // The receiver may be gone: the handle was dropped, which detaches.
-                let _ = done.send(future.await);
-            })
-            .detach();
-        JoinHandle::new(output.map(|result| result.map_err(|_| JoinError)))
+        let (task, handle) = JoinHandle::pair(future);
+        self.executor.spawn(task).detach();
+        handle
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {

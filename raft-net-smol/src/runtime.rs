@@ -6,9 +6,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use futures::channel::oneshot;
 use futures::future::BoxFuture;
-use raft_traits::{JoinError, JoinHandle, Runtime};
+use raft_traits::{JoinHandle, Runtime};
 use rand::RngExt;
 
 use crate::workers::Pool;
@@ -82,7 +81,7 @@ impl SmolRuntime {
     }
 
     /// Stops the threads of a runtime made by [`with_threads`](Self::with_threads) and
-    /// drops every task still on it. Later spawns end at once with [`JoinError`]. Does
+    /// drops every task still on it. Later spawns end at once with [`JoinError`](raft_traits::JoinError). Does
     /// nothing on the global runtime.
     pub fn stop(&self) {
         if let Flavour::Owned(pool) = &self.shared.executor
@@ -99,11 +98,7 @@ impl Runtime for SmolRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (done, output) = oneshot::channel();
-        let task = async move {
-            // The receiver may be gone: the JoinHandle was dropped, which detaches.
-            let _ = done.send(future.await);
-        };
+        let (task, handle) = JoinHandle::pair(future);
         match &self.shared.executor {
             Flavour::Global => smol::spawn(task).detach(),
             Flavour::Owned(pool) => {
@@ -112,7 +107,7 @@ impl Runtime for SmolRuntime {
                 }
             }
         }
-        JoinHandle::new(output.map(|result| result.map_err(|_| JoinError)))
+        handle
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {

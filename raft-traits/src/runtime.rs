@@ -88,6 +88,34 @@ impl<T: Send + 'static> JoinHandle<T> {
             output: output.boxed(),
         }
     }
+
+    /// Splits `future` into the task to run, which hands the output over when it ends,
+    /// and the handle that awaits it: the handle of a runtime whose executor has none of
+    /// its own. Dropping the task unfinished makes the handle resolve with [`JoinError`].
+    ///
+    /// ```
+    /// use raft_traits::{JoinError, JoinHandle};
+    ///
+    /// let (task, handle) = JoinHandle::pair(async { 40 + 2 });
+    /// futures::executor::block_on(task);
+    /// assert_eq!(futures::executor::block_on(handle), Ok(42));
+    ///
+    /// let (task, handle) = JoinHandle::pair(async { 7 });
+    /// drop(task);
+    /// assert_eq!(futures::executor::block_on(handle), Err(JoinError));
+    /// ```
+    pub fn pair<F>(future: F) -> (impl Future<Output = ()> + Send + 'static, JoinHandle<T>)
+    where
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (done, output) = futures::channel::oneshot::channel();
+        let task = async move {
+            // The handle may be gone: dropping it detaches the task.
+            let _ = done.send(future.await);
+        };
+        let handle = JoinHandle::new(output.map(|result| result.map_err(|_| JoinError)));
+        (task, handle)
+    }
 }
 
 impl<T> Future for JoinHandle<T> {

@@ -18,7 +18,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::channel::oneshot;
 use futures::future::BoxFuture;
 use futures::task::{ArcWake, waker_ref};
 use raft_traits::{JoinError, JoinHandle, Runtime};
@@ -270,11 +269,8 @@ impl Runtime for SimRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let (done, output) = oneshot::channel();
-        let wrapped = async move {
-            let _ = done.send(future.await);
-        }
-        .boxed();
+        let (task, handle) = JoinHandle::pair(future);
+        let wrapped = task.boxed();
         let mut state = self.shared.lock();
         state.next_id += 1;
         let task = Arc::new(Task {
@@ -286,7 +282,7 @@ impl Runtime for SimRuntime {
         state.live.insert(task.id, Arc::clone(&task));
         state.ready.push_back(task);
         drop(state);
-        JoinHandle::new(output.map(|result| result.map_err(|_| JoinError)))
+        handle
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
