@@ -5,49 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // test code: it panics to fail
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use raft_impl::{Config, Parts, Raft};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, LocalNetwork, MemStorage};
-use raft_tests::sim::{SimRuntime, Simulation};
+use raft_tests::sim::{KvRaft, Simulation, kv_cluster, leader_of};
 use raft_traits::{NodeId, Runtime, timeout};
-
-type KvRaft = Raft<KvCommand, KvResponse>;
-
-async fn cluster(runtime: &SimRuntime, seed: u64) -> Vec<KvRaft> {
-    let net = LocalNetwork::new();
-    let ids = [NodeId(1), NodeId(2), NodeId(3)];
-    let mut nodes = Vec::new();
-    for id in ids {
-        let parts = Parts {
-            runtime: runtime.clone(),
-            storage: MemStorage::new(),
-            state_machine: KvStateMachine::new(),
-            transport: net.transport(),
-        };
-        let config = Config::lab().with_seed(Some(seed + id.0));
-        let raft: KvRaft = Raft::spawn(id, ids, config, parts).await.unwrap();
-        net.register(id, Arc::new(raft.clone()));
-        nodes.push(raft);
-    }
-    nodes
-}
-
-/// The node that leads among `nodes`, waiting (boundedly) for one.
-async fn leader(runtime: &SimRuntime, nodes: &[KvRaft]) -> usize {
-    let wait = async {
-        loop {
-            if let Some(i) = nodes.iter().position(|n| !n.is_stopped() && n.state().1) {
-                return i;
-            }
-            runtime.sleep(Duration::from_millis(1)).await;
-        }
-    };
-    timeout(runtime, Duration::from_secs(10), wait)
-        .await
-        .expect("no leader")
-}
 
 /// How long the cluster goes without a leader after its leader stops, handing over or
 /// not.
@@ -55,8 +18,8 @@ fn leaderless_after_stop(hand_over: bool) -> Duration {
     let simulation = Simulation::new(5);
     let runtime = simulation.runtime();
     simulation.block_on(async move {
-        let nodes = cluster(&runtime, 40).await;
-        let old = leader(&runtime, &nodes).await;
+        let nodes = kv_cluster(&runtime, 40).await;
+        let old = leader_of(&runtime, &nodes).await;
         for k in 0..10 {
             let put = KvCommand::Put {
                 key: format!("k{k}").into(),
@@ -70,7 +33,7 @@ fn leaderless_after_stop(hand_over: bool) -> Duration {
         } else {
             nodes[old].shutdown().await;
         }
-        let new = leader(&runtime, &nodes).await;
+        let new = leader_of(&runtime, &nodes).await;
         let leaderless = runtime.now() - stopped_at;
         assert_ne!(new, old);
         // The new leader has every write.

@@ -6,11 +6,9 @@
 use std::time::Duration;
 
 use raft_impl::{Config, Parts, Raft, Status, StatusWatch};
-use raft_mem::{KvCommand, KvResponse, KvStateMachine, LocalNetwork, MemStorage};
-use raft_tests::sim::{SimRuntime, Simulation};
+use raft_mem::{KvCommand, KvStateMachine, LocalNetwork, MemStorage};
+use raft_tests::sim::{KvRaft, SimRuntime, Simulation, kv_cluster, leader_of};
 use raft_traits::{Membership, NodeId, StateMachine, timeout};
-
-type KvRaft = Raft<KvCommand, KvResponse>;
 
 /// Waits (boundedly, in virtual time) for a pushed status that satisfies `done`.
 async fn until(
@@ -85,32 +83,8 @@ fn a_leaders_status_lists_its_current_followers() {
     let simulation = Simulation::new(12);
     let runtime = simulation.runtime();
     simulation.block_on(async move {
-        let net = LocalNetwork::new();
-        let ids = [NodeId(1), NodeId(2), NodeId(3)];
-        let mut nodes: Vec<KvRaft> = Vec::new();
-        for id in ids {
-            let parts = Parts {
-                runtime: runtime.clone(),
-                storage: MemStorage::new(),
-                state_machine: KvStateMachine::new(),
-                transport: net.transport(),
-            };
-            let config = Config::lab().with_seed(Some(id.0));
-            let raft: KvRaft = Raft::spawn(id, ids, config, parts).await.unwrap();
-            net.register(id, std::sync::Arc::new(raft.clone()));
-            nodes.push(raft);
-        }
-        let wait = async {
-            loop {
-                if let Some(leader) = nodes.iter().find(|n| n.state().1) {
-                    return leader.clone();
-                }
-                raft_traits::Runtime::sleep(&runtime, Duration::from_millis(1)).await;
-            }
-        };
-        let leader = timeout(&runtime, Duration::from_secs(10), wait)
-            .await
-            .expect("a leader");
+        let nodes = kv_cluster(&runtime, 0).await;
+        let leader = nodes[leader_of(&runtime, &nodes).await].clone();
         let me = leader.status().id;
         let put = KvCommand::Put {
             key: "k".into(),
@@ -123,7 +97,10 @@ fn a_leaders_status_lists_its_current_followers() {
             s.followers.len() == 2 && s.followers.values().all(|f| f.match_index == last)
         })
         .await;
-        let others: Vec<NodeId> = ids.into_iter().filter(|&id| id != me).collect();
+        let others: Vec<NodeId> = [NodeId(1), NodeId(2), NodeId(3)]
+            .into_iter()
+            .filter(|&id| id != me)
+            .collect();
         assert_eq!(all.followers.keys().copied().collect::<Vec<_>>(), others);
 
         leader.remove_node(others[0]).await.unwrap();

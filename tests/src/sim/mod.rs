@@ -14,6 +14,12 @@ mod runtime;
 mod slow_disk;
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_impl::{Config, Parts, Raft};
+use raft_mem::{KvCommand, KvResponse, KvStateMachine, LocalNetwork, MemStorage};
+use raft_traits::{NodeId, Runtime, timeout};
 
 pub use planted::PlantedBug;
 pub use runtime::{SimRuntime, Simulation};
@@ -51,4 +57,47 @@ impl World for VirtualTime {
     }
 
     fn finish(self) {}
+}
+
+/// A KV node of [`kv_cluster`].
+pub type KvRaft = Raft<KvCommand, KvResponse>;
+
+/// Nodes 1, 2 and 3 on `runtime`, with memory storage and the KV state machine, wired
+/// through one [`LocalNetwork`]; each node's config is [`Config::lab`] seeded with `seed`
+/// plus its id.
+pub async fn kv_cluster(runtime: &SimRuntime, seed: u64) -> Vec<KvRaft> {
+    let net = LocalNetwork::new();
+    let ids = [NodeId(1), NodeId(2), NodeId(3)];
+    let mut nodes = Vec::new();
+    for id in ids {
+        let parts = Parts {
+            runtime: runtime.clone(),
+            storage: MemStorage::new(),
+            state_machine: KvStateMachine::new(),
+            transport: net.transport(),
+        };
+        let config = Config::lab().with_seed(Some(seed + id.0));
+        let raft: KvRaft = Raft::spawn(id, ids, config, parts)
+            .await
+            .expect("a lab config and fresh storage start");
+        net.register(id, Arc::new(raft.clone()));
+        nodes.push(raft);
+    }
+    nodes
+}
+
+/// The position in `nodes` of a running node that leads, waiting for one for at most
+/// 10 s of the runtime's time (a failed test, past that).
+pub async fn leader_of(runtime: &SimRuntime, nodes: &[KvRaft]) -> usize {
+    let wait = async {
+        loop {
+            if let Some(i) = nodes.iter().position(|n| !n.is_stopped() && n.state().1) {
+                return i;
+            }
+            runtime.sleep(Duration::from_millis(1)).await;
+        }
+    };
+    timeout(runtime, Duration::from_secs(10), wait)
+        .await
+        .expect("no leader within 10 s")
 }
