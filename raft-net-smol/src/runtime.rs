@@ -81,8 +81,8 @@ impl SmolRuntime {
     }
 
     /// Stops the threads of a runtime made by [`with_threads`](Self::with_threads) and
-    /// drops every task still on it. Later spawns end at once with [`JoinError`](raft_traits::JoinError). Does
-    /// nothing on the global runtime.
+    /// drops every task still on it. Later spawns end at once with
+    /// [`JoinError`](raft_traits::JoinError). Does nothing on the global runtime.
     pub fn stop(&self) {
         if let Flavour::Owned(pool) = &self.shared.executor
             && let Some(pool) = pool.upgrade()

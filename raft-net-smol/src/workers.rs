@@ -20,7 +20,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 use std::thread;
@@ -38,15 +38,10 @@ pub(crate) struct Pool {
     searching: AtomicUsize,
     /// The waker of each thread that sleeps, by thread number.
     sleeping: Mutex<Vec<Option<Waker>>>,
-    /// Every task not yet finished, so that stopping drops them all.
-    tasks: Mutex<Tasks>,
+    /// Every task not yet finished, by id, so that stopping drops them all.
+    tasks: Mutex<BTreeMap<u64, Waker>>,
+    next_task: AtomicU64,
     stopped: AtomicBool,
-}
-
-#[derive(Default)]
-struct Tasks {
-    next_id: u64,
-    wakers: BTreeMap<u64, Waker>,
 }
 
 /// What a worker thread knows about itself.
@@ -75,24 +70,22 @@ impl Pool {
             queue: ConcurrentQueue::unbounded(),
             searching: AtomicUsize::new(threads),
             sleeping: Mutex::new(vec![None; threads]),
-            tasks: Mutex::new(Tasks::default()),
+            tasks: Mutex::new(BTreeMap::new()),
+            next_task: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
-        let handle = Arc::downgrade(&pool);
         for id in 0..threads {
-            let pool = Arc::clone(&pool);
+            let worker = Arc::clone(&pool);
             let started = thread::Builder::new()
                 .name(format!("raft-smol-{id}"))
-                .spawn(move || pool.work(id));
+                .spawn(move || worker.work(id));
             if let Err(e) = started {
                 tracing::error!("cannot start a runtime thread: {e}");
                 // It will never look for work.
-                handle
-                    .upgrade()
-                    .map(|pool| pool.searching.fetch_sub(1, Ordering::SeqCst));
+                pool.searching.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        handle
+        Arc::downgrade(&pool)
     }
 
     /// Runs `future` on the pool until it completes; dropped unfinished if the pool stops.
@@ -100,11 +93,7 @@ impl Pool {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let id = {
-            let mut tasks = lock(&self.tasks);
-            tasks.next_id += 1;
-            tasks.next_id
-        };
+        let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let forget = Forget {
             pool: Arc::downgrade(self),
             id,
@@ -119,7 +108,7 @@ impl Pool {
             // Stopped: dropping the runnable drops the task's future.
             None => drop(runnable),
         });
-        lock(&self.tasks).wakers.insert(id, runnable.waker());
+        lock(&self.tasks).insert(id, runnable.waker());
         task.detach();
         runnable.schedule();
     }
@@ -238,25 +227,19 @@ impl Pool {
         }
     }
 
-    /// Takes this thread off the sleepers if it is still on them.
-    fn unsleep(&self, id: usize) {
+    /// Takes this thread off the sleepers if it is still on them, and returns its waker.
+    fn unsleep(&self, id: usize) -> Option<Waker> {
         let mut sleeping = lock(&self.sleeping);
-        if sleeping[id].take().is_some() {
+        let waker = sleeping[id].take();
+        if waker.is_some() {
             self.searching.fetch_add(1, Ordering::SeqCst);
         }
+        waker
     }
 
     /// Takes this thread off the sleepers if it is still on them, and wakes it.
     fn wake_self(&self, id: usize) {
-        let waker = {
-            let mut sleeping = lock(&self.sleeping);
-            let waker = sleeping[id].take();
-            if waker.is_some() {
-                self.searching.fetch_add(1, Ordering::SeqCst);
-            }
-            waker
-        };
-        if let Some(waker) = waker {
+        if let Some(waker) = self.unsleep(id) {
             waker.wake();
         }
     }
@@ -273,7 +256,7 @@ fn set_running(running: bool) {
 impl Drop for Pool {
     fn drop(&mut self) {
         // Waking a task of a dropped pool drops its future (its schedule finds no pool).
-        let wakers = std::mem::take(&mut lock(&self.tasks).wakers);
+        let wakers = std::mem::take(&mut *lock(&self.tasks));
         for (_, waker) in wakers {
             waker.wake();
         }
@@ -289,7 +272,7 @@ struct Forget {
 impl Drop for Forget {
     fn drop(&mut self) {
         if let Some(pool) = self.pool.upgrade() {
-            lock(&pool.tasks).wakers.remove(&self.id);
+            lock(&pool.tasks).remove(&self.id);
         }
     }
 }
