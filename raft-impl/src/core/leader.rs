@@ -289,7 +289,7 @@ impl<C: Command> Node<Leader, C> {
             current.joint_to(&target)
         };
         tracing::info!(node = %self.shared.id, term = %self.shared.term(), voters = ?next.voters, learners = ?next.learners, joint = next.is_joint(), "membership change");
-        let id = self.push(Payload::Membership(next));
+        let id = self.push(Payload::Membership(Box::new(next)));
         self.replicate(out);
         out.persist(Persist::Entries(
             self.shared.log.entries_between(id.index, id.index),
@@ -347,7 +347,7 @@ impl<C: Command> Node<Leader, C> {
         if configs.effective().is_joint() && configs.effective_index() <= self.shared.commit_index {
             let last = configs.effective().finalized();
             tracing::info!(node = %self.shared.id, voters = ?last.voters, "joint configuration committed; appending the final one");
-            let id = self.push(Payload::Membership(last));
+            let id = self.push(Payload::Membership(Box::new(last)));
             self.replicate(out);
             out.persist(Persist::Entries(
                 self.shared.log.entries_between(id.index, id.index),

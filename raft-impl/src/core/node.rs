@@ -264,7 +264,7 @@ impl<C: Command> Node<Follower, C> {
             .filter(|e| e.index > last_included.index)
         {
             if let Payload::Membership(m) = &entry.payload {
-                configs.appended(entry.index, m.clone());
+                configs.appended(entry.index, Membership::clone(m));
             }
         }
         let stored_config =
@@ -698,7 +698,7 @@ impl<C: Command> Shared<C> {
     /// Appends one entry to the in-memory log; a configuration takes effect at once.
     pub(super) fn append_entry(&mut self, entry: Entry<C>) {
         if let Payload::Membership(membership) = &entry.payload {
-            self.configs.appended(entry.index, membership.clone());
+            self.configs.appended(entry.index, Membership::clone(membership));
             self.log.push(entry);
             self.refresh_membership();
         } else {

@@ -1749,7 +1749,7 @@ fn a_lagging_member_follows_a_leader_it_does_not_know_once_its_own_is_silent() {
     let added = Entry {
         term: t(2),
         index: i(2),
-        payload: Payload::Membership(joined.clone()),
+        payload: Payload::Membership(Box::new(joined.clone())),
     };
     let from_9 = || append(3, 9, id(1, 1), vec![added.clone(), entry(3, 3)], 2);
 
@@ -1844,7 +1844,7 @@ fn boot_over_stored(
         entries: vec![Entry {
             index: i(1),
             term: t(1),
-            payload: Payload::Membership(voters(changed)),
+            payload: Payload::Membership(Box::new(voters(changed))),
         }],
     };
     let mut out = Effects::new();
@@ -2528,7 +2528,7 @@ fn a_configuration_takes_effect_on_a_follower_when_appended_and_reverts_on_trunc
     let config = Entry {
         term: t(1),
         index: i(1),
-        payload: Payload::Membership(voters_of(&[1, 2, 3, 4, 5])),
+        payload: Payload::Membership(Box::new(voters_of(&[1, 2, 3, 4, 5]))),
     };
     let (node, _) = step(node, append(1, 2, id(0, 0), vec![config], 0));
     assert_eq!(

@@ -226,7 +226,7 @@ fn entry(index: u64, term: u64) -> Entry<Cmd> {
         index: LogIndex(index),
         // Every seventh entry is a configuration, so that stores keep those too.
         payload: if index.is_multiple_of(7) {
-            Payload::Membership(membership_at(index))
+            Payload::Membership(Box::new(membership_at(index)))
         } else {
             Payload::Command(format!("entry {index} of term {term}").into_bytes())
         },

@@ -77,7 +77,7 @@ impl Durable {
             .rev()
             .filter(|e| e.index < index)
             .find_map(|e| match &e.payload {
-                Payload::Membership(config) => Some(config),
+                Payload::Membership(config) => Some(&**config),
                 _ => None,
             })
             .or_else(|| {
@@ -95,7 +95,7 @@ impl Durable {
             .iter()
             .filter(move |e| e.index > index)
             .filter_map(|e| match &e.payload {
-                Payload::Membership(config) => Some(config),
+                Payload::Membership(config) => Some(&**config),
                 _ => None,
             })
     }
@@ -239,7 +239,7 @@ impl Observations {
                 }
                 checks.configurations += 1;
                 checks.joint += u64::from(config.is_joint());
-                self.committed_configs.insert(index, config.clone());
+                self.committed_configs.insert(index, Membership::clone(config));
             } else {
                 let governing = reference.config_before(index, &self.bootstrap);
                 if !is_quorum(governing, &holders)
@@ -548,7 +548,7 @@ mod tests {
         Entry {
             term: Term(1),
             index: LogIndex(index),
-            payload: Payload::Membership(membership),
+            payload: Payload::Membership(Box::new(membership)),
         }
     }
 
