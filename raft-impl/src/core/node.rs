@@ -698,7 +698,8 @@ impl<C: Command> Shared<C> {
     /// Appends one entry to the in-memory log; a configuration takes effect at once.
     pub(super) fn append_entry(&mut self, entry: Entry<C>) {
         if let Payload::Membership(membership) = &entry.payload {
-            self.configs.appended(entry.index, Membership::clone(membership));
+            self.configs
+                .appended(entry.index, Membership::clone(membership));
             self.log.push(entry);
             self.refresh_membership();
         } else {

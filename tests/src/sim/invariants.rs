@@ -239,7 +239,8 @@ impl Observations {
                 }
                 checks.configurations += 1;
                 checks.joint += u64::from(config.is_joint());
-                self.committed_configs.insert(index, Membership::clone(config));
+                self.committed_configs
+                    .insert(index, Membership::clone(config));
             } else {
                 let governing = reference.config_before(index, &self.bootstrap);
                 if !is_quorum(governing, &holders)
