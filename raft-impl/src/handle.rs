@@ -16,7 +16,7 @@ use raft_traits::{
 use crate::config::Config;
 use crate::core::{AnyNode, Apply, Effect, Effects, Node, RoleKind};
 use crate::driver::MembershipChange;
-use crate::driver::{Driver, Event, Queuing, SnapshotPolicy, run_apply};
+use crate::driver::{Driver, Event, Queuing, SnapshotPolicy, Waiter, run_apply};
 use crate::error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
@@ -275,22 +275,14 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// Must not be awaited from inside the state machine's `apply`: it would wait for
     /// itself.
     pub async fn propose(&self, command: C) -> Result<R, ProposeError> {
-        let started = (self.clock)();
-        let (waiter, result) = oneshot::channel();
+        let (reply, result) = oneshot::channel();
         self.send(Event::Propose {
             command,
             ack: None,
-            waiter: Some(waiter),
+            // The apply task records the proposal's latency when it answers.
+            waiter: Some(Waiter::new(reply, (self.clock)())),
         })?;
-        let result = result.await.unwrap_or(Err(ProposeError::Stopped));
-        // Only what the leader appended: a refusal's time says nothing of replication.
-        if let Ok(_) | Err(ProposeError::Lost { .. } | ProposeError::OutcomeUnknown { .. }) =
-            &result
-        {
-            let took = (self.clock)().saturating_sub(started);
-            self.shared.proposal_latency.record(took);
-        }
-        result
+        result.await.unwrap_or(Err(ProposeError::Stopped))
     }
 
     /// How long the proposals made through [`propose`](Raft::propose) on this node (on

@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
 use futures::channel::oneshot;
@@ -21,8 +22,38 @@ use super::Event;
 use crate::error::ProposeError;
 use crate::status::Shared;
 
-/// Where a proposer waits for its command's result.
-pub(crate) type Waiter<R> = oneshot::Sender<Result<R, ProposeError>>;
+/// Where a proposer waits for its command's result, and when it proposed.
+pub(crate) struct Waiter<R> {
+    reply: oneshot::Sender<Result<R, ProposeError>>,
+    /// The runtime's clock when [`Raft::propose`](crate::Raft::propose) was called.
+    proposed_at: Duration,
+}
+
+impl<R> Waiter<R> {
+    /// A proposer waiting on `reply`, who proposed at `proposed_at` (the runtime's clock).
+    pub(crate) fn new(
+        reply: oneshot::Sender<Result<R, ProposeError>>,
+        proposed_at: Duration,
+    ) -> Self {
+        Waiter { reply, proposed_at }
+    }
+
+    /// Refuses the proposal before the leader appended it; not timed, since its time
+    /// says nothing of replication.
+    pub(crate) fn refuse(self, error: ProposeError) {
+        let _ = self.reply.send(Err(error));
+    }
+
+    /// Answers a proposal the leader appended, and records how long it took into the
+    /// node's proposal-latency histogram. Only the apply task answers these, so the
+    /// histogram has one writer and the proposers' threads never contend on it.
+    fn answer(self, result: Result<R, ProposeError>, now: Duration, shared: &Shared) {
+        shared
+            .proposal_latency
+            .record(now.saturating_sub(self.proposed_at));
+        let _ = self.reply.send(result);
+    }
+}
 
 /// What the event loop sends to the apply task, in log order.
 pub(crate) enum ApplyMsg<C, R> {
@@ -230,7 +261,7 @@ where
                                 term,
                             }),
                         };
-                        let _ = waiter.send(result);
+                        waiter.answer(result, policy.runtime.now(), &shared);
                     }
                     if policy.due(id.index) {
                         policy
@@ -258,27 +289,31 @@ where
                 if covered > policy.last {
                     policy.restart_at(covered);
                 }
+                let now = policy.runtime.now();
                 for (index, _, waiter) in waiters.take_up_to(covered) {
-                    let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
+                    waiter.answer(Err(ProposeError::OutcomeUnknown { index }), now, &shared);
                 }
             }
             ApplyMsg::Waiter { id, waiter } => {
                 if let Some((term, replaced)) = waiters.insert(id, waiter) {
                     // A newer proposal took the index, so the older one was overwritten.
-                    let _ = replaced.send(Err(ProposeError::Lost {
+                    let lost = ProposeError::Lost {
                         index: id.index,
                         term,
-                    }));
+                    };
+                    replaced.answer(Err(lost), policy.runtime.now(), &shared);
                 }
             }
             ApplyMsg::Abandon { after } => {
+                let now = policy.runtime.now();
                 for (index, _, waiter) in waiters.take_after(after) {
-                    let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
+                    waiter.answer(Err(ProposeError::OutcomeUnknown { index }), now, &shared);
                 }
             }
             ApplyMsg::Shutdown => {
+                let now = policy.runtime.now();
                 for (index, _, waiter) in waiters.take_after(LogIndex::ZERO) {
-                    let _ = waiter.send(Err(ProposeError::OutcomeUnknown { index }));
+                    waiter.answer(Err(ProposeError::OutcomeUnknown { index }), now, &shared);
                 }
                 break;
             }

@@ -697,9 +697,7 @@ where
                 (Ok(id), Some(waiter)) => {
                     let _ = self.apply_tx.try_send(ApplyMsg::Waiter { id: *id, waiter });
                 }
-                (Err(error), Some(waiter)) => {
-                    let _ = waiter.send(Err(error.clone()));
-                }
+                (Err(error), Some(waiter)) => waiter.refuse(error.clone()),
                 (_, None) => {}
             }
             if let Some(ack) = ack {
