@@ -111,6 +111,16 @@ pub struct Config {
     /// first. Counting costs an encoding of each applied entry, so it is done only when
     /// this is set. `None`: entries alone decide.
     pub snapshot_after_bytes: Option<u64>,
+    /// A condition on the two triggers above: a snapshot they call for waits until the
+    /// entries applied since the last snapshot encode to at least this percent of that
+    /// snapshot's size. For a state machine whose snapshot writes its whole state, this
+    /// keeps the snapshot work a fixed share of the log's volume however large the
+    /// state grows (at 100, the bytes snapshots write are at most the bytes the log
+    /// took), at the price of a log (in storage, and replayed on restart) up to that
+    /// share of the state's size. The policy of Redis's `auto-aof-rewrite-percentage`.
+    /// Counting costs an encoding of each applied entry, as for `snapshot_after_bytes`.
+    /// `None`: the triggers alone decide.
+    pub snapshot_log_growth_percent: Option<u64>,
     /// The most snapshot data one InstallSnapshot carries. A snapshot is sent in pieces
     /// of this size, read from storage as they go, so neither end holds it whole.
     pub snapshot_chunk_size: usize,
@@ -139,6 +149,7 @@ impl Default for Config {
             snapshot_trailing_entries: 4096,
             snapshot_after_entries: None,
             snapshot_after_bytes: None,
+            snapshot_log_growth_percent: None,
             snapshot_chunk_size: 1 << 20,
             snapshot_chunks_in_flight: 4,
         }
@@ -169,6 +180,7 @@ impl Config {
             snapshot_trailing_entries: 0,
             snapshot_after_entries: None,
             snapshot_after_bytes: None,
+            snapshot_log_growth_percent: None,
             snapshot_chunk_size: 1 << 20,
             snapshot_chunks_in_flight: 4,
         }
@@ -211,6 +223,9 @@ impl Config {
         }
         if self.snapshot_after_bytes == Some(0) {
             return Err(ConfigError::Zero("snapshot_after_bytes"));
+        }
+        if self.snapshot_log_growth_percent == Some(0) {
+            return Err(ConfigError::Zero("snapshot_log_growth_percent"));
         }
         if self.snapshot_chunk_size == 0 {
             return Err(ConfigError::Zero("snapshot_chunk_size"));
@@ -257,6 +272,8 @@ impl Config {
         with_snapshot_after_entries: snapshot_after_entries: Option<u64>;
         /// Sets [`snapshot_after_bytes`](Config::snapshot_after_bytes).
         with_snapshot_after_bytes: snapshot_after_bytes: Option<u64>;
+        /// Sets [`snapshot_log_growth_percent`](Config::snapshot_log_growth_percent).
+        with_snapshot_log_growth_percent: snapshot_log_growth_percent: Option<u64>;
         /// Sets [`snapshot_chunk_size`](Config::snapshot_chunk_size).
         with_snapshot_chunk_size: snapshot_chunk_size: usize;
         /// Sets [`snapshot_chunks_in_flight`](Config::snapshot_chunks_in_flight).

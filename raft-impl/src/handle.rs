@@ -129,7 +129,9 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         };
         let pending = storage.pending_snapshot().await?;
         let seed = config.seed.unwrap_or_else(|| runtime.random_seed());
-        let snapshot_policy = (config.snapshot_after_entries, config.snapshot_after_bytes);
+        // The snapshot policy's settings, and the size its growth condition starts from.
+        let policy_config = config.clone();
+        let snapshot_size = opened.as_ref().map_or(0, |(descriptor, _)| descriptor.size);
         // The cluster's first start on this store: the bootstrap configuration is made
         // durable (as an empty snapshot at index 0, which compaction later replaces), so
         // every later start knows it without the argument, and can tell a contradicting
@@ -197,7 +199,12 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             apply_rx,
             events_tx.clone(),
             Arc::clone(&shared),
-            SnapshotPolicy::new(runtime.clone(), snapshot_policy, node.last_applied()),
+            SnapshotPolicy::new(
+                runtime.clone(),
+                &policy_config,
+                node.last_applied(),
+                snapshot_size,
+            ),
         ));
         let driver = Driver {
             node: Some(node),

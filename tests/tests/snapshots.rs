@@ -289,10 +289,109 @@ const WINDOW: u64 = 10;
 fn policy_compacts_by_itself<M, F>(seed: u64, state_machine: F)
 where
     M: StateMachine<KvCommand, Response = KvResponse>,
-    F: Fn() -> M + Send + 'static,
+    F: Fn() -> M + Send + Sync + 'static,
 {
     policy_compacts_with(seed, state_machine, |config| {
         config.with_snapshot_after_entries(Some(AFTER))
+    });
+}
+
+/// Three nodes on the simulator with the snapshot policy `policy` sets on the lab
+/// configuration (and a window of `WINDOW`), all linked; returns them and which leads.
+async fn policy_cluster<M, F>(
+    runtime: &SimRuntime,
+    seed: u64,
+    state_machine: &F,
+    policy: &(dyn Fn(Config) -> Config + Sync),
+) -> (Vec<KvRaft>, usize)
+where
+    M: StateMachine<KvCommand, Response = KvResponse>,
+    F: Fn() -> M + Sync,
+{
+    let net: MemNetwork<KvCommand, SimRuntime> = MemNetwork::new(runtime.clone(), seed);
+    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let mut nodes: Vec<KvRaft> = Vec::new();
+    for &id in &ids {
+        let parts = Parts {
+            runtime: runtime.clone(),
+            storage: MemStorage::new(),
+            state_machine: state_machine(),
+            transport: net.transport(id),
+        };
+        let config = policy(Config::lab())
+            .with_seed(Some(seed + id.0))
+            .with_snapshot_trailing_entries(WINDOW);
+        let raft = Raft::spawn(id, ids.clone(), config, parts).await.unwrap();
+        net.add_server(id, Arc::new(raft.clone()));
+        nodes.push(raft);
+    }
+    for &from in &ids {
+        for &to in &ids {
+            net.set_link(from, to, true);
+        }
+    }
+    let wait_leader = async {
+        loop {
+            if let Some(i) = nodes.iter().position(|n| n.state().1) {
+                return i;
+            }
+            runtime.sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let leader = timeout(runtime, Duration::from_secs(10), wait_leader)
+        .await
+        .expect("a leader");
+    (nodes, leader)
+}
+
+/// With the growth condition at 100%, a snapshot every 5 entries waits until the log
+/// since the last snapshot is as large as that snapshot. The state grows with every
+/// put (each key is new), so each snapshot waits for more entries than the one before:
+/// a handful of snapshots over 200 puts instead of 40.
+#[test]
+fn the_growth_condition_spaces_snapshots_out_as_the_state_grows() {
+    let simulation = Simulation::new(11);
+    let runtime = simulation.runtime();
+    simulation.block_on(async move {
+        let policy = |config: Config| {
+            config
+                .with_snapshot_after_entries(Some(5))
+                .with_snapshot_log_growth_percent(Some(100))
+        };
+        let (nodes, leader) = policy_cluster(&runtime, 11, &KvStateMachine::new, &policy).await;
+        for k in 1..=200u64 {
+            let put = KvCommand::Put {
+                key: format!("key{k:04}").into(),
+                value: format!("value{k:04}").into(),
+            };
+            nodes[leader].propose(put).await.unwrap();
+        }
+        let all_applied = async {
+            while nodes
+                .iter()
+                .any(|n| n.status().last_applied < LogIndex(200))
+            {
+                runtime.sleep(Duration::from_millis(1)).await;
+            }
+        };
+        timeout(&runtime, Duration::from_secs(10), all_applied)
+            .await
+            .expect("every node applies all 200");
+        for node in &nodes {
+            let status = node.status();
+            // The first snapshot comes at 5 entries (none before it to measure against),
+            // then each when the log has doubled: at 5, 10, 20, 40, 80 and 160. Fewer than
+            // four would mean the condition held snapshots back for good.
+            assert!(
+                (4..=6).contains(&status.counters.snapshots_taken),
+                "node {} took {} snapshots",
+                status.id,
+                status.counters.snapshots_taken
+            );
+        }
+        for node in &nodes {
+            node.shutdown().await;
+        }
     });
 }
 
@@ -300,47 +399,15 @@ where
 fn policy_compacts_with<M, F>(
     seed: u64,
     state_machine: F,
-    policy: impl Fn(Config) -> Config + Send + 'static,
+    policy: impl Fn(Config) -> Config + Send + Sync + 'static,
 ) where
     M: StateMachine<KvCommand, Response = KvResponse>,
-    F: Fn() -> M + Send + 'static,
+    F: Fn() -> M + Send + Sync + 'static,
 {
     let simulation = Simulation::new(seed);
     let runtime = simulation.runtime();
     simulation.block_on(async move {
-        let net: MemNetwork<KvCommand, SimRuntime> = MemNetwork::new(runtime.clone(), seed);
-        let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-        let mut nodes: Vec<KvRaft> = Vec::new();
-        for &id in &ids {
-            let parts = Parts {
-                runtime: runtime.clone(),
-                storage: MemStorage::new(),
-                state_machine: state_machine(),
-                transport: net.transport(id),
-            };
-            let config = policy(Config::lab())
-                .with_seed(Some(seed + id.0))
-                .with_snapshot_trailing_entries(WINDOW);
-            let raft = Raft::spawn(id, ids.clone(), config, parts).await.unwrap();
-            net.add_server(id, Arc::new(raft.clone()));
-            nodes.push(raft);
-        }
-        for &from in &ids {
-            for &to in &ids {
-                net.set_link(from, to, true);
-            }
-        }
-        let wait_leader = async {
-            loop {
-                if let Some(i) = nodes.iter().position(|n| n.state().1) {
-                    return i;
-                }
-                runtime.sleep(Duration::from_millis(1)).await;
-            }
-        };
-        let leader = timeout(&runtime, Duration::from_secs(10), wait_leader)
-            .await
-            .expect("a leader");
+        let (nodes, leader) = policy_cluster(&runtime, seed, &state_machine, &policy).await;
         let mut longest = 0;
         for k in 1..=200u64 {
             let put = KvCommand::Put {

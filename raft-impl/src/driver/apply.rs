@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
@@ -19,6 +19,7 @@ use raft_traits::{
 };
 
 use super::Event;
+use crate::config::Config;
 use crate::error::ProposeError;
 use crate::status::Shared;
 
@@ -70,8 +71,9 @@ pub(crate) enum ApplyMsg<C, R> {
     Shutdown,
 }
 
-/// The library's own snapshots (`Config::snapshot_after_entries` and
-/// `Config::snapshot_after_bytes`): when to take one, and whether one is being written.
+/// The library's own snapshots (`Config::snapshot_after_entries`,
+/// `Config::snapshot_after_bytes` and `Config::snapshot_log_growth_percent`): when to
+/// take one, and whether one is being written.
 pub(crate) struct SnapshotPolicy<Rt> {
     runtime: Rt,
     /// Take a snapshot once this many entries were applied since the last; `None`: not
@@ -80,10 +82,16 @@ pub(crate) struct SnapshotPolicy<Rt> {
     /// Take a snapshot once the entries applied since the last encode to this many
     /// bytes; `None`: not by size.
     after_bytes: Option<u64>,
+    /// Either trigger waits until the entries applied since the last snapshot encode to
+    /// this percent of its size; `None`: no such wait.
+    growth_percent: Option<u64>,
     /// The index of the last snapshot taken, restored or asked for.
     last: LogIndex,
+    /// The size of the last snapshot this node wrote or restored (0: none), which the
+    /// growth condition measures against. Set by the task that writes a snapshot.
+    last_size: Arc<AtomicU64>,
     /// The encoded size of the entries applied since `last` (counted only with
-    /// `after_bytes`).
+    /// `after_bytes` or `growth_percent`).
     bytes: u64,
     /// Where entries are encoded to be measured, reused.
     scratch: Vec<u8>,
@@ -92,23 +100,25 @@ pub(crate) struct SnapshotPolicy<Rt> {
 }
 
 impl<Rt: Runtime> SnapshotPolicy<Rt> {
-    /// A policy with the triggers `(after_entries, after_bytes)`, the last snapshot at
-    /// `last`.
-    pub(crate) fn new(runtime: Rt, after: (Option<u64>, Option<u64>), last: LogIndex) -> Self {
+    /// The policy `config` sets, the last snapshot at `last` and `last_size` bytes long.
+    pub(crate) fn new(runtime: Rt, config: &Config, last: LogIndex, last_size: u64) -> Self {
         SnapshotPolicy {
             runtime,
-            after_entries: after.0,
-            after_bytes: after.1,
+            after_entries: config.snapshot_after_entries,
+            after_bytes: config.snapshot_after_bytes,
+            growth_percent: config.snapshot_log_growth_percent,
             last,
+            last_size: Arc::new(AtomicU64::new(last_size)),
             bytes: 0,
             scratch: Vec::new(),
             busy: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Counts `entry`, about to be applied, toward the size trigger.
+    /// Counts `entry`, about to be applied, toward the size trigger and the growth
+    /// condition.
     fn count<C: Command>(&mut self, entry: &Entry<C>) {
-        if self.after_bytes.is_none() {
+        if self.after_bytes.is_none() && self.growth_percent.is_none() {
             return;
         }
         self.scratch.clear();
@@ -130,7 +140,16 @@ impl<Rt: Runtime> SnapshotPolicy<Rt> {
             .after_entries
             .is_some_and(|after| applied.0.saturating_sub(self.last.0) >= after);
         let by_size = self.after_bytes.is_some_and(|after| self.bytes >= after);
-        (by_count || by_size) && !self.busy.load(Ordering::Acquire)
+        // Saturating: a product past u64::MAX asks for more log than can be counted,
+        // which never comes, as the growth it stands for never would.
+        let grown = self.growth_percent.is_none_or(|percent| {
+            self.bytes.saturating_mul(100)
+                >= self
+                    .last_size
+                    .load(Ordering::Acquire)
+                    .saturating_mul(percent)
+        });
+        (by_count || by_size) && grown && !self.busy.load(Ordering::Acquire)
     }
 
     /// Takes a snapshot of the state machine, which has applied up to `applied`, and
@@ -168,11 +187,15 @@ impl<Rt: Runtime> SnapshotPolicy<Rt> {
         };
         self.busy.store(true, Ordering::Release);
         let busy = Arc::clone(&self.busy);
+        let last_size = Arc::clone(&self.last_size);
         let events = events.clone();
         let _detached = self.runtime.spawn(async move {
             match write_snapshot(source, applied, &events).await {
-                Ok(true) => tracing::debug!(%node, index = %applied, "snapshot policy: snapshot written"),
-                Ok(false) => {}
+                Ok(Some(size)) => {
+                    last_size.store(size, Ordering::Release);
+                    tracing::debug!(%node, index = %applied, size, "snapshot policy: snapshot written");
+                }
+                Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(%node, index = %applied, %error, "snapshot policy: the snapshot could not be written; the log keeps growing");
                 }
@@ -205,26 +228,28 @@ impl SnapshotSource for Serialized {
 
 /// Writes the state `source` captured at `index` into a writer the event loop opens on
 /// its storage, and hands the staged snapshot back to the loop, which installs it and
-/// compacts the log. `Ok(false)`: the loop declined (a snapshot as recent is stored).
+/// compacts the log. Returns the snapshot's size; `Ok(None)`: the loop declined (a
+/// snapshot as recent is stored).
 async fn write_snapshot<C, R>(
     source: Box<dyn SnapshotSource>,
     index: LogIndex,
     events: &Sender<Event<C, R>>,
-) -> Result<bool, StateMachineError> {
+) -> Result<Option<u64>, StateMachineError> {
     let (reply, writer) = oneshot::channel();
     if events
         .try_send(Event::CreateSnapshot { index, reply })
         .is_err()
     {
-        return Ok(false);
+        return Ok(None);
     }
     let Ok(Some(mut writer)) = writer.await else {
-        return Ok(false);
+        return Ok(None);
     };
     source.write_to(writer.as_mut()).await?;
     let staged = writer.finish().await?;
+    let size = staged.descriptor.size;
     let _ = events.try_send(Event::SnapshotStaged(staged));
-    Ok(true)
+    Ok(Some(size))
 }
 
 pub(crate) async fn run_apply<C, M, Rt>(
@@ -272,6 +297,7 @@ where
             }
             ApplyMsg::Snapshot(descriptor, reader) => {
                 let covered = descriptor.meta.last_included.index;
+                let size = descriptor.size;
                 let restored = state_machine.restore_from(descriptor.meta, reader).await;
                 match restored {
                     Ok(()) => {}
@@ -288,6 +314,7 @@ where
                 shared.store_applied(covered);
                 if covered > policy.last {
                     policy.restart_at(covered);
+                    policy.last_size.store(size, Ordering::Release);
                 }
                 let now = policy.runtime.now();
                 for (index, _, waiter) in waiters.take_up_to(covered) {
