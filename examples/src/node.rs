@@ -38,6 +38,11 @@ use crate::state_machine::{KvRaft, KvSessionCommand, KvView, SnapshotStats, Snap
 /// grows accordingly (some 30 MB at that value size).
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 
+/// How much the log must have grown since the last snapshot, in percent of that
+/// snapshot's size, before the next is taken ([`NodeConfig::snapshot_growth_percent`]):
+/// as Redis's `auto-aof-rewrite-percentage`, by default 100.
+pub const DEFAULT_SNAPSHOT_GROWTH_PERCENT: u64 = 100;
+
 /// How many client sessions a node keeps by default (the session wrapper's default).
 pub const DEFAULT_MAX_SESSIONS: NonZeroUsize = DEFAULT_CAPACITY;
 
@@ -95,6 +100,11 @@ pub struct NodeConfig {
     /// (an `Arc` clone of the key-value map and a copy of the session table) and
     /// encoding it off the apply task.
     pub snapshot_entries: u64,
+    /// A snapshot `snapshot_entries` calls for waits until the log since the last
+    /// snapshot has grown to this percent of that snapshot's size; 0 no such wait. It
+    /// sets [`Config::snapshot_log_growth_percent`]: each snapshot rewrites the whole
+    /// state, and this keeps that work a fixed share of the writes as the state grows.
+    pub snapshot_growth_percent: u64,
     /// How many client sessions the state machine keeps before the least recently used
     /// one expires ([`DEFAULT_MAX_SESSIONS`] by default). Part of the replicated state's
     /// definition: every node of a cluster must use the same number.
@@ -142,6 +152,7 @@ impl NodeConfig {
             first_start: FirstStart::default(),
             data_dir: None,
             snapshot_entries: DEFAULT_SNAPSHOT_ENTRIES,
+            snapshot_growth_percent: DEFAULT_SNAPSHOT_GROWTH_PERCENT,
             max_sessions: DEFAULT_MAX_SESSIONS,
             read_mode: ReadMode::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,
@@ -414,6 +425,8 @@ impl BoundNode {
         config.raft.lease_reads = config.read_mode == ReadMode::Lease;
         config.raft.snapshot_after_entries =
             (config.snapshot_entries > 0).then_some(config.snapshot_entries);
+        config.raft.snapshot_log_growth_percent =
+            (config.snapshot_growth_percent > 0).then_some(config.snapshot_growth_percent);
         config.listen = raft_server.local_addr();
         config.client_listen = client_server.local_addr();
         // A restart takes the configuration from storage: an argument there would have

@@ -51,8 +51,9 @@ use clap::{Parser, Subcommand};
 use raft_examples::progress::{Goal, Progress};
 use raft_examples::{
     Bench, BenchConfig, BenchError, BenchReport, ClientConfig, ClientError, ClusterMembers,
-    DEFAULT_SNAPSHOT_ENTRIES, FirstStart, KvClient, KvNode, NodeConfig, NodeError, NodeStatus,
-    ReadMode, Stop, Workload, describe_failure, parse_members, resolve,
+    DEFAULT_SNAPSHOT_ENTRIES, DEFAULT_SNAPSHOT_GROWTH_PERCENT, FirstStart, KvClient, KvNode,
+    NodeConfig, NodeError, NodeStatus, ReadMode, Stop, Workload, describe_failure, parse_members,
+    resolve,
 };
 use raft_net_smol::{HandshakeError, Protocol, TcpConfig, TlsConfig};
 use raft_traits::{Membership, NodeId};
@@ -99,6 +100,11 @@ enum Command {
         /// 0 never.
         #[arg(long, value_name = "N", default_value_t = DEFAULT_SNAPSHOT_ENTRIES)]
         snapshot_entries: u64,
+        /// ...and only once the log since the last snapshot has grown to this percent of
+        /// that snapshot's size, so that rewriting a large state stays a fixed share of
+        /// the writes; 0 no such wait.
+        #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_SNAPSHOT_GROWTH_PERCENT)]
+        snapshot_growth: u64,
         /// How to serve `get`, linearizably in every mode: `log` (a log entry per read),
         /// `read-index` (one heartbeat round to a majority, nothing written) or `lease`
         /// (no round while the leader's lease holds; assumes bounded clock drift).
@@ -324,6 +330,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             client_listen,
             data_dir,
             snapshot_entries,
+            snapshot_growth,
             read_mode,
             cluster_id,
             metrics_listen,
@@ -342,6 +349,7 @@ fn run(command: Command) -> Result<ExitCode, Failure> {
             };
             config.data_dir = data_dir;
             config.snapshot_entries = snapshot_entries;
+            config.snapshot_growth_percent = snapshot_growth;
             config.read_mode = read_mode;
             config.tcp.cluster_id = cluster_id;
             config.metrics_listen = metrics_listen
