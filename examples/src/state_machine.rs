@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use raft_impl::Raft;
 use raft_impl::session::{SessionCommand, SessionResult, Sessions};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine};
-use raft_traits::{LogId, Snapshot, SnapshotJob, StateMachine, StateMachineError, async_trait};
+use raft_traits::{
+    Bytes, LogId, Snapshot, SnapshotJob, SnapshotMeta, SnapshotReader, SnapshotSource,
+    SnapshotWriter, StagedSnapshot, StateMachine, StateMachineError, StorageError, async_trait,
+};
 use smol::lock::RwLock;
 
 use crate::read::ReadCounters;
@@ -164,6 +167,37 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
         }))
     }
 
+    /// Streams the snapshot: the session table (a copy, bounded by `max_sessions`), then
+    /// the key-value map entry by entry in pieces of about 64 KiB, written by Raft's
+    /// snapshot task into storage as they are encoded, so no one holds the encoded
+    /// snapshot whole. Captured under the state's lock, as `capture_snapshot` is.
+    fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        let source = loop {
+            if let Some(mut state) = self.state.try_write() {
+                break state.capture_snapshot_stream()?;
+            }
+            std::thread::yield_now();
+        };
+        Some(Box::new(Tallied {
+            source,
+            stats: Arc::clone(&self.stats),
+        }))
+    }
+
+    /// Restores through the session wrapper's reader path: the table, then the map from
+    /// a reader over the rest.
+    async fn restore_from(
+        &mut self,
+        meta: SnapshotMeta,
+        reader: Arc<dyn SnapshotReader>,
+    ) -> Result<(), StateMachineError> {
+        let size = reader.len();
+        self.state.write().await.restore_from(meta, reader).await?;
+        self.stats.restored.fetch_add(1, Ordering::Relaxed);
+        self.stats.last_restored_size.store(size, Ordering::Relaxed);
+        Ok(())
+    }
+
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let size = u64::try_from(snapshot.data.len()).unwrap_or(u64::MAX);
         self.state.write().await.restore(snapshot).await?;
@@ -174,6 +208,78 @@ impl StateMachine<KvSessionCommand> for SnapshottingKv {
 
     fn check_snapshot(snapshot: &Snapshot) -> Result<(), StateMachineError> {
         KvSessions::check_snapshot(snapshot)
+    }
+}
+
+/// A streamed snapshot whose size the counters learn once it is written.
+struct Tallied {
+    source: Box<dyn SnapshotSource>,
+    stats: Arc<SnapshotCounters>,
+}
+
+#[async_trait]
+impl SnapshotSource for Tallied {
+    /// The source writes into a relay (a writer must be `'static`, so it cannot borrow
+    /// `out`), and the pieces go on to `out` here, counted; the relay holds at most two
+    /// pieces, so memory stays bounded as the source's own pieces are.
+    async fn write_to(
+        self: Box<Self>,
+        out: &mut dyn SnapshotWriter,
+    ) -> Result<(), StateMachineError> {
+        let (pieces, relayed) = smol::channel::bounded::<Bytes>(2);
+        let source = self.source;
+        let produce = async move {
+            let mut relay = Relay(pieces);
+            source.write_to(&mut relay).await
+            // The relay drops here: the loop below sees the end.
+        };
+        let forward = async move {
+            let mut bytes = 0u64;
+            while let Ok(piece) = relayed.recv().await {
+                bytes = bytes.saturating_add(piece.len() as u64);
+                out.write(piece).await?;
+            }
+            Ok::<u64, StorageError>(bytes)
+        };
+        let (produced, forwarded) = futures::join!(produce, forward);
+        let written = forwarded
+            .map_err(StateMachineError::from)
+            .and_then(|bytes| {
+                produced?;
+                Ok(bytes)
+            });
+        match written {
+            Ok(bytes) => {
+                self.stats.taken.fetch_add(1, Ordering::Relaxed);
+                self.stats.last_taken_size.store(bytes, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot write a snapshot; the log keeps growing");
+                Err(error)
+            }
+        }
+    }
+}
+
+/// The writer a [`Tallied`] source writes into: it hands each piece on.
+struct Relay(smol::channel::Sender<Bytes>);
+
+#[async_trait]
+impl SnapshotWriter for Relay {
+    async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        // Closed only when writing to storage failed, which that side reports.
+        self.0
+            .send(data)
+            .await
+            .map_err(|_| StorageError::Corrupt("the snapshot's storage writer failed".to_owned()))
+    }
+
+    async fn finish(self: Box<Self>) -> Result<StagedSnapshot, StorageError> {
+        // Sources only write; whoever opened the storage writer finishes it.
+        Err(StorageError::Corrupt(
+            "a snapshot source asked to finish the writer it was lent".to_owned(),
+        ))
     }
 }
 
@@ -273,6 +379,64 @@ mod tests {
             let view = other.view();
             assert_eq!(view.get("a").await.as_deref(), Some("1"));
             assert_eq!(view.sessions().await.last_sequence(client), Some(1));
+        });
+    }
+
+    /// Collects what a snapshot source writes, counting the pieces.
+    #[derive(Default)]
+    struct Collect(Vec<u8>, usize);
+
+    #[async_trait]
+    impl SnapshotWriter for Collect {
+        async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+            self.0.extend_from_slice(&data);
+            self.1 += 1;
+            Ok(())
+        }
+        async fn finish(self: Box<Self>) -> Result<StagedSnapshot, StorageError> {
+            unreachable!("a source never finishes its writer")
+        }
+    }
+
+    /// What the snapshot policy takes: the streamed capture writes the same bytes as
+    /// `snapshot`, in pieces (the session table, then the map about 64 KiB at a time),
+    /// counts itself, and restores from a reader into the same state.
+    #[test]
+    fn a_streamed_snapshot_is_the_state_at_the_capture_in_pieces() {
+        smol::block_on(async {
+            let mut kv = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
+            let client = match kv.apply(at(1), SessionCommand::Register).await {
+                Ok(SessionResponse::Registered(client)) => client,
+                other => panic!("{other:?}"),
+            };
+            let value = "v".repeat(256);
+            for sequence in 1..=1_000u64 {
+                let key = format!("key{sequence:04}");
+                kv.apply(at(1 + sequence), put(client, sequence, &key, &value))
+                    .await
+                    .unwrap();
+            }
+            let expected = kv.snapshot().await.unwrap();
+            let source = kv.capture_snapshot_stream().expect("the KV store streams");
+            // Applied after the capture: the stream must not see it.
+            kv.apply(at(1_002), put(client, 1_001, "key0001", "changed"))
+                .await
+                .unwrap();
+            let mut collected = Collect::default();
+            source.write_to(&mut collected).await.unwrap();
+            assert!(collected.0 == expected.data, "the streamed bytes differ");
+            assert!(collected.1 >= 4, "{} pieces", collected.1);
+            let stats = kv.view().snapshot_stats();
+            assert_eq!(stats.taken, 2);
+            assert_eq!(stats.last_taken_size, expected.data.len() as u64);
+
+            let mut other = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
+            let reader = raft_traits::BytesReader::shared(expected.data.clone());
+            other.restore_from(expected.meta, reader).await.unwrap();
+            let view = other.view();
+            assert_eq!(view.get("key0001").await.as_deref(), Some(value.as_str()));
+            assert_eq!(view.sessions().await.last_sequence(client), Some(1_000));
+            assert_eq!(view.snapshot_stats().restored, 1);
         });
     }
 }

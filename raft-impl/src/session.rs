@@ -49,10 +49,16 @@
 //! # Snapshot format
 //!
 //! A snapshot of the wrapper is the four bytes `RSES`, a little-endian `u16` format
-//! version (now [`SNAPSHOT_VERSION`]), then the postcard encoding of the session table
-//! (client id, last-use index, last sequence number and response, per session) followed
-//! by the inner state machine's snapshot bytes. Bytes that do not start that way, of
-//! another version, or whose table is inconsistent are refused with
+//! version (now [`SNAPSHOT_VERSION`], 2), the length of the session table as a
+//! little-endian `u64`, the postcard encoding of that table (client id, last-use index,
+//! last sequence number and response, per session), then the inner state machine's
+//! snapshot bytes to the end. Because the inner bytes come last and unframed, a snapshot
+//! is written as the table followed by the inner machine's own stream
+//! ([`StateMachine::capture_snapshot_stream`]) and restored by handing the inner machine
+//! a reader over its part ([`StateMachine::restore_from`]): neither end holds the whole
+//! snapshot when the inner machine streams. Version 1 (the same table and the inner
+//! bytes, both in one postcard record) is still read. Bytes that do not start that way,
+//! of another version, or whose table is inconsistent are refused with
 //! [`StateMachineError::InvalidSnapshot`] and change nothing.
 //!
 //! # Example
@@ -111,9 +117,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroUsize;
 
+use std::sync::Arc;
+
 use raft_traits::{
-    Bytes, Codec, LogId, LogIndex, Postcard, Snapshot, SnapshotJob, SnapshotMeta, StateMachine,
-    StateMachineError, async_trait,
+    Bytes, Codec, LogId, LogIndex, Postcard, Snapshot, SnapshotJob, SnapshotMeta, SnapshotReader,
+    SnapshotSource, SnapshotWriter, StateMachine, StateMachineError, StorageError, async_trait,
+    read_all,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -121,8 +130,17 @@ use serde::{Deserialize, Serialize};
 /// How many sessions a [`Sessions`] keeps unless told otherwise.
 pub const DEFAULT_CAPACITY: NonZeroUsize = NonZeroUsize::new(4096).expect("4096 is not zero");
 
-/// The version of the snapshot format that [`Sessions`] writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 1;
+/// The version of the snapshot format that [`Sessions`] writes (and reads, with
+/// version 1 before it).
+pub const SNAPSHOT_VERSION: u16 = 2;
+
+/// The first format: the table and the inner bytes in one postcard record
+/// ([`SnapshotBody`]), so the inner bytes could be neither streamed nor skipped to.
+const SNAPSHOT_VERSION_1: u16 = 1;
+
+/// What precedes the session table in a version-2 snapshot: the magic, the version and
+/// the table's length.
+const HEADER_LEN: usize = SNAPSHOT_MAGIC.len() + 2 + 8;
 
 /// The first bytes of every snapshot of a [`Sessions`].
 const SNAPSHOT_MAGIC: [u8; 4] = *b"RSES";
@@ -247,8 +265,8 @@ struct SessionRecord<R> {
     last: Option<Recorded<R>>,
 }
 
-/// What follows the magic and version in a snapshot. Written with `R = &Response` and
-/// read with `R = Response`: the encodings are the same.
+/// What follows the magic and version in a version-1 snapshot (read, no longer written;
+/// the tests write one).
 #[derive(Serialize, Deserialize)]
 struct SnapshotBody<R> {
     sessions: Vec<SessionRecord<R>>,
@@ -358,32 +376,178 @@ impl<M, R: Serialize> Sessions<M, R> {
     }
 }
 
+/// The records of `sessions` as a snapshot's table holds them. Written with
+/// `R = &Response` and read with `R = Response`: the encodings are the same.
+fn records<R>(sessions: &BTreeMap<ClientId, Session<R>>) -> Vec<SessionRecord<&R>> {
+    sessions
+        .iter()
+        .map(|(&client, session)| SessionRecord {
+            client,
+            last_used: session.last_used,
+            last: session.last.as_ref().map(|last| Recorded {
+                sequence: last.sequence,
+                response: &last.response,
+            }),
+        })
+        .collect()
+}
+
+/// Everything of a snapshot before the inner machine's bytes: the header and the table.
+fn encode_head<R: Serialize>(
+    sessions: &BTreeMap<ClientId, Session<R>>,
+) -> Result<Vec<u8>, StateMachineError> {
+    let table = Postcard
+        .encode(&records(sessions))
+        .map_err(|e| StateMachineError::Other(Box::new(e)))?;
+    let mut head = Vec::with_capacity(HEADER_LEN + table.len());
+    head.extend_from_slice(&SNAPSHOT_MAGIC);
+    head.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    head.extend_from_slice(&(table.len() as u64).to_le_bytes());
+    head.extend_from_slice(&table);
+    Ok(head)
+}
+
 /// `sessions` and the inner machine's bytes in the snapshot format.
 fn encode_snapshot<R: Serialize>(
     sessions: &BTreeMap<ClientId, Session<R>>,
     inner: Bytes,
 ) -> Result<Vec<u8>, StateMachineError> {
-    let body = SnapshotBody {
-        sessions: sessions
-            .iter()
-            .map(|(&client, session)| SessionRecord {
-                client,
-                last_used: session.last_used,
-                last: session.last.as_ref().map(|last| Recorded {
-                    sequence: last.sequence,
-                    response: &last.response,
-                }),
-            })
-            .collect(),
-        inner,
-    };
-    let mut data = Vec::with_capacity(SNAPSHOT_MAGIC.len() + 2 + body.inner.len());
-    data.extend_from_slice(&SNAPSHOT_MAGIC);
-    data.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-    Postcard
-        .encode_into(&body, &mut data)
-        .map_err(|e| StateMachineError::Other(Box::new(e)))?;
+    let mut data = encode_head(sessions)?;
+    data.extend_from_slice(&inner);
     Ok(data)
+}
+
+/// The pieces a restore reads from its snapshot at a time.
+const RESTORE_PIECE: usize = 1 << 20;
+
+/// Reads `len` bytes of `reader` from `offset`: all of them, or an error if the data
+/// ends first.
+async fn read_range(
+    reader: &dyn SnapshotReader,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, StateMachineError> {
+    let end = offset.checked_add(len).filter(|&end| end <= reader.len());
+    let Some(end) = end else {
+        return Err(StateMachineError::InvalidSnapshot(format!(
+            "session snapshot of {} bytes ends before {offset} + {len}",
+            reader.len()
+        )));
+    };
+    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(RESTORE_PIECE));
+    let mut at = offset;
+    while at < end {
+        let want = usize::try_from(end - at)
+            .unwrap_or(usize::MAX)
+            .min(RESTORE_PIECE);
+        let piece = reader.read_at(at, want).await?;
+        if piece.is_empty() {
+            return Err(StorageError::SnapshotRange {
+                offset: at,
+                len: reader.len(),
+            }
+            .into());
+        }
+        at = at.saturating_add(piece.len() as u64);
+        data.extend_from_slice(&piece);
+    }
+    Ok(data)
+}
+
+/// The inner machine's part of a snapshot: the data of `reader` from `start` on.
+#[derive(Debug)]
+struct Skipped {
+    reader: Arc<dyn SnapshotReader>,
+    start: u64,
+}
+
+#[async_trait]
+impl SnapshotReader for Skipped {
+    fn len(&self) -> u64 {
+        self.reader.len().saturating_sub(self.start)
+    }
+
+    async fn read_at(&self, offset: u64, max_len: usize) -> Result<Bytes, StorageError> {
+        let Some(at) = self
+            .start
+            .checked_add(offset)
+            .filter(|_| offset <= self.len())
+        else {
+            return Err(StorageError::SnapshotRange {
+                offset,
+                len: self.len(),
+            });
+        };
+        self.reader.read_at(at, max_len).await
+    }
+}
+
+/// A capture of the wrapper for a streamed snapshot: the session table as it was, and
+/// the inner machine's own capture.
+struct CapturedSessions<R> {
+    sessions: BTreeMap<ClientId, Session<R>>,
+    inner: Box<dyn SnapshotSource>,
+}
+
+#[async_trait]
+impl<R: Serialize + Send + 'static> SnapshotSource for CapturedSessions<R> {
+    async fn write_to(
+        self: Box<Self>,
+        out: &mut dyn SnapshotWriter,
+    ) -> Result<(), StateMachineError> {
+        let CapturedSessions { sessions, inner } = *self;
+        // Encoded (and the copy dropped) before the first await.
+        let head = Bytes::from(encode_head(&sessions)?);
+        drop(sessions);
+        out.write(head).await?;
+        inner.write_to(out).await
+    }
+}
+
+/// How a snapshot's header says the rest is laid out.
+enum Layout {
+    /// Version 1: one postcard record from this offset on.
+    Record,
+    /// Version 2: a table of this many bytes after the header, then the inner bytes.
+    Table(u64),
+}
+
+/// Reads a snapshot's header from its first bytes (at least [`HEADER_LEN`] of them, or
+/// all there are).
+fn read_header(head: &[u8]) -> Result<Layout, StateMachineError> {
+    let invalid = |reason: &str| StateMachineError::InvalidSnapshot(reason.to_owned());
+    let body = head
+        .strip_prefix(&SNAPSHOT_MAGIC)
+        .ok_or_else(|| invalid("not a session snapshot (no RSES header)"))?;
+    let (version, body) = body
+        .split_first_chunk::<2>()
+        .ok_or_else(|| invalid("session snapshot truncated in its version"))?;
+    match u16::from_le_bytes(*version) {
+        SNAPSHOT_VERSION_1 => Ok(Layout::Record),
+        SNAPSHOT_VERSION => {
+            let (len, _) = body
+                .split_first_chunk::<8>()
+                .ok_or_else(|| invalid("session snapshot truncated in its table's length"))?;
+            Ok(Layout::Table(u64::from_le_bytes(*len)))
+        }
+        version => Err(StateMachineError::InvalidSnapshot(format!(
+            "session snapshot format version {version}; this build reads versions \
+             {SNAPSHOT_VERSION_1} and {SNAPSHOT_VERSION}"
+        ))),
+    }
+}
+
+/// Where a version-2 snapshot's inner bytes start, given its table's length and the
+/// snapshot's size.
+fn inner_start(table_len: u64, size: u64) -> Result<u64, StateMachineError> {
+    (HEADER_LEN as u64)
+        .checked_add(table_len)
+        .filter(|&start| start <= size)
+        .ok_or_else(|| {
+            StateMachineError::InvalidSnapshot(format!(
+                "session table of {table_len} bytes in a snapshot of {size}"
+            ))
+        })
 }
 
 /// A session table read from a snapshot, checked.
@@ -395,28 +559,53 @@ struct DecodedSnapshot<R> {
 
 /// Reads a snapshot of a [`Sessions`] covering entries up to `last_included`.
 fn decode_snapshot<R: DeserializeOwned>(
-    data: &[u8],
+    data: &Bytes,
     last_included: LogIndex,
 ) -> Result<DecodedSnapshot<R>, StateMachineError> {
     let invalid = |reason: String| StateMachineError::InvalidSnapshot(reason);
-    let body = data
-        .strip_prefix(&SNAPSHOT_MAGIC)
-        .ok_or_else(|| invalid("not a session snapshot (no RSES header)".to_owned()))?;
-    let (version, body) = body
-        .split_first_chunk::<2>()
-        .ok_or_else(|| invalid("session snapshot truncated in its version".to_owned()))?;
-    let version = u16::from_le_bytes(*version);
-    if version != SNAPSHOT_VERSION {
-        return Err(invalid(format!(
-            "session snapshot format version {version}; this build reads version {SNAPSHOT_VERSION}"
-        )));
-    }
-    let body: SnapshotBody<R> = Postcard
-        .decode(body)
-        .map_err(|e| invalid(format!("session table: {e}")))?;
+    let (records, inner) = match read_header(data)? {
+        Layout::Record => {
+            let body: SnapshotBody<R> = Postcard
+                .decode(&data[SNAPSHOT_MAGIC.len() + 2..])
+                .map_err(|e| invalid(format!("session table: {e}")))?;
+            (body.sessions, body.inner)
+        }
+        Layout::Table(table_len) => {
+            let start = inner_start(table_len, data.len() as u64)?;
+            // In range: `start` is at most the data's length.
+            let start = usize::try_from(start).unwrap_or(data.len());
+            let records = decode_records(&data[HEADER_LEN..start])?;
+            (records, data.slice(start..))
+        }
+    };
+    let (sessions, by_last_use) = check_table(records, last_included)?;
+    Ok(DecodedSnapshot {
+        sessions,
+        by_last_use,
+        inner,
+    })
+}
+
+/// A version-2 table: exactly the records (the codec refuses bytes after them).
+fn decode_records<R: DeserializeOwned>(
+    table: &[u8],
+) -> Result<Vec<SessionRecord<R>>, StateMachineError> {
+    Postcard
+        .decode(table)
+        .map_err(|e| StateMachineError::InvalidSnapshot(format!("session table: {e}")))
+}
+
+/// The sessions of a snapshot covering entries up to `last_included`, checked, and
+/// their order of last use.
+#[allow(clippy::type_complexity)]
+fn check_table<R>(
+    records: Vec<SessionRecord<R>>,
+    last_included: LogIndex,
+) -> Result<(BTreeMap<ClientId, Session<R>>, BTreeMap<LogIndex, ClientId>), StateMachineError> {
+    let invalid = |reason: String| StateMachineError::InvalidSnapshot(reason);
     let mut sessions = BTreeMap::new();
     let mut by_last_use = BTreeMap::new();
-    for record in body.sessions {
+    for record in records {
         let client = record.client;
         // A session is named by its registration and later entries, all covered by
         // the snapshot.
@@ -441,11 +630,7 @@ fn decode_snapshot<R: DeserializeOwned>(
             return Err(invalid(format!("session {client} appears twice")));
         }
     }
-    Ok(DecodedSnapshot {
-        sessions,
-        by_last_use,
-        inner: body.inner,
-    })
+    Ok((sessions, by_last_use))
 }
 
 #[async_trait]
@@ -550,6 +735,55 @@ where
         }))
     }
 
+    /// When the inner machine streams its snapshot, so does the wrapper: the header and
+    /// a copy of the session table (bounded by the capacity), then the inner stream.
+    fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+        let inner = self.inner.capture_snapshot_stream()?;
+        Some(Box::new(CapturedSessions {
+            sessions: self.sessions.clone(),
+            inner,
+        }))
+    }
+
+    /// Reads the header and the session table, and hands the inner machine a reader
+    /// over the rest, so it restores its part the way it chooses (piece by piece if it
+    /// can). A version-1 snapshot is read whole, as it was written.
+    async fn restore_from(
+        &mut self,
+        meta: SnapshotMeta,
+        reader: Arc<dyn SnapshotReader>,
+    ) -> Result<(), StateMachineError> {
+        let offered = meta.last_included;
+        if offered.index <= self.last_applied.index {
+            return Err(StateMachineError::Stale {
+                applied: self.last_applied,
+                offered,
+            });
+        }
+        // A version-1 snapshot may be shorter than a version-2 header.
+        let head_len = (HEADER_LEN as u64).min(reader.len());
+        let head = read_range(reader.as_ref(), 0, head_len).await?;
+        let table_len = match read_header(&head)? {
+            Layout::Table(table_len) => table_len,
+            Layout::Record => {
+                let data = read_all(reader.as_ref(), RESTORE_PIECE).await?;
+                return self.restore(Snapshot { meta, data }).await;
+            }
+        };
+        let start = inner_start(table_len, reader.len())?;
+        let table = read_range(reader.as_ref(), HEADER_LEN as u64, table_len).await?;
+        // Everything is checked before anything changes.
+        let (sessions, by_last_use) = check_table(decode_records(&table)?, offered.index)?;
+        self.inner
+            .restore_from(meta, Arc::new(Skipped { reader, start }))
+            .await?;
+        self.sessions = sessions;
+        self.by_last_use = by_last_use;
+        self.last_applied = offered;
+        self.evict_beyond_capacity();
+        Ok(())
+    }
+
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let offered = snapshot.meta.last_included;
         if offered.index <= self.last_applied.index {
@@ -645,6 +879,26 @@ mod tests {
                 },
                 data: Bytes::from(Postcard.encode(&(self.total, self.applied)).unwrap()),
             })
+        }
+
+        /// The same bytes as `snapshot`, in two pieces.
+        fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
+            struct Pieces(Vec<u8>);
+            #[async_trait]
+            impl SnapshotSource for Pieces {
+                async fn write_to(
+                    self: Box<Self>,
+                    out: &mut dyn SnapshotWriter,
+                ) -> Result<(), StateMachineError> {
+                    let (first, second) = self.0.split_at(1);
+                    out.write(Bytes::copy_from_slice(first)).await?;
+                    out.write(Bytes::copy_from_slice(second)).await?;
+                    Ok(())
+                }
+            }
+            Some(Box::new(Pieces(
+                Postcard.encode(&(self.total, self.applied)).unwrap(),
+            )))
         }
 
         async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
@@ -966,22 +1220,20 @@ mod tests {
         assert_eq!(machine.last_sequence(ClientId(client)), Some(1));
     }
 
-    /// A snapshot at `last_included` with `sessions` and an empty counter.
-    fn crafted(last_included: u64, sessions: Vec<(u64, u64)>) -> Snapshot {
-        let body = SnapshotBody::<u64> {
-            sessions: sessions
-                .into_iter()
-                .map(|(client, last_used)| SessionRecord {
-                    client: ClientId(client),
-                    last_used: LogIndex(last_used),
-                    last: None,
-                })
-                .collect(),
-            inner: Bytes::from(Postcard.encode(&(0u64, 0u64)).unwrap()),
-        };
-        let mut data = SNAPSHOT_MAGIC.to_vec();
-        data.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        data.extend_from_slice(&Postcard.encode(&body).unwrap());
+    /// The records of `sessions` (client, last use), with no command recorded.
+    fn records_of(sessions: Vec<(u64, u64)>) -> Vec<SessionRecord<u64>> {
+        sessions
+            .into_iter()
+            .map(|(client, last_used)| SessionRecord {
+                client: ClientId(client),
+                last_used: LogIndex(last_used),
+                last: None,
+            })
+            .collect()
+    }
+
+    /// A snapshot at `last_included` of the data `data`.
+    fn snapshot_of(last_included: u64, data: Vec<u8>) -> Snapshot {
         Snapshot {
             meta: SnapshotMeta {
                 last_included: at(last_included),
@@ -991,8 +1243,113 @@ mod tests {
         }
     }
 
+    /// Version-2 data: `sessions`, then `inner`.
+    fn data_v2(sessions: Vec<(u64, u64)>, inner: &[u8]) -> Vec<u8> {
+        let table = Postcard.encode(&records_of(sessions)).unwrap();
+        let mut data = SNAPSHOT_MAGIC.to_vec();
+        data.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        data.extend_from_slice(&(table.len() as u64).to_le_bytes());
+        data.extend_from_slice(&table);
+        data.extend_from_slice(inner);
+        data
+    }
+
+    /// A snapshot at `last_included` with `sessions` and an empty counter.
+    fn crafted(last_included: u64, sessions: Vec<(u64, u64)>) -> Snapshot {
+        let inner = Postcard.encode(&(0u64, 0u64)).unwrap();
+        snapshot_of(last_included, data_v2(sessions, &inner))
+    }
+
+    /// The same in the first format, which is still read.
+    fn crafted_v1(last_included: u64, sessions: Vec<(u64, u64)>, total: u64) -> Snapshot {
+        let body = SnapshotBody::<u64> {
+            sessions: records_of(sessions),
+            inner: Bytes::from(Postcard.encode(&(total, 1u64)).unwrap()),
+        };
+        let mut data = SNAPSHOT_MAGIC.to_vec();
+        data.extend_from_slice(&SNAPSHOT_VERSION_1.to_le_bytes());
+        data.extend_from_slice(&Postcard.encode(&body).unwrap());
+        snapshot_of(last_included, data)
+    }
+
+    /// Restores `snapshot` into `machine` whole (`restore`) or from a reader
+    /// (`restore_from`), as `streamed` says.
+    fn restore_into(
+        machine: &mut Wrapped,
+        snapshot: Snapshot,
+        streamed: bool,
+    ) -> Result<(), StateMachineError> {
+        if streamed {
+            let reader = raft_traits::BytesReader::shared(snapshot.data);
+            block_on(machine.restore_from(snapshot.meta, reader))
+        } else {
+            block_on(machine.restore(snapshot))
+        }
+    }
+
+    /// Collects what a snapshot source writes.
+    #[derive(Default)]
+    struct Collect(Vec<u8>, usize);
+
+    #[async_trait]
+    impl SnapshotWriter for Collect {
+        async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+            self.0.extend_from_slice(&data);
+            self.1 += 1;
+            Ok(())
+        }
+        async fn finish(self: Box<Self>) -> Result<raft_traits::StagedSnapshot, StorageError> {
+            unreachable!("a source never finishes its writer")
+        }
+    }
+
+    #[test]
+    fn a_streamed_snapshot_is_the_whole_one_and_restores_from_a_reader() {
+        let mut machine = Wrapped::new(Counter::default());
+        let client = register(&mut machine, 1).0;
+        apply(&mut machine, 2, request(client, 1, 5)).unwrap();
+        let whole = block_on(machine.snapshot()).unwrap();
+        let source = machine
+            .capture_snapshot_stream()
+            .expect("the counter streams");
+        // Applies after the capture do not reach it.
+        apply(&mut machine, 3, request(client, 2, 7)).unwrap();
+        let mut collected = Collect::default();
+        block_on(source.write_to(&mut collected)).unwrap();
+        assert_eq!(collected.1, 3, "the head, then the counter's two pieces");
+        assert!(collected.0 == whole.data, "the streamed bytes differ");
+
+        let mut restored = Wrapped::new(Counter::default());
+        restore_into(&mut restored, whole, true).unwrap();
+        assert_eq!(restored.inner().total, 5);
+        assert_eq!(restored.last_sequence(ClientId(client)), Some(1));
+        assert_eq!(restored.last_applied(), at(2));
+        // It deduplicates as the original did at the capture.
+        assert_eq!(
+            apply(&mut restored, 3, request(client, 1, 5)),
+            Ok(SessionResponse::Duplicate(5))
+        );
+    }
+
+    #[test]
+    fn a_version_1_snapshot_still_restores_whole_or_from_a_reader() {
+        for streamed in [false, true] {
+            let mut machine = Wrapped::new(Counter::default());
+            restore_into(&mut machine, crafted_v1(9, vec![(3, 4)], 42), streamed).unwrap();
+            assert_eq!(machine.inner().total, 42, "streamed: {streamed}");
+            assert_eq!(machine.last_sequence(ClientId(3)), Some(0));
+            assert_eq!(machine.last_applied(), at(9));
+        }
+    }
+
     #[test]
     fn invalid_snapshots_are_refused_and_change_nothing() {
+        for streamed in [false, true] {
+            refuses_invalid_snapshots(streamed);
+        }
+    }
+
+    fn refuses_invalid_snapshots(streamed: bool) {
         let mut machine = Wrapped::new(Counter::default());
         let client = register(&mut machine, 1).0;
         apply(&mut machine, 2, request(client, 1, 5)).unwrap();
@@ -1004,36 +1361,46 @@ mod tests {
             data: Bytes::from(data),
         };
         let mut other_version = good.data.to_vec();
-        other_version[4] = 2;
+        other_version[4] = 3;
         let mut bad_body = good.data.to_vec();
         bad_body.push(0);
+        let mut long_table = good.data.to_vec();
+        long_table[6..14].copy_from_slice(&u64::MAX.to_le_bytes());
+        let mut short_table = good.data.to_vec();
+        short_table[6] -= 1;
         let cases = [
             ("no header", with_data(b"garbage".to_vec())),
             ("empty", with_data(Vec::new())),
-            ("truncated version", with_data(b"RSES\x01".to_vec())),
+            ("truncated version", with_data(b"RSES\x02".to_vec())),
+            (
+                "truncated table length",
+                with_data(b"RSES\x02\x00\x01".to_vec()),
+            ),
             ("other version", with_data(other_version)),
             ("trailing bytes", with_data(bad_body)),
             (
                 "truncated body",
                 with_data(good.data[..good.data.len() - 3].to_vec()),
             ),
+            ("table longer than the data", with_data(long_table)),
+            ("table cut short", with_data(short_table)),
             ("used before registered", crafted(9, vec![(5, 4)])),
             ("used after the snapshot", crafted(9, vec![(3, 10)])),
             ("one use for two sessions", crafted(9, vec![(3, 4), (2, 4)])),
             ("a session twice", crafted(9, vec![(3, 4), (3, 5)])),
         ];
         for (what, snapshot) in cases {
-            let error = block_on(machine.restore(snapshot)).unwrap_err();
+            let error = restore_into(&mut machine, snapshot, streamed).unwrap_err();
             assert!(
                 matches!(error, StateMachineError::InvalidSnapshot(_)),
-                "{what}: {error}"
+                "{what} (streamed: {streamed}): {error}"
             );
             assert_eq!(machine.inner(), before.inner(), "{what}");
             assert_eq!(machine.sessions, before.sessions, "{what}");
             assert_eq!(machine.last_applied(), before.last_applied(), "{what}");
         }
         // The well-formed one is taken.
-        block_on(machine.restore(good)).unwrap();
+        restore_into(&mut machine, good, streamed).unwrap();
         assert_eq!(machine.last_sequence(ClientId(3)), Some(0));
         assert_eq!(machine.last_sequence(ClientId(client)), None);
     }
@@ -1043,16 +1410,8 @@ mod tests {
         let mut machine = Wrapped::new(Counter::default());
         let client = register(&mut machine, 1).0;
         apply(&mut machine, 2, request(client, 1, 5)).unwrap();
-        let mut snapshot = crafted(9, vec![(3, 4)]);
         // Valid table, inner bytes the counter cannot read.
-        let mut data = SNAPSHOT_MAGIC.to_vec();
-        data.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
-        let body = SnapshotBody::<u64> {
-            sessions: Vec::new(),
-            inner: Bytes::from_static(&[0xff]),
-        };
-        data.extend_from_slice(&Postcard.encode(&body).unwrap());
-        snapshot.data = Bytes::from(data);
+        let snapshot = snapshot_of(9, data_v2(vec![(3, 4)], &[0xff]));
         let error = block_on(machine.restore(snapshot)).unwrap_err();
         assert!(
             matches!(error, StateMachineError::InvalidSnapshot(_)),
