@@ -382,22 +382,6 @@ mod tests {
         });
     }
 
-    /// Collects what a snapshot source writes, counting the pieces.
-    #[derive(Default)]
-    struct Collect(Vec<u8>, usize);
-
-    #[async_trait]
-    impl SnapshotWriter for Collect {
-        async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
-            self.0.extend_from_slice(&data);
-            self.1 += 1;
-            Ok(())
-        }
-        async fn finish(self: Box<Self>) -> Result<StagedSnapshot, StorageError> {
-            unreachable!("a source never finishes its writer")
-        }
-    }
-
     /// What the snapshot policy takes: the streamed capture writes the same bytes as
     /// `snapshot`, in pieces (the session table, then the map about 64 KiB at a time),
     /// counts itself, and restores from a reader into the same state.
@@ -422,10 +406,13 @@ mod tests {
             kv.apply(at(1_002), put(client, 1_001, "key0001", "changed"))
                 .await
                 .unwrap();
-            let mut collected = Collect::default();
+            let mut collected = raft_traits::BufferWriter::new(SnapshotMeta::default());
             source.write_to(&mut collected).await.unwrap();
-            assert!(collected.0 == expected.data, "the streamed bytes differ");
-            assert!(collected.1 >= 4, "{} pieces", collected.1);
+            assert!(
+                collected.data() == expected.data,
+                "the streamed bytes differ"
+            );
+            assert!(collected.pieces() >= 4, "{} pieces", collected.pieces());
             let stats = kv.view().snapshot_stats();
             assert_eq!(stats.taken, 2);
             assert_eq!(stats.last_taken_size, expected.data.len() as u64);

@@ -1287,22 +1287,6 @@ mod tests {
         }
     }
 
-    /// Collects what a snapshot source writes.
-    #[derive(Default)]
-    struct Collect(Vec<u8>, usize);
-
-    #[async_trait]
-    impl SnapshotWriter for Collect {
-        async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
-            self.0.extend_from_slice(&data);
-            self.1 += 1;
-            Ok(())
-        }
-        async fn finish(self: Box<Self>) -> Result<raft_traits::StagedSnapshot, StorageError> {
-            unreachable!("a source never finishes its writer")
-        }
-    }
-
     #[test]
     fn a_streamed_snapshot_is_the_whole_one_and_restores_from_a_reader() {
         let mut machine = Wrapped::new(Counter::default());
@@ -1314,10 +1298,14 @@ mod tests {
             .expect("the counter streams");
         // Applies after the capture do not reach it.
         apply(&mut machine, 3, request(client, 2, 7)).unwrap();
-        let mut collected = Collect::default();
+        let mut collected = raft_traits::BufferWriter::new(SnapshotMeta::default());
         block_on(source.write_to(&mut collected)).unwrap();
-        assert_eq!(collected.1, 3, "the head, then the counter's two pieces");
-        assert!(collected.0 == whole.data, "the streamed bytes differ");
+        assert_eq!(
+            collected.pieces(),
+            3,
+            "the head, then the counter's two pieces"
+        );
+        assert!(collected.data() == whole.data, "the streamed bytes differ");
 
         let mut restored = Wrapped::new(Counter::default());
         restore_into(&mut restored, whole, true).unwrap();

@@ -364,34 +364,15 @@ mod tests {
         let source = kv.capture_snapshot_stream().expect("the KV store streams");
         // Applies after the capture do not reach the captured state.
         block_on(kv.apply(at(1, 20_001), put("key1", "changed")));
-        /// Collects what the source writes, counting the pieces.
-        #[derive(Default)]
-        struct Collect {
-            data: Vec<u8>,
-            pieces: usize,
-        }
-        #[async_trait]
-        impl SnapshotWriter for Collect {
-            async fn write(&mut self, data: Bytes) -> Result<(), raft_traits::StorageError> {
-                self.pieces += 1;
-                self.data.extend_from_slice(&data);
-                Ok(())
-            }
-            async fn finish(
-                self: Box<Self>,
-            ) -> Result<raft_traits::StagedSnapshot, raft_traits::StorageError> {
-                unreachable!("a source never finishes its writer")
-            }
-        }
-        let mut collected = Collect::default();
+        let mut collected = raft_traits::BufferWriter::new(SnapshotMeta::default());
         block_on(source.write_to(&mut collected)).unwrap();
-        let count = collected.pieces;
+        let count = collected.pieces();
         assert!(
             count > 3,
             "{} bytes came in {count} pieces",
             whole.data.len()
         );
-        assert!(collected.data == whole.data, "the streamed bytes differ");
+        assert!(collected.data() == whole.data, "the streamed bytes differ");
     }
 
     #[test]

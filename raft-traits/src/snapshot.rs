@@ -275,6 +275,7 @@ impl StagedSnapshot {
 pub struct BufferWriter {
     meta: SnapshotMeta,
     data: Vec<u8>,
+    pieces: usize,
 }
 
 impl BufferWriter {
@@ -283,13 +284,28 @@ impl BufferWriter {
         BufferWriter {
             meta,
             data: Vec::new(),
+            pieces: 0,
         }
+    }
+
+    /// The data written so far.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// How many non-empty writes brought it: the pieces a
+    /// [`SnapshotSource`](crate::SnapshotSource) wrote, for checking that it streams.
+    pub fn pieces(&self) -> usize {
+        self.pieces
     }
 }
 
 #[async_trait]
 impl SnapshotWriter for BufferWriter {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
+        if !data.is_empty() {
+            self.pieces += 1;
+        }
         self.data.extend_from_slice(&data);
         Ok(())
     }
