@@ -772,6 +772,12 @@ impl World {
         let policy_snapshots = StdRng::seed_from_u64(mix(seed, 8)).random_bool(0.5);
         if policy_snapshots {
             config.snapshot_after_entries = Some(snapshot_every);
+            // Half of those also wait for the log to grow to a share of the last
+            // snapshot (drawn apart), so snapshots come late and the log runs long.
+            let mut growth_rng = StdRng::seed_from_u64(mix(seed, 9));
+            if growth_rng.random_bool(0.5) {
+                config.snapshot_log_growth_percent = Some(growth_rng.random_range(10..=200));
+            }
         }
         let net = MemNetwork::new(runtime.clone(), mix(seed, 2));
         net.set_long_delays(false);
