@@ -116,7 +116,6 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroUsize;
-
 use std::sync::Arc;
 
 use raft_traits::{
