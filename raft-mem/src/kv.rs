@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft_traits::{
-    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, SnapshotSource,
-    SnapshotWriter, StateMachine, StateMachineError, async_trait,
+    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, SnapshotReader,
+    SnapshotSource, SnapshotWriter, StateMachine, StateMachineError, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +71,9 @@ pub enum KvResponse {
 /// snapshot is encoded on its own task while commands keep applying. The first write
 /// while an encoding still holds the map copies the map once (its entries are `Arc`s:
 /// reference counts, not text); a write after the encoding finished copies nothing.
-/// The streamed encoding goes to storage in pieces of about 64 KiB, so
-/// taking a snapshot needs no memory for the encoded map whole.
+/// The streamed encoding goes to storage in pieces of about 64 KiB, and
+/// [`restore_from`](StateMachine::restore_from) decodes it from pieces of that size, so
+/// neither taking nor restoring a snapshot needs memory for the encoded map whole.
 ///
 /// ```
 /// use raft_mem::{KvCommand, KvResponse, KvStateMachine};
@@ -143,6 +144,79 @@ fn encode(
         },
         data: Bytes::from(data),
     })
+}
+
+/// How many bytes of a snapshot a restore reads at a time.
+const RESTORE_PIECE: usize = 64 * 1024;
+
+/// The map encoded in `reader`'s data, read `piece` bytes at a time: postcard's map,
+/// its length then each key and value, decoded as the bytes arrive.
+async fn decode_map_from(
+    reader: &dyn SnapshotReader,
+    piece: usize,
+) -> Result<BTreeMap<Arc<str>, Arc<str>>, StateMachineError> {
+    let mut input = Pieces {
+        reader,
+        piece: piece.max(1),
+        read: 0,
+        buffer: Vec::new(),
+        start: 0,
+    };
+    let len: usize = input.next().await?;
+    let mut map = BTreeMap::new();
+    for _ in 0..len {
+        // As decoding the map whole would: a later duplicate key replaces an earlier.
+        let (key, value): (Arc<str>, Arc<str>) = input.next().await?;
+        map.insert(key, value);
+    }
+    if input.start < input.buffer.len() || input.read < reader.len() {
+        return Err(StateMachineError::InvalidSnapshot(
+            "bytes after the key-value map".to_owned(),
+        ));
+    }
+    Ok(map)
+}
+
+/// A snapshot's data as it is read: what was read and not yet decoded is
+/// `buffer[start..]`.
+struct Pieces<'a> {
+    reader: &'a dyn SnapshotReader,
+    piece: usize,
+    /// How much of the data was read.
+    read: u64,
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl Pieces<'_> {
+    /// Decodes the next value, reading more of the data while it is cut short.
+    async fn next<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, StateMachineError> {
+        loop {
+            match postcard::take_from_bytes::<T>(&self.buffer[self.start..]) {
+                Ok((value, rest)) => {
+                    self.start = self.buffer.len() - rest.len();
+                    return Ok(value);
+                }
+                Err(postcard::Error::DeserializeUnexpectedEnd) if self.read < self.reader.len() => {
+                    // Drop what was decoded before reading on, so the buffer holds at
+                    // most a piece and the rest of one value.
+                    self.buffer.drain(..self.start);
+                    self.start = 0;
+                    let more = self.reader.read_at(self.read, self.piece).await?;
+                    if more.is_empty() {
+                        return Err(StateMachineError::InvalidSnapshot(format!(
+                            "the snapshot's data ended at {} of {}",
+                            self.read,
+                            self.reader.len()
+                        )));
+                    }
+                    self.read = self.read.saturating_add(more.len() as u64);
+                    self.buffer.extend_from_slice(&more);
+                }
+                Err(error) => return Err(StateMachineError::InvalidSnapshot(error.to_string())),
+            }
+        }
+    }
 }
 
 impl KvStateMachine {
@@ -226,6 +300,27 @@ impl StateMachine<KvCommand> for KvStateMachine {
         let data = Postcard
             .decode(&snapshot.data)
             .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))?;
+        self.data = Arc::new(data);
+        self.last_applied = offered;
+        Ok(())
+    }
+
+    /// Decodes the map entry by entry from pieces of `reader`, so a restore holds the
+    /// map being built and at most a piece of its encoding, never the encoding whole.
+    /// It accepts exactly the bytes [`restore`](StateMachine::restore) accepts.
+    async fn restore_from(
+        &mut self,
+        meta: SnapshotMeta,
+        reader: Arc<dyn SnapshotReader>,
+    ) -> Result<(), StateMachineError> {
+        let offered = meta.last_included;
+        if offered.index <= self.last_applied.index {
+            return Err(StateMachineError::Stale {
+                applied: self.last_applied,
+                offered,
+            });
+        }
+        let data = decode_map_from(reader.as_ref(), RESTORE_PIECE).await?;
         self.data = Arc::new(data);
         self.last_applied = offered;
         Ok(())
@@ -373,6 +468,60 @@ mod tests {
             whole.data.len()
         );
         assert!(collected.data() == whole.data, "the streamed bytes differ");
+    }
+
+    /// A restore from a reader decodes the map piece by piece, whatever the piece size,
+    /// into what a whole restore gives, and refuses what a whole restore refuses.
+    #[test]
+    fn a_restore_from_a_reader_decodes_the_map_in_pieces() {
+        let mut kv = KvStateMachine::new();
+        block_on(async {
+            for i in 1..=300u64 {
+                let value = "v".repeat(i as usize % 40);
+                kv.apply(at(1, i), put(&format!("key{i}"), &value)).await;
+            }
+        });
+        let snapshot = block_on(kv.snapshot()).unwrap();
+        for piece in [1, 7, 100, 64 * 1024] {
+            let reader = raft_traits::BytesReader(snapshot.data.clone());
+            let map = block_on(decode_map_from(&reader, piece)).unwrap();
+            assert!(map == *kv.data, "piece size {piece}");
+        }
+        let mut restored = KvStateMachine::new();
+        let reader = raft_traits::BytesReader::shared(snapshot.data.clone());
+        block_on(restored.restore_from(snapshot.meta.clone(), reader)).unwrap();
+        assert_eq!(restored, kv);
+
+        let whole = snapshot.data.to_vec();
+        let mut trailing = whole.clone();
+        trailing.push(0);
+        let mut long_count = whole.clone();
+        long_count[0] = 0xff; // the count's first varint byte: more entries than there are
+        let cases = [
+            ("cut short", whole[..whole.len() - 5].to_vec()),
+            ("a byte after the map", trailing),
+            ("a count beyond the entries", long_count),
+            ("not a map", b"\xff\xff\xff".to_vec()),
+        ];
+        for (what, data) in cases {
+            let offered = Snapshot {
+                meta: snapshot.meta.clone(),
+                data: Bytes::from(data),
+            };
+            let mut whole_restore = KvStateMachine::new();
+            assert!(
+                block_on(whole_restore.restore(offered.clone())).is_err(),
+                "{what}"
+            );
+            for piece in [1, 7, 64 * 1024] {
+                let reader = raft_traits::BytesReader(offered.data.clone());
+                let error = block_on(decode_map_from(&reader, piece)).unwrap_err();
+                assert!(
+                    matches!(error, StateMachineError::InvalidSnapshot(_)),
+                    "{what}, piece {piece}: {error}"
+                );
+            }
+        }
     }
 
     #[test]
