@@ -26,16 +26,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use raft_mem::{KvCommand, KvResponse};
+use raft_net_smol::SmolRuntime;
 use raft_traits::{JoinHandle, NodeId, Runtime};
 use serde::Serialize;
 
@@ -570,18 +569,19 @@ impl Bench {
 }
 
 /// A [`Runtime`] whose tasks run only while [`Bench::run`] drives its executor, on the
-/// thread that polls `run`.
+/// thread that polls `run`; its timers and clock are smol's, as `SmolRuntime`'s are.
 #[derive(Clone)]
 struct LocalRuntime {
     executor: Arc<smol::Executor<'static>>,
-    epoch: Instant,
+    /// Only for `sleep`, `now` and `random_seed`: nothing is spawned on it.
+    clock: SmolRuntime,
 }
 
 impl LocalRuntime {
     fn new() -> Self {
         LocalRuntime {
             executor: Arc::new(smol::Executor::new()),
-            epoch: Instant::now(),
+            clock: SmolRuntime::global(),
         }
     }
 }
@@ -598,20 +598,15 @@ impl Runtime for LocalRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
-        let timer = smol::Timer::after(duration);
-        async move {
-            timer.await;
-        }
-        .boxed()
+        self.clock.sleep(duration)
     }
 
     fn now(&self) -> Duration {
-        self.epoch.elapsed()
+        self.clock.now()
     }
 
     fn random_seed(&self) -> u64 {
-        // The connections' backoff jitter needs no more than this.
-        RandomState::new().hash_one(self.epoch.elapsed())
+        self.clock.random_seed()
     }
 }
 
