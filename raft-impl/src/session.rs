@@ -419,36 +419,31 @@ fn encode_snapshot<R: Serialize>(
 /// The pieces a restore reads from its snapshot at a time.
 const RESTORE_PIECE: usize = 1 << 20;
 
-/// Reads `len` bytes of `reader` from `offset`: all of them, or an error if the data
-/// ends first.
+/// Reads `len` bytes of `reader` from `offset`, or fails if the data ends first. In
+/// range, one `read_at` returns exactly what was asked.
 async fn read_range(
     reader: &dyn SnapshotReader,
     offset: u64,
     len: u64,
-) -> Result<Vec<u8>, StateMachineError> {
-    let end = offset.checked_add(len).filter(|&end| end <= reader.len());
-    let Some(end) = end else {
+) -> Result<Bytes, StateMachineError> {
+    let in_range = offset
+        .checked_add(len)
+        .is_some_and(|end| end <= reader.len());
+    let wanted = usize::try_from(len).ok().filter(|_| in_range);
+    let Some(wanted) = wanted else {
         return Err(StateMachineError::InvalidSnapshot(format!(
             "session snapshot of {} bytes ends before {offset} + {len}",
             reader.len()
         )));
     };
-    let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(RESTORE_PIECE));
-    let mut at = offset;
-    while at < end {
-        let want = usize::try_from(end - at)
-            .unwrap_or(usize::MAX)
-            .min(RESTORE_PIECE);
-        let piece = reader.read_at(at, want).await?;
-        if piece.is_empty() {
-            return Err(StorageError::SnapshotRange {
-                offset: at,
-                len: reader.len(),
-            }
-            .into());
+    let data = reader.read_at(offset, wanted).await?;
+    if data.len() != wanted {
+        // A reader that breaks its contract: refused rather than misread.
+        return Err(StorageError::SnapshotRange {
+            offset: offset.saturating_add(data.len() as u64),
+            len: reader.len(),
         }
-        at = at.saturating_add(piece.len() as u64);
-        data.extend_from_slice(&piece);
+        .into());
     }
     Ok(data)
 }
@@ -753,12 +748,7 @@ where
         reader: Arc<dyn SnapshotReader>,
     ) -> Result<(), StateMachineError> {
         let offered = meta.last_included;
-        if offered.index <= self.last_applied.index {
-            return Err(StateMachineError::Stale {
-                applied: self.last_applied,
-                offered,
-            });
-        }
+        StateMachineError::unless_newer(self.last_applied, offered)?;
         // A version-1 snapshot may be shorter than a version-2 header.
         let head_len = (HEADER_LEN as u64).min(reader.len());
         let head = read_range(reader.as_ref(), 0, head_len).await?;
@@ -785,12 +775,7 @@ where
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let offered = snapshot.meta.last_included;
-        if offered.index <= self.last_applied.index {
-            return Err(StateMachineError::Stale {
-                applied: self.last_applied,
-                offered,
-            });
-        }
+        StateMachineError::unless_newer(self.last_applied, offered)?;
         // Everything is checked before anything changes.
         let decoded = decode_snapshot(&snapshot.data, offered.index)?;
         // The inner machine has applied at most what the wrapper has, so a snapshot
@@ -902,12 +887,7 @@ mod tests {
 
         async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
             let offered = snapshot.meta.last_included;
-            if offered.index <= self.last_applied.index {
-                return Err(StateMachineError::Stale {
-                    applied: self.last_applied,
-                    offered,
-                });
-            }
+            StateMachineError::unless_newer(self.last_applied, offered)?;
             let (total, applied) = Postcard
                 .decode(&snapshot.data)
                 .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))?;

@@ -291,12 +291,7 @@ impl StateMachine<KvCommand> for KvStateMachine {
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let offered = snapshot.meta.last_included;
-        if offered.index <= self.last_applied.index {
-            return Err(StateMachineError::Stale {
-                applied: self.last_applied,
-                offered,
-            });
-        }
+        StateMachineError::unless_newer(self.last_applied, offered)?;
         let data = Postcard
             .decode(&snapshot.data)
             .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))?;
@@ -314,12 +309,7 @@ impl StateMachine<KvCommand> for KvStateMachine {
         reader: Arc<dyn SnapshotReader>,
     ) -> Result<(), StateMachineError> {
         let offered = meta.last_included;
-        if offered.index <= self.last_applied.index {
-            return Err(StateMachineError::Stale {
-                applied: self.last_applied,
-                offered,
-            });
-        }
+        StateMachineError::unless_newer(self.last_applied, offered)?;
         let data = decode_map_from(reader.as_ref(), RESTORE_PIECE).await?;
         self.data = Arc::new(data);
         self.last_applied = offered;

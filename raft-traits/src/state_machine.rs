@@ -177,3 +177,26 @@ pub enum StateMachineError {
     #[error("state machine failed: {0}")]
     Other(Box<dyn std::error::Error + Send + Sync>),
 }
+
+impl StateMachineError {
+    /// The check every `restore` makes first: a snapshot covering `offered` is taken
+    /// only if it is newer than the state, which has applied up to `applied`; otherwise
+    /// [`Stale`](StateMachineError::Stale), since a state machine never moves backwards.
+    ///
+    /// ```
+    /// use raft_traits::{LogId, LogIndex, StateMachineError, Term};
+    ///
+    /// let at = |index| LogId::new(Term(1), LogIndex(index));
+    /// assert!(StateMachineError::unless_newer(at(5), at(6)).is_ok());
+    /// assert!(matches!(
+    ///     StateMachineError::unless_newer(at(5), at(5)),
+    ///     Err(StateMachineError::Stale { .. })
+    /// ));
+    /// ```
+    pub fn unless_newer(applied: LogId, offered: LogId) -> Result<(), StateMachineError> {
+        if offered.index <= applied.index {
+            return Err(StateMachineError::Stale { applied, offered });
+        }
+        Ok(())
+    }
+}

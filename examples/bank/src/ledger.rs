@@ -229,12 +229,7 @@ impl StateMachine<BankCommand> for Ledger {
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let offered = snapshot.meta.last_included;
         // A state machine never moves backwards.
-        if offered.index <= self.last_applied.index {
-            return Err(StateMachineError::Stale {
-                applied: self.last_applied,
-                offered,
-            });
-        }
+        StateMachineError::unless_newer(self.last_applied, offered)?;
         self.accounts = Self::decode(&snapshot.data)?;
         self.last_applied = offered;
         Ok(())
