@@ -568,7 +568,7 @@ impl PeerSlot {
                 // The server must hold the certificate of the node the client dials.
                 let name = tls::server_name(self.peer)?;
                 let session = TlsConnector::from(tls.client())
-                    .connect(name, stream.clone())
+                    .connect(name, stream::Transport::of(&stream))
                     .await
                     .map_err(|e| HandshakeError::Tls {
                         reason: e.to_string(),

@@ -71,11 +71,17 @@ mod executor;
 pub mod frame;
 pub mod handshake;
 mod outbox;
+#[cfg(target_os = "linux")]
+mod reactor;
+#[cfg(not(target_os = "linux"))]
+#[path = "reactor_elsewhere.rs"]
+mod reactor;
 mod reassembly;
 mod runtime;
 mod server;
 mod service;
 mod stream;
+mod timers;
 pub mod tls;
 mod transport;
 mod workers;

@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use raft_traits::{JoinHandle, Runtime};
 use rand::RngExt;
 
+use crate::timers::Sleep;
 use crate::workers::Pool;
 
 /// The smol runtime: real time, OS threads, the system's randomness.
@@ -19,7 +20,12 @@ use crate::workers::Pool;
 ///   the `SMOL_THREADS` environment variable); right for a binary that runs one node or a
 ///   whole cluster for its lifetime.
 /// * [`SmolRuntime::with_threads`] owns a private executor on `n` threads, stopped by
-///   [`SmolRuntime::stop`]; right for tests that build and tear down many clusters.
+///   [`SmolRuntime::stop`], with its own timers and (on Linux) its own socket reactor: the
+///   connections its tasks open wait in an edge-triggered epoll instance that an idle
+///   thread of the pool watches, rather than in async-io's. The fastest flavour (over
+///   loopback TCP with one client, `raft-bench tcp` writes at about half the latency and
+///   three quarters of the CPU of async-io's reactor); right too for tests that build and
+///   tear down many clusters.
 ///
 /// ```
 /// use std::time::Duration;
@@ -111,6 +117,11 @@ impl Runtime for SmolRuntime {
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture<'static, ()> {
+        if let Flavour::Owned(pool) = &self.shared.executor
+            && let Some(pool) = pool.upgrade()
+        {
+            return Sleep::new(&pool, duration).boxed();
+        }
         let timer = smol::Timer::after(duration);
         async move {
             timer.await;

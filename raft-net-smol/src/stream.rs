@@ -10,6 +10,9 @@ use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
+use crate::reactor::Socket;
+use crate::workers;
+
 /// The reading side of a connection.
 pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -18,10 +21,76 @@ pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// A plain TCP connection's two sides: the same socket.
 pub(crate) fn plain(stream: &TcpStream) -> (Reader, Writer) {
-    (
-        Box::new(SocketReader::new(stream.clone())),
-        Box::new(stream.clone()),
-    )
+    match Transport::of(stream) {
+        Transport::Pool(socket) => (Box::new(socket.clone()), Box::new(socket)),
+        Transport::AsyncIo(stream) => (
+            Box::new(SocketReader::new(stream.clone())),
+            Box::new(stream),
+        ),
+    }
+}
+
+/// A connection's socket as one stream (which a TLS session reads and writes): on a
+/// thread of a pool with a [reactor](crate::reactor) of its own, its waits go there;
+/// elsewhere to async-io's.
+#[derive(Debug)]
+pub(crate) enum Transport {
+    /// Registered with the reactor of the pool this thread works for.
+    Pool(Socket),
+    /// Served by async-io.
+    AsyncIo(TcpStream),
+}
+
+impl Transport {
+    pub(crate) fn of(stream: &TcpStream) -> Transport {
+        if let Some(reactor) = workers::current_reactor() {
+            match Socket::adopt(&reactor, stream) {
+                Ok(socket) => return Transport::Pool(socket),
+                Err(e) => tracing::debug!(error = %e, "the pool's reactor cannot take a socket"),
+            }
+        }
+        Transport::AsyncIo(stream.clone())
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Pool(socket) => Pin::new(socket).poll_read(cx, buf),
+            Transport::AsyncIo(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Pool(socket) => Pin::new(socket).poll_write(cx, buf),
+            Transport::AsyncIo(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Pool(socket) => Pin::new(socket).poll_flush(cx),
+            Transport::AsyncIo(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Pool(socket) => Pin::new(socket).poll_close(cx),
+            Transport::AsyncIo(stream) => Pin::new(stream).poll_close(cx),
+        }
+    }
 }
 
 /// The two sides of a stream that is read and written through one state (a TLS session),

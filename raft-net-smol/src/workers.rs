@@ -1,6 +1,6 @@
 //! The worker threads behind [`SmolRuntime::with_threads`](crate::SmolRuntime::with_threads):
-//! one task queue shared by the threads, each of which drives async-io's reactor (the
-//! sockets' and timers' readiness) while it has nothing to run.
+//! one task queue shared by the threads; a thread with nothing to run waits in the pool's
+//! [socket reactor](crate::reactor) if no other thread does, else it parks.
 //!
 //! Why not smol's `Executor`: every time one of its threads picks a task, it wakes another
 //! sleeping thread "in case the task takes long". A Raft write is a chain of short tasks
@@ -9,8 +9,12 @@
 //! a futex or eventfd write, a context switch and a reactor round, several times per write
 //! (`raft-bench tcp --clients 1` spent 1.7 times the CPU per write on two threads as on one).
 //! Here a thread is woken only when queued tasks outnumber the threads looking for work,
-//! and a thread that wakes a task while it sleeps inside the reactor (an I/O event came)
+//! and a thread that wakes a task while it waits in the reactor (an I/O event came)
 //! takes the task itself, which costs no system call.
+//!
+//! The sockets that the pool's tasks open wait in the pool's own reactor (see there for
+//! why); timers, listening sockets and connection attempts stay with async-io, whose own
+//! thread wakes the pool's tasks when they are ready.
 //!
 //! Tried and dropped: running a task woken by the running task next on the same thread
 //! (tokio's LIFO slot). It cut the 1-client TCP p50 by about 10 us more, but it kept the
@@ -22,13 +26,17 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
-use std::thread;
+use std::task::Waker;
+use std::thread::{self, Thread};
+use std::time::{Duration, Instant};
 
 use async_task::Runnable;
 use concurrent_queue::ConcurrentQueue;
 
-/// Tasks a thread runs before it lets its reactor check the sockets again.
+use crate::reactor::Reactor;
+use crate::timers::Timers;
+
+/// Tasks a thread runs before it looks at the sockets and timers again.
 const BUDGET: usize = 64;
 
 /// The shared state of a pool of worker threads.
@@ -36,18 +44,39 @@ pub(crate) struct Pool {
     queue: ConcurrentQueue<Runnable>,
     /// Threads awake and not running a task: they will take what is queued.
     searching: AtomicUsize,
-    /// The waker of each thread that sleeps, by thread number.
-    sleeping: Mutex<Vec<Option<Waker>>>,
+    /// How to wake each thread that sleeps, by thread number.
+    sleeping: Mutex<Vec<Option<Sleeper>>>,
+    /// The sockets' reactor, if this system has one we drive (else async-io's serves).
+    reactor: Option<Arc<Reactor>>,
+    timers: Timers,
     /// Every task not yet finished, by id, so that stopping drops them all.
     tasks: Mutex<BTreeMap<u64, Waker>>,
     next_task: AtomicU64,
     stopped: AtomicBool,
 }
 
+/// A sleeping thread: how to wake it, and until when it sleeps at most.
+#[derive(Debug)]
+struct Sleeper {
+    how: Sleep,
+    /// The first timer's deadline when it went to sleep.
+    until: Option<Instant>,
+}
+
+/// How a thread sleeps.
+#[derive(Debug)]
+enum Sleep {
+    /// Waiting in the reactor: a notification ends the wait.
+    Waiting,
+    /// Parked: unparked.
+    Parked(Thread),
+}
+
 /// What a worker thread knows about itself.
 struct Worker {
     /// The pool it belongs to (a thread only ever belongs to one).
     pool: *const Pool,
+    reactor: Option<Arc<Reactor>>,
     id: usize,
     /// Whether it is running a task right now (else it looks for one, or sleeps).
     running: bool,
@@ -61,15 +90,38 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The reactor of the pool whose worker thread this is, if it is one and the pool has one:
+/// a socket opened here waits in it.
+pub(crate) fn current_reactor() -> Option<Arc<Reactor>> {
+    WORKER
+        .try_with(|worker| {
+            worker
+                .try_borrow()
+                .ok()
+                .and_then(|worker| worker.as_ref().and_then(|worker| worker.reactor.clone()))
+        })
+        .ok()
+        .flatten()
+}
+
 impl Pool {
     /// Starts `threads` worker threads (at least one). The threads hold the pool; the
     /// returned handle does not keep it alive.
     pub(crate) fn start(threads: usize) -> Weak<Pool> {
         let threads = threads.max(1);
+        let reactor = match Reactor::new() {
+            Ok(reactor) => Some(Arc::new(reactor)),
+            Err(e) => {
+                tracing::warn!("no socket reactor of the pool's own ({e}); async-io's serves");
+                None
+            }
+        };
         let pool = Arc::new(Pool {
             queue: ConcurrentQueue::unbounded(),
             searching: AtomicUsize::new(threads),
-            sleeping: Mutex::new(vec![None; threads]),
+            sleeping: Mutex::new((0..threads).map(|_| None).collect()),
+            reactor,
+            timers: Timers::default(),
             tasks: Mutex::new(BTreeMap::new()),
             next_task: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
@@ -116,12 +168,12 @@ impl Pool {
     /// Stops the threads; the tasks are dropped once the last thread has left.
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
-        let wakers: Vec<Waker> = lock(&self.sleeping)
+        let sleepers: Vec<Sleeper> = lock(&self.sleeping)
             .iter_mut()
             .flat_map(Option::take)
             .collect();
-        for waker in wakers {
-            waker.wake();
+        for sleeper in sleepers {
+            self.wake(sleeper);
         }
     }
 
@@ -138,26 +190,78 @@ impl Pool {
     }
 
     /// Wakes a sleeping thread if the queued tasks outnumber the threads looking for work.
-    /// A thread that sleeps inside the reactor and schedules a task (an I/O event woke it)
-    /// is woken first: waking itself costs no system call.
+    /// A thread that waits in the reactor and schedules a task (an I/O event woke it)
+    /// counts itself awake first, which costs no system call: it is awake already.
     fn wake_if_needed(&self) {
-        let worker = self.current_worker();
-        if let Some((id, false)) = worker {
-            self.wake_self(id);
+        if let Some((id, false)) = self.current_worker() {
+            self.unsleep(id);
         }
         if self.queue.len() <= self.searching.load(Ordering::SeqCst) {
             return;
         }
-        let waker = {
+        self.wake_one(|sleeping| {
+            // A parked thread first: the one in the reactor stays there, watching the
+            // sockets while the other runs the task.
+            let parked = sleeping.iter().rposition(|sleeper| {
+                matches!(
+                    sleeper,
+                    Some(Sleeper {
+                        how: Sleep::Parked(_),
+                        ..
+                    })
+                )
+            });
+            parked.or_else(|| sleeping.iter().rposition(Option::is_some))
+        });
+    }
+
+    /// The pool's timers.
+    pub(crate) fn timers(&self) -> &Timers {
+        &self.timers
+    }
+
+    /// A timer was set for `at`. Set by a task on the pool, it needs nothing: the thread
+    /// running the task looks at the timers before it sleeps. Set from elsewhere, it
+    /// wakes a thread if every thread sleeps past it, so that one sleeps less.
+    pub(crate) fn timer_set(&self, at: Instant) {
+        if self.current_worker().is_some() {
+            return;
+        }
+        self.wake_one(|sleeping| {
+            // A thread awake sleeps no longer than the first timer when it next sleeps.
+            let all_asleep = sleeping.iter().all(Option::is_some);
+            let covered = sleeping
+                .iter()
+                .flatten()
+                .any(|sleeper| sleeper.until.is_some_and(|until| until <= at));
+            if !all_asleep || covered {
+                return None;
+            }
+            sleeping.iter().rposition(Option::is_some)
+        });
+    }
+
+    /// Wakes the sleeping thread that `pick` chooses, if it chooses one.
+    fn wake_one(&self, pick: impl FnOnce(&[Option<Sleeper>]) -> Option<usize>) {
+        let sleeper = {
             let mut sleeping = lock(&self.sleeping);
-            let Some(id) = sleeping.iter().rposition(Option::is_some) else {
+            let Some(sleeper) = pick(&sleeping).and_then(|id| sleeping.get_mut(id)?.take()) else {
                 return;
             };
             self.searching.fetch_add(1, Ordering::SeqCst);
-            sleeping[id].take()
+            sleeper
         };
-        if let Some(waker) = waker {
-            waker.wake();
+        self.wake(sleeper);
+    }
+
+    fn wake(&self, sleeper: Sleeper) {
+        match sleeper.how {
+            Sleep::Parked(thread) => thread.unpark(),
+            Sleep::Waiting => {
+                if let Some(reactor) = &self.reactor {
+                    reactor.notify();
+                }
+            }
         }
     }
 
@@ -173,36 +277,28 @@ impl Pool {
             .flatten()
     }
 
-    /// A worker thread's life: run tasks; with none left, sleep in async-io's `block_on`,
-    /// which waits on the reactor (or for another thread that does) until woken.
+    /// A worker thread's life: run tasks; with none left, wait in the reactor (or park,
+    /// if another thread waits there) until woken.
     fn work(self: Arc<Self>, id: usize) {
         let me: *const Pool = &*self;
         WORKER.with(|worker| {
             *worker.borrow_mut() = Some(Worker {
                 pool: me,
+                reactor: self.reactor.clone(),
                 id,
                 running: false,
             })
         });
-        smol::block_on(std::future::poll_fn(|cx| self.poll_work(id, cx)));
-        WORKER.with(|worker| worker.borrow_mut().take());
-    }
-
-    fn poll_work(&self, id: usize, cx: &mut Context<'_>) -> Poll<()> {
-        // Polled without being woken (block_on may): take this thread off the sleepers.
-        self.unsleep(id);
         let mut ran = 0;
-        loop {
-            if self.stopped.load(Ordering::SeqCst) {
-                return Poll::Ready(());
-            }
+        while !self.stopped.load(Ordering::SeqCst) {
             if ran == BUDGET {
-                // Let block_on poll the reactor, then come back.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+                // A thread that keeps finding work would otherwise leave the sockets
+                // and timers unwatched for as long as the other threads are busy too.
+                ran = 0;
+                self.timers.fire_due();
+                self.poll_sockets();
             }
-            let runnable = self.queue.pop().ok();
-            if let Some(runnable) = runnable {
+            if let Ok(runnable) = self.queue.pop() {
                 self.searching.fetch_sub(1, Ordering::SeqCst);
                 set_running(true);
                 runnable.run();
@@ -211,36 +307,72 @@ impl Pool {
                 ran += 1;
                 continue;
             }
-            // Nothing to run: sleep, then look once more, since a task queued after the
-            // look above saw this thread still searching and woke nobody.
-            {
-                let mut sleeping = lock(&self.sleeping);
-                sleeping[id] = Some(cx.waker().clone());
-                self.searching.fetch_sub(1, Ordering::SeqCst);
-            }
-            fence(Ordering::SeqCst);
-            if self.queue.is_empty() && !self.stopped.load(Ordering::SeqCst) {
-                return Poll::Pending;
-            }
-            // Awake again, by its own hand or by whoever took its waker.
-            self.unsleep(id);
+            ran = 0;
+            self.sleep(id);
+        }
+        WORKER.with(|worker| worker.borrow_mut().take());
+    }
+
+    /// Takes the socket events already there, if no other thread waits for them.
+    fn poll_sockets(&self) {
+        if let Some(reactor) = &self.reactor
+            && reactor.try_enter()
+        {
+            reactor.wait(Some(Duration::ZERO));
+            reactor.leave();
         }
     }
 
-    /// Takes this thread off the sleepers if it is still on them, and returns its waker.
-    fn unsleep(&self, id: usize) -> Option<Waker> {
+    /// Sleeps until woken, or until the first timer is due (or not at all, if work came
+    /// meanwhile): in the reactor if no other thread waits there, else parked.
+    fn sleep(&self, id: usize) {
+        self.timers.fire_due();
+        let reactor = self.reactor.as_ref().filter(|reactor| reactor.try_enter());
+        let until = {
+            let mut sleeping = lock(&self.sleeping);
+            // Read under the lock, so that a timer set from outside the pool either is
+            // seen here or sees this thread asleep (see `timer_set`).
+            let until = self.timers.earliest();
+            let how = match reactor {
+                Some(_) => Sleep::Waiting,
+                None => Sleep::Parked(thread::current()),
+            };
+            sleeping[id] = Some(Sleeper { how, until });
+            self.searching.fetch_sub(1, Ordering::SeqCst);
+            until
+        };
+        // Then look once more, since a task queued after the look that found none saw
+        // this thread still searching and woke nobody.
+        fence(Ordering::SeqCst);
+        if self.queue.is_empty() && !self.stopped.load(Ordering::SeqCst) {
+            let timeout = until.map(|until| until.saturating_duration_since(Instant::now()));
+            match (reactor, timeout) {
+                // Until a socket event, a notification or the timeout; the events' tasks
+                // are queued.
+                (Some(reactor), timeout) => reactor.wait(timeout),
+                // A spurious return only sends the thread round its loop once more.
+                (None, Some(timeout)) => thread::park_timeout(timeout),
+                (None, None) => thread::park(),
+            }
+        }
+        if let Some(reactor) = reactor {
+            reactor.leave();
+        }
+        // Awake again, by its own hand or by whoever took its entry.
+        self.unsleep(id);
+    }
+
+    /// Whether every thread sleeps.
+    #[cfg(test)]
+    pub(crate) fn all_asleep(&self) -> bool {
+        lock(&self.sleeping).iter().all(Option::is_some)
+    }
+
+    /// Takes this thread off the sleepers if it is still on them.
+    fn unsleep(&self, id: usize) {
         let mut sleeping = lock(&self.sleeping);
-        let waker = sleeping[id].take();
-        if waker.is_some() {
+        if sleeping[id].take().is_some() {
             self.searching.fetch_add(1, Ordering::SeqCst);
-        }
-        waker
-    }
-
-    /// Takes this thread off the sleepers if it is still on them, and wakes it.
-    fn wake_self(&self, id: usize) {
-        if let Some(waker) = self.unsleep(id) {
-            waker.wake();
         }
     }
 }
@@ -255,6 +387,8 @@ fn set_running(running: bool) {
 
 impl Drop for Pool {
     fn drop(&mut self) {
+        // A sleep set on the pool's timers and awaited outside it goes on on async-io's.
+        self.timers.wake_all();
         // Waking a task of a dropped pool drops its future (its schedule finds no pool).
         let wakers = std::mem::take(&mut *lock(&self.tasks));
         for (_, waker) in wakers {

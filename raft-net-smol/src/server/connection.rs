@@ -133,7 +133,7 @@ async fn open(
         }
         Some(tls) => {
             let session = TlsAcceptor::from(tls.server())
-                .accept(stream.clone())
+                .accept(stream::Transport::of(stream))
                 .await
                 .map_err(|e| HandshakeError::Tls {
                     reason: e.to_string(),
