@@ -39,6 +39,15 @@ use crate::timers::Timers;
 /// Tasks a thread runs before it looks at the sockets and timers again.
 const BUDGET: usize = 64;
 
+/// How long a thread out of work looks for more before it sleeps, in rounds of a queue
+/// check and a spin-loop hint (about 10 us in all here).
+const SPIN_ROUNDS: u32 = 100;
+
+/// Rounds between two looks at the sockets while spinning (each is a system call). Tried
+/// on `raft-bench tcp --clients 1`: every 20 rounds, p50 21 us and 43 us of CPU per
+/// write; every 50, 22.5 us and 46 us.
+const SPIN_ROUNDS_PER_POLL: u32 = 20;
+
 /// The shared state of a pool of worker threads.
 pub(crate) struct Pool {
     queue: ConcurrentQueue<Runnable>,
@@ -308,9 +317,42 @@ impl Pool {
                 continue;
             }
             ran = 0;
+            if self.spin() {
+                continue;
+            }
             self.sleep(id);
         }
         WORKER.with(|worker| worker.borrow_mut().take());
+    }
+
+    /// Looks for a task a little longer before sleeping (a few microseconds); `true` if
+    /// one came. Without a thread in the reactor, it watches the sockets meanwhile.
+    ///
+    /// A Raft write hands work back and forth between the threads: a thread that sleeps
+    /// the moment it runs out must be woken (a system call and a context switch for
+    /// each) for the next step, which mostly comes within microseconds. While a thread
+    /// looks on, it counts as looking for work, so queuing a task wakes nobody.
+    /// `raft-bench inprocess --clients 1`: 131k -> 198k writes/s, 13.6 -> 10 us of CPU
+    /// per write; `tcp --clients 1`: p50 26 -> 21 us, 53 -> 43 us of CPU per write.
+    fn spin(&self) -> bool {
+        let reactor = self.reactor.as_ref().filter(|reactor| reactor.try_enter());
+        let mut found = false;
+        for round in 1..=SPIN_ROUNDS {
+            if !self.queue.is_empty() {
+                found = true;
+                break;
+            }
+            if round % SPIN_ROUNDS_PER_POLL == 0
+                && let Some(reactor) = reactor
+            {
+                reactor.wait(Some(Duration::ZERO));
+            }
+            std::hint::spin_loop();
+        }
+        if let Some(reactor) = reactor {
+            reactor.leave();
+        }
+        found || !self.queue.is_empty()
     }
 
     /// Takes the socket events already there, if no other thread waits for them.
