@@ -133,6 +133,11 @@ pub struct NodeConfig {
     /// Where to serve `GET /metrics` in the Prometheus text format (`None` by default:
     /// no metrics endpoint).
     pub metrics_listen: Option<SocketAddr>,
+    /// What runs the node: its Raft tasks, its transport's connections and both servers'
+    /// connections and requests ([`SmolRuntime::global`] by default).
+    /// [`SmolRuntime::with_threads`] runs them on a pool with its own socket reactor,
+    /// the faster choice for a process that is mostly this node (`raft-kv serve`).
+    pub runtime: SmolRuntime,
 }
 
 impl NodeConfig {
@@ -161,6 +166,7 @@ impl NodeConfig {
             tcp: Self::default_tcp(),
             tls: None,
             metrics_listen: None,
+            runtime: SmolRuntime::global(),
         }
     }
 
@@ -236,9 +242,8 @@ pub enum NodeError {
 /// by the log. Reads are linearizable in every [`ReadMode`]: through the log, or after a
 /// read barrier ([`KvView::read`]) on the leader or on a follower.
 ///
-/// Everything runs on smol's global executor ([`SmolRuntime::global`]): the node's Raft
-/// tasks, and its transport's and servers' connections and requests (their
-/// `set_runtime`).
+/// Everything runs on one runtime, [`NodeConfig::runtime`]: the node's Raft tasks, and
+/// its transport's and servers' connections and requests (their `set_runtime`).
 pub struct KvNode {
     id: NodeId,
     raft: KvRaft,
@@ -462,7 +467,7 @@ impl BoundNode {
         let view = state_machine.view();
         // One executor for the whole node: the Raft tasks, the transport's connections
         // and both servers' connections and requests.
-        let runtime = SmolRuntime::global();
+        let runtime = config.runtime.clone();
         transport.set_runtime(runtime.clone());
         raft_server.set_runtime(runtime.clone());
         client_server.set_runtime(runtime.clone());
