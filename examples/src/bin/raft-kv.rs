@@ -119,10 +119,9 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
         /// Run the node on a pool of N threads with its own socket reactor and timers
-        /// instead of smol's global executor (0). For a node with cores of its own: with
-        /// three nodes and the benchmark on 2 cores, 1 thread measured as the global
-        /// executor and 2 slower, since an idle thread of the pool spins a few
-        /// microseconds before it sleeps.
+        /// instead of smol's global executor (0). With three nodes and the benchmark
+        /// sharing 2 cores, 1 and 2 threads measured as the global executor (16 and 64
+        /// clients, durable); the pool is what `raft-bench` runs on.
         #[arg(long, value_name = "N", default_value_t = 0)]
         threads: usize,
         #[command(flatten)]
