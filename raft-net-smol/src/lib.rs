@@ -85,6 +85,8 @@ mod runtime;
 mod server;
 mod service;
 mod stream;
+#[cfg(test)]
+mod test_support;
 mod timers;
 pub mod tls;
 mod transport;

@@ -32,6 +32,8 @@ use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{EventfdFlags, Nsecs, Secs, Timespec, eventfd};
 use smol::io::{AsyncRead, AsyncWrite};
 
+use crate::stream::NonBlockingRead;
+
 /// The key of the notifier's events (sockets count up from zero and never reach it).
 const NOTIFIER: u64 = u64::MAX;
 
@@ -307,16 +309,13 @@ impl AsyncRead for Socket {
             // Taken before the read: bytes that arrive during the read move it on, so
             // they are never waited for.
             let tick = readiness.tick(Direction::Read);
-            match (&this.registered.stream).read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.dry_since = Some(tick),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(read) if read > 0 && read < buf.len() => {
-                    // A read that did not fill the buffer emptied the socket; whatever
-                    // comes later raises an event of its own.
-                    this.dry_since = Some(tick);
-                    return Poll::Ready(Ok(read));
+            match NonBlockingRead::of((&this.registered.stream).read(buf), buf.len()) {
+                NonBlockingRead::Empty => this.dry_since = Some(tick),
+                NonBlockingRead::Interrupted => {}
+                NonBlockingRead::Done { result, emptied } => {
+                    this.dry_since = emptied.then_some(tick);
+                    return Poll::Ready(result);
                 }
-                result => return Poll::Ready(result),
             }
         }
     }
@@ -378,12 +377,12 @@ impl AsyncWrite for Socket {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::time::Duration;
 
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     use smol::net::{TcpListener, TcpStream};
 
     use crate::stream::Transport;
+    use crate::test_support::{dry_reads_wake, within_30s};
     use crate::workers::Pool;
 
     /// Runs `future` as a task of a pool of two threads, so that the sockets it opens
@@ -394,13 +393,7 @@ mod tests {
         pool.spawn(async move {
             let _ = done.send(future.await).await;
         });
-        let expired = async {
-            smol::Timer::after(Duration::from_secs(30)).await;
-            panic!("the task on the pool did not finish within 30 s");
-        };
-        let outcome = smol::block_on(smol::future::or(expired, async {
-            outcome.recv().await.expect("finished")
-        }));
+        let outcome = smol::block_on(within_30s(outcome.recv())).expect("finished");
         pool.stop();
         outcome
     }
@@ -423,34 +416,12 @@ mod tests {
     #[test]
     fn a_read_that_ran_dry_is_woken_by_the_next_arrival() {
         on_pool(async {
-            let (_client, mut near, _server, far) = pair().await;
-            let Transport::Pool(mut far) = far else {
-                unreachable!("checked by pair")
+            let (_client, near, _server, far) = pair().await;
+            let close = |mut near: Transport| {
+                // Closing the writing side sends FIN: the peer's read sees the end.
+                assert!(futures::FutureExt::now_or_never(near.close()).is_some());
             };
-            for round in 0..5u8 {
-                // On a task of its own, which only the socket's event can wake: the read
-                // finds nothing and waits, and the bytes sent next must wake it.
-                let (dry, ran_dry) = smol::channel::bounded(1);
-                let reading = smol::spawn(async move {
-                    let mut buf = [0u8; 16];
-                    let mut read = far.read(&mut buf);
-                    assert!(futures::poll!(&mut read).is_pending());
-                    dry.send(()).await.unwrap();
-                    let n = read.await.unwrap();
-                    (far, n, buf)
-                });
-                ran_dry.recv().await.unwrap();
-                near.write_all(&[round; 3]).await.unwrap();
-                let (back, n, buf) = reading.await;
-                far = back;
-                assert_eq!((n, &buf[..3]), (3, &[round; 3][..]));
-            }
-            // The peer's close wakes a waiting read too, which then reads the end.
-            let mut buf = [0u8; 16];
-            let mut read = far.read(&mut buf);
-            assert!(futures::poll!(&mut read).is_pending());
-            near.close().await.unwrap();
-            assert_eq!(read.await.unwrap(), 0);
+            dry_reads_wake(far, near, close).await;
         });
     }
 

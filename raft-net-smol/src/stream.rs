@@ -139,63 +139,74 @@ impl AsyncRead for SocketReader {
                 ready!(this.socket.poll_readable(cx))?;
                 this.dry = false;
             }
-            match (&mut this.socket.get_ref()).read(buf) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => this.dry = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Ok(read) if read > 0 && read < buf.len() => {
-                    // A read that did not fill the buffer emptied the socket: the next
-                    // read would find nothing, so it waits for readiness instead (the
-                    // interest it registers fires at once if bytes came in meanwhile).
-                    this.dry = true;
-                    return Poll::Ready(Ok(read));
+            // After a read that emptied the socket, the interest registered for the next
+            // fires at once if bytes came in meanwhile.
+            match NonBlockingRead::of((&mut this.socket.get_ref()).read(buf), buf.len()) {
+                NonBlockingRead::Empty => this.dry = true,
+                NonBlockingRead::Interrupted => {}
+                NonBlockingRead::Done { result, emptied } => {
+                    this.dry = emptied;
+                    return Poll::Ready(result);
                 }
-                result => return Poll::Ready(result),
             }
+        }
+    }
+}
+
+/// What a read of a non-blocking socket found, for the reader that waits for readiness
+/// between reads.
+pub(crate) enum NonBlockingRead {
+    /// Nothing to read: wait for readiness.
+    Empty,
+    /// A signal interrupted it: read again.
+    Interrupted,
+    /// The read's result for the caller; `emptied`: it left nothing behind, so the next
+    /// read waits for readiness rather than find nothing (`EAGAIN`), a system call saved.
+    Done {
+        result: io::Result<usize>,
+        emptied: bool,
+    },
+}
+
+impl NonBlockingRead {
+    /// What `result`, a read into a buffer of `wanted` bytes, found.
+    pub(crate) fn of(result: io::Result<usize>, wanted: usize) -> NonBlockingRead {
+        match result {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => NonBlockingRead::Empty,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => NonBlockingRead::Interrupted,
+            // A read that did not fill the buffer emptied the socket (whatever comes
+            // later raises readiness of its own).
+            Ok(read) if read > 0 && read < wanted => NonBlockingRead::Done {
+                result: Ok(read),
+                emptied: true,
+            },
+            result => NonBlockingRead::Done {
+                result,
+                emptied: false,
+            },
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use smol::io::{AsyncReadExt, AsyncWriteExt};
     use smol::net::TcpListener;
 
     use super::*;
+    use crate::test_support::dry_reads_wake;
 
+    /// On no pool: the socket waits in async-io's reactor.
     #[test]
     fn a_socket_reader_reads_what_arrives_after_it_ran_dry() {
         smol::block_on(async {
             let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let mut client = TcpStream::connect(addr).await.unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
             let (server, _) = listener.accept().await.unwrap();
-            let (mut reader, _writer) = plain(&server);
-            for round in 0..3u8 {
-                // On a task of its own, which only the socket's readiness can wake: the
-                // read runs dry and waits, and the bytes sent next must wake it.
-                let (dry, ran_dry) = smol::channel::bounded(1);
-                let task = smol::spawn(async move {
-                    let mut buf = [0u8; 16];
-                    let mut reading = reader.read(&mut buf);
-                    assert!(futures::poll!(&mut reading).is_pending());
-                    dry.send(()).await.unwrap();
-                    let read = reading.await.unwrap();
-                    (reader, read, buf)
-                });
-                ran_dry.recv().await.unwrap();
-                client.write_all(&[round; 3]).await.unwrap();
-                let expired = async {
-                    smol::Timer::after(std::time::Duration::from_secs(10)).await;
-                    panic!("the bytes sent did not wake the reader within 10 s");
-                };
-                let (back, read, buf) = smol::future::or(task, expired).await;
-                reader = back;
-                assert_eq!(read, 3);
-                assert_eq!(buf[..3], [round; 3]);
-            }
-            drop(client);
-            let mut buf = [0u8; 16];
-            assert_eq!(reader.read(&mut buf).await.unwrap(), 0);
+            let (reader, _writer) = plain(&server);
+            assert!(matches!(Transport::of(&server), Transport::AsyncIo(_)));
+            dry_reads_wake(reader, client, drop).await;
         });
     }
 }

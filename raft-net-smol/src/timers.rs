@@ -179,27 +179,11 @@ mod tests {
     use std::thread;
 
     use super::*;
+    use crate::test_support::{self, eventually};
 
-    /// Waits until `done` holds, for at most 30 s.
-    fn eventually(done: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if done() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        done()
-    }
-
-    /// `future`, or a panic after 30 s (on async-io's timer, not the pool's). The timer is
-    /// polled first, so that a future that was never woken cannot finish on its poll.
+    /// `future`, or a panic after 30 s (on async-io's timer, not the pool's).
     fn within_30s<T>(future: impl Future<Output = T>) -> T {
-        let expired = async {
-            smol::Timer::after(Duration::from_secs(30)).await;
-            panic!("not done within 30 s");
-        };
-        smol::block_on(smol::future::or(expired, future))
+        smol::block_on(test_support::within_30s(future))
     }
 
     #[test]

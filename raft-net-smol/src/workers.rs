@@ -467,18 +467,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::*;
-
-    /// Waits until `done` holds, for at most 30 s.
-    fn eventually(done: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if done() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        done()
-    }
+    use crate::test_support::eventually;
 
     /// Tasks that hand a token around a ring, each woken by the one before it (on either
     /// thread, or from outside): every hand-off must wake someone, or the ring stalls.
