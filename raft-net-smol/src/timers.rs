@@ -45,10 +45,15 @@ impl Timers {
     pub(crate) fn fire_due(&self) {
         let due = {
             let mut set = lock(&self.set);
-            if set.is_empty() {
+            let Some(&(first, _)) = set.keys().next() else {
+                return;
+            };
+            let now = Instant::now();
+            if first > now {
+                // The usual case, checked without moving the set.
                 return;
             }
-            let later = set.split_off(&(Instant::now(), u64::MAX));
+            let later = set.split_off(&(now, u64::MAX));
             std::mem::replace(&mut *set, later)
         };
         for (_, waker) in due {
@@ -212,6 +217,31 @@ mod tests {
         );
         within_30s(Sleep::new(&pool, Duration::from_millis(20)));
         pool.stop();
+    }
+
+    /// Two tasks hand a token back and forth without end, so that a thread out of work
+    /// mostly finds more while it spins and the threads seldom sleep: the timers must fire
+    /// anyway (between budgets of tasks, and before each spin).
+    #[test]
+    fn timers_fire_while_the_threads_never_run_out_of_work() {
+        let pool = Pool::start(2).upgrade().expect("running");
+        let (ping, pings) = smol::channel::bounded::<()>(1);
+        let (pong, pongs) = smol::channel::bounded::<()>(1);
+        let serve = |inbox: smol::channel::Receiver<()>, outbox: smol::channel::Sender<()>| async move {
+            while inbox.recv().await.is_ok() && outbox.send(()).await.is_ok() {}
+        };
+        pool.spawn(serve(pings, pong.clone()));
+        pool.spawn(serve(pongs, ping.clone()));
+        ping.send_blocking(()).expect("open");
+        let (done, slept) = smol::channel::bounded(1);
+        let sleeping = Arc::clone(&pool);
+        pool.spawn(async move {
+            Sleep::new(&sleeping, Duration::from_millis(20)).await;
+            let _ = done.send(()).await;
+        });
+        let slept = within_30s(slept.recv());
+        pool.stop();
+        assert!(slept.is_ok(), "the sleeping task went away");
     }
 
     #[test]
