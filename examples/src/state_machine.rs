@@ -219,39 +219,17 @@ struct Tallied {
 
 #[async_trait]
 impl SnapshotSource for Tallied {
-    /// The source writes into a relay (a writer must be `'static`, so it cannot borrow
-    /// `out`), and the pieces go on to `out` here, counted; the relay holds at most two
-    /// pieces, so memory stays bounded as the source's own pieces are.
     async fn write_to(
         self: Box<Self>,
         out: &mut dyn SnapshotWriter,
     ) -> Result<(), StateMachineError> {
-        let (pieces, relayed) = smol::channel::bounded::<Bytes>(2);
-        let source = self.source;
-        let produce = async move {
-            let mut relay = Relay(pieces);
-            source.write_to(&mut relay).await
-            // The relay drops here: the loop below sees the end.
-        };
-        let forward = async move {
-            let mut bytes = 0u64;
-            while let Ok(piece) = relayed.recv().await {
-                bytes = bytes.saturating_add(piece.len() as u64);
-                out.write(piece).await?;
-            }
-            Ok::<u64, StorageError>(bytes)
-        };
-        let (produced, forwarded) = futures::join!(produce, forward);
-        let written = forwarded
-            .map_err(StateMachineError::from)
-            .and_then(|bytes| {
-                produced?;
-                Ok(bytes)
-            });
-        match written {
-            Ok(bytes) => {
+        let mut counted = Counted { out, bytes: 0 };
+        match self.source.write_to(&mut counted).await {
+            Ok(()) => {
                 self.stats.taken.fetch_add(1, Ordering::Relaxed);
-                self.stats.last_taken_size.store(bytes, Ordering::Relaxed);
+                self.stats
+                    .last_taken_size
+                    .store(counted.bytes, Ordering::Relaxed);
                 Ok(())
             }
             Err(error) => {
@@ -262,17 +240,17 @@ impl SnapshotSource for Tallied {
     }
 }
 
-/// The writer a [`Tallied`] source writes into: it hands each piece on.
-struct Relay(smol::channel::Sender<Bytes>);
+/// The writer a [`Tallied`] source writes through: it counts each piece and hands it on.
+struct Counted<'a> {
+    out: &'a mut dyn SnapshotWriter,
+    bytes: u64,
+}
 
 #[async_trait]
-impl SnapshotWriter for Relay {
+impl SnapshotWriter for Counted<'_> {
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError> {
-        // Closed only when writing to storage failed, which that side reports.
-        self.0
-            .send(data)
-            .await
-            .map_err(|_| StorageError::Corrupt("the snapshot's storage writer failed".to_owned()))
+        self.bytes = self.bytes.saturating_add(data.len() as u64);
+        self.out.write(data).await
     }
 
     async fn finish(self: Box<Self>) -> Result<StagedSnapshot, StorageError> {
@@ -351,16 +329,21 @@ mod tests {
         }
     }
 
+    /// A store whose first entry registered a session, and that session.
+    async fn with_a_session() -> (SnapshottingKv, ClientId) {
+        let mut kv = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
+        match kv.apply(at(1), SessionCommand::Register).await {
+            Ok(SessionResponse::Registered(client)) => (kv, client),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// The snapshot policy's capture: the job encodes the state as it was at the
     /// capture, the same bytes as `snapshot` then, whatever is applied meanwhile.
     #[test]
     fn a_captured_snapshot_is_the_state_at_the_capture() {
         smol::block_on(async {
-            let mut kv = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
-            let client = match kv.apply(at(1), SessionCommand::Register).await {
-                Ok(SessionResponse::Registered(client)) => client,
-                other => panic!("{other:?}"),
-            };
+            let (mut kv, client) = with_a_session().await;
             kv.apply(at(2), put(client, 1, "a", "1")).await.unwrap();
             let expected = kv.snapshot().await.unwrap();
             let job = kv
@@ -388,11 +371,7 @@ mod tests {
     #[test]
     fn a_streamed_snapshot_is_the_state_at_the_capture_in_pieces() {
         smol::block_on(async {
-            let mut kv = SnapshottingKv::new(DEFAULT_MAX_SESSIONS);
-            let client = match kv.apply(at(1), SessionCommand::Register).await {
-                Ok(SessionResponse::Registered(client)) => client,
-                other => panic!("{other:?}"),
-            };
+            let (mut kv, client) = with_a_session().await;
             let value = "v".repeat(256);
             for sequence in 1..=1_000u64 {
                 let key = format!("key{sequence:04}");

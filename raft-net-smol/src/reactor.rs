@@ -37,6 +37,9 @@ use crate::stream::NonBlockingRead;
 /// The key of the notifier's events (sockets count up from zero and never reach it).
 const NOTIFIER: u64 = u64::MAX;
 
+/// The longest one wait lasts.
+const LONGEST_WAIT: Duration = Duration::from_secs(3600);
+
 /// Events taken from the kernel per wait; more are left for the next wait.
 const EVENTS_PER_WAIT: usize = 256;
 
@@ -100,6 +103,10 @@ impl Reactor {
     pub(crate) fn wait(&self, timeout: Option<Duration>) {
         let mut wakers = lock(&self.wakers);
         let mut buffer = [const { MaybeUninit::<epoll::Event>::uninit() }; EVENTS_PER_WAIT];
+        // Capped: a wait that ends early only sends its thread round once more, and
+        // past 24 days rustix would need `epoll_pwait2`, which kernels before 5.11 lack
+        // (the wait would fail at once, again and again).
+        let timeout = timeout.map(|timeout| timeout.min(LONGEST_WAIT));
         let timeout = timeout.map(|timeout| Timespec {
             tv_sec: Secs::try_from(timeout.as_secs()).unwrap_or(Secs::MAX),
             // Below a billion: fits in any width the type has (an `i64` or a C `long`).

@@ -12,9 +12,10 @@
 //! and a thread that wakes a task while it waits in the reactor (an I/O event came)
 //! takes the task itself, which costs no system call.
 //!
-//! The sockets that the pool's tasks open wait in the pool's own reactor (see there for
-//! why); timers, listening sockets and connection attempts stay with async-io, whose own
-//! thread wakes the pool's tasks when they are ready.
+//! The sockets that the pool's tasks open wait in the pool's own reactor, and its timers
+//! are its own (see `reactor.rs` and `timers.rs` for why); listening sockets and
+//! connection attempts stay with async-io, whose own thread wakes the pool's tasks when
+//! they are ready.
 //!
 //! Tried and dropped: running a task woken by the running task next on the same thread
 //! (tokio's LIFO slot). It cut the 1-client TCP p50 by about 10 us more, but it kept the
@@ -56,6 +57,7 @@ pub(crate) struct Pool {
     sleeping: Mutex<Vec<Option<Sleeper>>>,
     /// The sockets' reactor, if this system has one we drive (else async-io's serves).
     reactor: Option<Arc<Reactor>>,
+    /// The timers of the pool's sleeps, fired by its threads.
     timers: Timers,
     /// Every task not yet finished, by id, so that stopping drops them all.
     tasks: Mutex<BTreeMap<u64, Waker>>,
@@ -66,16 +68,16 @@ pub(crate) struct Pool {
 /// A sleeping thread: how to wake it, and until when it sleeps at most.
 #[derive(Debug)]
 struct Sleeper {
-    how: Sleep,
+    how: Bed,
     /// The first timer's deadline when it went to sleep.
     until: Option<Instant>,
 }
 
-/// How a thread sleeps.
+/// Where a thread sleeps.
 #[derive(Debug)]
-enum Sleep {
-    /// Waiting in the reactor: a notification ends the wait.
-    Waiting,
+enum Bed {
+    /// In the reactor: a notification ends the wait.
+    Reactor,
     /// Parked: unparked.
     Parked(Thread),
 }
@@ -214,7 +216,7 @@ impl Pool {
                 matches!(
                     sleeper,
                     Some(Sleeper {
-                        how: Sleep::Parked(_),
+                        how: Bed::Parked(_),
                         ..
                     })
                 )
@@ -264,8 +266,8 @@ impl Pool {
 
     fn wake(&self, sleeper: Sleeper) {
         match sleeper.how {
-            Sleep::Parked(thread) => thread.unpark(),
-            Sleep::Waiting => {
+            Bed::Parked(thread) => thread.unpark(),
+            Bed::Reactor => {
                 if let Some(reactor) = &self.reactor {
                     reactor.notify();
                 }
@@ -387,8 +389,8 @@ impl Pool {
             // seen here or sees this thread asleep (see `timer_set`).
             let until = self.timers.earliest();
             let how = match reactor {
-                Some(_) => Sleep::Waiting,
-                None => Sleep::Parked(thread::current()),
+                Some(_) => Bed::Reactor,
+                None => Bed::Parked(thread::current()),
             };
             sleeping[id] = Some(Sleeper { how, until });
             self.searching.fetch_sub(1, Ordering::SeqCst);

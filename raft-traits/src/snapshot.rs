@@ -211,8 +211,11 @@ pub struct PendingSnapshot {
 /// Nothing written is the stored snapshot before that: a writer dropped unfinished, or a
 /// staged snapshot never saved, leaves the stored snapshot and log as they were (a
 /// backend on disk removes what it wrote).
+///
+/// A writer need not be `'static`: a [`SnapshotSource`](crate::SnapshotSource) may hand
+/// the one it is lent on wrapped in one that borrows it (to count the bytes, say).
 #[async_trait]
-pub trait SnapshotWriter: Send + 'static {
+pub trait SnapshotWriter: Send {
     /// Appends `data` to the snapshot's data. It need not be durable before
     /// [`finish`](SnapshotWriter::finish).
     async fn write(&mut self, data: Bytes) -> Result<(), StorageError>;
