@@ -29,7 +29,9 @@ use std::time::Duration;
 
 use raft_impl::MembershipChangeError;
 use raft_impl::core::MembershipRefused;
-use raft_traits::{Membership, NodeId, Runtime, timeout};
+use raft_traits::{LogIndex, Membership, NodeId, Runtime, timeout};
+
+use crate::sim::invariants::Observations;
 
 use super::{ChangeCounts, KvRaft, Stats, World, index_of, leader_of, node_id};
 
@@ -449,18 +451,57 @@ async fn ask_once(world: &Arc<World>, raft: &KvRaft, ask: &Ask) -> Outcome {
     };
     world.event(format!("membership: {ask}: {outcome:?}"));
     if outcome == Outcome::Done {
-        // The leader's commit index is published before its answer can be read.
+        // The leader's commit index is published before its answer can be read. Its own
+        // copy of what it committed may still be being written (a leader commits through
+        // its followers while its append runs, thesis §10.2.1), and the entries are read
+        // from its storage: the check waits until that index has been seen committed.
+        let check = ChangeCheck {
+            asked_of: raft.id(),
+            ask: ask.clone(),
+            since,
+            reported: raft.status().commit_index,
+        };
         world.observe_commit(raft.id(), raft.status().commit_index);
-        let seen = world
-            .lock()
-            .observations
-            .committed_config_since(since, |config| ask.is_done(config));
-        if seen == Some(false) {
-            world.violation(format!(
-                "membership: {} reported \"{ask}\" done, but no configuration seen committed since {since} carries it",
-                raft.id()
-            ));
-        }
+        let mut state = world.lock();
+        state.change_checks.push(check);
+        state.run_change_checks();
     }
     outcome
+}
+
+/// A change reported done, to check once everything up to the commit index its server
+/// then reported has been seen committed: a configuration carrying it must be among
+/// what committed since the change was asked.
+pub(super) struct ChangeCheck {
+    asked_of: NodeId,
+    ask: Ask,
+    since: LogIndex,
+    reported: LogIndex,
+}
+
+impl ChangeCheck {
+    /// Whether the commits it waits for were all seen.
+    pub(super) fn is_due(&self, observations: &Observations) -> bool {
+        observations.committed_upto() >= self.reported
+    }
+
+    /// The violation, if no configuration that carries the change was seen committed.
+    pub(super) fn violation(&self, observations: &Observations) -> Option<String> {
+        let seen =
+            observations.committed_config_since(self.since, |config| self.ask.is_done(config));
+        (seen == Some(false)).then(|| {
+            format!(
+                "membership: {} reported \"{}\" done, but no configuration seen committed since {} carries it",
+                self.asked_of, self.ask, self.since
+            )
+        })
+    }
+
+    /// The violation if the run ended before the commits it waits for were seen.
+    pub(super) fn never_due(&self) -> String {
+        format!(
+            "membership: {} reported \"{}\" done at commit index {}, which was never seen committed",
+            self.asked_of, self.ask, self.reported
+        )
+    }
 }

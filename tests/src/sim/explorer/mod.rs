@@ -666,6 +666,9 @@ struct State {
     /// The enabled links `(from, to)` by server number.
     links: BTreeSet<(usize, usize)>,
     observations: Observations,
+    /// Membership changes reported done, checked once what they wait for was seen
+    /// committed.
+    change_checks: Vec<membership::ChangeCheck>,
     history: History,
     stats: Stats,
     events: VecDeque<String>,
@@ -688,6 +691,23 @@ struct State {
     clients_idle_until: Duration,
     /// The last time stamp given to the history.
     last_stamp: u64,
+}
+
+impl State {
+    /// Runs the membership checks whose commits were all seen.
+    fn run_change_checks(&mut self) {
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.change_checks)
+            .into_iter()
+            .partition(|check| check.is_due(&self.observations));
+        self.change_checks = waiting;
+        for check in due {
+            if let Some(violation) = check.violation(&self.observations)
+                && self.violation.is_none()
+            {
+                self.violation = Some(violation);
+            }
+        }
+    }
 }
 
 struct Slot {
@@ -816,6 +836,7 @@ impl World {
                 nodes,
                 links,
                 observations: Observations::new(bootstrap.clone()),
+                change_checks: Vec::new(),
                 history: History::default(),
                 stats: Stats {
                     nodes: initial as u64,
@@ -1256,7 +1277,14 @@ impl World {
             .nodes
             .iter()
             .enumerate()
-            .map(|(i, slot)| Durable::of(node_id(i), &slot.storage))
+            .map(|(i, slot)| {
+                let mut durable = Durable::of(node_id(i), &slot.storage);
+                durable.appending = slot
+                    .raft
+                    .as_ref()
+                    .is_some_and(|raft| raft.status().last_log.index > durable.last_index());
+                durable
+            })
             .collect();
         match state
             .observations
@@ -1266,6 +1294,7 @@ impl World {
                 state.stats.config_commits_checked += checks.configurations;
                 state.stats.joint_commits_checked += checks.joint;
                 state.stats.entry_commits_checked += checks.entries;
+                state.run_change_checks();
             }
             Err(violation) => {
                 if state.violation.is_none() {
@@ -1506,6 +1535,25 @@ async fn run(world: Arc<World>, options: Options) -> Result<(), String> {
     if let Some(violation) = world.violated() {
         return Err(violation);
     }
+    let state = world.lock();
+    if let Some(check) = state.change_checks.first() {
+        return Err(check.never_due());
+    }
+    // Commits seen while their server's storage lagged its log are decided later; by
+    // now every one must have been.
+    let applied = state
+        .nodes
+        .iter()
+        .filter_map(|slot| slot.raft.as_ref().map(|raft| raft.status().last_applied))
+        .max()
+        .unwrap_or_default();
+    if state.observations.committed_upto() < applied {
+        return Err(format!(
+            "commit checks: applied up to {applied}, but only up to {} checked",
+            state.observations.committed_upto()
+        ));
+    }
+    drop(state);
     let history = world.lock().history.clone();
     linearizability::check(&history)
         .map_err(|violation| format!("linearizability: {violation}"))?;
