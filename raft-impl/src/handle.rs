@@ -209,7 +209,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         let driver = Driver {
             node: Some(node),
             runtime: runtime.clone(),
-            storage,
+            log: crate::driver::LogWriter::new(storage),
             transport: Arc::new(transport),
             events,
             _events_open: events_tx.clone(),

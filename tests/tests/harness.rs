@@ -90,10 +90,12 @@ impl StateMachine<u64> for Recorder {
     }
 }
 
-/// The user's storage: `MemStorage` that counts the entries appended through it.
+/// The user's storage: `MemStorage` that counts the entries appended through it, and
+/// whose appends wait while a test holds its node's disk gate (a stalled disk).
 struct Counted {
     inner: MemStorage<u64>,
     appended: Arc<AtomicU64>,
+    gate: Arc<futures::lock::Mutex<()>>,
 }
 
 #[async_trait]
@@ -109,6 +111,7 @@ impl Storage<u64> for Counted {
     async fn append(&mut self, entries: &[Entry<u64>]) -> Result<(), StorageError> {
         self.appended
             .fetch_add(entries.len() as u64, Ordering::SeqCst);
+        let _open = self.gate.lock().await;
         self.inner.append(entries).await
     }
 
@@ -163,6 +166,8 @@ struct Pieces {
     applied: AppliedLog,
     stores: MemStores<u64>,
     appended: Arc<Mutex<BTreeMap<NodeId, Arc<AtomicU64>>>>,
+    /// Each node's disk gate: its appends wait while it is held.
+    gates: Arc<Mutex<BTreeMap<NodeId, Arc<futures::lock::Mutex<()>>>>>,
     /// The `(node, instance)` of every storage the factory made.
     opened: Arc<Mutex<Vec<(NodeId, u64)>>>,
 }
@@ -174,6 +179,10 @@ impl Pieces {
             .unwrap()
             .get(&node)
             .map_or(0, |count| count.load(Ordering::SeqCst))
+    }
+
+    fn gate(&self, node: NodeId) -> Arc<futures::lock::Mutex<()>> {
+        Arc::clone(self.gates.lock().unwrap().entry(node).or_default())
     }
 }
 
@@ -198,6 +207,7 @@ async fn harness<Rt: Runtime>(runtime: Rt, seed: u64, config: Config) -> (TestHa
                 Counted {
                     inner: pieces.stores.open(node, instance),
                     appended,
+                    gate: pieces.gate(node),
                 }
             }
         })
@@ -293,6 +303,48 @@ fn a_follower_refuses_a_proposal_naming_the_leader() {
         // Nothing was appended for it: the next proposal is the first value applied.
         assert_eq!(h.propose(leader, 5).await, Ok(5));
         assert_eq!(pieces.applied.values(leader_id), [5]);
+        h.shutdown().await;
+    });
+}
+
+/// A leader's appends run beside its event loop (thesis §10.2.1): while its own disk is
+/// stalled, its AppendEntries still leave, its followers' acknowledgements still count,
+/// and a proposal commits and is answered through the two followers alone. Once the
+/// disk moves, the leader's storage holds the entry.
+#[test]
+fn a_leader_commits_through_its_followers_while_its_own_append_stalls() {
+    on_smol(|rt| async move {
+        let (h, pieces) = harness(rt.clone(), 5, Config::default()).await;
+        assert_eq!(h.propose_to_leader(1).await, Ok(1));
+        let leader = h.leader().await.unwrap();
+        let leader_id = h.node_id(leader);
+        let stored = || pieces.stores.get(leader_id).unwrap().log().len();
+        let before = stored();
+
+        let gate = pieces.gate(leader_id);
+        let stalled = gate.lock().await;
+        let answer = raft_traits::timeout(&rt, Duration::from_secs(10), h.propose(leader, 2)).await;
+        assert_eq!(
+            answer,
+            Ok(Ok(3)),
+            "committed and answered while the leader's disk stalls"
+        );
+        assert_eq!(stored(), before, "the leader's own copy is not written yet");
+        let committed = status(&h, leader).commit_index;
+
+        drop(stalled);
+        h.wait_until("the leader's storage holds what it committed", || {
+            pieces
+                .stores
+                .get(leader_id)
+                .unwrap()
+                .log()
+                .last()
+                .map(|entry| entry.index)
+                >= Some(committed)
+        })
+        .await
+        .unwrap();
         h.shutdown().await;
     });
 }

@@ -110,10 +110,24 @@ pub enum Apply<C> {
 
 /// One thing the driver must do.
 ///
-/// Effects are emitted in the order they must take effect. In particular every
-/// [`Effect::Persist`] must be durable before any later [`Effect::Send`] or
-/// [`Effect::Reply`] leaves the node (Figure 2: "respond to RPCs only after updating
-/// stable storage").
+/// Effects are emitted in the order they must take effect, with one relaxation for log
+/// appends:
+///
+/// * every [`Effect::Persist`] other than [`Persist::Entries`] must be durable before
+///   any later effect takes effect (a vote or a term is on disk before the RequestVote
+///   or the answer that relies on it leaves);
+/// * a [`Persist::Entries`] must be durable before any later [`Effect::Reply`] leaves
+///   (Figure 2: "respond to RPCs only after updating stable storage": a follower's
+///   acknowledgement says its copy is durable), and before any later write starts;
+/// * other effects may take effect while an earlier [`Persist::Entries`] is still being
+///   written ([`Effect::waits_for_appends`]). That is what lets a leader send
+///   AppendEntries, count its followers' acknowledgements, commit and apply while its
+///   own append runs (thesis §10.2.1): the core counts the leader's own copy toward a
+///   majority only once [`Input::Persisted`](super::Input) reports it, and an entry is
+///   committed only when a majority holds it durably, so whatever the leader sends or
+///   applies meanwhile is already safe without its own copy.
+///
+/// A driver may always be stricter, and carry effects out in exactly this order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect<C> {
     /// Write to stable storage.
@@ -174,6 +188,15 @@ pub enum Effect<C> {
     },
     /// Disarm a timer.
     StopTimer(Timer),
+}
+
+impl<C> Effect<C> {
+    /// Whether this effect must wait until every [`Persist::Entries`] emitted before it
+    /// is durable (see [`Effect`] for the whole order contract). Writes of other kinds
+    /// wait for everything before them in any case.
+    pub fn waits_for_appends(&self) -> bool {
+        matches!(self, Effect::Persist(_) | Effect::Reply { .. })
+    }
 }
 
 /// The ordered batch of effects produced by stepping the core.

@@ -3,17 +3,20 @@
 //!
 //! The road of a proposal: the handle sends [`Event::Propose`]; the loop steps the leader
 //! core, which appends the entry; the loop starts one AppendEntries per follower and
-//! persists the entry while they travel (it keeps polling the requests in flight while
-//! it waits for storage); replies come back as [`Event::Outcome`]; once a majority
-//! matches, the core commits and emits the entries to apply; the loop passes them to the
-//! apply task, which calls the state machine and answers the proposer.
+//! queues the entry on the [`LogWriter`], which appends it beside the loop; replies come
+//! back as [`Event::Outcome`], and the leader's own append ends as [`Next::Written`]
+//! (which the loop reports to the core as `Input::Persisted`); once a majority holds it,
+//! the core commits and emits the entries to apply; the loop passes them to the apply
+//! task, which calls the state machine and answers the proposer.
 
 mod apply;
+mod log_writer;
 mod read_queue;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_channel::{Receiver, Sender};
@@ -22,12 +25,13 @@ use futures::channel::oneshot;
 use futures::future::{BoxFuture, Either, FutureExt, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 use raft_traits::{
-    Command, Entry, InstallSnapshot, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
+    Command, InstallSnapshot, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
     Response, Runtime, SnapshotDescriptor, SnapshotReader, SnapshotWriter, StagedSnapshot,
     StateMachine, Storage, StorageError, Transport, TransportError,
 };
 
 pub(crate) use apply::{ApplyMsg, SnapshotPolicy, Waiter, run_apply};
+pub(crate) use log_writer::LogWriter;
 pub(crate) use read_queue::{Queuing, ReadQueue};
 
 use crate::core::{
@@ -148,7 +152,8 @@ pub(crate) enum Event<C, R> {
 pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) node: Option<AnyNode<C>>,
     pub(crate) runtime: Rt,
-    pub(crate) storage: S,
+    /// The storage, and the log appends running beside the loop.
+    pub(crate) log: LogWriter<C, S>,
     pub(crate) transport: Arc<T>,
     pub(crate) events: Receiver<Event<C, R>>,
     /// Keeps the event channel open: a node runs until it is shut down, even when no
@@ -204,20 +209,21 @@ impl<C, R> Default for InFlight<C, R> {
 }
 
 impl<C: Send + 'static, R: Send + 'static> InFlight<C, R> {
-    /// The next outcome; never resolves while nothing is in flight.
-    async fn next_outcome(&mut self) -> Event<C, R> {
+    /// The next outcome; pending while nothing is in flight (the loop polls again after
+    /// it starts a request).
+    fn poll_outcome(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Event<C, R>> {
         if let Some(event) = self.arrived.pop_front() {
-            return event;
+            return Poll::Ready(event);
         }
-        match self.requests.next().await {
-            Some(event) => event,
-            None => futures::future::pending().await,
+        match self.requests.poll_next_unpin(cx) {
+            Poll::Ready(Some(event)) => Poll::Ready(event),
+            Poll::Ready(None) | Poll::Pending => Poll::Pending,
         }
     }
 
-    /// Awaits `write` while the requests in flight keep moving: a leader's AppendEntries
-    /// travel, and its followers fsync, while the leader fsyncs the same entries (thesis
-    /// §10.2.1). Outcomes that arrive meanwhile wait in `arrived` for the loop.
+    /// Awaits `write` while the requests in flight keep moving (a write the loop must
+    /// wait for: one that is not a log append, or the appends before it). Outcomes that
+    /// arrive meanwhile wait in `arrived` for the loop.
     async fn overlap<F: Future>(&mut self, write: F) -> F::Output {
         let mut write = std::pin::pin!(write);
         while !self.requests.is_empty() {
@@ -248,6 +254,8 @@ pub(crate) type OpenSnapshot = (SnapshotDescriptor, Arc<dyn SnapshotReader>);
 enum Next<C, R> {
     Event(Event<C, R>),
     Timer(Timer),
+    /// A log append running beside the loop ended.
+    Written(log_writer::Ended),
     Closed,
 }
 
@@ -279,6 +287,15 @@ where
                     self.settle().await;
                     self.note_role_change(was_leader);
                 }
+                Next::Written(ended) => {
+                    let was_leader = self.node.as_ref().is_some_and(AnyNode::is_leader);
+                    match self.append_ended(ended) {
+                        Ok(up_to) => self.step(Input::Persisted { up_to }),
+                        Err(e) => self.fail(&e.to_string()),
+                    }
+                    self.settle().await;
+                    self.note_role_change(was_leader);
+                }
                 Next::Closed => break,
             }
             // Whatever else is already queued is handled with it, so that its effects
@@ -288,6 +305,13 @@ where
                     Ok(event) => batch.push(event),
                     Err(_) => break,
                 }
+            }
+            // Opening a snapshot's writer takes the storage from the appends.
+            if batch
+                .iter()
+                .any(|event| matches!(event, Event::CreateSnapshot { .. }))
+            {
+                self.finish_appends_and_report().await;
             }
             let was_leader = self.node.as_ref().is_some_and(AnyNode::is_leader);
             shutdown_done = self.handle_batch(&mut batch);
@@ -302,6 +326,11 @@ where
             }
         }
         self.shared.stop();
+        // What was queued for the log is written (replies it held go out), so that a
+        // node restarted on the same storage finds what this one acknowledged.
+        if let Err(e) = self.finish_appends().await {
+            tracing::warn!(node = %self.shared.id, "a log append failed while stopping: {e}");
+        }
         self.publish();
         // Unanswered requests and proposals learn that the node stopped when their
         // senders drop; the apply task finishes what it is doing and exits, so that once
@@ -326,9 +355,6 @@ where
     }
 
     async fn next(&mut self) -> Next<C, R> {
-        if let Some(event) = self.in_flight.arrived.pop_front() {
-            return Next::Event(event);
-        }
         loop {
             let deadline = [
                 self.election_deadline.map(|d| (d, Timer::Election)),
@@ -339,36 +365,47 @@ where
             .into_iter()
             .flatten()
             .min();
-            let Some((at, timer)) = deadline else {
-                self.alarm = None;
-                let received = std::pin::pin!(self.events.recv());
-                let outcome = std::pin::pin!(self.in_flight.next_outcome());
-                return match select(received, outcome).await {
-                    Either::Left((event, _)) => event.map_or(Next::Closed, Next::Event),
-                    Either::Right((event, _)) => Next::Event(event),
-                };
-            };
-            let now = self.runtime.now();
-            if at <= now {
-                return Next::Timer(timer);
-            }
-            // Arming an OS timer costs syscalls, and a follower pushes its election
-            // deadline back on every AppendEntries: keep the armed sleep unless the
-            // deadline moved earlier; if it went off early, the loop sleeps the rest.
-            if self.alarm.as_ref().is_none_or(|(armed, _)| at < *armed) {
-                self.alarm = Some((at, self.runtime.sleep(at - now)));
-            }
-            let Some((_, sleep)) = self.alarm.as_mut() else {
-                continue;
-            };
-            let received = std::pin::pin!(self.events.recv());
-            let outcome = std::pin::pin!(self.in_flight.next_outcome());
-            match select(select(received, outcome), sleep).await {
-                Either::Left((Either::Left((event, _)), _)) => {
-                    return event.map_or(Next::Closed, Next::Event);
+            match deadline {
+                None => self.alarm = None,
+                Some((at, timer)) => {
+                    let now = self.runtime.now();
+                    if at <= now {
+                        return Next::Timer(timer);
+                    }
+                    // Arming an OS timer costs syscalls, and a follower pushes its
+                    // election deadline back on every AppendEntries: keep the armed
+                    // sleep unless the deadline moved earlier; if it went off early, the
+                    // loop sleeps the rest.
+                    if self.alarm.as_ref().is_none_or(|(armed, _)| at < *armed) {
+                        self.alarm = Some((at, self.runtime.sleep(at - now)));
+                    }
                 }
-                Either::Left((Either::Right((event, _)), _)) => return Next::Event(event),
-                Either::Right(((), _)) => self.alarm = None,
+            }
+            // An ended append first (it releases replies and may commit), then the
+            // answers of peers, then new events.
+            let mut received = std::pin::pin!(self.events.recv());
+            let log = &mut self.log;
+            let in_flight = &mut self.in_flight;
+            let alarm = &mut self.alarm;
+            let woke = std::future::poll_fn(|cx| {
+                if let Poll::Ready(ended) = log.poll_ended(cx) {
+                    return Poll::Ready(Some(Next::Written(ended)));
+                }
+                if let Poll::Ready(event) = in_flight.poll_outcome(cx) {
+                    return Poll::Ready(Some(Next::Event(event)));
+                }
+                if let Poll::Ready(event) = received.as_mut().poll(cx) {
+                    return Poll::Ready(Some(event.map_or(Next::Closed, Next::Event)));
+                }
+                match alarm {
+                    Some((_, sleep)) => sleep.as_mut().poll(cx).map(|()| None),
+                    None => Poll::Pending,
+                }
+            })
+            .await;
+            match woke {
+                Some(next) => return next,
+                None => self.alarm = None,
             }
         }
     }
@@ -591,7 +628,16 @@ where
                         return;
                     }
                 };
-                let _ = reply.send(Some(self.storage.create_snapshot(meta)));
+                // The loop ended the appends before this batch.
+                match self.log.storage() {
+                    Some(storage) => {
+                        let _ = reply.send(Some(storage.create_snapshot(meta)));
+                    }
+                    None => {
+                        debug_assert!(false, "a snapshot's writer asked for during an append");
+                        let _ = reply.send(None);
+                    }
+                }
             }
             Event::SnapshotStaged(staged) => {
                 let Some(node) = self.node.as_mut() else {
@@ -706,54 +752,72 @@ where
         }
     }
 
-    /// Carries out the accumulated effects. Returns the last entry written, if any.
+    /// Carries out the accumulated effects, in the order of [`Effect`]'s contract. Returns
+    /// the last entry a write awaited here made durable, if any.
     ///
-    /// The order contract is that of [`Effect`]: a write is durable before any effect
-    /// that follows it. Within that contract, effects may only be *delayed*, never moved
-    /// earlier, and the driver delays one kind to make group commit work: once an entry
-    /// write is pending, the messages, applies and timers after it wait, and further entry
-    /// writes join it, until a write of another kind or the end of the batch. A follower
-    /// handling ten AppendEntries in one batch then fsyncs once, not ten times.
+    /// Entries to append are queued on the [`LogWriter`], which writes them beside the
+    /// loop, all that were queued while an append ran going into the next one (group
+    /// commit: a follower handling ten AppendEntries in one batch fsyncs once, not ten
+    /// times). What must not pass an append is held until it ends; a write of another
+    /// kind first waits for the appends before it, and is awaited here.
     async fn execute(&mut self) -> Result<Option<LogId>, StorageError> {
-        let mut pending_entries: Vec<Entry<C>> = Vec::new();
-        let mut waiting: Vec<Effect<C>> = Vec::new();
         let mut written = None;
-        let effects = self.effects.take();
-        for effect in effects {
+        for effect in self.effects.take() {
             match effect {
-                Effect::Persist(Persist::Entries(entries)) => pending_entries.extend(entries),
+                Effect::Persist(Persist::Entries(entries)) => self.log.queue(entries),
                 Effect::Persist(write) => {
-                    written = self
-                        .flush(&mut pending_entries, &mut waiting)
-                        .await?
-                        .or(written);
+                    written = self.finish_appends().await?.or(written);
                     self.persist(write).await?;
                 }
-                other if pending_entries.is_empty() => self.carry_out(other),
-                other => waiting.push(other),
+                effect if effect.waits_for_appends() => {
+                    if let Some(effect) = self.log.hold_if_needed(effect) {
+                        self.carry_out(effect);
+                    }
+                }
+                effect => self.carry_out(effect),
             }
         }
-        Ok(self
-            .flush(&mut pending_entries, &mut waiting)
-            .await?
-            .or(written))
+        self.log.start();
+        // A store that finishes at once (in memory) is reported at once, without a turn
+        // of the loop; one that does not is polled again by the loop, which registers
+        // its waker then.
+        let mut at_once = std::task::Context::from_waker(futures::task::noop_waker_ref());
+        if let Poll::Ready(ended) = self.log.poll_ended(&mut at_once) {
+            written = Some(self.append_ended(ended)?);
+        }
+        Ok(written)
     }
 
-    /// Writes the pending entries in one append, then carries out what waited for them.
-    async fn flush(
-        &mut self,
-        entries: &mut Vec<Entry<C>>,
-        waiting: &mut Vec<Effect<C>>,
-    ) -> Result<Option<LogId>, StorageError> {
-        let Some(last) = entries.last().map(Entry::log_id) else {
-            return Ok(None);
-        };
-        self.in_flight.overlap(self.storage.append(entries)).await?;
-        entries.clear();
-        for effect in waiting.drain(..) {
+    /// Waits until every queued append is durable, while the requests in flight keep
+    /// moving. Returns the last entry written, if any.
+    async fn finish_appends(&mut self) -> Result<Option<LogId>, StorageError> {
+        let mut written = None;
+        loop {
+            self.log.start();
+            if !self.log.is_busy() {
+                return Ok(written);
+            }
+            let ended = self.in_flight.overlap(self.log.ended()).await;
+            written = Some(self.append_ended(ended)?);
+        }
+    }
+
+    /// [`finish_appends`](Self::finish_appends), then tells the core what was written.
+    async fn finish_appends_and_report(&mut self) {
+        match self.finish_appends().await {
+            Ok(Some(up_to)) => self.step(Input::Persisted { up_to }),
+            Ok(None) => {}
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
+    /// An append ended: carries out what it held. Returns the last entry it wrote.
+    fn append_ended(&mut self, ended: log_writer::Ended) -> Result<LogId, StorageError> {
+        ended.result?;
+        for effect in self.log.released() {
             self.carry_out(effect);
         }
-        Ok(Some(last))
+        Ok(ended.up_to)
     }
 
     /// Carries out an effect that is not a write.
@@ -820,6 +884,7 @@ where
         }
     }
 
+    /// Carries out a write that is not an append, the appends before it being durable.
     async fn persist(&mut self, write: Persist<C>) -> Result<(), StorageError> {
         // A write that replaces the stored snapshot is followed by opening a reader over
         // the new one, for the pieces sent to followers and the state machine's restore.
@@ -827,7 +892,13 @@ where
             write,
             Persist::Snapshot(_) | Persist::StagedSnapshot(_) | Persist::FinishSnapshot
         );
-        let storage = &mut self.storage;
+        // `execute` ends the appends before any other write.
+        let Some(storage) = self.log.storage() else {
+            debug_assert!(false, "a write started while a log append runs");
+            return Err(StorageError::Other(
+                "a write started while a log append runs".into(),
+            ));
+        };
         let in_flight = &mut self.in_flight;
         match write {
             Persist::HardState(hard_state) => {
