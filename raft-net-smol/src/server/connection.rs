@@ -1,12 +1,16 @@
 //! Serving one accepted connection: the handshake, then read requests, answer each
 //! concurrently, write the replies.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use futures_rustls::TlsAcceptor;
 use raft_traits::{Codec, NodeId};
 use serde::Serialize;
@@ -48,10 +52,10 @@ pub(super) struct Setup<K> {
 ///
 /// The connection starts with the [handshake](crate::handshake), within the configured
 /// `handshake_timeout`; no request is read before it succeeded. Then each complete
-/// request runs on a task of its own, so a slow request does not hold up the others on
-/// the connection; its reply goes back through the connection's interleaving writer with
-/// the request's id. A handler that is still running when the connection ends
-/// completes, and its reply is dropped.
+/// request is answered concurrently with the others, so a slow request does not hold up
+/// the others on the connection; its reply goes back through the connection's
+/// interleaving writer with the request's id. A handler that is still running when the
+/// connection ends completes, and its reply is dropped.
 pub(super) async fn serve<S: Service, K: Codec>(
     stream: TcpStream,
     service: Arc<S>,
@@ -252,14 +256,54 @@ struct Requests<S, K> {
     executor: Executor,
 }
 
+/// The requests of a connection being answered. They are polled by the connection's
+/// own task, beside its reader and writer, rather than spawned each on a task of their
+/// own: a reply then reaches the writer without a hand-off between tasks, and a request
+/// costs no spawn. Those still running when the connection ends are handed to a task of
+/// their own, which lets them complete.
+struct Answering {
+    running: FuturesUnordered<BoxFuture<'static, ()>>,
+    executor: Executor,
+}
+
+impl Answering {
+    /// Polls the answers until none is ready; pending also when none is running (the
+    /// reader polls again after it adds one).
+    fn poll_answers(&mut self, cx: &mut std::task::Context<'_>) {
+        while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if !self.running.is_empty() {
+            let running = std::mem::take(&mut self.running);
+            self.executor
+                .spawn_detached(running.for_each(|()| std::future::ready(())));
+        }
+    }
+}
+
 async fn read_requests<S: Service, K: Codec>(
     mut reader: BufReader<Reader>,
     mut reassembler: Reassembler,
     max_frame_size: u32,
     requests: Requests<S, K>,
 ) -> Result<(), ConnectionError> {
+    let mut answering = Answering {
+        running: FuturesUnordered::new(),
+        executor: requests.executor.clone(),
+    };
     loop {
-        let Some(frame) = read_frame(&mut reader, max_frame_size).await? else {
+        let frame = {
+            let mut reading = std::pin::pin!(read_frame(&mut reader, max_frame_size));
+            std::future::poll_fn(|cx| {
+                answering.poll_answers(cx);
+                reading.as_mut().poll(cx)
+            })
+            .await?
+        };
+        let Some(frame) = frame else {
             return Ok(());
         };
         requests.activity.touch();
@@ -268,11 +312,11 @@ async fn read_requests<S: Service, K: Codec>(
             FrameKind::Request => {
                 if let Some(message) = reassembler.push(&header, frame.body)? {
                     let handling = requests.activity.handle();
-                    let answering =
+                    let answer =
                         requests
                             .clone()
                             .answer(message.request_id, message.body, handling);
-                    requests.executor.spawn_detached(answering);
+                    answering.running.push(answer.boxed());
                 }
             }
             FrameKind::Cancel => {

@@ -135,6 +135,24 @@ fn a_server_shut_down_mid_request_fails_the_request() {
     });
 }
 
+/// A request being handled when its connection ends is not cancelled: the handler runs
+/// to its end (a Raft node may already have acted on it), and only the reply is dropped.
+#[test]
+fn a_handler_running_when_its_connection_ends_runs_to_its_end() {
+    let (server, handler) = server(config());
+    let transport = transport(server.local_addr(), config());
+    smol::block_on(async {
+        let slow = spawn_send(&transport, vote(SLOW));
+        handler.slow_request_started().await;
+        server.shutdown().await;
+        let reply = within("the slow vote", slow).await;
+        assert!(reply.is_err(), "{reply:?}");
+
+        handler.open_gate();
+        handler.slow_request_finished().await;
+    });
+}
+
 /// Sends `term`'s vote until it is answered, for at most `attempts` tries; a pause
 /// between tries keeps the loop from spinning through the transport's backoff.
 async fn until_answered(

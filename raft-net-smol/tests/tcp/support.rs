@@ -101,18 +101,24 @@ pub(crate) struct TestHandler {
     gate: Receiver<()>,
     started: Sender<Term>,
     started_events: Receiver<Term>,
+    /// A slow request passed the gate and is answered.
+    finished: Sender<()>,
+    finished_events: Receiver<()>,
 }
 
 impl TestHandler {
     pub(crate) fn new() -> Arc<Self> {
         let (open, gate) = smol::channel::bounded(1);
         let (started, started_events) = smol::channel::unbounded();
+        let (finished, finished_events) = smol::channel::unbounded();
         Arc::new(TestHandler {
             handled: AtomicUsize::new(0),
             open,
             gate,
             started,
             started_events,
+            finished,
+            finished_events,
         })
     }
 
@@ -132,6 +138,13 @@ impl TestHandler {
             .await
             .unwrap();
     }
+
+    /// Waits until a slow request has passed the gate and its handling ended.
+    pub(crate) async fn slow_request_finished(&self) {
+        within("a slow request to finish", self.finished_events.recv())
+            .await
+            .unwrap();
+    }
 }
 
 #[async_trait]
@@ -145,6 +158,7 @@ impl RpcHandler<u64> for TestHandler {
                 let _ = self.started.try_send(SLOW);
                 // Nothing is ever sent on the gate: this returns once it is closed.
                 let _ = self.gate.recv().await;
+                let _ = self.finished.try_send(());
             }
             _ => {}
         }
