@@ -56,6 +56,18 @@ pub(super) struct Refusal {
     pub(super) hinted_next: LogIndex,
 }
 
+/// A snapshot piece in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Piece {
+    /// The offset it ends at.
+    pub(super) end: u64,
+    /// What the follower had confirmed holding when it was sent. The follower answers a
+    /// piece only after it sent that confirmation, so an answer below it means the
+    /// follower went back (it began another snapshot, offered late by the network), not
+    /// that the answer is old news.
+    pub(super) confirmed: u64,
+}
+
 /// The leader's view of one follower (Figure 2's `nextIndex` and `matchIndex`, plus the
 /// flow-control state).
 #[derive(Clone, Debug)]
@@ -66,9 +78,8 @@ pub struct Progress {
     /// AppendEntries with entries sent in the current mode and not yet answered: their
     /// sequence numbers, and the last index each carried.
     pub(super) inflight: BTreeMap<u64, LogIndex>,
-    /// Snapshot pieces sent and not yet answered: their sequence numbers, and the offset
-    /// each ends at.
-    pub(super) pieces: BTreeMap<u64, u64>,
+    /// Snapshot pieces sent and not yet answered, by sequence number.
+    pub(super) pieces: BTreeMap<u64, Piece>,
     /// The commit index carried by the last AppendEntries sent to the follower.
     pub(super) commit_sent: LogIndex,
     /// The leader's last sequence number when it learned `match_index`: requests with a
@@ -238,12 +249,14 @@ impl Progress {
             sent_at_tick,
             seq: newest,
             next,
+            acked,
             probing,
             final_sent,
             ..
         } = &mut self.mode
         {
-            self.pieces.insert(seq, end);
+            let confirmed = *acked;
+            self.pieces.insert(seq, Piece { end, confirmed });
             *sent_at_tick = tick;
             *newest = seq;
             if !*probing {
@@ -265,10 +278,13 @@ impl Progress {
     ///   lost: resend from `offset`, writing off the pieces in flight.
     ///
     /// An offset below one the follower already confirmed is outdated (answers overtake
-    /// each other) and ignored. Once nothing is in flight and the follower holds less than
-    /// was sent, the rest is resent from its offset.
+    /// each other) and ignored, unless it is below what the follower had confirmed when
+    /// the piece was sent: then the follower went back, and the leader starts again from
+    /// its offset (answering the same piece again and again otherwise, at once each
+    /// time). Once nothing is in flight and the follower holds less than was sent, the
+    /// rest is resent from its offset.
     pub(super) fn snapshot_received(&mut self, seq: u64, offset: u64, tick: u64) {
-        let Some(end) = self.pieces.remove(&seq) else {
+        let Some(Piece { end, confirmed }) = self.pieces.remove(&seq) else {
             // An answer to a piece written off already.
             return;
         };
@@ -287,9 +303,13 @@ impl Progress {
         // Answers overtake each other too: one below what the follower already confirmed
         // is older news and changes nothing. (Should the follower really have gone back,
         // the pieces it refuses time out, and the leader asks again.)
-        let outdated = !*probing && offset < *acked;
-        let gap_in_flight = self.pieces.values().any(|&piece_end| piece_end > offset);
-        let rewind = *probing || (offset < end && !gap_in_flight && !outdated) || offset > *next;
+        let went_back = offset < confirmed;
+        let outdated = !*probing && offset < *acked && !went_back;
+        let gap_in_flight = self.pieces.values().any(|piece| piece.end > offset);
+        let rewind = *probing
+            || went_back
+            || (offset < end && !gap_in_flight && !outdated)
+            || offset > *next;
         *acked = (*acked).max(offset);
         if rewind {
             *probing = false;

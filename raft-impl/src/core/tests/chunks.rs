@@ -470,6 +470,30 @@ fn a_lost_piece_is_resent_from_the_follower_s_offset_without_resending_what_it_h
 }
 
 #[test]
+fn a_follower_that_went_back_is_sent_the_snapshot_from_its_new_offset() {
+    let snap = big(60);
+    let (leader, effects) = leader_sending(snap);
+    let first = pieces(&effects);
+    let (leader, effects) = step(leader, reply_to(2, first[0].0, install_reply(received(10))));
+    let window = pieces(&effects);
+    let (leader, effects) = step(
+        leader,
+        reply_to(2, window[0].0, install_reply(received(20))),
+    );
+    assert_eq!(spans(&effects), [(30, 10)]);
+    let after = pieces(&effects);
+    // A late piece of an older snapshot made the follower begin that one: it holds
+    // nothing of this one and answers 0 to pieces sent after it had confirmed 10 and 20.
+    // That is not an old answer overtaken by newer ones: start again from 0 (answering
+    // the piece at 20 again and again, at once each time, otherwise).
+    let (leader, effects) = step(leader, reply_to(2, window[1].0, install_reply(received(0))));
+    assert_eq!(spans(&effects), [(0, 10), (10, 10)], "from the top, a window");
+    // The answer to the piece at 30, sent before the rewind, changes nothing now.
+    let (_, effects) = step(leader, reply_to(2, after[0].0, install_reply(received(0))));
+    assert!(pieces(&effects).is_empty(), "{:?}", spans(&effects));
+}
+
+#[test]
 fn after_a_failure_with_nothing_in_flight_the_next_heartbeat_resumes() {
     let snap = big(60);
     let (leader, effects) = leader_sending(snap);
