@@ -487,7 +487,11 @@ fn a_follower_that_went_back_is_sent_the_snapshot_from_its_new_offset() {
     // That is not an old answer overtaken by newer ones: start again from 0 (answering
     // the piece at 20 again and again, at once each time, otherwise).
     let (leader, effects) = step(leader, reply_to(2, window[1].0, install_reply(received(0))));
-    assert_eq!(spans(&effects), [(0, 10), (10, 10)], "from the top, a window");
+    assert_eq!(
+        spans(&effects),
+        [(0, 10), (10, 10)],
+        "from the top, a window"
+    );
     // The answer to the piece at 30, sent before the rewind, changes nothing now.
     let (_, effects) = step(leader, reply_to(2, after[0].0, install_reply(received(0))));
     assert!(pieces(&effects).is_empty(), "{:?}", spans(&effects));
