@@ -892,6 +892,11 @@ where
             write,
             Persist::Snapshot(_) | Persist::StagedSnapshot(_) | Persist::FinishSnapshot
         );
+        if let Persist::Entries(entries) = write {
+            // `execute` queues appends itself; one that came here joins them.
+            self.log.queue(entries);
+            return Ok(());
+        }
         // `execute` ends the appends before any other write.
         let Some(storage) = self.log.storage() else {
             debug_assert!(false, "a write started while a log append runs");
@@ -906,7 +911,8 @@ where
                     .overlap(storage.save_hard_state(hard_state))
                     .await?
             }
-            Persist::Entries(entries) => in_flight.overlap(storage.append(&entries)).await?,
+            // Handled above: appends go to the log writer.
+            Persist::Entries(_) => {}
             Persist::TruncateFrom(index) => in_flight.overlap(storage.truncate_from(index)).await?,
             Persist::Snapshot(snapshot) => {
                 in_flight.overlap(storage.save_snapshot(snapshot)).await?
