@@ -326,8 +326,11 @@ fn leader_sending(snapshot: Snapshot) -> (AnyNode<Cmd>, Vec<Effect<Cmd>>) {
     step(leader, reply_to(2, tag, behind_the_snapshot()))
 }
 
-/// The snapshot pieces sent to peer 2: tag, offset, length, done.
-fn pieces(effects: &[Effect<Cmd>]) -> Vec<(SendTag, u64, u64, bool)> {
+/// A snapshot piece sent: tag, offset, length, done.
+type Piece = (SendTag, u64, u64, bool);
+
+/// The snapshot pieces sent to peer 2.
+fn pieces(effects: &[Effect<Cmd>]) -> Vec<Piece> {
     effects
         .iter()
         .filter_map(|e| match e {
@@ -433,10 +436,11 @@ fn the_leader_resumes_from_the_offset_the_follower_holds() {
     );
 }
 
-#[test]
-fn a_lost_piece_is_resent_from_the_follower_s_offset_without_resending_what_it_holds() {
-    let snap = big(60);
-    let (leader, effects) = leader_sending(snap);
+/// [`leader_sending`] a 60-byte snapshot, once the follower has confirmed 10 and then
+/// 20: the pieces at 10 and 20 went out as a window, the answer to the one at 10 sent the
+/// piece at 30. Returns the leader, the window and the piece at 30.
+fn leader_with_follower_at_20() -> (AnyNode<Cmd>, Vec<Piece>, Vec<Piece>) {
+    let (leader, effects) = leader_sending(big(60));
     let first = pieces(&effects);
     let (leader, effects) = step(leader, reply_to(2, first[0].0, install_reply(received(10))));
     let window = pieces(&effects);
@@ -445,7 +449,16 @@ fn a_lost_piece_is_resent_from_the_follower_s_offset_without_resending_what_it_h
         reply_to(2, window[0].0, install_reply(received(20))),
     );
     let next = pieces(&effects);
-    assert_eq!(next.iter().map(|p| p.1).collect::<Vec<_>>(), [30]);
+    assert_eq!(
+        next.iter().map(|p| (p.1, p.2)).collect::<Vec<_>>(),
+        [(30, 10)]
+    );
+    (leader, window, next)
+}
+
+#[test]
+fn a_lost_piece_is_resent_from_the_follower_s_offset_without_resending_what_it_holds() {
+    let (leader, window, next) = leader_with_follower_at_20();
     // The piece at 20 is lost; the one at 30 reaches a follower that holds 20.
     let (leader, effects) = step(
         leader,
@@ -471,17 +484,7 @@ fn a_lost_piece_is_resent_from_the_follower_s_offset_without_resending_what_it_h
 
 #[test]
 fn a_follower_that_went_back_is_sent_the_snapshot_from_its_new_offset() {
-    let snap = big(60);
-    let (leader, effects) = leader_sending(snap);
-    let first = pieces(&effects);
-    let (leader, effects) = step(leader, reply_to(2, first[0].0, install_reply(received(10))));
-    let window = pieces(&effects);
-    let (leader, effects) = step(
-        leader,
-        reply_to(2, window[0].0, install_reply(received(20))),
-    );
-    assert_eq!(spans(&effects), [(30, 10)]);
-    let after = pieces(&effects);
+    let (leader, window, after) = leader_with_follower_at_20();
     // A late piece of an older snapshot made the follower begin that one: it holds
     // nothing of this one and answers 0 to pieces sent after it had confirmed 10 and 20.
     // That is not an old answer overtaken by newer ones: start again from 0 (answering
