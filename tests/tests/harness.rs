@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)] // test code: it panics to fail
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,12 +90,14 @@ impl StateMachine<u64> for Recorder {
     }
 }
 
-/// The user's storage: `MemStorage` that counts the entries appended through it, and
-/// whose appends wait while a test holds its node's disk gate (a stalled disk).
+/// The user's storage: `MemStorage` that counts the entries appended through it, whose
+/// appends wait while a test holds its node's disk gate (a stalled disk), and whose next
+/// append fails, writing nothing, once a test sets its node's fault.
 struct Counted {
     inner: MemStorage<u64>,
     appended: Arc<AtomicU64>,
     gate: Arc<futures::lock::Mutex<()>>,
+    fault: Arc<AtomicBool>,
 }
 
 #[async_trait]
@@ -112,6 +114,11 @@ impl Storage<u64> for Counted {
         self.appended
             .fetch_add(entries.len() as u64, Ordering::SeqCst);
         let _open = self.gate.lock().await;
+        if self.fault.swap(false, Ordering::SeqCst) {
+            return Err(StorageError::Io(std::io::Error::other(
+                "the disk failed (test fault)",
+            )));
+        }
         self.inner.append(entries).await
     }
 
@@ -168,6 +175,8 @@ struct Pieces {
     appended: Arc<Mutex<BTreeMap<NodeId, Arc<AtomicU64>>>>,
     /// Each node's disk gate: its appends wait while it is held.
     gates: Arc<Mutex<BTreeMap<NodeId, Arc<futures::lock::Mutex<()>>>>>,
+    /// Each node's disk fault: its next append fails while it is set.
+    faults: Arc<Mutex<BTreeMap<NodeId, Arc<AtomicBool>>>>,
     /// The `(node, instance)` of every storage the factory made.
     opened: Arc<Mutex<Vec<(NodeId, u64)>>>,
 }
@@ -183,6 +192,10 @@ impl Pieces {
 
     fn gate(&self, node: NodeId) -> Arc<futures::lock::Mutex<()>> {
         Arc::clone(self.gates.lock().unwrap().entry(node).or_default())
+    }
+
+    fn fault(&self, node: NodeId) -> Arc<AtomicBool> {
+        Arc::clone(self.faults.lock().unwrap().entry(node).or_default())
     }
 }
 
@@ -208,6 +221,7 @@ async fn harness<Rt: Runtime>(runtime: Rt, seed: u64, config: Config) -> (TestHa
                     inner: pieces.stores.open(node, instance),
                     appended,
                     gate: pieces.gate(node),
+                    fault: pieces.fault(node),
                 }
             }
         })
@@ -346,6 +360,41 @@ fn a_leader_commits_through_its_followers_while_its_own_append_stalls() {
         .await
         .unwrap();
         h.shutdown().await;
+    });
+}
+
+/// A failed log append stops the node, and nothing queued behind it is written after
+/// it, not even while stopping: entries stored after lost ones would leave a hole in the
+/// log that a restart would read.
+#[test]
+fn after_a_failed_append_the_node_stops_and_writes_nothing_after_it() {
+    on_smol(|rt| async move {
+        let (h, pieces) = harness(rt.clone(), 5, Config::default()).await;
+        assert_eq!(h.propose_to_leader(1).await, Ok(1));
+        let leader = h.leader().await.unwrap();
+        let leader_id = h.node_id(leader);
+
+        // The leader's append of 2 waits at the gate and will fail; 3 queues behind it.
+        // Both commit through the followers.
+        let gate = pieces.gate(leader_id);
+        let stalled = gate.lock().await;
+        pieces.fault(leader_id).store(true, Ordering::SeqCst);
+        assert_eq!(h.propose(leader, 2).await, Ok(3));
+        assert_eq!(h.propose(leader, 3).await, Ok(6));
+        let appended = pieces.appended(leader_id);
+
+        drop(stalled);
+        h.wait_until("the leader stops on the failed append", || {
+            status(&h, leader).fatal.is_some()
+        })
+        .await
+        .unwrap();
+        h.shutdown().await;
+        assert_eq!(
+            pieces.appended(leader_id),
+            appended,
+            "an append was started after the failed one"
+        );
     });
 }
 

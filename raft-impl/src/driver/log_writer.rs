@@ -35,6 +35,9 @@ pub(crate) struct LogWriter<C, S> {
     /// How many appends were started, and how many ended.
     started: u64,
     ended: u64,
+    /// Whether an append failed. No other starts then: entries written after lost ones
+    /// would leave a hole in the stored log, and the node stops anyway.
+    failed: bool,
 }
 
 /// An append that ended.
@@ -54,6 +57,7 @@ impl<C: Command, S: Storage<C>> LogWriter<C, S> {
             held: VecDeque::new(),
             started: 0,
             ended: 0,
+            failed: false,
         }
     }
 
@@ -80,9 +84,10 @@ impl<C: Command, S: Storage<C>> LogWriter<C, S> {
         None
     }
 
-    /// Starts appending the queued entries, unless an append is running already.
+    /// Starts appending the queued entries, unless an append is running already or one
+    /// failed.
     pub(crate) fn start(&mut self) {
-        if self.running.is_some() {
+        if self.running.is_some() || self.failed {
             return;
         }
         let Some(up_to) = self.queued.last().map(Entry::log_id) else {
@@ -100,9 +105,9 @@ impl<C: Command, S: Storage<C>> LogWriter<C, S> {
         self.started += 1;
     }
 
-    /// Whether an append is running or queued.
+    /// Whether an append is running, or queued to start once it can.
     pub(crate) fn is_busy(&self) -> bool {
-        self.running.is_some() || !self.queued.is_empty()
+        self.running.is_some() || (!self.queued.is_empty() && !self.failed)
     }
 
     /// Polls the running append; pending while none runs. Once it ended, the effects it
@@ -116,6 +121,7 @@ impl<C: Command, S: Storage<C>> LogWriter<C, S> {
         self.running = None;
         self.idle = Some(storage);
         self.ended += 1;
+        self.failed |= result.is_err();
         Poll::Ready(Ended { up_to, result })
     }
 
