@@ -136,8 +136,9 @@ pub struct NodeConfig {
     /// What runs the node: its Raft tasks, its transport's connections and both servers'
     /// connections and requests ([`SmolRuntime::global`] by default).
     /// [`SmolRuntime::with_threads`] runs them on a pool with its own socket reactor and
-    /// timers, what `raft-bench` runs on (for `raft-kv serve` with three nodes on 2
-    /// cores, it measured the same as the global executor).
+    /// timers, what `raft-bench` runs on and what `raft-kv serve` chooses by default
+    /// (with three durable nodes and the benchmark on 2 cores, 2 threads served more
+    /// puts at 16 and 64 clients than the global executor; `scripts/kv-cpu.sh`).
     pub runtime: SmolRuntime,
 }
 
