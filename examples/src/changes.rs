@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use raft_impl::core::{MembershipRefused, RoleKind};
 use raft_impl::{MembershipChangeError, Status};
-use raft_traits::{Membership, MembershipError, NodeId};
+use raft_net_smol::SmolRuntime;
+use raft_traits::{Membership, MembershipError, NodeId, Runtime};
 
 use crate::members::MemberAddr;
 use crate::protocol::{ChangeRefused, ClientResponse, ClusterMembers};
@@ -53,15 +54,23 @@ pub(crate) struct Changes {
     wait: Duration,
     /// Where this node listens for clients, as clients can reach it.
     client_addr: SocketAddr,
+    /// The node's runtime, for the waits between retries.
+    runtime: SmolRuntime,
 }
 
 impl Changes {
-    pub(crate) fn new(raft: KvRaft, wait: Duration, client_addr: SocketAddr) -> Arc<Changes> {
+    pub(crate) fn new(
+        raft: KvRaft,
+        wait: Duration,
+        client_addr: SocketAddr,
+        runtime: SmolRuntime,
+    ) -> Arc<Changes> {
         Arc::new(Changes {
             raft,
             asked: AtomicUsize::new(0),
             wait,
             client_addr,
+            runtime,
         })
     }
 
@@ -143,7 +152,7 @@ impl Changes {
         let asked = Asked::count(&self.asked);
         let done = async { Some(self.make(&change).await) };
         let waited = async {
-            smol::Timer::after(self.wait).await;
+            self.runtime.sleep(self.wait).await;
             None
         };
         let outcome = smol::future::or(done, waited).await;
@@ -179,7 +188,7 @@ impl Changes {
                     ),
                 };
             }
-            smol::Timer::after(POLL).await;
+            self.runtime.sleep(POLL).await;
         }
     }
 
@@ -208,7 +217,7 @@ impl Changes {
             if !passing || Instant::now() >= until {
                 return outcome;
             }
-            smol::Timer::after(POLL).await;
+            self.runtime.sleep(POLL).await;
         }
     }
 
@@ -278,7 +287,7 @@ impl Changes {
     /// configuration entry.
     pub(crate) async fn publish_client_addr(self: Arc<Self>) {
         while !self.raft.is_stopped() {
-            smol::Timer::after(PUBLISH_EVERY).await;
+            self.runtime.sleep(PUBLISH_EVERY).await;
             // Not while a client's change is under way; after it, if still needed.
             if self.asked.load(Ordering::Acquire) > 0 {
                 continue;

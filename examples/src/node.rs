@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::AbortHandle;
 use raft_file_store::FileStorage;
 use raft_impl::session::DEFAULT_CAPACITY;
 use raft_impl::{Config, Parts, ProposeError, ReadError, StartError};
@@ -17,7 +18,7 @@ use raft_net_smol::{
     TcpTransport, TlsConfig,
 };
 use raft_traits::{
-    Membership, NodeId, Payload, Postcard, RecoveredState, Request, Response, Storage,
+    Membership, NodeId, Payload, Postcard, RecoveredState, Request, Response, Runtime, Storage,
     StorageError, Transport, TransportError, async_trait,
 };
 
@@ -254,9 +255,9 @@ pub struct KvNode {
     transport: TcpTransport<KvSessionCommand>,
     view: KvView,
     read_mode: ReadMode,
-    /// Records this node's client address in the configuration while it leads; ends
-    /// with the node (and is cancelled with it).
-    _publisher: smol::Task<()>,
+    /// Records this node's client address in the configuration while it leads, on the
+    /// node's runtime; ends with the node (and is cancelled when it is dropped).
+    _publisher: AbortOnDrop,
     /// The metrics endpoint, if configured; stops with the node.
     metrics: Option<MetricsServer>,
 }
@@ -356,6 +357,24 @@ impl KvNode {
         self.raft_server.shutdown().await;
         self.transport.shutdown();
         tracing::info!(node = %self.id, "node stopped");
+    }
+}
+
+/// A task on a node's runtime that stops when this is dropped (a runtime's
+/// [`JoinHandle`](raft_traits::JoinHandle) detaches instead).
+struct AbortOnDrop(AbortHandle);
+
+impl AbortOnDrop {
+    fn spawn(runtime: &SmolRuntime, task: impl Future<Output = ()> + Send + 'static) -> Self {
+        let (task, handle) = futures::future::abortable(task);
+        drop(runtime.spawn(task));
+        AbortOnDrop(handle)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -489,7 +508,12 @@ impl BoundNode {
                 }
             };
 
-        let changes = Changes::new(raft.clone(), config.change_wait, client_server.local_addr());
+        let changes = Changes::new(
+            raft.clone(),
+            config.change_wait,
+            client_server.local_addr(),
+            config.runtime.clone(),
+        );
         let metrics = match config.metrics_listen {
             Some(addr) => {
                 let watched = raft.clone();
@@ -513,7 +537,10 @@ impl BoundNode {
             transport,
             view: view.clone(),
             read_mode: config.read_mode,
-            _publisher: smol::spawn(Arc::clone(&changes).publish_client_addr()),
+            _publisher: AbortOnDrop::spawn(
+                &config.runtime,
+                Arc::clone(&changes).publish_client_addr(),
+            ),
             metrics,
         };
         let started = node

@@ -78,6 +78,18 @@ impl Server {
         }
     }
 
+    /// The names of its process's threads (Linux's `/proc`).
+    pub(crate) fn thread_names(&self) -> Vec<String> {
+        let pid = self.child.as_ref().expect("running").id();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks
+            .map(|task| {
+                let comm = task.unwrap().path().join("comm");
+                std::fs::read_to_string(comm).unwrap().trim().to_owned()
+            })
+            .collect()
+    }
+
     pub(crate) fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(child) => child.try_wait().unwrap().is_none(),
@@ -268,6 +280,16 @@ fn sigkill_of_the_leader_process_loses_no_acknowledged_write() {
     run(async {
         let first = wait_for_leader(&client, &[]).await;
         put_range(&client, "a", 0..100).await;
+        // One executor per process: the node's own pool (`--threads`, 2 by default)
+        // runs all of it, and nothing starts smol's global executor beside it.
+        for server in servers.values() {
+            let names = server.thread_names();
+            assert!(
+                !names.iter().any(|name| name.starts_with("smol-")),
+                "{} runs smol's global executor beside its own: {names:?}",
+                server.id
+            );
+        }
 
         // SIGKILL the leader's process, and keep writing.
         servers.get_mut(&first.id).unwrap().kill(true);
