@@ -12,7 +12,7 @@
 //!   a lost answer is not applied again; `get` is a linearizable read, served as the
 //!   node's [`ReadMode`] says.
 //! * [`protocol`]: the messages between them.
-//! * [`bench`]: the load generator behind `raft-kv bench` ([`Bench`]), and
+//! * [`bench`](mod@bench): the load generator behind `raft-kv bench` ([`Bench`]), and
 //!   [`progress`], the progress bar it and `raft-bench` show on a terminal.
 //! * Test utilities for clusters on real sockets: [`FaultProxy`], a TCP proxy that
 //!   passes, delays, drops or cuts a link; [`free_loopback_addrs`] and [`PortHolder`] to

@@ -77,7 +77,7 @@ pub enum ClientRequest {
     /// so that a retry is never applied twice.
     Execute(KvSessionCommand),
     /// Read `key` linearizably, without a session. A node in `read-index` or `lease` mode
-    /// ([`ReadMode`](crate::ReadMode)) answers [`ClientResponse::Value`] after a read
+    /// ([`ReadMode`]) answers [`ClientResponse::Value`] after a read
     /// barrier, leader and followers alike (a follower obtains the read index from the
     /// leader); one in `log` mode answers [`ClientResponse::ReadThroughLog`], and the
     /// client sends the read as a `Get` in a session with [`Execute`](Self::Execute).

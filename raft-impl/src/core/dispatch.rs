@@ -55,7 +55,7 @@ impl RpcKind {
 /// Something that happened to a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Input<C> {
-    /// A peer's request; answer it with an [`Effect::Reply`] carrying `id`.
+    /// A peer's request; answer it with an [`Effect::Reply`](super::Effect::Reply) carrying `id`.
     Request {
         /// Handed back in the reply effect.
         id: RequestId,
@@ -66,7 +66,7 @@ pub enum Input<C> {
     Response {
         /// The peer that replied.
         from: NodeId,
-        /// The tag of the request, from its [`Effect::Send`].
+        /// The tag of the request, from its [`Effect::Send`](super::Effect::Send).
         tag: SendTag,
         /// The reply.
         response: Response,
@@ -75,7 +75,7 @@ pub enum Input<C> {
     SendFailed {
         /// The peer it was sent to.
         to: NodeId,
-        /// The tag of the request, from its [`Effect::Send`].
+        /// The tag of the request, from its [`Effect::Send`](super::Effect::Send).
         tag: SendTag,
         /// What kind of request it was.
         rpc: RpcKind,

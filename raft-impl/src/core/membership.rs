@@ -19,7 +19,8 @@ pub(super) struct Configs {
     generation: u64,
 }
 
-/// Identifies what [`Configs::effective`] and [`Configs::committed`] return: equal
+/// Identifies what a node's [`membership`](super::AnyNode::membership) and
+/// [`committed_membership`](super::AnyNode::committed_membership) return: equal
 /// versions, equal configurations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MembershipVersion {
