@@ -553,6 +553,7 @@ impl BoundNode {
                     read_mode: config.read_mode,
                     read_timeout: config.read_timeout,
                     changes,
+                    runtime: config.runtime.clone(),
                 }))
             });
         if let Err(error) = started {
@@ -589,6 +590,9 @@ struct ClientService {
     read_mode: ReadMode,
     read_timeout: Duration,
     changes: Arc<Changes>,
+    /// The node's runtime, for the reads' deadlines: a pool's timers wake nobody when
+    /// set (async-io's notify its reactor thread, once per read).
+    runtime: SmolRuntime,
 }
 
 impl ClientService {
@@ -618,7 +622,7 @@ impl ClientService {
         // otherwise wait for its state machine for as long as the cut lasts.
         let read = async { Some(self.view.read(&self.raft, key, self.read_timeout).await) };
         let expired = async {
-            smol::Timer::after(self.read_timeout).await;
+            self.runtime.sleep(self.read_timeout).await;
             None
         };
         match smol::future::or(read, expired).await {
