@@ -413,7 +413,7 @@ impl KvClient {
                 {
                     failures = failures.saturating_add(1);
                     let remaining = self.config.deadline.saturating_sub(started.elapsed());
-                    smol::Timer::after(self.backoff(failures).min(remaining)).await;
+                    self.rpc.sleep(self.backoff(failures).min(remaining)).await;
                 }
                 (_, refused) => return Err(ClientError::ChangeRefused(refused)),
             }
@@ -539,7 +539,7 @@ impl KvClient {
             let remaining = self.config.deadline.saturating_sub(elapsed);
             let attempt = self.attempt(target, request.clone());
             let expired = async {
-                smol::Timer::after(remaining).await;
+                self.rpc.sleep(remaining).await;
                 Ok(None)
             };
             let attempt = match smol::future::or(async { attempt.await.map(Some) }, expired).await?
@@ -606,7 +606,7 @@ impl KvClient {
             redirects = 0;
             failures = failures.saturating_add(1);
             let remaining = self.config.deadline.saturating_sub(started.elapsed());
-            smol::Timer::after(self.backoff(failures).min(remaining)).await;
+            self.rpc.sleep(self.backoff(failures).min(remaining)).await;
         }
     }
 

@@ -194,6 +194,14 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
         *self.inner.lock_executor() = Executor::new(runtime);
     }
 
+    /// Completes after `duration` on the clock of the runtime the client runs on (see
+    /// [`set_runtime`](Self::set_runtime)): for the deadlines and backoffs of a layer
+    /// above the client, so that they cost what the client's own timers cost (a worker
+    /// pool's timers wake nobody when set; async-io's notify its reactor each time).
+    pub fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        self.inner.executor().sleep(duration)
+    }
+
     /// Adds server `peer` at `addr`, or moves it there.
     ///
     /// Moving a peer closes its current connection (requests in flight on it fail) and

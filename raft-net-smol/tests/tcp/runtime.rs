@@ -96,3 +96,56 @@ fn a_server_and_transport_on_a_tokio_runtime_shut_down_their_tasks() {
         transport.shutdown();
     });
 }
+
+/// smol's global runtime, counting the sleeps asked of it.
+#[derive(Clone)]
+struct CountingSleeps {
+    inner: raft_net_smol::SmolRuntime,
+    sleeps: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl raft_traits::Runtime for CountingSleeps {
+    fn spawn<F>(&self, future: F) -> raft_traits::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.spawn(future)
+    }
+
+    fn sleep(&self, duration: Duration) -> futures::future::BoxFuture<'static, ()> {
+        self.sleeps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.sleep(duration)
+    }
+
+    fn now(&self) -> Duration {
+        self.inner.now()
+    }
+
+    fn random_seed(&self) -> u64 {
+        self.inner.random_seed()
+    }
+}
+
+#[test]
+fn a_clients_sleep_is_its_runtimes() {
+    let sleeps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runtime = CountingSleeps {
+        inner: raft_net_smol::SmolRuntime::global(),
+        sleeps: Arc::clone(&sleeps),
+    };
+    let client: TcpClient<u64, u64> = TcpClient::new(
+        config(),
+        Protocol::service("napper"),
+        [(SERVER, SocketAddr::from(([127, 0, 0, 1], 9)))],
+    )
+    .unwrap();
+    client.set_runtime(runtime);
+    smol::block_on(client.sleep(Duration::from_millis(1)));
+    assert_eq!(
+        sleeps.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "the sleep did not go through the client's runtime"
+    );
+}
