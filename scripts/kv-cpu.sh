@@ -5,17 +5,19 @@
 #
 # Starts 3 `raft-kv serve --data-dir` nodes on loopback (file store, fsync on), finds the
 # leader through the nodes' metrics, and for each client count in CLIENTS_LIST (default
-# "16 64") runs `raft-kv bench put` (256-byte values, connections as in
-# scripts/kv-vs-etcd.sh) for SECS seconds (default 8). It prints, per point: puts/s, p50
-# and p99, the CPU each process spent per put (leader, the two followers, the load
+# "16 64") runs `raft-kv bench put` (or WORKLOAD's; 256-byte values, connections as in
+# scripts/kv-vs-etcd.sh) for SECS seconds (default 8). It prints, per point: ops/s, p50
+# and p99, the CPU each process spent per operation (leader, the two followers, the load
 # generator; user + system time from /proc), and how idle the machine was meanwhile.
-# CPU per put that sums to close to `nproc` cores' worth at the measured rate means the
+# CPU per operation that sums to close to `nproc` cores' worth at the measured rate means the
 # point is bound by CPU, not by latency; what no process is charged for (the kernel's own
 # threads: block I/O completion, softirq work) is the gap between the busy share and
 # the processes' sum.
 #
 # SERVE-ARGS go to every `raft-kv serve` (for example `--threads 2`).
-# Environment: RAFT_KV (the binary; default target/release/raft-kv), SECS, CLIENTS_LIST,
+# Environment: RAFT_KV (the binary; default target/release/raft-kv), WORKLOAD (the bench's
+# workload: put, the default, get or mixed; the columns then count its operations), SECS,
+# CLIENTS_LIST,
 # KV_BASE_PORT (default 27401: Raft ports +i, client ports +1000+i, metrics +2000+i).
 set -euo pipefail
 
@@ -23,6 +25,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RAFT_KV=${RAFT_KV:-$ROOT/target/release/raft-kv}
 SECS=${SECS:-8}
 CLIENTS_LIST=${CLIENTS_LIST:-"16 64"}
+WORKLOAD=${WORKLOAD:-put}
 KV_BASE_PORT=${KV_BASE_PORT:-27401}
 [ -x "$RAFT_KV" ] || { echo "no raft-kv binary at $RAFT_KV (cargo build --release -p raft-examples)" >&2; exit 1; }
 
@@ -66,7 +69,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 idle_ticks() { awk '/^cpu /{print $5}' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 
-printf '%7s | %9s %8s %8s | %-27s %9s | %5s\n' clients "puts/s" "p50 ms" "p99 ms" "CPU µs/put: leader, followers" "bench" "idle"
+printf '%7s | %9s %8s %8s | %-27s %9s | %5s\n' clients "ops/s" "p50 ms" "p99 ms" "CPU µs/op: leader, followers" "bench" "idle"
 for c in $CLIENTS_LIST; do
   conns=$c; [ "$c" -le 16 ] || conns=$((c / 4))
   leader=""; followers=()
@@ -77,7 +80,7 @@ for c in $CLIENTS_LIST; do
   before=(); for p in "$leader" "${followers[@]}"; do before+=("$(ticks "$p")"); done
   idle_before=$(idle_ticks)
   # The load generator's CPU time, from its rusage as its parent sees it, and its wall time.
-  python3 - "$WORK/bench-$c.cpu" "$RAFT_KV" bench put --clients "$c" --conns "$conns" \
+  python3 - "$WORK/bench-$c.cpu" "$RAFT_KV" bench "$WORKLOAD" --clients "$c" --conns "$conns" \
     --duration "$SECS" --cluster "$CLUSTER" --timeout 30 --json >"$WORK/bench-$c.json" <<'PY' \
     || { echo "the bench at $c clients failed" >&2; exit 1; }
 import resource, subprocess, sys, time
