@@ -54,7 +54,7 @@ pub(crate) struct Changes {
     wait: Duration,
     /// Where this node listens for clients, as clients can reach it.
     client_addr: SocketAddr,
-    /// The node's runtime, for the waits between retries.
+    /// The node's runtime: the publisher runs on it, and every wait here sleeps on it.
     runtime: SmolRuntime,
 }
 

@@ -78,14 +78,15 @@ impl Server {
         }
     }
 
-    /// The names of its process's threads (Linux's `/proc`).
+    /// The names of its process's threads (Linux's `/proc`). A thread that ends while
+    /// they are listed (an idle `blocking` thread does) is left out, not an error.
     pub(crate) fn thread_names(&self) -> Vec<String> {
         let pid = self.child.as_ref().expect("running").id();
         let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
         tasks
-            .map(|task| {
-                let comm = task.unwrap().path().join("comm");
-                std::fs::read_to_string(comm).unwrap().trim().to_owned()
+            .filter_map(|task| {
+                let comm = task.ok()?.path().join("comm");
+                Some(std::fs::read_to_string(comm).ok()?.trim().to_owned())
             })
             .collect()
     }
