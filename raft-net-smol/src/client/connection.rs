@@ -4,7 +4,8 @@
 //! number. One task per connection runs a reader, which reassembles replies and hands
 //! each to the request waiting for it, next to the [writer](crate::outbox), which sends
 //! requests interleaved chunk by chunk, and a sweep, which fails the requests whose
-//! reply is overdue.
+//! reply is overdue. A request that fits in one frame is written to the socket by the
+//! task that makes it, when the socket takes it at once (see [`Wire::send_now`]).
 //!
 //! The sweep times every request of the connection with one timer, ticking an eighth of
 //! the request timeout apart, rather than one timer per request: arming an OS timer
@@ -28,7 +29,7 @@ use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError};
 use crate::executor::{Executor, Task};
 use crate::frame::{FrameKind, read_frame};
-use crate::outbox::{Outgoing, write_frames};
+use crate::outbox::{Outgoing, SendNow, Wire, write_frames};
 use crate::reassembly::Reassembler;
 use crate::stream::{Reader, Writer};
 
@@ -158,6 +159,8 @@ pub(crate) struct Connection {
     peer: NodeId,
     waiting: Arc<Waiting>,
     outbox: Sender<Outgoing>,
+    /// The socket's writing side, which a small request is written to at once.
+    wire: Arc<Wire<Writer>>,
     stream: TcpStream,
     next_request_id: AtomicU64,
     request_timeout: Duration,
@@ -177,7 +180,9 @@ impl Connection {
     ) -> Arc<Connection> {
         let waiting = Arc::new(Waiting::new());
         let (outbox, outgoing) = smol::channel::unbounded();
+        let wire = Arc::new(Wire::new(writer, config.chunk_size));
         let task = {
+            let wire = Arc::clone(&wire);
             let waiting = Arc::clone(&waiting);
             let stream = stream.clone();
             let config = config.clone();
@@ -186,7 +191,7 @@ impl Connection {
             let timers = executor.clone();
             executor.spawn(async move {
                 let reading = read_replies(reader, &waiting, &config);
-                let writing = write_frames(writer, outgoing, config.chunk_size);
+                let writing = write_frames(&wire, outgoing);
                 let sweeping = sweep(&waiting, &abandon, &timers, config.request_timeout);
                 let reason =
                     match smol::future::or(sweeping, smol::future::or(reading, writing)).await {
@@ -205,6 +210,7 @@ impl Connection {
             peer,
             waiting,
             outbox,
+            wire,
             stream,
             next_request_id: AtomicU64::new(1),
             request_timeout: config.request_timeout,
@@ -245,18 +251,33 @@ impl Connection {
             calls.insert(request_id, pending);
             self.waiting.touch();
         }
-        let message = Outgoing::Message {
-            kind: FrameKind::Request,
-            request_id,
-            body,
-        };
-        if let Err(e) = self.outbox.try_send(message) {
-            // The writer is gone, so the connection is ending; take the body back.
-            self.waiting.take(request_id);
-            return match e.into_inner() {
-                Outgoing::Message { body, .. } => Err(body),
-                Outgoing::Abandon(_) => Err(Vec::new()),
-            };
+        match self.wire.send_now(FrameKind::Request, request_id, &body) {
+            SendNow::Sent => {}
+            SendNow::Buffered => {
+                if self.outbox.try_send(Outgoing::Flush).is_err()
+                    && let Some(reply) = self.waiting.take(request_id)
+                {
+                    // Part of it may have reached the peer: this request fails, and is not
+                    // tried again as an unsent one would be.
+                    let reason = "the connection ended while the request was sent".to_owned();
+                    let _ = reply.send(Err(NoReply::Closed(reason)));
+                }
+            }
+            SendNow::Declined => {
+                let message = Outgoing::Message {
+                    kind: FrameKind::Request,
+                    request_id,
+                    body,
+                };
+                if let Err(e) = self.outbox.try_send(message) {
+                    // The writer is gone, so the connection is ending; take the body back.
+                    self.waiting.take(request_id);
+                    return match e.into_inner() {
+                        Outgoing::Message { body, .. } => Err(body),
+                        Outgoing::Abandon(_) | Outgoing::Flush => Err(Vec::new()),
+                    };
+                }
+            }
         }
         Ok(Call {
             connection: Arc::clone(self),

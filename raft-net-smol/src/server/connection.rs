@@ -23,7 +23,7 @@ use crate::error::{ConnectionError, FrameError, HandshakeError, LimitError};
 use crate::executor::Executor;
 use crate::frame::{FrameKind, read_frame};
 use crate::handshake::{self, Hello};
-use crate::outbox::{Outgoing, write_frames};
+use crate::outbox::{Outgoing, SendNow, Wire, write_frames};
 use crate::reassembly::{Budget, Reassembler};
 use crate::service::Service;
 use crate::stream::{self, Reader, Writer};
@@ -87,7 +87,8 @@ pub(super) async fn serve<S: Service, K: Codec>(
     // A request body that does not decode, or names another sender than the handshake,
     // is found by the task handling it, which reports it here to close the connection.
     let (fatal, fatal_errors) = smol::channel::bounded::<ConnectionError>(1);
-    let writing = write_frames(writer, outgoing, config.chunk_size);
+    let wire = Arc::new(Wire::new(writer, config.chunk_size));
+    let writing = write_frames(&wire, outgoing);
     let reassembler = Reassembler::new(
         config.max_message_len(),
         config.max_buffered_per_connection_len(),
@@ -99,6 +100,7 @@ pub(super) async fn serve<S: Service, K: Codec>(
         max_message_len: config.max_message_len(),
         announced: client.node,
         outbox,
+        wire: Arc::clone(&wire),
         fatal,
         activity: Arc::clone(&activity),
         executor: executor.clone(),
@@ -250,6 +252,8 @@ struct Requests<S, K> {
     /// The node the handshake named.
     announced: Option<NodeId>,
     outbox: Sender<Outgoing>,
+    /// The socket's writing side, which a small reply is written to at once.
+    wire: Arc<Wire<Writer>>,
     fatal: Sender<ConnectionError>,
     activity: Arc<Activity>,
     /// Runs each request's handling.
@@ -258,8 +262,9 @@ struct Requests<S, K> {
 
 /// The requests of a connection being answered. They are polled by the connection's
 /// own task, beside its reader and writer, rather than spawned each on a task of their
-/// own: a reply then reaches the writer without a hand-off between tasks, and a request
-/// costs no spawn. Those still running when the connection ends are handed to a task of
+/// own: a reply is then written to the socket as soon as it is ready (through
+/// [`Wire::send_now`], or the writer's queue if it is large or the socket full), and a
+/// request costs no spawn. Those still running when the connection ends are handed to a task of
 /// their own, which lets them complete.
 struct Answering {
     running: FuturesUnordered<BoxFuture<'static, ()>>,
@@ -345,6 +350,7 @@ impl<S, K: Clone> Clone for Requests<S, K> {
             max_message_len: self.max_message_len,
             announced: self.announced,
             outbox: self.outbox.clone(),
+            wire: Arc::clone(&self.wire),
             fatal: self.fatal.clone(),
             activity: Arc::clone(&self.activity),
             executor: self.executor.clone(),
@@ -361,6 +367,7 @@ impl<S: Service, K: Codec> Requests<S, K> {
             max_message_len,
             announced,
             outbox,
+            wire,
             fatal,
             activity: _,
             executor: _,
@@ -402,11 +409,15 @@ impl<S: Service, K: Codec> Requests<S, K> {
             }
         };
         // The connection may have ended meanwhile; then the reply has nowhere to go.
-        let _ = outbox.try_send(Outgoing::Message {
-            kind,
-            request_id,
-            body,
-        });
+        let _ = match wire.send_now(kind, request_id, &body) {
+            SendNow::Sent => Ok(()),
+            SendNow::Buffered => outbox.try_send(Outgoing::Flush),
+            SendNow::Declined => outbox.try_send(Outgoing::Message {
+                kind,
+                request_id,
+                body,
+            }),
+        };
     }
 }
 
