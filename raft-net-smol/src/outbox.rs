@@ -338,11 +338,10 @@ fn settle(abandoned: &[u64], queue: &mut VecDeque<InProgress>, cancels: &mut Vec
 mod tests {
     use proptest::prelude::*;
 
-    use std::sync::Arc;
-
     use super::*;
     use crate::frame::{Frame, read_frame};
     use crate::reassembly::Reassembler;
+    use crate::test_support::Valve;
 
     fn message(request_id: u64, len: usize) -> Outgoing {
         Outgoing::Message {
@@ -518,72 +517,15 @@ mod tests {
         });
     }
 
-    /// A socket stand-in that takes at most `max_write` bytes per write, and none while
-    /// shut (it then remembers the waker, as a full socket does).
-    #[derive(Clone)]
-    struct Valve(Arc<Mutex<ValveState>>);
-
-    struct ValveState {
-        open: bool,
-        max_write: usize,
-        wire: Vec<u8>,
-        waker: Option<Waker>,
-    }
-
-    impl Valve {
-        fn new(open: bool, max_write: usize) -> Self {
-            Valve(Arc::new(Mutex::new(ValveState {
-                open,
-                max_write,
-                wire: Vec::new(),
-                waker: None,
-            })))
-        }
-
-        fn open(&self) {
-            let mut state = self.0.lock().unwrap();
-            state.open = true;
-            if let Some(waker) = state.waker.take() {
-                waker.wake();
+    fn frames_of(wire: &[u8]) -> Vec<Frame> {
+        smol::block_on(async {
+            let mut reader = wire;
+            let mut frames = Vec::new();
+            while let Some(frame) = read_frame(&mut reader, u32::MAX).await.unwrap() {
+                frames.push(frame);
             }
-        }
-
-        fn frames(&self) -> Vec<Frame> {
-            let wire = self.0.lock().unwrap().wire.clone();
-            smol::block_on(async {
-                let mut reader = &wire[..];
-                let mut frames = Vec::new();
-                while let Some(frame) = read_frame(&mut reader, u32::MAX).await.unwrap() {
-                    frames.push(frame);
-                }
-                frames
-            })
-        }
-    }
-
-    impl AsyncWrite for Valve {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut Context<'_>,
-            buf: &[u8],
-        ) -> Poll<io::Result<usize>> {
-            let mut state = self.0.lock().unwrap();
-            if !state.open {
-                state.waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            let taken = buf.len().min(state.max_write);
-            state.wire.extend_from_slice(&buf[..taken]);
-            Poll::Ready(Ok(taken))
-        }
-
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
+            frames
+        })
     }
 
     #[test]
@@ -595,7 +537,7 @@ mod tests {
             wire.send_now(FrameKind::Response, 7, b"hello"),
             SendNow::Sent
         );
-        let frames = valve.frames();
+        let frames = frames_of(&valve.sent());
         assert_eq!(ids(&frames), vec![(7, false)]);
         assert_eq!(frames[0].header.kind, FrameKind::Response);
         assert_eq!(frames[0].body, b"hello");
@@ -609,7 +551,7 @@ mod tests {
             wire.send_now(FrameKind::Request, 1, &[0; 11]),
             SendNow::Declined
         );
-        assert!(valve.frames().is_empty());
+        assert!(frames_of(&valve.sent()).is_empty());
     }
 
     /// The socket is full when a message is sent at once: the message waits in the
@@ -642,7 +584,7 @@ mod tests {
             };
             futures::future::try_join(writing, draining).await.unwrap();
         });
-        let frames = valve.frames();
+        let frames = frames_of(&valve.sent());
         assert_eq!(ids(&frames), vec![(1, false), (2, false)]);
         assert_eq!(frames[0].body, b"first");
     }
@@ -711,7 +653,7 @@ mod tests {
             });
             let mut reassembler = Reassembler::new(usize::MAX, usize::MAX, None);
             let mut done = vec![None; messages.len()];
-            for frame in valve.frames() {
+            for frame in frames_of(&valve.sent()) {
                 prop_assert!(frame.body.len() <= chunk_size as usize);
                 if let Some(m) = reassembler.push(&frame.header, frame.body).unwrap() {
                     done[m.request_id as usize] = Some(m.body);

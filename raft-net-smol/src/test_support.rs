@@ -1,6 +1,10 @@
 //! What the crate's unit tests share.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,4 +62,74 @@ where
     assert!(futures::poll!(&mut read).is_pending());
     close(writer);
     assert_eq!(within_30s(read).await.expect("read"), 0);
+}
+
+/// A socket's writing side stand-in that takes at most `max_write` bytes per write, and
+/// none while shut (it then keeps the waker, as a full socket does, and wakes it when
+/// opened).
+#[derive(Clone)]
+pub(crate) struct Valve(Arc<Mutex<ValveState>>);
+
+struct ValveState {
+    open: bool,
+    max_write: usize,
+    sent: Vec<u8>,
+    flushes: usize,
+    waker: Option<Waker>,
+}
+
+impl Valve {
+    pub(crate) fn new(open: bool, max_write: usize) -> Self {
+        Valve(Arc::new(Mutex::new(ValveState {
+            open,
+            max_write,
+            sent: Vec::new(),
+            flushes: 0,
+            waker: None,
+        })))
+    }
+
+    pub(crate) fn open(&self) {
+        let mut state = self.0.lock().unwrap();
+        state.open = true;
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    /// The bytes written so far.
+    pub(crate) fn sent(&self) -> Vec<u8> {
+        self.0.lock().unwrap().sent.clone()
+    }
+
+    /// How many times it was flushed.
+    pub(crate) fn flushes(&self) -> usize {
+        self.0.lock().unwrap().flushes
+    }
+}
+
+impl AsyncWrite for Valve {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut state = self.0.lock().unwrap();
+        if !state.open {
+            state.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let taken = buf.len().min(state.max_write);
+        state.sent.extend_from_slice(&buf[..taken]);
+        Poll::Ready(Ok(taken))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.0.lock().unwrap().flushes += 1;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }

@@ -417,3 +417,50 @@ async fn sweep(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use smol::net::TcpListener;
+
+    use super::*;
+    use crate::SmolRuntime;
+    use crate::test_support::{Valve, eventually};
+
+    /// A request written at once into a socket that is full stays in the wire; the
+    /// connection's writer must be told, or nobody would send it when the socket drains.
+    #[test]
+    fn a_request_a_full_socket_did_not_take_is_sent_once_it_drains() {
+        smol::block_on(async {
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            // The peer never writes: the reader waits throughout.
+            let (_peer, _) = listener.accept().await.unwrap();
+            let valve = Valve::new(false, usize::MAX);
+            // Far beyond the wait below: a request that times out is abandoned, which
+            // would also wake the writer.
+            let config = TcpConfig {
+                request_timeout: Duration::from_secs(600),
+                ..TcpConfig::default()
+            };
+            let connection = Connection::open(
+                NodeId(2),
+                stream.clone(),
+                Box::new(stream),
+                Box::new(valve.clone()),
+                &config,
+                &Executor::new(SmolRuntime::global()),
+            );
+            // The writer's task has sent what there was (nothing) and waits for commands.
+            assert!(eventually(|| valve.flushes() > 0), "the writer never ran");
+            let _call = connection.start(b"request".to_vec()).expect("open");
+            assert!(valve.sent().is_empty(), "the socket is full");
+            valve.open();
+            assert!(
+                eventually(|| !valve.sent().is_empty()),
+                "the request was left in the wire"
+            );
+        });
+    }
+}

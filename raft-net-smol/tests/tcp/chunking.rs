@@ -233,3 +233,68 @@ fn a_heartbeat_overtakes_a_large_transfer_on_the_wire() {
         );
     });
 }
+
+/// Messages small enough to be written to the socket by the task that sends them, so
+/// many that they fill the socket while the peer reads nothing: the ones the socket
+/// could not take are sent by the connection's writer once it drains, and every reply
+/// comes back, each to its own request.
+#[test]
+fn small_messages_that_fill_the_socket_all_arrive() {
+    const MESSAGES: usize = 400;
+    const LEN: usize = 32 << 10;
+    assert!(LEN < TcpConfig::DEFAULT_CHUNK_SIZE as usize);
+    smol::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let transport = transport(listener.local_addr().unwrap(), config());
+        let (go, on_go) = smol::channel::unbounded::<()>();
+
+        let peer = smol::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut writer = stream.clone();
+            let mut reader = BufReader::new(stream);
+            let hello = next_frame(&mut reader).await;
+            assert_eq!(hello.header.kind, FrameKind::Hello);
+            let welcome = Hello {
+                node: Some(PEER),
+                ..raft_hello()
+            };
+            let welcome = welcome.encode().unwrap();
+            write_frame(&mut writer, FrameKind::Welcome, 0, false, &welcome)
+                .await
+                .unwrap();
+            let warm_up = next_frame(&mut reader).await;
+            answer(&mut writer, warm_up.header.request_id, &warm_up.body).await;
+
+            // Reads nothing more until every message was sent or queued.
+            on_go.recv().await.unwrap();
+            for _ in 0..MESSAGES {
+                let frame = next_frame(&mut reader).await;
+                assert!(!frame.header.more, "a message was chunked");
+                answer(&mut writer, frame.header.request_id, &frame.body).await;
+            }
+        });
+
+        let reply = within("the warm-up vote", transport.send(PEER, vote(Term(1)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(1))));
+
+        // Lengths differ, so each reply's checksum is its own request's.
+        let (requests, sums): (Vec<_>, Vec<_>) =
+            (0..MESSAGES).map(|i| snapshot(Term(2), LEN - i)).unzip();
+        let mut sends: futures::stream::FuturesOrdered<_> = requests
+            .into_iter()
+            .map(|request| transport.send(PEER, request))
+            .collect();
+        // The first poll starts every request: 12.5 MiB, far more than the loopback's
+        // socket buffers hold while the peer does not read.
+        assert!(futures::poll!(futures::StreamExt::next(&mut sends)).is_pending());
+        go.send(()).await.unwrap();
+
+        let replies: Vec<_> =
+            within("the replies", futures::StreamExt::collect::<Vec<_>>(sends)).await;
+        assert_eq!(replies.len(), MESSAGES);
+        for (reply, sum) in replies.into_iter().zip(sums) {
+            assert_eq!(reply, Ok(snapshot_reply(Term(2), sum)));
+        }
+        within("the peer", peer).await;
+    });
+}
