@@ -138,7 +138,7 @@ fn snapshot_request(from: NodeId, data: &'static [u8], damage: bool) -> Request<
     };
     let mut request = InstallSnapshot::whole(Term(0), from, snapshot);
     request.checksum ^= u32::from(damage);
-    Request::InstallSnapshot(request)
+    Request::InstallSnapshot(Box::new(request))
 }
 
 /// The named attacks.

@@ -39,7 +39,7 @@ async fn follower(runtime: &SimRuntime) -> KvRaft {
 fn install(snapshot: Snapshot, damage: u32) -> Request<KvCommand> {
     let mut request = InstallSnapshot::whole(Term(1), NodeId(1), snapshot);
     request.checksum ^= damage;
-    Request::InstallSnapshot(request)
+    Request::InstallSnapshot(Box::new(request))
 }
 
 fn snapshot_of(data: Bytes) -> Snapshot {

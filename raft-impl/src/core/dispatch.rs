@@ -556,7 +556,7 @@ impl<C: Command> AnyNode<C> {
                         return leader;
                     }
                 };
-                follower.handle_install_snapshot(id, install, out);
+                follower.handle_install_snapshot(id, *install, out);
                 follower.into()
             }
         }

@@ -57,7 +57,9 @@ pub enum Timer {
     CommitNotice,
 }
 
-/// A write to stable storage.
+/// A write to stable storage. The variants that carry a snapshot's description are
+/// boxed, as are those of [`Apply`] and [`Effect`]: they are rare and several times the
+/// size of the others, and every effect would otherwise be as large as they are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Persist<C> {
     /// Replace the hard state.
@@ -68,17 +70,17 @@ pub enum Persist<C> {
     TruncateFrom(LogIndex),
     /// Store the snapshot, atomically with dropping a log that conflicts with it
     /// ([`Storage::save_snapshot`](raft_traits::Storage::save_snapshot)).
-    Snapshot(Snapshot),
+    Snapshot(Box<Snapshot>),
     /// Store the snapshot of this server's own state that the driver staged with this
     /// descriptor, as `Snapshot` does
     /// ([`Storage::save_staged_snapshot`](raft_traits::Storage::save_staged_snapshot)).
-    StagedSnapshot(SnapshotDescriptor),
+    StagedSnapshot(Box<SnapshotDescriptor>),
     /// Discard the entries up to and including this index, which the stored snapshot
     /// covers (all but the trailing window).
     PurgeTo(LogIndex),
     /// Start receiving a snapshot in pieces, discarding any other one being received
     /// ([`Storage::begin_snapshot`](raft_traits::Storage::begin_snapshot)).
-    BeginSnapshot(SnapshotDescriptor),
+    BeginSnapshot(Box<SnapshotDescriptor>),
     /// Append a piece to the snapshot being received, at `offset`
     /// ([`Storage::write_snapshot_chunk`](raft_traits::Storage::write_snapshot_chunk)).
     SnapshotChunk {
@@ -105,7 +107,7 @@ pub enum Apply<C> {
     /// The stored snapshot, which replaces the state machine's state; the next entries
     /// start right after its last included index. The driver reads its data from
     /// storage.
-    Snapshot(SnapshotDescriptor),
+    Snapshot(Box<SnapshotDescriptor>),
 }
 
 /// One thing the driver must do.
@@ -150,7 +152,7 @@ pub enum Effect<C> {
         /// Hand back with the outcome.
         tag: SendTag,
         /// The request, without its data.
-        request: InstallSnapshot,
+        request: Box<InstallSnapshot>,
         /// How many bytes of data it carries.
         len: u64,
     },
@@ -268,7 +270,7 @@ impl<C> Effects<C> {
         self.push(Effect::SendSnapshot {
             to,
             tag,
-            request,
+            request: Box::new(request),
             len,
         });
     }

@@ -332,7 +332,7 @@ impl<C: Command> Shared<C> {
                 return Ok(InstallOutcome::Received { offset: 0 });
             }
             tracing::info!(node = %self.id, covers = %descriptor.meta.last_included, size = descriptor.size, "receiving a snapshot from the leader");
-            out.persist(Persist::BeginSnapshot(descriptor.clone()));
+            out.persist(Persist::BeginSnapshot(Box::new(descriptor.clone())));
             self.receiving = Some(Receiving {
                 checksum: SnapshotChecksum::new(descriptor.meta.last_included),
                 descriptor: descriptor.clone(),
@@ -415,7 +415,7 @@ impl<C: Command> Shared<C> {
         // snapshot; nothing older than the snapshot is applied after it.
         self.commit_index = last_included.index;
         self.last_applied = last_included.index;
-        out.apply(Apply::Snapshot(snapshot));
+        out.apply(Apply::Snapshot(Box::new(snapshot)));
         InstallOutcome::Installed {
             match_index: last_included.index,
         }

@@ -325,7 +325,7 @@ impl<C: Command> Node<Follower, C> {
         };
         shared.refresh_membership();
         if let Some(snapshot) = &shared.snapshot {
-            out.apply(Apply::Snapshot(snapshot.clone()));
+            out.apply(Apply::Snapshot(Box::new(snapshot.clone())));
         }
         shared.reset_election_timer(out);
         Ok(Node {
@@ -540,7 +540,11 @@ impl<R: Role, C: Command> Node<R, C> {
     ) -> Result<LogId, SnapshotRefused> {
         let meta = self.meta_at(index)?;
         let snapshot = Snapshot { meta, data };
-        self.took_snapshot(snapshot.descriptor(), Persist::Snapshot(snapshot), out)
+        self.took_snapshot(
+            snapshot.descriptor(),
+            Persist::Snapshot(Box::new(snapshot)),
+            out,
+        )
     }
 
     /// What a snapshot of the state up to `index` covers, for a snapshot this server is
@@ -597,7 +601,7 @@ impl<R: Role, C: Command> Node<R, C> {
                 staged: descriptor.meta.last_included,
             });
         }
-        let persist = Persist::StagedSnapshot(descriptor.clone());
+        let persist = Persist::StagedSnapshot(Box::new(descriptor.clone()));
         self.took_snapshot(descriptor, persist, out)
     }
 

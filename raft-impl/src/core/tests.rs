@@ -1069,13 +1069,13 @@ fn service_snapshot_compacts_the_log_and_persists_atomically() {
     assert_eq!(
         persists(out.as_slice()),
         [
-            Persist::Snapshot(Snapshot {
+            Persist::Snapshot(Box::new(Snapshot {
                 meta: SnapshotMeta {
                     last_included: id(1, 3),
                     membership: Membership::from_voters((1..=3).map(n)),
                 },
                 data
-            }),
+            })),
             Persist::PurgeTo(i(3))
         ],
         "the lab configuration keeps no trailing window"
@@ -1126,7 +1126,7 @@ fn a_snapshot_the_server_takes_itself_is_described_first_and_installed_once_stag
     assert_eq!(
         persists(out.as_slice()),
         [
-            Persist::StagedSnapshot(staged.clone()),
+            Persist::StagedSnapshot(Box::new(staged.clone())),
             Persist::PurgeTo(i(3))
         ]
     );
@@ -1191,11 +1191,11 @@ fn append_reaching_into_the_snapshot_uses_real_indices() {
 }
 
 fn install(term: u64, leader: u64, snapshot: Snapshot) -> Input<Cmd> {
-    request(Request::InstallSnapshot(InstallSnapshot::whole(
+    request(Request::InstallSnapshot(Box::new(InstallSnapshot::whole(
         t(term),
         n(leader),
         snapshot,
-    )))
+    ))))
 }
 
 fn installed(effects: &[Effect<Cmd>]) -> InstallOutcome {
@@ -1237,7 +1237,7 @@ fn a_snapshot_whose_bytes_fail_their_checksum_is_refused_and_changes_nothing() {
     let carried = piece.checksum;
     piece.data = damaged.data.clone();
     let computed = piece.computed_checksum();
-    let (node, effects) = step(node, request(Request::InstallSnapshot(piece)));
+    let (node, effects) = step(node, request(Request::InstallSnapshot(Box::new(piece))));
     assert_eq!(
         refusal(&effects),
         RequestRefused::SnapshotChecksum { carried, computed }

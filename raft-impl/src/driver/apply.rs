@@ -61,7 +61,7 @@ pub(crate) enum ApplyMsg<C, R> {
     /// Committed entries, consecutive.
     Entries(Vec<Entry<C>>),
     /// The stored snapshot, replacing the state, and a reader over its data.
-    Snapshot(SnapshotDescriptor, Arc<dyn SnapshotReader>),
+    Snapshot(Box<SnapshotDescriptor>, Arc<dyn SnapshotReader>),
     /// Someone waits for the result of the command at `id`.
     Waiter { id: LogId, waiter: Waiter<R> },
     /// This node stopped leading with everything after `after` uncommitted: those
@@ -248,7 +248,7 @@ async fn write_snapshot<C, R>(
     source.write_to(writer.as_mut()).await?;
     let staged = writer.finish().await?;
     let size = staged.descriptor.size;
-    let _ = events.try_send(Event::SnapshotStaged(staged));
+    let _ = events.try_send(Event::SnapshotStaged(Box::new(staged)));
     Ok(Some(size))
 }
 

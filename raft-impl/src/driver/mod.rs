@@ -135,8 +135,9 @@ pub(crate) enum Event<C, R> {
         index: LogIndex,
         reply: oneshot::Sender<Option<Box<dyn SnapshotWriter>>>,
     },
-    /// The snapshot policy's snapshot is written: install it.
-    SnapshotStaged(StagedSnapshot),
+    /// The snapshot policy's snapshot is written: install it. (Boxed: rare, and three
+    /// times the size of the other events.)
+    SnapshotStaged(Box<StagedSnapshot>),
     /// The apply task failed for good.
     Fatal(String),
     /// Stop; signal `done` once stopped. With `hand_over`, a leader first hands
@@ -647,7 +648,7 @@ where
                 match node.snapshot_staged(descriptor, &mut self.effects) {
                     Ok(id) => {
                         tracing::info!(node = %self.shared.id, snapshot = %id, size = staged.descriptor.size, "snapshot taken: log compacted");
-                        self.staged = Some(staged);
+                        self.staged = Some(*staged);
                     }
                     Err(refused) => {
                         tracing::debug!(node = %self.shared.id, %refused, "snapshot refused")
@@ -830,7 +831,7 @@ where
                 tag,
                 request,
                 len,
-            } => self.send_snapshot_piece(to, tag, request, len),
+            } => self.send_snapshot_piece(to, tag, *request, len),
             Effect::Reply { id, response } => {
                 if let Some(reply) = self.pending_replies.remove(&id) {
                     let _ = reply.send(Ok(response));
@@ -858,7 +859,7 @@ where
             }
             Effect::Apply(Apply::Snapshot(descriptor)) => match &self.snapshot_reader {
                 // The snapshot was stored (and its reader opened) before this effect.
-                Some((stored, reader)) if *stored == descriptor => {
+                Some((stored, reader)) if *stored == *descriptor => {
                     let reader = Arc::clone(reader);
                     self.publish();
                     let _ = self
@@ -915,11 +916,11 @@ where
             Persist::Entries(_) => {}
             Persist::TruncateFrom(index) => in_flight.overlap(storage.truncate_from(index)).await?,
             Persist::Snapshot(snapshot) => {
-                in_flight.overlap(storage.save_snapshot(snapshot)).await?
+                in_flight.overlap(storage.save_snapshot(*snapshot)).await?
             }
             Persist::StagedSnapshot(descriptor) => {
                 let staged = match self.staged.take() {
-                    Some(staged) if staged.descriptor == descriptor => staged,
+                    Some(staged) if staged.descriptor == *descriptor => staged,
                     _ => {
                         return Err(StorageError::Corrupt(format!(
                             "the staged snapshot at {} is gone",
@@ -935,7 +936,7 @@ where
             Persist::PurgeTo(index) => in_flight.overlap(storage.purge_to(index)).await?,
             Persist::BeginSnapshot(descriptor) => {
                 in_flight
-                    .overlap(storage.begin_snapshot(descriptor))
+                    .overlap(storage.begin_snapshot(*descriptor))
                     .await?
             }
             Persist::SnapshotChunk { offset, data } => {
@@ -975,7 +976,11 @@ where
             async move {
                 let result = match reader {
                     Some(reader) => match read_piece(reader.as_ref(), request, len).await {
-                        Ok(request) => transport.send(to, Request::InstallSnapshot(request)).await,
+                        Ok(request) => {
+                            transport
+                                .send(to, Request::InstallSnapshot(Box::new(request)))
+                                .await
+                        }
                         Err(error) => Err(TransportError::Failed {
                             peer: to,
                             reason: format!("cannot read the snapshot to send: {error}"),
@@ -1059,4 +1064,44 @@ async fn read_piece(
 fn unreachable_shutdown() {
     // Shutdown events are taken out by `run` before `handle` sees them.
     debug_assert!(false, "shutdown reached the event handler");
+}
+
+#[cfg(all(test, target_pointer_width = "64"))]
+mod tests {
+    use std::mem::size_of;
+
+    use raft_traits::Request;
+
+    use super::Event;
+    use super::apply::ApplyMsg;
+    use crate::core::{Effect, Input};
+
+    /// Every request, event and effect is moved several times on its way through the
+    /// loop (into and out of channels and vectors), so each costs what its largest
+    /// variant does: the rare snapshot variants are boxed to keep the common ones cheap.
+    /// With them unboxed, the sizes were 200, 208, 232, 208 and 152 bytes.
+    #[test]
+    fn what_the_loop_moves_stays_small() {
+        assert!(
+            size_of::<Request<u64>>() <= 64,
+            "{}",
+            size_of::<Request<u64>>()
+        );
+        assert!(size_of::<Input<u64>>() <= 80, "{}", size_of::<Input<u64>>());
+        assert!(
+            size_of::<Effect<u64>>() <= 96,
+            "{}",
+            size_of::<Effect<u64>>()
+        );
+        assert!(
+            size_of::<Event<u64, u64>>() <= 112,
+            "{}",
+            size_of::<Event<u64, u64>>()
+        );
+        assert!(
+            size_of::<ApplyMsg<u64, u64>>() <= 48,
+            "{}",
+            size_of::<ApplyMsg<u64, u64>>()
+        );
+    }
 }

@@ -269,7 +269,7 @@ pub(crate) fn snapshot(term: Term, len: usize) -> (Request<u64>, u64) {
         meta: SnapshotMeta::default(),
         data: Bytes::from(data),
     };
-    let request = Request::InstallSnapshot(InstallSnapshot::whole(term, ME, snapshot));
+    let request = Request::InstallSnapshot(Box::new(InstallSnapshot::whole(term, ME, snapshot)));
     (request, sum)
 }
 

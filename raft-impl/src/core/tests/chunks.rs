@@ -28,7 +28,7 @@ fn piece(snapshot: &Snapshot, offset: usize, len: usize) -> Input<Cmd> {
 }
 
 fn request_of(install: InstallSnapshot) -> Input<Cmd> {
-    request(Request::InstallSnapshot(install))
+    request(Request::InstallSnapshot(Box::new(install)))
 }
 
 /// A follower of term 2 with entries 1..=3, none committed.
@@ -55,7 +55,7 @@ fn a_piece_at_the_expected_offset_is_written_before_the_reply_with_the_new_offse
     assert_eq!(
         persists(&effects),
         [
-            Persist::BeginSnapshot(snap.descriptor()),
+            Persist::BeginSnapshot(Box::new(snap.descriptor())),
             Persist::SnapshotChunk {
                 offset: 0,
                 data: snap.data.slice(0..10)
@@ -120,7 +120,7 @@ fn a_piece_of_a_snapshot_not_held_starts_nothing_unless_it_is_the_first() {
     assert_eq!(installed(&effects), received(5));
     assert_eq!(
         persists(&effects)[0],
-        Persist::BeginSnapshot(newer.descriptor())
+        Persist::BeginSnapshot(Box::new(newer.descriptor()))
     );
 }
 
@@ -145,7 +145,7 @@ fn the_last_piece_installs_after_finishing_and_before_the_reply() {
     });
     let apply = position(
         &effects,
-        |e| matches!(e, Effect::Apply(Apply::Snapshot(d)) if *d == snap.descriptor()),
+        |e| matches!(e, Effect::Apply(Apply::Snapshot(d)) if **d == snap.descriptor()),
     );
     let reply = position(&effects, |e| matches!(e, Effect::Reply { .. }));
     assert!(
@@ -188,7 +188,7 @@ fn data_that_fails_the_snapshot_checksum_is_discarded_and_refused() {
     // Nothing of it is held any more: the next first piece starts over.
     snap.meta.last_included = id(1, 10);
     let (_, effects) = step(node, piece_of(0, 10, &snap));
-    assert!(persists(&effects).contains(&Persist::BeginSnapshot(descriptor.clone())));
+    assert!(persists(&effects).contains(&Persist::BeginSnapshot(Box::new(descriptor.clone()))));
 }
 
 #[test]
@@ -204,7 +204,7 @@ fn a_damaged_or_misplaced_piece_is_refused_before_anything_is_written() {
         unreachable!()
     };
     damaged.data = Bytes::from(vec![0u8; 10]);
-    let (node, effects) = step(node, request_of(damaged));
+    let (node, effects) = step(node, request_of(*damaged));
     assert!(matches!(
         refused_with(&effects),
         Some(RequestRefused::SnapshotChecksum { .. })
