@@ -146,6 +146,26 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
+    /// The header of a frame of `kind` for `request_id` that carries `body`; refuses a
+    /// body longer than `u32::MAX` bytes with [`FrameError::FrameTooLarge`].
+    pub fn carrying(
+        kind: FrameKind,
+        request_id: u64,
+        more: bool,
+        body: &[u8],
+    ) -> Result<Self, FrameError> {
+        let body_len = u32::try_from(body.len()).map_err(|_| FrameError::FrameTooLarge {
+            len: u64::try_from(body.len()).unwrap_or(u64::MAX),
+            max: u32::MAX,
+        })?;
+        Ok(FrameHeader {
+            kind,
+            request_id,
+            more,
+            body_len,
+        })
+    }
+
     /// The header's 20 bytes.
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut bytes = [0u8; HEADER_LEN];
@@ -320,16 +340,7 @@ pub async fn write_frame<W>(
 where
     W: AsyncWrite + Unpin,
 {
-    let body_len = u32::try_from(body.len()).map_err(|_| FrameError::FrameTooLarge {
-        len: u64::try_from(body.len()).unwrap_or(u64::MAX),
-        max: u32::MAX,
-    })?;
-    let header = FrameHeader {
-        kind,
-        request_id,
-        more,
-        body_len,
-    };
+    let header = FrameHeader::carrying(kind, request_id, more, body)?;
     writer.write_all(&header.encode()).await?;
     writer.write_all(body).await?;
     Ok(())

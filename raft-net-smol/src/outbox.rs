@@ -175,16 +175,7 @@ impl<W: AsyncWrite + Unpin> WireState<W> {
         more: bool,
         chunk: &[u8],
     ) -> Result<(), FrameError> {
-        let body_len = u32::try_from(chunk.len()).map_err(|_| FrameError::FrameTooLarge {
-            len: u64::try_from(chunk.len()).unwrap_or(u64::MAX),
-            max: u32::MAX,
-        })?;
-        let header = FrameHeader {
-            kind,
-            request_id,
-            more,
-            body_len,
-        };
+        let header = FrameHeader::carrying(kind, request_id, more, chunk)?;
         self.pending.extend_from_slice(&header.encode());
         self.pending.extend_from_slice(chunk);
         Ok(())

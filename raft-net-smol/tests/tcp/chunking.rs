@@ -133,6 +133,27 @@ async fn answer(writer: &mut TcpStream, request_id: u64, body: &[u8]) {
         .unwrap();
 }
 
+/// Accepts the transport's connection as a hand-written peer: answers its hello and
+/// the warm-up request it sends first.
+async fn accept_and_warm_up(listener: &TcpListener) -> (TcpStream, BufReader<TcpStream>) {
+    let (stream, _) = listener.accept().await.unwrap();
+    let mut writer = stream.clone();
+    let mut reader = BufReader::new(stream);
+    let hello = next_frame(&mut reader).await;
+    assert_eq!(hello.header.kind, FrameKind::Hello);
+    let welcome = Hello {
+        node: Some(PEER),
+        ..raft_hello()
+    };
+    let welcome = welcome.encode().unwrap();
+    write_frame(&mut writer, FrameKind::Welcome, 0, false, &welcome)
+        .await
+        .unwrap();
+    let warm_up = next_frame(&mut reader).await;
+    answer(&mut writer, warm_up.header.request_id, &warm_up.body).await;
+    (writer, reader)
+}
+
 /// The transport's own guarantee, seen on the wire: a heartbeat queued while a large
 /// transfer is being sent goes out between its chunks, and its reply arrives while the
 /// transfer is still going.
@@ -151,23 +172,7 @@ fn a_heartbeat_overtakes_a_large_transfer_on_the_wire() {
         let (heartbeat_answered, on_heartbeat_answered) = smol::channel::unbounded::<()>();
 
         let peer = smol::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let mut writer = stream.clone();
-            let mut reader = BufReader::new(stream);
-
-            let hello = next_frame(&mut reader).await;
-            assert_eq!(hello.header.kind, FrameKind::Hello);
-            let welcome = Hello {
-                node: Some(PEER),
-                ..raft_hello()
-            };
-            let welcome = welcome.encode().unwrap();
-            write_frame(&mut writer, FrameKind::Welcome, 0, false, &welcome)
-                .await
-                .unwrap();
-
-            let warm_up = next_frame(&mut reader).await;
-            answer(&mut writer, warm_up.header.request_id, &warm_up.body).await;
+            let (mut writer, mut reader) = accept_and_warm_up(&listener).await;
 
             let first = next_frame(&mut reader).await;
             assert!(first.header.more, "the transfer was not chunked");
@@ -249,21 +254,7 @@ fn small_messages_that_fill_the_socket_all_arrive() {
         let (go, on_go) = smol::channel::unbounded::<()>();
 
         let peer = smol::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let mut writer = stream.clone();
-            let mut reader = BufReader::new(stream);
-            let hello = next_frame(&mut reader).await;
-            assert_eq!(hello.header.kind, FrameKind::Hello);
-            let welcome = Hello {
-                node: Some(PEER),
-                ..raft_hello()
-            };
-            let welcome = welcome.encode().unwrap();
-            write_frame(&mut writer, FrameKind::Welcome, 0, false, &welcome)
-                .await
-                .unwrap();
-            let warm_up = next_frame(&mut reader).await;
-            answer(&mut writer, warm_up.header.request_id, &warm_up.body).await;
+            let (mut writer, mut reader) = accept_and_warm_up(&listener).await;
 
             // Reads nothing more until every message was sent or queued.
             on_go.recv().await.unwrap();
