@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use smol::channel::Receiver;
+use smol::channel::{Receiver, Sender};
 use smol::io::AsyncWrite;
 
 use crate::error::{ConnectionError, FrameError};
@@ -143,18 +143,17 @@ impl<W: AsyncWrite + Unpin> Wire<W> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Writes a frame; returns how many bytes now wait to be sent.
     fn append(
         &self,
         kind: FrameKind,
         request_id: u64,
         more: bool,
         chunk: &[u8],
-    ) -> Result<(), FrameError> {
-        self.lock().append(kind, request_id, more, chunk)
-    }
-
-    fn unsent(&self) -> usize {
-        self.lock().unsent()
+    ) -> Result<usize, FrameError> {
+        let mut state = self.lock();
+        state.append(kind, request_id, more, chunk)?;
+        Ok(state.unsent())
     }
 
     /// Sends everything written so far.
@@ -214,6 +213,28 @@ impl<W: AsyncWrite + Unpin> WireState<W> {
     }
 }
 
+/// Sends a message through `wire` at once if it can ([`Wire::send_now`]); else queues it
+/// on `outbox` for the writer, or tells the writer of what a full socket left behind.
+/// Gives back the command the writer could not take: it is gone, the connection ending.
+pub(crate) fn send<W: AsyncWrite + Unpin>(
+    wire: &Wire<W>,
+    outbox: &Sender<Outgoing>,
+    kind: FrameKind,
+    request_id: u64,
+    body: Vec<u8>,
+) -> Result<(), Outgoing> {
+    let command = match wire.send_now(kind, request_id, &body) {
+        SendNow::Sent => return Ok(()),
+        SendNow::Buffered => Outgoing::Flush,
+        SendNow::Declined => Outgoing::Message {
+            kind,
+            request_id,
+            body,
+        },
+    };
+    outbox.try_send(command).map_err(|e| e.into_inner())
+}
+
 /// Sends what arrives on `outgoing` through `wire` until it is closed and everything has
 /// been sent.
 ///
@@ -260,9 +281,9 @@ where
             .min(message.body.len());
         let more = end < message.body.len();
         let chunk = message.body.get(message.sent..end).unwrap_or_default();
-        wire.append(message.kind, message.request_id, more, chunk)?;
+        let unsent = wire.append(message.kind, message.request_id, more, chunk)?;
         message.sent = end;
-        if wire.unsent() >= WRITE_BUFFER {
+        if unsent >= WRITE_BUFFER {
             wire.send().await?;
         }
 
@@ -338,30 +359,26 @@ mod tests {
         Outgoing::Message {
             kind: FrameKind::Request,
             request_id,
-            body: (0..len).map(|i| (i % 251) as u8).collect(),
+            body: body(len),
         }
+    }
+
+    /// The body of a test message of `len` bytes.
+    fn body(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
     }
 
     /// Runs the writer over everything in `commands`, submitted before it starts, and
     /// returns the frames it wrote.
     fn frames_for(commands: Vec<Outgoing>, chunk_size: u32) -> Vec<Frame> {
-        smol::block_on(async {
-            let (tx, rx) = smol::channel::unbounded();
-            for command in commands {
-                tx.try_send(command).unwrap();
-            }
-            drop(tx);
-            let mut wire = Vec::new();
-            write_frames(&Wire::new(&mut wire, chunk_size), rx)
-                .await
-                .unwrap();
-            let mut reader = &wire[..];
-            let mut frames = Vec::new();
-            while let Some(frame) = read_frame(&mut reader, u32::MAX).await.unwrap() {
-                frames.push(frame);
-            }
-            frames
-        })
+        let (tx, rx) = smol::channel::unbounded();
+        for command in commands {
+            tx.try_send(command).unwrap();
+        }
+        drop(tx);
+        let mut wire = Vec::new();
+        smol::block_on(write_frames(&Wire::new(&mut wire, chunk_size), rx)).unwrap();
+        frames_of(&wire)
     }
 
     fn ids(frames: &[Frame]) -> Vec<(u64, bool)> {
@@ -616,10 +633,7 @@ mod tests {
                 let writing = write_frames(&wire, rx);
                 let sending = async {
                     for (id, &(len, at_once)) in messages.iter().enumerate() {
-                        let Outgoing::Message { kind, request_id, body } = message(id as u64, len)
-                        else {
-                            unreachable!()
-                        };
+                        let (kind, request_id, body) = (FrameKind::Request, id as u64, body(len));
                         let now = if at_once {
                             wire.send_now(kind, request_id, &body)
                         } else {
@@ -650,11 +664,8 @@ mod tests {
                     done[m.request_id as usize] = Some(m.body);
                 }
             }
-            for (id, (body, &(len, _))) in done.into_iter().zip(&messages).enumerate() {
-                let Outgoing::Message { body: expected, .. } = message(id as u64, len) else {
-                    unreachable!()
-                };
-                prop_assert_eq!(body, Some(expected));
+            for (received, &(len, _)) in done.into_iter().zip(&messages) {
+                prop_assert_eq!(received, Some(body(len)));
             }
         }
     }

@@ -29,7 +29,7 @@ use crate::config::TcpConfig;
 use crate::error::{ConnectionError, FrameError};
 use crate::executor::{Executor, Task};
 use crate::frame::{FrameKind, read_frame};
-use crate::outbox::{Outgoing, SendNow, Wire, write_frames};
+use crate::outbox::{self, Outgoing, Wire, write_frames};
 use crate::reassembly::Reassembler;
 use crate::stream::{Reader, Writer};
 
@@ -251,31 +251,27 @@ impl Connection {
             calls.insert(request_id, pending);
             self.waiting.touch();
         }
-        match self.wire.send_now(FrameKind::Request, request_id, &body) {
-            SendNow::Sent => {}
-            SendNow::Buffered => {
-                if self.outbox.try_send(Outgoing::Flush).is_err()
-                    && let Some(reply) = self.waiting.take(request_id)
-                {
-                    // Part of it may have reached the peer: this request fails, and is not
-                    // tried again as an unsent one would be.
+        let sent = outbox::send(
+            &self.wire,
+            &self.outbox,
+            FrameKind::Request,
+            request_id,
+            body,
+        );
+        match sent {
+            Ok(()) => {}
+            // The writer is gone, so the connection is ending; nothing was sent, so the
+            // body goes back to be tried on another connection.
+            Err(Outgoing::Message { body, .. }) => {
+                self.waiting.take(request_id);
+                return Err(body);
+            }
+            // Part of it may have reached the peer: this request fails, and is not tried
+            // again as an unsent one would be.
+            Err(Outgoing::Flush | Outgoing::Abandon(_)) => {
+                if let Some(reply) = self.waiting.take(request_id) {
                     let reason = "the connection ended while the request was sent".to_owned();
                     let _ = reply.send(Err(NoReply::Closed(reason)));
-                }
-            }
-            SendNow::Declined => {
-                let message = Outgoing::Message {
-                    kind: FrameKind::Request,
-                    request_id,
-                    body,
-                };
-                if let Err(e) = self.outbox.try_send(message) {
-                    // The writer is gone, so the connection is ending; take the body back.
-                    self.waiting.take(request_id);
-                    return match e.into_inner() {
-                        Outgoing::Message { body, .. } => Err(body),
-                        Outgoing::Abandon(_) | Outgoing::Flush => Err(Vec::new()),
-                    };
                 }
             }
         }

@@ -23,7 +23,7 @@ use crate::error::{ConnectionError, FrameError, HandshakeError, LimitError};
 use crate::executor::Executor;
 use crate::frame::{FrameKind, read_frame};
 use crate::handshake::{self, Hello};
-use crate::outbox::{Outgoing, SendNow, Wire, write_frames};
+use crate::outbox::{self, Outgoing, Wire, write_frames};
 use crate::reassembly::{Budget, Reassembler};
 use crate::service::Service;
 use crate::stream::{self, Reader, Writer};
@@ -409,15 +409,7 @@ impl<S: Service, K: Codec> Requests<S, K> {
             }
         };
         // The connection may have ended meanwhile; then the reply has nowhere to go.
-        let _ = match wire.send_now(kind, request_id, &body) {
-            SendNow::Sent => Ok(()),
-            SendNow::Buffered => outbox.try_send(Outgoing::Flush),
-            SendNow::Declined => outbox.try_send(Outgoing::Message {
-                kind,
-                request_id,
-                body,
-            }),
-        };
+        let _ = outbox::send(&wire, &outbox, kind, request_id, body);
     }
 }
 
