@@ -213,7 +213,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             transport: Arc::new(transport),
             events,
             _events_open: events_tx.clone(),
-            apply_tx,
+            apply: crate::driver::ApplyQueue::new(apply_tx),
             shared: Arc::clone(&shared),
             effects,
             pending_replies: BTreeMap::new(),

@@ -62,13 +62,50 @@ pub(crate) enum ApplyMsg<C, R> {
     Entries(Vec<Entry<C>>),
     /// The stored snapshot, replacing the state, and a reader over its data.
     Snapshot(Box<SnapshotDescriptor>, Arc<dyn SnapshotReader>),
-    /// Someone waits for the result of the command at `id`.
-    Waiter { id: LogId, waiter: Waiter<R> },
+    /// Proposers wait for the results of the commands at these ids.
+    Waiters(Vec<(LogId, Waiter<R>)>),
     /// This node stopped leading with everything after `after` uncommitted: those
     /// proposals may still commit under the next leader, or may not.
     Abandon { after: LogIndex },
     /// Stop after what came before.
     Shutdown,
+}
+
+/// The event loop's side of the apply channel.
+///
+/// A proposer's waiter is held here until the next message to the apply task, and sent
+/// just before it: sent on its own when the command is proposed, it would wake the apply
+/// task for nothing (the command cannot be applied before it commits, which a later
+/// message says), one more task hand-off per write. Sent before every other message, it
+/// is registered before its entry is applied, or abandoned, or answered at shutdown.
+pub(crate) struct ApplyQueue<C, R> {
+    tx: Sender<ApplyMsg<C, R>>,
+    proposed: Vec<(LogId, Waiter<R>)>,
+}
+
+impl<C, R> ApplyQueue<C, R> {
+    pub(crate) fn new(tx: Sender<ApplyMsg<C, R>>) -> Self {
+        ApplyQueue {
+            tx,
+            proposed: Vec::new(),
+        }
+    }
+
+    /// Registers `waiter` for the command at `id`, with the next message.
+    pub(crate) fn wait_for(&mut self, id: LogId, waiter: Waiter<R>) {
+        self.proposed.push((id, waiter));
+    }
+
+    /// Sends `msg` to the apply task, after the waiters registered since the last.
+    /// Unbounded: it fails only once the apply task has stopped, when nobody is left to
+    /// apply or answer anything.
+    pub(crate) fn send(&mut self, msg: ApplyMsg<C, R>) {
+        if !self.proposed.is_empty() {
+            let proposed = std::mem::take(&mut self.proposed);
+            let _ = self.tx.try_send(ApplyMsg::Waiters(proposed));
+        }
+        let _ = self.tx.try_send(msg);
+    }
 }
 
 /// The library's own snapshots (`Config::snapshot_after_entries`,
@@ -321,14 +358,17 @@ where
                     waiter.answer(Err(ProposeError::OutcomeUnknown { index }), now, &shared);
                 }
             }
-            ApplyMsg::Waiter { id, waiter } => {
-                if let Some((term, replaced)) = waiters.insert(id, waiter) {
-                    // A newer proposal took the index, so the older one was overwritten.
-                    let lost = ProposeError::Lost {
-                        index: id.index,
-                        term,
-                    };
-                    replaced.answer(Err(lost), policy.runtime.now(), &shared);
+            ApplyMsg::Waiters(proposed) => {
+                for (id, waiter) in proposed {
+                    if let Some((term, replaced)) = waiters.insert(id, waiter) {
+                        // A newer proposal took the index, so the older one was
+                        // overwritten.
+                        let lost = ProposeError::Lost {
+                            index: id.index,
+                            term,
+                        };
+                        replaced.answer(Err(lost), policy.runtime.now(), &shared);
+                    }
                 }
             }
             ApplyMsg::Abandon { after } => {

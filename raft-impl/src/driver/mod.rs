@@ -30,7 +30,7 @@ use raft_traits::{
     StateMachine, Storage, StorageError, Transport, TransportError,
 };
 
-pub(crate) use apply::{ApplyMsg, SnapshotPolicy, Waiter, run_apply};
+pub(crate) use apply::{ApplyMsg, ApplyQueue, SnapshotPolicy, Waiter, run_apply};
 pub(crate) use log_writer::LogWriter;
 pub(crate) use read_queue::{Queuing, ReadQueue};
 
@@ -160,7 +160,7 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     /// Keeps the event channel open: a node runs until it is shut down, even when no
     /// handle to it is left.
     pub(crate) _events_open: Sender<Event<C, R>>,
-    pub(crate) apply_tx: Sender<ApplyMsg<C, R>>,
+    pub(crate) apply: ApplyQueue<C, R>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) effects: Effects<C>,
     pub(crate) pending_replies:
@@ -337,7 +337,7 @@ where
         // senders drop; the apply task finishes what it is doing and exits, so that once
         // shutdown returns the state machine is no longer called.
         self.pending_replies.clear();
-        let _ = self.apply_tx.try_send(ApplyMsg::Shutdown);
+        self.apply.send(ApplyMsg::Shutdown);
         let _ = apply_task.await;
         // A shutdown asked for while the loop was finishing is in the queue, where its
         // asker would wait for good (the handles keep the channel's senders): closed now,
@@ -428,7 +428,7 @@ where
         };
         if was_leader && !node.is_leader() {
             let after = node.commit_index();
-            let _ = self.apply_tx.try_send(ApplyMsg::Abandon { after });
+            self.apply.send(ApplyMsg::Abandon { after });
         }
         // Membership changes: done once their configuration committed; of unknown
         // outcome once this node no longer leads.
@@ -741,9 +741,7 @@ where
             match (&outcome, waiter) {
                 // Registered before the entry can possibly be applied: the apply channel
                 // is ordered and the entry's Apply effect is sent later.
-                (Ok(id), Some(waiter)) => {
-                    let _ = self.apply_tx.try_send(ApplyMsg::Waiter { id: *id, waiter });
-                }
+                (Ok(id), Some(waiter)) => self.apply.wait_for(*id, waiter),
                 (Err(error), Some(waiter)) => waiter.refuse(error.clone()),
                 (_, None) => {}
             }
@@ -855,16 +853,14 @@ where
                 // publishes itself) never runs ahead of the status, even while the loop
                 // still waits for storage before its own publish.
                 self.publish();
-                let _ = self.apply_tx.try_send(ApplyMsg::Entries(entries));
+                self.apply.send(ApplyMsg::Entries(entries));
             }
             Effect::Apply(Apply::Snapshot(descriptor)) => match &self.snapshot_reader {
                 // The snapshot was stored (and its reader opened) before this effect.
                 Some((stored, reader)) if *stored == *descriptor => {
                     let reader = Arc::clone(reader);
                     self.publish();
-                    let _ = self
-                        .apply_tx
-                        .try_send(ApplyMsg::Snapshot(descriptor, reader));
+                    self.apply.send(ApplyMsg::Snapshot(descriptor, reader));
                 }
                 _ => self.fail(&format!(
                     "the snapshot at {} to restore is not the stored one",
