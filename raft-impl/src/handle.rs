@@ -8,15 +8,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use raft_traits::{
-    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
-    Response, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
-    Storage, StorageError, Term, Transport, async_trait,
+    Command, HandlerError, HardState, LogId, LogIndex, Membership, NodeId, ReplyTo, Request,
+    RequestRefused, Response, RpcHandler, Runtime, Snapshot, SnapshotMeta, StateMachine,
+    StateMachineError, Storage, StorageError, Term, Transport, async_trait,
 };
 
 use crate::config::Config;
 use crate::core::{AnyNode, Apply, Effect, Effects, Node, RoleKind};
 use crate::driver::MembershipChange;
-use crate::driver::{Driver, Event, Queuing, SnapshotPolicy, Waiter, run_apply};
+use crate::driver::{
+    DirectReply, Driver, Event, Queuing, Replier, SnapshotPolicy, Waiter, run_apply,
+};
 use crate::error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
 };
@@ -552,6 +554,7 @@ impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
             }));
         }
         let (reply, replied) = oneshot::channel();
+        let reply = Replier::Awaited(reply);
         self.send(Event::Request { request, reply })
             .map_err(|_| HandlerError::Stopped)?;
         match replied.await {
@@ -559,5 +562,24 @@ impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
             Ok(Err(refused)) => Err(HandlerError::Refused(refused)),
             Err(_) => Err(HandlerError::Stopped),
         }
+    }
+
+    /// The reply goes to `reply` from the node's event loop, the moment the loop has it:
+    /// a transport's server then sends it without a task of its own waking for it. A
+    /// snapshot in one piece is given back, to be checked by [`handle`](Self::handle)
+    /// first.
+    fn handle_then(
+        &self,
+        request: Request<C>,
+        reply: ReplyTo,
+    ) -> Result<(), (Request<C>, ReplyTo)> {
+        if matches!(&request, Request::InstallSnapshot(install) if install.offset == 0 && install.done)
+        {
+            return Err((request, reply));
+        }
+        let reply = Replier::Direct(DirectReply::new(reply));
+        // Refused only once the node stopped; the event, dropped, answers so.
+        let _ = self.send(Event::Request { request, reply });
+        Ok(())
     }
 }

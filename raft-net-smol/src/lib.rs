@@ -100,6 +100,6 @@ pub use error::{
 pub use handshake::Protocol;
 pub use runtime::SmolRuntime;
 pub use server::TcpServer;
-pub use service::{RaftService, Service};
+pub use service::{RaftService, Respond, Service};
 pub use tls::{TlsConfig, TlsError};
 pub use transport::TcpTransport;

@@ -84,7 +84,7 @@ pub use snapshot::{
 };
 pub use state_machine::{SnapshotJob, SnapshotSource, StateMachine, StateMachineError};
 pub use storage::{READ_PIECE, RecoveredState, Storage, StorageError};
-pub use transport::{HandlerError, RequestRefused, RpcHandler, Transport, TransportError};
+pub use transport::{HandlerError, ReplyTo, RequestRefused, RpcHandler, Transport, TransportError};
 pub use types::{
     Command, Entry, HardState, LogId, LogIndex, NodeId, Payload, Snapshot, SnapshotMeta, Term,
 };

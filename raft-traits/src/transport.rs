@@ -39,7 +39,29 @@ pub trait Transport<C: Command>: Send + Sync + 'static {
 pub trait RpcHandler<C: Command>: Send + Sync + 'static {
     /// Handles one request and returns the reply to send back.
     async fn handle(&self, request: Request<C>) -> Result<Response, HandlerError>;
+
+    /// Handles one request and hands its reply to `reply`, from whichever task has the
+    /// reply when it is ready (for the Raft handle: the node's event loop), instead of
+    /// returning it to a task that waits for it. A server that can send from any task
+    /// uses this to send the reply at once, without waking a task of its own to do so.
+    ///
+    /// `reply` is called once. An implementation that takes it must call it even when
+    /// it cannot answer (with [`HandlerError::Stopped`], say), or the requester waits
+    /// for its timeout.
+    ///
+    /// The default takes neither: it gives both back, and the caller awaits
+    /// [`handle`](RpcHandler::handle) instead.
+    fn handle_then(
+        &self,
+        request: Request<C>,
+        reply: ReplyTo,
+    ) -> Result<(), (Request<C>, ReplyTo)> {
+        Err((request, reply))
+    }
 }
+
+/// Where [`RpcHandler::handle_then`] hands a request's reply.
+pub type ReplyTo = Box<dyn FnOnce(Result<Response, HandlerError>) + Send>;
 
 /// Why a request could not be answered by the receiving server.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

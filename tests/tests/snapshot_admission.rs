@@ -1,7 +1,8 @@
 //! A snapshot that cannot be restored never stops a node (issue 12, finding 2 and item
 //! 3): damaged bytes fail the checksum the leader sent with them, bytes the state
 //! machine cannot read fail its `check_snapshot`; either way the follower refuses the
-//! snapshot with a typed error, keeps its state and log, and keeps serving.
+//! snapshot with a typed error, keeps its state and log, and keeps serving. Also for
+//! `RpcHandler::handle_then`, which leaves that check to `handle`.
 
 #![allow(clippy::unwrap_used)] // test code: it panics to fail
 
@@ -110,5 +111,69 @@ fn a_snapshot_that_cannot_be_restored_is_refused_and_the_node_keeps_serving() {
         raft.wait_applied(LogIndex(10)).await.unwrap();
         assert!(!raft.status().stopped);
         raft.shutdown().await;
+    });
+}
+
+/// [`RpcHandler::handle_then`], which a TCP server uses to send replies from the node's
+/// event loop: the reply reaches the callback once; a snapshot in one piece is given back
+/// (to be checked by `handle` first, as above) with the callback uncalled; a stopped
+/// node answers that it stopped.
+#[test]
+fn handle_then_answers_through_the_callback_and_gives_back_a_whole_snapshot() {
+    use futures::channel::oneshot;
+    use raft_traits::{AppendEntries, AppendReply, ReplyTo};
+
+    /// A callback and where its answer arrives.
+    fn callback() -> (ReplyTo, oneshot::Receiver<Result<Response, HandlerError>>) {
+        let (tx, rx) = oneshot::channel();
+        let reply: ReplyTo = Box::new(move |answer| {
+            let _ = tx.send(answer);
+        });
+        (reply, rx)
+    }
+    let heartbeat = || {
+        Request::Append(AppendEntries {
+            term: Term(1),
+            leader: NodeId(1),
+            prev_log: LogId::default(),
+            entries: Vec::new(),
+            leader_commit: LogIndex(0),
+        })
+    };
+
+    let simulation = Simulation::new(2);
+    let runtime = simulation.runtime();
+    simulation.block_on(async move {
+        let raft = follower(&runtime).await;
+
+        let (reply, answer) = callback();
+        assert!(raft.handle_then(heartbeat(), reply).is_ok());
+        assert!(
+            matches!(
+                answer.await,
+                Ok(Ok(Response::Append(AppendReply { term: Term(1), .. })))
+            ),
+            "the heartbeat's reply"
+        );
+
+        let whole = snapshot_of(Bytes::from_static(&[0xff; 8]));
+        let (reply, answer) = callback();
+        match raft.handle_then(install(whole, 0), reply) {
+            Err((Request::InstallSnapshot(_), reply)) => drop(reply),
+            other => panic!(
+                "a whole snapshot was taken: {:?}",
+                other.map_err(|(r, _)| r)
+            ),
+        }
+        assert!(
+            answer.await.is_err(),
+            "the callback of a request given back was called"
+        );
+        assert_eq!(raft.status().refused_messages, 0);
+
+        raft.shutdown().await;
+        let (reply, answer) = callback();
+        assert!(raft.handle_then(heartbeat(), reply).is_ok());
+        assert_eq!(answer.await, Ok(Err(HandlerError::Stopped)));
     });
 }

@@ -25,9 +25,9 @@ use futures::channel::oneshot;
 use futures::future::{BoxFuture, Either, FutureExt, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 use raft_traits::{
-    Command, InstallSnapshot, LogId, LogIndex, Membership, NodeId, Request, RequestRefused,
-    Response, Runtime, SnapshotDescriptor, SnapshotReader, SnapshotWriter, StagedSnapshot,
-    StateMachine, Storage, StorageError, Transport, TransportError,
+    Command, HandlerError, InstallSnapshot, LogId, LogIndex, Membership, NodeId, ReplyTo, Request,
+    RequestRefused, Response, Runtime, SnapshotDescriptor, SnapshotReader, SnapshotWriter,
+    StagedSnapshot, StateMachine, Storage, StorageError, Transport, TransportError,
 };
 
 pub(crate) use apply::{ApplyMsg, ApplyQueue, SnapshotPolicy, Waiter, run_apply};
@@ -94,13 +94,55 @@ type PendingChange = (
     oneshot::Sender<Result<(), MembershipChangeError>>,
 );
 
+/// Where the reply to a peer's request goes.
+pub(crate) enum Replier {
+    /// To the task awaiting [`RpcHandler::handle`](raft_traits::RpcHandler::handle).
+    Awaited(oneshot::Sender<Result<Response, RequestRefused>>),
+    /// Straight to the transport, from the loop
+    /// ([`RpcHandler::handle_then`](raft_traits::RpcHandler::handle_then)).
+    Direct(DirectReply),
+}
+
+impl Replier {
+    pub(crate) fn send(self, result: Result<Response, RequestRefused>) {
+        match self {
+            Replier::Awaited(reply) => {
+                let _ = reply.send(result);
+            }
+            Replier::Direct(reply) => reply.send(result.map_err(HandlerError::Refused)),
+        }
+    }
+}
+
+/// A transport's [`ReplyTo`], called once: with the reply, or, if dropped unanswered (the
+/// node stopped), with [`HandlerError::Stopped`], as a dropped channel tells a task that
+/// awaits the reply.
+pub(crate) struct DirectReply(Option<ReplyTo>);
+
+impl DirectReply {
+    pub(crate) fn new(reply: ReplyTo) -> Self {
+        DirectReply(Some(reply))
+    }
+
+    fn send(mut self, result: Result<Response, HandlerError>) {
+        if let Some(reply) = self.0.take() {
+            reply(result);
+        }
+    }
+}
+
+impl Drop for DirectReply {
+    fn drop(&mut self) {
+        if let Some(reply) = self.0.take() {
+            reply(Err(HandlerError::Stopped));
+        }
+    }
+}
+
 /// What reaches a node's event loop.
 pub(crate) enum Event<C, R> {
-    /// A peer's request, to be answered on `reply`.
-    Request {
-        request: Request<C>,
-        reply: oneshot::Sender<Result<Response, RequestRefused>>,
-    },
+    /// A peer's request, to be answered through `reply`.
+    Request { request: Request<C>, reply: Replier },
     /// The outcome of a request this node sent.
     Outcome {
         to: NodeId,
@@ -163,8 +205,7 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) apply: ApplyQueue<C, R>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) effects: Effects<C>,
-    pub(crate) pending_replies:
-        BTreeMap<RequestId, oneshot::Sender<Result<Response, RequestRefused>>>,
+    pub(crate) pending_replies: BTreeMap<RequestId, Replier>,
     pub(crate) next_request_id: u64,
     /// Batches of reads waiting for their index, by the id the core hands back.
     pub(crate) pending_reads: BTreeMap<ReadId, Vec<ReadWaiter>>,
@@ -832,7 +873,7 @@ where
             } => self.send_snapshot_piece(to, tag, *request, len),
             Effect::Reply { id, response } => {
                 if let Some(reply) = self.pending_replies.remove(&id) {
-                    let _ = reply.send(Ok(response));
+                    reply.send(Ok(response));
                 }
             }
             Effect::Read { id, result } => {
@@ -845,7 +886,7 @@ where
             }
             Effect::Refuse { id, reason } => {
                 if let Some(reply) = self.pending_replies.remove(&id) {
-                    let _ = reply.send(Err(reason));
+                    reply.send(Err(reason));
                 }
             }
             Effect::Apply(Apply::Entries(entries)) => {

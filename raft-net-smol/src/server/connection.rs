@@ -25,7 +25,7 @@ use crate::frame::{FrameKind, read_frame};
 use crate::handshake::{self, Hello};
 use crate::outbox::{self, Outgoing, Wire, write_frames};
 use crate::reassembly::{Budget, Reassembler};
-use crate::service::Service;
+use crate::service::{Respond, Service};
 use crate::stream::{self, Reader, Writer};
 use crate::tls::{self, TlsConfig};
 
@@ -360,7 +360,7 @@ impl<S, K: Clone> Clone for Requests<S, K> {
 
 impl<S: Service, K: Codec> Requests<S, K> {
     /// Decodes one request, checks its sender, runs the service and queues the reply.
-    async fn answer(self, request_id: u64, body: Vec<u8>, _handling: Handling) {
+    async fn answer(self, request_id: u64, body: Vec<u8>, handling: Handling) {
         let Requests {
             service,
             codec,
@@ -391,25 +391,42 @@ impl<S: Service, K: Codec> Requests<S, K> {
             return;
         }
         let kind = S::describe(&request);
+        // Sends the answer from whichever task has it (this one, or the service's own
+        // through `call_then`); the request counts as handled until then.
+        let respond = Respond::new(move |answer: Result<S::Response, String>| {
+            let (frame, body) = match answer {
+                Ok(response) => encode_response(&codec, &response, max_message_len),
+                Err(e) => {
+                    tracing::debug!(request_id, request = kind, error = %e, "handler refused a request");
+                    (FrameKind::Error, encode_reason(&codec, &e))
+                }
+            };
+            // The connection may have ended meanwhile; then the reply has nowhere to go.
+            let _ = outbox::send(&wire, &outbox, frame, request_id, body);
+            drop(handling);
+        });
         // A panicking service is a bug in the application, but the client should learn of
         // it now rather than at its timeout.
-        let handled = AssertUnwindSafe(service.call(request)).catch_unwind().await;
-        let (kind, body) = match handled {
-            Ok(Ok(response)) => encode_response(&codec, &response, max_message_len),
-            Ok(Err(e)) => {
-                tracing::debug!(request_id, request = kind, error = %e, "handler refused a request");
-                (FrameKind::Error, encode_reason(&codec, &e))
-            }
+        let panicked = || {
+            tracing::error!(request_id, request = kind, "the handler panicked");
+            Err("the handler panicked".to_owned())
+        };
+        let (request, respond) = match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            service.call_then(request, respond)
+        })) {
+            Ok(Ok(())) => return,
+            Ok(Err(back)) => back,
+            // `respond`, dropped in the unwinding, sent the client an error.
             Err(_) => {
-                tracing::error!(request_id, request = kind, "the handler panicked");
-                (
-                    FrameKind::Error,
-                    encode_reason(&codec, "the handler panicked"),
-                )
+                let _ = panicked();
+                return;
             }
         };
-        // The connection may have ended meanwhile; then the reply has nowhere to go.
-        let _ = outbox::send(&wire, &outbox, kind, request_id, body);
+        let answer = match AssertUnwindSafe(service.call(request)).catch_unwind().await {
+            Ok(answer) => answer,
+            Err(_) => panicked(),
+        };
+        respond.send(answer);
     }
 }
 

@@ -5,7 +5,7 @@ use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 
 use raft_net_smol::frame::{FrameHeader, FrameKind};
-use raft_net_smol::{Protocol, Service, TcpClient, TcpConfig, TcpServer};
+use raft_net_smol::{Protocol, Respond, Service, TcpClient, TcpConfig, TcpServer};
 use raft_traits::{Codec, NodeId, Postcard, TransportError, async_trait};
 use serde::{Deserialize, Serialize};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,4 +169,94 @@ fn a_request_of_another_type_closes_the_connection() {
         client.shutdown();
         server.shutdown().await;
     });
+}
+
+/// What [`AnswersElsewhere`] is asked.
+#[derive(Debug, Serialize, Deserialize)]
+enum Errand {
+    /// Answered with the number, by a thread of the service's own after `call_then`
+    /// returned.
+    Elsewhere(u64),
+    /// Given back by `call_then`, so answered by `call`: the number doubled.
+    GivenBack(u64),
+    /// Dropped unanswered.
+    Dropped,
+    /// `call_then` panics.
+    Panics,
+}
+
+/// A service that answers through [`Service::call_then`], as the Raft handle does from
+/// its event loop.
+struct AnswersElsewhere;
+
+#[async_trait]
+impl Service for AnswersElsewhere {
+    type Request = Errand;
+    type Response = u64;
+
+    fn protocol(&self) -> Protocol {
+        Protocol::service("elsewhere")
+    }
+
+    async fn call(&self, request: Errand) -> Result<u64, String> {
+        match request {
+            Errand::GivenBack(n) => Ok(n * 2),
+            other => Err(format!("{other:?} should not reach call")),
+        }
+    }
+
+    fn call_then(
+        &self,
+        request: Errand,
+        respond: Respond<u64>,
+    ) -> Result<(), (Errand, Respond<u64>)> {
+        match request {
+            Errand::Elsewhere(n) => {
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    respond.send(Ok(n));
+                });
+                Ok(())
+            }
+            Errand::GivenBack(n) => Err((Errand::GivenBack(n), respond)),
+            Errand::Dropped => Ok(()),
+            Errand::Panics => panic!("on purpose"),
+        }
+    }
+}
+
+#[test]
+fn a_service_may_answer_from_any_thread_give_a_request_back_or_drop_it() {
+    logs::capture();
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    server.serve_service(Arc::new(AnswersElsewhere)).unwrap();
+    let client: TcpClient<Errand, u64> = TcpClient::new(
+        config(),
+        Protocol::service("elsewhere"),
+        [(SERVER, server.local_addr())],
+    )
+    .unwrap();
+    smol::block_on(within("the errands", async {
+        let (elsewhere, given_back) = futures::join!(
+            client.call(SERVER, Errand::Elsewhere(7)),
+            client.call(SERVER, Errand::GivenBack(21)),
+        );
+        assert_eq!(elsewhere, Ok(7));
+        assert_eq!(given_back, Ok(42));
+        // Neither a dropped answer nor a panic leaves the client to its timeout (a
+        // minute here).
+        for errand in [Errand::Dropped, Errand::Panics] {
+            match client.call(SERVER, errand).await {
+                Err(TransportError::Failed { reason, .. }) => {
+                    assert!(reason.contains("unanswered"), "{reason}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // And the connection serves on.
+        assert_eq!(client.call(SERVER, Errand::Elsewhere(8)).await, Ok(8));
+        assert_eq!(server.connection_count(), 1);
+    }));
+    client.shutdown();
+    smol::block_on(server.shutdown());
 }
