@@ -17,11 +17,10 @@ use crate::handshake::Protocol;
 /// [`call_then`](Service::call_then) if the service takes it that way, else runs
 /// [`call`](Service::call) beside the connection's other requests (so a slow call never
 /// holds up the others on the connection), and sends the response back with the
-/// request's id. An `Err`
-/// travels back as an error frame carrying the string; the client reports it as
-/// [`TransportError::Failed`](raft_traits::TransportError::Failed). A request body that
-/// does not decode as [`Request`](Service::Request) is bad input: the server closes the
-/// connection it came on.
+/// request's id. An `Err` travels back as an error frame carrying the string; the client
+/// reports it as [`TransportError::Failed`](raft_traits::TransportError::Failed). A
+/// request body that does not decode as [`Request`](Service::Request) is bad input: the
+/// server closes the connection it came on.
 ///
 /// Application-level refusals ("not the leader", "key not found") belong in the response
 /// type; `Err` is for "this server cannot answer at all".
