@@ -534,8 +534,7 @@ impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
         // leader's checksum of them, so they are what the leader's own state machine
         // produced, and a state machine that cannot restore them stops this node.
         if let Request::InstallSnapshot(install) = &request
-            && install.offset == 0
-            && install.done
+            && install.is_whole()
             && let Err(error) = (self.check_snapshot)(&Snapshot {
                 meta: install.snapshot.meta.clone(),
                 data: install.data.clone(),
@@ -573,8 +572,7 @@ impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
         request: Request<C>,
         reply: ReplyTo,
     ) -> Result<(), (Request<C>, ReplyTo)> {
-        if matches!(&request, Request::InstallSnapshot(install) if install.offset == 0 && install.done)
-        {
+        if matches!(&request, Request::InstallSnapshot(install) if install.is_whole()) {
             return Err((request, reply));
         }
         let reply = Replier::Direct(DirectReply::new(reply));

@@ -200,6 +200,21 @@ impl InstallSnapshot {
         request
     }
 
+    /// Whether this piece is the whole snapshot (offset 0, done), as
+    /// [`whole`](Self::whole) makes it.
+    ///
+    /// ```
+    /// use raft_traits::{InstallSnapshot, NodeId, Snapshot, Term};
+    ///
+    /// let mut piece = InstallSnapshot::whole(Term(1), NodeId(1), Snapshot::default());
+    /// assert!(piece.is_whole());
+    /// piece.done = false;
+    /// assert!(!piece.is_whole());
+    /// ```
+    pub fn is_whole(&self) -> bool {
+        self.offset == 0 && self.done
+    }
+
     /// The CRC-32 of a piece: over the whole snapshot's checksum, the piece's offset
     /// and `done` flag, and its data, so that a piece cannot be taken for a piece of
     /// another snapshot or another place.
