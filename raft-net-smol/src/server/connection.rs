@@ -407,10 +407,7 @@ impl<S: Service, K: Codec> Requests<S, K> {
         });
         // A panicking service is a bug in the application, but the client should learn of
         // it now rather than at its timeout.
-        let panicked = || {
-            tracing::error!(request_id, request = kind, "the handler panicked");
-            Err("the handler panicked".to_owned())
-        };
+        let log_panic = || tracing::error!(request_id, request = kind, "the handler panicked");
         let (request, respond) = match std::panic::catch_unwind(AssertUnwindSafe(|| {
             service.call_then(request, respond)
         })) {
@@ -418,13 +415,16 @@ impl<S: Service, K: Codec> Requests<S, K> {
             Ok(Err(back)) => back,
             // `respond`, dropped in the unwinding, sent the client an error.
             Err(_) => {
-                let _ = panicked();
+                log_panic();
                 return;
             }
         };
         let answer = match AssertUnwindSafe(service.call(request)).catch_unwind().await {
             Ok(answer) => answer,
-            Err(_) => panicked(),
+            Err(_) => {
+                log_panic();
+                Err("the handler panicked".to_owned())
+            }
         };
         respond.send(answer);
     }
