@@ -190,10 +190,16 @@ impl Connection {
             let abandon = outbox.downgrade();
             let timers = executor.clone();
             executor.spawn(async move {
-                let reading = read_replies(reader, &waiting, &config);
+                let mut ending = Ending {
+                    waiting,
+                    stream,
+                    reason: "the connection's task was dropped (its runtime stopped)".to_owned(),
+                };
+                let waiting = &ending.waiting;
+                let reading = read_replies(reader, waiting, &config);
                 let writing = write_frames(&wire, outgoing);
-                let sweeping = sweep(&waiting, &abandon, &timers, config.request_timeout);
-                let reason =
+                let sweeping = sweep(waiting, &abandon, &timers, config.request_timeout);
+                ending.reason =
                     match smol::future::or(sweeping, smol::future::or(reading, writing)).await {
                         Ok(()) => "the peer closed the connection".to_owned(),
                         Err(e) => {
@@ -201,9 +207,6 @@ impl Connection {
                             format!("the connection failed: {e}")
                         }
                     };
-                waiting.fail_all(&reason);
-                // Also wakes up anything still blocked on the socket.
-                let _ = stream.shutdown(Shutdown::Both);
             })
         };
         Arc::new(Connection {
@@ -294,6 +297,24 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.waiting.fail_all("the connection was dropped");
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Ends a connection when its task ends, however it ends: every waiting request fails
+/// with `reason`, later ones are refused, and the socket is shut down (which also wakes
+/// anything still blocked on it). Dropped with the task's future too, unfinished, when
+/// its runtime stops: without it, the requests would wait for a reader and a timeout
+/// sweep that are gone, for ever.
+struct Ending {
+    waiting: Arc<Waiting>,
+    stream: TcpStream,
+    reason: String,
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.waiting.fail_all(&self.reason);
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 }

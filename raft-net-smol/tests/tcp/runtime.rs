@@ -97,6 +97,32 @@ fn a_server_and_transport_on_a_tokio_runtime_shut_down_their_tasks() {
     });
 }
 
+/// A connection's task goes with its runtime when that stops: the requests on the
+/// connection then fail at once, with the reason, instead of waiting for ever for a
+/// reader and a timeout sweep that are gone (the request timeout here is a day).
+#[test]
+fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    server.serve::<u64>(TestHandler::new()).unwrap();
+    let mut patient = config();
+    patient.request_timeout = Duration::from_secs(24 * 3600);
+    let transport = transport(server.local_addr(), patient);
+    let runtime = raft_net_smol::SmolRuntime::with_threads(1);
+    transport.set_runtime(runtime.clone());
+    smol::block_on(async {
+        let reply = within("a vote", transport.send(PEER, vote(Term(4)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(4))));
+        runtime.stop();
+        let reply = within("a vote after the stop", transport.send(PEER, vote(Term(5)))).await;
+        assert!(
+            matches!(&reply, Err(TransportError::Failed { reason, .. }) if reason.contains("runtime stopped")),
+            "{reply:?}"
+        );
+        transport.shutdown();
+        within("the server to shut down", server.shutdown()).await;
+    });
+}
+
 /// smol's global runtime, counting the sleeps asked of it.
 #[derive(Clone)]
 struct CountingSleeps {
