@@ -188,7 +188,8 @@ impl<Req: Serialize, Resp: DeserializeOwned, K: Codec> TcpClient<Req, Resp, K> {
     /// executor: choose the runtime the application runs everything else on. Applies to
     /// the connections opened from now on, so call it before the first request.
     ///
-    /// The sockets are smol's (`async-io`), which work under any executor; see
+    /// The sockets wait in the reactor of `runtime` if it is a pool with one, whichever
+    /// thread opens them, else in async-io's; see
     /// [`TcpServer::set_runtime`](crate::TcpServer::set_runtime) for the one pitfall.
     pub fn set_runtime<R: Runtime>(&self, runtime: R) {
         *self.inner.lock_executor() = Executor::new(runtime);
@@ -571,12 +572,15 @@ impl PeerSlot {
             tracing::debug!(peer = %self.peer, error = %e, "cannot disable Nagle's algorithm");
         }
         let (mut reader, mut writer) = match &inner.tls {
-            None => stream::plain(&stream),
+            None => stream::plain(&stream, inner.executor().reactor()),
             Some(tls) => {
                 // The server must hold the certificate of the node the client dials.
                 let name = tls::server_name(self.peer)?;
                 let session = TlsConnector::from(tls.client())
-                    .connect(name, stream::Transport::of(&stream))
+                    .connect(
+                        name,
+                        stream::Transport::on(&stream, inner.executor().reactor()),
+                    )
                     .await
                     .map_err(|e| HandshakeError::Tls {
                         reason: e.to_string(),

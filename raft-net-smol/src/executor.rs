@@ -6,15 +6,17 @@
 //! drop. [`Task`] adds that: the future runs [abortable](futures::future::abortable), and
 //! dropping the `Task` aborts it.
 
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::future::{AbortHandle, BoxFuture, abortable};
 use futures::{FutureExt, future};
 use raft_traits::{JoinHandle, Runtime};
 
+use crate::reactor::Reactor;
 use crate::runtime::SmolRuntime;
 
 /// [`Runtime`] with its generic `spawn` erased, so that a client or server can hold any
@@ -38,6 +40,10 @@ impl<R: Runtime> Erased for R {
 #[derive(Clone)]
 pub(crate) struct Executor {
     runtime: Arc<dyn Erased>,
+    /// The socket reactor of the runtime's pool, if it is a [`SmolRuntime`] pool with one:
+    /// the sockets of the connections it runs wait there. Weak, so that a stopped pool's
+    /// reactor is not kept for sockets nobody would serve.
+    reactor: Option<Weak<Reactor>>,
     /// For `Debug`: the runtime's type.
     name: &'static str,
 }
@@ -45,10 +51,21 @@ pub(crate) struct Executor {
 impl Executor {
     /// Runs tasks and timers on `runtime`.
     pub(crate) fn new<R: Runtime>(runtime: R) -> Self {
+        let reactor = (&runtime as &dyn Any)
+            .downcast_ref::<SmolRuntime>()
+            .and_then(SmolRuntime::reactor)
+            .map(|reactor| Arc::downgrade(&reactor));
         Executor {
             runtime: Arc::new(runtime),
+            reactor,
             name: std::any::type_name::<R>(),
         }
+    }
+
+    /// The reactor the sockets of this runtime's connections wait in, if it has one of
+    /// its own (and is still running); else they wait in async-io's.
+    pub(crate) fn reactor(&self) -> Option<Arc<Reactor>> {
+        self.reactor.as_ref()?.upgrade()
     }
 
     /// Runs `future` in the background until it completes; nothing cancels it.

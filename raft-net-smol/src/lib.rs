@@ -16,8 +16,8 @@
 //! * [`frame`] documents and implements the wire format.
 //! * [`SmolRuntime::with_threads`] runs tasks on a pool of our own (`workers.rs`), with
 //!   its own timers (`timers.rs`) and, on Linux, its own edge-triggered socket reactor
-//!   (`reactor.rs`) for the connections its tasks open; elsewhere sockets and timers
-//!   wait in async-io's.
+//!   (`reactor.rs`) for the connections that run on it (a client, server or transport
+//!   given the pool with `set_runtime`); elsewhere sockets and timers wait in async-io's.
 //!
 //! Messages are encoded with a [`Codec`](raft_traits::Codec) ([`Postcard`] by default)
 //! and travel in frames of bounded size; a message larger than

@@ -1,6 +1,6 @@
 //! The socket reactor of a [`SmolRuntime::with_threads`](crate::SmolRuntime::with_threads)
 //! pool: one edge-triggered epoll instance in which an idle worker thread waits, and the
-//! sockets of the connections that the pool's tasks open.
+//! sockets of the connections that run on the pool.
 //!
 //! Why not async-io's reactor, which the pool used before: it registers every socket in
 //! one-shot mode, so each readiness it reports costs an `epoll_ctl` to arm the next one,
@@ -388,14 +388,18 @@ mod tests {
     use smol::io::{AsyncReadExt, AsyncWriteExt};
     use smol::net::{TcpListener, TcpStream};
 
+    use super::{Arc, Reactor};
     use crate::stream::Transport;
     use crate::test_support::{dry_reads_wake, within_30s};
     use crate::workers::Pool;
 
-    /// Runs `future` as a task of a pool of two threads, so that the sockets it opens
-    /// wait in the pool's reactor; fails after 30 s.
-    fn on_pool<T: Send + 'static>(future: impl Future<Output = T> + Send + 'static) -> T {
+    /// Runs the future `make` makes of the pool's reactor as a task of a pool of two
+    /// threads; fails after 30 s.
+    fn on_pool<T: Send + 'static, F: Future<Output = T> + Send + 'static>(
+        make: impl FnOnce(Arc<Reactor>) -> F,
+    ) -> T {
         let pool = Pool::start(2).upgrade().expect("running");
+        let future = make(pool.reactor().expect("a reactor on Linux"));
         let (done, outcome) = smol::channel::bounded(1);
         pool.spawn(async move {
             let _ = done.send(future.await).await;
@@ -405,25 +409,28 @@ mod tests {
         outcome
     }
 
-    /// Both ends of a loopback connection, as the pool's sockets.
-    async fn pair() -> (TcpStream, Transport, TcpStream, Transport) {
+    /// Both ends of a loopback connection, as sockets of `reactor`.
+    async fn pair(reactor: Arc<Reactor>) -> (TcpStream, Transport, TcpStream, Transport) {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (near, far) = (Transport::of(&client), Transport::of(&server));
+        let (near, far) = (
+            Transport::on(&client, Some(Arc::clone(&reactor))),
+            Transport::on(&server, Some(reactor)),
+        );
         assert!(
             matches!((&near, &far), (Transport::Pool(_), Transport::Pool(_))),
-            "a socket opened on the pool waits in its reactor"
+            "the reactor took the sockets"
         );
         (client, near, server, far)
     }
 
     #[test]
     fn a_read_that_ran_dry_is_woken_by_the_next_arrival() {
-        on_pool(async {
-            let (_client, near, _server, far) = pair().await;
+        on_pool(|reactor| async {
+            let (_client, near, _server, far) = pair(reactor).await;
             let close = |mut near: Transport| {
                 // Closing the writing side sends FIN: the peer's read sees the end.
                 assert!(futures::FutureExt::now_or_never(near.close()).is_some());
@@ -434,8 +441,8 @@ mod tests {
 
     #[test]
     fn a_write_that_found_the_socket_full_is_woken_when_the_peer_reads() {
-        on_pool(async {
-            let (_client, mut near, _server, mut far) = pair().await;
+        on_pool(|reactor| async {
+            let (_client, mut near, _server, mut far) = pair(reactor).await;
             // Far more than the kernel buffers: the writer must wait for room many times,
             // and the reader read many times until the socket is empty.
             const SIZE: usize = 32 << 20;

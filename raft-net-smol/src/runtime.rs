@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use raft_traits::{JoinHandle, Runtime};
 use rand::RngExt;
 
+use crate::reactor::Reactor;
 use crate::timers::Sleep;
 use crate::workers::Pool;
 
@@ -21,7 +22,7 @@ use crate::workers::Pool;
 ///   whole cluster for its lifetime.
 /// * [`SmolRuntime::with_threads`] owns a private executor on `n` threads, stopped by
 ///   [`SmolRuntime::stop`], with its own timers and (on Linux) its own socket reactor: the
-///   connections its tasks open wait in an edge-triggered epoll instance that an idle
+///   connections that run on it wait in an edge-triggered epoll instance that an idle
 ///   thread of the pool watches, rather than in async-io's. The fastest flavour (over
 ///   loopback TCP with one client, `raft-bench tcp` writes at a third of the latency and
 ///   a bit over half the CPU it took on smol's reactor and timers: p50 21-22 against
@@ -94,6 +95,16 @@ impl SmolRuntime {
             && let Some(pool) = pool.upgrade()
         {
             pool.stop();
+        }
+    }
+}
+
+impl SmolRuntime {
+    /// The socket reactor of a running pool that has one.
+    pub(crate) fn reactor(&self) -> Option<Arc<Reactor>> {
+        match &self.shared.executor {
+            Flavour::Global => None,
+            Flavour::Owned(pool) => pool.upgrade()?.reactor(),
         }
     }
 }

@@ -203,10 +203,11 @@ impl<K: Codec> TcpServer<K> {
     /// before [`serve`](Self::serve); the accept loop, every connection and every
     /// [`Service::call`] then run on it.
     ///
-    /// The sockets are smol's (`async-io`), which work under any executor. Under
-    /// another executor, async-io's own thread waits on them; keep no thread waiting in
-    /// `smol::block_on` meanwhile, or that thread polls them at intervals (of up to
-    /// 10 ms) instead of waiting.
+    /// On a [`SmolRuntime::with_threads`](crate::SmolRuntime::with_threads) pool, the
+    /// sockets wait in the pool's own reactor. On any other runtime they are smol's
+    /// (`async-io`), which work under any executor: async-io's own thread waits on them;
+    /// keep no thread waiting in `smol::block_on` meanwhile, or that thread polls them at
+    /// intervals (of up to 10 ms) instead of waiting.
     pub fn set_runtime<R: Runtime>(&self, runtime: R) {
         self.shared.lock().executor = Executor::new(runtime);
     }

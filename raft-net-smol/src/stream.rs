@@ -10,8 +10,7 @@ use smol::Async;
 use smol::io::{AsyncRead, AsyncWrite};
 use smol::net::TcpStream;
 
-use crate::reactor::Socket;
-use crate::workers;
+use crate::reactor::{Reactor, Socket};
 
 /// The reading side of a connection.
 pub(crate) type Reader = Box<dyn AsyncRead + Send + Unpin>;
@@ -23,8 +22,8 @@ pub(crate) type Writer = Box<dyn AsyncWrite + Send + Unpin>;
 // Without a reactor of the pool's own, its socket type is uninhabited and the first arm
 // cannot run.
 #[cfg_attr(not(target_os = "linux"), allow(unreachable_code))]
-pub(crate) fn plain(stream: &TcpStream) -> (Reader, Writer) {
-    match Transport::of(stream) {
+pub(crate) fn plain(stream: &TcpStream, reactor: Option<Arc<Reactor>>) -> (Reader, Writer) {
+    match Transport::on(stream, reactor) {
         Transport::Pool(socket) => (Box::new(socket.clone()), Box::new(socket)),
         Transport::AsyncIo(stream) => (
             Box::new(SocketReader::new(stream.clone())),
@@ -33,20 +32,25 @@ pub(crate) fn plain(stream: &TcpStream) -> (Reader, Writer) {
     }
 }
 
-/// A connection's socket as one stream (which a TLS session reads and writes): on a
-/// thread of a pool with a [reactor](crate::reactor) of its own, its waits go there;
-/// elsewhere to async-io's.
+/// A connection's socket as one stream (which a TLS session reads and writes): its waits
+/// go to the [reactor](crate::reactor) of the pool that runs the connection's task, if
+/// that is a pool with a reactor of its own, else to async-io's.
 #[derive(Debug)]
 pub(crate) enum Transport {
-    /// Registered with the reactor of the pool this thread works for.
+    /// Registered with the reactor of the pool that runs the connection.
     Pool(Socket),
     /// Served by async-io.
     AsyncIo(TcpStream),
 }
 
 impl Transport {
-    pub(crate) fn of(stream: &TcpStream) -> Transport {
-        if let Some(reactor) = workers::current_reactor() {
+    /// The socket waiting in `reactor` if given (and it takes it), else in async-io's:
+    /// pass the reactor of the runtime the connection's task runs on
+    /// ([`Executor::reactor`](crate::executor::Executor::reactor)), whichever thread
+    /// opens it. A socket in the reactor of another pool would be served by that pool's
+    /// threads, a hop away, and by nobody once that pool stops.
+    pub(crate) fn on(stream: &TcpStream, reactor: Option<Arc<Reactor>>) -> Transport {
+        if let Some(reactor) = reactor {
             match Socket::adopt(&reactor, stream) {
                 Ok(socket) => return Transport::Pool(socket),
                 Err(e) => tracing::debug!(error = %e, "the pool's reactor cannot take a socket"),
@@ -207,8 +211,11 @@ mod tests {
                 .await
                 .unwrap();
             let (server, _) = listener.accept().await.unwrap();
-            let (reader, _writer) = plain(&server);
-            assert!(matches!(Transport::of(&server), Transport::AsyncIo(_)));
+            let (reader, _writer) = plain(&server, None);
+            assert!(matches!(
+                Transport::on(&server, None),
+                Transport::AsyncIo(_)
+            ));
             dry_reads_wake(reader, client, drop).await;
         });
     }

@@ -12,7 +12,8 @@
 //! and a thread that wakes a task while it waits in the reactor (an I/O event came)
 //! takes the task itself, which costs no system call.
 //!
-//! The sockets that the pool's tasks open wait in the pool's own reactor, and its timers
+//! The sockets of the connections that run on the pool wait in the pool's own reactor
+//! (whichever thread opened them), and its timers
 //! are its own (see `reactor.rs` and `timers.rs` for why); listening sockets and
 //! connection attempts stay with async-io, whose own thread wakes the pool's tasks when
 //! they are ready.
@@ -86,7 +87,6 @@ enum Bed {
 struct Worker {
     /// The pool it belongs to (a thread only ever belongs to one).
     pool: *const Pool,
-    reactor: Option<Arc<Reactor>>,
     id: usize,
     /// Whether it is running a task right now (else it looks for one, or sleeps).
     running: bool,
@@ -98,20 +98,6 @@ thread_local! {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The reactor of the pool whose worker thread this is, if it is one and the pool has one:
-/// a socket opened here waits in it.
-pub(crate) fn current_reactor() -> Option<Arc<Reactor>> {
-    WORKER
-        .try_with(|worker| {
-            worker
-                .try_borrow()
-                .ok()
-                .and_then(|worker| worker.as_ref().and_then(|worker| worker.reactor.clone()))
-        })
-        .ok()
-        .flatten()
 }
 
 impl Pool {
@@ -225,6 +211,11 @@ impl Pool {
         });
     }
 
+    /// The pool's socket reactor, if it has one.
+    pub(crate) fn reactor(&self) -> Option<Arc<Reactor>> {
+        self.reactor.clone()
+    }
+
     /// The pool's timers.
     pub(crate) fn timers(&self) -> &Timers {
         &self.timers
@@ -294,7 +285,6 @@ impl Pool {
         WORKER.with(|worker| {
             *worker.borrow_mut() = Some(Worker {
                 pool: me,
-                reactor: self.reactor.clone(),
                 id,
                 running: false,
             })

@@ -24,6 +24,7 @@ use crate::executor::Executor;
 use crate::frame::{FrameKind, read_frame};
 use crate::handshake::{self, Hello};
 use crate::outbox::{self, Outgoing, Wire, write_frames};
+use crate::reactor::Reactor;
 use crate::reassembly::{Budget, Reassembler};
 use crate::service::{Respond, Service};
 use crate::stream::{self, Reader, Writer};
@@ -70,7 +71,14 @@ pub(super) async fn serve<S: Service, K: Codec>(
         tls,
         executor,
     } = setup;
-    let opening = open(&stream, tls, &hello, &hello_bytes, config.max_frame_size);
+    let opening = open(
+        &stream,
+        executor.reactor(),
+        tls,
+        &hello,
+        &hello_bytes,
+        config.max_frame_size,
+    );
     let after = config.handshake_timeout;
     let timer = executor.sleep(after);
     let expired = async {
@@ -124,9 +132,11 @@ pub(super) async fn serve<S: Service, K: Codec>(
 
 /// Opens a connection: the TLS handshake if `tls` is given, then the connection's own
 /// [handshake](crate::handshake). Returns the client's hello and the connection's two
-/// sides, or `None` if the client closed the connection before sending its hello.
+/// sides, or `None` if the client closed the connection before sending its hello. The
+/// socket waits in `reactor` if given (see [`stream::Transport::on`]).
 async fn open(
     stream: &TcpStream,
+    reactor: Option<Arc<Reactor>>,
     tls: Option<TlsConfig>,
     hello: &Hello,
     hello_bytes: &[u8],
@@ -134,12 +144,12 @@ async fn open(
 ) -> Result<Option<(Hello, BufReader<Reader>, Writer)>, ConnectionError> {
     let (reader, mut writer, certificate) = match &tls {
         None => {
-            let (reader, writer) = stream::plain(stream);
+            let (reader, writer) = stream::plain(stream, reactor);
             (reader, writer, None)
         }
         Some(tls) => {
             let session = TlsAcceptor::from(tls.server())
-                .accept(stream::Transport::of(stream))
+                .accept(stream::Transport::on(stream, reactor))
                 .await
                 .map_err(|e| HandshakeError::Tls {
                     reason: e.to_string(),

@@ -123,6 +123,37 @@ fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
     });
 }
 
+/// A connection's socket waits in the reactor of the runtime its task runs on, not in
+/// that of the pool whose thread happened to open it: a transport on smol's global
+/// executor, first used from a task on a pool, still gets its replies once that pool has
+/// stopped (nobody would watch the socket if it had gone to the pool's reactor).
+#[test]
+fn a_connection_opened_from_another_pool_outlives_that_pool() {
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    server.serve::<u64>(TestHandler::new()).unwrap();
+    let mut quick = config();
+    quick.request_timeout = Duration::from_secs(5);
+    let transport = Arc::new(transport(server.local_addr(), quick));
+    let pool = raft_net_smol::SmolRuntime::with_threads(1);
+    let from_pool = Arc::clone(&transport);
+    smol::block_on(async {
+        let reply = within(
+            "a vote from the pool",
+            raft_traits::Runtime::spawn(
+                &pool,
+                async move { from_pool.send(PEER, vote(Term(4))).await },
+            ),
+        )
+        .await;
+        assert_eq!(reply, Ok(Ok(vote_reply(Term(4)))));
+        pool.stop();
+        let reply = within("a vote after the stop", transport.send(PEER, vote(Term(5)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(5))));
+        transport.shutdown();
+        within("the server to shut down", server.shutdown()).await;
+    });
+}
+
 /// smol's global runtime, counting the sleeps asked of it.
 #[derive(Clone)]
 struct CountingSleeps {
