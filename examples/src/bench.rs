@@ -648,8 +648,8 @@ mod tests {
             },
         ))
         .expect("a request on a stopped runtime's connection hung");
-        // Not a timeout: that would say the socket waited in the stopped pool's reactor
-        // while its task ran elsewhere (the client was not given the runtime).
+        // A client not given the runtime would have run its connection on smol's global
+        // executor, and this request would have succeeded.
         assert!(
             matches!(
                 &statuses[0].1,
