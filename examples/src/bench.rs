@@ -424,8 +424,9 @@ impl Bench {
     /// is written from there too; and the pool's edge-triggered reactor arms nothing per
     /// read, where async-io's (under an executor driven by the caller's thread, as
     /// before) re-armed each socket and its timer at every wait. Measured against that,
-    /// with 3 durable `raft-kv serve` nodes on the same 2 cores (`scripts/kv-cpu.sh`):
-    /// the bench's CPU per put fell from 20-22 to 15-16 us at 16 clients.
+    /// with 3 durable `raft-kv serve` nodes on the same 2 cores (interleaved runs, the
+    /// bench's CPU from its rusage): its CPU per put fell from 20-22 to 15-16 us at 16
+    /// clients.
     async fn run_on(
         &self,
         runtime: &SmolRuntime,
@@ -625,11 +626,7 @@ mod tests {
         )))
         .unwrap();
         let cluster = BTreeMap::from([(NodeId(1), node.client_addr())]);
-        let mut config = BenchConfig::default();
-        // After the stop, a request waits out these before it fails.
-        config.client.deadline = Duration::from_millis(500);
-        config.client.tcp.request_timeout = Duration::from_millis(200);
-        let bench = Bench::new(config).unwrap();
+        let bench = Bench::new(BenchConfig::default()).unwrap();
         let runtime = SmolRuntime::with_threads(1);
         let clients = Arc::new(bench.clients(&cluster, &runtime).unwrap());
         let on_pool = Arc::clone(&clients);
