@@ -97,9 +97,7 @@ impl SmolRuntime {
             pool.stop();
         }
     }
-}
 
-impl SmolRuntime {
     /// The socket reactor of a running pool that has one.
     pub(crate) fn reactor(&self) -> Option<Arc<Reactor>> {
         match &self.shared.executor {
