@@ -10,14 +10,15 @@
 # after the other, and swaps the order in every other pair: the second run of a pair is
 # not a fair copy of the first (a durable run starts while the kernel still writes back
 # the previous run's log, and measured 10-20% slower for it, whichever build it was).
-# Prints each run's throughput, p50, p99 and CPU per write, then the median over the
-# pairs of NEW / BASE for each (above 1 is better for throughput, below 1 for the rest).
+# Prints each run's throughput, p50, p99 and CPU per write (the last row a run prints:
+# give one scenario and one client count), then the median over the pairs of NEW / BASE
+# for each (above 1 is better for throughput, below 1 for the rest).
 # Build the base with, for example:
 #   git worktree add /tmp/base REV && (cd /tmp/base && \
 #     CARGO_TARGET_DIR=/tmp/base-target cargo build --release -p raft-examples --bin raft-bench)
 set -euo pipefail
 
-[ $# -ge 4 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,18p' "$0" >&2; exit 2; }
 BASE=$1 NEW=$2 REPS=$3
 shift 3
 for bin in "$BASE" "$NEW"; do

@@ -131,9 +131,7 @@ fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
 fn a_connection_opened_from_another_pool_outlives_that_pool() {
     let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
     server.serve::<u64>(TestHandler::new()).unwrap();
-    let mut quick = config();
-    quick.request_timeout = Duration::from_secs(5);
-    let transport = Arc::new(transport(server.local_addr(), quick));
+    let transport = Arc::new(transport(server.local_addr(), config()));
     let pool = raft_net_smol::SmolRuntime::with_threads(1);
     let from_pool = Arc::clone(&transport);
     smol::block_on(async {
