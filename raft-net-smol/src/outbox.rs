@@ -14,11 +14,18 @@
 //! takes it at once and nobody else is writing. That spares a hand-off between tasks on
 //! every request a leader sends and on every reply a server gives: the writer's task was
 //! woken for each one, often on the other thread, only to make one system call.
+//!
+//! A server's replies go one step further ([`send_soon`]): written at once, but sent when
+//! the turn of the task that has them ends, so that the replies one task gives in a turn
+//! (a leader's apply answering a batch of clients) leave each connection in one system
+//! call. With 3 durable `raft-kv serve` nodes and 64 clients on 16 connections, the
+//! leader's `sendto` calls fell from 3.3 to 1.0 per `recvfrom` (`strace -c`), its CPU per
+//! put from 19-23 to 16 µs, and the puts per second rose by 7-25% (`scripts/kv-cpu.sh`).
 
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use smol::channel::{Receiver, Sender};
@@ -84,6 +91,8 @@ struct WireState<W> {
     blocked: bool,
     /// The socket failed: the connection is ending.
     failed: Option<io::ErrorKind>,
+    /// A deferred send of what is pending is due (see [`send_soon`]).
+    flush_due: bool,
 }
 
 /// What became of a message offered to [`Wire::send_now`].
@@ -108,6 +117,7 @@ impl<W: AsyncWrite + Unpin> Wire<W> {
                 sent: 0,
                 blocked: false,
                 failed: None,
+                flush_due: false,
             }),
             chunk_size: usize::try_from(chunk_size).unwrap_or(usize::MAX).max(1),
         }
@@ -233,6 +243,64 @@ pub(crate) fn send<W: AsyncWrite + Unpin>(
         },
     };
     outbox.try_send(command).map_err(|e| e.into_inner())
+}
+
+/// As [`send`], but a message that fits in one frame is only written, and sent a little
+/// later from this thread (see [`workers::defer`](crate::workers::defer)), together with
+/// whatever else is written to the connection meanwhile: one system call for the answers
+/// to several requests of a batch. Off a pool thread, it is [`send`].
+pub(crate) fn send_soon<W: AsyncWrite + Unpin + 'static>(
+    wire: &Arc<Wire<W>>,
+    outbox: &Sender<Outgoing>,
+    kind: FrameKind,
+    request_id: u64,
+    body: Vec<u8>,
+) -> Result<(), Outgoing> {
+    if body.len() <= wire.chunk_size
+        && let Ok(mut state) = wire.state.try_lock()
+        && !state.blocked
+        && state.failed.is_none()
+        && state.unsent() < WRITE_BUFFER
+    {
+        if state.append(kind, request_id, false, &body).is_err() {
+            drop(state);
+            return outbox
+                .try_send(Outgoing::Message {
+                    kind,
+                    request_id,
+                    body,
+                })
+                .map_err(|e| e.into_inner());
+        }
+        if state.flush_due {
+            // A send already due takes this message too.
+            return Ok(());
+        }
+        let flush = {
+            let (wire, outbox) = (Arc::clone(wire), outbox.clone());
+            move || {
+                let mut state = wire.lock();
+                state.flush_due = false;
+                // A writer blocked on a full socket sends it all when it drains.
+                if state.blocked || state.unsent() == 0 {
+                    return;
+                }
+                let sent = state.poll_send(&mut Context::from_waker(Waker::noop()));
+                if matches!(sent, Poll::Ready(Ok(()))) {
+                    return;
+                }
+                drop(state);
+                let _ = outbox.try_send(Outgoing::Flush);
+            }
+        };
+        state.flush_due = true;
+        drop(state);
+        if let Err(flush) = crate::workers::defer(Box::new(flush)) {
+            flush();
+        }
+        return Ok(());
+    }
+    send(wire, outbox, kind, request_id, body)
 }
 
 /// Sends what arrives on `outgoing` through `wire` until it is closed and everything has
@@ -595,6 +663,94 @@ mod tests {
         let frames = frames_of(&valve.sent());
         assert_eq!(ids(&frames), vec![(1, false), (2, false)]);
         assert_eq!(frames[0].body, b"first");
+    }
+
+    /// Sends `count` small messages through a new wire over `valve` with [`send_soon`],
+    /// from one task on a new pool, which then waits for ever: the messages must leave
+    /// after its turn all the same. Returns the pool, the wire and the writer's queue
+    /// (closed once the task and its deferred send are done with it).
+    fn send_soon_from_a_pool_task(
+        valve: &Valve,
+        count: u64,
+    ) -> (
+        Arc<crate::workers::Pool>,
+        Arc<Wire<Valve>>,
+        Receiver<Outgoing>,
+    ) {
+        let pool = crate::workers::Pool::start(1).upgrade().expect("running");
+        let wire = Arc::new(Wire::new(valve.clone(), 10));
+        let (tx, rx) = smol::channel::unbounded();
+        let on_pool = Arc::clone(&wire);
+        pool.spawn(async move {
+            for request_id in 0..count {
+                send_soon(
+                    &on_pool,
+                    &tx,
+                    FrameKind::Response,
+                    request_id,
+                    b"answer".to_vec(),
+                )
+                .expect("the writer's queue is open");
+            }
+            drop(tx);
+            std::future::pending::<()>().await;
+        });
+        (pool, wire, rx)
+    }
+
+    /// The answers a task writes in one turn leave together, in one send, after its turn.
+    #[test]
+    fn answers_sent_soon_in_one_turn_leave_in_one_send() {
+        let valve = Valve::new(true, usize::MAX);
+        let (pool, _wire, _writer) = send_soon_from_a_pool_task(&valve, 5);
+        let left = crate::test_support::eventually(|| frames_of(&valve.sent()).len() == 5);
+        pool.stop();
+        assert!(left, "the answers never left");
+        assert_eq!(
+            ids(&frames_of(&valve.sent())),
+            (0..5).map(|id| (id, false)).collect::<Vec<_>>()
+        );
+        assert_eq!(valve.flushes(), 1, "the answers left in more than one send");
+    }
+
+    /// A send due after the turn that finds the socket full hands what it holds to the
+    /// writer, which sends it once the socket drains.
+    #[test]
+    fn what_a_full_socket_did_not_take_after_a_turn_the_writer_sends() {
+        let valve = Valve::new(false, usize::MAX);
+        let (pool, wire, writer) = send_soon_from_a_pool_task(&valve, 3);
+        let done = crate::test_support::eventually(|| writer.is_closed());
+        pool.stop();
+        assert!(
+            done,
+            "the task or its deferred send kept the writer's queue"
+        );
+        assert!(valve.sent().is_empty());
+        // Told to send what the wire holds: without that, a writer that waits for more
+        // commands would never send it.
+        let told = writer.try_recv().expect("a command for the writer");
+        assert!(matches!(told, Outgoing::Flush), "{told:?}");
+        assert!(writer.try_recv().is_err(), "more than one command");
+        valve.open();
+        let (tx, rx) = smol::channel::unbounded();
+        tx.try_send(told).unwrap();
+        drop(tx);
+        smol::block_on(write_frames(&wire, rx)).unwrap();
+        assert_eq!(
+            ids(&frames_of(&valve.sent())),
+            vec![(0, false), (1, false), (2, false)]
+        );
+    }
+
+    /// Off a pool thread, there is no turn to wait for: the message leaves at once.
+    #[test]
+    fn a_message_sent_soon_off_a_pool_leaves_at_once() {
+        let valve = Valve::new(true, usize::MAX);
+        let wire = Arc::new(Wire::new(valve.clone(), 10));
+        let (tx, _rx) = smol::channel::unbounded();
+        send_soon(&wire, &tx, FrameKind::Response, 3, b"now".to_vec()).unwrap();
+        assert_eq!(ids(&frames_of(&valve.sent())), vec![(3, false)]);
+        assert_eq!(valve.flushes(), 1);
     }
 
     proptest! {

@@ -272,9 +272,9 @@ struct Requests<S, K> {
 
 /// The requests of a connection being answered. They are polled by the connection's
 /// own task, beside its reader and writer, rather than spawned each on a task of their
-/// own: a reply is then written to the socket as soon as it is ready (through
-/// [`Wire::send_now`], or the writer's queue if it is large or the socket full), and a
-/// request costs no spawn. Those still running when the connection ends are handed to a task of
+/// own: a reply is then written to the socket as soon as the turn of the task that has it
+/// ends (through [`outbox::send_soon`], with the other replies of that turn; or the
+/// writer's queue if it is large or the socket full), and a request costs no spawn. Those still running when the connection ends are handed to a task of
 /// their own, which lets them complete.
 struct Answering {
     running: FuturesUnordered<BoxFuture<'static, ()>>,
@@ -412,7 +412,7 @@ impl<S: Service, K: Codec> Requests<S, K> {
                 }
             };
             // The connection may have ended meanwhile; then the reply has nowhere to go.
-            let _ = outbox::send(&wire, &outbox, frame, request_id, body);
+            let _ = outbox::send_soon(&wire, &outbox, frame, request_id, body);
             drop(handling);
         });
         // A panicking service is a bug in the application, but the client should learn of
