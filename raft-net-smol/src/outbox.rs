@@ -15,12 +15,22 @@
 //! every request a leader sends and on every reply a server gives: the writer's task was
 //! woken for each one, often on the other thread, only to make one system call.
 //!
-//! A server's replies go one step further ([`send_soon`]): written at once, but sent when
-//! the turn of the task that has them ends, so that the replies one task gives in a turn
-//! (a leader's apply answering a batch of clients) leave each connection in one system
-//! call. With 3 durable `raft-kv serve` nodes and 64 clients on 16 connections, the
-//! leader's `sendto` calls fell from 3.3 to 1.0 per `recvfrom` (`strace -c`), its CPU per
-//! put from 19-23 to 16 µs, and the puts per second rose by 7-25% (`scripts/kv-cpu.sh`).
+//! Both a server's replies and a client's requests go one step further ([`send_soon`]):
+//! written at once, but sent when the turn of the task that has them ends, so that what
+//! one task sends a connection in a turn (a leader's apply answering a batch of clients,
+//! a load generator's clients answered by one read) leaves in one system call.
+//! Measured with 3 durable `raft-kv serve` nodes, 64 clients on 16 connections
+//! (`scripts/kv-cpu.sh`, interleaved pairs):
+//! * the replies: the leader's `sendto` calls fell from 3.3 to 1.0 per `recvfrom`
+//!   (`strace -c`), its CPU per put from 19-23 to 16 µs, and the puts per second rose by
+//!   7-25%;
+//! * then the requests: `raft-kv bench`'s CPU per put fell from 9.5-11.9 to 6.4-7.7 µs,
+//!   and the puts per second rose by 10-35% (at 16 clients, one per connection: -12% to
+//!   +6%, noise).
+//!
+//! The send waits for the end of the turn, no longer: waiting until the pool had no task
+//! queued (or for up to 8 tasks) gathered more, but it delayed a leader's AppendEntries,
+//! and `raft-bench tcp --clients 1` lost 20% of its writes per second.
 
 use std::collections::VecDeque;
 use std::io;
@@ -245,10 +255,10 @@ pub(crate) fn send<W: AsyncWrite + Unpin>(
     outbox.try_send(command).map_err(|e| e.into_inner())
 }
 
-/// As [`send`], but a message that fits in one frame is only written, and sent a little
-/// later from this thread (see [`workers::defer`](crate::workers::defer)), together with
-/// whatever else is written to the connection meanwhile: one system call for the answers
-/// to several requests of a batch. Off a pool thread, it is [`send`].
+/// As [`send`], but a message that fits in one frame is only written, and sent at the end
+/// of the running task's turn (see [`workers::defer`](crate::workers::defer)), together
+/// with whatever else is written to the connection meanwhile. Off a pool thread, it is
+/// [`send`].
 pub(crate) fn send_soon<W: AsyncWrite + Unpin + 'static>(
     wire: &Arc<Wire<W>>,
     outbox: &Sender<Outgoing>,

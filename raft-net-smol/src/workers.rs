@@ -103,10 +103,8 @@ struct Worker {
 ///
 /// What it is for: the sends of a batch. A leader that answers 30 clients in one apply
 /// made one system call per answer, several of them to the same connection; deferred to
-/// the end of the apply's turn, the answers to one connection leave in one. Deferring
-/// further (until the pool has no task waiting, or for up to 8 tasks) also gathered the
-/// requests of different tasks, but it delayed the leader's AppendEntries:
-/// `raft-bench tcp --clients 1` lost 20% of its writes per second.
+/// the end of the apply's turn, the answers to one connection leave in one (see the
+/// `outbox` module for what it measured).
 pub(crate) fn defer(work: Deferred) -> Result<(), Deferred> {
     let mut work = Some(work);
     let _ = WORKER.try_with(|worker| {

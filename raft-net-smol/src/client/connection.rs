@@ -5,7 +5,10 @@
 //! each to the request waiting for it, next to the [writer](crate::outbox), which sends
 //! requests interleaved chunk by chunk, and a sweep, which fails the requests whose
 //! reply is overdue. A request that fits in one frame is written to the socket by the
-//! task that makes it, when the socket takes it at once (see [`Wire::send_now`]).
+//! thread of the task that makes it, at the end of the task's turn, with the other
+//! requests made to the peer in that turn (see [`outbox::send_soon`]): a load generator
+//! whose clients share a task and a connection sends the requests its clients make on
+//! one read's answers in one system call.
 //!
 //! The sweep times every request of the connection with one timer, ticking an eighth of
 //! the request timeout apart, rather than one timer per request: arming an OS timer
@@ -254,7 +257,7 @@ impl Connection {
             calls.insert(request_id, pending);
             self.waiting.touch();
         }
-        let sent = outbox::send(
+        let sent = outbox::send_soon(
             &self.wire,
             &self.outbox,
             FrameKind::Request,
