@@ -94,6 +94,18 @@ pub struct TcpConfig {
     pub backoff_min: Duration,
     /// The longest wait between connection attempts (default 1 s).
     pub backoff_max: Duration,
+    /// Whether a client's small requests wait for the end of the turn of the task that
+    /// makes them, to leave with the other requests that task makes to the same peer in
+    /// that turn, in one system call (default `false`: each leaves at once). Only on a
+    /// [`SmolRuntime::with_threads`](crate::SmolRuntime::with_threads) pool; elsewhere
+    /// requests leave at once regardless.
+    ///
+    /// For load generators and proxies that run many requests in one task: with
+    /// `raft-kv bench`'s 64 clients on 16 connections, its CPU per put fell by a third.
+    /// Leave it off where a task may block its thread until a reply comes (`block_on`
+    /// inside a task): its request would leave only when the wait ends, at the request
+    /// timeout. A server's replies always leave at the end of the turn that gives them.
+    pub gather_requests: bool,
 }
 
 impl TcpConfig {
@@ -218,6 +230,7 @@ impl Default for TcpConfig {
             request_timeout: Duration::from_secs(5),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
+            gather_requests: false,
         }
     }
 }

@@ -15,12 +15,13 @@
 //! every request a leader sends and on every reply a server gives: the writer's task was
 //! woken for each one, often on the other thread, only to make one system call.
 //!
-//! Both a server's replies and a client's requests go one step further ([`send_soon`]):
-//! written at once, but sent when the turn of the task that has them ends, so that what
-//! one task sends a connection in a turn (a leader's apply answering a batch of clients,
-//! a load generator's clients answered by one read) leaves in one system call.
-//! Measured with 3 durable `raft-kv serve` nodes, 64 clients on 16 connections
-//! (`scripts/kv-cpu.sh`, interleaved pairs):
+//! A server's replies, and a client's requests with
+//! [`TcpConfig::gather_requests`](crate::TcpConfig::gather_requests), go one step further
+//! ([`send_soon`]): written at once, but sent when the turn of the task that has them
+//! ends, so that what one task sends a connection in a turn (a leader's apply answering a
+//! batch of clients, a load generator's clients answered by one read) leaves in one
+//! system call. Measured with 3 durable `raft-kv serve` nodes, 64 clients on 16
+//! connections (`scripts/kv-cpu.sh`, interleaved pairs):
 //! * the replies: the leader's `sendto` calls fell from 3.3 to 1.0 per `recvfrom`
 //!   (`strace -c`), its CPU per put from 19-23 to 16 µs, and the puts per second rose by
 //!   7-25%;

@@ -5,10 +5,9 @@
 //! each to the request waiting for it, next to the [writer](crate::outbox), which sends
 //! requests interleaved chunk by chunk, and a sweep, which fails the requests whose
 //! reply is overdue. A request that fits in one frame is written to the socket by the
-//! thread of the task that makes it, at the end of the task's turn, with the other
-//! requests made to the peer in that turn (see [`outbox::send_soon`]): a load generator
-//! whose clients share a task and a connection sends the requests its clients make on
-//! one read's answers in one system call.
+//! task that makes it, when the socket takes it at once (see [`Wire::send_now`]); or, with
+//! [`TcpConfig::gather_requests`], at the end of the task's turn, with the other requests
+//! made to the peer in that turn (see [`outbox::send_soon`]).
 //!
 //! The sweep times every request of the connection with one timer, ticking an eighth of
 //! the request timeout apart, rather than one timer per request: arming an OS timer
@@ -167,6 +166,8 @@ pub(crate) struct Connection {
     stream: TcpStream,
     next_request_id: AtomicU64,
     request_timeout: Duration,
+    /// [`TcpConfig::gather_requests`].
+    gather: bool,
     _task: Task,
 }
 
@@ -220,6 +221,7 @@ impl Connection {
             stream,
             next_request_id: AtomicU64::new(1),
             request_timeout: config.request_timeout,
+            gather: config.gather_requests,
             _task: task,
         })
     }
@@ -257,13 +259,12 @@ impl Connection {
             calls.insert(request_id, pending);
             self.waiting.touch();
         }
-        let sent = outbox::send_soon(
-            &self.wire,
-            &self.outbox,
-            FrameKind::Request,
-            request_id,
-            body,
-        );
+        let (wire, outbox, kind) = (&self.wire, &self.outbox, FrameKind::Request);
+        let sent = if self.gather {
+            outbox::send_soon(wire, outbox, kind, request_id, body)
+        } else {
+            outbox::send(wire, outbox, kind, request_id, body)
+        };
         match sent {
             Ok(()) => {}
             // The writer is gone, so the connection is ending; nothing was sent, so the

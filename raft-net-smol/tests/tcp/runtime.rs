@@ -152,6 +152,70 @@ fn a_connection_opened_from_another_pool_outlives_that_pool() {
     });
 }
 
+/// A task on a pool that blocks its thread until its request is answered (`block_on`
+/// inside a task, a pattern that works on this runtime) gets its answer: by default a
+/// request leaves at once, not at the end of its task's turn, which this turn would never
+/// reach before the request timed out.
+#[test]
+fn a_pool_task_blocking_on_its_reply_gets_it() {
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    server.serve::<u64>(TestHandler::new()).unwrap();
+    let transport = Arc::new(transport(server.local_addr(), config()));
+    // Two threads: the connection's task runs on the one the blocked task leaves free.
+    let pool = raft_net_smol::SmolRuntime::with_threads(2);
+    transport.set_runtime(pool.clone());
+    let on_pool = Arc::clone(&transport);
+    smol::block_on(async {
+        // The connection is open and its writer idle when the task's request comes (a
+        // new connection's writer sends what is waiting when it starts).
+        let first = within("a first vote", transport.send(PEER, vote(Term(3)))).await;
+        assert_eq!(first, Ok(vote_reply(Term(3))));
+        let reply = within(
+            "a vote from a task blocking on it",
+            raft_traits::Runtime::spawn(&pool, async move {
+                smol::block_on(on_pool.send(PEER, vote(Term(4))))
+            }),
+        )
+        .await;
+        assert_eq!(reply, Ok(Ok(vote_reply(Term(4)))));
+        pool.stop();
+        transport.shutdown();
+        within("the server to shut down", server.shutdown()).await;
+    });
+}
+
+/// With `gather_requests`, the requests one task makes in a turn wait for its end and
+/// leave together; each still gets its own answer.
+#[test]
+fn gathered_requests_each_get_their_answer() {
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    server.serve::<u64>(TestHandler::new()).unwrap();
+    let gathering = raft_net_smol::TcpConfig {
+        gather_requests: true,
+        ..config()
+    };
+    let transport = Arc::new(transport(server.local_addr(), gathering));
+    let pool = raft_net_smol::SmolRuntime::with_threads(1);
+    transport.set_runtime(pool.clone());
+    let on_pool = Arc::clone(&transport);
+    smol::block_on(async {
+        let replies = within(
+            "eight votes from one task",
+            raft_traits::Runtime::spawn(&pool, async move {
+                let votes = (1..=8).map(|term| on_pool.send(PEER, vote(Term(term))));
+                futures::future::join_all(votes).await
+            }),
+        )
+        .await
+        .expect("the task ran");
+        let expected: Vec<_> = (1..=8).map(|term| Ok(vote_reply(Term(term)))).collect();
+        assert_eq!(replies, expected);
+        pool.stop();
+        transport.shutdown();
+        within("the server to shut down", server.shutdown()).await;
+    });
+}
+
 /// smol's global runtime, counting the sleeps asked of it.
 #[derive(Clone)]
 struct CountingSleeps {
