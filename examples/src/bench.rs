@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use raft_mem::{KvCommand, KvResponse};
 use raft_net_smol::SmolRuntime;
 use raft_traits::{NodeId, Runtime};
@@ -476,11 +477,16 @@ impl Bench {
         }
         let next = AtomicU64::new(0);
         let started = Instant::now();
-        let tallies = futures::future::join_all((0..config.clients).map(|i| {
-            let client = &clients[i % clients.len()];
-            self.client(client, &next, started, through_log)
-        }))
-        .await;
+        // Polled as they are woken: `join_all` polls every client on each wake when there
+        // are at most 30 of them.
+        let tallies: Vec<Tally> = (0..config.clients)
+            .map(|i| {
+                let client = &clients[i % clients.len()];
+                self.client(client, &next, started, through_log)
+            })
+            .collect::<futures::stream::FuturesUnordered<_>>()
+            .collect()
+            .await;
         let elapsed = started.elapsed();
         let mut total = Tally::default();
         for tally in tallies {
