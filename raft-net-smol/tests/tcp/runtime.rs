@@ -10,7 +10,7 @@ use raft_net_smol::{Protocol, Service, TcpClient, TcpServer};
 use raft_tokio::TokioRuntime;
 use raft_traits::{NodeId, Term, Transport, TransportError, async_trait};
 
-use crate::support::{PEER, TestHandler, config, transport, vote, vote_reply, within};
+use crate::support::{PEER, TestHandler, config, server, transport, vote, vote_reply, within};
 
 /// Answers `n` with `n + 1` after a tokio sleep, and names the thread that answered.
 struct TokioNapper;
@@ -102,8 +102,7 @@ fn a_server_and_transport_on_a_tokio_runtime_shut_down_their_tasks() {
 /// reader and a timeout sweep that are gone (the request timeout here is a day).
 #[test]
 fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
-    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
-    server.serve::<u64>(TestHandler::new()).unwrap();
+    let (server, _) = server(config());
     let mut patient = config();
     patient.request_timeout = Duration::from_secs(24 * 3600);
     let transport = transport(server.local_addr(), patient);
@@ -129,8 +128,7 @@ fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
 /// stopped (nobody would watch the socket if it had gone to the pool's reactor).
 #[test]
 fn a_connection_opened_from_another_pool_outlives_that_pool() {
-    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
-    server.serve::<u64>(TestHandler::new()).unwrap();
+    let (server, _) = server(config());
     let transport = Arc::new(transport(server.local_addr(), config()));
     let pool = raft_net_smol::SmolRuntime::with_threads(1);
     let from_pool = Arc::clone(&transport);
@@ -158,8 +156,7 @@ fn a_connection_opened_from_another_pool_outlives_that_pool() {
 /// reach before the request timed out.
 #[test]
 fn a_pool_task_blocking_on_its_reply_gets_it() {
-    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
-    server.serve::<u64>(TestHandler::new()).unwrap();
+    let (server, _) = server(config());
     let transport = Arc::new(transport(server.local_addr(), config()));
     // Two threads: the connection's task runs on the one the blocked task leaves free.
     let pool = raft_net_smol::SmolRuntime::with_threads(2);
@@ -188,8 +185,7 @@ fn a_pool_task_blocking_on_its_reply_gets_it() {
 /// leave together; each still gets its own answer.
 #[test]
 fn gathered_requests_each_get_their_answer() {
-    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
-    server.serve::<u64>(TestHandler::new()).unwrap();
+    let (server, _) = server(config());
     let gathering = raft_net_smol::TcpConfig {
         gather_requests: true,
         ..config()
