@@ -267,22 +267,15 @@ pub(crate) fn send_soon<W: AsyncWrite + Unpin + 'static>(
     request_id: u64,
     body: Vec<u8>,
 ) -> Result<(), Outgoing> {
+    // As in `Wire::send_now`: never wait for the lock, and leave to the writer what is
+    // large, what a full socket holds up, and what the wire cannot frame.
     if body.len() <= wire.chunk_size
         && let Ok(mut state) = wire.state.try_lock()
         && !state.blocked
         && state.failed.is_none()
         && state.unsent() < WRITE_BUFFER
+        && state.append(kind, request_id, false, &body).is_ok()
     {
-        if state.append(kind, request_id, false, &body).is_err() {
-            drop(state);
-            return outbox
-                .try_send(Outgoing::Message {
-                    kind,
-                    request_id,
-                    body,
-                })
-                .map_err(|e| e.into_inner());
-        }
         if state.flush_due {
             // A send already due takes this message too.
             return Ok(());

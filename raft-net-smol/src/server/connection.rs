@@ -274,8 +274,9 @@ struct Requests<S, K> {
 /// own task, beside its reader and writer, rather than spawned each on a task of their
 /// own: a reply is then written to the socket as soon as the turn of the task that has it
 /// ends (through [`outbox::send_soon`], with the other replies of that turn; or the
-/// writer's queue if it is large or the socket full), and a request costs no spawn. Those still running when the connection ends are handed to a task of
-/// their own, which lets them complete.
+/// writer's queue if it is large or the socket full), and a request costs no spawn.
+/// Those still running when the connection ends are handed to a task of their own, which
+/// lets them complete.
 struct Answering {
     running: FuturesUnordered<BoxFuture<'static, ()>>,
     executor: Executor,
