@@ -133,15 +133,11 @@ fn a_connection_opened_from_another_pool_outlives_that_pool() {
     let pool = raft_net_smol::SmolRuntime::with_threads(1);
     let from_pool = Arc::clone(&transport);
     smol::block_on(async {
-        let reply = within(
-            "a vote from the pool",
-            raft_traits::Runtime::spawn(
-                &pool,
-                async move { from_pool.send(PEER, vote(Term(4))).await },
-            ),
-        )
+        let reply = on_pool(&pool, "a vote from the pool", async move {
+            from_pool.send(PEER, vote(Term(4))).await
+        })
         .await;
-        assert_eq!(reply, Ok(Ok(vote_reply(Term(4)))));
+        assert_eq!(reply, Ok(vote_reply(Term(4))));
         pool.stop();
         let reply = within("a vote after the stop", transport.send(PEER, vote(Term(5)))).await;
         assert_eq!(reply, Ok(vote_reply(Term(5))));
@@ -161,20 +157,17 @@ fn a_pool_task_blocking_on_its_reply_gets_it() {
     // Two threads: the connection's task runs on the one the blocked task leaves free.
     let pool = raft_net_smol::SmolRuntime::with_threads(2);
     transport.set_runtime(pool.clone());
-    let on_pool = Arc::clone(&transport);
+    let from_pool = Arc::clone(&transport);
     smol::block_on(async {
         // The connection is open and its writer idle when the task's request comes (a
         // new connection's writer sends what is waiting when it starts).
         let first = within("a first vote", transport.send(PEER, vote(Term(3)))).await;
         assert_eq!(first, Ok(vote_reply(Term(3))));
-        let reply = within(
-            "a vote from a task blocking on it",
-            raft_traits::Runtime::spawn(&pool, async move {
-                smol::block_on(on_pool.send(PEER, vote(Term(4))))
-            }),
-        )
+        let reply = on_pool(&pool, "a vote from a task blocking on it", async move {
+            smol::block_on(from_pool.send(PEER, vote(Term(4))))
+        })
         .await;
-        assert_eq!(reply, Ok(Ok(vote_reply(Term(4)))));
+        assert_eq!(reply, Ok(vote_reply(Term(4))));
         pool.stop();
         transport.shutdown();
         within("the server to shut down", server.shutdown()).await;
@@ -193,23 +186,31 @@ fn gathered_requests_each_get_their_answer() {
     let transport = Arc::new(transport(server.local_addr(), gathering));
     let pool = raft_net_smol::SmolRuntime::with_threads(1);
     transport.set_runtime(pool.clone());
-    let on_pool = Arc::clone(&transport);
+    let from_pool = Arc::clone(&transport);
     smol::block_on(async {
-        let replies = within(
-            "eight votes from one task",
-            raft_traits::Runtime::spawn(&pool, async move {
-                let votes = (1..=8).map(|term| on_pool.send(PEER, vote(Term(term))));
-                futures::future::join_all(votes).await
-            }),
-        )
-        .await
-        .expect("the task ran");
+        let replies = on_pool(&pool, "eight votes from one task", async move {
+            let votes = (1..=8).map(|term| from_pool.send(PEER, vote(Term(term))));
+            futures::future::join_all(votes).await
+        })
+        .await;
         let expected: Vec<_> = (1..=8).map(|term| Ok(vote_reply(Term(term)))).collect();
         assert_eq!(replies, expected);
         pool.stop();
         transport.shutdown();
         within("the server to shut down", server.shutdown()).await;
     });
+}
+
+/// Runs `future` as a task on `pool` and waits for it (failing the test as a hang after
+/// [`HANG`](crate::support::HANG)).
+async fn on_pool<T: Send + 'static>(
+    pool: &raft_net_smol::SmolRuntime,
+    what: &str,
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    within(what, raft_traits::Runtime::spawn(pool, future))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: the task was dropped"))
 }
 
 /// smol's global runtime, counting the sleeps asked of it.
