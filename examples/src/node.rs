@@ -44,6 +44,22 @@ pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 100_000;
 /// as Redis's `auto-aof-rewrite-percentage`, by default 100.
 pub const DEFAULT_SNAPSHOT_GROWTH_PERCENT: u64 = 100;
 
+/// How many AppendEntries carrying entries a leader keeps in flight to each follower by
+/// default ([`Config::max_inflight_appends`] in `raft`; the library's default is 1).
+///
+/// A durable node's follower spends most of a round trip in its fsync; with a second
+/// AppendEntries in flight, what the leader gathered meanwhile reaches the follower while
+/// it syncs and joins its next append, instead of waiting a whole round trip at the
+/// leader. Measured with `scripts/kv-cpu.sh` (3 durable nodes and the benchmark on 2
+/// cores, 2026-12-01, pairs of runs of 2 against 1 back to back): at 256 clients 7 pairs
+/// of 9 higher (from -15% to +56%, median +16%); at 64 clients 5 of 6 (from -9% to
+/// +38%); at 16 clients 4 of 6 (from -3% to +19%), leaving out at 16 and 64 a pair in
+/// which the machine stalled during the run of 1 (it favoured 2). 4 in flight did worse than 2 at 256 clients in 3 runs of 3. In one
+/// process (`raft-bench durable --clients 64`, three nodes on one pool of 2 threads) 2
+/// in flight cost 26% of the throughput: there the extra, smaller messages cost CPU the
+/// nodes share, so the library's default stays 1.
+pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 2;
+
 /// How many client sessions a node keeps by default (the session wrapper's default).
 pub const DEFAULT_MAX_SESSIONS: NonZeroUsize = DEFAULT_CAPACITY;
 
@@ -123,7 +139,7 @@ pub struct NodeConfig {
     /// answers [`ClientResponse::ChangePending`] ([`DEFAULT_CHANGE_WAIT`] by default). The
     /// change goes on; the client asks again.
     pub change_wait: Duration,
-    /// Raft's timing.
+    /// Raft's timing and pipelining ([`default_raft`](Self::default_raft) by default).
     pub raft: Config,
     /// Limits and timeouts of the Raft transport and of both listeners
     /// ([`default_tcp`](Self::default_tcp) by default).
@@ -165,12 +181,18 @@ impl NodeConfig {
             read_mode: ReadMode::default(),
             read_timeout: DEFAULT_READ_TIMEOUT,
             change_wait: DEFAULT_CHANGE_WAIT,
-            raft: Config::default(),
+            raft: Self::default_raft(),
             tcp: Self::default_tcp(),
             tls: None,
             metrics_listen: None,
             runtime: SmolRuntime::global(),
         }
+    }
+
+    /// The Raft settings of [`new`](Self::new): [`Config::default`] with
+    /// [`DEFAULT_MAX_INFLIGHT_APPENDS`] AppendEntries in flight per follower.
+    pub fn default_raft() -> Config {
+        Config::default().with_max_inflight_appends(DEFAULT_MAX_INFLIGHT_APPENDS)
     }
 
     /// The TCP settings of [`new`](Self::new): [`TcpConfig::default`] with a

@@ -1,7 +1,6 @@
 //! InstallSnapshot over TCP, with a snapshot several times the maximum frame size.
 
 use raft_examples::NodeConfig;
-use raft_impl::Config;
 use raft_net_smol::TcpConfig;
 use raft_traits::Term;
 
@@ -21,7 +20,7 @@ fn a_lagging_follower_receives_a_snapshot_larger_than_a_frame() {
                 ..NodeConfig::default_tcp()
             },
             // A trailing window of 10 entries, far shorter than the follower's lag.
-            raft: Config::default().with_snapshot_trailing_entries(10),
+            raft: NodeConfig::default_raft().with_snapshot_trailing_entries(10),
             ..Options::default()
         };
         let mut cluster = TestCluster::start(options).await;
@@ -92,7 +91,7 @@ fn every_node_snapshots_by_itself_every_snapshot_entries() {
     run(async {
         let options = Options {
             snapshot_entries: EVERY,
-            raft: Config::default().with_snapshot_trailing_entries(WINDOW),
+            raft: NodeConfig::default_raft().with_snapshot_trailing_entries(WINDOW),
             ..Options::default()
         };
         let cluster = TestCluster::start(options).await;

@@ -64,7 +64,7 @@ impl Default for Options {
             max_sessions: DEFAULT_MAX_SESSIONS,
             tcp: NodeConfig::default_tcp(),
             read_mode: ReadMode::default(),
-            raft: Config::default(),
+            raft: NodeConfig::default_raft(),
             tls: None,
             metrics: false,
         }
