@@ -54,10 +54,11 @@ pub const DEFAULT_SNAPSHOT_GROWTH_PERCENT: u64 = 100;
 /// cores, 2026-12-01, pairs of runs of 2 against 1 back to back): at 256 clients 7 pairs
 /// of 9 higher (from -15% to +56%, median +16%); at 64 clients 5 of 6 (from -9% to
 /// +38%); at 16 clients 4 of 6 (from -3% to +19%), leaving out at 16 and 64 a pair in
-/// which the machine stalled during the run of 1 (it favoured 2). 4 in flight did worse than 2 at 256 clients in 3 runs of 3. In one
-/// process (`raft-bench durable --clients 64`, three nodes on one pool of 2 threads) 2
-/// in flight cost 26% of the throughput: there the extra, smaller messages cost CPU the
-/// nodes share, so the library's default stays 1.
+/// which the machine stalled during the run of 1 (it favoured 2). 4 in flight did worse
+/// than 2 at 256 clients in 3 runs of 3. In one process (`raft-bench durable --clients
+/// 64`, three nodes on one pool of 2 threads) 2 in flight cost 26% of the throughput:
+/// there the extra, smaller messages cost CPU the nodes share, so the library's default
+/// stays 1.
 pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 2;
 
 /// How many client sessions a node keeps by default (the session wrapper's default).

@@ -401,7 +401,7 @@ impl Pool {
     /// * `durable --clients 64`: without the yields, the spin lost 5-10% (95k-116k writes/s
     ///   against 107k-120k before); with a yield every 10 rounds, 130k-165k.
     ///
-    /// A pool that no thread outside feeds (no blocking thread of its works for it) yields
+    /// A pool that no thread outside feeds (no blocking thread works for its tasks) yields
     /// only every [`SPIN_ROUNDS_PER_YIELD_UNFED`] rounds: a yield is a system call, and
     /// there it gave way to nothing of ours. Against a yield every 10 rounds (interleaved
     /// pairs): `tcp --clients 1` p50 -9%, `inprocess --clients 1` +8% writes/s and -8%
