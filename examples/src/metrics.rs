@@ -102,6 +102,16 @@ pub fn render(status: &Status, latency: &ProposalLatency) -> String {
             counters.proposals,
         ),
         (
+            "raft_append_requests_total",
+            "AppendEntries requests carrying entries sent as leader.",
+            counters.append_requests,
+        ),
+        (
+            "raft_entries_sent_total",
+            "Entries those requests carried (per request: the leader's batching).",
+            counters.entries_sent,
+        ),
+        (
             "raft_snapshots_taken_total",
             "Snapshots taken (log compactions).",
             counters.snapshots_taken,

@@ -55,6 +55,10 @@ fn every_node_serves_its_figures_and_the_leader_its_proposals() {
         assert!(at("raft_elections_won_total") >= 1.0);
         assert!(at("raft_commit_index") >= 20.0);
         assert!(at("raft_proposals_total") >= 1.0, "{body}");
+        // The leader replicated at least its own first entry, each request carrying one
+        // entry or more.
+        assert!(at("raft_append_requests_total") >= 1.0, "{body}");
+        assert!(at("raft_entries_sent_total") >= at("raft_append_requests_total"));
         assert!(at("kv_proposal_latency_seconds_sum") > 0.0);
         // Every put was proposed and timed by whichever node led when it arrived.
         let mut proposed = 0.0;

@@ -901,6 +901,11 @@ fn send_entries<C: Command>(
         .log
         .entries_from(progress.next_index, shared.config.max_append_entries);
     let count = entries.len() as u64;
+    if count > 0 {
+        let counters = &mut shared.counters;
+        counters.append_requests = counters.append_requests.saturating_add(1);
+        counters.entries_sent = counters.entries_sent.saturating_add(count);
+    }
     let request = AppendEntries {
         term: shared.term(),
         leader: shared.id,

@@ -659,6 +659,12 @@ pub struct Counters {
     pub snapshots_installed: u64,
     /// Times the leader it knows of changed to another (counted by the driver).
     pub leader_changes: u64,
+    /// AppendEntries requests carrying entries that it sent as leader (heartbeats are
+    /// not counted).
+    pub append_requests: u64,
+    /// Entries those requests carried, to every follower together: divided by
+    /// `append_requests`, how well the leader batches.
+    pub entries_sent: u64,
 }
 
 /// Why the node took no snapshot ([`Node::snapshot`], [`Node::snapshot_meta`],

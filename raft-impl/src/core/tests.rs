@@ -870,6 +870,7 @@ fn leader_sends_new_entries_while_it_writes_them_and_counts_itself_once_durable(
 #[test]
 fn a_batch_of_proposals_is_one_write_and_one_append_per_follower() {
     let mut leader = settled_leader(Boot::new(1, 3));
+    let before = leader.counters();
     let mut out = Effects::new();
     let ids = leader
         .propose_batch(vec![1, 2, 3], &mut out)
@@ -901,6 +902,14 @@ fn a_batch_of_proposals_is_one_write_and_one_append_per_follower() {
         assert_eq!(appends.len(), 1);
         assert_eq!(indices_of(&appends[0].1.entries), [1, 2, 3]);
     }
+    // The batching the counters report: two requests of three entries each.
+    let after = leader.counters();
+    assert_eq!(after.append_requests - before.append_requests, 2);
+    assert_eq!(after.entries_sent - before.entries_sent, 6);
+    // Heartbeats carry no entries and are not counted.
+    let (leader, effects) = step(leader, Input::HeartbeatTimeout);
+    assert!(!appends_to(&effects, 2).is_empty(), "a heartbeat went out");
+    assert_eq!(leader.counters(), after);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use raft_impl::{Config, Raft};
+use raft_impl::{Config, Counters, Raft};
 use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemStorage};
 use raft_net_smol::{SmolRuntime, TcpConfig};
 use raft_traits::{
@@ -48,9 +48,11 @@ pub(crate) async fn throughput<Rt: Runtime>(
         Arc::clone(&done),
         Goal::Count(writes),
     );
+    let sent_before = leader.status().counters;
     let cpu_before = cpu_time();
     let run = closed_loop(runtime, &leader, clients, writes, |_| (), done).await?;
     let cpu = cpu_time() - cpu_before;
+    let sent = leader.status().counters;
     drop(progress);
 
     cluster.verify(warmup + writes).await?;
@@ -63,10 +65,24 @@ pub(crate) async fn throughput<Rt: Runtime>(
         latency: Latency::of(run.latencies),
         cpu_us_per_write: cpu.as_secs_f64() * 1e6 / writes as f64,
         peak_rss_mib: peak_rss_mib(),
-        note: String::new(),
+        note: batching_note(sent_before, sent),
     };
     cluster.shutdown().await;
     Ok(row)
+}
+
+/// How well the leader batched during a run: the entries per AppendEntries it sent,
+/// from its counters before and after.
+fn batching_note(before: Counters, after: Counters) -> String {
+    let requests = after.append_requests.saturating_sub(before.append_requests);
+    let entries = after.entries_sent.saturating_sub(before.entries_sent);
+    if requests == 0 {
+        return String::new();
+    }
+    format!(
+        "{:.1} entries per AppendEntries ({requests} sent by the leader)",
+        entries as f64 / requests as f64
+    )
 }
 
 /// Kills the leader `rounds` times; each time measures until a new leader has committed
