@@ -662,8 +662,8 @@ pub struct Counters {
     /// AppendEntries requests carrying entries that it sent as leader (heartbeats are
     /// not counted).
     pub append_requests: u64,
-    /// Entries those requests carried, to every follower together: divided by
-    /// `append_requests`, how well the leader batches.
+    /// Entries those requests carried, to all peers together (learners included):
+    /// divided by `append_requests`, how well the leader batches.
     pub entries_sent: u64,
 }
 
