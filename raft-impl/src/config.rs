@@ -64,6 +64,15 @@ pub struct Config {
     /// trickle in, one notice covers every commit of the window instead of one RPC per
     /// follower per command. Zero sends the notice at once.
     pub commit_notice_delay: Duration,
+    /// How long a leader may wait for more proposals before it appends a batch of them,
+    /// so that one AppendEntries and one log write carry them all: it waits while the
+    /// batch has fewer proposals than the one before it (so never for a lone client),
+    /// until it has as many or this long has passed. Closed-loop clients otherwise settle into groups
+    /// that take turns, each round carrying one group (16 `raft-kv` clients: 7.5-8
+    /// entries per AppendEntries; 12.7-13.8 with 200 µs). Zero (the default) never
+    /// waits. The loop handles nothing else while it waits:
+    /// keep it well under the heartbeat interval.
+    pub propose_linger: Duration,
     /// Whether a new leader appends a blank entry, so that entries of earlier terms
     /// commit without waiting for a client command (§5.4.2, §8). The classic lab forbids
     /// it: its first command must get index 1.
@@ -140,6 +149,7 @@ impl Default for Config {
             max_inflight_appends: 1,
             install_snapshot_timeout: Duration::from_secs(10),
             commit_notice_delay: Duration::from_millis(2),
+            propose_linger: Duration::ZERO,
             leader_noop: true,
             seed: None,
             pre_vote: true,
@@ -171,6 +181,7 @@ impl Config {
             max_inflight_appends: 1,
             install_snapshot_timeout: Duration::from_millis(400),
             commit_notice_delay: Duration::from_millis(10),
+            propose_linger: Duration::ZERO,
             leader_noop: false,
             seed: None,
             pre_vote: true,
@@ -254,6 +265,8 @@ impl Config {
         with_install_snapshot_timeout: install_snapshot_timeout: Duration;
         /// Sets [`commit_notice_delay`](Config::commit_notice_delay).
         with_commit_notice_delay: commit_notice_delay: Duration;
+        /// Sets [`propose_linger`](Config::propose_linger).
+        with_propose_linger: propose_linger: Duration;
         /// Sets [`leader_noop`](Config::leader_noop).
         with_leader_noop: leader_noop: bool;
         /// Sets [`seed`](Config::seed).

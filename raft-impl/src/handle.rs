@@ -227,6 +227,8 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             election_deadline: None,
             heartbeat_deadline: None,
             commit_notice_deadline: None,
+            propose_linger: policy_config.propose_linger,
+            last_proposals: 0,
             alarm: None,
             stop_after_handover: None,
             in_flight: Default::default(),

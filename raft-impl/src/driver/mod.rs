@@ -218,6 +218,10 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) election_deadline: Option<Duration>,
     pub(crate) heartbeat_deadline: Option<Duration>,
     pub(crate) commit_notice_deadline: Option<Duration>,
+    /// [`Config::propose_linger`](crate::Config::propose_linger).
+    pub(crate) propose_linger: Duration,
+    /// How many proposals the last batch proposed carried: what a linger waits for.
+    pub(crate) last_proposals: usize,
     /// The sleep armed for the nearest deadline, and when it ends.
     pub(crate) alarm: Option<(Duration, BoxFuture<'static, ()>)>,
     /// A shutdown waiting for this leader's handover to end.
@@ -287,6 +291,14 @@ impl<C: Command, R, Rt, S, T> Drop for Driver<C, R, Rt, S, T> {
     }
 }
 
+/// How many proposals `batch` holds.
+fn proposals_in<C, R>(batch: &[Event<C, R>]) -> usize {
+    batch
+        .iter()
+        .filter(|event| matches!(event, Event::Propose { .. }))
+        .count()
+}
+
 /// A stored snapshot's descriptor and a reader over its data.
 pub(crate) type OpenSnapshot = (SnapshotDescriptor, Arc<dyn SnapshotReader>);
 
@@ -342,11 +354,10 @@ where
             }
             // Whatever else is already queued is handled with it, so that its effects
             // are carried out together: one storage write, one AppendEntries per peer.
-            while batch.len() < MAX_BATCH {
-                match self.events.try_recv() {
-                    Ok(event) => batch.push(event),
-                    Err(_) => break,
-                }
+            self.take_queued(&mut batch);
+            // Closed-loop clients gather again (see `lingers_over`).
+            if self.lingers_over(&batch) {
+                self.linger(&mut batch).await;
             }
             // Opening a snapshot's writer takes the storage from the appends.
             if batch
@@ -450,6 +461,43 @@ where
                 None => self.alarm = None,
             }
         }
+    }
+
+    /// Moves the events already queued into `batch`, up to [`MAX_BATCH`].
+    fn take_queued(&mut self, batch: &mut Vec<Event<C, R>>) {
+        while batch.len() < MAX_BATCH {
+            match self.events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Adds to `batch` what comes until it holds as many proposals as the last batch
+    /// proposed, or the linger is over; then what is queued.
+    async fn linger(&mut self, batch: &mut Vec<Event<C, R>>) {
+        let mut over = self.runtime.sleep(self.propose_linger);
+        while batch.len() < MAX_BATCH && proposals_in(batch) < self.last_proposals {
+            let received = std::pin::pin!(self.events.recv());
+            match select(over.as_mut(), received).await {
+                Either::Right((Ok(event), _)) => batch.push(event),
+                Either::Left(_) | Either::Right((Err(_), _)) => break,
+            }
+        }
+        self.take_queued(batch);
+    }
+
+    /// Whether to wait up to [`Config::propose_linger`](crate::Config::propose_linger)
+    /// for more proposals before handling `batch`: this leader's batch holds proposals,
+    /// fewer than the last batch it proposed. Several clients are writing, and the
+    /// others' next proposals are on their way (a lone client, one proposal a batch,
+    /// never waits).
+    fn lingers_over(&self, batch: &[Event<C, R>]) -> bool {
+        let proposals = proposals_in(batch);
+        !self.propose_linger.is_zero()
+            && proposals > 0
+            && proposals < self.last_proposals
+            && self.node.as_ref().is_some_and(AnyNode::is_leader)
     }
 
     fn step(&mut self, input: Input<C>) {
@@ -769,6 +817,7 @@ where
         let Some(node) = self.node.as_mut() else {
             return;
         };
+        self.last_proposals = proposals.len();
         let (commands, replies): (Vec<C>, Vec<_>) = proposals
             .into_iter()
             .map(|(command, ack, waiter)| (command, (ack, waiter)))

@@ -66,6 +66,12 @@ pub type KvRaft = Raft<KvCommand, KvResponse>;
 /// through one [`LocalNetwork`]; each node's config is [`Config::lab`] seeded with `seed`
 /// plus its id.
 pub async fn kv_cluster(runtime: &SimRuntime, seed: u64) -> Vec<KvRaft> {
+    kv_cluster_with(runtime, seed, Config::lab()).await
+}
+
+/// [`kv_cluster`] with the nodes' configuration given (each node's seed is set from
+/// `seed`, as there).
+pub async fn kv_cluster_with(runtime: &SimRuntime, seed: u64, config: Config) -> Vec<KvRaft> {
     let net = LocalNetwork::new();
     let ids = [NodeId(1), NodeId(2), NodeId(3)];
     let mut nodes = Vec::new();
@@ -76,7 +82,7 @@ pub async fn kv_cluster(runtime: &SimRuntime, seed: u64) -> Vec<KvRaft> {
             state_machine: KvStateMachine::new(),
             transport: net.transport(),
         };
-        let config = Config::lab().with_seed(Some(seed + id.0));
+        let config = config.clone().with_seed(Some(seed + id.0));
         let raft: KvRaft = Raft::spawn(id, ids, config, parts)
             .await
             .expect("a lab config and fresh storage start");
