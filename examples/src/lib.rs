@@ -84,8 +84,8 @@ pub use client::{ClientConfig, ClientError, KvClient, describe_failure};
 pub use members::{MemberAddr, MemberAddrError, MembersError, parse_members, resolve};
 pub use node::{
     BoundNode, DEFAULT_CHANGE_WAIT, DEFAULT_MAX_INFLIGHT_APPENDS, DEFAULT_MAX_SESSIONS,
-    DEFAULT_READ_TIMEOUT, DEFAULT_SNAPSHOT_ENTRIES, DEFAULT_SNAPSHOT_GROWTH_PERCENT, FirstStart,
-    KvNode, NodeConfig, NodeError,
+    DEFAULT_PROPOSE_LINGER, DEFAULT_READ_TIMEOUT, DEFAULT_SNAPSHOT_ENTRIES,
+    DEFAULT_SNAPSHOT_GROWTH_PERCENT, FirstStart, KvNode, NodeConfig, NodeError,
 };
 pub use ports::{PortHolder, free_loopback_addrs};
 pub use protocol::{
