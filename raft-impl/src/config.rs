@@ -67,11 +67,11 @@ pub struct Config {
     /// How long a leader may wait for more proposals before it appends a batch of them,
     /// so that one AppendEntries and one log write carry them all: it waits while the
     /// batch has fewer proposals than the one before it (so never for a lone client),
-    /// until it has as many or this long has passed. Closed-loop clients otherwise settle into groups
-    /// that take turns, each round carrying one group (16 `raft-kv` clients: 7.5-8
-    /// entries per AppendEntries; 12.7-13.8 with 200 µs). Zero (the default) never
-    /// waits. The loop handles nothing else while it waits:
-    /// keep it well under the heartbeat interval.
+    /// until it has as many or this long has passed. Closed-loop clients otherwise
+    /// settle into groups that take turns, each round carrying one group (16 `raft-kv`
+    /// clients: 7.5-8 entries per AppendEntries; 12.7-13.8 with 200 µs). Zero (the
+    /// default) never waits. The loop handles nothing else while it waits: keep it well
+    /// under the heartbeat interval.
     pub propose_linger: Duration,
     /// Whether a new leader appends a blank entry, so that entries of earlier terms
     /// commit without waiting for a client command (§5.4.2, §8). The classic lab forbids
