@@ -66,11 +66,12 @@ pub const DEFAULT_MAX_INFLIGHT_APPENDS: usize = 2;
 ///
 /// Closed-loop clients otherwise split into groups that take turns, each fsync carrying
 /// one group. Measured with 3 durable nodes and the benchmark on 2 cores (2026-12-01,
-/// 22:14-22:23 UTC, 4 pairs of runs of 200 µs and none back to back; the entries per
-/// AppendEntries from the leader's metrics):
+/// 22:14-22:23 UTC, 4 pairs of runs of 200 µs and none back to back, two of them with
+/// `scripts/kv-cpu.sh`; the entries per AppendEntries from the leader's metrics):
 /// * 16 clients: 12.7-13.8 entries against 7.5-7.7; puts/s +36%, +29%, +19%, +6%;
 /// * 64 clients: +1%, +17%, +27%, -4%;
-/// * 256 clients (2 pairs): +20%, 0% (its p99 20.5 against 34.6 ms in the second);
+/// * 256 clients (the `kv-cpu.sh` pairs): +20%, 0% (p99 34.6 against 20.5 ms in the
+///   second);
 /// * 1 client: p50 0.41-0.44 ms against 0.43-0.45 (a lone client is never held).
 pub const DEFAULT_PROPOSE_LINGER: Duration = Duration::from_micros(200);
 
