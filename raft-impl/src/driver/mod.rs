@@ -493,9 +493,13 @@ where
     /// others' next proposals are on their way (a lone client, one proposal a batch,
     /// never waits).
     fn lingers_over(&self, batch: &[Event<C, R>]) -> bool {
+        // The batch is counted only when a linger is set: with none (the library's
+        // default) a turn of the loop costs nothing more.
+        if self.propose_linger.is_zero() || self.last_proposals < 2 {
+            return false;
+        }
         let proposals = proposals_in(batch);
-        !self.propose_linger.is_zero()
-            && proposals > 0
+        proposals > 0
             && proposals < self.last_proposals
             && self.node.as_ref().is_some_and(AnyNode::is_leader)
     }
