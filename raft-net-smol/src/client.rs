@@ -384,16 +384,24 @@ impl<K: Codec> Inner<K> {
         }
         // A connection may end between being handed out and taking the request; the
         // request was not sent then, so it is safe to try once more on a new one.
+        let mut ended_because = None;
         for _ in 0..2 {
             let connection = slot.connection(self).await?;
             match connection.start(body) {
                 Ok(call) => return self.finish(to, call).await,
-                Err(returned) => body = returned,
+                Err(returned) => {
+                    body = returned;
+                    ended_because = connection.ended_because().map(str::to_owned);
+                }
             }
         }
+        let unsent = "the connection closed before the request could be sent";
         Err(failed(
             to,
-            "the connection closed before the request could be sent".to_owned(),
+            match ended_because {
+                Some(reason) => format!("{unsent}: {reason}"),
+                None => unsent.to_owned(),
+            },
         ))
     }
 

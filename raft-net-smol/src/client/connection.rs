@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures::channel::oneshot;
@@ -77,6 +77,8 @@ struct Waiting {
     /// race it.
     opened: Instant,
     last_used_micros: AtomicU64,
+    /// Why the connection ended (the first reason given), once it has.
+    ended: OnceLock<String>,
 }
 
 impl Waiting {
@@ -85,6 +87,7 @@ impl Waiting {
             calls: Mutex::new(Some(HashMap::new())),
             opened: Instant::now(),
             last_used_micros: AtomicU64::new(0),
+            ended: OnceLock::new(),
         }
     }
 
@@ -145,7 +148,12 @@ impl Waiting {
 
     /// Ends the connection's bookkeeping: every waiting request fails with `reason`.
     fn fail_all(&self, reason: &str) {
-        let calls = self.lock().take();
+        let calls = {
+            let mut calls = self.lock();
+            // Under the lock, so that a request refused for want of a map finds why.
+            let _ = self.ended.set(reason.to_owned());
+            calls.take()
+        };
         for (_, pending) in calls.into_iter().flatten() {
             // The request may have stopped waiting; then nobody needs to know.
             let _ = pending.reply.send(Err(NoReply::Closed(reason.to_owned())));
@@ -193,12 +201,14 @@ impl Connection {
             // Weak, so that the writer still ends once the connection's handle is gone.
             let abandon = outbox.downgrade();
             let timers = executor.clone();
+            // Made before the task, not in it: a runtime that has stopped drops the
+            // task before its first poll, and the connection must end then too.
+            let mut ending = Ending {
+                waiting,
+                stream,
+                reason: "the connection's task was dropped (its runtime stopped)".to_owned(),
+            };
             executor.spawn(async move {
-                let mut ending = Ending {
-                    waiting,
-                    stream,
-                    reason: "the connection's task was dropped (its runtime stopped)".to_owned(),
-                };
                 let waiting = &ending.waiting;
                 let reading = read_replies(reader, waiting, &config);
                 let writing = write_frames(&wire, outgoing);
@@ -229,6 +239,11 @@ impl Connection {
     /// Whether the connection can still carry requests.
     pub(crate) fn is_open(&self) -> bool {
         self.waiting.lock().is_some()
+    }
+
+    /// Why the connection ended, if it has.
+    pub(crate) fn ended_because(&self) -> Option<&str> {
+        self.waiting.ended.get().map(String::as_str)
     }
 
     /// Whether no request has used the connection for so long (three quarters of the

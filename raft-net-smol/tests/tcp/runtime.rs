@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use raft_net_smol::{Protocol, Service, TcpClient, TcpServer};
 use raft_tokio::TokioRuntime;
-use raft_traits::{NodeId, Term, Transport, TransportError, async_trait};
+use raft_traits::{NodeId, Runtime, Term, Transport, TransportError, async_trait};
 
 use crate::support::{PEER, TestHandler, config, server, transport, vote, vote_reply, within};
 
@@ -117,6 +117,44 @@ fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
             matches!(&reply, Err(TransportError::Failed { reason, .. }) if reason.contains("runtime stopped")),
             "{reply:?}"
         );
+        transport.shutdown();
+        within("the server to shut down", server.shutdown()).await;
+    });
+}
+
+/// The same, when the runtime is gone before the next request: the connection it served
+/// has ended, and a fresh one cannot start its task there. The runtime drops that task
+/// before its first poll; the request must fail with the reason all the same, not wait
+/// for ever on a connection nobody reads (this order lost the race now and then in the
+/// test above, until the connection's ending no longer waited for the task's first poll).
+#[test]
+fn a_transport_whose_runtime_is_gone_fails_new_connections_at_once() {
+    let (server, _) = server(config());
+    let mut patient = config();
+    patient.request_timeout = Duration::from_secs(24 * 3600);
+    let transport = transport(server.local_addr(), patient);
+    let runtime = raft_net_smol::SmolRuntime::with_threads(1);
+    transport.set_runtime(runtime.clone());
+    smol::block_on(async {
+        let reply = within("a vote", transport.send(PEER, vote(Term(4)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(4))));
+        runtime.stop();
+        // Gone once it refuses a task: its threads have left and dropped every task,
+        // the connection's among them.
+        while runtime.spawn(async {}).await.is_ok() {
+            smol::future::yield_now().await;
+        }
+        for term in [5, 6] {
+            let reply = within(
+                "a vote after the stop",
+                transport.send(PEER, vote(Term(term))),
+            )
+            .await;
+            assert!(
+                matches!(&reply, Err(TransportError::Failed { reason, .. }) if reason.contains("runtime stopped")),
+                "{reply:?}"
+            );
+        }
         transport.shutdown();
         within("the server to shut down", server.shutdown()).await;
     });
