@@ -60,6 +60,8 @@ pub(crate) struct Reactor {
     entered: AtomicBool,
     /// The wakers of the sockets a wait found ready, kept between waits.
     wakers: Mutex<Vec<Waker>>,
+    /// Set when the pool stops: no thread will wait here again (see [`Reactor::close`]).
+    closed: AtomicBool,
 }
 
 impl Reactor {
@@ -80,6 +82,7 @@ impl Reactor {
             next_key: AtomicU64::new(0),
             entered: AtomicBool::new(false),
             wakers: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -148,11 +151,41 @@ impl Reactor {
         }
     }
 
+    /// The pool stopped: no thread will wait here again. A socket waiting here would
+    /// wait for ever, so every wait on the registered sockets fails from now on (their
+    /// waiting tasks are woken to see it), and no socket is registered any more: a
+    /// connection opened meanwhile waits in async-io's reactor instead.
+    pub(crate) fn close(&self) {
+        let mut wakers = Vec::new();
+        {
+            let sources = lock(&self.sources);
+            // Under the lock `register` takes: a socket is either refused or swept here.
+            self.closed.store(true, Ordering::SeqCst);
+            for readiness in sources.values() {
+                readiness.take_waiters(&mut wakers);
+            }
+        }
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// The error of a wait on a closed reactor.
+    fn closed_error() -> io::Error {
+        io::Error::other("the socket's runtime stopped: nothing waits for its events")
+    }
+
     /// Registers `stream` (already non-blocking) for both directions, edge-triggered.
     fn register(self: &Arc<Self>, stream: std::net::TcpStream) -> io::Result<Registered> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let readiness = Arc::new(Readiness::default());
-        lock(&self.sources).insert(key, Arc::clone(&readiness));
+        {
+            let mut sources = lock(&self.sources);
+            if self.closed.load(Ordering::SeqCst) {
+                return Err(Self::closed_error());
+            }
+            sources.insert(key, Arc::clone(&readiness));
+        }
         let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         if let Err(e) = epoll::add(&self.epoll, &stream, EventData::new_u64(key), flags) {
             lock(&self.sources).remove(&key);
@@ -213,6 +246,15 @@ impl Readiness {
         }
     }
 
+    /// Takes the wakers of the tasks waiting in either direction.
+    fn take_waiters(&self, wakers: &mut Vec<Waker>) {
+        wakers.extend(
+            lock(&self.state)
+                .iter_mut()
+                .filter_map(|side| side.waiter.take()),
+        );
+    }
+
     /// The number of events seen so far in `direction`.
     fn tick(&self, direction: Direction) -> u64 {
         lock(&self.state)[direction as usize].tick
@@ -240,6 +282,18 @@ struct Registered {
     key: u64,
     readiness: Arc<Readiness>,
     stream: std::net::TcpStream,
+}
+
+impl Registered {
+    /// What a read or write that must wait returns, its waker set: pending, unless the
+    /// reactor closed. Checked after the waker is set, so that either this sees the
+    /// reactor closed or `close` sees the waker.
+    fn pending<T>(&self) -> Poll<io::Result<T>> {
+        if self.reactor.closed.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(Reactor::closed_error()));
+        }
+        Poll::Pending
+    }
 }
 
 impl Drop for Registered {
@@ -309,7 +363,7 @@ impl AsyncRead for Socket {
         loop {
             if let Some(tick) = this.dry_since {
                 if !readiness.arrived_since(Direction::Read, tick, cx.waker()) {
-                    return Poll::Pending;
+                    return this.registered.pending();
                 }
                 this.dry_since = None;
             }
@@ -341,7 +395,7 @@ impl Socket {
             match write(&self.registered.stream) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if !readiness.arrived_since(Direction::Write, tick, cx.waker()) {
-                        return Poll::Pending;
+                        return self.registered.pending();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -457,6 +511,36 @@ mod tests {
             writing.await;
             assert_eq!(received.len(), SIZE);
             assert!(received == expected, "the bytes arrived altered");
+        });
+    }
+
+    /// A stopped pool's reactor: a read waiting there fails instead of waiting for
+    /// events nobody will take, and a socket opened afterwards goes to async-io's.
+    #[test]
+    fn a_stopped_pools_sockets_fail_their_waits_and_new_ones_go_elsewhere() {
+        let pool = Pool::start(1).upgrade().expect("running");
+        let reactor = pool.reactor().expect("a reactor on Linux");
+        smol::block_on(async {
+            let (_client, _near, _server, mut far) = pair(Arc::clone(&reactor)).await;
+            // Waits on this thread, outside the pool, for bytes that never come.
+            let mut buffer = [0u8; 8];
+            let mut reading = far.read(&mut buffer);
+            assert!(futures::poll!(&mut reading).is_pending());
+            pool.stop();
+            let read = within_30s(reading).await;
+            assert!(
+                read.as_ref()
+                    .is_err_and(|e| e.to_string().contains("runtime stopped")),
+                "{read:?}"
+            );
+            let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+            let late = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            assert!(matches!(
+                Transport::on(&late, Some(reactor)),
+                Transport::AsyncIo(_)
+            ));
         });
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
 use std::time::Duration;
 
 use raft_traits::{Codec, Command, NodeId, Postcard, RpcHandler, Runtime};
@@ -127,6 +127,62 @@ struct State {
     connections: HashMap<u64, Served>,
     next_connection: u64,
     shut_down: bool,
+}
+
+/// Takes a served connection off the server's list when its task ends, and closes its
+/// socket.
+///
+/// The task may also end without finishing: a runtime that stops drops the tasks still
+/// on it, even before their first poll. The socket must close then too, or the client's
+/// requests wait on it for their whole timeout while the server holds it open with
+/// nobody serving it.
+struct Deregistration<K> {
+    server: Weak<Shared<K>>,
+    id: u64,
+    stream: TcpStream,
+    /// Whether the task got to its end, where it deregistered.
+    finished: bool,
+}
+
+impl<K> Deregistration<K> {
+    /// The task's normal end.
+    fn finish(&mut self) {
+        self.finished = true;
+        if let Some(server) = self.server.upgrade() {
+            let served = server.lock().connections.remove(&self.id);
+            Self::let_finish(served);
+        }
+    }
+
+    fn let_finish(served: Option<Served>) {
+        if let Some(mut served) = served {
+            // This very task: let it finish rather than cancel it.
+            if let Some(task) = served.task.take() {
+                task.detach();
+            }
+        }
+    }
+}
+
+impl<K> Drop for Deregistration<K> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+        let Some(server) = self.server.upgrade() else {
+            return;
+        };
+        // Without waiting: a runtime that refuses the task drops it inside `spawn`,
+        // where `start_serving` holds the lock. The entry then stays, with its socket
+        // closed, until `shutdown`.
+        let served = match server.state.try_lock() {
+            Ok(mut state) => state.connections.remove(&self.id),
+            Err(TryLockError::Poisoned(state)) => state.into_inner().connections.remove(&self.id),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        Self::let_finish(served);
+    }
 }
 
 /// A connection being served.
@@ -373,9 +429,17 @@ impl<K: Codec> Shared<K> {
             executor: state.executor.clone(),
         };
         let serving = connection::serve(stream.clone(), Arc::clone(service), setup);
-        let weak = Weak::clone(weak);
-        // Registered before the task can finish: it deregisters under the same lock.
+        // Made before the task, not in it, so that it runs however the task ends (see
+        // `Deregistration`). Registered before the task can finish: it deregisters under
+        // the same lock.
+        let deregistration = Deregistration {
+            server: Weak::clone(weak),
+            id,
+            stream: stream.clone(),
+            finished: false,
+        };
         let task = state.executor.spawn(async move {
+            let mut deregistration = deregistration;
             match serving.await {
                 Ok(()) => tracing::debug!(%peer, "connection closed by the client"),
                 Err(ConnectionError::Io(error)) => {
@@ -395,15 +459,7 @@ impl<K: Codec> Shared<K> {
                     tracing::warn!(%peer, %error, "closing connection: bad input");
                 }
             }
-            if let Some(server) = weak.upgrade() {
-                let served = server.lock().connections.remove(&id);
-                if let Some(mut served) = served {
-                    // This very task: let it finish rather than cancel it.
-                    if let Some(task) = served.task.take() {
-                        task.detach();
-                    }
-                }
-            }
+            deregistration.finish();
         });
         tracing::debug!(%peer, "connection accepted");
         state.connections.insert(

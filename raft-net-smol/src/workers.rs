@@ -212,6 +212,9 @@ impl Pool {
     /// Stops the threads; the tasks are dropped once the last thread has left.
     pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::SeqCst);
+        if let Some(reactor) = &self.reactor {
+            reactor.close();
+        }
         let sleepers: Vec<Sleeper> = lock(&self.sleeping)
             .iter_mut()
             .flat_map(Option::take)

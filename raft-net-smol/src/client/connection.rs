@@ -203,12 +203,13 @@ impl Connection {
             let timers = executor.clone();
             // Made before the task, not in it: a runtime that has stopped drops the
             // task before its first poll, and the connection must end then too.
-            let mut ending = Ending {
+            let ending = Ending {
                 waiting,
                 stream,
                 reason: "the connection's task was dropped (its runtime stopped)".to_owned(),
             };
             executor.spawn(async move {
+                let mut ending = ending;
                 let waiting = &ending.waiting;
                 let reading = read_replies(reader, waiting, &config);
                 let writing = write_frames(&wire, outgoing);

@@ -160,6 +160,33 @@ fn a_transport_whose_runtime_is_gone_fails_new_connections_at_once() {
     });
 }
 
+/// A server whose runtime has gone ends its connections with it: the client's request
+/// fails at once instead of waiting out its timeout (a day here) on a socket the server
+/// still held open with nobody serving it.
+#[test]
+fn a_server_whose_runtime_is_gone_closes_its_connections() {
+    let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
+    let runtime = raft_net_smol::SmolRuntime::with_threads(1);
+    server.set_runtime(runtime.clone());
+    server.serve::<u64>(TestHandler::new()).unwrap();
+    let mut patient = config();
+    patient.request_timeout = Duration::from_secs(24 * 3600);
+    let transport = transport(server.local_addr(), patient);
+    smol::block_on(async {
+        let reply = within("a vote", transport.send(PEER, vote(Term(4)))).await;
+        assert_eq!(reply, Ok(vote_reply(Term(4))));
+        runtime.stop();
+        while runtime.spawn(async {}).await.is_ok() {
+            smol::future::yield_now().await;
+        }
+        let reply = within("a vote after the stop", transport.send(PEER, vote(Term(5)))).await;
+        assert!(reply.is_err(), "{reply:?}");
+        assert_eq!(server.connection_count(), 0);
+        transport.shutdown();
+        within("the server to shut down", server.shutdown()).await;
+    });
+}
+
 /// A connection's socket waits in the reactor of the runtime its task runs on, not in
 /// that of the pool whose thread happened to open it: a transport on smol's global
 /// executor, first used from a task on a pool, still gets its replies once that pool has
