@@ -94,6 +94,12 @@ impl Reactor {
             .is_ok()
     }
 
+    /// Whether a thread holds the right to wait (it waits, or looks for work, and will
+    /// take the sockets' events).
+    pub(crate) fn is_entered(&self) -> bool {
+        self.entered.load(Ordering::Acquire)
+    }
+
     /// Gives the right to wait back.
     pub(crate) fn leave(&self) {
         self.entered.store(false, Ordering::Release);

@@ -214,11 +214,15 @@ fn a_connection_opened_from_another_pool_outlives_that_pool() {
 /// A task on a pool that blocks its thread until its request is answered (`block_on`
 /// inside a task, a pattern that works on this runtime) gets its answer: by default a
 /// request leaves at once, not at the end of its task's turn, which this turn would never
-/// reach before the request timed out.
+/// reach before the request timed out. And its reply is read while it blocks: the other
+/// thread, parked, takes over the sockets (which the request timeout of a day leaves
+/// no timer to do for hours).
 #[test]
 fn a_pool_task_blocking_on_its_reply_gets_it() {
     let (server, _) = server(config());
-    let transport = Arc::new(transport(server.local_addr(), config()));
+    let mut patient = config();
+    patient.request_timeout = Duration::from_secs(24 * 3600);
+    let transport = Arc::new(transport(server.local_addr(), patient));
     // Two threads: the connection's task runs on the one the blocked task leaves free.
     let pool = raft_net_smol::SmolRuntime::with_threads(2);
     transport.set_runtime(pool.clone());
