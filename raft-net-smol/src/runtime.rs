@@ -90,6 +90,11 @@ impl SmolRuntime {
     /// Stops the threads of a runtime made by [`with_threads`](Self::with_threads) and
     /// drops every task still on it. Later spawns end at once with
     /// [`JoinError`](raft_traits::JoinError). Does nothing on the global runtime.
+    ///
+    /// A connection whose task ran here ends with it. A client's waiting requests fail
+    /// with an error that says the runtime stopped, as do later ones that need a new
+    /// connection here; a server's connections close. A socket still waiting in the
+    /// pool's reactor gets an error rather than waiting for ever.
     pub fn stop(&self) {
         if let Flavour::Owned(pool) = &self.shared.executor
             && let Some(pool) = pool.upgrade()
