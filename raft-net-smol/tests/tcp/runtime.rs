@@ -97,52 +97,56 @@ fn a_server_and_transport_on_a_tokio_runtime_shut_down_their_tasks() {
     });
 }
 
-/// A connection's task goes with its runtime when that stops: the requests on the
-/// connection then fail at once, with the reason, instead of waiting for ever for a
-/// reader and a timeout sweep that are gone (the request timeout here is a day).
-#[test]
-fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
-    let (server, _) = server(config());
+/// A config whose requests wait a day for their reply: a request that would hang shows
+/// as a hang, not as a timeout.
+fn patient() -> raft_net_smol::TcpConfig {
     let mut patient = config();
     patient.request_timeout = Duration::from_secs(24 * 3600);
-    let transport = transport(server.local_addr(), patient);
-    let runtime = raft_net_smol::SmolRuntime::with_threads(1);
-    transport.set_runtime(runtime.clone());
-    smol::block_on(async {
-        let reply = within("a vote", transport.send(PEER, vote(Term(4)))).await;
-        assert_eq!(reply, Ok(vote_reply(Term(4))));
-        runtime.stop();
-        let reply = within("a vote after the stop", transport.send(PEER, vote(Term(5)))).await;
-        assert!(
-            matches!(&reply, Err(TransportError::Failed { reason, .. }) if reason.contains("runtime stopped")),
-            "{reply:?}"
-        );
-        transport.shutdown();
-        within("the server to shut down", server.shutdown()).await;
-    });
+    patient
+}
+
+/// Stops `runtime` and returns once it is gone: once it refuses a task, its threads have
+/// left and dropped every task still on it.
+async fn stop_until_gone(runtime: &raft_net_smol::SmolRuntime) {
+    runtime.stop();
+    while runtime.spawn(async {}).await.is_ok() {
+        smol::future::yield_now().await;
+    }
+}
+
+/// A connection's task goes with its runtime when that stops: the requests on the
+/// connection then fail at once, with the reason, instead of waiting for ever for a
+/// reader and a timeout sweep that are gone.
+#[test]
+fn a_transport_whose_runtime_stopped_fails_its_requests_at_once() {
+    requests_after_the_stop_fail(false);
 }
 
 /// The same, when the runtime is gone before the next request: the connection it served
 /// has ended, and a fresh one cannot start its task there. The runtime drops that task
 /// before its first poll; the request must fail with the reason all the same, not wait
 /// for ever on a connection nobody reads (this order lost the race now and then in the
-/// test above, until the connection's ending no longer waited for the task's first poll).
+/// test above, until the connection's ending no longer waited for the task's first poll,
+/// and a socket no longer went to the stopped pool's reactor).
 #[test]
 fn a_transport_whose_runtime_is_gone_fails_new_connections_at_once() {
+    requests_after_the_stop_fail(true);
+}
+
+/// Votes through a transport whose runtime stops after the first; `gone`: the later ones
+/// are sent once the runtime has gone.
+fn requests_after_the_stop_fail(gone: bool) {
     let (server, _) = server(config());
-    let mut patient = config();
-    patient.request_timeout = Duration::from_secs(24 * 3600);
-    let transport = transport(server.local_addr(), patient);
+    let transport = transport(server.local_addr(), patient());
     let runtime = raft_net_smol::SmolRuntime::with_threads(1);
     transport.set_runtime(runtime.clone());
     smol::block_on(async {
         let reply = within("a vote", transport.send(PEER, vote(Term(4)))).await;
         assert_eq!(reply, Ok(vote_reply(Term(4))));
-        runtime.stop();
-        // Gone once it refuses a task: its threads have left and dropped every task,
-        // the connection's among them.
-        while runtime.spawn(async {}).await.is_ok() {
-            smol::future::yield_now().await;
+        if gone {
+            stop_until_gone(&runtime).await;
+        } else {
+            runtime.stop();
         }
         for term in [5, 6] {
             let reply = within(
@@ -161,24 +165,19 @@ fn a_transport_whose_runtime_is_gone_fails_new_connections_at_once() {
 }
 
 /// A server whose runtime has gone ends its connections with it: the client's request
-/// fails at once instead of waiting out its timeout (a day here) on a socket the server
-/// still held open with nobody serving it.
+/// fails at once instead of waiting out its timeout on a socket the server still held
+/// open with nobody serving it.
 #[test]
 fn a_server_whose_runtime_is_gone_closes_its_connections() {
     let server = TcpServer::bind(SocketAddr::from(([127, 0, 0, 1], 0)), config()).unwrap();
     let runtime = raft_net_smol::SmolRuntime::with_threads(1);
     server.set_runtime(runtime.clone());
     server.serve::<u64>(TestHandler::new()).unwrap();
-    let mut patient = config();
-    patient.request_timeout = Duration::from_secs(24 * 3600);
-    let transport = transport(server.local_addr(), patient);
+    let transport = transport(server.local_addr(), patient());
     smol::block_on(async {
         let reply = within("a vote", transport.send(PEER, vote(Term(4)))).await;
         assert_eq!(reply, Ok(vote_reply(Term(4))));
-        runtime.stop();
-        while runtime.spawn(async {}).await.is_ok() {
-            smol::future::yield_now().await;
-        }
+        stop_until_gone(&runtime).await;
         let reply = within("a vote after the stop", transport.send(PEER, vote(Term(5)))).await;
         assert!(reply.is_err(), "{reply:?}");
         assert_eq!(server.connection_count(), 0);
@@ -220,9 +219,7 @@ fn a_connection_opened_from_another_pool_outlives_that_pool() {
 #[test]
 fn a_pool_task_blocking_on_its_reply_gets_it() {
     let (server, _) = server(config());
-    let mut patient = config();
-    patient.request_timeout = Duration::from_secs(24 * 3600);
-    let transport = Arc::new(transport(server.local_addr(), patient));
+    let transport = Arc::new(transport(server.local_addr(), patient()));
     // Two threads: the connection's task runs on the one the blocked task leaves free.
     let pool = raft_net_smol::SmolRuntime::with_threads(2);
     transport.set_runtime(pool.clone());
