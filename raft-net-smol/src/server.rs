@@ -150,11 +150,12 @@ impl<K> Deregistration<K> {
         self.finished = true;
         if let Some(server) = self.server.upgrade() {
             let served = server.lock().connections.remove(&self.id);
-            Self::let_finish(served);
+            Self::detach_task(served);
         }
     }
 
-    fn let_finish(served: Option<Served>) {
+    /// Detaches the task of `served`, taken off the list by the task itself.
+    fn detach_task(served: Option<Served>) {
         if let Some(mut served) = served {
             // This very task: let it finish rather than cancel it.
             if let Some(task) = served.task.take() {
@@ -181,7 +182,7 @@ impl<K> Drop for Deregistration<K> {
             Err(TryLockError::Poisoned(state)) => state.into_inner().connections.remove(&self.id),
             Err(TryLockError::WouldBlock) => None,
         };
-        Self::let_finish(served);
+        Self::detach_task(served);
     }
 }
 

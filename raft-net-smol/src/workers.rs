@@ -529,6 +529,15 @@ impl Pool {
     /// `raft-net-smol`'s `a_pool_task_blocking_on_its_reply_gets_it` waited 7.5 s for its
     /// reply (until the connection's sweep ticked) in half of its runs without this.
     fn park(&self, id: usize, timeout: Option<Duration>) {
+        // Without a reactor of the pool's own, async-io's thread watches the sockets.
+        let Some(reactor) = &self.reactor else {
+            // A spurious return only sends the thread round its loop once more.
+            match timeout {
+                Some(timeout) => thread::park_timeout(timeout),
+                None => thread::park(),
+            }
+            return;
+        };
         let until = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         loop {
             let left = until.map(|until| until.saturating_duration_since(Instant::now()));
@@ -538,10 +547,7 @@ impl Pool {
             // A spurious return only sends the thread round its loop once more.
             thread::park_timeout(left.map_or(PARKED_LOOKOUT, |left| left.min(PARKED_LOOKOUT)));
             let woken = lock(&self.sleeping)[id].is_none();
-            let unwatched = self
-                .reactor
-                .as_ref()
-                .is_some_and(|reactor| !reactor.is_entered());
+            let unwatched = !reactor.is_entered();
             if woken || unwatched || !self.queue.is_empty() || self.stopped.load(Ordering::SeqCst) {
                 return;
             }
