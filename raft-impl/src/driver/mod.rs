@@ -356,8 +356,8 @@ where
             // are carried out together: one storage write, one AppendEntries per peer.
             self.take_queued(&mut batch);
             // Closed-loop clients gather again (see `lingers_over`).
-            if self.lingers_over(&batch) {
-                self.linger(&mut batch).await;
+            if let Some(proposals) = self.lingers_over(&batch) {
+                self.linger(&mut batch, proposals).await;
             }
             // Opening a snapshot's writer takes the storage from the appends.
             if batch
@@ -473,14 +473,19 @@ where
         }
     }
 
-    /// Adds to `batch` what comes until it holds as many proposals as the last batch
-    /// proposed, or the linger is over; then what is queued.
-    async fn linger(&mut self, batch: &mut Vec<Event<C, R>>) {
+    /// Adds to `batch`, which holds `proposals` proposals, what comes until it holds as
+    /// many as the last batch proposed, or the linger is over; then what is queued.
+    async fn linger(&mut self, batch: &mut Vec<Event<C, R>>, mut proposals: usize) {
         let mut over = self.runtime.sleep(self.propose_linger);
-        while batch.len() < MAX_BATCH && proposals_in(batch) < self.last_proposals {
+        while batch.len() < MAX_BATCH && proposals < self.last_proposals {
             let received = std::pin::pin!(self.events.recv());
             match select(over.as_mut(), received).await {
-                Either::Right((Ok(event), _)) => batch.push(event),
+                Either::Right((Ok(event), _)) => {
+                    if matches!(event, Event::Propose { .. }) {
+                        proposals += 1;
+                    }
+                    batch.push(event);
+                }
                 Either::Left(_) | Either::Right((Err(_), _)) => break,
             }
         }
@@ -491,17 +496,18 @@ where
     /// for more proposals before handling `batch`: this leader's batch holds proposals,
     /// fewer than the last batch it proposed. Several clients are writing, and the
     /// others' next proposals are on their way (a lone client, one proposal a batch,
-    /// never waits).
-    fn lingers_over(&self, batch: &[Event<C, R>]) -> bool {
+    /// never waits). If so, returns how many proposals it holds.
+    fn lingers_over(&self, batch: &[Event<C, R>]) -> Option<usize> {
         // The batch is counted only when a linger is set: with none (the library's
         // default) a turn of the loop costs nothing more.
         if self.propose_linger.is_zero() || self.last_proposals < 2 {
-            return false;
+            return None;
         }
         let proposals = proposals_in(batch);
-        proposals > 0
+        (proposals > 0
             && proposals < self.last_proposals
-            && self.node.as_ref().is_some_and(AnyNode::is_leader)
+            && self.node.as_ref().is_some_and(AnyNode::is_leader))
+        .then_some(proposals)
     }
 
     fn step(&mut self, input: Input<C>) {
