@@ -37,7 +37,7 @@ pub type KvRaft = Raft<KvSessionCommand, KvSessionResult>;
 /// It takes no snapshot by itself: the node sets
 /// [`Config::snapshot_after_entries`](raft_impl::Config::snapshot_after_entries), and
 /// Raft calls [`capture_snapshot`](StateMachine::capture_snapshot) between two applies.
-/// The capture clones the `Arc` of the copy-on-write key-value map and copies the
+/// The capture clones the root of the persistent key-value map and copies the
 /// session table (at most `max_sessions` small records); the encoding runs on a thread
 /// of the blocking pool while commands keep applying.
 ///

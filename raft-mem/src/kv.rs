@@ -61,16 +61,18 @@ pub enum KvResponse {
 
 /// A key-value store of strings, replicated by Raft.
 ///
-/// It keeps the data in a [`BTreeMap`] (so snapshots are deterministic) and remembers the
-/// log id of the last command it applied. A snapshot is the postcard encoding of the map,
-/// with `meta.last_included` set to that log id.
+/// It keeps the data in an ordered map (so snapshots are deterministic) and remembers the
+/// log id of the last command it applied. A snapshot is the postcard encoding of the map
+/// as a [`BTreeMap`] of the same entries would encode, with `meta.last_included` set to
+/// that log id.
 ///
-/// The map sits behind an `Arc` and is written copy-on-write, so
+/// The map is a persistent B-tree ([`imbl::OrdMap`]), so
 /// [`capture_snapshot_stream`](StateMachine::capture_snapshot_stream) (and
-/// [`capture_snapshot`](StateMachine::capture_snapshot)) only clone the `Arc`: the
-/// snapshot is encoded on its own task while commands keep applying. The first write
-/// while an encoding still holds the map copies the map once (its entries are `Arc`s:
-/// reference counts, not text); a write after the encoding finished copies nothing.
+/// [`capture_snapshot`](StateMachine::capture_snapshot)) only share its root: the
+/// snapshot is encoded on its own task while commands keep applying. A write while an
+/// encoding still holds the map copies the few nodes on its own path, not the map. (With a
+/// copy-on-write `Arc<BTreeMap>`, the first write after each capture copied every node,
+/// stalling the apply task for a time proportional to the number of keys.)
 /// The streamed encoding goes to storage in pieces of about 64 KiB, and
 /// [`restore_from`](StateMachine::restore_from) decodes it from pieces of that size, so
 /// neither taking nor restoring a snapshot needs memory for the encoded map whole.
@@ -92,15 +94,18 @@ pub enum KvResponse {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStateMachine {
-    data: Arc<BTreeMap<Arc<str>, Arc<str>>>,
+    data: Map,
     last_applied: LogId,
 }
+
+/// The store's map; cloning it shares its nodes (see [`KvStateMachine`]).
+type Map = imbl::OrdMap<Arc<str>, Arc<str>>;
 
 /// About how many bytes of encoded entries the streamed snapshot writes at a time.
 const SNAPSHOT_PIECE: usize = 64 * 1024;
 
 /// The map captured for a snapshot, which encodes itself into storage entry by entry.
-struct CapturedMap(Arc<BTreeMap<Arc<str>, Arc<str>>>);
+struct CapturedMap(Map);
 
 #[async_trait]
 impl SnapshotSource for CapturedMap {
@@ -108,17 +113,10 @@ impl SnapshotSource for CapturedMap {
         self: Box<Self>,
         out: &mut dyn SnapshotWriter,
     ) -> Result<(), StateMachineError> {
-        // The same bytes as encoding the map whole: postcard writes a map as its length
-        // (a varint) followed by each key and value in order.
-        let encode_error = |e| StateMachineError::Other(Box::new(e));
         let mut piece = Vec::with_capacity(SNAPSHOT_PIECE);
-        Postcard
-            .encode_into(&self.0.len(), &mut piece)
-            .map_err(encode_error)?;
+        encode_len(&self.0, &mut piece)?;
         for entry in self.0.iter() {
-            Postcard
-                .encode_into(&entry, &mut piece)
-                .map_err(encode_error)?;
+            encode_entry(entry, &mut piece)?;
             if piece.len() >= SNAPSHOT_PIECE {
                 let full = std::mem::replace(&mut piece, Vec::with_capacity(SNAPSHOT_PIECE));
                 out.write(Bytes::from(full)).await?;
@@ -129,20 +127,36 @@ impl SnapshotSource for CapturedMap {
     }
 }
 
+// A snapshot's bytes are postcard's encoding of a map: its length (a varint), then each
+// key and value in key order. These two write it entry by entry.
+
+/// Appends the map's length to `out`.
+fn encode_len(data: &Map, out: &mut Vec<u8>) -> Result<(), StateMachineError> {
+    Postcard
+        .encode_into(&data.len(), out)
+        .map_err(|e| StateMachineError::Other(Box::new(e)))
+}
+
+/// Appends one key and its value to `out`.
+fn encode_entry(entry: (&Arc<str>, &Arc<str>), out: &mut Vec<u8>) -> Result<(), StateMachineError> {
+    Postcard
+        .encode_into(&entry, out)
+        .map_err(|e| StateMachineError::Other(Box::new(e)))
+}
+
 /// Encodes `data` as a snapshot covering `last_included`.
-fn encode(
-    data: &BTreeMap<Arc<str>, Arc<str>>,
-    last_included: LogId,
-) -> Result<Snapshot, StateMachineError> {
-    let data = Postcard
-        .encode(data)
-        .map_err(|e| StateMachineError::Other(Box::new(e)))?;
+fn encode(data: &Map, last_included: LogId) -> Result<Snapshot, StateMachineError> {
+    let mut bytes = Vec::new();
+    encode_len(data, &mut bytes)?;
+    for entry in data.iter() {
+        encode_entry(entry, &mut bytes)?;
+    }
     Ok(Snapshot {
         meta: SnapshotMeta {
             last_included,
             membership: Default::default(),
         },
-        data: Bytes::from(data),
+        data: Bytes::from(bytes),
     })
 }
 
@@ -154,7 +168,7 @@ const RESTORE_PIECE: usize = 64 * 1024;
 async fn decode_map_from(
     reader: &dyn SnapshotReader,
     piece: usize,
-) -> Result<BTreeMap<Arc<str>, Arc<str>>, StateMachineError> {
+) -> Result<Map, StateMachineError> {
     let mut input = Pieces {
         reader,
         piece: piece.max(1),
@@ -163,7 +177,7 @@ async fn decode_map_from(
         start: 0,
     };
     let len: usize = input.next().await?;
-    let mut map = BTreeMap::new();
+    let mut map = Map::new();
     for _ in 0..len {
         // As decoding the map whole would: a later duplicate key replaces an earlier.
         let (key, value): (Arc<str>, Arc<str>) = input.next().await?;
@@ -260,18 +274,9 @@ impl StateMachine<KvCommand> for KvStateMachine {
         }
         self.last_applied = log_id;
         match command {
-            KvCommand::Put { key, value } => {
-                KvResponse::Replaced(Arc::make_mut(&mut self.data).insert(key, value))
-            }
+            KvCommand::Put { key, value } => KvResponse::Replaced(self.data.insert(key, value)),
             KvCommand::Get { key } => KvResponse::Value(self.data.get(&key).cloned()),
-            KvCommand::Delete { key } => {
-                // Only a delete that removes something writes (and may copy the map).
-                if self.data.contains_key(&key) {
-                    KvResponse::Removed(Arc::make_mut(&mut self.data).remove(&key))
-                } else {
-                    KvResponse::Removed(None)
-                }
-            }
+            KvCommand::Delete { key } => KvResponse::Removed(self.data.remove(&key)),
         }
     }
 
@@ -280,22 +285,22 @@ impl StateMachine<KvCommand> for KvStateMachine {
     }
 
     fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
-        let data = Arc::clone(&self.data);
+        let data = self.data.clone();
         let last_included = self.last_applied;
         Some(Box::pin(async move { encode(&data, last_included) }))
     }
 
     fn capture_snapshot_stream(&mut self) -> Option<Box<dyn SnapshotSource>> {
-        Some(Box::new(CapturedMap(Arc::clone(&self.data))))
+        Some(Box::new(CapturedMap(self.data.clone())))
     }
 
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let offered = snapshot.meta.last_included;
         StateMachineError::unless_newer(self.last_applied, offered)?;
-        let data = Postcard
+        let data: BTreeMap<Arc<str>, Arc<str>> = Postcard
             .decode(&snapshot.data)
             .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))?;
-        self.data = Arc::new(data);
+        self.data = data.into_iter().collect();
         self.last_applied = offered;
         Ok(())
     }
@@ -310,8 +315,7 @@ impl StateMachine<KvCommand> for KvStateMachine {
     ) -> Result<(), StateMachineError> {
         let offered = meta.last_included;
         StateMachineError::unless_newer(self.last_applied, offered)?;
-        let data = decode_map_from(reader.as_ref(), RESTORE_PIECE).await?;
-        self.data = Arc::new(data);
+        self.data = decode_map_from(reader.as_ref(), RESTORE_PIECE).await?;
         self.last_applied = offered;
         Ok(())
     }
@@ -435,6 +439,23 @@ mod tests {
         assert_eq!(reply, KvResponse::Value(some("2")));
     }
 
+    /// The snapshot format is postcard's encoding of the entries as a `BTreeMap`, which
+    /// snapshots stored by earlier versions hold.
+    #[test]
+    fn a_snapshot_is_the_maps_encoding_as_a_btreemap() {
+        let mut kv = KvStateMachine::new();
+        let mut expected = BTreeMap::<Arc<str>, Arc<str>>::new();
+        block_on(async {
+            for (i, key) in ["m", "b", "x", "a", "q"].into_iter().enumerate() {
+                let value = format!("value of {key}");
+                kv.apply(at(1, i as u64 + 1), put(key, &value)).await;
+                expected.insert(key.into(), value.into());
+            }
+        });
+        let snapshot = block_on(kv.snapshot()).unwrap();
+        assert_eq!(snapshot.data, Postcard.encode(&expected).unwrap());
+    }
+
     #[test]
     fn the_streamed_snapshot_is_the_whole_encoding_in_pieces() {
         let mut kv = KvStateMachine::new();
@@ -475,7 +496,7 @@ mod tests {
         for piece in [1, 7, 100, 64 * 1024] {
             let reader = raft_traits::BytesReader(snapshot.data.clone());
             let map = block_on(decode_map_from(&reader, piece)).unwrap();
-            assert!(map == *kv.data, "piece size {piece}");
+            assert!(map == kv.data, "piece size {piece}");
         }
         let mut restored = KvStateMachine::new();
         let reader = raft_traits::BytesReader::shared(snapshot.data.clone());
@@ -515,7 +536,7 @@ mod tests {
     }
 
     #[test]
-    fn a_captured_snapshot_is_the_state_at_capture_and_shares_the_map() {
+    fn a_captured_snapshot_is_the_state_at_capture() {
         let mut kv = KvStateMachine::new();
         let (job, at_capture) = block_on(async {
             kv.apply(at(1, 1), put("a", "1")).await;
@@ -526,21 +547,17 @@ mod tests {
                 at_capture,
             )
         });
-        assert_eq!(Arc::strong_count(&kv.data), 2, "the capture shares the map");
         // Applies after the capture do not reach the captured state.
         block_on(async {
             kv.apply(at(1, 3), put("a", "changed")).await;
             kv.apply(at(1, 4), delete("b")).await;
+            kv.apply(at(1, 5), put("c", "3")).await;
         });
-        assert_eq!(Arc::strong_count(&kv.data), 1, "the write copied the map");
         let captured = block_on(job).unwrap();
         assert_eq!(captured, at_capture);
         assert_eq!(kv.get("a"), Some("changed"));
-        // Once the job is done, a capture and a write copy nothing.
-        drop(block_on(async { kv.capture_snapshot().unwrap().await }).unwrap());
-        let map = Arc::as_ptr(&kv.data);
-        block_on(kv.apply(at(1, 5), put("c", "3")));
-        assert_eq!(Arc::as_ptr(&kv.data), map);
+        assert_eq!(kv.get("b"), None);
+        assert_eq!(kv.len(), 2);
     }
 
     #[test]

@@ -98,8 +98,8 @@ impl StateMachine<BankRequest> for BankMachine {
     /// Compaction, all of it. Raft's policy calls this between two applies and encodes
     /// the copy on a task of its own, so `apply` waits only for the copy. A bank's ledger
     /// is small and the session table is bounded, so a copy is cheap; a large state
-    /// would sit in a persistent or copy-on-write map (as raft-mem's KV store does), and
-    /// capturing it would be an `Arc` clone.
+    /// would sit in a persistent map (as raft-mem's KV store does), and capturing it
+    /// would clone its root.
     fn capture_snapshot(&mut self) -> Option<SnapshotJob> {
         // Nothing else writes between two applies; if a reader holds the lock right now,
         // Raft awaits `snapshot` instead.
