@@ -21,38 +21,14 @@
 # KV_BASE_PORT (default 27401: Raft ports +i, client ports +1000+i, metrics +2000+i).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-RAFT_KV=${RAFT_KV:-$ROOT/target/release/raft-kv}
 SECS=${SECS:-8}
 CLIENTS_LIST=${CLIENTS_LIST:-"16 64"}
 WORKLOAD=${WORKLOAD:-put}
 KV_BASE_PORT=${KV_BASE_PORT:-27401}
-[ -x "$RAFT_KV" ] || { echo "no raft-kv binary at $RAFT_KV (cargo build --release -p raft-examples)" >&2; exit 1; }
-
-WORK=$(mktemp -d)
-PIDS=()
-stop_all() {
-  local p
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap stop_all EXIT
-
-port() { echo $((KV_BASE_PORT + $1)); }
-PEERS="1=127.0.0.1:$(port 1),2=127.0.0.1:$(port 2),3=127.0.0.1:$(port 3)"
-CLUSTER="1=127.0.0.1:$(port 1001),2=127.0.0.1:$(port 1002),3=127.0.0.1:$(port 1003)"
-for i in 1 2 3; do
-  "$RAFT_KV" serve --id "$i" --listen "127.0.0.1:$(port "$i")" --peers "$PEERS" \
-    --data-dir "$WORK/$i" --metrics-listen "127.0.0.1:$(port $((2000 + i)))" "$@" \
-    >"$WORK/node-$i.log" 2>&1 &
-  PIDS+=($!)
-done
-deadline=$((SECONDS + 60))
-until "$RAFT_KV" put kv-cpu ready --cluster "$CLUSTER" --timeout 5 >/dev/null 2>&1; do
-  [ $SECONDS -lt $deadline ] || { echo "the cluster did not come up; see $WORK/node-*.log" >&2; exit 1; }
-  sleep 0.2
-done
+# shellcheck source=kv-cluster.sh
+. "$(dirname "$0")/kv-cluster.sh"
+kv_node_args() { NODE_ARGS=(--data-dir "$WORK/$1" --metrics-listen "127.0.0.1:$(port $((2000 + $1)))"); }
+kv_serve_three "$@"
 
 # The leader, by the role gauge each node's metrics endpoint reports.
 role_of() {
