@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use raft_traits::{
-    Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, SnapshotReader,
-    SnapshotSource, SnapshotWriter, StateMachine, StateMachineError, async_trait,
+    Bytes, BytesReader, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta,
+    SnapshotReader, SnapshotSource, SnapshotWriter, StateMachine, StateMachineError, async_trait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,8 +63,8 @@ pub enum KvResponse {
 ///
 /// It keeps the data in an ordered map (so snapshots are deterministic) and remembers the
 /// log id of the last command it applied. A snapshot is the postcard encoding of the map
-/// as a [`BTreeMap`] of the same entries would encode, with `meta.last_included` set to
-/// that log id.
+/// (the bytes a [`BTreeMap`] of the same entries encodes to), with `meta.last_included`
+/// set to that log id.
 ///
 /// The map is a persistent B-tree ([`imbl::OrdMap`]), so
 /// [`capture_snapshot_stream`](StateMachine::capture_snapshot_stream) (and
@@ -297,10 +297,8 @@ impl StateMachine<KvCommand> for KvStateMachine {
     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
         let offered = snapshot.meta.last_included;
         StateMachineError::unless_newer(self.last_applied, offered)?;
-        let data: BTreeMap<Arc<str>, Arc<str>> = Postcard
-            .decode(&snapshot.data)
-            .map_err(|e| StateMachineError::InvalidSnapshot(e.to_string()))?;
-        self.data = data.into_iter().collect();
+        // Decoded as a restore from a reader does, straight into the map.
+        self.data = decode_map_from(&BytesReader(snapshot.data), RESTORE_PIECE).await?;
         self.last_applied = offered;
         Ok(())
     }
