@@ -47,7 +47,7 @@ pub struct Parts<Rt, S, M, T> {
 /// `C` is the command type, `R` the state machine's response.
 pub struct Raft<C, R> {
     shared: Arc<Shared>,
-    events: async_channel::Sender<Event<C, R>>,
+    events: crate::driver::Sender<Event<C, R>>,
     /// The state machine's [`StateMachine::check_snapshot`], run on a snapshot from the
     /// leader before the node sees it.
     check_snapshot: fn(&Snapshot) -> Result<(), StateMachineError>,
@@ -194,8 +194,8 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
         let shared = Arc::new(Shared::new(id, node.last_applied()));
         shared.publish(&node);
 
-        let (events_tx, events) = async_channel::unbounded();
-        let (apply_tx, apply_rx) = async_channel::unbounded();
+        let (events_tx, events) = crate::driver::mailbox();
+        let (apply_tx, apply_rx) = crate::driver::mailbox();
         let apply_task = runtime.spawn(run_apply(
             state_machine,
             apply_rx,

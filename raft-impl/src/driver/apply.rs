@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_channel::{Receiver, Sender};
+use super::{Receiver, Sender};
 use futures::channel::oneshot;
 use raft_traits::{
     Bytes, Codec, Command, Entry, LogId, LogIndex, Payload, Postcard, Runtime, SnapshotDescriptor,
@@ -351,7 +351,7 @@ where
     Rt: Runtime,
 {
     let mut waiters = Waiters::default();
-    while let Ok(msg) = inbox.recv().await {
+    while let Some(msg) = inbox.recv().await {
         match msg {
             ApplyMsg::Entries(entries) => {
                 for entry in entries {

@@ -11,6 +11,7 @@
 
 mod apply;
 mod log_writer;
+mod mailbox;
 mod read_queue;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -19,7 +20,6 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use async_channel::{Receiver, Sender};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use futures::future::{BoxFuture, Either, FutureExt, select};
@@ -32,6 +32,7 @@ use raft_traits::{
 
 pub(crate) use apply::{ApplyMsg, ApplyQueue, SnapshotPolicy, Waiter, run_apply};
 pub(crate) use log_writer::LogWriter;
+pub(crate) use mailbox::{Receiver, Sender, mailbox};
 pub(crate) use read_queue::{Queuing, ReadQueue};
 
 use crate::core::{
@@ -436,7 +437,7 @@ where
             }
             // An ended append first (it releases replies and may commit), then the
             // answers of peers, then new events.
-            let mut received = std::pin::pin!(self.events.recv());
+            let events = &self.events;
             let log = &mut self.log;
             let in_flight = &mut self.in_flight;
             let alarm = &mut self.alarm;
@@ -447,7 +448,7 @@ where
                 if let Poll::Ready(event) = in_flight.poll_outcome(cx) {
                     return Poll::Ready(Some(Next::Event(event)));
                 }
-                if let Poll::Ready(event) = received.as_mut().poll(cx) {
+                if let Poll::Ready(event) = events.poll_recv(cx) {
                     return Poll::Ready(Some(event.map_or(Next::Closed, Next::Event)));
                 }
                 match alarm {
@@ -480,13 +481,13 @@ where
         while batch.len() < MAX_BATCH && proposals < self.last_proposals {
             let received = std::pin::pin!(self.events.recv());
             match select(over.as_mut(), received).await {
-                Either::Right((Ok(event), _)) => {
+                Either::Right((Some(event), _)) => {
                     if matches!(event, Event::Propose { .. }) {
                         proposals += 1;
                     }
                     batch.push(event);
                 }
-                Either::Left(_) | Either::Right((Err(_), _)) => break,
+                Either::Left(_) | Either::Right((None, _)) => break,
             }
         }
         self.take_queued(batch);
