@@ -218,6 +218,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             apply: crate::driver::ApplyQueue::new(apply_tx),
             shared: Arc::clone(&shared),
             effects,
+            effect_buffer: Vec::new(),
             pending_replies: BTreeMap::new(),
             next_request_id: 0,
             pending_reads: BTreeMap::new(),

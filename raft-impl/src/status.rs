@@ -153,6 +153,9 @@ pub(crate) struct Shared {
     watchers: Mutex<Vec<async_channel::Sender<Leadership>>>,
     /// Status watchers, each signalled (at most one pending signal) on a change.
     status_watchers: Mutex<Vec<async_channel::Sender<()>>>,
+    /// Whether a status watcher ever subscribed: until one does, publishing leaves their
+    /// lock alone (it publishes after every batch of events).
+    has_status_watchers: AtomicBool,
     /// Callers waiting until the state machine has applied an index.
     applied_waiters: Mutex<Vec<(LogIndex, futures::channel::oneshot::Sender<()>)>>,
     has_applied_waiters: AtomicBool,
@@ -202,6 +205,7 @@ impl Shared {
         let (tx, changes) = async_channel::bounded(1);
         if !self.is_stopped() {
             lock(&self.status_watchers).push(tx);
+            self.has_status_watchers.store(true, Ordering::SeqCst);
         }
         StatusWatch {
             shared: std::sync::Arc::clone(self),
@@ -304,21 +308,31 @@ impl Shared {
         // map each time showed in profiles.
         match node {
             AnyNode::Leader(leader) => {
-                status
-                    .followers
-                    .retain(|&peer, _| leader.role().progress(peer).is_some());
+                let mut tracked = 0;
                 for &peer in leader.peers() {
-                    if let Some(progress) = leader.role().progress(peer) {
-                        status.followers.insert(
-                            peer,
-                            FollowerProgress {
-                                match_index: progress.match_index(),
-                                next_index: progress.next_index(),
-                                mode: progress.mode(),
-                                inflight: progress.inflight(),
-                            },
-                        );
+                    match leader.role().progress(peer) {
+                        Some(progress) => {
+                            tracked += 1;
+                            status.followers.insert(
+                                peer,
+                                FollowerProgress {
+                                    match_index: progress.match_index(),
+                                    next_index: progress.next_index(),
+                                    mode: progress.mode(),
+                                    inflight: progress.inflight(),
+                                },
+                            );
+                        }
+                        None => {
+                            status.followers.remove(&peer);
+                        }
                     }
+                }
+                // More entries than tracked peers: some are of peers no longer in the
+                // configuration.
+                if status.followers.len() > tracked {
+                    let peers = leader.peers();
+                    status.followers.retain(|peer, _| peers.contains(peer));
                 }
             }
             _ => status.followers.clear(),
@@ -336,8 +350,10 @@ impl Shared {
         }
         // A status watcher is told that something changed; it reads the latest itself,
         // so a slow one skips intermediate states instead of queueing them.
-        lock(&self.status_watchers)
-            .retain(|watcher| !watcher.try_send(()).is_err_and(|e| e.is_closed()));
+        if self.has_status_watchers.load(Ordering::SeqCst) {
+            lock(&self.status_watchers)
+                .retain(|watcher| !watcher.try_send(()).is_err_and(|e| e.is_closed()));
+        }
     }
 }
 
@@ -364,6 +380,7 @@ impl Shared {
             applying: AtomicU64::new(last_applied.0),
             watchers: Mutex::new(Vec::new()),
             status_watchers: Mutex::new(Vec::new()),
+            has_status_watchers: AtomicBool::new(false),
             applied_waiters: Mutex::new(Vec::new()),
             has_applied_waiters: AtomicBool::new(false),
             refused_at_the_door: AtomicU64::new(0),

@@ -244,6 +244,17 @@ impl<C> Effects<C> {
         std::mem::take(&mut self.items)
     }
 
+    /// Moves every effect to the end of `buffer`, leaving the batch empty. Into an
+    /// empty buffer the two swap, so a driver that steps on every event and hands the
+    /// buffer back each time reuses two vectors rather than allocating one per step.
+    pub fn take_into(&mut self, buffer: &mut Vec<Effect<C>>) {
+        if buffer.is_empty() {
+            std::mem::swap(&mut self.items, buffer);
+        } else {
+            buffer.append(&mut self.items);
+        }
+    }
+
     pub(crate) fn persist(&mut self, write: Persist<C>) {
         // A hard state written right after another replaces it: adopting a term and then
         // voting in it is one write, not two.
@@ -306,5 +317,36 @@ impl<C> IntoIterator for Effects<C> {
 
     fn into_iter(self) -> Self::IntoIter {
         self.items.into_iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::Timer;
+
+    #[test]
+    fn taking_into_a_buffer_keeps_the_order_and_empties_the_batch() {
+        let mut out = Effects::<u64>::new();
+        out.push(Effect::StopTimer(Timer::Election));
+        out.push(Effect::StopTimer(Timer::Heartbeat));
+        let mut buffer = Vec::new();
+        out.take_into(&mut buffer);
+        assert!(out.is_empty());
+        out.push(Effect::StopTimer(Timer::CommitNotice));
+        out.take_into(&mut buffer);
+        assert!(out.is_empty());
+        let timers: Vec<_> = buffer
+            .iter()
+            .map(|effect| match effect {
+                Effect::StopTimer(timer) => *timer,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            timers,
+            [Timer::Election, Timer::Heartbeat, Timer::CommitNotice],
+            "a non-empty buffer is appended to"
+        );
     }
 }

@@ -111,7 +111,7 @@ impl<C: Command, S: Storage<C>> LogWriter<C, S> {
     }
 
     /// Polls the running append; pending while none runs. Once it ended, the effects it
-    /// held are in [`released`](Self::released).
+    /// held come out of [`next_released`](Self::next_released).
     pub(crate) fn poll_ended(&mut self, cx: &mut Context<'_>) -> Poll<Ended> {
         let Some((up_to, append)) = self.running.as_mut() else {
             return Poll::Pending;
@@ -130,14 +130,12 @@ impl<C: Command, S: Storage<C>> LogWriter<C, S> {
         std::future::poll_fn(|cx| self.poll_ended(cx)).await
     }
 
-    /// Takes the effects whose appends have all ended, in the order they were held.
-    pub(crate) fn released(&mut self) -> Vec<Effect<C>> {
-        let ready = self
-            .held
-            .iter()
-            .take_while(|(after, _)| *after <= self.ended)
-            .count();
-        self.held.drain(..ready).map(|(_, effect)| effect).collect()
+    /// Takes the next effect whose appends have all ended, in the order they were held.
+    pub(crate) fn next_released(&mut self) -> Option<Effect<C>> {
+        match self.held.front() {
+            Some((after, _)) if *after <= self.ended => self.held.pop_front().map(|(_, e)| e),
+            _ => None,
+        }
     }
 
     /// The storage, for a write of another kind or a read: `None` while an append runs

@@ -206,6 +206,8 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) apply: ApplyQueue<C, R>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) effects: Effects<C>,
+    /// The effects being carried out (see [`execute`](Self::execute)).
+    pub(crate) effect_buffer: Vec<Effect<C>>,
     pub(crate) pending_replies: BTreeMap<RequestId, Replier>,
     pub(crate) next_request_id: u64,
     /// Batches of reads waiting for their index, by the id the core hands back.
@@ -862,7 +864,11 @@ where
     /// kind first waits for the appends before it, and is awaited here.
     async fn execute(&mut self) -> Result<Option<LogId>, StorageError> {
         let mut written = None;
-        for effect in self.effects.take() {
+        // Carried out of a vector kept from turn to turn (an error drops it: one more
+        // allocation then), while the core's own refills in place.
+        let mut effects = std::mem::take(&mut self.effect_buffer);
+        self.effects.take_into(&mut effects);
+        for effect in effects.drain(..) {
             match effect {
                 Effect::Persist(Persist::Entries(entries)) => self.log.queue(entries),
                 Effect::Persist(write) => {
@@ -877,6 +883,7 @@ where
                 effect => self.carry_out(effect),
             }
         }
+        self.effect_buffer = effects;
         self.log.start();
         // A store that finishes at once (in memory) is reported at once, without a turn
         // of the loop; one that does not is polled again by the loop, which registers
@@ -914,7 +921,7 @@ where
     /// An append ended: carries out what it held. Returns the last entry it wrote.
     fn append_ended(&mut self, ended: log_writer::Ended) -> Result<LogId, StorageError> {
         ended.result?;
-        for effect in self.log.released() {
+        while let Some(effect) = self.log.next_released() {
             self.carry_out(effect);
         }
         Ok(ended.up_to)
