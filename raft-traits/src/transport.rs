@@ -34,6 +34,33 @@ pub trait Transport<C: Command>: Send + Sync + 'static {
     }
 }
 
+/// A boxed transport is a transport, so that the transport can be picked at run time
+/// (`Box<dyn Transport<C>>`). Written out rather than with `#[async_trait]`, which would
+/// box every call's future once more: the boxed transport's own future is handed on.
+impl<C: Command, T: Transport<C> + ?Sized> Transport<C> for Box<T> {
+    fn send<'life0, 'async_trait>(
+        &'life0 self,
+        to: NodeId,
+        request: Request<C>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Response, TransportError>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).send(to, request)
+    }
+
+    fn update_membership(&self, membership: &crate::Membership) {
+        (**self).update_membership(membership);
+    }
+}
+
 /// The receiving side of Raft: something that answers RPCs.
 #[async_trait]
 pub trait RpcHandler<C: Command>: Send + Sync + 'static {
@@ -170,4 +197,75 @@ pub enum TransportError {
     /// This transport has been shut down.
     #[error("the transport is closed")]
     Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::message::{IndexReply, TimeoutNow};
+    use crate::{Membership, Term};
+
+    /// Answers TimeoutNow with the term it was sent in, and records what it was told.
+    #[derive(Default)]
+    struct Echo {
+        sent_to: Mutex<Vec<NodeId>>,
+        memberships: Mutex<usize>,
+    }
+
+    #[async_trait]
+    impl Transport<u64> for Echo {
+        async fn send(
+            &self,
+            to: NodeId,
+            request: Request<u64>,
+        ) -> Result<Response, TransportError> {
+            self.sent_to.lock().unwrap().push(to);
+            match request {
+                Request::TimeoutNow(TimeoutNow { term, .. }) => Ok(Response::Index(IndexReply {
+                    term,
+                    index: None,
+                    refusal: None,
+                })),
+                _ => Err(TransportError::Closed),
+            }
+        }
+
+        fn update_membership(&self, _: &Membership) {
+            *self.memberships.lock().unwrap() += 1;
+        }
+    }
+
+    #[test]
+    fn a_boxed_transport_sends_and_learns_memberships_through_the_box() {
+        let echo = std::sync::Arc::new(Echo::default());
+        struct Shared(std::sync::Arc<Echo>);
+        #[async_trait]
+        impl Transport<u64> for Shared {
+            async fn send(
+                &self,
+                to: NodeId,
+                request: Request<u64>,
+            ) -> Result<Response, TransportError> {
+                self.0.send(to, request).await
+            }
+            fn update_membership(&self, membership: &Membership) {
+                self.0.update_membership(membership);
+            }
+        }
+        let boxed: Box<dyn Transport<u64>> = Box::new(Shared(std::sync::Arc::clone(&echo)));
+        let request = Request::TimeoutNow(TimeoutNow {
+            term: Term(7),
+            leader: NodeId(1),
+        });
+        let reply = futures::executor::block_on(boxed.send(NodeId(2), request));
+        match reply {
+            Ok(Response::Index(IndexReply { term, .. })) => assert_eq!(term, Term(7)),
+            other => panic!("{other:?}"),
+        }
+        boxed.update_membership(&Membership::default());
+        assert_eq!(*echo.sent_to.lock().unwrap(), [NodeId(2)]);
+        assert_eq!(*echo.memberships.lock().unwrap(), 1);
+    }
 }

@@ -179,20 +179,6 @@ impl<C: Command> Wiring<C> {
     }
 }
 
-/// A `Box<dyn Transport>` is a transport too.
-struct Boxed<C: Command>(Box<dyn Transport<C>>);
-
-#[async_trait]
-impl<C: Command> Transport<C> for Boxed<C> {
-    async fn send(
-        &self,
-        to: NodeId,
-        request: raft_traits::Request<C>,
-    ) -> Result<raft_traits::Response, raft_traits::TransportError> {
-        self.0.send(to, request).await
-    }
-}
-
 /// Starts node `id` of the cluster and attaches it to the wiring.
 pub(crate) async fn start_node<Rt, C, S, M>(
     runtime: &Rt,
@@ -212,7 +198,7 @@ where
         runtime: runtime.clone(),
         storage,
         state_machine,
-        transport: Boxed(wiring.transport(id, runtime)?),
+        transport: wiring.transport(id, runtime)?,
     };
     let raft = Raft::spawn(id, members(), config, parts)
         .await
