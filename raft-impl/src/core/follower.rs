@@ -278,22 +278,21 @@ impl<C: Command> Shared<C> {
         // Keep entries we already hold with the same term; only a real conflict (same
         // index, other term) removes an entry and all that follow it. A duplicated or
         // delayed request therefore never undoes what a later one appended.
-        let mut fresh = Vec::new();
-        for entry in entries {
-            if fresh.is_empty() {
-                match self.log.term_at(entry.index) {
-                    Some(held) if held == entry.term => continue,
-                    Some(_) => {
-                        self.truncate_log_from(entry.index);
-                        out.persist(Persist::TruncateFrom(entry.index));
-                    }
-                    None => {}
-                }
+        // The request's own vector, past the entries held already, is what is written.
+        let held = entries
+            .iter()
+            .take_while(|entry| self.log.term_at(entry.index) == Some(entry.term))
+            .count();
+        let mut fresh = entries;
+        fresh.drain(..held);
+        if let Some(first) = fresh.first() {
+            if self.log.term_at(first.index).is_some() {
+                self.truncate_log_from(first.index);
+                out.persist(Persist::TruncateFrom(first.index));
             }
-            self.append_entry(entry.clone());
-            fresh.push(entry);
-        }
-        if !fresh.is_empty() {
+            for entry in &fresh {
+                self.append_entry(entry.clone());
+            }
             out.persist(Persist::Entries(fresh));
         }
 

@@ -101,7 +101,9 @@ impl<C, R> ApplyQueue<C, R> {
     /// apply or answer anything.
     pub(crate) fn send(&mut self, msg: ApplyMsg<C, R>) {
         if !self.proposed.is_empty() {
-            let proposed = std::mem::take(&mut self.proposed);
+            // The next batch of waiters is likely as large as this one.
+            let room = self.proposed.len();
+            let proposed = std::mem::replace(&mut self.proposed, Vec::with_capacity(room));
             let _ = self.tx.try_send(ApplyMsg::Waiters(proposed));
         }
         let _ = self.tx.try_send(msg);

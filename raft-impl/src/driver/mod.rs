@@ -583,7 +583,7 @@ where
     /// core. Returns the shutdown signal if the batch asked to stop (what follows it is
     /// dropped).
     fn handle_batch(&mut self, batch: &mut Vec<Event<C, R>>) -> Option<oneshot::Sender<()>> {
-        let mut proposals = Vec::new();
+        let mut proposals = Vec::with_capacity(proposals_in(batch));
         for event in batch.drain(..) {
             match event {
                 Event::Propose {
