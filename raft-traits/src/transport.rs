@@ -201,18 +201,21 @@ pub enum TransportError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
     use crate::message::{IndexReply, TimeoutNow};
     use crate::{Membership, Term};
 
-    /// Answers TimeoutNow with the term it was sent in, and records what it was told.
-    #[derive(Default)]
-    struct Echo {
-        sent_to: Mutex<Vec<NodeId>>,
-        memberships: Mutex<usize>,
+    /// What an [`Echo`] was asked to do.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen {
+        sent_to: Vec<NodeId>,
+        memberships: usize,
     }
+
+    /// Answers TimeoutNow with the term it was sent in, and records what it was told.
+    struct Echo(Arc<Mutex<Seen>>);
 
     #[async_trait]
     impl Transport<u64> for Echo {
@@ -221,7 +224,7 @@ mod tests {
             to: NodeId,
             request: Request<u64>,
         ) -> Result<Response, TransportError> {
-            self.sent_to.lock().unwrap().push(to);
+            self.0.lock().unwrap().sent_to.push(to);
             match request {
                 Request::TimeoutNow(TimeoutNow { term, .. }) => Ok(Response::Index(IndexReply {
                     term,
@@ -233,28 +236,14 @@ mod tests {
         }
 
         fn update_membership(&self, _: &Membership) {
-            *self.memberships.lock().unwrap() += 1;
+            self.0.lock().unwrap().memberships += 1;
         }
     }
 
     #[test]
     fn a_boxed_transport_sends_and_learns_memberships_through_the_box() {
-        let echo = std::sync::Arc::new(Echo::default());
-        struct Shared(std::sync::Arc<Echo>);
-        #[async_trait]
-        impl Transport<u64> for Shared {
-            async fn send(
-                &self,
-                to: NodeId,
-                request: Request<u64>,
-            ) -> Result<Response, TransportError> {
-                self.0.send(to, request).await
-            }
-            fn update_membership(&self, membership: &Membership) {
-                self.0.update_membership(membership);
-            }
-        }
-        let boxed: Box<dyn Transport<u64>> = Box::new(Shared(std::sync::Arc::clone(&echo)));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let boxed: Box<dyn Transport<u64>> = Box::new(Echo(Arc::clone(&seen)));
         let request = Request::TimeoutNow(TimeoutNow {
             term: Term(7),
             leader: NodeId(1),
@@ -265,7 +254,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         boxed.update_membership(&Membership::default());
-        assert_eq!(*echo.sent_to.lock().unwrap(), [NodeId(2)]);
-        assert_eq!(*echo.memberships.lock().unwrap(), 1);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            Seen {
+                sent_to: vec![NodeId(2)],
+                memberships: 1
+            }
+        );
     }
 }

@@ -107,18 +107,17 @@ impl<T> Receiver<T> {
     /// The next message, once one comes; `None` once the mailbox is closed and empty.
     /// The waker of the last poll is the one woken: poll from one task only.
     pub(crate) fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        // A message, or `None` for good: `ok()` maps both.
         match self.try_recv() {
-            Ok(message) => return Poll::Ready(Some(message)),
-            Err(Empty::ForGood) => return Poll::Ready(None),
             Err(Empty::ForNow) => {}
+            done => return Poll::Ready(done.ok()),
         }
         self.inner.receiver.register(cx.waker());
         // Looked at again after registering: a message pushed in between woke the waker
         // registered before, or is seen here.
         match self.try_recv() {
-            Ok(message) => Poll::Ready(Some(message)),
-            Err(Empty::ForGood) => Poll::Ready(None),
             Err(Empty::ForNow) => Poll::Pending,
+            done => Poll::Ready(done.ok()),
         }
     }
 
@@ -135,7 +134,7 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.inner.queue.close();
+        self.close();
         while self.inner.queue.pop().is_ok() {}
     }
 }
