@@ -468,12 +468,7 @@ where
 
     /// Moves the events already queued into `batch`, up to [`MAX_BATCH`].
     fn take_queued(&mut self, batch: &mut Vec<Event<C, R>>) {
-        while batch.len() < MAX_BATCH {
-            match self.events.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
-        }
+        self.events.take_into(batch, MAX_BATCH);
     }
 
     /// Adds to `batch`, which holds `proposals` proposals, what comes until it holds as
