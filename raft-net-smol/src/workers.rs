@@ -75,6 +75,9 @@ pub(crate) struct Pool {
     searching: AtomicUsize,
     /// How to wake each thread that sleeps, by thread number.
     sleeping: Mutex<Vec<Option<Sleeper>>>,
+    /// How many entries `sleeping` holds: changed under its lock, read without it, so
+    /// that queuing a task while no thread sleeps takes no lock.
+    asleep: AtomicUsize,
     /// The sockets' reactor, if this system has one we drive (else async-io's serves).
     reactor: Option<Arc<Reactor>>,
     /// The timers of the pool's sleeps, fired by its threads.
@@ -166,6 +169,7 @@ impl Pool {
             queue: ConcurrentQueue::unbounded(),
             searching: AtomicUsize::new(threads),
             sleeping: Mutex::new((0..threads).map(|_| None).collect()),
+            asleep: AtomicUsize::new(0),
             reactor,
             timers: Timers::default(),
             tasks: Mutex::new(BTreeMap::new()),
@@ -219,10 +223,11 @@ impl Pool {
         if let Some(reactor) = &self.reactor {
             reactor.close();
         }
-        let sleepers: Vec<Sleeper> = lock(&self.sleeping)
-            .iter_mut()
-            .flat_map(Option::take)
-            .collect();
+        let sleepers: Vec<Sleeper> = {
+            let mut sleeping = lock(&self.sleeping);
+            self.asleep.store(0, Ordering::SeqCst);
+            sleeping.iter_mut().flat_map(Option::take).collect()
+        };
         for sleeper in sleepers {
             self.wake(sleeper);
         }
@@ -267,7 +272,11 @@ impl Pool {
         if let Some((id, false)) = worker {
             self.unsleep(id);
         }
-        if self.queue.len() <= self.searching.load(Ordering::SeqCst) {
+        // After the fence in `schedule`: a thread that went to sleep unseen here sees the
+        // task when it looks once more (see `sleep`).
+        if self.queue.len() <= self.searching.load(Ordering::SeqCst)
+            || self.asleep.load(Ordering::SeqCst) == 0
+        {
             return;
         }
         self.wake_one(|sleeping| {
@@ -324,6 +333,7 @@ impl Pool {
             let Some(sleeper) = pick(&sleeping).and_then(|id| sleeping.get_mut(id)?.take()) else {
                 return;
             };
+            self.asleep.fetch_sub(1, Ordering::SeqCst);
             self.searching.fetch_add(1, Ordering::SeqCst);
             sleeper
         };
@@ -496,7 +506,9 @@ impl Pool {
                 Some(_) => Bed::Reactor,
                 None => Bed::Parked(thread::current()),
             };
-            sleeping[id] = Some(Sleeper { how, until });
+            if sleeping[id].replace(Sleeper { how, until }).is_none() {
+                self.asleep.fetch_add(1, Ordering::SeqCst);
+            }
             self.searching.fetch_sub(1, Ordering::SeqCst);
             until
         };
@@ -562,8 +574,13 @@ impl Pool {
 
     /// Takes this thread off the sleepers if it is still on them.
     fn unsleep(&self, id: usize) {
+        // None asleep: this thread's entry is gone too (its own count came before).
+        if self.asleep.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let mut sleeping = lock(&self.sleeping);
         if sleeping[id].take().is_some() {
+            self.asleep.fetch_sub(1, Ordering::SeqCst);
             self.searching.fetch_add(1, Ordering::SeqCst);
         }
     }
