@@ -129,7 +129,6 @@ impl fmt::Debug for SnapshottingKv {
     }
 }
 
-#[async_trait]
 impl StateMachine<KvSessionCommand> for SnapshottingKv {
     type Response = KvSessionResult;
 

@@ -73,7 +73,6 @@
 //! #[derive(Debug, Default)]
 //! struct Counter(u64);
 //!
-//! #[async_trait]
 //! impl StateMachine<u64> for Counter {
 //!     type Response = u64;
 //!     async fn apply(&mut self, _: LogId, add: u64) -> u64 {
@@ -627,7 +626,6 @@ fn check_table<R>(
     Ok((sessions, by_last_use))
 }
 
-#[async_trait]
 impl<C, M> StateMachine<SessionCommand<C>> for Sessions<M, M::Response>
 where
     C: raft_traits::Command,
@@ -844,7 +842,6 @@ mod tests {
         last_applied: LogId,
     }
 
-    #[async_trait]
     impl StateMachine<u64> for Counter {
         type Response = u64;
 

@@ -261,7 +261,6 @@ impl KvStateMachine {
     }
 }
 
-#[async_trait]
 impl StateMachine<KvCommand> for KvStateMachine {
     type Response = KvResponse;
 

@@ -35,16 +35,58 @@ pub type SnapshotJob = BoxFuture<'static, Result<Snapshot, StateMachineError>>;
 ///
 /// The conformance suite in the `raft-tests` crate
 /// (`raft_tests::conformance::state_machine`) checks these rules.
-#[async_trait]
+///
+/// The methods are plain `async fn`s in an implementation (no macro): Raft awaits
+/// `apply` once per committed command, and a future it can hold by value costs no
+/// allocation, where a boxed one (as `#[async_trait]` makes) cost one per command. The
+/// futures must be `Send`, since the apply task may move between threads.
+///
+/// ```
+/// use raft_traits::{LogId, Snapshot, SnapshotMeta, StateMachine, StateMachineError};
+///
+/// /// Sums the numbers it is given.
+/// #[derive(Default)]
+/// struct Sum {
+///     total: u64,
+///     applied: Option<LogId>,
+/// }
+///
+/// impl StateMachine<u64> for Sum {
+///     type Response = u64;
+///
+///     async fn apply(&mut self, log_id: LogId, command: u64) -> u64 {
+///         self.total = self.total.wrapping_add(command);
+///         self.applied = Some(log_id);
+///         self.total
+///     }
+///
+///     async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError> {
+///         let last_included = self.applied.unwrap_or_default();
+///         let data = self.total.to_le_bytes().to_vec().into();
+///         // Raft fills in the membership.
+///         let meta = SnapshotMeta { last_included, ..SnapshotMeta::default() };
+///         Ok(Snapshot { meta, data })
+///     }
+///
+///     async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError> {
+///         let bytes: [u8; 8] = snapshot.data[..].try_into().map_err(|_| {
+///             StateMachineError::InvalidSnapshot("not 8 bytes".into())
+///         })?;
+///         self.total = u64::from_le_bytes(bytes);
+///         self.applied = Some(snapshot.meta.last_included);
+///         Ok(())
+///     }
+/// }
+/// ```
 pub trait StateMachine<C: Command>: Send + 'static {
     /// What applying a command returns to the client that proposed it.
     type Response: Send + 'static;
 
     /// Applies one committed command, the one at `log_id`.
-    async fn apply(&mut self, log_id: LogId, command: C) -> Self::Response;
+    fn apply(&mut self, log_id: LogId, command: C) -> impl Future<Output = Self::Response> + Send;
 
     /// Serializes the current state.
-    async fn snapshot(&mut self) -> Result<Snapshot, StateMachineError>;
+    fn snapshot(&mut self) -> impl Future<Output = Result<Snapshot, StateMachineError>> + Send;
 
     /// Captures the current state for a snapshot without serializing it, and returns
     /// the job that serializes it (with `meta.last_included` the last applied id, as
@@ -104,7 +146,10 @@ pub trait StateMachine<C: Command>: Send + 'static {
     }
 
     /// Replaces the current state with the snapshot's.
-    async fn restore(&mut self, snapshot: Snapshot) -> Result<(), StateMachineError>;
+    fn restore(
+        &mut self,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StateMachineError>> + Send;
 
     /// Replaces the current state with the snapshot `meta` describes, whose data
     /// `reader` serves in pieces. Raft restores through this method (on the apply task,
@@ -115,13 +160,15 @@ pub trait StateMachine<C: Command>: Send + 'static {
     ///
     /// The default reads the whole data into memory and calls
     /// [`restore`](StateMachine::restore).
-    async fn restore_from(
+    fn restore_from(
         &mut self,
         meta: SnapshotMeta,
         reader: Arc<dyn SnapshotReader>,
-    ) -> Result<(), StateMachineError> {
-        let data = read_all(reader.as_ref(), READ_PIECE).await?;
-        self.restore(Snapshot { meta, data }).await
+    ) -> impl Future<Output = Result<(), StateMachineError>> + Send {
+        async move {
+            let data = read_all(reader.as_ref(), READ_PIECE).await?;
+            self.restore(Snapshot { meta, data }).await
+        }
     }
 
     /// Checks that a snapshot received from the leader holds a state

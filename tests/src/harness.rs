@@ -47,7 +47,6 @@
 //! #[derive(Default)]
 //! struct Sum(u64);
 //!
-//! #[async_trait]
 //! impl StateMachine<u64> for Sum {
 //!     type Response = u64;
 //!     async fn apply(&mut self, _: LogId, add: u64) -> u64 {

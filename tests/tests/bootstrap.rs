@@ -19,7 +19,7 @@ use raft_mem::{KvCommand, KvResponse, KvStateMachine, LocalNetwork, MemStorage};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
     LogId, LogIndex, Membership, NodeId, Runtime, Snapshot, StateMachine, StateMachineError,
-    Storage, async_trait, timeout,
+    Storage, timeout,
 };
 
 type KvRaft = Raft<KvCommand, KvResponse>;
@@ -123,7 +123,6 @@ struct SlowRestore {
     restored: Arc<AtomicU64>,
 }
 
-#[async_trait]
 impl StateMachine<KvCommand> for SlowRestore {
     type Response = KvResponse;
 

@@ -255,7 +255,6 @@ fn storage_suite_reports_a_store_that_loses_the_vote_on_reopen() {
 /// A key-value machine that restores any snapshot, even an older one: it goes back.
 struct GoesBack(KvStateMachine);
 
-#[async_trait]
 impl StateMachine<KvCommand> for GoesBack {
     type Response = KvResponse;
     async fn apply(&mut self, log_id: LogId, command: KvCommand) -> KvResponse {

@@ -65,7 +65,6 @@ impl Recorder {
     }
 }
 
-#[async_trait]
 impl StateMachine<u64> for Recorder {
     type Response = u64;
 

@@ -21,7 +21,7 @@ use raft_mem::{LocalNetwork, MemStorage};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
     Bytes, LogId, LogIndex, NodeId, Runtime, Snapshot, SnapshotMeta, StateMachine,
-    StateMachineError, Storage, async_trait, timeout,
+    StateMachineError, Storage, timeout,
 };
 
 /// What a [`Recorder`] saw, shared with the test.
@@ -53,7 +53,6 @@ impl Recorder {
     }
 }
 
-#[async_trait]
 impl StateMachine<u64> for Recorder {
     type Response = ();
 

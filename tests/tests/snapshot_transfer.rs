@@ -69,7 +69,6 @@ struct Streaming {
     streamed: Arc<AtomicU64>,
 }
 
-#[async_trait]
 impl StateMachine<KvCommand> for Streaming {
     type Response = KvResponse;
 

@@ -13,7 +13,7 @@ use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemNetwork, MemStorage};
 use raft_tests::sim::{SimRuntime, Simulation};
 use raft_traits::{
     Bytes, Codec, Entry, LogId, LogIndex, NodeId, Payload, Postcard, Runtime, Snapshot,
-    SnapshotJob, StateMachine, StateMachineError, Term, async_trait, timeout,
+    SnapshotJob, StateMachine, StateMachineError, Term, timeout,
 };
 
 type KvRaft = Raft<KvCommand, KvResponse>;
@@ -26,7 +26,6 @@ struct Capturing {
     captured: Arc<Mutex<BTreeMap<LogIndex, Bytes>>>,
 }
 
-#[async_trait]
 impl StateMachine<KvCommand> for Capturing {
     type Response = KvResponse;
 
@@ -229,7 +228,6 @@ fn a_follower_lagging_beyond_the_trailing_window_gets_one_snapshot() {
 /// `snapshot` on the apply task.
 struct SerializesInline(KvStateMachine);
 
-#[async_trait]
 impl StateMachine<KvCommand> for SerializesInline {
     type Response = KvResponse;
 
@@ -254,7 +252,6 @@ impl StateMachine<KvCommand> for SerializesInline {
 /// ([`StateMachine::capture_snapshot`]) rather than streaming it.
 struct CapturesWhole(KvStateMachine);
 
-#[async_trait]
 impl StateMachine<KvCommand> for CapturesWhole {
     type Response = KvResponse;
 

@@ -21,9 +21,7 @@ use raft_net_smol::frame::FrameKind;
 use raft_net_smol::handshake::{Hello, Protocol};
 use raft_net_smol::{SmolRuntime, TcpConfig, TcpServer, TcpTransport};
 use raft_tests::hostile::{self, Expect, Target};
-use raft_traits::{
-    LogId, LogIndex, NodeId, Runtime, Snapshot, StateMachine, StateMachineError, async_trait,
-};
+use raft_traits::{LogId, LogIndex, NodeId, Runtime, Snapshot, StateMachine, StateMachineError};
 use smol::net::TcpStream;
 
 type KvRaft = Raft<KvCommand, KvResponse>;
@@ -36,7 +34,6 @@ struct Compacting {
     raft: Arc<OnceLock<KvRaft>>,
 }
 
-#[async_trait]
 impl StateMachine<KvCommand> for Compacting {
     type Response = KvResponse;
 

@@ -19,7 +19,6 @@ use raft_mem::{LocalNetwork, MemStorage};
 use raft_net_smol::SmolRuntime;
 use raft_traits::{
     Bytes, LogId, NodeId, Runtime, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
-    async_trait,
 };
 
 /// Where each applied payload lived: the address of its first byte, by log index.
@@ -31,7 +30,6 @@ struct AddressRecorder {
     last_applied: LogId,
 }
 
-#[async_trait]
 impl StateMachine<Bytes> for AddressRecorder {
     type Response = usize;
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use raft_traits::{
     Bytes, Codec, LogId, Postcard, Snapshot, SnapshotJob, SnapshotMeta, StateMachine,
-    StateMachineError, async_trait,
+    StateMachineError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -198,7 +198,6 @@ impl Ledger {
 /// The ledger as Raft sees it. Raft calls `apply` for every committed command, in log
 /// order, on every replica; `snapshot` and `restore` carry the state across compaction
 /// and to a replica that fell behind it.
-#[async_trait]
 impl StateMachine<BankCommand> for Ledger {
     type Response = BankResult;
 

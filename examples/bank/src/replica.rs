@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use raft_impl::Raft;
 use raft_impl::session::{SessionCommand, SessionResult, Sessions};
-use raft_traits::{LogId, Snapshot, SnapshotJob, StateMachine, StateMachineError, async_trait};
+use raft_traits::{LogId, Snapshot, SnapshotJob, StateMachine, StateMachineError};
 use smol::lock::RwLock;
 
 use crate::ledger::{BankCommand, BankResult, Ledger};
@@ -86,7 +86,6 @@ impl fmt::Debug for BankMachine {
     }
 }
 
-#[async_trait]
 impl StateMachine<BankRequest> for BankMachine {
     type Response = BankReply;
 

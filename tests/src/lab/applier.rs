@@ -288,7 +288,6 @@ impl fmt::Debug for LabApplier {
     }
 }
 
-#[raft_traits::async_trait]
 impl StateMachine<Value> for LabApplier {
     type Response = ();
 

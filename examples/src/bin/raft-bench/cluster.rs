@@ -15,7 +15,7 @@ use raft_net_smol::tls::TlsConfig;
 use raft_net_smol::{TcpConfig, TcpServer, TcpTransport};
 use raft_traits::{
     Bytes, Command, LogId, NodeId, Postcard, RpcHandler, Runtime, Snapshot, SnapshotMeta,
-    StateMachine, StateMachineError, Storage, Transport, async_trait,
+    StateMachine, StateMachineError, Storage, Transport,
 };
 
 use crate::BenchError;
@@ -249,7 +249,6 @@ pub(crate) struct Counter {
     last: LogId,
 }
 
-#[async_trait]
 impl<C: Command> StateMachine<C> for Counter {
     type Response = ();
 

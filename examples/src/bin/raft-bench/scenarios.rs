@@ -9,7 +9,6 @@ use raft_mem::{KvCommand, KvResponse, KvStateMachine, MemStorage};
 use raft_net_smol::{SmolRuntime, TcpConfig};
 use raft_traits::{
     Bytes, LogId, LogIndex, Runtime, Snapshot, SnapshotMeta, StateMachine, StateMachineError,
-    async_trait,
 };
 
 use crate::cluster::{
@@ -184,7 +183,6 @@ struct Blobs {
     raft: Arc<std::sync::OnceLock<Raft<Bytes, ()>>>,
 }
 
-#[async_trait]
 impl StateMachine<Bytes> for Blobs {
     type Response = ();
 
@@ -349,7 +347,6 @@ struct CompactingKv {
     raft: Arc<std::sync::OnceLock<Raft<KvCommand, KvResponse>>>,
 }
 
-#[async_trait]
 impl StateMachine<KvCommand> for CompactingKv {
     type Response = KvResponse;
 

@@ -184,7 +184,6 @@ struct Generated {
     events: smol::channel::Sender<Event>,
 }
 
-#[async_trait]
 impl StateMachine<()> for Generated {
     type Response = ();
 

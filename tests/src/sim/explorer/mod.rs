@@ -1391,7 +1391,6 @@ struct CheckedKv {
     applied_any: bool,
 }
 
-#[async_trait]
 impl StateMachine<KvCommand> for CheckedKv {
     type Response = KvResponse;
 
