@@ -66,7 +66,7 @@
 //! ```
 //! use raft_impl::session::{ClientId, SessionCommand, SessionError, SessionResponse, Sessions};
 //! use raft_traits::{
-//!     LogId, LogIndex, Snapshot, SnapshotMeta, StateMachine, StateMachineError, Term, async_trait,
+//!     LogId, LogIndex, Snapshot, SnapshotMeta, StateMachine, StateMachineError, Term,
 //! };
 //!
 //! /// A counter: each command adds to it and answers with the new total.
