@@ -57,7 +57,12 @@ pub struct Postcard;
 
 impl Codec for Postcard {
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Vec<u8>, CodecError> {
-        postcard::to_stdvec(value).map_err(|e| CodecError::Encode(e.to_string()))
+        // Room for a typical message (a request with an entry or two, a reply) from the
+        // start: grown from empty, the vector was reallocated at 8, 16, 32, ... bytes,
+        // several times per message.
+        const START: usize = 256;
+        postcard::to_extend(value, Vec::with_capacity(START))
+            .map_err(|e| CodecError::Encode(e.to_string()))
     }
 
     fn encode_into<T: Serialize + ?Sized>(
