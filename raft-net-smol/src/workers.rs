@@ -388,9 +388,11 @@ impl Pool {
                 self.searching.fetch_sub(1, Ordering::SeqCst);
                 begin_turn();
                 runnable.run();
-                for work in end_turn() {
+                let mut deferred = end_turn();
+                for work in deferred.drain(..) {
                     work();
                 }
+                give_back_room(deferred);
                 self.searching.fetch_add(1, Ordering::SeqCst);
                 ran += 1;
                 continue;
@@ -591,6 +593,20 @@ fn begin_turn() {
     WORKER.with(|worker| {
         if let Some(worker) = worker.borrow_mut().as_mut() {
             worker.running = true;
+        }
+    });
+}
+
+/// Hands the emptied vector of deferred work back to this thread, so that the next
+/// turn's deferrals do not grow a new one (one allocation or more per turn that
+/// deferred, otherwise).
+fn give_back_room(emptied: Vec<Deferred>) {
+    WORKER.with(|worker| {
+        if let Some(worker) = worker.borrow_mut().as_mut()
+            && worker.deferred.capacity() < emptied.capacity()
+            && worker.deferred.is_empty()
+        {
+            worker.deferred = emptied;
         }
     });
 }
