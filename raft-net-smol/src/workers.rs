@@ -623,24 +623,18 @@ impl Pool {
             // Another thread awake may queue tasks on itself and then block: look at
             // them now and then. With every other thread asleep, whichever wakes first
             // and queues a task on itself wakes this one (see `after_local_push`).
-            let others_asleep = sleeping
-                .iter()
-                .enumerate()
-                .filter(|(other, sleeper)| *other != id && sleeper.is_some())
-                .count();
-            let lookout = others_asleep + 1 < sleeping.len();
-            if sleeping[id]
-                .replace(Sleeper {
-                    how,
-                    lookout,
-                    until,
-                })
-                .is_none()
-            {
-                self.asleep.fetch_add(1, Ordering::SeqCst);
-                if !lookout {
-                    self.asleep_unwatchful.fetch_add(1, Ordering::SeqCst);
-                }
+            // `asleep` counts the others: this thread's entry was taken when it last
+            // woke (`unsleep`), and the count changes only under this lock.
+            debug_assert!(sleeping[id].is_none(), "a thread asleep twice");
+            let lookout = self.asleep.load(Ordering::SeqCst) + 1 < sleeping.len();
+            sleeping[id] = Some(Sleeper {
+                how,
+                lookout,
+                until,
+            });
+            self.asleep.fetch_add(1, Ordering::SeqCst);
+            if !lookout {
+                self.asleep_unwatchful.fetch_add(1, Ordering::SeqCst);
             }
             self.searching.fetch_sub(1, Ordering::SeqCst);
             (until, lookout)
