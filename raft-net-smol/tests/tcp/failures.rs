@@ -106,6 +106,27 @@ fn shutting_the_transport_down_ends_requests_in_flight_with_closed() {
 }
 
 #[test]
+fn shutting_the_transport_down_ends_a_request_waiting_to_connect() {
+    // A listener that takes the connection and never answers the handshake: the
+    // request waits in its connection attempt, which alone would last the connect
+    // timeout, here longer than the test waits.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = TcpConfig {
+        connect_timeout: Duration::from_secs(600),
+        ..config()
+    };
+    let transport = transport(silent.local_addr().unwrap(), config);
+    smol::block_on(async {
+        let waiting = spawn_send(&transport, vote(Term(1)));
+        let (_accepted, _) = smol::unblock(move || silent.accept()).await.unwrap();
+
+        transport.shutdown();
+        let reply = within("the vote waiting to connect", waiting).await;
+        assert_eq!(reply, Err(TransportError::Closed));
+    });
+}
+
+#[test]
 fn a_server_shut_down_mid_request_fails_the_request() {
     let (server, handler) = server(config());
     let addr = server.local_addr();
