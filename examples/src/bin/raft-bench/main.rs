@@ -452,6 +452,31 @@ async fn run(
                 });
             }
             drop(probe);
+            // The other part of the floor: each append of the file store runs on a
+            // blocking thread, woken for it.
+            let rounds = 500 / scale as usize;
+            let (round_trip, to_job) = measure::blocking_handoff(runtime, rounds)
+                .await
+                .map_err(|e| BenchError(format!("the blocking hand-off probe: {e}")))?;
+            rows.push(Row {
+                scenario: "blocking hand-off",
+                operation: "unblock",
+                clients: 1,
+                writes: rounds as u64,
+                writes_per_sec: if round_trip.mean_us > 0.0 {
+                    1e6 / round_trip.mean_us
+                } else {
+                    0.0
+                },
+                latency: round_trip,
+                cpu_us_per_write: 0.0,
+                peak_rss_mib: 0.0,
+                note: format!(
+                    "an empty job handed to a blocking thread and back, as the file store's \
+                     appends are; p50 {:.1} us before it started",
+                    to_job.p50_us
+                ),
+            });
             for &c in args.clients.as_deref().unwrap_or(&[1, 64]) {
                 let writes = writes_for(c, 2_000, 200_000);
                 let wiring = Wiring::tcp(TcpConfig::default())?;

@@ -28,6 +28,43 @@ impl Latency {
     }
 }
 
+/// What handing a job to a blocking thread costs, as the file store hands it each append
+/// (`blocking::unblock`, which `smol::unblock` is): `rounds` round trips of an empty job
+/// from a task of `runtime`, each after 100 µs without one (a durable write at one
+/// client appends every 200-300 µs, so the blocking thread is asleep when the job
+/// comes). Returns the round trip, and the part of it before the job started.
+pub(crate) async fn blocking_handoff<Rt: raft_traits::Runtime>(
+    runtime: &Rt,
+    rounds: usize,
+) -> Result<(Latency, Latency), raft_traits::JoinError> {
+    let (round_trips, to_job) = runtime
+        .spawn(async move {
+            const WARM_UP: usize = 20;
+            let mut round_trips = Vec::with_capacity(rounds);
+            let mut to_job = Vec::with_capacity(rounds);
+            for round in 0..rounds + WARM_UP {
+                // Busy, as a pool thread is between two writes: the job needs another.
+                let idle = std::time::Instant::now();
+                while idle.elapsed() < Duration::from_micros(100) {
+                    std::hint::spin_loop();
+                }
+                let start = std::time::Instant::now();
+                let began = smol::unblock(std::time::Instant::now).await;
+                if round >= WARM_UP {
+                    round_trips.push(nanos(start.elapsed()));
+                    to_job.push(nanos(began.saturating_duration_since(start)));
+                }
+            }
+            (round_trips, to_job)
+        })
+        .await?;
+    Ok((Latency::of(round_trips), Latency::of(to_job)))
+}
+
+fn nanos(took: Duration) -> u64 {
+    u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// User plus system CPU time of this process so far, from `/proc/self/stat`.
 pub(crate) fn cpu_time() -> Duration {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
