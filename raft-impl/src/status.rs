@@ -313,15 +313,20 @@ impl Shared {
                     match leader.role().progress(peer) {
                         Some(progress) => {
                             tracked += 1;
-                            status.followers.insert(
-                                peer,
-                                FollowerProgress {
-                                    match_index: progress.match_index(),
-                                    next_index: progress.next_index(),
-                                    mode: progress.mode(),
-                                    inflight: progress.inflight(),
-                                },
-                            );
+                            let now = FollowerProgress {
+                                match_index: progress.match_index(),
+                                next_index: progress.next_index(),
+                                mode: progress.mode(),
+                                inflight: progress.inflight(),
+                            };
+                            // In place once the peer has its entry (every publish but
+                            // the first of a term): no search for the insertion point.
+                            match status.followers.get_mut(&peer) {
+                                Some(shown) => *shown = now,
+                                None => {
+                                    status.followers.insert(peer, now);
+                                }
+                            }
                         }
                         None => {
                             status.followers.remove(&peer);
