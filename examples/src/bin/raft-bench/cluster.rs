@@ -435,7 +435,7 @@ where
                         .propose(command(n))
                         .await
                         .map_err(|e| BenchError(format!("a write failed: {e}")))?;
-                    latencies.push(sent.elapsed().as_nanos() as u64);
+                    latencies.push(crate::measure::nanos(sent.elapsed()));
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })

@@ -61,7 +61,8 @@ pub(crate) async fn blocking_handoff<Rt: raft_traits::Runtime>(
     Ok((Latency::of(round_trips), Latency::of(to_job)))
 }
 
-fn nanos(took: Duration) -> u64 {
+/// `took` in nanoseconds, as [`Latency::of`] takes them (saturating, after 584 years).
+pub(crate) fn nanos(took: Duration) -> u64 {
     u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
 }
 
@@ -154,8 +155,7 @@ pub(crate) fn disk_fsync(
                         file.write_all(record)?;
                         file.sync_data()?;
                         if round >= WARM_UP {
-                            let took = start.elapsed().as_nanos();
-                            nanos.push(u64::try_from(took).unwrap_or(u64::MAX));
+                            nanos.push(self::nanos(start.elapsed()));
                         }
                     }
                     drop(file);

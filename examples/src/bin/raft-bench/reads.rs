@@ -262,7 +262,7 @@ async fn closed_loop(
                     }
                     let sent = Instant::now();
                     client.run(op, n).await?;
-                    latencies.push(sent.elapsed().as_nanos() as u64);
+                    latencies.push(crate::measure::nanos(sent.elapsed()));
                     done.fetch_add(1, Ordering::Relaxed);
                 }
             })

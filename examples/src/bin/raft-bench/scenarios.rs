@@ -139,7 +139,7 @@ pub(crate) async fn election(runtime: &SmolRuntime, rounds: usize) -> Result<Row
                 ));
             }
         }
-        failovers.push(killed.elapsed().as_nanos() as u64);
+        failovers.push(crate::measure::nanos(killed.elapsed()));
         // Back as a follower, from what it had stored.
         storages[victim] = storages[victim].copy();
         nodes[victim] = start_node(
@@ -318,7 +318,7 @@ pub(crate) async fn snapshot_install(
         clients: 0,
         writes: megabytes as u64,
         writes_per_sec: 0.0,
-        latency: Latency::of(vec![took.as_nanos() as u64]),
+        latency: Latency::of(vec![crate::measure::nanos(took)]),
         cpu_us_per_write: 0.0,
         peak_rss_mib: peak_rss_mib(),
         note: format!(
