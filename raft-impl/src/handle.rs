@@ -231,6 +231,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
             propose_linger: policy_config.propose_linger,
             last_proposals: 0,
             alarm: None,
+            turn_clock: None,
             stop_after_handover: None,
             in_flight: Default::default(),
             snapshot_reader: opened,

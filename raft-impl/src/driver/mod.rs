@@ -227,6 +227,9 @@ pub(crate) struct Driver<C: Command, R, Rt, S, T> {
     pub(crate) last_proposals: usize,
     /// The sleep armed for the nearest deadline, and when it ends.
     pub(crate) alarm: Option<(Duration, BoxFuture<'static, ()>)>,
+    /// The runtime's clock as read this turn, until the loop next waits (see
+    /// [`now`](Driver::now)).
+    pub(crate) turn_clock: Option<Duration>,
     /// A shutdown waiting for this leader's handover to end.
     pub(crate) stop_after_handover: Option<oneshot::Sender<()>>,
     /// The requests this node sent that await their replies: polled by the loop itself
@@ -336,7 +339,9 @@ where
         self.note_role_change(false);
         let mut batch = Vec::with_capacity(MAX_BATCH);
         while !self.shared.is_stopped() {
-            match self.next().await {
+            let next = self.next().await;
+            self.turn_clock = None;
+            match next {
                 Next::Event(event) => batch.push(event),
                 Next::Timer(timer) => {
                     let was_leader = self.node.as_ref().is_some_and(AnyNode::is_leader);
@@ -361,6 +366,10 @@ where
             // Closed-loop clients gather again (see `lingers_over`).
             if let Some(proposals) = self.lingers_over(&batch) {
                 self.linger(&mut batch, proposals).await;
+            }
+            // The batch's events came in after any reading taken so far (see `now`).
+            if !batch.is_empty() {
+                self.turn_clock = None;
             }
             // Opening a snapshot's writer takes the storage from the appends.
             if batch
@@ -411,6 +420,9 @@ where
     }
 
     async fn next(&mut self) -> Next<C, R> {
+        // The last turn's reading, if it took one, tells whether a timer is due (one
+        // goes off a turn late at most); after a wait the clock is read again.
+        let mut now = self.turn_clock;
         loop {
             let deadline = [
                 self.election_deadline.map(|d| (d, Timer::Election)),
@@ -424,7 +436,7 @@ where
             match deadline {
                 None => self.alarm = None,
                 Some((at, timer)) => {
-                    let now = self.runtime.now();
+                    let now = *now.get_or_insert_with(|| self.runtime.now());
                     if at <= now {
                         return Next::Timer(timer);
                     }
@@ -461,7 +473,10 @@ where
             .await;
             match woke {
                 Some(next) => return next,
-                None => self.alarm = None,
+                None => {
+                    self.alarm = None;
+                    now = None;
+                }
             }
         }
     }
@@ -508,9 +523,25 @@ where
         .then_some(proposals)
     }
 
+    /// The runtime's clock, read once a turn: every step and timer of the turn uses the
+    /// first reading, until the loop next waits (for events or storage), which forgets
+    /// it. A reading is a system clock call, and a turn steps the core and sets timers
+    /// several times within microseconds, which a reading each would not tell apart.
+    ///
+    /// The reading is taken after the turn's events came in, which is what the rules
+    /// that compare times need: a follower never records hearing from its leader before
+    /// it did (stickiness, which leases rely on), and a read checked against a lease is
+    /// checked at an instant after it was asked, where answering it is linearizable.
+    /// Reads gathered from the handle during the turn are checked against a reading of
+    /// their own (`Event::ReadIndex`). Otherwise a reading lags by the turn's work at
+    /// most, and delays a timer by as much.
+    fn now(&mut self) -> Duration {
+        *self.turn_clock.get_or_insert_with(|| self.runtime.now())
+    }
+
     fn step(&mut self, input: Input<C>) {
         if let Some(mut node) = self.node.take() {
-            node.advance_clock(self.runtime.now());
+            node.advance_clock(self.now());
             self.node = Some(node.step(input, &mut self.effects));
         }
     }
@@ -761,6 +792,7 @@ where
                 let id = ReadId(self.next_read_id);
                 self.pending_reads.insert(id, waiters);
                 if let Some(node) = self.node.as_mut() {
+                    // Read afresh, not the turn's reading: a lease is checked against it.
                     node.advance_clock(self.runtime.now());
                     node.read_index(id, &mut self.effects);
                 }
@@ -869,6 +901,7 @@ where
                 Effect::Persist(write) => {
                     written = self.finish_appends().await?.or(written);
                     self.persist(write).await?;
+                    self.turn_clock = None;
                 }
                 effect if effect.waits_for_appends() => {
                     if let Some(effect) = self.log.hold_if_needed(effect) {
@@ -900,6 +933,7 @@ where
                 return Ok(written);
             }
             let ended = self.in_flight.overlap(self.log.ended()).await;
+            self.turn_clock = None;
             written = Some(self.append_ended(ended)?);
         }
     }
@@ -971,7 +1005,7 @@ where
                 )),
             },
             Effect::SetTimer { timer, after } => {
-                let at = Some(self.runtime.now() + after);
+                let at = Some(self.now() + after);
                 match timer {
                     Timer::Election => self.election_deadline = at,
                     Timer::Heartbeat => self.heartbeat_deadline = at,
