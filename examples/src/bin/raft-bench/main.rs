@@ -40,7 +40,7 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     clients: Option<Vec<usize>>,
     /// Operations per run (default: 200 000 with one client, 2 000 000 with more, in
-    /// process; a tenth of that over TCP; 20 000 / 200 000 when durable; for `reads`,
+    /// process; a tenth of that over TCP; 2 000 / 200 000 when durable; for `reads`,
     /// 50 000 / 500 000 in process, 20 000 / 200 000 over TCP, 2 000 / 20 000 durable).
     #[arg(long)]
     writes: Option<u64>,
