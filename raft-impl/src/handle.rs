@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::core::{AnyNode, Apply, Effect, Effects, Node, RoleKind};
 use crate::driver::MembershipChange;
 use crate::driver::{
-    DirectReply, Driver, Event, Queuing, Replier, SnapshotPolicy, Waiter, run_apply,
+    DirectReply, Driver, Event, Queuing, Replier, SnapshotPolicy, Waiter, reply_channel, run_apply,
 };
 use crate::error::{
     MembershipChangeError, ProposeError, ReadError, SnapshotError, StartError, TransferError,
@@ -288,7 +288,7 @@ impl<C: Command, R: Send + 'static> Raft<C, R> {
     /// Must not be awaited from inside the state machine's `apply`: it would wait for
     /// itself.
     pub async fn propose(&self, command: C) -> Result<R, ProposeError> {
-        let (reply, result) = oneshot::channel();
+        let (reply, result) = reply_channel();
         self.send(Event::Propose {
             command,
             ack: None,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Receiver, Sender};
+use super::{Receiver, ReplySender, Sender};
 use futures::channel::oneshot;
 use raft_traits::{
     Bytes, Codec, Command, Entry, LogId, LogIndex, Payload, Postcard, Runtime, SnapshotDescriptor,
@@ -25,24 +25,21 @@ use crate::status::Shared;
 
 /// Where a proposer waits for its command's result, and when it proposed.
 pub(crate) struct Waiter<R> {
-    reply: oneshot::Sender<Result<R, ProposeError>>,
+    reply: ReplySender<Result<R, ProposeError>>,
     /// The runtime's clock when [`Raft::propose`](crate::Raft::propose) was called.
     proposed_at: Duration,
 }
 
 impl<R> Waiter<R> {
     /// A proposer waiting on `reply`, who proposed at `proposed_at` (the runtime's clock).
-    pub(crate) fn new(
-        reply: oneshot::Sender<Result<R, ProposeError>>,
-        proposed_at: Duration,
-    ) -> Self {
+    pub(crate) fn new(reply: ReplySender<Result<R, ProposeError>>, proposed_at: Duration) -> Self {
         Waiter { reply, proposed_at }
     }
 
     /// Refuses the proposal before the leader appended it; not timed, since its time
     /// says nothing of replication.
     pub(crate) fn refuse(self, error: ProposeError) {
-        let _ = self.reply.send(Err(error));
+        self.reply.send(Err(error));
     }
 
     /// Answers a proposal the leader appended, and records how long it took into the
@@ -52,7 +49,7 @@ impl<R> Waiter<R> {
         shared
             .proposal_latency
             .record(now.saturating_sub(self.proposed_at));
-        let _ = self.reply.send(result);
+        self.reply.send(result);
     }
 }
 

@@ -13,6 +13,7 @@ mod apply;
 mod log_writer;
 mod mailbox;
 mod read_queue;
+mod reply;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -34,6 +35,7 @@ pub(crate) use apply::{ApplyMsg, ApplyQueue, SnapshotPolicy, Waiter, run_apply};
 pub(crate) use log_writer::LogWriter;
 pub(crate) use mailbox::{Receiver, Sender, mailbox};
 pub(crate) use read_queue::{Queuing, ReadQueue};
+pub(crate) use reply::{ReplySender, channel as reply_channel};
 
 use crate::core::{
     AnyNode, Apply, Effect, Effects, Input, Persist, ReadId, RequestId, RpcKind, SendTag, Timer,
