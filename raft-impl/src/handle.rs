@@ -556,7 +556,7 @@ impl<C: Command, R: Send + 'static> RpcHandler<C> for Raft<C, R> {
                 reason: error.to_string(),
             }));
         }
-        let (reply, replied) = oneshot::channel();
+        let (reply, replied) = reply_channel();
         let reply = Replier::Awaited(reply);
         self.send(Event::Request { request, reply })
             .map_err(|_| HandlerError::Stopped)?;

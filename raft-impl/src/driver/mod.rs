@@ -100,7 +100,7 @@ type PendingChange = (
 /// Where the reply to a peer's request goes.
 pub(crate) enum Replier {
     /// To the task awaiting [`RpcHandler::handle`](raft_traits::RpcHandler::handle).
-    Awaited(oneshot::Sender<Result<Response, RequestRefused>>),
+    Awaited(ReplySender<Result<Response, RequestRefused>>),
     /// Straight to the transport, from the loop
     /// ([`RpcHandler::handle_then`](raft_traits::RpcHandler::handle_then)).
     Direct(DirectReply),
@@ -109,9 +109,7 @@ pub(crate) enum Replier {
 impl Replier {
     pub(crate) fn send(self, result: Result<Response, RequestRefused>) {
         match self {
-            Replier::Awaited(reply) => {
-                let _ = reply.send(result);
-            }
+            Replier::Awaited(reply) => reply.send(result),
             Replier::Direct(reply) => reply.send(result.map_err(HandlerError::Refused)),
         }
     }
