@@ -77,6 +77,9 @@ fn settle<T>(slot: &Mutex<Slot<T>>, last: Slot<T>) {
 
 /// The proposer's end: resolves to the value sent, or to `Err(Dropped)` if the sender
 /// went without sending.
+///
+/// Dropped while it waits (a proposer that gave up), it leaves its waker in the slot,
+/// and the send wakes that task once for nothing: cheaper than a lock in every drop.
 pub(crate) struct ReplyReceiver<T> {
     slot: Arc<Mutex<Slot<T>>>,
 }
