@@ -175,10 +175,19 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_crosses_threads() {
-        let (sender, receiver) = channel();
-        let sending = std::thread::spawn(move || sender.send(String::from("done")));
-        assert_eq!(block_on(receiver).as_deref(), Ok("done"));
-        sending.join().expect("the sending thread ends");
+    fn a_receiver_waiting_on_one_thread_is_woken_by_a_send_from_another() {
+        // The send is over (the thread joined) before the checks: a missing wake fails
+        // the count rather than leaving the test waiting for good.
+        let (sender, mut receiver) = channel();
+        let wakes = Arc::new(CountWakes::default());
+        assert!(poll_once(&mut receiver, &wakes).is_pending());
+        std::thread::spawn(move || sender.send(String::from("done")))
+            .join()
+            .expect("the sending thread ends");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            poll_once(&mut receiver, &wakes),
+            Poll::Ready(Ok(String::from("done")))
+        );
     }
 }
